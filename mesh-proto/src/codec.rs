@@ -71,11 +71,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             version,
         });
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(body, config()).map_err(|e| Error::Malformed {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(body, config()).map_err(|e| {
+        Error::Malformed {
             what: "encoded value",
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     if used != body.len() {
         return Err(Error::Malformed {
             what: "encoded value",

@@ -8,7 +8,7 @@ use crate::Error;
 /// The framing version this build speaks.
 const FRAME_VERSION: u8 = 1;
 /// The largest payload any caller may ask for.
-pub const MAX_FRAME_BYTES: u64 = 1 << 20;
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
 /// A LEB128 u64 takes at most 10 bytes.
 const MAX_LEN_BYTES: usize = 10;
 
@@ -151,12 +151,17 @@ mod tests {
             buf.push(b | 0x80);
         }
         let err = FrameHeader::parse(&buf, MAX_FRAME_BYTES).unwrap_err();
-        assert!(matches!(err, Error::TooLarge { len, .. } if len == 1 << 40), "{err}");
+        assert!(
+            matches!(err, Error::TooLarge { len, .. } if len == 1 << 40),
+            "{err}"
+        );
     }
 
     #[test]
     fn overlong_length_field_is_malformed() {
-        let buf = [1u8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let buf = [
+            1u8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert!(matches!(
             FrameHeader::parse(&buf, MAX_FRAME_BYTES),
             Err(Error::Malformed { .. })
@@ -179,7 +184,10 @@ mod tests {
         ));
         let mut long = f.clone();
         long.push(0);
-        assert!(matches!(decode_frame(&long, 100), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            decode_frame(&long, 100),
+            Err(Error::Malformed { .. })
+        ));
         let mut v2 = f;
         v2[0] = 2;
         assert!(matches!(

@@ -162,7 +162,16 @@ mod tests {
 
     #[test]
     fn node_id_rejects_what_is_not_a_dns_label() {
-        for bad in ["", "-a", "a-", "Compute", "a_b", "a.b", "é", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Compute",
+            "a_b",
+            "a.b",
+            "é",
+            &"x".repeat(33),
+        ] {
             assert!(NodeId::new(bad).is_err(), "{bad:?}");
         }
     }

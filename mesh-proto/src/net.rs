@@ -98,9 +98,9 @@ impl Ipv4Cidr {
 impl FromStr for Ipv4Cidr {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| {
-            Error::invalid("cidr", format!("{s:?} is not of the form A.B.C.D/N"))
-        })?;
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| Error::invalid("cidr", format!("{s:?} is not of the form A.B.C.D/N")))?;
         let network: Ipv4Addr = addr
             .parse()
             .map_err(|_| Error::invalid("cidr", format!("{addr:?} is not an IPv4 address")))?;
@@ -160,9 +160,9 @@ impl Ipv4Range {
 impl FromStr for Ipv4Range {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| Error::invalid("range", format!("{s:?} is not of the form FIRST-LAST")))?;
+        let (a, b) = s.split_once('-').ok_or_else(|| {
+            Error::invalid("range", format!("{s:?} is not of the form FIRST-LAST"))
+        })?;
         let parse = |x: &str| {
             x.trim()
                 .parse::<Ipv4Addr>()
@@ -187,7 +187,10 @@ impl MacAddr {
             ));
         }
         if octets == [0; 6] {
-            return Err(Error::invalid("mac", "00:00:00:00:00:00 is not a host address"));
+            return Err(Error::invalid(
+                "mac",
+                "00:00:00:00:00:00 is not a host address",
+            ));
         }
         Ok(MacAddr(octets))
     }
@@ -356,7 +359,10 @@ mod tests {
     fn cidr_rejects_host_bits_and_long_prefixes() {
         assert!("10.0.0.0/24".parse::<Ipv4Cidr>().is_ok());
         let err = "10.0.0.1/24".parse::<Ipv4Cidr>().unwrap_err();
-        assert!(err.to_string().contains("did you mean 10.0.0.0/24"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean 10.0.0.0/24"),
+            "{err}"
+        );
         assert!("10.0.0.0/33".parse::<Ipv4Cidr>().is_err());
         assert!("10.0.0/24".parse::<Ipv4Cidr>().is_err());
         assert!("10.0.0.0".parse::<Ipv4Cidr>().is_err());
@@ -382,7 +388,15 @@ mod tests {
     fn mac_parsing() {
         let m: MacAddr = "fa:16:3e:00:00:01".parse().unwrap();
         assert_eq!(m.to_string(), "fa:16:3e:00:00:01");
-        for bad in ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "00:00:00:00:00:00", "fa:16:3e:00:00", "fa:16:3e:00:00:01:02", "zz:16:3e:00:00:01", "fa:16:3e:0:00:01"] {
+        for bad in [
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "fa:16:3e:00:00",
+            "fa:16:3e:00:00:01:02",
+            "zz:16:3e:00:00:01",
+            "fa:16:3e:0:00:01",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

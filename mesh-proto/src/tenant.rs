@@ -11,8 +11,8 @@ use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Ipv4Cidr, Ipv4Range, MacAddr, Mtu, Name, NodeId, ObjectId, Priority, Vni};
 use crate::node::InterfaceName;
+use crate::{Error, Ipv4Cidr, Ipv4Range, MacAddr, Mtu, Name, NodeId, ObjectId, Priority, Vni};
 
 /// Most router interfaces one router may have.
 pub const MAX_ROUTER_INTERFACES: usize = 64;
@@ -264,7 +264,10 @@ mod router {
             if spec.interfaces.len() > MAX_ROUTER_INTERFACES {
                 return Err(Error::invalid(
                     "router.interfaces",
-                    format!("{} interfaces, at most {MAX_ROUTER_INTERFACES}", spec.interfaces.len()),
+                    format!(
+                        "{} interfaces, at most {MAX_ROUTER_INTERFACES}",
+                        spec.interfaces.len()
+                    ),
                 ));
             }
             if spec.routes.len() > MAX_ROUTER_ROUTES {
@@ -274,10 +277,16 @@ mod router {
                 ));
             }
             for r in &spec.routes {
-                if r.nexthop.is_unspecified() || r.nexthop.is_multicast() || r.nexthop.is_broadcast() {
+                if r.nexthop.is_unspecified()
+                    || r.nexthop.is_multicast()
+                    || r.nexthop.is_broadcast()
+                {
                     return Err(Error::invalid(
                         "router.routes",
-                        format!("next hop {} of {} is not a unicast address", r.nexthop, r.destination),
+                        format!(
+                            "next hop {} of {} is not a unicast address",
+                            r.nexthop, r.destination
+                        ),
                     ));
                 }
             }
@@ -337,12 +346,18 @@ mod port {
             if spec.fixed_ips.is_empty() || spec.fixed_ips.len() > MAX_FIXED_IPS {
                 return Err(Error::invalid(
                     "port.fixed_ips",
-                    format!("{} addresses, need 1 to {MAX_FIXED_IPS}", spec.fixed_ips.len()),
+                    format!(
+                        "{} addresses, need 1 to {MAX_FIXED_IPS}",
+                        spec.fixed_ips.len()
+                    ),
                 ));
             }
             let distinct: BTreeSet<_> = spec.fixed_ips.iter().collect();
             if distinct.len() != spec.fixed_ips.len() {
-                return Err(Error::invalid("port.fixed_ips", "an address is listed twice"));
+                return Err(Error::invalid(
+                    "port.fixed_ips",
+                    "an address is listed twice",
+                ));
             }
             for ip in &spec.fixed_ips {
                 if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
@@ -355,7 +370,10 @@ mod port {
             if spec.allowed_address_pairs.len() > MAX_ADDRESS_PAIRS {
                 return Err(Error::invalid(
                     "port.allowed_address_pairs",
-                    format!("{} pairs, at most {MAX_ADDRESS_PAIRS}", spec.allowed_address_pairs.len()),
+                    format!(
+                        "{} pairs, at most {MAX_ADDRESS_PAIRS}",
+                        spec.allowed_address_pairs.len()
+                    ),
                 ));
             }
             Ok(Port(spec))

@@ -24,7 +24,8 @@ fn name() -> impl Strategy<Value = Name> {
         .prop_map(|s| Name::new(s).expect("generated name is valid"))
 }
 fn ip() -> impl Strategy<Value = Ipv4Addr> {
-    (1u8..224, any::<u8>(), any::<u8>(), 1u8..255).prop_map(|(a, b, c, d)| Ipv4Addr::new(a, b, c, d))
+    (1u8..224, any::<u8>(), any::<u8>(), 1u8..255)
+        .prop_map(|(a, b, c, d)| Ipv4Addr::new(a, b, c, d))
 }
 fn mac() -> impl Strategy<Value = MacAddr> {
     any::<[u8; 6]>().prop_map(|mut o| {
@@ -34,7 +35,11 @@ fn mac() -> impl Strategy<Value = MacAddr> {
 }
 fn cidr() -> impl Strategy<Value = Ipv4Cidr> {
     (any::<u32>(), 0u8..=32).prop_map(|(a, p)| {
-        let mask = if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) };
+        let mask = if p == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(p))
+        };
         Ipv4Cidr::new(Ipv4Addr::from(a & mask), p).expect("masked")
     })
 }
@@ -54,7 +59,11 @@ fn addressing() -> impl Strategy<Value = (Ipv4Cidr, Ipv4Addr, Ipv4Range)> {
 fn node_facts() -> impl Strategy<Value = NodeFacts> {
     (
         node_id(),
-        prop_oneof![Just(NodeMode::Dvr), Just(NodeMode::DvrSnat), Just(NodeMode::DvrNoExternal)],
+        prop_oneof![
+            Just(NodeMode::Dvr),
+            Just(NodeMode::DvrSnat),
+            Just(NodeMode::DvrNoExternal)
+        ],
         ip(),
         1u8..=254,
         proptest::collection::btree_map(name(), "[a-z][a-z0-9]{0,14}", 0..3),
@@ -65,30 +74,66 @@ fn node_facts() -> impl Strategy<Value = NodeFacts> {
                 BTreeMap::new()
             } else {
                 ext.into_iter()
-                    .map(|(k, v)| (k, ExternalMapping { interface: InterfaceName::new(v).expect("ifname") }))
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            ExternalMapping {
+                                interface: InterfaceName::new(v).expect("ifname"),
+                            },
+                        )
+                    })
                     .collect()
             };
             let mac = dvr_mac_for(&id);
-            NodeFacts::new(id, mode, tip, mac, Priority::new(prio).expect("1..=254"), external)
-                .expect("valid facts")
-                .with_draining(draining)
+            NodeFacts::new(
+                id,
+                mode,
+                tip,
+                mac,
+                Priority::new(prio).expect("1..=254"),
+                external,
+            )
+            .expect("valid facts")
+            .with_draining(draining)
         })
 }
 
 fn network() -> impl Strategy<Value = Network> {
     (object_id(), name(), 1u32..=Vni::MAX, 576u16..=9000).prop_map(|(id, name, vni, mtu)| {
-        Network::new(NetworkSpec { id, name, vni: Vni::new(vni).expect("vni"), mtu: Mtu::new(mtu).expect("mtu") })
-            .expect("valid")
+        Network::new(NetworkSpec {
+            id,
+            name,
+            vni: Vni::new(vni).expect("vni"),
+            mtu: Mtu::new(mtu).expect("mtu"),
+        })
+        .expect("valid")
     })
 }
 fn subnet() -> impl Strategy<Value = Subnet> {
-    (object_id(), name(), object_id(), addressing()).prop_map(|(id, name, network, (cidr, gateway, pool))| {
-        Subnet::new(SubnetSpec { id, name, network, cidr, gateway, pool }).expect("valid")
-    })
+    (object_id(), name(), object_id(), addressing()).prop_map(
+        |(id, name, network, (cidr, gateway, pool))| {
+            Subnet::new(SubnetSpec {
+                id,
+                name,
+                network,
+                cidr,
+                gateway,
+                pool,
+            })
+            .expect("valid")
+        },
+    )
 }
 fn external_network() -> impl Strategy<Value = ExternalNetwork> {
     (object_id(), name(), addressing()).prop_map(|(id, name, (cidr, gateway, pool))| {
-        ExternalNetwork::new(ExternalNetworkSpec { id, name, cidr, gateway, pool }).expect("valid")
+        ExternalNetwork::new(ExternalNetworkSpec {
+            id,
+            name,
+            cidr,
+            gateway,
+            pool,
+        })
+        .expect("valid")
     })
 }
 fn router() -> impl Strategy<Value = Router> {
@@ -102,21 +147,35 @@ fn router() -> impl Strategy<Value = Router> {
         any::<bool>(),
         0u32..=MAX_PREEMPT_DELAY_MS,
     )
-        .prop_map(|(id, name, interfaces, gw, routes, prios, preempt, delay)| {
-            Router::new(RouterSpec {
-                id,
-                name,
-                interfaces,
-                gateway: gw.map(|(external_network, enable_snat)| RouterGateway { external_network, enable_snat }),
-                routes: routes.into_iter().map(|(destination, nexthop)| ExtraRoute { destination, nexthop }).collect(),
-                ha: HaSettings {
-                    priorities: prios.into_iter().map(|(n, p)| (n, Priority::new(p).expect("p"))).collect(),
-                    preempt,
-                    preempt_delay_ms: delay,
-                },
-            })
-            .expect("valid")
-        })
+        .prop_map(
+            |(id, name, interfaces, gw, routes, prios, preempt, delay)| {
+                Router::new(RouterSpec {
+                    id,
+                    name,
+                    interfaces,
+                    gateway: gw.map(|(external_network, enable_snat)| RouterGateway {
+                        external_network,
+                        enable_snat,
+                    }),
+                    routes: routes
+                        .into_iter()
+                        .map(|(destination, nexthop)| ExtraRoute {
+                            destination,
+                            nexthop,
+                        })
+                        .collect(),
+                    ha: HaSettings {
+                        priorities: prios
+                            .into_iter()
+                            .map(|(n, p)| (n, Priority::new(p).expect("p")))
+                            .collect(),
+                        preempt,
+                        preempt_delay_ms: delay,
+                    },
+                })
+                .expect("valid")
+            },
+        )
 }
 fn port() -> impl Strategy<Value = Port> {
     (
@@ -138,21 +197,35 @@ fn port() -> impl Strategy<Value = Port> {
                 fixed_ips: ips.into_iter().collect(),
                 host,
                 device: dev.map(|d| InterfaceName::new(d).expect("ifname")),
-                allowed_address_pairs: pairs.into_iter().map(|(ip, mac)| AddressPair { ip, mac }).collect(),
+                allowed_address_pairs: pairs
+                    .into_iter()
+                    .map(|(ip, mac)| AddressPair { ip, mac })
+                    .collect(),
             })
             .expect("valid")
         })
 }
 fn floating_ip() -> impl Strategy<Value = FloatingIp> {
-    (object_id(), object_id(), ip(), proptest::option::of((object_id(), proptest::option::of(ip())))).prop_map(
-        |(id, external_network, ip, assoc)| {
+    (
+        object_id(),
+        object_id(),
+        ip(),
+        proptest::option::of((object_id(), proptest::option::of(ip()))),
+    )
+        .prop_map(|(id, external_network, ip, assoc)| {
             let (port, fixed_ip) = match assoc {
                 Some((p, f)) => (Some(p), f),
                 None => (None, None),
             };
-            FloatingIp::new(FloatingIpSpec { id, external_network, ip, port, fixed_ip }).expect("valid")
-        },
-    )
+            FloatingIp::new(FloatingIpSpec {
+                id,
+                external_network,
+                ip,
+                port,
+                fixed_ip,
+            })
+            .expect("valid")
+        })
 }
 
 fn round_trip<T>(v: &T) -> T
@@ -224,7 +297,12 @@ fn nm(s: &str) -> Name {
 fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
     let c1 = NodeId::new("c1").expect("id");
     let mut ext = BTreeMap::new();
-    ext.insert(nm("public"), ExternalMapping { interface: InterfaceName::new("eth1").expect("if") });
+    ext.insert(
+        nm("public"),
+        ExternalMapping {
+            interface: InterfaceName::new("eth1").expect("if"),
+        },
+    );
     let facts = NodeFacts::new(
         c1.clone(),
         NodeMode::DvrSnat,
@@ -234,7 +312,13 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
         ext,
     )
     .expect("facts");
-    let network = Network::new(NetworkSpec { id: oid("n1"), name: nm("net-a"), vni: Vni::new(1001).expect("v"), mtu: Mtu::VXLAN_DEFAULT }).expect("n");
+    let network = Network::new(NetworkSpec {
+        id: oid("n1"),
+        name: nm("net-a"),
+        vni: Vni::new(1001).expect("v"),
+        mtu: Mtu::VXLAN_DEFAULT,
+    })
+    .expect("n");
     let subnet = Subnet::new(SubnetSpec {
         id: oid("s1"),
         name: nm("sub-a"),
@@ -258,11 +342,21 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
         id: oid("r1"),
         name: nm("router-a"),
         interfaces: [oid("s1")].into_iter().collect::<BTreeSet<_>>(),
-        gateway: Some(RouterGateway { external_network: oid("e1"), enable_snat: true }),
-        routes: [ExtraRoute { destination: "198.51.100.0/24".parse().expect("d"), nexthop: "10.1.0.254".parse().expect("n") }]
-            .into_iter()
-            .collect(),
-        ha: HaSettings { priorities: prios, preempt: true, preempt_delay_ms: 500 },
+        gateway: Some(RouterGateway {
+            external_network: oid("e1"),
+            enable_snat: true,
+        }),
+        routes: [ExtraRoute {
+            destination: "198.51.100.0/24".parse().expect("d"),
+            nexthop: "10.1.0.254".parse().expect("n"),
+        }]
+        .into_iter()
+        .collect(),
+        ha: HaSettings {
+            priorities: prios,
+            preempt: true,
+            preempt_delay_ms: 500,
+        },
     })
     .expect("r");
     let port = Port::new(PortSpec {
@@ -273,7 +367,10 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
         fixed_ips: vec!["10.1.0.10".parse().expect("ip")],
         host: c1,
         device: Some(InterfaceName::new("tap-p1").expect("if")),
-        allowed_address_pairs: vec![AddressPair { ip: "10.1.0.100/32".parse().expect("c"), mac: None }],
+        allowed_address_pairs: vec![AddressPair {
+            ip: "10.1.0.100/32".parse().expect("c"),
+            mac: None,
+        }],
     })
     .expect("port");
     let fip = FloatingIp::new(FloatingIpSpec {
@@ -349,14 +446,29 @@ fn a_length_claiming_a_terabyte_is_rejected_without_allocating() {
 #[test]
 fn oversized_and_versioned_input_is_rejected() {
     let big = vec![WIRE_VERSION; MAX_ENCODED_BYTES + 1];
-    assert!(matches!(decode::<NodeId>(&big), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        decode::<NodeId>(&big),
+        Err(Error::TooLarge { .. })
+    ));
     let text = "A".repeat(MAX_VALUE_CHARS + 1);
-    assert!(matches!(decode_value::<NodeId>(&text), Err(Error::TooLarge { .. })));
-    assert!(matches!(decode::<NodeId>(&[9, 1, b'a']), Err(Error::UnsupportedVersion { version: 9, .. })));
-    assert!(matches!(decode::<NodeId>(&[]), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        decode_value::<NodeId>(&text),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        decode::<NodeId>(&[9, 1, b'a']),
+        Err(Error::UnsupportedVersion { version: 9, .. })
+    ));
+    assert!(matches!(
+        decode::<NodeId>(&[]),
+        Err(Error::Truncated { .. })
+    ));
     let mut trailing = encode(&NodeId::new("a").expect("id")).expect("enc");
     trailing.push(0);
-    assert!(matches!(decode::<NodeId>(&trailing), Err(Error::Malformed { .. })));
+    assert!(matches!(
+        decode::<NodeId>(&trailing),
+        Err(Error::Malformed { .. })
+    ));
     assert!(decode_value::<NodeId>("!!!not base64").is_err());
 }
 

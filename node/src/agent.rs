@@ -1,0 +1,166 @@
+//! The agent's lifecycle: check identity, publish facts, gossip, keep the view, serve the API.
+//!
+//! This module only wires the libraries together; each piece lives in its own module.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mesh_proto::{dvr_mac_for, NodeFacts};
+use tracing::{info, info_span, Instrument};
+
+use crate::api::{self, ApiContext};
+use crate::config::Config;
+use crate::gossip::{self, GossipSettings};
+use crate::tls::Credentials;
+use crate::transport::QuicTransport;
+use crate::{view, Error};
+
+/// File under `data_dir` holding the last gossip generation used.
+const GENERATION_FILE: &str = "generation";
+
+/// Checks that the configuration and the certificate name the same node; loads the credentials.
+pub fn verify_identity(config: &Config) -> Result<Credentials, Error> {
+    let creds = Credentials::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    if creds.node_id != config.node_id {
+        return Err(Error::IdentityMismatch {
+            configured: config.node_id.to_string(),
+            certified: creds.node_id.to_string(),
+        });
+    }
+    Ok(creds)
+}
+
+/// The facts this node publishes.
+pub fn facts_of(config: &Config) -> Result<NodeFacts, Error> {
+    Ok(NodeFacts::new(
+        config.node_id.clone(),
+        config.mode,
+        config.tunnel_ip,
+        dvr_mac_for(&config.node_id),
+        config.snat_priority,
+        config.external.clone(),
+    )?)
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let span = info_span!("node", id = %config.node_id);
+    run_inner(config).instrument(span).await
+}
+
+async fn run_inner(config: Config) -> Result<(), Error> {
+    let creds = verify_identity(&config)?;
+    let facts = facts_of(&config)?;
+    create_private_dir(&config.data_dir)?;
+    let generation = next_generation(&config.data_dir)?;
+    let transport = QuicTransport::new(&creds)?;
+    let settings = GossipSettings {
+        node_id: config.node_id.clone(),
+        generation,
+        listen: config.listen,
+        advertise: config.advertise,
+        seeds: config.seeds.clone(),
+        cluster_id: config.cluster_id.clone(),
+        gossip_interval: config.gossip_interval,
+    };
+    let chitchat = gossip::start(&settings, &facts, &transport).await?;
+    let (view, view_task) = view::spawn_writer(
+        chitchat.chitchat(),
+        config.node_id.clone(),
+        config.gossip_interval,
+    );
+    let ctx = ApiContext {
+        view,
+        stats: Some(transport.stats()),
+        peers: Some(transport.directory()),
+    };
+    let (api_task, socket_guard) = match api::serve(&config.api_socket, ctx).await {
+        Ok(x) => x,
+        Err(e) => {
+            view_task.abort();
+            let _ = chitchat.shutdown().await;
+            return Err(e);
+        }
+    };
+    info!(
+        listen = %config.listen, advertise = %config.advertise, mode = %config.mode,
+        generation, api = %config.api_socket.display(), "agent running"
+    );
+    wait_for_shutdown_signal().await;
+    info!("shutting down");
+    api_task.abort();
+    view_task.abort();
+    drop(socket_guard);
+    let _ = chitchat.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("creating data_dir", dir, e))
+}
+
+/// A gossip generation larger than any this node used before: the wall clock in milliseconds, or
+/// one more than the last one persisted if the clock went backwards.
+fn next_generation(data_dir: &Path) -> Result<u64, Error> {
+    let path = data_dir.join(GENERATION_FILE);
+    let last = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let generation = now.max(last + 1);
+    write_atomic(&path, generation.to_string().as_bytes())?;
+    Ok(generation)
+}
+
+/// Writes a file through a temporary file and a rename, so readers see the old or the new content.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("writing", &tmp, e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_increase_even_if_the_clock_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = next_generation(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join(GENERATION_FILE),
+            (a + 1_000_000).to_string(),
+        )
+        .unwrap();
+        let b = next_generation(dir.path()).unwrap();
+        assert_eq!(b, a + 1_000_001);
+    }
+}

@@ -1,0 +1,494 @@
+//! The agent's configuration file: TOML, parsed once into validated types.
+//!
+//! Every problem in a file is reported in one pass, each naming its key. Unknown keys are errors
+//! (a typo must not silently fall back to a default). Relative paths are relative to the file.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_proto::{ExternalMapping, InterfaceName, Name, NodeId, NodeMode, Priority};
+use toml::{Table, Value};
+
+use crate::Error;
+
+/// Default gossip round interval.
+pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 200;
+/// Default SNAT priority.
+pub const DEFAULT_SNAT_PRIORITY: u8 = 100;
+/// Default cluster id; nodes with another id refuse each other's gossip.
+pub const DEFAULT_CLUSTER_ID: &str = "dvrmesh";
+/// Largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Paths of the node's TLS material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// Cluster CA certificate.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// A validated agent configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The node's id; must equal the id in its certificate.
+    pub node_id: NodeId,
+    /// The node's role.
+    pub mode: NodeMode,
+    /// Where the QUIC gossip endpoint binds.
+    pub listen: SocketAddr,
+    /// The address peers reach this node at (defaults to `listen`).
+    pub advertise: SocketAddr,
+    /// Peers to contact first, `host:port`.
+    pub seeds: Vec<String>,
+    /// The VXLAN tunnel endpoint address.
+    pub tunnel_ip: Ipv4Addr,
+    /// Default SNAT priority.
+    pub snat_priority: Priority,
+    /// The local API's unix socket.
+    pub api_socket: PathBuf,
+    /// Where the agent keeps its state.
+    pub data_dir: PathBuf,
+    /// Gossip round interval.
+    pub gossip_interval: Duration,
+    /// Cluster id shared by every node of one cluster.
+    pub cluster_id: String,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// External networks this node reaches, by name.
+    pub external: BTreeMap<Name, ExternalMapping>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("configuration", path, e))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                problems: format!("file is over {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("configuration", path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|problems| Error::Config {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses configuration text; relative paths are joined to `base`. On failure returns every
+    /// problem, one per line.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut p = Parser {
+            problems: Vec::new(),
+            base,
+        };
+        let node_id = p.required(&table, "node_id", |v| {
+            p_str(v).and_then(|s| NodeId::new(s).map_err(|e| e.to_string()))
+        });
+        let mode = p.required(&table, "mode", |v| {
+            p_str(v).and_then(|s| s.parse::<NodeMode>().map_err(|e| e.to_string()))
+        });
+        let listen = p.required(&table, "listen", p_sockaddr);
+        let advertise = p.optional(&table, "advertise", p_sockaddr);
+        let seeds = p
+            .optional(&table, "seeds", |v| {
+                let arr = v
+                    .as_array()
+                    .ok_or("must be an array of \"host:port\" strings")?;
+                arr.iter().map(p_seed).collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap_or_default();
+        let tunnel_ip = p.required(&table, "tunnel_ip", |v| {
+            let ip: Ipv4Addr = p_str(v)?
+                .parse()
+                .map_err(|_| "is not an IPv4 address".to_string())?;
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+                return Err(format!("{ip} is not a unicast host address"));
+            }
+            Ok(ip)
+        });
+        let snat_priority = p
+            .optional(&table, "snat_priority", |v| {
+                let n = v.as_integer().ok_or("must be an integer from 1 to 254")?;
+                u8::try_from(n)
+                    .ok()
+                    .and_then(|n| Priority::new(n).ok())
+                    .ok_or_else(|| format!("{n} is outside 1..=254"))
+            })
+            .unwrap_or_else(|| {
+                Priority::new(DEFAULT_SNAT_PRIORITY).unwrap_or_else(|_| unreachable!())
+            });
+        let api_socket = p.required(&table, "api_socket", |v| p_path(v, base));
+        let data_dir = p.required(&table, "data_dir", |v| p_path(v, base));
+        let gossip_interval = p
+            .optional(&table, "gossip_interval_ms", |v| {
+                let n = v
+                    .as_integer()
+                    .ok_or("must be an integer number of milliseconds")?;
+                if !(10..=10_000).contains(&n) {
+                    return Err(format!("{n} is outside 10..=10000"));
+                }
+                Ok(Duration::from_millis(n as u64))
+            })
+            .unwrap_or(Duration::from_millis(DEFAULT_GOSSIP_INTERVAL_MS));
+        let cluster_id = p
+            .optional(&table, "cluster_id", |v| {
+                let s = p_str(v)?;
+                if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err("must be 1 to 64 printable ASCII characters".into());
+                }
+                Ok(s.to_string())
+            })
+            .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_string());
+        let tls = p.tls(&table);
+        let external = p.external(&table);
+        for key in table.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                p.problems.push(format!(
+                    "{key}: unknown key (known keys: {})",
+                    KNOWN_KEYS.join(", ")
+                ));
+            }
+        }
+        if let (Some(NodeMode::DvrNoExternal), Some(ext)) = (mode, &external) {
+            if !ext.is_empty() {
+                p.problems
+                    .push("external: a dvr_no_external node cannot map external networks".into());
+            }
+        }
+        if let (Some(l), None) = (listen, advertise) {
+            if l.ip().is_unspecified() {
+                p.problems.push(format!(
+                    "advertise: required when listen ({l}) is a wildcard address, so peers know where to reach this node"
+                ));
+            }
+        }
+        if !p.problems.is_empty() {
+            return Err(p.problems.join("\n"));
+        }
+        let bad = || "internal: a required key was missing without a recorded problem".to_string();
+        let listen = listen.ok_or_else(bad)?;
+        Ok(Config {
+            node_id: node_id.ok_or_else(bad)?,
+            mode: mode.ok_or_else(bad)?,
+            listen,
+            advertise: advertise.unwrap_or(listen),
+            seeds,
+            tunnel_ip: tunnel_ip.ok_or_else(bad)?,
+            snat_priority,
+            api_socket: api_socket.ok_or_else(bad)?,
+            data_dir: data_dir.ok_or_else(bad)?,
+            gossip_interval,
+            cluster_id,
+            tls: tls.ok_or_else(bad)?,
+            external: external.ok_or_else(bad)?,
+        })
+    }
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "node_id",
+    "mode",
+    "listen",
+    "advertise",
+    "seeds",
+    "tunnel_ip",
+    "snat_priority",
+    "api_socket",
+    "data_dir",
+    "gossip_interval_ms",
+    "cluster_id",
+    "tls",
+    "external",
+];
+
+struct Parser<'a> {
+    problems: Vec<String>,
+    base: &'a Path,
+}
+
+impl Parser<'_> {
+    fn required<T>(
+        &mut self,
+        t: &Table,
+        key: &str,
+        f: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match t.get(key) {
+            None => {
+                self.problems.push(format!("{key}: missing"));
+                None
+            }
+            Some(v) => self.check(key, f(v)),
+        }
+    }
+
+    fn optional<T>(
+        &mut self,
+        t: &Table,
+        key: &str,
+        f: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        t.get(key).and_then(|v| self.check(key, f(v)))
+    }
+
+    fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.problems.push(format!("{key}: {e}")))
+            .ok()
+    }
+
+    fn tls(&mut self, t: &Table) -> Option<TlsPaths> {
+        let Some(v) = t.get("tls") else {
+            self.problems
+                .push("tls: missing ([tls] with ca, cert, key)".into());
+            return None;
+        };
+        let Some(tls) = v.as_table() else {
+            self.problems
+                .push("tls: must be a table with ca, cert, key".into());
+            return None;
+        };
+        let base = self.base;
+        let mut get = |k: &str| match tls.get(k) {
+            None => {
+                self.problems.push(format!("tls.{k}: missing"));
+                None
+            }
+            Some(v) => p_path(v, base)
+                .map_err(|e| self.problems.push(format!("tls.{k}: {e}")))
+                .ok(),
+        };
+        let (ca, cert, key) = (get("ca"), get("cert"), get("key"));
+        for k in tls.keys() {
+            if !["ca", "cert", "key"].contains(&k.as_str()) {
+                self.problems
+                    .push(format!("tls.{k}: unknown key (known keys: ca, cert, key)"));
+            }
+        }
+        Some(TlsPaths {
+            ca: ca?,
+            cert: cert?,
+            key: key?,
+        })
+    }
+
+    fn external(&mut self, t: &Table) -> Option<BTreeMap<Name, ExternalMapping>> {
+        let Some(v) = t.get("external") else {
+            return Some(BTreeMap::new());
+        };
+        let Some(ext) = v.as_table() else {
+            self.problems.push(
+                "external: must be tables, e.g. [external.public] interface = \"eth1\"".into(),
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, v) in ext {
+            let key = format!("external.{name}");
+            let name = match Name::new(name.as_str()) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.problems.push(format!("{key}: {e}"));
+                    ok = false;
+                    continue;
+                }
+            };
+            let Some(m) = v.as_table() else {
+                self.problems
+                    .push(format!("{key}: must be a table with an interface key"));
+                ok = false;
+                continue;
+            };
+            for k in m.keys() {
+                if k != "interface" {
+                    self.problems
+                        .push(format!("{key}.{k}: unknown key (known keys: interface)"));
+                    ok = false;
+                }
+            }
+            match m.get("interface").map(p_str) {
+                None => {
+                    self.problems.push(format!("{key}.interface: missing"));
+                    ok = false;
+                }
+                Some(Err(e)) => {
+                    self.problems.push(format!("{key}.interface: {e}"));
+                    ok = false;
+                }
+                Some(Ok(s)) => match InterfaceName::new(s) {
+                    Ok(interface) => {
+                        out.insert(name, ExternalMapping { interface });
+                    }
+                    Err(e) => {
+                        self.problems.push(format!("{key}.interface: {e}"));
+                        ok = false;
+                    }
+                },
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+fn p_str(v: &Value) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| "must be a string".to_string())
+}
+
+fn p_sockaddr(v: &Value) -> Result<SocketAddr, String> {
+    let s = p_str(v)?;
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address:port (e.g. \"10.0.0.1:7101\")"))
+}
+
+fn p_seed(v: &Value) -> Result<String, String> {
+    let s = p_str(v).map_err(|_| "seeds must be \"host:port\" strings".to_string())?;
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !host_ok || port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(format!("{s:?} is not host:port"));
+    }
+    Ok(s.to_string())
+}
+
+fn p_path(v: &Value, base: &Path) -> Result<PathBuf, String> {
+    let s = p_str(v)?;
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let p = PathBuf::from(s);
+    Ok(if p.is_absolute() { p } else { base.join(p) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+node_id = "compute-1"
+mode = "dvr"
+listen = "127.0.0.1:7101"
+seeds = ["127.0.0.1:7102", "net-1.lab:7101"]
+tunnel_ip = "127.0.0.1"
+snat_priority = 100
+api_socket = "/run/dvrmesh/compute-1.sock"
+data_dir = "/var/lib/dvrmesh/compute-1"
+gossip_interval_ms = 200
+
+[tls]
+ca = "ca/ca.pem"
+cert = "compute-1/node.pem"
+key = "compute-1/node.key"
+
+[external.public]
+interface = "eth1"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/dvrmesh")).unwrap();
+        assert_eq!(c.node_id.as_str(), "compute-1");
+        assert_eq!(c.mode, NodeMode::Dvr);
+        assert_eq!(c.advertise, c.listen);
+        assert_eq!(c.tls.ca, Path::new("/etc/dvrmesh/ca/ca.pem"));
+        assert_eq!(c.api_socket, Path::new("/run/dvrmesh/compute-1.sock"));
+        assert_eq!(c.gossip_interval, Duration::from_millis(200));
+        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(
+            c.external[&Name::new("public").unwrap()].interface.as_str(),
+            "eth1"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_naming_its_key() {
+        let bad = EXAMPLE
+            .replace("mode = \"dvr\"", "mode = \"router\"")
+            .replace(
+                "snat_priority = 100",
+                "snat_priority = 300\ncolour = \"blue\"",
+            )
+            .replace("gossip_interval_ms = 200", "gossip_interval_ms = 1")
+            .replace(
+                "interface = \"eth1\"",
+                "interface = \"this-name-is-too-long\"",
+            );
+        let err = Config::parse(&bad, Path::new("/")).unwrap_err();
+        for key in [
+            "mode:",
+            "snat_priority:",
+            "colour:",
+            "gossip_interval_ms:",
+            "external.public.interface:",
+        ] {
+            assert!(err.contains(key), "{key} not named in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let err = Config::parse("mode = \"dvr\"", Path::new("/")).unwrap_err();
+        for key in [
+            "node_id: missing",
+            "listen: missing",
+            "tunnel_ip: missing",
+            "tls: missing",
+            "api_socket: missing",
+            "data_dir: missing",
+        ] {
+            assert!(err.contains(key), "{key} not in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn tls_keys_are_checked() {
+        let bad = EXAMPLE.replace("key = \"compute-1/node.key\"", "keyfile = \"x\"");
+        let err = Config::parse(&bad, Path::new("/")).unwrap_err();
+        assert!(err.contains("tls.key: missing"), "{err}");
+        assert!(err.contains("tls.keyfile: unknown key"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_listen_needs_advertise() {
+        let bad = EXAMPLE.replace("127.0.0.1:7101", "0.0.0.0:7101");
+        assert!(Config::parse(&bad, Path::new("/"))
+            .unwrap_err()
+            .contains("advertise"));
+        let ok = bad.replace("tunnel_ip", "advertise = \"10.0.0.1:7101\"\ntunnel_ip");
+        assert!(Config::parse(&ok, Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn no_external_mode_rejects_external_networks() {
+        let bad = EXAMPLE.replace("mode = \"dvr\"", "mode = \"dvr_no_external\"");
+        assert!(Config::parse(&bad, Path::new("/"))
+            .unwrap_err()
+            .contains("external"));
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(Config::parse("node_id = ", Path::new("/")).is_err());
+        assert!(Config::parse("seeds = [1, 2]\n", Path::new("/"))
+            .unwrap_err()
+            .contains("seeds"));
+    }
+}

@@ -1,0 +1,70 @@
+//! Starting chitchat for a node: its settings, the keys it publishes, and failure detection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chitchat::transport::Transport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use mesh_proto::{NodeFacts, NodeId};
+
+use crate::Error;
+
+/// Gossip key holding a node's [`NodeFacts`].
+pub const KEY_NODE_FACTS: &str = "node";
+
+/// What chitchat needs to run one node.
+#[derive(Clone, Debug)]
+pub struct GossipSettings {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Increases on every start, so peers tell a restarted node from its previous life.
+    pub generation: u64,
+    /// Where the transport binds.
+    pub listen: SocketAddr,
+    /// Where peers reach the node.
+    pub advertise: SocketAddr,
+    /// Peers to contact first.
+    pub seeds: Vec<String>,
+    /// Shared by every node of the cluster.
+    pub cluster_id: String,
+    /// Gossip round interval.
+    pub gossip_interval: Duration,
+}
+
+impl GossipSettings {
+    fn chitchat_config(&self) -> ChitchatConfig {
+        ChitchatConfig {
+            chitchat_id: ChitchatId::new(self.node_id.as_str(), self.generation, self.advertise),
+            cluster_id: self.cluster_id.clone(),
+            gossip_interval: self.gossip_interval,
+            listen_addr: self.listen,
+            seed_nodes: self.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: 8.0,
+                sampling_window_size: 1_000,
+                max_interval: self.gossip_interval * 20,
+                initial_interval: self.gossip_interval,
+                dead_node_grace_period: Duration::from_secs(24 * 3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        }
+    }
+}
+
+/// Starts gossip for a node that publishes `facts`.
+pub async fn start(
+    settings: &GossipSettings,
+    facts: &NodeFacts,
+    transport: &dyn Transport,
+) -> Result<ChitchatHandle, Error> {
+    let value = mesh_proto::encode_value(facts)?;
+    spawn_chitchat(
+        settings.chitchat_config(),
+        vec![(KEY_NODE_FACTS.to_string(), value)],
+        transport,
+    )
+    .await
+    .map_err(|e| Error::Transport(format!("{e:#}")))
+}

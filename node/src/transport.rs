@@ -1,0 +1,489 @@
+//! Chitchat's transport over QUIC with mutual TLS.
+//!
+//! One quinn endpoint per node both accepts and dials, so the address a peer is seen from is its
+//! gossip address. Each chitchat message travels on its own unidirectional stream as one gossip
+//! frame (QUIC datagrams are too small for a 64 KB message and are never fragmented).
+//!
+//! `send` never waits on the network: it puts the frame on a bounded per-peer queue and returns,
+//! dropping the frame when the queue is full, as UDP would. A task per peer owns dialing (with a
+//! timeout and a back-off after failures) and writing, so a dead peer never stalls the gossip loop.
+//! Every connection, dialed or accepted, gets a reader task that bounds, decodes and checks each
+//! frame, and hands the message to chitchat through a bounded queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chitchat::transport::{Socket, Transport};
+use chitchat::ChitchatMessage;
+use mesh_proto::NodeId;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, warn};
+
+use crate::gossip_wire::{
+    claimed_identity_mismatch, decode_gossip, encode_gossip, MAX_GOSSIP_FRAME,
+};
+use crate::tls::{peer_node_id, Credentials};
+use crate::Error;
+
+/// Frames queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 64;
+/// Messages queued for chitchat before new ones are dropped.
+const INBOUND_QUEUE: usize = 1024;
+/// How long a dial may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed dial, frames to that peer are dropped for this long.
+const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
+/// How long opening and writing one stream may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a peer may take to deliver one whole frame.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection with no traffic for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive on idle connections.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Close code sent to a peer whose gossip contradicts its certificate.
+const CLOSE_IDENTITY: u32 = 0x1d;
+/// Most peers tracked at once; beyond that the least recently used queue is dropped.
+const MAX_PEERS: usize = 4096;
+
+/// Counters of the transport, for operators and tests.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    sent: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_backoff: AtomicU64,
+    send_errors: AtomicU64,
+    received: AtomicU64,
+    dropped_inbound: AtomicU64,
+    rejected_frames: AtomicU64,
+    identity_rejections: AtomicU64,
+    handshake_failures: AtomicU64,
+}
+
+/// A copy of [`TransportStats`] at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TransportStatsSnapshot {
+    /// Frames written to a stream.
+    pub sent: u64,
+    /// Frames dropped because the peer's queue was full.
+    pub dropped_queue_full: u64,
+    /// Frames dropped while a failed peer was backed off.
+    pub dropped_backoff: u64,
+    /// Stream writes that failed.
+    pub send_errors: u64,
+    /// Frames received and handed to chitchat.
+    pub received: u64,
+    /// Frames dropped because chitchat's queue was full.
+    pub dropped_inbound: u64,
+    /// Frames refused as malformed or oversize.
+    pub rejected_frames: u64,
+    /// Connections closed because gossip contradicted the certificate.
+    pub identity_rejections: u64,
+    /// Dials or accepts whose TLS handshake failed (e.g. a certificate from another CA).
+    pub handshake_failures: u64,
+}
+
+impl TransportStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> TransportStatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransportStatsSnapshot {
+            sent: g(&self.sent),
+            dropped_queue_full: g(&self.dropped_queue_full),
+            dropped_backoff: g(&self.dropped_backoff),
+            send_errors: g(&self.send_errors),
+            received: g(&self.received),
+            dropped_inbound: g(&self.dropped_inbound),
+            rejected_frames: g(&self.rejected_frames),
+            identity_rejections: g(&self.identity_rejections),
+            handshake_failures: g(&self.handshake_failures),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the transport knows of one peer address.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// The node id its certificate carries.
+    pub certified: NodeId,
+    /// If its gossip claimed another id, that id (the peer is refused).
+    pub refused_claim: Option<String>,
+}
+
+/// Peers seen by address, with the node id their certificate proved. Shared with the view.
+#[derive(Debug, Clone, Default)]
+pub struct PeerDirectory {
+    inner: Arc<Mutex<BTreeMap<SocketAddr, PeerRecord>>>,
+}
+
+impl PeerDirectory {
+    fn record(&self, addr: SocketAddr, certified: NodeId) {
+        let mut map = lock(&self.inner);
+        if map.len() >= MAX_PEERS && !map.contains_key(&addr) {
+            return;
+        }
+        map.insert(
+            addr,
+            PeerRecord {
+                certified,
+                refused_claim: None,
+            },
+        );
+    }
+
+    fn refuse(&self, addr: SocketAddr, claim: String) {
+        if let Some(r) = lock(&self.inner).get_mut(&addr) {
+            r.refused_claim = Some(claim);
+        }
+    }
+
+    /// Clears a refusal once the peer's digest agrees with its certificate again.
+    fn clear_refusal(&self, addr: SocketAddr) {
+        if let Some(r) = lock(&self.inner).get_mut(&addr) {
+            r.refused_claim = None;
+        }
+    }
+
+    fn is_refused(&self, addr: SocketAddr) -> bool {
+        lock(&self.inner)
+            .get(&addr)
+            .is_some_and(|r| r.refused_claim.is_some())
+    }
+
+    /// Everything known, by address.
+    pub fn snapshot(&self) -> BTreeMap<SocketAddr, PeerRecord> {
+        lock(&self.inner).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short critical sections leaves plain data behind.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The QUIC transport factory handed to chitchat.
+pub struct QuicTransport {
+    server: quinn::ServerConfig,
+    client: quinn::ClientConfig,
+    directory: PeerDirectory,
+    stats: Arc<TransportStats>,
+}
+
+impl QuicTransport {
+    /// Builds the transport from the node's credentials.
+    pub fn new(creds: &Credentials) -> Result<Self, Error> {
+        let transport = Arc::new(transport_config());
+        let server_crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(creds.server_config()?)
+                .map_err(|e| Error::Tls(format!("QUIC server: {e}")))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport.clone());
+        let client_crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(creds.client_config()?)
+                .map_err(|e| Error::Tls(format!("QUIC client: {e}")))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(transport);
+        Ok(QuicTransport {
+            server,
+            client,
+            directory: PeerDirectory::default(),
+            stats: Arc::new(TransportStats::default()),
+        })
+    }
+
+    /// The peer directory this transport fills.
+    pub fn directory(&self) -> PeerDirectory {
+        self.directory.clone()
+    }
+
+    /// The transport's counters.
+    pub fn stats(&self) -> Arc<TransportStats> {
+        self.stats.clone()
+    }
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    // IDLE_TIMEOUT is far below the VarInt limit.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(256u32.into());
+    t
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let mut endpoint = quinn::Endpoint::server(self.server.clone(), listen_addr)
+            .map_err(|e| anyhow::anyhow!("binding QUIC endpoint on {listen_addr}: {e}"))?;
+        endpoint.set_default_client_config(self.client.clone());
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let shared = Arc::new(Shared {
+            endpoint,
+            conns: Mutex::new(HashMap::new()),
+            inbound: inbound_tx,
+            directory: self.directory.clone(),
+            stats: self.stats.clone(),
+        });
+        tokio::spawn(accept_loop(shared.clone()));
+        Ok(Box::new(QuicSocket {
+            shared,
+            inbound: inbound_rx,
+            peers: HashMap::new(),
+        }))
+    }
+}
+
+struct Shared {
+    endpoint: quinn::Endpoint,
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    inbound: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
+    directory: PeerDirectory,
+    stats: Arc<TransportStats>,
+}
+
+impl Shared {
+    fn live_connection(&self, addr: SocketAddr) -> Option<quinn::Connection> {
+        let conns = lock(&self.conns);
+        conns
+            .get(&addr)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    fn forget(&self, addr: SocketAddr, conn: &quinn::Connection) {
+        let mut conns = lock(&self.conns);
+        if conns
+            .get(&addr)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            conns.remove(&addr);
+        }
+    }
+
+    /// Registers an established connection: records the peer's certified id and starts reading.
+    fn adopt(self: &Arc<Self>, conn: quinn::Connection) -> Option<NodeId> {
+        let addr = conn.remote_address();
+        let Some(peer) = peer_node_id(&conn) else {
+            warn!(peer = %addr, "peer certificate names no valid node id; closing");
+            conn.close(CLOSE_IDENTITY.into(), b"no node id in certificate");
+            bump(&self.stats.handshake_failures);
+            return None;
+        };
+        self.directory.record(addr, peer.clone());
+        {
+            let mut conns = lock(&self.conns);
+            if conns.len() < MAX_PEERS || conns.contains_key(&addr) {
+                conns.insert(addr, conn.clone());
+            }
+        }
+        tokio::spawn(read_loop(self.clone(), conn, peer.clone()));
+        Some(peer)
+    }
+}
+
+struct QuicSocket {
+    shared: Arc<Shared>,
+    inbound: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+    peers: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>,
+}
+
+impl Drop for QuicSocket {
+    fn drop(&mut self) {
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+#[async_trait]
+impl Socket for QuicSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let frame: Arc<[u8]> = encode_gossip(&msg).into();
+        if let Some(q) = self.peers.get(&to) {
+            if !q.is_closed() {
+                if q.try_send(frame).is_err() {
+                    bump(&self.shared.stats.dropped_queue_full);
+                }
+                return Ok(());
+            }
+        }
+        if self.peers.len() >= MAX_PEERS {
+            self.peers.retain(|_, q| !q.is_closed());
+            if self.peers.len() >= MAX_PEERS {
+                bump(&self.shared.stats.dropped_queue_full);
+                return Ok(());
+            }
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        // A fresh queue has room for one frame.
+        let _ = tx.try_send(frame);
+        self.peers.insert(to, tx);
+        tokio::spawn(peer_sender(self.shared.clone(), to, rx));
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        self.inbound
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("QUIC transport closed"))
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            match timeout(CONNECT_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => {
+                    if let Some(peer) = shared.adopt(conn) {
+                        debug!(peer = %from, node = %peer, "accepted gossip connection");
+                    }
+                }
+                Ok(Err(e)) => {
+                    bump(&shared.stats.handshake_failures);
+                    warn!(peer = %from, error = %e, "refused gossip connection (TLS handshake failed)");
+                }
+                Err(_) => {
+                    bump(&shared.stats.handshake_failures);
+                    debug!(peer = %from, "gossip handshake timed out");
+                }
+            }
+        });
+    }
+}
+
+async fn peer_sender(shared: Arc<Shared>, addr: SocketAddr, mut queue: mpsc::Receiver<Arc<[u8]>>) {
+    let mut backoff_until: Option<Instant> = None;
+    while let Some(frame) = queue.recv().await {
+        let conn = match shared.live_connection(addr) {
+            Some(c) => c,
+            None => {
+                if backoff_until.is_some_and(|t| Instant::now() < t) {
+                    bump(&shared.stats.dropped_backoff);
+                    continue;
+                }
+                match dial(&shared, addr).await {
+                    Ok(c) => {
+                        backoff_until = None;
+                        c
+                    }
+                    Err(e) => {
+                        debug!(peer = %addr, error = %e, "dial failed");
+                        backoff_until = Some(Instant::now() + CONNECT_BACKOFF);
+                        bump(&shared.stats.dropped_backoff);
+                        continue;
+                    }
+                }
+            }
+        };
+        let write = async {
+            let mut stream = conn.open_uni().await?;
+            stream.write_all(&frame).await?;
+            stream.finish()?;
+            anyhow::Ok(())
+        };
+        match timeout(SEND_TIMEOUT, write).await {
+            Ok(Ok(())) => bump(&shared.stats.sent),
+            Ok(Err(e)) => {
+                bump(&shared.stats.send_errors);
+                debug!(peer = %addr, error = %e, "gossip write failed");
+                shared.forget(addr, &conn);
+            }
+            Err(_) => {
+                bump(&shared.stats.send_errors);
+                debug!(peer = %addr, "gossip write timed out");
+                shared.forget(addr, &conn);
+                conn.close(0u32.into(), b"write timeout");
+            }
+        }
+    }
+}
+
+async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
+    let connecting = shared.endpoint.connect(addr, "dvrmesh")?;
+    let conn = match timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            if matches!(
+                e,
+                quinn::ConnectionError::TransportError(_)
+                    | quinn::ConnectionError::ConnectionClosed(_)
+            ) {
+                bump(&shared.stats.handshake_failures);
+                warn!(peer = %addr, error = %e, "gossip handshake refused");
+            }
+            return Err(e.into());
+        }
+        Err(_) => anyhow::bail!("dial timed out after {CONNECT_TIMEOUT:?}"),
+    };
+    shared
+        .adopt(conn.clone())
+        .ok_or_else(|| anyhow::anyhow!("peer certificate names no node id"))?;
+    Ok(conn)
+}
+
+async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {
+    let addr = conn.remote_address();
+    while let Ok(mut stream) = conn.accept_uni().await {
+        let bytes = match timeout(READ_TIMEOUT, stream.read_to_end(MAX_GOSSIP_FRAME)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                bump(&shared.stats.rejected_frames);
+                warn!(peer = %addr, error = %e, "gossip frame refused");
+                continue;
+            }
+            Err(_) => {
+                bump(&shared.stats.rejected_frames);
+                warn!(peer = %addr, "gossip frame not completed in time");
+                continue;
+            }
+        };
+        let frame = match decode_gossip(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                bump(&shared.stats.rejected_frames);
+                warn!(peer = %addr, error = %e, "gossip frame refused");
+                continue;
+            }
+        };
+        if let Some(claim) = claimed_identity_mismatch(&frame.digest_ids, addr, certified.as_str())
+        {
+            bump(&shared.stats.identity_rejections);
+            warn!(peer = %addr, certified = %certified, claimed = %claim,
+                "peer gossips under a node id its certificate does not carry; closing");
+            shared.directory.refuse(addr, claim);
+            conn.close(
+                CLOSE_IDENTITY.into(),
+                b"gossiped node id differs from certificate",
+            );
+            break;
+        }
+        if frame.digest_ids.is_empty() {
+            // An Ack carries no digest: accept it only from a peer not under refusal.
+            if shared.directory.is_refused(addr) {
+                bump(&shared.stats.rejected_frames);
+                continue;
+            }
+        } else {
+            shared.directory.clear_refusal(addr);
+        }
+        if shared.inbound.try_send((addr, frame.message)).is_err() {
+            bump(&shared.stats.dropped_inbound);
+        } else {
+            bump(&shared.stats.received);
+        }
+    }
+    shared.forget(addr, &conn);
+}

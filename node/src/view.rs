@@ -1,0 +1,261 @@
+//! The converged cluster view: one writer builds an immutable [`ClusterView`] from chitchat state
+//! and publishes it; any number of readers load it without locks and wait for changes on a watch
+//! channel carrying the view's generation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chitchat::{Chitchat, ChitchatId, NodeState};
+use mesh_proto::{NodeFacts, NodeId};
+use serde::Serialize;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::gossip::KEY_NODE_FACTS;
+
+/// Whether a member is currently considered up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// The failure detector hears its heartbeats.
+    Alive,
+    /// Its heartbeats stopped.
+    Dead,
+}
+
+/// One node of the cluster as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// What the node published about itself.
+    pub facts: NodeFacts,
+    /// Up or down.
+    pub state: MemberState,
+    /// The gossip generation (start time) of the node's current life.
+    pub generation: u64,
+    /// Where it gossips.
+    pub gossip_addr: SocketAddr,
+}
+
+/// An immutable snapshot of the cluster. Built only by the view writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Increases by one each time the content changes.
+    pub generation: u64,
+    /// The node that built this view.
+    pub me: NodeId,
+    /// Every known member, by id.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Nodes seen in gossip but left out, with the reason (e.g. undecodable facts).
+    pub excluded: BTreeMap<String, String>,
+}
+
+impl ClusterView {
+    /// An empty view for `me`, generation 0.
+    pub fn empty(me: NodeId) -> Self {
+        ClusterView {
+            generation: 0,
+            me,
+            members: BTreeMap::new(),
+            excluded: BTreeMap::new(),
+        }
+    }
+
+    /// Members currently alive.
+    pub fn alive(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .values()
+            .filter(|m| m.state == MemberState::Alive)
+    }
+
+    fn same_content(&self, other: &ClusterView) -> bool {
+        self.me == other.me && self.members == other.members && self.excluded == other.excluded
+    }
+}
+
+/// Builds a view from chitchat's node states and live set. Pure: same input, same view.
+///
+/// A node id may appear under several chitchat generations (restarts); the live one with the
+/// newest generation wins, else the newest. Facts that do not decode, or that name another node
+/// than the key space they sit in, exclude the node with a reason.
+pub fn build_view<'a>(
+    me: &NodeId,
+    generation: u64,
+    nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a NodeState)>,
+    live: &BTreeSet<ChitchatId>,
+) -> ClusterView {
+    let mut best: BTreeMap<&str, (&ChitchatId, &NodeState, bool)> = BTreeMap::new();
+    for (id, state) in nodes {
+        let is_live = live.contains(id);
+        let better = match best.get(&*id.node_id) {
+            None => true,
+            Some((cur, _, cur_live)) => {
+                (is_live, id.generation_id) > (*cur_live, cur.generation_id)
+            }
+        };
+        if better {
+            best.insert(&id.node_id, (id, state, is_live));
+        }
+    }
+    let mut members = BTreeMap::new();
+    let mut excluded = BTreeMap::new();
+    for (name, (id, state, is_live)) in best {
+        let Some(text) = state.get(KEY_NODE_FACTS) else {
+            // Not yet replicated: the node appears once its facts arrive.
+            continue;
+        };
+        let facts: NodeFacts = match mesh_proto::decode_value(text) {
+            Ok(f) => f,
+            Err(e) => {
+                excluded.insert(name.to_string(), format!("facts do not decode: {e}"));
+                continue;
+            }
+        };
+        if facts.node_id().as_str() != name {
+            excluded.insert(
+                name.to_string(),
+                format!("facts name another node ({})", facts.node_id()),
+            );
+            continue;
+        }
+        members.insert(
+            facts.node_id().clone(),
+            Member {
+                state: if is_live {
+                    MemberState::Alive
+                } else {
+                    MemberState::Dead
+                },
+                generation: id.generation_id,
+                gossip_addr: id.gossip_advertise_addr,
+                facts,
+            },
+        );
+    }
+    ClusterView {
+        generation,
+        me: me.clone(),
+        members,
+        excluded,
+    }
+}
+
+/// The reading side of the view: cheap to clone, lock-free to read.
+#[derive(Clone)]
+pub struct ViewHandle {
+    current: Arc<ArcSwap<ClusterView>>,
+    changes: watch::Receiver<u64>,
+}
+
+impl ViewHandle {
+    /// The current view.
+    pub fn load(&self) -> Arc<ClusterView> {
+        self.current.load_full()
+    }
+
+    /// A receiver that is notified with the new generation on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+}
+
+/// Starts the single view writer for a chitchat instance.
+///
+/// It rebuilds on every membership notification from chitchat and at least every `resync`
+/// (liveness changes and key updates do not all notify), and publishes only when the content
+/// changed.
+pub fn spawn_writer(
+    chitchat: Arc<Mutex<Chitchat>>,
+    me: NodeId,
+    resync: Duration,
+) -> (ViewHandle, JoinHandle<()>) {
+    let current = Arc::new(ArcSwap::from_pointee(ClusterView::empty(me.clone())));
+    let (tx, rx) = watch::channel(0u64);
+    let handle = ViewHandle {
+        current: current.clone(),
+        changes: rx,
+    };
+    let task = tokio::spawn(async move {
+        let mut live_watch = chitchat.lock().await.live_nodes_watcher();
+        let mut tick = tokio::time::interval(resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = live_watch.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {},
+            }
+            let prev = current.load_full();
+            let next = {
+                let guard = chitchat.lock().await;
+                let live: BTreeSet<ChitchatId> = guard.live_nodes().cloned().collect();
+                build_view(&me, prev.generation + 1, guard.node_states(), &live)
+            };
+            if !next.same_content(&prev) {
+                let generation = next.generation;
+                current.store(Arc::new(next));
+                let _ = tx.send(generation);
+            }
+        }
+    });
+    (handle, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_proto::{dvr_mac_for, NodeMode, Priority};
+
+    fn facts(id: &str) -> NodeFacts {
+        let id = NodeId::new(id).unwrap();
+        NodeFacts::new(
+            id.clone(),
+            NodeMode::Dvr,
+            "192.0.2.1".parse().unwrap(),
+            dvr_mac_for(&id),
+            Priority::new(100).unwrap(),
+            BTreeMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn state_with(value: &str) -> NodeState {
+        let mut s = NodeState::for_test();
+        s.set(KEY_NODE_FACTS, value);
+        s
+    }
+
+    #[test]
+    fn newest_live_generation_wins_and_bad_facts_are_excluded() {
+        let a_old = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
+        let a_new = ChitchatId::new("a", 2, ([127, 0, 0, 1], 1).into());
+        let b = ChitchatId::new("b", 1, ([127, 0, 0, 1], 2).into());
+        let c = ChitchatId::new("c", 1, ([127, 0, 0, 1], 3).into());
+        let good_a = mesh_proto::encode_value(&facts("a")).unwrap();
+        let lying_b = mesh_proto::encode_value(&facts("z")).unwrap();
+        let states = [
+            (a_old.clone(), state_with(&good_a)),
+            (a_new.clone(), state_with(&good_a)),
+            (b.clone(), state_with(&lying_b)),
+            (c.clone(), state_with("garbage")),
+        ];
+        let live: BTreeSet<_> = [a_new.clone()].into_iter().collect();
+        let me = NodeId::new("a").unwrap();
+        let v = build_view(&me, 7, states.iter().map(|(i, s)| (i, s)), &live);
+        assert_eq!(v.generation, 7);
+        assert_eq!(v.members.len(), 1);
+        let a = &v.members[&me];
+        assert_eq!((a.generation, a.state), (2, MemberState::Alive));
+        assert!(v.excluded["b"].contains("another node"));
+        assert!(v.excluded["c"].contains("do not decode"));
+    }
+
+    #[test]
+    fn a_node_not_live_is_dead() {
+        let a = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
+        let s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
+        let v = build_view(&NodeId::new("x").unwrap(), 1, [(&a, &s)], &BTreeSet::new());
+        assert_eq!(v.members.values().next().unwrap().state, MemberState::Dead);
+    }
+}
