@@ -23,7 +23,7 @@ use mesh_proto::NodeId;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::gossip_wire::{
     claimed_identity_mismatch, decode_gossip, encode_gossip, MAX_GOSSIP_FRAME,
@@ -236,7 +236,7 @@ impl Transport for QuicTransport {
             directory: self.directory.clone(),
             stats: self.stats.clone(),
         });
-        tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(accept_loop(shared.clone()).in_current_span());
         Ok(Box::new(QuicSocket {
             shared,
             inbound: inbound_rx,
@@ -288,7 +288,7 @@ impl Shared {
                 conns.insert(addr, conn.clone());
             }
         }
-        tokio::spawn(read_loop(self.clone(), conn, peer.clone()));
+        tokio::spawn(read_loop(self.clone(), conn, peer.clone()).in_current_span());
         Some(peer)
     }
 }
@@ -328,7 +328,7 @@ impl Socket for QuicSocket {
         // A fresh queue has room for one frame.
         let _ = tx.try_send(frame);
         self.peers.insert(to, tx);
-        tokio::spawn(peer_sender(self.shared.clone(), to, rx));
+        tokio::spawn(peer_sender(self.shared.clone(), to, rx).in_current_span());
         Ok(())
     }
 
@@ -343,7 +343,7 @@ impl Socket for QuicSocket {
 async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let from = incoming.remote_address();
             match timeout(CONNECT_TIMEOUT, incoming).await {
                 Ok(Ok(conn)) => {
@@ -360,7 +360,8 @@ async fn accept_loop(shared: Arc<Shared>) {
                     debug!(peer = %from, "gossip handshake timed out");
                 }
             }
-        });
+        };
+        tokio::spawn(task.in_current_span());
     }
 }
 

@@ -13,6 +13,7 @@ use mesh_proto::{NodeFacts, NodeId};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::gossip::KEY_NODE_FACTS;
 
@@ -77,17 +78,23 @@ impl ClusterView {
 
 /// Builds a view from chitchat's node states and live set. Pure: same input, same view.
 ///
-/// A node id may appear under several chitchat generations (restarts); the live one with the
-/// newest generation wins, else the newest. Facts that do not decode, or that name another node
-/// than the key space they sit in, exclude the node with a reason.
+/// Only node lives that have been alive at least once (`ever_live`) count: chitchat learns of a
+/// node from a digest before its failure detector has heard two heartbeats, and such a node is
+/// joining, not dead. A node id may appear under several generations (restarts); the live one
+/// with the newest generation wins, else the newest. Facts that do not decode, or that name another
+/// node than the key space they sit in, exclude the node with a reason.
 pub fn build_view<'a>(
     me: &NodeId,
     generation: u64,
     nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a NodeState)>,
     live: &BTreeSet<ChitchatId>,
+    ever_live: &BTreeSet<ChitchatId>,
 ) -> ClusterView {
     let mut best: BTreeMap<&str, (&ChitchatId, &NodeState, bool)> = BTreeMap::new();
     for (id, state) in nodes {
+        if !ever_live.contains(id) && !live.contains(id) {
+            continue;
+        }
         let is_live = live.contains(id);
         let better = match best.get(&*id.node_id) {
             None => true,
@@ -177,8 +184,9 @@ pub fn spawn_writer(
         current: current.clone(),
         changes: rx,
     };
-    let task = tokio::spawn(async move {
+    let writer = async move {
         let mut live_watch = chitchat.lock().await.live_nodes_watcher();
+        let mut ever_live: BTreeSet<ChitchatId> = BTreeSet::new();
         let mut tick = tokio::time::interval(resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -190,7 +198,16 @@ pub fn spawn_writer(
             let next = {
                 let guard = chitchat.lock().await;
                 let live: BTreeSet<ChitchatId> = guard.live_nodes().cloned().collect();
-                build_view(&me, prev.generation + 1, guard.node_states(), &live)
+                // Forget lives chitchat itself has garbage-collected.
+                ever_live.retain(|id| guard.node_states().contains_key(id));
+                ever_live.extend(live.iter().cloned());
+                build_view(
+                    &me,
+                    prev.generation + 1,
+                    guard.node_states(),
+                    &live,
+                    &ever_live,
+                )
             };
             if !next.same_content(&prev) {
                 let generation = next.generation;
@@ -198,7 +215,8 @@ pub fn spawn_writer(
                 let _ = tx.send(generation);
             }
         }
-    });
+    };
+    let task = tokio::spawn(writer.in_current_span());
     (handle, task)
 }
 
@@ -241,8 +259,11 @@ mod tests {
             (c.clone(), state_with("garbage")),
         ];
         let live: BTreeSet<_> = [a_new.clone()].into_iter().collect();
+        let ever: BTreeSet<_> = [a_old.clone(), a_new.clone(), b.clone(), c.clone()]
+            .into_iter()
+            .collect();
         let me = NodeId::new("a").unwrap();
-        let v = build_view(&me, 7, states.iter().map(|(i, s)| (i, s)), &live);
+        let v = build_view(&me, 7, states.iter().map(|(i, s)| (i, s)), &live, &ever);
         assert_eq!(v.generation, 7);
         assert_eq!(v.members.len(), 1);
         let a = &v.members[&me];
@@ -252,10 +273,47 @@ mod tests {
     }
 
     #[test]
-    fn a_node_not_live_is_dead() {
+    fn a_node_once_alive_and_no_longer_is_dead() {
         let a = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
         let s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
-        let v = build_view(&NodeId::new("x").unwrap(), 1, [(&a, &s)], &BTreeSet::new());
+        let ever: BTreeSet<_> = [a.clone()].into_iter().collect();
+        let v = build_view(
+            &NodeId::new("x").unwrap(),
+            1,
+            [(&a, &s)],
+            &BTreeSet::new(),
+            &ever,
+        );
         assert_eq!(v.members.values().next().unwrap().state, MemberState::Dead);
+    }
+
+    #[test]
+    fn a_node_never_seen_alive_is_joining_not_listed() {
+        let a = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
+        let s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
+        let v = build_view(
+            &NodeId::new("x").unwrap(),
+            1,
+            [(&a, &s)],
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+        );
+        assert!(v.members.is_empty());
+    }
+
+    #[test]
+    fn a_restarted_node_keeps_its_old_life_until_the_new_one_is_alive() {
+        let old = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
+        let new = ChitchatId::new("a", 2, ([127, 0, 0, 1], 1).into());
+        let s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
+        let ever: BTreeSet<_> = [old.clone()].into_iter().collect();
+        let v = build_view(
+            &NodeId::new("x").unwrap(),
+            1,
+            [(&old, &s), (&new, &s)],
+            &BTreeSet::new(),
+            &ever,
+        );
+        assert_eq!(v.members.values().next().unwrap().generation, 1);
     }
 }

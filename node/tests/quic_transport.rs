@@ -1,0 +1,221 @@
+//! The QUIC transport in-process: real endpoints on 127.0.0.1 with mutual TLS.
+//!
+//! - A node whose gossip claims another id than its certificate never joins.
+//! - Malformed, truncated, oversized and terabyte-claiming frames sent over an authenticated
+//!   connection are refused and counted; the node goes on gossiping.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dvrmesh_node::gossip::{self, GossipSettings};
+use dvrmesh_node::tls::{self, Credentials};
+use dvrmesh_node::transport::{QuicTransport, TransportStats};
+use dvrmesh_node::view::{self, MemberState, ViewHandle};
+use mesh_proto::{dvr_mac_for, NodeFacts, NodeId, NodeMode, Priority};
+
+struct Node {
+    _handle: chitchat::ChitchatHandle,
+    view: ViewHandle,
+    stats: Arc<TransportStats>,
+    addr: SocketAddr,
+}
+
+fn free_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+}
+
+fn creds(dir: &Path, cert_id: &str) -> Result<Credentials> {
+    let id = NodeId::new(cert_id)?;
+    let out = dir.join(cert_id);
+    if !out.join(tls::NODE_CERT).exists() {
+        tls::issue_node_cert(&dir.join("ca"), &id, &out, 1)?;
+    }
+    Ok(Credentials::load(
+        &dir.join("ca").join(tls::CA_CERT),
+        &out.join(tls::NODE_CERT),
+        &out.join(tls::NODE_KEY),
+    )?)
+}
+
+async fn start_node(
+    dir: &Path,
+    cert_id: &str,
+    claimed_id: &str,
+    seed: Option<SocketAddr>,
+) -> Result<Node> {
+    let creds = creds(dir, cert_id)?;
+    let transport = QuicTransport::new(&creds)?;
+    let addr = free_addr();
+    let id = NodeId::new(claimed_id)?;
+    let facts = NodeFacts::new(
+        id.clone(),
+        NodeMode::Dvr,
+        "192.0.2.9".parse()?,
+        dvr_mac_for(&id),
+        Priority::new(100)?,
+        Default::default(),
+    )?;
+    let settings = GossipSettings {
+        node_id: id.clone(),
+        generation: 1,
+        listen: addr,
+        advertise: addr,
+        seeds: seed.into_iter().map(|s| s.to_string()).collect(),
+        cluster_id: "test".into(),
+        gossip_interval: Duration::from_millis(50),
+    };
+    let handle = gossip::start(&settings, &facts, &transport).await?;
+    let (view, _task) = view::spawn_writer(handle.chitchat(), id, Duration::from_millis(50));
+    Ok(Node {
+        _handle: handle,
+        view,
+        stats: transport.stats(),
+        addr,
+    })
+}
+
+fn alive_ids(v: &ViewHandle) -> Vec<String> {
+    v.load()
+        .members
+        .values()
+        .filter(|m| m.state == MemberState::Alive)
+        .map(|m| m.facts.node_id().to_string())
+        .collect()
+}
+
+async fn wait_for(budget: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gossiping_another_id_than_its_certificate_never_joins() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    tls::init_ca(&tmp.path().join("ca"), 1)?;
+    let a = start_node(tmp.path(), "a", "a", None).await?;
+    let b = start_node(tmp.path(), "b", "b", Some(a.addr)).await?;
+    assert!(
+        wait_for(Duration::from_secs(5), || alive_ids(&a.view) == ["a", "b"]
+            && alive_ids(&b.view) == ["a", "b"])
+        .await
+    );
+    // Certificate for "mallory", gossip as "a-prime"; seeded at a.
+    let m = start_node(tmp.path(), "mallory", "a-prime", Some(a.addr)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for v in [&a.view, &b.view] {
+        let ids: Vec<String> = v.load().members.keys().map(|k| k.to_string()).collect();
+        assert_eq!(ids, ["a", "b"], "an impostor appeared");
+    }
+    assert_eq!(
+        alive_ids(&m.view),
+        ["a-prime"],
+        "the impostor must learn nothing of the cluster"
+    );
+    let rejections =
+        a.stats.snapshot().identity_rejections + b.stats.snapshot().identity_rejections;
+    assert!(rejections > 0, "identity rejections should be counted");
+    Ok(())
+}
+
+async fn raw_send(conn: &quinn::Connection, bytes: &[u8]) -> Result<()> {
+    let mut s = conn.open_uni().await?;
+    s.write_all(bytes).await?;
+    s.finish()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_are_refused_and_gossip_goes_on() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    tls::init_ca(&tmp.path().join("ca"), 1)?;
+    let a = start_node(tmp.path(), "a", "a", None).await?;
+
+    // A raw client holding a valid certificate.
+    let creds = creds(tmp.path(), "raw")?;
+    let qcc = quinn::crypto::rustls::QuicClientConfig::try_from(creds.client_config()?)?;
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qcc)));
+    let conn = ep
+        .connect(a.addr, "dvrmesh")?
+        .await
+        .context("authenticated connection")?;
+
+    let mut terabyte = vec![1u8, 1];
+    let mut len: u64 = 1 << 40;
+    while len >= 0x80 {
+        terabyte.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    terabyte.push(len as u8);
+    terabyte.extend([0u8; 32]);
+    let valid_header_truncated = mesh_proto::encode_frame(1, &[0u8; 100])[..50].to_vec();
+    let garbage_chitchat = mesh_proto::encode_frame(1, b"\xff\xfe definitely not chitchat");
+    let oversized = vec![0u8; 200_000];
+    let hostile: Vec<&[u8]> = vec![
+        b"",
+        b"\x01",
+        b"junk",
+        &terabyte,
+        &valid_header_truncated,
+        &garbage_chitchat,
+        &oversized,
+    ];
+    for h in &hostile {
+        raw_send(&conn, h).await?;
+    }
+    let n = hostile.len() as u64;
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .stats
+            .snapshot()
+            .rejected_frames
+            >= n)
+        .await,
+        "expected {n} rejected frames, saw {:?}",
+        a.stats.snapshot()
+    );
+    // The node still gossips: a new peer joins it.
+    let b = start_node(tmp.path(), "b", "b", Some(a.addr)).await?;
+    assert!(
+        wait_for(Duration::from_secs(5), || alive_ids(&a.view) == ["a", "b"]
+            && alive_ids(&b.view) == ["a", "b"])
+        .await
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_from_another_ca_cannot_connect() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    tls::init_ca(&tmp.path().join("ca"), 1)?;
+    let a = start_node(tmp.path(), "a", "a", None).await?;
+    let other = tmp.path().join("other");
+    tls::init_ca(&other.join("ca"), 1)?;
+    let creds = creds(&other, "x")?;
+    let qcc = quinn::crypto::rustls::QuicClientConfig::try_from(creds.client_config()?)?;
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qcc)));
+    // Our side refuses their server certificate outright (it does not chain to our CA).
+    let result = ep.connect(a.addr, "dvrmesh")?.await;
+    assert!(result.is_err(), "a foreign-CA handshake must fail");
+    assert!(
+        wait_for(Duration::from_secs(3), || a
+            .stats
+            .snapshot()
+            .handshake_failures
+            > 0)
+        .await
+    );
+    Ok(())
+}
