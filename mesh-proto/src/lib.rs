@@ -16,6 +16,7 @@ mod frame;
 mod ids;
 mod net;
 mod node;
+mod record;
 mod tenant;
 
 pub use codec::{
@@ -26,6 +27,10 @@ pub use frame::{decode_frame, encode_frame, FrameHeader, MAX_FRAME_BYTES};
 pub use ids::{Name, NodeId, ObjectId};
 pub use net::{Ipv4Cidr, Ipv4Range, MacAddr, Mtu, Vni};
 pub use node::{dvr_mac_for, ExternalMapping, InterfaceName, NodeFacts, NodeMode, Priority};
+pub use record::{
+    record_key, AddressClaim, Hlc, HlcTimestamp, MacClaim, ObjectKind, Record, TenantObject,
+    Version,
+};
 pub use tenant::{
     AddressPair, ExternalNetwork, ExternalNetworkSpec, ExtraRoute, FloatingIp, FloatingIpSpec,
     HaSettings, Network, NetworkSpec, Port, PortSpec, Router, RouterGateway, RouterSpec, Subnet,

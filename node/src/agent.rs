@@ -11,6 +11,7 @@ use tracing::{info, info_span, Instrument};
 use crate::api::{self, ApiContext};
 use crate::config::Config;
 use crate::gossip::{self, GossipSettings};
+use crate::store::service::{load_records, ConfigService, StoreSettings};
 use crate::tls::Credentials;
 use crate::transport::QuicTransport;
 use crate::{view, Error};
@@ -62,33 +63,46 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         seeds: config.seeds.clone(),
         cluster_id: config.cluster_id.clone(),
         gossip_interval: config.gossip_interval,
+        dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
-    let chitchat = gossip::start(&settings, &facts, &transport).await?;
+    let records = load_records(&config.data_dir)?;
+    let restored = records.len();
+    let chitchat = gossip::start(&settings, &facts, records, &transport).await?;
     let (view, view_task) = view::spawn_writer(
         chitchat.chitchat(),
         config.node_id.clone(),
         config.gossip_interval,
     );
+    let store = ConfigService::new(
+        config.node_id.clone(),
+        chitchat.chitchat(),
+        view.clone(),
+        StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
+    );
+    let replication_task = tokio::spawn(store.clone().run_replication().in_current_span());
     let ctx = ApiContext {
         view,
         stats: Some(transport.stats()),
         peers: Some(transport.directory()),
+        store: Some(store),
     };
     let (api_task, socket_guard) = match api::serve(&config.api_socket, ctx).await {
         Ok(x) => x,
         Err(e) => {
             view_task.abort();
+            replication_task.abort();
             let _ = chitchat.shutdown().await;
             return Err(e);
         }
     };
     info!(
         listen = %config.listen, advertise = %config.advertise, mode = %config.mode,
-        generation, api = %config.api_socket.display(), "agent running"
+        generation, restored, api = %config.api_socket.display(), "agent running"
     );
     wait_for_shutdown_signal().await;
     info!("shutting down");
     api_task.abort();
+    replication_task.abort();
     view_task.abort();
     drop(socket_guard);
     let _ = chitchat.shutdown().await;

@@ -18,6 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::store::ops::ConfigRequest;
+use crate::store::service::ConfigService;
 use crate::transport::{PeerDirectory, TransportStats};
 use crate::view::{MemberState, ViewHandle};
 use crate::Error;
@@ -77,9 +79,44 @@ pub struct ApiContext {
     pub stats: Option<Arc<TransportStats>>,
     /// Peers the transport authenticated, when running over QUIC.
     pub peers: Option<PeerDirectory>,
+    /// The replicated configuration store.
+    pub store: Option<Arc<ConfigService>>,
+}
+
+/// Any request the API understands: the agent's own (`Request`) or the configuration's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyRequest {
+    /// About the agent and membership.
+    Node(Request),
+    /// About the tenant configuration.
+    Config(ConfigRequest),
+}
+
+impl AnyRequest {
+    /// Parses a JSON request by its `op`.
+    pub fn parse(body: &[u8]) -> Result<AnyRequest, String> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))?;
+        let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
+        if matches!(op, "members" | "status") {
+            serde_json::from_value(v).map(AnyRequest::Node)
+        } else {
+            serde_json::from_value(v).map(AnyRequest::Config)
+        }
+        .map_err(|e| format!("bad request: {e}"))
+    }
 }
 
 impl ApiContext {
+    async fn handle_any(&self, req: AnyRequest) -> Result<Value, String> {
+        match req {
+            AnyRequest::Node(r) => self.handle(r),
+            AnyRequest::Config(r) => match &self.store {
+                Some(store) => store.handle(r).await,
+                None => Err("this agent has no configuration store".into()),
+            },
+        }
+    }
+
     fn handle(&self, req: Request) -> Result<Value, String> {
         match req {
             Request::Members => Ok(json!(members(&self.view))),
@@ -201,9 +238,9 @@ async fn serve_one(mut stream: UnixStream, ctx: &ApiContext) -> Result<(), Error
     {
         Err(_) => json!({"ok": false, "error": "request not received in time"}),
         Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
-        Ok(Ok(body)) => match serde_json::from_slice::<Request>(&body) {
-            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
-            Ok(req) => match ctx.handle(req) {
+        Ok(Ok(body)) => match AnyRequest::parse(&body) {
+            Err(e) => json!({"ok": false, "error": e}),
+            Ok(req) => match ctx.handle_any(req).await {
                 Ok(result) => json!({"ok": true, "result": result}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
@@ -254,7 +291,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Sends one request to the agent at `path` and returns its result.
-pub async fn call(path: &Path, req: &Request) -> Result<Value, Error> {
+pub async fn call(path: &Path, req: &impl Serialize) -> Result<Value, Error> {
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         Error::Api(format!(
             "cannot reach the agent at {}: {e} (is `dvrmesh agent` running?)",

@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use dvrmesh_node::api::{self, MemberInfo, Request};
 use dvrmesh_node::config::Config;
 use dvrmesh_node::logging::{self, LogFormat};
+use dvrmesh_node::store::ops::ConfigRequest;
 use dvrmesh_node::{agent, tls};
-use mesh_proto::NodeId;
+use mesh_proto::{NodeId, ObjectKind};
 
 /// Environment variable naming the agent's API socket.
 const API_ENV: &str = "DVRMESH_API";
@@ -38,6 +39,9 @@ struct Cli {
     /// Log level or filter (RUST_LOG overrides), e.g. `info` or `dvrmesh_node=debug`.
     #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
     log_level: String,
+    /// Print JSON instead of tables and text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,9 +63,202 @@ enum Command {
     /// Run the agent of this node (needs --config). Stops cleanly on SIGINT or SIGTERM.
     Agent,
     /// List the cluster's members as the local agent sees them.
-    Members(OutputArgs),
+    Members,
     /// Show the local agent's own state: view generation, transport counters, peers.
-    Status(OutputArgs),
+    Status,
+    /// Tenant networks (each one VXLAN segment).
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Subnets of tenant networks.
+    #[command(subcommand)]
+    Subnet(SubnetCommand),
+    /// External (provider) networks.
+    #[command(subcommand, name = "external-network")]
+    ExternalNetwork(ExternalNetworkCommand),
+    /// Distributed routers.
+    #[command(subcommand)]
+    Router(RouterCommand),
+    /// Ports (VM attachments); a port is hosted by the node whose agent creates it.
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// Floating IPs.
+    #[command(subcommand)]
+    Fip(FipCommand),
+    /// The converged configuration: every object, ports by host, floating IPs by serving host.
+    View,
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCommand {
+    /// Create a network.
+    Create {
+        /// Unique name.
+        name: String,
+        /// VXLAN network identifier, 1..16777215, unique in the cluster.
+        #[arg(long)]
+        vni: u32,
+        /// MTU of its ports (576..9000, default 1450).
+        #[arg(long)]
+        mtu: Option<u16>,
+    },
+    /// List networks.
+    List,
+    /// Show one network (name or id).
+    Show { network: String },
+    /// Delete a network without subnets or ports.
+    Delete { network: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SubnetCommand {
+    /// Create a subnet on a network.
+    Create {
+        /// Unique name.
+        name: String,
+        /// Network (name or id).
+        #[arg(long)]
+        network: String,
+        /// IPv4 prefix, e.g. 10.1.0.0/24.
+        #[arg(long)]
+        cidr: String,
+        /// Router interface address (default: first host).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Allocation pool FIRST-LAST (default: every host but the gateway).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// List subnets.
+    List,
+    /// Show one subnet.
+    Show { subnet: String },
+    /// Delete a subnet that is on no router and has no ports.
+    Delete { subnet: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExternalNetworkCommand {
+    /// Create an external network.
+    Create {
+        /// Unique name; nodes map it to an interface under [external.NAME].
+        name: String,
+        /// Public prefix.
+        #[arg(long)]
+        cidr: String,
+        /// Upstream router address.
+        #[arg(long)]
+        gateway: String,
+        /// Pool for router gateways and floating IPs, FIRST-LAST.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// List external networks.
+    List,
+    /// Show one external network.
+    Show { external_network: String },
+    /// Delete an external network no router or floating IP uses.
+    Delete { external_network: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum RouterCommand {
+    /// Create a router.
+    Create { name: String },
+    /// Attach a subnet.
+    AddInterface {
+        router: String,
+        #[arg(long)]
+        subnet: String,
+    },
+    /// Detach a subnet.
+    RemoveInterface {
+        router: String,
+        #[arg(long)]
+        subnet: String,
+    },
+    /// Connect to an external network (SNAT on unless --no-snat).
+    SetGateway {
+        router: String,
+        #[arg(long)]
+        external_network: String,
+        #[arg(long)]
+        no_snat: bool,
+    },
+    /// Disconnect from the external network.
+    ClearGateway { router: String },
+    /// Add a static route (next hop on one of the router's subnets).
+    AddRoute {
+        router: String,
+        #[arg(long)]
+        destination: String,
+        #[arg(long)]
+        nexthop: String,
+    },
+    /// Remove a static route.
+    RemoveRoute {
+        router: String,
+        #[arg(long)]
+        destination: String,
+        #[arg(long)]
+        nexthop: String,
+    },
+    /// List routers.
+    List,
+    /// Show one router.
+    Show { router: String },
+    /// Delete a router without interfaces.
+    Delete { router: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCommand {
+    /// Create a port hosted on this agent's node; address and MAC are allocated unless given.
+    Create {
+        name: String,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        /// Host-side device name (tap/veth).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Delete a port (through its host's agent).
+    Delete { port: String },
+    /// List ports, optionally only those of one host.
+    List {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Show one port.
+    Show { port: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum FipCommand {
+    /// Allocate a floating IP.
+    Create {
+        #[arg(long)]
+        external_network: String,
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Map a floating IP (id or address) onto a port.
+    Associate {
+        fip: String,
+        #[arg(long)]
+        port: String,
+    },
+    /// Unmap a floating IP.
+    Disassociate { fip: String },
+    /// Release a floating IP.
+    Delete { fip: String },
+    /// List floating IPs.
+    List,
+    /// Show one floating IP.
+    Show { fip: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,8 +271,6 @@ enum CaCommand {
         /// Validity in days.
         #[arg(long, default_value_t = tls::DEFAULT_CA_DAYS)]
         days: u32,
-        #[command(flatten)]
-        out: OutputArgs,
     },
 }
 
@@ -96,16 +291,7 @@ enum CertCommand {
         /// Validity in days.
         #[arg(long, default_value_t = tls::DEFAULT_NODE_CERT_DAYS)]
         days: u32,
-        #[command(flatten)]
-        output: OutputArgs,
     },
-}
-
-#[derive(Args, Debug, Clone, Copy)]
-struct OutputArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -128,9 +314,9 @@ pub(crate) fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Ca(CaCommand::Init { dir, days, out }) => {
+        Command::Ca(CaCommand::Init { dir, days }) => {
             let (cert, key) = tls::init_ca(dir, *days)?;
-            print_paths(out.json, &cert, &key);
+            print_paths(cli.json, &cert, &key);
             Ok(())
         }
         Command::Cert(CertCommand::Issue {
@@ -138,11 +324,10 @@ fn run(cli: Cli) -> Result<()> {
             node,
             out,
             days,
-            output,
         }) => {
             let node = NodeId::new(node.as_str()).context("--node")?;
             let (cert, key) = tls::issue_node_cert(ca, &node, out, *days)?;
-            print_paths(output.json, &cert, &key);
+            print_paths(cli.json, &cert, &key);
             Ok(())
         }
         Command::Agent => {
@@ -154,10 +339,10 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(agent::run(config))?;
             Ok(())
         }
-        Command::Members(out) => {
+        Command::Members => {
             let socket = api_socket(&cli)?;
             let result = runtime()?.block_on(api::call(&socket, &Request::Members))?;
-            if out.json {
+            if cli.json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
                 let members: Vec<MemberInfo> = serde_json::from_value(result)?;
@@ -165,15 +350,226 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Status(out) => {
+        Command::Status => {
             let socket = api_socket(&cli)?;
             let result = runtime()?.block_on(api::call(&socket, &Request::Status))?;
-            if out.json {
+            if cli.json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
                 print_status(&result);
             }
             Ok(())
+        }
+        other => {
+            let (req, kind) = config_request(other);
+            let socket = api_socket(&cli)?;
+            let result = runtime()?.block_on(api::call(&socket, &req))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                crate::output::print_config(&result, kind);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The store request of a configuration command, and the kind it lists (for table columns).
+fn config_request(cmd: &Command) -> (ConfigRequest, Option<ObjectKind>) {
+    use ConfigRequest as R;
+    use ObjectKind as K;
+    let del = |kind, r: &String| {
+        (
+            R::Delete {
+                kind,
+                reference: r.clone(),
+            },
+            None,
+        )
+    };
+    let show = |kind, r: &String| {
+        (
+            R::Show {
+                kind,
+                reference: r.clone(),
+            },
+            None,
+        )
+    };
+    let list = |kind| (R::List { kind, host: None }, Some(kind));
+    match cmd {
+        Command::Network(c) => match c {
+            NetworkCommand::Create { name, vni, mtu } => (
+                R::NetworkCreate {
+                    name: name.clone(),
+                    vni: *vni,
+                    mtu: *mtu,
+                },
+                None,
+            ),
+            NetworkCommand::List => list(K::Network),
+            NetworkCommand::Show { network } => show(K::Network, network),
+            NetworkCommand::Delete { network } => del(K::Network, network),
+        },
+        Command::Subnet(c) => match c {
+            SubnetCommand::Create {
+                name,
+                network,
+                cidr,
+                gateway,
+                pool,
+            } => (
+                R::SubnetCreate {
+                    name: name.clone(),
+                    network: network.clone(),
+                    cidr: cidr.clone(),
+                    gateway: gateway.clone(),
+                    pool: pool.clone(),
+                },
+                None,
+            ),
+            SubnetCommand::List => list(K::Subnet),
+            SubnetCommand::Show { subnet } => show(K::Subnet, subnet),
+            SubnetCommand::Delete { subnet } => del(K::Subnet, subnet),
+        },
+        Command::ExternalNetwork(c) => match c {
+            ExternalNetworkCommand::Create {
+                name,
+                cidr,
+                gateway,
+                pool,
+            } => (
+                R::ExternalNetworkCreate {
+                    name: name.clone(),
+                    cidr: cidr.clone(),
+                    gateway: gateway.clone(),
+                    pool: pool.clone(),
+                },
+                None,
+            ),
+            ExternalNetworkCommand::List => list(K::ExternalNetwork),
+            ExternalNetworkCommand::Show { external_network } => {
+                show(K::ExternalNetwork, external_network)
+            }
+            ExternalNetworkCommand::Delete { external_network } => {
+                del(K::ExternalNetwork, external_network)
+            }
+        },
+        Command::Router(c) => match c {
+            RouterCommand::Create { name } => (R::RouterCreate { name: name.clone() }, None),
+            RouterCommand::AddInterface { router, subnet } => (
+                R::RouterAddInterface {
+                    router: router.clone(),
+                    subnet: subnet.clone(),
+                },
+                None,
+            ),
+            RouterCommand::RemoveInterface { router, subnet } => (
+                R::RouterRemoveInterface {
+                    router: router.clone(),
+                    subnet: subnet.clone(),
+                },
+                None,
+            ),
+            RouterCommand::SetGateway {
+                router,
+                external_network,
+                no_snat,
+            } => (
+                R::RouterSetGateway {
+                    router: router.clone(),
+                    external_network: external_network.clone(),
+                    snat: !no_snat,
+                },
+                None,
+            ),
+            RouterCommand::ClearGateway { router } => (
+                R::RouterClearGateway {
+                    router: router.clone(),
+                },
+                None,
+            ),
+            RouterCommand::AddRoute {
+                router,
+                destination,
+                nexthop,
+            } => (
+                R::RouterAddRoute {
+                    router: router.clone(),
+                    destination: destination.clone(),
+                    nexthop: nexthop.clone(),
+                },
+                None,
+            ),
+            RouterCommand::RemoveRoute {
+                router,
+                destination,
+                nexthop,
+            } => (
+                R::RouterRemoveRoute {
+                    router: router.clone(),
+                    destination: destination.clone(),
+                    nexthop: nexthop.clone(),
+                },
+                None,
+            ),
+            RouterCommand::List => list(K::Router),
+            RouterCommand::Show { router } => show(K::Router, router),
+            RouterCommand::Delete { router } => del(K::Router, router),
+        },
+        Command::Port(c) => match c {
+            PortCommand::Create {
+                name,
+                network,
+                ip,
+                mac,
+                device,
+            } => (
+                R::PortCreate {
+                    name: name.clone(),
+                    network: network.clone(),
+                    ip: ip.clone(),
+                    mac: mac.clone(),
+                    device: device.clone(),
+                },
+                None,
+            ),
+            PortCommand::Delete { port } => del(K::Port, port),
+            PortCommand::List { host } => (
+                R::List {
+                    kind: K::Port,
+                    host: host.clone(),
+                },
+                Some(K::Port),
+            ),
+            PortCommand::Show { port } => show(K::Port, port),
+        },
+        Command::Fip(c) => match c {
+            FipCommand::Create {
+                external_network,
+                ip,
+            } => (
+                R::FipCreate {
+                    external_network: external_network.clone(),
+                    ip: ip.clone(),
+                },
+                None,
+            ),
+            FipCommand::Associate { fip, port } => (
+                R::FipAssociate {
+                    fip: fip.clone(),
+                    port: port.clone(),
+                },
+                None,
+            ),
+            FipCommand::Disassociate { fip } => (R::FipDisassociate { fip: fip.clone() }, None),
+            FipCommand::Delete { fip } => del(K::FloatingIp, fip),
+            FipCommand::List => list(K::FloatingIp),
+            FipCommand::Show { fip } => show(K::FloatingIp, fip),
+        },
+        Command::View => (R::View, None),
+        Command::Ca(_) | Command::Cert(_) | Command::Agent | Command::Members | Command::Status => {
+            unreachable!("handled before")
         }
     }
 }
@@ -248,7 +644,7 @@ fn print_status(v: &serde_json::Value) {
     }
 }
 
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut width: [usize; N] = header.map(str::len);
     for r in rows {
         for (w, c) in width.iter_mut().zip(r) {

@@ -29,7 +29,12 @@ pub struct GossipSettings {
     pub cluster_id: String,
     /// Gossip round interval.
     pub gossip_interval: Duration,
+    /// How long a dead node's state is kept before it is forgotten.
+    pub dead_node_grace_period: Duration,
 }
+
+/// How long the agent keeps a dead node's state by default.
+pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 impl GossipSettings {
     fn chitchat_config(&self) -> ChitchatConfig {
@@ -44,7 +49,7 @@ impl GossipSettings {
                 sampling_window_size: 1_000,
                 max_interval: self.gossip_interval * 20,
                 initial_interval: self.gossip_interval,
-                dead_node_grace_period: Duration::from_secs(24 * 3600),
+                dead_node_grace_period: self.dead_node_grace_period,
             },
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
@@ -53,18 +58,18 @@ impl GossipSettings {
     }
 }
 
-/// Starts gossip for a node that publishes `facts`.
+/// Starts gossip for a node that publishes `facts` and the `extra` keys it persisted (its records),
+/// so a restarted node re-announces them in the same breath as it reappears.
 pub async fn start(
     settings: &GossipSettings,
     facts: &NodeFacts,
+    extra: Vec<(String, String)>,
     transport: &dyn Transport,
 ) -> Result<ChitchatHandle, Error> {
     let value = mesh_proto::encode_value(facts)?;
-    spawn_chitchat(
-        settings.chitchat_config(),
-        vec![(KEY_NODE_FACTS.to_string(), value)],
-        transport,
-    )
-    .await
-    .map_err(|e| Error::Transport(format!("{e:#}")))
+    let mut keys = vec![(KEY_NODE_FACTS.to_string(), value)];
+    keys.extend(extra);
+    spawn_chitchat(settings.chitchat_config(), keys, transport)
+        .await
+        .map_err(|e| Error::Transport(format!("{e:#}")))
 }

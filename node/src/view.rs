@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::gossip::KEY_NODE_FACTS;
+use crate::store::TenantState;
 
 /// Whether a member is currently considered up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -51,6 +52,8 @@ pub struct ClusterView {
     pub members: BTreeMap<NodeId, Member>,
     /// Nodes seen in gossip but left out, with the reason (e.g. undecodable facts).
     pub excluded: BTreeMap<String, String>,
+    /// The tenant configuration merged from every node's published records.
+    pub tenant: TenantState,
 }
 
 impl ClusterView {
@@ -61,6 +64,7 @@ impl ClusterView {
             me,
             members: BTreeMap::new(),
             excluded: BTreeMap::new(),
+            tenant: TenantState::default(),
         }
     }
 
@@ -72,7 +76,10 @@ impl ClusterView {
     }
 
     fn same_content(&self, other: &ClusterView) -> bool {
-        self.me == other.me && self.members == other.members && self.excluded == other.excluded
+        self.me == other.me
+            && self.members == other.members
+            && self.excluded == other.excluded
+            && self.tenant == other.tenant
     }
 }
 
@@ -90,6 +97,18 @@ pub fn build_view<'a>(
     live: &BTreeSet<ChitchatId>,
     ever_live: &BTreeSet<ChitchatId>,
 ) -> ClusterView {
+    let nodes: Vec<(&ChitchatId, &NodeState)> = nodes.into_iter().collect();
+    // Records of every life of every node count, dead or joining: that is what keeps an object
+    // alive while its replicas move.
+    let publishers: Vec<(NodeId, &NodeState)> = nodes
+        .iter()
+        .filter_map(|(id, st)| NodeId::new(&*id.node_id).ok().map(|n| (n, *st)))
+        .collect();
+    let tenant = TenantState::merge(
+        publishers
+            .iter()
+            .flat_map(|(n, st)| st.key_values().map(move |(k, v)| (n, k, v))),
+    );
     let mut best: BTreeMap<&str, (&ChitchatId, &NodeState, bool)> = BTreeMap::new();
     for (id, state) in nodes {
         if !ever_live.contains(id) && !live.contains(id) {
@@ -146,6 +165,7 @@ pub fn build_view<'a>(
         me: me.clone(),
         members,
         excluded,
+        tenant,
     }
 }
 

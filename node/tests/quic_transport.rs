@@ -68,8 +68,9 @@ async fn start_node(
         seeds: seed.into_iter().map(|s| s.to_string()).collect(),
         cluster_id: "test".into(),
         gossip_interval: Duration::from_millis(50),
+        dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
-    let handle = gossip::start(&settings, &facts, &transport).await?;
+    let handle = gossip::start(&settings, &facts, Vec::new(), &transport).await?;
     let (view, _task) = view::spawn_writer(handle.chitchat(), id, Duration::from_millis(50));
     Ok(Node {
         _handle: handle,

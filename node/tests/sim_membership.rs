@@ -83,8 +83,9 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
             seeds: seeds.clone(),
             cluster_id: "sim".into(),
             gossip_interval: GOSSIP,
+            dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
         };
-        let handle = gossip::start(&settings, &facts, &transport)
+        let handle = gossip::start(&settings, &facts, Vec::new(), &transport)
             .await
             .expect("gossip starts");
         let (view, _task) = view::spawn_writer(handle.chitchat(), facts.node_id().clone(), GOSSIP);

@@ -1,0 +1,487 @@
+//! The I/O shell of the replicated store: publishing through chitchat, address claims with their
+//! waiting window, the replication loop, and persistence under `data_dir`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::Chitchat;
+use mesh_proto::{
+    AddressClaim, Hlc, MacClaim, NodeId, ObjectId, ObjectKind, Record, TenantObject, Version,
+};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::ipam;
+use super::ops::{self, ConfigRequest, FipPlan, Outcome, PortPlan, Write};
+use super::replicate::{self, Duty};
+use super::TenantState;
+use crate::view::ViewHandle;
+
+/// File under `data_dir` holding the records this node publishes.
+pub const RECORDS_FILE: &str = "records.json";
+/// Largest records file loaded.
+const MAX_RECORDS_FILE: u64 = 64 << 20;
+/// How many times an allocation is retried after losing a claim.
+const MAX_CLAIM_ATTEMPTS: u64 = 8;
+/// How long a write waits to show up in the local view.
+const VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timing of the store.
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    /// How long a claim waits for concurrent claims to arrive before it is decided.
+    pub claim_window: Duration,
+    /// How long a tombstone is kept (longer than the longest partition tolerated).
+    pub tombstone_ttl: Duration,
+    /// How often replication duties are re-checked even without a view change.
+    pub resync: Duration,
+    /// Where published records are persisted; `None` keeps nothing (simulations).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StoreSettings {
+    /// Settings derived from the gossip interval: the claim window is eight gossip rounds (at
+    /// least 500 ms), tombstones live a day.
+    pub fn for_gossip_interval(gossip: Duration, data_dir: Option<PathBuf>) -> Self {
+        StoreSettings {
+            claim_window: (gossip * 8).max(Duration::from_millis(500)),
+            tombstone_ttl: Duration::from_secs(24 * 3600),
+            resync: gossip,
+            data_dir,
+        }
+    }
+}
+
+/// The store of one node.
+pub struct ConfigService {
+    me: NodeId,
+    chitchat: Arc<Mutex<Chitchat>>,
+    view: ViewHandle,
+    hlc: std::sync::Mutex<Hlc>,
+    writes: Mutex<()>,
+    settings: StoreSettings,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ConfigService {
+    /// A store publishing through `chitchat` and reading `view`.
+    pub fn new(
+        me: NodeId,
+        chitchat: Arc<Mutex<Chitchat>>,
+        view: ViewHandle,
+        settings: StoreSettings,
+    ) -> Arc<Self> {
+        Arc::new(ConfigService {
+            me,
+            chitchat,
+            view,
+            hlc: std::sync::Mutex::new(Hlc::default()),
+            writes: Mutex::new(()),
+            settings,
+        })
+    }
+
+    fn version(&self, seen: &TenantState) -> Version {
+        let mut hlc = self.hlc.lock().unwrap_or_else(|p| p.into_inner());
+        hlc.observe(seen.max_hlc);
+        Version {
+            hlc: hlc.now(wall_ms()),
+            writer: self.me.clone(),
+        }
+    }
+
+    fn new_id(&self, kind: ObjectKind, seen: &TenantState) -> ObjectId {
+        let v = self.version(seen);
+        let s = ipam::seed(self.me.as_str(), v.hlc, 0);
+        // A tag and 12 hex digits: valid by construction.
+        ObjectId::new(format!("{}-{:012x}", kind.tag(), s & 0xffff_ffff_ffff))
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Handles one operator request; returns its JSON result or an error message. A refused
+    /// request has published nothing.
+    pub async fn handle(&self, req: ConfigRequest) -> Result<Value, String> {
+        let _one_at_a_time = self.writes.lock().await;
+        let view = self.view.load();
+        let tenant = &view.tenant;
+        let mut new_id = |k| self.new_id(k, tenant);
+        match ops::plan(tenant, &self.me, &req, &mut new_id, wall_ms())? {
+            Outcome::Read(v) => Ok(v),
+            Outcome::Writes(writes) => self.apply_writes(tenant, writes).await,
+            Outcome::Port(plan) => self.create_port(plan).await,
+            Outcome::Fip(plan) => self.create_fip(plan).await,
+        }
+    }
+
+    async fn apply_writes(&self, seen: &TenantState, writes: Vec<Write>) -> Result<Value, String> {
+        let mut records = Vec::new();
+        let mut out = Vec::new();
+        for w in writes {
+            let v = self.version(seen);
+            match w {
+                Write::Put(obj) => {
+                    out.push(ops::object_json(&obj));
+                    records.push(Record::object(obj, v));
+                }
+                Write::Delete(kind, id) => {
+                    out.push(serde_json::json!({"deleted": id.as_str(), "kind": kind}));
+                    records.push(Record::tombstone(kind, id, v));
+                }
+            }
+        }
+        self.publish_records(&records).await?;
+        let want: Vec<(ObjectKind, ObjectId, Version)> = records
+            .iter()
+            .map(|r| (r.kind(), r.id().clone(), r.version().clone()))
+            .collect();
+        self.wait_visible(|t| {
+            want.iter()
+                .all(|(k, id, v)| t.record(*k, id).is_some_and(|r| r.version() >= v))
+        })
+        .await;
+        Ok(if out.len() == 1 {
+            out.remove(0)
+        } else {
+            Value::Array(out)
+        })
+    }
+
+    async fn create_port(&self, plan: PortPlan) -> Result<Value, String> {
+        let mut last_reason = String::new();
+        for attempt in 0..MAX_CLAIM_ATTEMPTS {
+            let view = self.view.load();
+            let tenant = &view.tenant;
+            let now = wall_ms();
+            let Some(TenantObject::Subnet(subnet)) = tenant.get(ObjectKind::Subnet, &plan.subnet)
+            else {
+                return Err("the port's subnet was deleted meanwhile".into());
+            };
+            let v = self.version(tenant);
+            let seed = ipam::seed(self.me.as_str(), v.hlc, attempt);
+            let ip = match plan.ip {
+                Some(ip) => ip,
+                None => {
+                    let used = ipam::unavailable(tenant, &subnet.id, &plan.id, now);
+                    ipam::pick(subnet.pool, &used, seed)
+                        .ok_or_else(|| format!("subnet {} has no free address left", subnet.name))?
+                }
+            };
+            let mac = match plan.mac {
+                Some(m) => m,
+                None => (0..64)
+                    .map(|i| {
+                        ipam::mac_from_seed(ipam::seed(
+                            self.me.as_str(),
+                            v.hlc,
+                            attempt * 64 + i + 1,
+                        ))
+                    })
+                    .find(|m| !ipam::mac_unavailable(tenant, *m, &plan.id, now))
+                    .ok_or("no free MAC found")?,
+            };
+            let ac = AddressClaim {
+                pool: subnet.id.clone(),
+                ip,
+                holder: plan.id.clone(),
+                version: v.clone(),
+            };
+            let mc = MacClaim {
+                mac,
+                holder: plan.id.clone(),
+                version: v,
+            };
+            let keys = [ac.key(), mc.key()];
+            self.set_keys(&[
+                (
+                    ac.key(),
+                    mesh_proto::encode_value(&ac).map_err(|e| e.to_string())?,
+                ),
+                (
+                    mc.key(),
+                    mesh_proto::encode_value(&mc).map_err(|e| e.to_string())?,
+                ),
+            ])
+            .await;
+            tokio::time::sleep(self.settings.claim_window).await;
+            self.next_view().await;
+            let view = self.view.load();
+            let now = wall_ms();
+            let won_ip = ipam::address_claim_won(&view.tenant, &ac.pool, ip, &plan.id, now);
+            let won_mac = ipam::mac_claim_won(&view.tenant, mac, &plan.id, now);
+            if won_ip && won_mac {
+                let port = ops::finish_port(&plan, ip, mac)?;
+                let rec =
+                    Record::object(TenantObject::Port(port.clone()), self.version(&view.tenant));
+                // Publish the port before withdrawing the claims: a peer sees one or the other.
+                self.publish_records(std::slice::from_ref(&rec)).await?;
+                self.delete_keys(&keys).await;
+                let v = rec.version().clone();
+                self.wait_visible(|t| {
+                    t.record(ObjectKind::Port, &port.id)
+                        .is_some_and(|r| r.version() >= &v)
+                })
+                .await;
+                info!(port = %port.id, ip = %ip, mac = %mac, attempt, "port created");
+                return Ok(ops::object_json(&TenantObject::Port(port)));
+            }
+            self.delete_keys(&keys).await;
+            if !won_ip && plan.ip.is_some() {
+                return Err(format!(
+                    "{ip} was claimed concurrently by another node; pick another address"
+                ));
+            }
+            if !won_mac && plan.mac.is_some() {
+                return Err(format!(
+                    "MAC {mac} was claimed concurrently by another node; pick another"
+                ));
+            }
+            last_reason = format!("lost the claim on {} {ip}/{mac}", subnet.name);
+        }
+        Err(format!(
+            "could not settle an address after {MAX_CLAIM_ATTEMPTS} attempts ({last_reason})"
+        ))
+    }
+
+    async fn create_fip(&self, plan: FipPlan) -> Result<Value, String> {
+        for attempt in 0..MAX_CLAIM_ATTEMPTS {
+            let view = self.view.load();
+            let tenant = &view.tenant;
+            let now = wall_ms();
+            let Some(TenantObject::ExternalNetwork(ext)) =
+                tenant.get(ObjectKind::ExternalNetwork, &plan.external_network)
+            else {
+                return Err("the external network was deleted meanwhile".into());
+            };
+            let v = self.version(tenant);
+            let ip = match plan.ip {
+                Some(ip) => ip,
+                None => {
+                    let used = ipam::unavailable(tenant, &ext.id, &plan.id, now);
+                    ipam::pick(
+                        ext.pool,
+                        &used,
+                        ipam::seed(self.me.as_str(), v.hlc, attempt),
+                    )
+                    .ok_or_else(|| {
+                        format!("external network {} has no free address left", ext.name)
+                    })?
+                }
+            };
+            let ac = AddressClaim {
+                pool: ext.id.clone(),
+                ip,
+                holder: plan.id.clone(),
+                version: v,
+            };
+            self.set_keys(&[(
+                ac.key(),
+                mesh_proto::encode_value(&ac).map_err(|e| e.to_string())?,
+            )])
+            .await;
+            tokio::time::sleep(self.settings.claim_window).await;
+            self.next_view().await;
+            let view = self.view.load();
+            let won = ipam::address_claim_won(&view.tenant, &ac.pool, ip, &plan.id, wall_ms());
+            if won {
+                let fip = ops::finish_fip(&plan, ip)?;
+                let rec = Record::object(
+                    TenantObject::FloatingIp(fip.clone()),
+                    self.version(&view.tenant),
+                );
+                self.publish_records(std::slice::from_ref(&rec)).await?;
+                self.delete_keys(&[ac.key()]).await;
+                let v = rec.version().clone();
+                self.wait_visible(|t| {
+                    t.record(ObjectKind::FloatingIp, &fip.id)
+                        .is_some_and(|r| r.version() >= &v)
+                })
+                .await;
+                return Ok(ops::object_json(&TenantObject::FloatingIp(fip)));
+            }
+            self.delete_keys(&[ac.key()]).await;
+            if plan.ip.is_some() {
+                return Err(format!(
+                    "{ip} was claimed concurrently by another node; pick another address"
+                ));
+            }
+        }
+        Err(format!(
+            "could not settle a floating IP after {MAX_CLAIM_ATTEMPTS} attempts"
+        ))
+    }
+
+    /// Publishes records in this node's key space, never replacing a newer version of the same key.
+    async fn publish_records(&self, records: &[Record]) -> Result<(), String> {
+        let mut encoded = Vec::with_capacity(records.len());
+        for r in records {
+            encoded.push((r, mesh_proto::encode_value(r).map_err(|e| e.to_string())?));
+        }
+        {
+            let mut cc = self.chitchat.lock().await;
+            let st = cc.self_node_state();
+            for (r, value) in encoded {
+                let key = r.key();
+                let current: Option<Record> =
+                    st.get(&key).and_then(|v| mesh_proto::decode_value(v).ok());
+                if current.as_ref().is_none_or(|c| c.version() < r.version()) {
+                    st.set(key, value);
+                }
+            }
+        }
+        self.persist().await;
+        Ok(())
+    }
+
+    async fn set_keys(&self, kvs: &[(String, String)]) {
+        let mut cc = self.chitchat.lock().await;
+        let st = cc.self_node_state();
+        for (k, v) in kvs {
+            st.set(k.clone(), v.clone());
+        }
+    }
+
+    async fn delete_keys(&self, keys: &[String]) {
+        let mut cc = self.chitchat.lock().await;
+        let st = cc.self_node_state();
+        for k in keys {
+            if st.get(k).is_some() {
+                st.delete(k);
+            }
+        }
+    }
+
+    /// Waits until the view has been rebuilt at least once after now.
+    async fn next_view(&self) {
+        let mut rx = self.view.subscribe();
+        rx.borrow_and_update();
+        let _ = tokio::time::timeout(self.settings.resync * 3, rx.changed()).await;
+    }
+
+    async fn wait_visible(&self, done: impl Fn(&TenantState) -> bool) {
+        let mut rx = self.view.subscribe();
+        let deadline = tokio::time::Instant::now() + VISIBLE_TIMEOUT;
+        loop {
+            if done(&self.view.load().tenant) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                warn!("a write did not show up in the local view in time");
+                return;
+            }
+        }
+    }
+
+    /// Runs replication until the task is aborted: on every view change and every resync, publish
+    /// or withdraw what rendezvous ranking asks of this node.
+    pub async fn run_replication(self: Arc<Self>) {
+        let mut rx = self.view.subscribe();
+        let mut tick = tokio::time::interval(self.settings.resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tick.tick() => {},
+            }
+            let view = self.view.load();
+            let live: BTreeSet<NodeId> = view.alive().map(|m| m.facts.node_id().clone()).collect();
+            if live.is_empty() {
+                continue;
+            }
+            let duties = replicate::duties(
+                &view.tenant,
+                &self.me,
+                &live,
+                wall_ms(),
+                self.settings.tombstone_ttl.as_millis() as u64,
+            );
+            if duties.is_empty() {
+                continue;
+            }
+            let _one_at_a_time = self.writes.lock().await;
+            let mut publish = Vec::new();
+            let mut withdraw = Vec::new();
+            for d in duties {
+                match d {
+                    Duty::Publish(r) => publish.push(r),
+                    Duty::Withdraw(k) => withdraw.push(k),
+                }
+            }
+            if !publish.is_empty() {
+                if let Err(e) = self.publish_records(&publish).await {
+                    warn!(error = %e, "replication publish failed");
+                }
+            }
+            if !withdraw.is_empty() {
+                self.delete_keys(&withdraw).await;
+                self.persist().await;
+            }
+        }
+    }
+
+    /// Writes the records this node publishes to `data_dir`, atomically.
+    async fn persist(&self) {
+        let Some(dir) = &self.settings.data_dir else {
+            return;
+        };
+        let entries: Vec<(String, String)> = {
+            let mut cc = self.chitchat.lock().await;
+            cc.self_node_state()
+                .key_values()
+                .filter(|(k, _)| k.starts_with("o/"))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let data = match serde_json::to_vec(&entries) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "cannot serialise records");
+                return;
+            }
+        };
+        if let Err(e) = crate::agent::write_atomic(&dir.join(RECORDS_FILE), &data) {
+            warn!(error = %e, "cannot persist records");
+        }
+    }
+}
+
+/// Loads the records a node persisted, keeping only entries that decode to a record stored under
+/// its own key. Returns them as gossip key/value pairs to publish at start.
+pub fn load_records(data_dir: &Path) -> Result<Vec<(String, String)>, crate::Error> {
+    let path = data_dir.join(RECORDS_FILE);
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(crate::Error::io("reading records", &path, e)),
+    };
+    if meta.len() > MAX_RECORDS_FILE {
+        return Err(crate::Error::Api(format!(
+            "{} is over {MAX_RECORDS_FILE} bytes",
+            path.display()
+        )));
+    }
+    let data = std::fs::read(&path).map_err(|e| crate::Error::io("reading records", &path, e))?;
+    let entries: Vec<(String, String)> = serde_json::from_slice(&data)
+        .map_err(|e| crate::Error::Api(format!("{}: {e}", path.display())))?;
+    Ok(entries
+        .into_iter()
+        .filter(|(k, v)| {
+            let ok = mesh_proto::decode_value::<Record>(v).is_ok_and(|r| &r.key() == k);
+            if !ok {
+                warn!(key = %k, "skipping an unreadable persisted record");
+            }
+            ok
+        })
+        .collect())
+}

@@ -1,0 +1,263 @@
+//! Merging published records into one tenant state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use mesh_proto::{
+    AddressClaim, ExternalNetwork, FloatingIp, HlcTimestamp, MacAddr, MacClaim, Network, NodeId,
+    ObjectId, ObjectKind, Port, Record, Router, Subnet, TenantObject, Version,
+};
+use serde::Serialize;
+
+/// Most problems kept for display.
+const MAX_PROBLEMS: usize = 64;
+
+/// The merged configuration every node computes from the same published records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantState {
+    /// The winning record (object or tombstone) of every object ever written.
+    pub records: BTreeMap<(ObjectKind, ObjectId), Record>,
+    /// Who publishes which version of each object.
+    pub publishers: BTreeMap<(ObjectKind, ObjectId), BTreeMap<NodeId, Version>>,
+    /// Address claims by (pool, address), lowest version first.
+    pub address_claims: BTreeMap<(ObjectId, Ipv4Addr), Vec<AddressClaim>>,
+    /// MAC claims by MAC, lowest version first.
+    pub mac_claims: BTreeMap<MacAddr, Vec<MacClaim>>,
+    /// The newest timestamp seen anywhere: a node's clock moves past it before writing.
+    pub max_hlc: HlcTimestamp,
+    /// Published values refused, with the reason (bounded).
+    pub problems: Vec<String>,
+}
+
+/// What `view --json` shows of the configuration.
+#[derive(Debug, Serialize)]
+pub struct TenantSummary<'a> {
+    /// Live networks.
+    pub networks: Vec<&'a Network>,
+    /// Live subnets.
+    pub subnets: Vec<&'a Subnet>,
+    /// Live external networks.
+    pub external_networks: Vec<&'a ExternalNetwork>,
+    /// Live routers.
+    pub routers: Vec<&'a Router>,
+    /// Live ports.
+    pub ports: Vec<&'a Port>,
+    /// Live floating IPs.
+    pub floating_ips: Vec<&'a FloatingIp>,
+    /// Port ids by host.
+    pub ports_by_host: BTreeMap<String, Vec<String>>,
+    /// Floating IPs by the host that serves them (the host of their port).
+    pub fips_by_host: BTreeMap<String, Vec<String>>,
+}
+
+impl TenantState {
+    /// Merges everything published. `entries` yields (publisher, key, value) for every key of
+    /// every node life known to chitchat. Keys outside the tenant prefixes are ignored.
+    pub fn merge<'a>(entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>) -> Self {
+        let mut s = TenantState::default();
+        let mut seen_claims: BTreeSet<(String, Version)> = BTreeSet::new();
+        for (publisher, key, value) in entries {
+            let result = if key.starts_with("o/") {
+                s.merge_record(publisher, key, value)
+            } else if key.starts_with("a/") {
+                s.merge_address_claim(publisher, key, value, &mut seen_claims)
+            } else if key.starts_with("m/") {
+                s.merge_mac_claim(publisher, key, value, &mut seen_claims)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                if s.problems.len() < MAX_PROBLEMS {
+                    s.problems.push(format!("{publisher} {key}: {e}"));
+                }
+            }
+        }
+        for claims in s.address_claims.values_mut() {
+            claims.sort_by(|a, b| a.version.cmp(&b.version));
+        }
+        for claims in s.mac_claims.values_mut() {
+            claims.sort_by(|a, b| a.version.cmp(&b.version));
+        }
+        s
+    }
+
+    fn merge_record(&mut self, publisher: &NodeId, key: &str, value: &str) -> Result<(), String> {
+        let rec: Record = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
+        if rec.key() != key {
+            return Err("record stored under another key".into());
+        }
+        if rec.kind() == ObjectKind::Port {
+            // Only a port's host publishes it, and only the host writes it.
+            if &rec.version().writer != publisher {
+                return Err("port record published by a node other than its writer".into());
+            }
+            if let Some(TenantObject::Port(p)) = rec.body() {
+                if &p.host != publisher {
+                    return Err(format!(
+                        "port hosted on {} published by {publisher}",
+                        p.host
+                    ));
+                }
+            }
+        }
+        self.max_hlc = self.max_hlc.max(rec.version().hlc);
+        let id = (rec.kind(), rec.id().clone());
+        self.publishers
+            .entry(id.clone())
+            .or_default()
+            .insert(publisher.clone(), rec.version().clone());
+        match self.records.get(&id) {
+            Some(cur) if cur.version() >= rec.version() => {}
+            _ => {
+                self.records.insert(id, rec);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_address_claim(
+        &mut self,
+        publisher: &NodeId,
+        key: &str,
+        value: &str,
+        seen: &mut BTreeSet<(String, Version)>,
+    ) -> Result<(), String> {
+        let c: AddressClaim = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
+        if c.key() != key || &c.version.writer != publisher {
+            return Err("claim stored under another key or by another node".into());
+        }
+        self.max_hlc = self.max_hlc.max(c.version.hlc);
+        if seen.insert((key.to_string(), c.version.clone())) {
+            self.address_claims
+                .entry((c.pool.clone(), c.ip))
+                .or_default()
+                .push(c);
+        }
+        Ok(())
+    }
+
+    fn merge_mac_claim(
+        &mut self,
+        publisher: &NodeId,
+        key: &str,
+        value: &str,
+        seen: &mut BTreeSet<(String, Version)>,
+    ) -> Result<(), String> {
+        let c: MacClaim = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
+        if c.key() != key || &c.version.writer != publisher {
+            return Err("claim stored under another key or by another node".into());
+        }
+        self.max_hlc = self.max_hlc.max(c.version.hlc);
+        if seen.insert((key.to_string(), c.version.clone())) {
+            self.mac_claims.entry(c.mac).or_default().push(c);
+        }
+        Ok(())
+    }
+
+    /// Every live (not deleted) object of one kind.
+    pub fn objects(&self, kind: ObjectKind) -> impl Iterator<Item = &TenantObject> {
+        self.records
+            .range((kind, min_id())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .filter_map(|(_, r)| r.body())
+    }
+
+    /// A live object by kind and id.
+    pub fn get(&self, kind: ObjectKind, id: &ObjectId) -> Option<&TenantObject> {
+        self.records.get(&(kind, id.clone())).and_then(|r| r.body())
+    }
+
+    /// The winning record of an object, tombstones included.
+    pub fn record(&self, kind: ObjectKind, id: &ObjectId) -> Option<&Record> {
+        self.records.get(&(kind, id.clone()))
+    }
+
+    /// Live networks.
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.objects(ObjectKind::Network).filter_map(|o| match o {
+            TenantObject::Network(x) => Some(x),
+            _ => None,
+        })
+    }
+    /// Live subnets.
+    pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
+        self.objects(ObjectKind::Subnet).filter_map(|o| match o {
+            TenantObject::Subnet(x) => Some(x),
+            _ => None,
+        })
+    }
+    /// Live external networks.
+    pub fn external_networks(&self) -> impl Iterator<Item = &ExternalNetwork> {
+        self.objects(ObjectKind::ExternalNetwork)
+            .filter_map(|o| match o {
+                TenantObject::ExternalNetwork(x) => Some(x),
+                _ => None,
+            })
+    }
+    /// Live routers.
+    pub fn routers(&self) -> impl Iterator<Item = &Router> {
+        self.objects(ObjectKind::Router).filter_map(|o| match o {
+            TenantObject::Router(x) => Some(x),
+            _ => None,
+        })
+    }
+    /// Live ports.
+    pub fn ports(&self) -> impl Iterator<Item = &Port> {
+        self.objects(ObjectKind::Port).filter_map(|o| match o {
+            TenantObject::Port(x) => Some(x),
+            _ => None,
+        })
+    }
+    /// Live floating IPs.
+    pub fn floating_ips(&self) -> impl Iterator<Item = &FloatingIp> {
+        self.objects(ObjectKind::FloatingIp)
+            .filter_map(|o| match o {
+                TenantObject::FloatingIp(x) => Some(x),
+                _ => None,
+            })
+    }
+
+    /// The host serving a floating IP: the host of its port.
+    pub fn fip_host(&self, fip: &FloatingIp) -> Option<&NodeId> {
+        let port = fip.port.as_ref()?;
+        match self.get(ObjectKind::Port, port)? {
+            TenantObject::Port(p) => Some(&p.host),
+            _ => None,
+        }
+    }
+
+    /// The summary `view --json` prints.
+    pub fn summary(&self) -> TenantSummary<'_> {
+        let mut ports_by_host: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in self.ports() {
+            ports_by_host
+                .entry(p.host.to_string())
+                .or_default()
+                .push(p.id.to_string());
+        }
+        let mut fips_by_host: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in self.floating_ips() {
+            if let Some(h) = self.fip_host(f) {
+                fips_by_host
+                    .entry(h.to_string())
+                    .or_default()
+                    .push(f.id.to_string());
+            }
+        }
+        TenantSummary {
+            networks: self.networks().collect(),
+            subnets: self.subnets().collect(),
+            external_networks: self.external_networks().collect(),
+            routers: self.routers().collect(),
+            ports: self.ports().collect(),
+            floating_ips: self.floating_ips().collect(),
+            ports_by_host,
+            fips_by_host,
+        }
+    }
+}
+
+fn min_id() -> ObjectId {
+    // "0" is the smallest valid id in byte order among ids ("-" cannot start one).
+    ObjectId::new("0").unwrap_or_else(|_| unreachable!())
+}
