@@ -19,7 +19,7 @@ pub const REPLICAS: usize = 3;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Duty {
     /// Publish this record under its key.
-    Publish(Record),
+    Publish(Box<Record>),
     /// Stop publishing this key.
     Withdraw(String),
 }
@@ -72,14 +72,14 @@ pub fn duties(
         if *kind == ObjectKind::Port {
             // The host keeps publishing its newest port record; nobody else replicates ports.
             if &rec.version().writer == me && mine != Some(rec.version()) {
-                out.push(Duty::Publish(rec.clone()));
+                out.push(Duty::Publish(Box::new(rec.clone())));
             }
             continue;
         }
         let replicas = replica_set(id.as_str(), live, REPLICAS);
         if replicas.contains(&me) {
             if mine != Some(rec.version()) {
-                out.push(Duty::Publish(rec.clone()));
+                out.push(Duty::Publish(Box::new(rec.clone())));
             }
         } else if let Some(my_version) = mine {
             let covered = !replicas.is_empty()
@@ -114,7 +114,7 @@ mod tests {
         let mut fewer = live.clone();
         fewer.remove(a[0]);
         let b = replica_set("net-1", &fewer, 3);
-        assert!(b.contains(a[1]) && b.contains(a[2]));
+        assert!(b.contains(&a[1]) && b.contains(&a[2]));
     }
 
     #[test]

@@ -414,7 +414,7 @@ impl ConfigService {
             let mut withdraw = Vec::new();
             for d in duties {
                 match d {
-                    Duty::Publish(r) => publish.push(r),
+                    Duty::Publish(r) => publish.push(*r),
                     Duty::Withdraw(k) => withdraw.push(k),
                 }
             }
