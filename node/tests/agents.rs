@@ -4,137 +4,14 @@
 //! never appears in any member list; an agent whose configuration claims a node id its certificate
 //! does not carry is refused at start; a killed agent is marked dead by the others.
 
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use common::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_dvrmesh");
-
-struct Agent {
-    name: String,
-    socket: PathBuf,
-    child: Child,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dvrmesh(args: &[&str]) -> Result<Output> {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .context("running dvrmesh")?;
-    Ok(out)
-}
-
-fn ok(args: &[&str]) -> Result<String> {
-    let out = dvrmesh(args)?;
-    if !out.status.success() {
-        bail!(
-            "dvrmesh {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port on loopback")
-}
-
-fn write_config(
-    dir: &Path,
-    name: &str,
-    cert_dir: &str,
-    ca_dir: &str,
-    port: u16,
-    seed: u16,
-) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let text = format!(
-        r#"node_id = "{name}"
-mode = "dvr"
-listen = "127.0.0.1:{port}"
-seeds = ["127.0.0.1:{seed}"]
-tunnel_ip = "127.0.0.1"
-snat_priority = 100
-api_socket = "{name}.sock"
-data_dir = "data-{name}"
-gossip_interval_ms = 100
-
-[tls]
-ca = "{ca_dir}/ca.pem"
-cert = "{cert_dir}/node.pem"
-key = "{cert_dir}/node.key"
-"#
-    );
-    std::fs::write(&path, text).expect("config written");
-    path
-}
-
-fn start(dir: &Path, name: &str, config: &Path) -> Result<Agent> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let child = Command::new(BIN)
-        .args(["agent", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting agent")?;
-    Ok(Agent {
-        name: name.to_string(),
-        socket: dir.join(format!("{name}.sock")),
-        child,
-    })
-}
-
-fn members(agent: &Agent) -> Result<Vec<Value>> {
-    let out = ok(&[
-        "members",
-        "--json",
-        "--api",
-        agent.socket.to_str().context("utf-8 path")?,
-    ])?;
-    let v: Value = serde_json::from_str(&out)?;
-    Ok(v.as_array().context("members --json is an array")?.clone())
-}
-
-fn states(agent: &Agent) -> Vec<(String, String)> {
-    members(agent)
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    (
-                        m["node_id"].as_str().unwrap_or("").to_string(),
-                        m["state"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn wait_until(budget: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < budget {
-        if f() {
-            return Ok(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("{what} not reached within {budget:?}")
-}
 
 #[test]
 fn three_agents_form_a_cluster_and_keep_strangers_out() -> Result<()> {

@@ -1,0 +1,550 @@
+//! Multi-process, through the real CLI: objects created through one agent are listed by the
+//! others; a table of bad inputs is refused with a clear message and changes nothing; an agent
+//! restarted with its data_dir keeps its ports, which the others never see disappear.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use common::*;
+use serde_json::Value;
+
+fn must(a: &Agent, args: &[&str]) -> Result<Value> {
+    a.cli(args)
+        .map_err(|e| anyhow!("dvrmesh {args:?} failed: {e}"))
+}
+
+/// The values of `field` in a JSON array of objects, sorted (lists come in id order).
+fn names(v: &Value, field: &str) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o[field].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
+    let tmp = pki(&["n1", "n2", "n3"])?;
+    let mut agents = cluster(tmp.path(), &["n1", "n2", "n3"])?;
+    let (n1, n3) = (&agents[0], &agents[2]);
+
+    // A base configuration, written through different agents.
+    must(n1, &["network", "create", "net-a", "--vni", "100"])?;
+    must(
+        n1,
+        &[
+            "subnet",
+            "create",
+            "sub-a",
+            "--network",
+            "net-a",
+            "--cidr",
+            "10.1.0.0/24",
+        ],
+    )?;
+    must(n3, &["network", "create", "net-b", "--vni", "200"])?;
+    must(
+        n3,
+        &[
+            "subnet",
+            "create",
+            "sub-b",
+            "--network",
+            "net-b",
+            "--cidr",
+            "10.2.0.0/24",
+        ],
+    )?;
+    must(n1, &["network", "create", "net-c", "--vni", "300"])?;
+    must(
+        n1,
+        &[
+            "subnet",
+            "create",
+            "sub-c",
+            "--network",
+            "net-c",
+            "--cidr",
+            "10.1.0.0/24",
+        ],
+    )?;
+    must(n1, &["network", "create", "net-d", "--vni", "400"])?;
+    must(
+        n1,
+        &[
+            "external-network",
+            "create",
+            "public",
+            "--cidr",
+            "203.0.113.0/24",
+            "--gateway",
+            "203.0.113.1",
+        ],
+    )?;
+    must(n1, &["router", "create", "r1"])?;
+    must(n1, &["router", "add-interface", "r1", "--subnet", "sub-a"])?;
+    must(
+        n1,
+        &[
+            "router",
+            "set-gateway",
+            "r1",
+            "--external-network",
+            "public",
+        ],
+    )?;
+    let vm1 = must(
+        &agents[1],
+        &[
+            "port",
+            "create",
+            "vm1",
+            "--network",
+            "net-a",
+            "--ip",
+            "10.1.0.10",
+        ],
+    )?;
+    assert_eq!(vm1["host"], "n2");
+    assert_eq!(vm1["fixed_ips"][0], "10.1.0.10");
+    let auto = must(&agents[1], &["port", "create", "vm2", "--network", "net-a"])?;
+    assert!(auto["mac"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("fa:16:3e")));
+    must(n1, &["port", "create", "vm-b", "--network", "net-b"])?;
+    must(
+        n3,
+        &[
+            "fip",
+            "create",
+            "--external-network",
+            "public",
+            "--ip",
+            "203.0.113.50",
+        ],
+    )?;
+    must(
+        n3,
+        &[
+            "fip",
+            "create",
+            "--external-network",
+            "public",
+            "--ip",
+            "203.0.113.51",
+        ],
+    )?;
+    must(n1, &["fip", "associate", "203.0.113.50", "--port", "vm1"])?;
+
+    // Every agent lists the same configuration.
+    wait_until(
+        Duration::from_secs(10),
+        "every agent sees the whole configuration",
+        || {
+            agents.iter().all(|a| {
+                a.cli(&["port", "list"])
+                    .map(|v| names(&v, "name").len() == 3)
+                    .unwrap_or(false)
+                    && a.cli(&["network", "list"])
+                        .map(|v| names(&v, "name").len() == 4)
+                        .unwrap_or(false)
+                    && a.cli(&["fip", "show", "203.0.113.50"])
+                        .map(|v| v["port"] == vm1["id"])
+                        .unwrap_or(false)
+            })
+        },
+    )?;
+    let by_host = must(n3, &["port", "list", "--host", "n2"])?;
+    assert_eq!(names(&by_host, "name"), ["vm1", "vm2"]);
+    let view = must(n3, &["view"])?;
+    assert_eq!(
+        view["fips_by_host"]["n2"].as_array().map(Vec::len),
+        Some(1),
+        "FIP served by its port's host"
+    );
+
+    // Bad input: each refused with a message naming the problem, and nothing changes.
+    let mac1 = vm1["mac"].as_str().unwrap_or_default().to_string();
+    let bad: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["network", "create", "x", "--vni", "0"], "vni"),
+        (vec!["network", "create", "x", "--vni", "16777216"], "vni"),
+        (
+            vec!["network", "create", "x", "--vni", "100"],
+            "already used",
+        ),
+        (
+            vec!["network", "create", "net-a", "--vni", "301"],
+            "already exists",
+        ),
+        (
+            vec!["network", "create", "bad name", "--vni", "302"],
+            "name",
+        ),
+        (
+            vec!["network", "create", "x", "--vni", "303", "--mtu", "100"],
+            "mtu",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "nope",
+                "--cidr",
+                "10.3.0.0/24",
+            ],
+            "no network",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-d",
+                "--cidr",
+                "10.3.0.0/33",
+            ],
+            "prefix",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-d",
+                "--cidr",
+                "10.3.0.1/24",
+            ],
+            "host bits",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-d",
+                "--cidr",
+                "banana",
+            ],
+            "cidr",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-d",
+                "--cidr",
+                "10.3.0.0/24",
+                "--gateway",
+                "10.4.0.1",
+            ],
+            "gateway",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-d",
+                "--cidr",
+                "10.3.0.0/24",
+                "--pool",
+                "10.3.0.10-10.3.1.5",
+            ],
+            "pool",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-d",
+                "--cidr",
+                "10.3.0.0/24",
+                "--gateway",
+                "10.3.0.1",
+                "--pool",
+                "10.3.0.1-10.3.0.20",
+            ],
+            "contains the gateway",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "sub-a",
+                "--network",
+                "net-d",
+                "--cidr",
+                "10.3.0.0/24",
+            ],
+            "already exists",
+        ),
+        (
+            vec![
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "net-a",
+                "--cidr",
+                "10.1.0.0/25",
+            ],
+            "overlaps",
+        ),
+        (
+            vec!["router", "add-interface", "r1", "--subnet", "sub-c"],
+            "overlaps",
+        ),
+        (
+            vec!["router", "add-interface", "r1", "--subnet", "nope"],
+            "no subnet",
+        ),
+        (
+            vec!["router", "add-interface", "r1", "--subnet", "sub-a"],
+            "already has",
+        ),
+        (
+            vec!["router", "set-gateway", "r1", "--external-network", "nope"],
+            "no external network",
+        ),
+        (
+            vec![
+                "router",
+                "add-route",
+                "r1",
+                "--destination",
+                "192.0.2.0/24",
+                "--nexthop",
+                "10.9.9.9",
+            ],
+            "not on any subnet",
+        ),
+        (
+            vec![
+                "router",
+                "add-route",
+                "r1",
+                "--destination",
+                "192.0.2.0",
+                "--nexthop",
+                "10.1.0.9",
+            ],
+            "cidr",
+        ),
+        (vec!["router", "delete", "r1"], "interface"),
+        (vec!["router", "show", "nope"], "no router"),
+        (
+            vec!["port", "create", "p", "--network", "nope"],
+            "no network",
+        ),
+        (
+            vec![
+                "port",
+                "create",
+                "p",
+                "--network",
+                "net-a",
+                "--ip",
+                "10.7.0.5",
+            ],
+            "not in any subnet",
+        ),
+        (
+            vec![
+                "port",
+                "create",
+                "p",
+                "--network",
+                "net-a",
+                "--ip",
+                "10.1.0.10",
+            ],
+            "already in use",
+        ),
+        (
+            vec![
+                "port",
+                "create",
+                "p",
+                "--network",
+                "net-a",
+                "--ip",
+                "10.1.0.999",
+            ],
+            "not an IPv4 address",
+        ),
+        (
+            vec![
+                "port",
+                "create",
+                "p",
+                "--network",
+                "net-a",
+                "--mac",
+                "zz:zz:zz:zz:zz:zz",
+            ],
+            "mac",
+        ),
+        (
+            vec![
+                "port",
+                "create",
+                "p",
+                "--network",
+                "net-a",
+                "--mac",
+                "01:00:5e:00:00:01",
+            ],
+            "multicast",
+        ),
+        (
+            vec![
+                "port",
+                "create",
+                "p",
+                "--network",
+                "net-a",
+                "--mac",
+                mac1.as_str(),
+            ],
+            "already in use",
+        ),
+        (
+            vec!["port", "create", "p", "--network", "net-d"],
+            "no subnet",
+        ),
+        (
+            vec!["port", "create", "vm1", "--network", "net-a"],
+            "already exists",
+        ),
+        (vec!["port", "delete", "vm1"], "hosted on n2"),
+        (vec!["port", "list", "--host", "Bad_Host"], "node_id"),
+        (
+            vec!["fip", "create", "--external-network", "nope"],
+            "no external network",
+        ),
+        (
+            vec![
+                "fip",
+                "create",
+                "--external-network",
+                "public",
+                "--ip",
+                "198.51.100.5",
+            ],
+            "not a usable address",
+        ),
+        (
+            vec![
+                "fip",
+                "create",
+                "--external-network",
+                "public",
+                "--ip",
+                "203.0.113.50",
+            ],
+            "already in use",
+        ),
+        (
+            vec!["fip", "associate", "203.0.113.50", "--port", "vm2"],
+            "already associated",
+        ),
+        (
+            vec!["fip", "associate", "203.0.113.51", "--port", "vm1"],
+            "already has floating IP",
+        ),
+        (
+            vec!["fip", "associate", "203.0.113.51", "--port", "vm-b"],
+            "no router connects",
+        ),
+        (vec!["network", "delete", "net-a"], "still has port"),
+        (vec!["network", "delete", "net-c"], "still has subnet"),
+        (vec!["subnet", "delete", "sub-a"], "still on router"),
+        (
+            vec!["external-network", "delete", "public"],
+            "clear its gateway",
+        ),
+        (
+            vec!["router", "clear-gateway", "r1"],
+            "disassociate it first",
+        ),
+    ];
+    assert!(bad.len() >= 25);
+    let before = must(n1, &["view"])?;
+    for (args, expect) in &bad {
+        match n1.cli(args) {
+            Ok(v) => panic!("dvrmesh {args:?} was accepted: {v}"),
+            Err(e) => assert!(
+                e.to_lowercase().contains(&expect.to_lowercase()),
+                "dvrmesh {args:?}: expected {expect:?} in: {e}"
+            ),
+        }
+        let after = must(n1, &["view"])?;
+        assert_eq!(after, before, "dvrmesh {args:?} changed the configuration");
+    }
+    println!(
+        "{} bad inputs refused, configuration unchanged after each",
+        bad.len()
+    );
+
+    // Restart n2 (host of vm1, vm2): n1 never sees its ports disappear, and n2 still has them.
+    agents[1].terminate();
+    let cfg = agents[1].config.clone();
+    let restarted_at = Instant::now();
+    let mut checks = 0;
+    while restarted_at.elapsed() < Duration::from_millis(1500) {
+        let ports = names(&must(&agents[0], &["port", "list"])?, "name");
+        assert!(
+            ports.contains(&"vm1".to_string()) && ports.contains(&"vm2".to_string()),
+            "ports vanished while their host was down: {ports:?}"
+        );
+        checks += 1;
+    }
+    agents[1] = start(tmp.path(), "n2", &cfg)?;
+    wait_until(
+        Duration::from_secs(10),
+        "n2 back and listing its ports",
+        || {
+            agents[1]
+                .cli(&["port", "list", "--host", "n2"])
+                .map(|v| names(&v, "name") == ["vm1", "vm2"])
+                .unwrap_or(false)
+        },
+    )?;
+    while restarted_at.elapsed() < Duration::from_secs(4) {
+        let ports = names(&must(&agents[0], &["port", "list"])?, "name");
+        assert!(
+            ports.contains(&"vm1".to_string()),
+            "vm1 vanished after its host restarted: {ports:?}"
+        );
+        checks += 1;
+    }
+    // The restarted host can still manage its port.
+    must(&agents[1], &["port", "show", "vm2"])?;
+    must(&agents[1], &["port", "delete", "vm2"])?;
+    wait_until(Duration::from_secs(10), "vm2 deleted everywhere", || {
+        agents.iter().all(|a| {
+            a.cli(&["port", "list"])
+                .map(|v| !names(&v, "name").contains(&"vm2".to_string()))
+                .unwrap_or(false)
+        })
+    })?;
+    println!("restart: ports present in {checks} checks while their host restarted");
+    Ok(())
+}
