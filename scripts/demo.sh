@@ -76,6 +76,23 @@ for n in "${names[@]}"; do
   echo "--- dvrmesh members, as seen by $n"
   "$bin" members --api "$work/$n.sock"
 done
+
+echo "==> tenant configuration through compute-1, ports on each compute node (addresses claimed, no allocator)"
+c1=(--api "$work/compute-1.sock")
+"$bin" network create net-a --vni 100 "${c1[@]}" >/dev/null
+"$bin" subnet create sub-a --network net-a --cidr 10.1.0.0/24 "${c1[@]}" >/dev/null
+"$bin" external-network create public --cidr 203.0.113.0/24 --gateway 203.0.113.1 "${c1[@]}" >/dev/null
+"$bin" router create r1 "${c1[@]}" >/dev/null
+"$bin" router add-interface r1 --subnet sub-a "${c1[@]}" >/dev/null
+"$bin" router set-gateway r1 --external-network public "${c1[@]}" >/dev/null
+"$bin" port create vm-1 --network net-a --api "$work/compute-1.sock" >/dev/null & p1=$!
+"$bin" port create vm-2 --network net-a --api "$work/compute-2.sock" >/dev/null & p2=$!
+wait "$p1" "$p2"
+sleep 0.5
+echo "--- dvrmesh port list, as seen by network-1"
+"$bin" port list --api "$work/network-1.sock"
+echo "--- dvrmesh router list, as seen by network-1"
+"$bin" router list --api "$work/network-1.sock"
 echo
 echo "Try: $bin members --api $work/compute-2.sock --json"
 if [ -n "$run_for" ]; then
