@@ -15,22 +15,9 @@ use serde_json::Value;
 
 #[test]
 fn three_agents_form_a_cluster_and_keep_strangers_out() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
+    let tmp = pki(&["n1", "n2", "n3", "n4"])?;
     let dir = tmp.path();
     let d = |p: &str| dir.join(p).to_string_lossy().into_owned();
-    ok(&["ca", "init", "--dir", &d("ca")])?;
-    for n in ["n1", "n2", "n3", "n4"] {
-        ok(&[
-            "cert",
-            "issue",
-            "--ca",
-            &d("ca"),
-            "--node",
-            n,
-            "--out",
-            &d(n),
-        ])?;
-    }
     ok(&["ca", "init", "--dir", &d("other-ca")])?;
     ok(&[
         "cert",

@@ -122,12 +122,10 @@ impl TenantState {
         value: &str,
         seen: &mut BTreeSet<(String, Version)>,
     ) -> Result<(), String> {
-        let c: AddressClaim = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
-        if c.key() != key || &c.version.writer != publisher {
-            return Err("claim stored under another key or by another node".into());
-        }
-        self.max_hlc = self.max_hlc.max(c.version.hlc);
-        if seen.insert((key.to_string(), c.version.clone())) {
+        let claim = self.checked_claim(publisher, key, value, seen, |c: &AddressClaim| {
+            (c.key(), &c.version)
+        })?;
+        if let Some(c) = claim {
             self.address_claims
                 .entry((c.pool.clone(), c.ip))
                 .or_default()
@@ -143,15 +141,34 @@ impl TenantState {
         value: &str,
         seen: &mut BTreeSet<(String, Version)>,
     ) -> Result<(), String> {
-        let c: MacClaim = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
-        if c.key() != key || &c.version.writer != publisher {
-            return Err("claim stored under another key or by another node".into());
-        }
-        self.max_hlc = self.max_hlc.max(c.version.hlc);
-        if seen.insert((key.to_string(), c.version.clone())) {
+        let claim = self.checked_claim(publisher, key, value, seen, |c: &MacClaim| {
+            (c.key(), &c.version)
+        })?;
+        if let Some(c) = claim {
             self.mac_claims.entry(c.mac).or_default().push(c);
         }
         Ok(())
+    }
+
+    /// Decodes a claim and checks it sits under its own key in its writer's key space. Returns
+    /// `None` for a claim already seen (same key and version, e.g. from another life of the node),
+    /// so each claim is counted once.
+    fn checked_claim<T: serde::de::DeserializeOwned>(
+        &mut self,
+        publisher: &NodeId,
+        key: &str,
+        value: &str,
+        seen: &mut BTreeSet<(String, Version)>,
+        parts: impl Fn(&T) -> (String, &Version),
+    ) -> Result<Option<T>, String> {
+        let c: T = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
+        let (own_key, version) = parts(&c);
+        if own_key != key || &version.writer != publisher {
+            return Err("claim stored under another key or by another node".into());
+        }
+        self.max_hlc = self.max_hlc.max(version.hlc);
+        let first_time = seen.insert((key.to_string(), version.clone()));
+        Ok(first_time.then_some(c))
     }
 
     /// Every live (not deleted) object of one kind.
