@@ -50,6 +50,21 @@ pub struct TenantSummary<'a> {
     pub fips_by_host: BTreeMap<String, Vec<String>>,
 }
 
+/// One iterator method per kind over the live objects of that kind.
+macro_rules! typed_accessors {
+    ($( $(#[$doc:meta])* $fn:ident, $variant:ident, $t:ty; )*) => {
+        $(
+            $(#[$doc])*
+            pub fn $fn(&self) -> impl Iterator<Item = &$t> {
+                self.objects(ObjectKind::$variant).filter_map(|o| match o {
+                    TenantObject::$variant(x) => Some(x),
+                    _ => None,
+                })
+            }
+        )*
+    };
+}
+
 impl TenantState {
     /// Merges everything published. `entries` yields (publisher, key, value) for every key of
     /// every node life known to chitchat. Keys outside the tenant prefixes are ignored.
@@ -189,49 +204,19 @@ impl TenantState {
         self.records.get(&(kind, id.clone()))
     }
 
-    /// Live networks.
-    pub fn networks(&self) -> impl Iterator<Item = &Network> {
-        self.objects(ObjectKind::Network).filter_map(|o| match o {
-            TenantObject::Network(x) => Some(x),
-            _ => None,
-        })
-    }
-    /// Live subnets.
-    pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
-        self.objects(ObjectKind::Subnet).filter_map(|o| match o {
-            TenantObject::Subnet(x) => Some(x),
-            _ => None,
-        })
-    }
-    /// Live external networks.
-    pub fn external_networks(&self) -> impl Iterator<Item = &ExternalNetwork> {
-        self.objects(ObjectKind::ExternalNetwork)
-            .filter_map(|o| match o {
-                TenantObject::ExternalNetwork(x) => Some(x),
-                _ => None,
-            })
-    }
-    /// Live routers.
-    pub fn routers(&self) -> impl Iterator<Item = &Router> {
-        self.objects(ObjectKind::Router).filter_map(|o| match o {
-            TenantObject::Router(x) => Some(x),
-            _ => None,
-        })
-    }
-    /// Live ports.
-    pub fn ports(&self) -> impl Iterator<Item = &Port> {
-        self.objects(ObjectKind::Port).filter_map(|o| match o {
-            TenantObject::Port(x) => Some(x),
-            _ => None,
-        })
-    }
-    /// Live floating IPs.
-    pub fn floating_ips(&self) -> impl Iterator<Item = &FloatingIp> {
-        self.objects(ObjectKind::FloatingIp)
-            .filter_map(|o| match o {
-                TenantObject::FloatingIp(x) => Some(x),
-                _ => None,
-            })
+    typed_accessors! {
+        /// Live networks.
+        networks, Network, Network;
+        /// Live subnets.
+        subnets, Subnet, Subnet;
+        /// Live external networks.
+        external_networks, ExternalNetwork, ExternalNetwork;
+        /// Live routers.
+        routers, Router, Router;
+        /// Live ports.
+        ports, Port, Port;
+        /// Live floating IPs.
+        floating_ips, FloatingIp, FloatingIp;
     }
 
     /// The host serving a floating IP: the host of its port.
