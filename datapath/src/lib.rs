@@ -1,9 +1,18 @@
-//! `datapath` will own the lower half of dvrmesh: planning the Linux DVR datapath for one node
-//! from the converged view (`plan`), reading back only the kernel objects dvrmesh owns
-//! (`observe`), the pure `diff` between the two, and the idempotent `apply` through netlink and one
-//! nft batch per namespace.
+//! `datapath` owns the lower half of dvrmesh: turning the converged view into kernel state on one
+//! node.
 //!
-//! Nothing is implemented here yet: the planner and reconciler are the subject of the datapath
-//! work item, which builds on the replicated configuration. The crate exists now so the workspace
-//! layout, and the rule that `datapath` depends on `mesh-proto` only, are fixed from the start.
-#![forbid(unsafe_code)]
+//! - [`plan`] (pure): the view and this node's id → [`Desired`], every kernel object of the DVR
+//!   recipe for this node's mode.
+//! - [`diff`] (pure): desired and observed → ordered [`Op`]s, adds before deletes.
+//! - [`Kernel`]: `observe` reads back only objects dvrmesh owns (name prefixes, route protocol
+//!   [`ROUTE_PROTOCOL`], nft tables named `dvrmesh*`); `apply` is idempotent. [`fake::FakeKernel`]
+//!   keeps ordered maps for tests; the Linux backend talks netlink from threads inside each
+//!   namespace and loads one `nft -f` batch per namespace per pass.
+//!
+//! It does not know about gossip or the agent: it depends on `mesh-proto` only.
+
+mod error;
+pub mod model;
+
+pub use error::Error;
+pub use model::*;

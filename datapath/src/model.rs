@@ -1,0 +1,333 @@
+//! The kernel objects dvrmesh programs, as plain ordered data.
+//!
+//! [`Desired`] (what `plan` wants) and [`Observed`] (what `observe` found among the objects dvrmesh
+//! owns) have the same shape, so `diff` is set difference. Every key type is `Ord`, so two plans of
+//! the same view are byte-for-byte equal and iterate in the same order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use mesh_proto::{Ipv4Cidr, MacAddr};
+use serde::{Deserialize, Serialize};
+
+/// Route protocol number marking routes (and rules) dvrmesh owns.
+pub const ROUTE_PROTOCOL: u8 = 147;
+/// Prefix of every nft table dvrmesh owns.
+pub const NFT_TABLE_PREFIX: &str = "dvrmesh";
+
+/// A network namespace: the agent's own (the host's), or a named one under `/run/netns`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Netns {
+    /// The namespace the agent runs in.
+    Host,
+    /// A named namespace (`qrouter-…`, `snat-…`, `fip-…`).
+    Named(String),
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Netns::Host => f.write_str("host"),
+            Netns::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+/// What kind of link.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    /// A Linux bridge.
+    Bridge,
+    /// A VXLAN device with learning off (`nolearning`), bound to the node's tunnel IP.
+    Vxlan {
+        /// VNI.
+        vni: u32,
+        /// Local tunnel endpoint.
+        local: Ipv4Addr,
+        /// UDP destination port (4789).
+        port: u16,
+    },
+    /// One end of a veth pair; the peer is created with it, in `peer_ns`.
+    Veth {
+        /// The peer's name.
+        peer: String,
+        /// The peer's namespace.
+        peer_ns: Netns,
+    },
+    /// A device someone else created (a VM's tap, a physical interface): dvrmesh only sets its
+    /// master, MTU and state, and never creates or deletes it.
+    External,
+}
+
+/// Attributes dvrmesh sets on a link.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct LinkSpec {
+    /// Kind.
+    pub kind: LinkKind,
+    /// MTU, if dvrmesh sets it.
+    pub mtu: Option<u32>,
+    /// MAC, if dvrmesh sets it.
+    pub mac: Option<MacAddr>,
+    /// Bridge it is a port of.
+    pub master: Option<String>,
+    /// Bridge-port learning, for ports of a bridge (`Some(false)` = off).
+    pub learning: Option<bool>,
+}
+
+/// An IPv4 address on an interface.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct AddrSpec {
+    /// Namespace.
+    pub ns: Netns,
+    /// Interface.
+    pub dev: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+/// A unicast route with dvrmesh's protocol number.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Namespace.
+    pub ns: Netns,
+    /// Routing table.
+    pub table: u32,
+    /// Destination.
+    pub dst: Ipv4Cidr,
+    /// Gateway, if any.
+    pub via: Option<Ipv4Addr>,
+    /// Output interface.
+    pub dev: String,
+}
+
+/// What a policy rule matches.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSelector {
+    /// `from <prefix>`.
+    From(Ipv4Cidr),
+    /// `fwmark <mark>/<mask>`.
+    Fwmark {
+        /// Mark.
+        mark: u32,
+        /// Mask.
+        mask: u32,
+    },
+    /// `iif <dev>`.
+    Iif(String),
+}
+
+/// A policy-routing rule with action "lookup table" and dvrmesh's protocol number.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// Namespace.
+    pub ns: Netns,
+    /// Priority.
+    pub priority: u32,
+    /// Match.
+    pub selector: RuleSelector,
+    /// Table looked up.
+    pub table: u32,
+}
+
+/// A permanent neighbour (ARP) entry.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct NeighSpec {
+    /// Namespace.
+    pub ns: Netns,
+    /// Interface.
+    pub dev: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: MacAddr,
+}
+
+/// Where a forwarding-database entry sends frames.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdbTarget {
+    /// `self dst <vtep> permanent` on a VXLAN device: unicast to this MAC goes to that VTEP.
+    Vtep(Ipv4Addr),
+    /// `00:00:00:00:00:00 self dst <vtep> permanent` (appended): head-end replication of BUM
+    /// traffic to that VTEP. The entry's MAC is ignored.
+    Flood(Ipv4Addr),
+    /// `master static sticky` on a bridge port: the bridge sends this MAC to this port.
+    Bridge,
+}
+
+/// A forwarding-database entry.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct FdbSpec {
+    /// Namespace.
+    pub ns: Netns,
+    /// The device (a VXLAN device, or a bridge port).
+    pub dev: String,
+    /// The MAC (all-zero for flood entries).
+    pub mac: [u8; 6],
+    /// Target.
+    pub target: FdbTarget,
+}
+
+/// nft table family.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NftFamily {
+    /// `ip`.
+    Ip,
+    /// `netdev`.
+    Netdev,
+}
+
+impl NftFamily {
+    /// The nft keyword.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            NftFamily::Ip => "ip",
+            NftFamily::Netdev => "netdev",
+        }
+    }
+}
+
+/// Identifies an nft table.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct NftKey {
+    /// Namespace.
+    pub ns: Netns,
+    /// Family.
+    pub family: NftFamily,
+    /// Name (always starts with [`NFT_TABLE_PREFIX`]).
+    pub name: String,
+}
+
+/// Everything dvrmesh wants (or found) in the kernel of one node.
+#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct KernelState {
+    /// Named namespaces.
+    pub namespaces: BTreeSet<String>,
+    /// Sysctls by (namespace, dotted key such as `net.ipv4.ip_forward`).
+    pub sysctls: BTreeMap<(Netns, String), String>,
+    /// Links by (namespace, name).
+    pub links: BTreeMap<(Netns, String), LinkSpec>,
+    /// Addresses.
+    pub addrs: BTreeSet<AddrSpec>,
+    /// Routes.
+    pub routes: BTreeSet<RouteSpec>,
+    /// Rules.
+    pub rules: BTreeSet<RuleSpec>,
+    /// Neighbours.
+    pub neighs: BTreeSet<NeighSpec>,
+    /// FDB entries.
+    pub fdb: BTreeSet<FdbSpec>,
+    /// nft tables: the table's full text in `Desired`; in `Observed`, the text as far as the backend
+    /// can tell (the Linux backend stores a digest of the text it loaded in the table's comment
+    /// and reports the desired text when the digest matches).
+    pub nft: BTreeMap<NftKey, String>,
+}
+
+/// What `plan` wants.
+pub type Desired = KernelState;
+/// What `observe` found among the objects dvrmesh owns.
+pub type Observed = KernelState;
+
+/// One change to the kernel. `diff` orders them so that namespaces and links exist before what
+/// lives on them, and deletions come after additions (make before break).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Op {
+    /// Create a named namespace.
+    AddNamespace {
+        /// Name.
+        name: String,
+    },
+    /// Write a sysctl.
+    SetSysctl {
+        /// Namespace.
+        ns: Netns,
+        /// Dotted key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Create a link (and, for a veth, its peer) with its attributes, and set it up.
+    AddLink {
+        /// Namespace.
+        ns: Netns,
+        /// Name.
+        name: String,
+        /// Attributes.
+        spec: LinkSpec,
+    },
+    /// Change MTU, MAC, master or learning of an existing link (kind unchanged) and set it up.
+    SetLink {
+        /// Namespace.
+        ns: Netns,
+        /// Name.
+        name: String,
+        /// Attributes wanted.
+        spec: LinkSpec,
+    },
+    /// Add an address.
+    AddAddr(AddrSpec),
+    /// Add a route.
+    AddRoute(RouteSpec),
+    /// Add a rule.
+    AddRule(RuleSpec),
+    /// Add or replace a neighbour.
+    AddNeigh(NeighSpec),
+    /// Add an FDB entry.
+    AddFdb(FdbSpec),
+    /// Create or replace an nft table atomically.
+    ReplaceNft {
+        /// Table.
+        key: NftKey,
+        /// Full text.
+        body: String,
+    },
+    /// Delete an nft table.
+    DelNft(NftKey),
+    /// Delete an FDB entry.
+    DelFdb(FdbSpec),
+    /// Delete a neighbour.
+    DelNeigh(NeighSpec),
+    /// Delete a rule.
+    DelRule(RuleSpec),
+    /// Delete a route.
+    DelRoute(RouteSpec),
+    /// Delete an address.
+    DelAddr(AddrSpec),
+    /// Delete a link (its veth peer goes with it).
+    DelLink {
+        /// Namespace.
+        ns: Netns,
+        /// Name.
+        name: String,
+    },
+    /// Delete a named namespace and everything in it.
+    DelNamespace {
+        /// Name.
+        name: String,
+    },
+}
+
+/// What applying a batch of ops did.
+#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Ops applied (including those that were already in effect: EEXIST/ENOENT).
+    pub applied: usize,
+    /// Ops that failed, with the error; the rest of the batch was still attempted.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Access to one node's kernel: the Linux backend, or an in-memory fake for tests.
+pub trait Kernel {
+    /// Reads back the objects dvrmesh owns. `hint` names the sysctls to read (sysctls cannot be
+    /// listed by owner).
+    fn observe(&mut self, hint: &Desired) -> Result<Observed, crate::Error>;
+    /// Applies ops in order. Adding what exists and deleting what is gone count as success.
+    fn apply(&mut self, ops: &[Op]) -> Result<ApplyReport, crate::Error>;
+}
