@@ -33,7 +33,7 @@ pub use record::{
 };
 pub use tenant::{
     AddressPair, ExternalNetwork, ExternalNetworkSpec, ExtraRoute, FloatingIp, FloatingIpSpec,
-    HaSettings, Network, NetworkSpec, Port, PortSpec, Router, RouterGateway, RouterSpec, Subnet,
-    SubnetSpec, MAX_ADDRESS_PAIRS, MAX_FIXED_IPS, MAX_PREEMPT_DELAY_MS, MAX_ROUTER_INTERFACES,
-    MAX_ROUTER_ROUTES,
+    HaSettings, Network, NetworkSpec, Port, PortSpec, Router, RouterGateway, RouterSpec, SnatPort,
+    Subnet, SubnetSpec, MAX_ADDRESS_PAIRS, MAX_FIXED_IPS, MAX_PREEMPT_DELAY_MS,
+    MAX_ROUTER_INTERFACES, MAX_ROUTER_ROUTES,
 };

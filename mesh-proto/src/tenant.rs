@@ -200,6 +200,18 @@ pub struct RouterGateway {
     pub external_network: ObjectId,
     /// Whether the router's subnets are source-NATed to its external address.
     pub enable_snat: bool,
+    /// The router's address on the external network (`qg-` on the SNAT holder), once allocated.
+    pub external_ip: Option<Ipv4Addr>,
+}
+
+/// The address and MAC of a router's SNAT port (`sg-`) on one of its subnets. Every node sends
+/// that subnet's outbound traffic to it; it lives on whichever node holds SNAT for the router.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct SnatPort {
+    /// Address on the subnet (not the gateway).
+    pub ip: Ipv4Addr,
+    /// MAC.
+    pub mac: MacAddr,
 }
 
 /// A static route of a router.
@@ -250,6 +262,8 @@ mod router {
         pub routes: BTreeSet<ExtraRoute>,
         /// SNAT high-availability settings.
         pub ha: HaSettings,
+        /// SNAT ports by subnet, allocated when the router has a gateway.
+        pub snat_ports: BTreeMap<ObjectId, SnatPort>,
     }
 
     validated!(
@@ -289,6 +303,16 @@ mod router {
                         ),
                     ));
                 }
+            }
+            if let Some(stray) = spec
+                .snat_ports
+                .keys()
+                .find(|s| !spec.interfaces.contains(*s))
+            {
+                return Err(Error::invalid(
+                    "router.snat_ports",
+                    format!("SNAT port on subnet {stray}, which is not an interface of the router"),
+                ));
             }
             if spec.ha.preempt_delay_ms > MAX_PREEMPT_DELAY_MS {
                 return Err(Error::invalid(
@@ -509,6 +533,7 @@ mod tests {
             gateway: None,
             routes,
             ha: HaSettings::default(),
+            snat_ports: BTreeMap::new(),
         };
         assert!(Router::new(spec).is_err());
     }

@@ -154,6 +154,7 @@ fn router() -> impl Strategy<Value = Router> {
                     name,
                     interfaces,
                     gateway: gw.map(|(external_network, enable_snat)| RouterGateway {
+                        external_ip: Some(std::net::Ipv4Addr::new(203, 0, 113, 7)),
                         external_network,
                         enable_snat,
                     }),
@@ -164,6 +165,7 @@ fn router() -> impl Strategy<Value = Router> {
                             nexthop,
                         })
                         .collect(),
+                    snat_ports: BTreeMap::new(),
                     ha: HaSettings {
                         priorities: prios
                             .into_iter()
@@ -342,7 +344,17 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
         id: oid("r1"),
         name: nm("router-a"),
         interfaces: [oid("s1")].into_iter().collect::<BTreeSet<_>>(),
+        snat_ports: [(
+            oid("s1"),
+            SnatPort {
+                ip: "10.1.0.3".parse().expect("ip"),
+                mac: "fa:16:3e:00:00:03".parse().expect("mac"),
+            },
+        )]
+        .into_iter()
+        .collect(),
         gateway: Some(RouterGateway {
+            external_ip: Some("203.0.113.5".parse().expect("ip")),
             external_network: oid("e1"),
             enable_snat: true,
         }),
@@ -397,7 +409,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("network", "01026e31056e65742d61fbe903fbaa05"),
     ("subnet", "01027331057375622d61026e310b31302e312e302e302f32340a0100011431302e312e302e31302d31302e312e302e323530"),
     ("external_network", "01026531067075626c69630e3230332e302e3131332e302f3234cb0071011a3230332e302e3131332e31302d3230332e302e3131332e323030"),
-    ("router", "0102723108726f757465722d61010273310102653101010f3139382e35312e3130302e302f32340a0100fe01026331fa01fbf401"),
+    ("router", "0102723108726f757465722d6101027331010265310101cb007105010f3139382e35312e3130302e302f32340a0100fe01026331fa01fbf401010273310a0100031166613a31363a33653a30303a30303a3033"),
     ("port", "0102703104766d2d31026e311166613a31363a33653a30303a30303a3031010a01000a02633101067461702d7031010d31302e312e302e3130302f333200"),
     ("floating_ip", "01026631026531cb00713201027031010a01000a"),
 ];

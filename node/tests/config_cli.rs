@@ -100,6 +100,24 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
             "public",
         ],
     )?;
+    // Setting the gateway allocated the router's external address and a SNAT port on sub-a.
+    let r1 = must(n3, &["router", "show", "r1"])?;
+    let ext_ip = r1["gateway"]["external_ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ext_ip.starts_with("203.0.113."),
+        "no external address: {r1}"
+    );
+    let sub_a = must(n1, &["subnet", "show", "sub-a"])?;
+    let sg = &r1["snat_ports"][sub_a["id"].as_str().unwrap_or_default()];
+    assert!(
+        sg["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.1.0.") && ip != "10.1.0.1"),
+        "no SNAT port: {r1}"
+    );
     let vm1 = must(
         &agents[1],
         &[

@@ -23,6 +23,9 @@ pub fn held_addresses(state: &TenantState, pool: &ObjectId) -> BTreeSet<Ipv4Addr
         for p in state.ports().filter(|p| p.network == s.network) {
             used.extend(p.fixed_ips.iter().filter(|ip| s.cidr.contains(**ip)));
         }
+        for r in state.routers() {
+            used.extend(r.snat_ports.get(pool).map(|sp| sp.ip));
+        }
     }
     if let Some(TenantObject::ExternalNetwork(e)) =
         state.get(mesh_proto::ObjectKind::ExternalNetwork, pool)
@@ -30,6 +33,15 @@ pub fn held_addresses(state: &TenantState, pool: &ObjectId) -> BTreeSet<Ipv4Addr
         used.insert(e.gateway);
         for f in state.floating_ips().filter(|f| &f.external_network == pool) {
             used.insert(f.ip);
+        }
+        for r in state.routers() {
+            if let Some(g) = r.gateway.as_ref().filter(|g| &g.external_network == pool) {
+                used.extend(g.external_ip);
+            }
+        }
+        // FIP gateway ports of nodes (`fg-`) are ports on the external network.
+        for p in state.ports().filter(|p| &p.network == pool) {
+            used.extend(p.fixed_ips.iter().copied());
         }
     }
     used
@@ -40,6 +52,12 @@ pub fn holder_of(state: &TenantState, pool: &ObjectId, ip: Ipv4Addr) -> Option<O
     if let Some(TenantObject::Subnet(s)) = state.get(mesh_proto::ObjectKind::Subnet, pool) {
         if s.gateway == ip {
             return Some(s.id.clone());
+        }
+        if let Some(r) = state
+            .routers()
+            .find(|r| r.snat_ports.get(pool).is_some_and(|sp| sp.ip == ip))
+        {
+            return Some(r.id.clone());
         }
         return state
             .ports()
@@ -52,12 +70,33 @@ pub fn holder_of(state: &TenantState, pool: &ObjectId, ip: Ipv4Addr) -> Option<O
         if e.gateway == ip {
             return Some(e.id.clone());
         }
+        if let Some(r) = state.routers().find(|r| {
+            r.gateway
+                .as_ref()
+                .is_some_and(|g| &g.external_network == pool && g.external_ip == Some(ip))
+        }) {
+            return Some(r.id.clone());
+        }
+        if let Some(p) = state
+            .ports()
+            .find(|p| &p.network == pool && p.fixed_ips.contains(&ip))
+        {
+            return Some(p.id.clone());
+        }
         return state
             .floating_ips()
             .find(|f| &f.external_network == pool && f.ip == ip)
             .map(|f| f.id.clone());
     }
     None
+}
+
+/// Whether any live object other than `holder` uses `mac` (ports and routers' SNAT ports).
+fn mac_held_by_other(state: &TenantState, mac: MacAddr, holder: &ObjectId) -> bool {
+    state.ports().any(|p| p.mac == mac && &p.id != holder)
+        || state
+            .routers()
+            .any(|r| &r.id != holder && r.snat_ports.values().any(|sp| sp.mac == mac))
 }
 
 fn fresh(v: &Version, now_ms: u64) -> bool {
@@ -87,6 +126,17 @@ pub fn unavailable(
         }
     }
     used
+}
+
+/// The allocation pool of a subnet or external network.
+pub fn pool_range(state: &TenantState, pool: &ObjectId) -> Option<Ipv4Range> {
+    match state.get(mesh_proto::ObjectKind::Subnet, pool) {
+        Some(TenantObject::Subnet(s)) => Some(s.pool),
+        _ => match state.get(mesh_proto::ObjectKind::ExternalNetwork, pool) {
+            Some(TenantObject::ExternalNetwork(e)) => Some(e.pool),
+            _ => None,
+        },
+    }
 }
 
 /// Picks an address of `range` not in `used`, starting from a point derived from `seed` so that
@@ -122,7 +172,7 @@ pub fn address_claim_won(
 /// Whether `holder`'s claim on `mac` won: no other live port uses it and the oldest fresh claim on
 /// it is `holder`'s.
 pub fn mac_claim_won(state: &TenantState, mac: MacAddr, holder: &ObjectId, now_ms: u64) -> bool {
-    if state.ports().any(|p| p.mac == mac && &p.id != holder) {
+    if mac_held_by_other(state, mac, holder) {
         return false;
     }
     state
@@ -134,7 +184,7 @@ pub fn mac_claim_won(state: &TenantState, mac: MacAddr, holder: &ObjectId, now_m
 
 /// Whether a MAC is used by a live port or freshly claimed by another holder.
 pub fn mac_unavailable(state: &TenantState, mac: MacAddr, holder: &ObjectId, now_ms: u64) -> bool {
-    state.ports().any(|p| p.mac == mac && &p.id != holder)
+    mac_held_by_other(state, mac, holder)
         || state.mac_claims.get(&mac).is_some_and(|cs| {
             cs.iter()
                 .any(|c| &c.holder != holder && fresh(&c.version, now_ms))

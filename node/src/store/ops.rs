@@ -106,6 +106,8 @@ pub enum Outcome {
     Port(PortPlan),
     /// A floating IP that needs an address claimed first.
     Fip(FipPlan),
+    /// A router whose gateway address or SNAT ports must be allocated before it is published.
+    Router(RouterSpec),
     /// A read: nothing to write.
     Read(serde_json::Value),
 }
@@ -269,6 +271,7 @@ pub fn plan(
                 gateway: None,
                 routes: BTreeSet::new(),
                 ha: HaSettings::default(),
+                snat_ports: Default::default(),
             })
             .map_err(|e| e.to_string())?;
             Ok(Outcome::Writes(vec![Write::Put(TenantObject::Router(r))]))
@@ -322,6 +325,7 @@ pub fn plan(
             }
             let mut spec = r.clone().into_spec();
             spec.interfaces.remove(&s.id);
+            spec.snat_ports.remove(&s.id);
             put_router(spec)
         }
         R::RouterSetGateway {
@@ -332,9 +336,15 @@ pub fn plan(
             let r = router_ref(state, router)?;
             let e = extnet_ref(state, external_network)?;
             let mut spec = r.clone().into_spec();
+            let kept_ip = r
+                .gateway
+                .as_ref()
+                .filter(|g| g.external_network == e.id)
+                .and_then(|g| g.external_ip);
             spec.gateway = Some(RouterGateway {
                 external_network: e.id.clone(),
                 enable_snat: *snat,
+                external_ip: kept_ip,
             });
             put_router(spec)
         }
@@ -356,6 +366,7 @@ pub fn plan(
             }
             let mut spec = r.clone().into_spec();
             spec.gateway = None;
+            spec.snat_ports.clear();
             put_router(spec)
         }
         R::RouterAddRoute {
@@ -691,9 +702,27 @@ fn fips_through<'a>(
     })
 }
 
+/// A router change: published at once, or first handed to allocation when it has a gateway and
+/// lacks its external address or a SNAT port on one of its subnets.
 fn put_router(spec: RouterSpec) -> Result<Outcome, String> {
+    if router_needs_allocation(&spec) {
+        // Validate what can be validated now; the allocations complete it.
+        Router::new(spec.clone()).map_err(|e| e.to_string())?;
+        return Ok(Outcome::Router(spec));
+    }
     let r = Router::new(spec).map_err(|e| e.to_string())?;
     Ok(Outcome::Writes(vec![Write::Put(TenantObject::Router(r))]))
+}
+
+/// Whether a router with a gateway still lacks its external address or a SNAT port.
+pub fn router_needs_allocation(spec: &RouterSpec) -> bool {
+    spec.gateway.as_ref().is_some_and(|g| {
+        g.external_ip.is_none()
+            || spec
+                .interfaces
+                .iter()
+                .any(|s| !spec.snat_ports.contains_key(s))
+    })
 }
 
 fn put_fip(spec: FloatingIpSpec) -> Result<Outcome, String> {

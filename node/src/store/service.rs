@@ -29,6 +29,52 @@ const MAX_CLAIM_ATTEMPTS: u64 = 8;
 /// How long a write waits to show up in the local view.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One value to allocate.
+enum Want {
+    /// An address of a subnet or external network pool.
+    Address {
+        pool: ObjectId,
+        explicit: Option<std::net::Ipv4Addr>,
+    },
+    /// A MAC address.
+    Mac {
+        explicit: Option<mesh_proto::MacAddr>,
+    },
+}
+
+/// One allocated value.
+enum Got {
+    Address(ObjectId, std::net::Ipv4Addr),
+    Mac(mesh_proto::MacAddr),
+}
+
+impl std::fmt::Display for Got {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Got::Address(pool, ip) => write!(f, "{ip} in {pool}"),
+            Got::Mac(m) => write!(f, "MAC {m}"),
+        }
+    }
+}
+
+/// What `claim_all` allocated, in the order asked.
+struct Claimed(Vec<Got>);
+
+impl Claimed {
+    fn address(&self, i: usize) -> Option<std::net::Ipv4Addr> {
+        match self.0.get(i) {
+            Some(Got::Address(_, ip)) => Some(*ip),
+            _ => None,
+        }
+    }
+    fn mac(&self, i: usize) -> Option<mesh_proto::MacAddr> {
+        match self.0.get(i) {
+            Some(Got::Mac(m)) => Some(*m),
+            _ => None,
+        }
+    }
+}
+
 /// Timing of the store.
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
@@ -119,6 +165,7 @@ impl ConfigService {
             Outcome::Writes(writes) => self.apply_writes(tenant, writes).await,
             Outcome::Port(plan) => self.create_port(plan).await,
             Outcome::Fip(plan) => self.create_fip(plan).await,
+            Outcome::Router(spec) => self.allocate_router(spec).await,
         }
     }
 
@@ -156,166 +203,290 @@ impl ConfigService {
     }
 
     async fn create_port(&self, plan: PortPlan) -> Result<Value, String> {
+        let wants = [
+            Want::Address {
+                pool: plan.subnet.clone(),
+                explicit: plan.ip,
+            },
+            Want::Mac { explicit: plan.mac },
+        ];
+        let (got, claims) = self.claim_all(&plan.id, &wants).await?;
+        let (Some(ip), Some(mac)) = (got.address(0), got.mac(1)) else {
+            return Err("internal: allocation returned the wrong shape".into());
+        };
+        let port = ops::finish_port(&plan, ip, mac)?;
+        self.publish_after_claims(TenantObject::Port(port.clone()), &claims)
+            .await?;
+        info!(port = %port.id, ip = %ip, mac = %mac, "port created");
+        Ok(ops::object_json(&TenantObject::Port(port)))
+    }
+
+    async fn create_fip(&self, plan: FipPlan) -> Result<Value, String> {
+        let wants = [Want::Address {
+            pool: plan.external_network.clone(),
+            explicit: plan.ip,
+        }];
+        let (got, claims) = self.claim_all(&plan.id, &wants).await?;
+        let ip = got
+            .address(0)
+            .ok_or("internal: allocation returned the wrong shape")?;
+        let fip = ops::finish_fip(&plan, ip)?;
+        self.publish_after_claims(TenantObject::FloatingIp(fip.clone()), &claims)
+            .await?;
+        Ok(ops::object_json(&TenantObject::FloatingIp(fip)))
+    }
+
+    /// Allocates a router's external address and missing SNAT ports, then publishes it.
+    async fn allocate_router(&self, mut spec: mesh_proto::RouterSpec) -> Result<Value, String> {
+        let Some(gw) = spec.gateway.clone() else {
+            return Err("internal: router without gateway needs no allocation".into());
+        };
+        let mut wants = Vec::new();
+        if gw.external_ip.is_none() {
+            wants.push(Want::Address {
+                pool: gw.external_network.clone(),
+                explicit: None,
+            });
+        }
+        let missing: Vec<ObjectId> = spec
+            .interfaces
+            .iter()
+            .filter(|s| !spec.snat_ports.contains_key(*s))
+            .cloned()
+            .collect();
+        for subnet in &missing {
+            wants.push(Want::Address {
+                pool: subnet.clone(),
+                explicit: None,
+            });
+            wants.push(Want::Mac { explicit: None });
+        }
+        let (got, claims) = self.claim_all(&spec.id, &wants).await?;
+        let mut i = 0;
+        if let Some(g) = spec.gateway.as_mut().filter(|g| g.external_ip.is_none()) {
+            g.external_ip = got.address(i);
+            i += 1;
+        }
+        for subnet in missing {
+            let (Some(ip), Some(mac)) = (got.address(i), got.mac(i + 1)) else {
+                return Err("internal: allocation returned the wrong shape".into());
+            };
+            spec.snat_ports
+                .insert(subnet, mesh_proto::SnatPort { ip, mac });
+            i += 2;
+        }
+        let router = mesh_proto::Router::new(spec).map_err(|e| e.to_string())?;
+        self.publish_after_claims(TenantObject::Router(router.clone()), &claims)
+            .await?;
+        Ok(ops::object_json(&TenantObject::Router(router)))
+    }
+
+    /// Makes sure this node has a FIP gateway port (`fg-`) on `external_network`: a port on the
+    /// external network hosted here, with an address and MAC claimed like any other. Returns it.
+    pub async fn ensure_fip_gateway(
+        &self,
+        external_network: &ObjectId,
+    ) -> Result<mesh_proto::Port, String> {
+        let _one_at_a_time = self.writes.lock().await;
+        let view = self.view.load();
+        if let Some(p) = view
+            .tenant
+            .ports()
+            .find(|p| &p.network == external_network && p.host == self.me)
+        {
+            return Ok(p.clone());
+        }
+        if view
+            .tenant
+            .get(ObjectKind::ExternalNetwork, external_network)
+            .is_none()
+        {
+            return Err(format!("no external network {external_network}"));
+        }
+        let id = self.new_id(ObjectKind::Port, &view.tenant);
+        let wants = [
+            Want::Address {
+                pool: external_network.clone(),
+                explicit: None,
+            },
+            Want::Mac { explicit: None },
+        ];
+        let (got, claims) = self.claim_all(&id, &wants).await?;
+        let (Some(ip), Some(mac)) = (got.address(0), got.mac(1)) else {
+            return Err("internal: allocation returned the wrong shape".into());
+        };
+        let short: String = external_network
+            .as_str()
+            .chars()
+            .rev()
+            .take(11)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let name = mesh_proto::Name::new(format!("fg.{}.{}", self.me, short))
+            .map_err(|e| e.to_string())?;
+        let port = mesh_proto::Port::new(mesh_proto::PortSpec {
+            id,
+            name,
+            network: external_network.clone(),
+            mac,
+            fixed_ips: vec![ip],
+            host: self.me.clone(),
+            device: None,
+            allowed_address_pairs: Vec::new(),
+        })
+        .map_err(|e| e.to_string())?;
+        self.publish_after_claims(TenantObject::Port(port.clone()), &claims)
+            .await?;
+        info!(port = %port.id, ip = %ip, "FIP gateway port created");
+        Ok(port)
+    }
+
+    /// Publishes an object whose addresses were just claimed, then withdraws the claims (in that
+    /// order, so a peer sees the claim or the object, never neither), and waits until the local
+    /// view shows it.
+    async fn publish_after_claims(
+        &self,
+        obj: TenantObject,
+        claims: &[String],
+    ) -> Result<(), String> {
+        let (kind, id) = (obj.kind(), obj.id().clone());
+        let view = self.view.load();
+        let rec = Record::object(obj, self.version(&view.tenant));
+        self.publish_records(std::slice::from_ref(&rec)).await?;
+        self.delete_keys(claims).await;
+        let v = rec.version().clone();
+        self.wait_visible(|t| t.record(kind, &id).is_some_and(|r| r.version() >= &v))
+            .await;
+        Ok(())
+    }
+
+    /// Claims addresses and MACs for `holder`: pick what looks free, publish claims, wait the
+    /// claim window, and keep them only if every claim won; otherwise withdraw and try again
+    /// (an explicitly requested value that lost is an error). Returns what was claimed and the
+    /// claim keys, which the caller withdraws once the object holding them is published.
+    async fn claim_all(
+        &self,
+        holder: &ObjectId,
+        wants: &[Want],
+    ) -> Result<(Claimed, Vec<String>), String> {
         let mut last_reason = String::new();
         for attempt in 0..MAX_CLAIM_ATTEMPTS {
             let view = self.view.load();
             let tenant = &view.tenant;
             let now = wall_ms();
-            let Some(TenantObject::Subnet(subnet)) = tenant.get(ObjectKind::Subnet, &plan.subnet)
-            else {
-                return Err("the port's subnet was deleted meanwhile".into());
-            };
             let v = self.version(tenant);
-            let seed = ipam::seed(self.me.as_str(), v.hlc, attempt);
-            let ip = match plan.ip {
-                Some(ip) => ip,
-                None => {
-                    let used = ipam::unavailable(tenant, &subnet.id, &plan.id, now);
-                    ipam::pick(subnet.pool, &used, seed)
-                        .ok_or_else(|| format!("subnet {} has no free address left", subnet.name))?
+            let mut got = Vec::with_capacity(wants.len());
+            let mut kvs = Vec::with_capacity(wants.len());
+            let mut taken_ips: BTreeSet<(ObjectId, std::net::Ipv4Addr)> = BTreeSet::new();
+            let mut taken_macs: BTreeSet<mesh_proto::MacAddr> = BTreeSet::new();
+            for (i, want) in wants.iter().enumerate() {
+                let seed = ipam::seed(self.me.as_str(), v.hlc, attempt * 64 + i as u64);
+                match want {
+                    Want::Address { pool, explicit } => {
+                        let range = ipam::pool_range(tenant, pool)
+                            .ok_or_else(|| format!("{pool} was deleted meanwhile"))?;
+                        let ip = match explicit {
+                            Some(ip) => *ip,
+                            None => {
+                                let mut used = ipam::unavailable(tenant, pool, holder, now);
+                                used.extend(
+                                    taken_ips
+                                        .iter()
+                                        .filter(|(p, _)| p == pool)
+                                        .map(|(_, ip)| *ip),
+                                );
+                                ipam::pick(range, &used, seed)
+                                    .ok_or_else(|| format!("no free address left in {pool}"))?
+                            }
+                        };
+                        taken_ips.insert((pool.clone(), ip));
+                        let c = AddressClaim {
+                            pool: pool.clone(),
+                            ip,
+                            holder: holder.clone(),
+                            version: v.clone(),
+                        };
+                        kvs.push((
+                            c.key(),
+                            mesh_proto::encode_value(&c).map_err(|e| e.to_string())?,
+                        ));
+                        got.push(Got::Address(pool.clone(), ip));
+                    }
+                    Want::Mac { explicit } => {
+                        let mac = match explicit {
+                            Some(m) => *m,
+                            None => (0..64u64)
+                                .map(|k| {
+                                    ipam::mac_from_seed(ipam::seed(
+                                        self.me.as_str(),
+                                        v.hlc,
+                                        (attempt * 64 + i as u64) * 64 + k + 1,
+                                    ))
+                                })
+                                .find(|m| {
+                                    !taken_macs.contains(m)
+                                        && !ipam::mac_unavailable(tenant, *m, holder, now)
+                                })
+                                .ok_or("no free MAC found")?,
+                        };
+                        taken_macs.insert(mac);
+                        let c = MacClaim {
+                            mac,
+                            holder: holder.clone(),
+                            version: v.clone(),
+                        };
+                        kvs.push((
+                            c.key(),
+                            mesh_proto::encode_value(&c).map_err(|e| e.to_string())?,
+                        ));
+                        got.push(Got::Mac(mac));
+                    }
                 }
-            };
-            let mac = match plan.mac {
-                Some(m) => m,
-                None => (0..64)
-                    .map(|i| {
-                        ipam::mac_from_seed(ipam::seed(
-                            self.me.as_str(),
-                            v.hlc,
-                            attempt * 64 + i + 1,
-                        ))
-                    })
-                    .find(|m| !ipam::mac_unavailable(tenant, *m, &plan.id, now))
-                    .ok_or("no free MAC found")?,
-            };
-            let ac = AddressClaim {
-                pool: subnet.id.clone(),
-                ip,
-                holder: plan.id.clone(),
-                version: v.clone(),
-            };
-            let mc = MacClaim {
-                mac,
-                holder: plan.id.clone(),
-                version: v,
-            };
-            let keys = [ac.key(), mc.key()];
-            self.set_keys(&[
-                (
-                    ac.key(),
-                    mesh_proto::encode_value(&ac).map_err(|e| e.to_string())?,
-                ),
-                (
-                    mc.key(),
-                    mesh_proto::encode_value(&mc).map_err(|e| e.to_string())?,
-                ),
-            ])
-            .await;
+            }
+            let keys: Vec<String> = kvs.iter().map(|(k, _)| k.clone()).collect();
+            self.set_keys(&kvs).await;
             tokio::time::sleep(self.settings.claim_window).await;
             self.next_view().await;
             let view = self.view.load();
             let now = wall_ms();
-            let won_ip = ipam::address_claim_won(&view.tenant, &ac.pool, ip, &plan.id, now);
-            let won_mac = ipam::mac_claim_won(&view.tenant, mac, &plan.id, now);
-            if won_ip && won_mac {
-                let port = ops::finish_port(&plan, ip, mac)?;
-                let rec =
-                    Record::object(TenantObject::Port(port.clone()), self.version(&view.tenant));
-                // Publish the port before withdrawing the claims: a peer sees one or the other.
-                self.publish_records(std::slice::from_ref(&rec)).await?;
-                self.delete_keys(&keys).await;
-                let v = rec.version().clone();
-                self.wait_visible(|t| {
-                    t.record(ObjectKind::Port, &port.id)
-                        .is_some_and(|r| r.version() >= &v)
-                })
-                .await;
-                info!(port = %port.id, ip = %ip, mac = %mac, attempt, "port created");
-                return Ok(ops::object_json(&TenantObject::Port(port)));
+            let mut lost_explicit = None;
+            let mut all_won = true;
+            for (want, g) in wants.iter().zip(&got) {
+                let won = match g {
+                    Got::Address(pool, ip) => {
+                        ipam::address_claim_won(&view.tenant, pool, *ip, holder, now)
+                    }
+                    Got::Mac(mac) => ipam::mac_claim_won(&view.tenant, *mac, holder, now),
+                };
+                if !won {
+                    all_won = false;
+                    let explicit = matches!(
+                        want,
+                        Want::Address {
+                            explicit: Some(_),
+                            ..
+                        } | Want::Mac { explicit: Some(_) }
+                    );
+                    last_reason = format!("lost the claim on {g}");
+                    if explicit {
+                        lost_explicit = Some(format!(
+                            "{g} was claimed concurrently by another node; pick another"
+                        ));
+                    }
+                }
+            }
+            if all_won {
+                return Ok((Claimed(got), keys));
             }
             self.delete_keys(&keys).await;
-            if !won_ip && plan.ip.is_some() {
-                return Err(format!(
-                    "{ip} was claimed concurrently by another node; pick another address"
-                ));
-            }
-            if !won_mac && plan.mac.is_some() {
-                return Err(format!(
-                    "MAC {mac} was claimed concurrently by another node; pick another"
-                ));
-            }
-            last_reason = format!("lost the claim on {} {ip}/{mac}", subnet.name);
-        }
-        Err(format!(
-            "could not settle an address after {MAX_CLAIM_ATTEMPTS} attempts ({last_reason})"
-        ))
-    }
-
-    async fn create_fip(&self, plan: FipPlan) -> Result<Value, String> {
-        for attempt in 0..MAX_CLAIM_ATTEMPTS {
-            let view = self.view.load();
-            let tenant = &view.tenant;
-            let now = wall_ms();
-            let Some(TenantObject::ExternalNetwork(ext)) =
-                tenant.get(ObjectKind::ExternalNetwork, &plan.external_network)
-            else {
-                return Err("the external network was deleted meanwhile".into());
-            };
-            let v = self.version(tenant);
-            let ip = match plan.ip {
-                Some(ip) => ip,
-                None => {
-                    let used = ipam::unavailable(tenant, &ext.id, &plan.id, now);
-                    ipam::pick(
-                        ext.pool,
-                        &used,
-                        ipam::seed(self.me.as_str(), v.hlc, attempt),
-                    )
-                    .ok_or_else(|| {
-                        format!("external network {} has no free address left", ext.name)
-                    })?
-                }
-            };
-            let ac = AddressClaim {
-                pool: ext.id.clone(),
-                ip,
-                holder: plan.id.clone(),
-                version: v,
-            };
-            self.set_keys(&[(
-                ac.key(),
-                mesh_proto::encode_value(&ac).map_err(|e| e.to_string())?,
-            )])
-            .await;
-            tokio::time::sleep(self.settings.claim_window).await;
-            self.next_view().await;
-            let view = self.view.load();
-            let won = ipam::address_claim_won(&view.tenant, &ac.pool, ip, &plan.id, wall_ms());
-            if won {
-                let fip = ops::finish_fip(&plan, ip)?;
-                let rec = Record::object(
-                    TenantObject::FloatingIp(fip.clone()),
-                    self.version(&view.tenant),
-                );
-                self.publish_records(std::slice::from_ref(&rec)).await?;
-                self.delete_keys(&[ac.key()]).await;
-                let v = rec.version().clone();
-                self.wait_visible(|t| {
-                    t.record(ObjectKind::FloatingIp, &fip.id)
-                        .is_some_and(|r| r.version() >= &v)
-                })
-                .await;
-                return Ok(ops::object_json(&TenantObject::FloatingIp(fip)));
-            }
-            self.delete_keys(&[ac.key()]).await;
-            if plan.ip.is_some() {
-                return Err(format!(
-                    "{ip} was claimed concurrently by another node; pick another address"
-                ));
+            if let Some(e) = lost_explicit {
+                return Err(e);
             }
         }
         Err(format!(
-            "could not settle a floating IP after {MAX_CLAIM_ATTEMPTS} attempts"
+            "could not settle an allocation after {MAX_CLAIM_ATTEMPTS} attempts ({last_reason})"
         ))
     }
 
