@@ -11,8 +11,13 @@
 //!
 //! It does not know about gossip or the agent: it depends on `mesh-proto` only.
 
+mod diff;
 mod error;
+pub mod fake;
 pub mod model;
+pub mod plan;
 
+pub use diff::diff;
 pub use error::Error;
 pub use model::*;
+pub use plan::{default_snat_holders, plan, NodeInfo, Plan, Topology};

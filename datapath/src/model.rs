@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 
 /// Route protocol number marking routes (and rules) dvrmesh owns.
 pub const ROUTE_PROTOCOL: u8 = 147;
+/// Name prefixes of the links dvrmesh owns (and so observes and may delete). A VM's end of a port's
+/// veth pair (`ve…`) and devices made by others are deliberately not among them.
+pub const OWNED_LINK_PREFIXES: &[&str] = &[
+    "br-", "vx-", "tqr", "tsg", "tqg", "tfg", "tap", "qr-", "sg-", "qg-", "rfp-", "fpr-", "fg-",
+];
+
+/// Whether dvrmesh owns a link of this name.
+pub fn owns_link(name: &str) -> bool {
+    OWNED_LINK_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// Prefix of every nft table dvrmesh owns.
 pub const NFT_TABLE_PREFIX: &str = "dvrmesh";
 
@@ -210,8 +221,10 @@ pub struct KernelState {
     /// Named namespaces.
     pub namespaces: BTreeSet<String>,
     /// Sysctls by (namespace, dotted key such as `net.ipv4.ip_forward`).
+    #[serde(with = "entries")]
     pub sysctls: BTreeMap<(Netns, String), String>,
     /// Links by (namespace, name).
+    #[serde(with = "entries")]
     pub links: BTreeMap<(Netns, String), LinkSpec>,
     /// Addresses.
     pub addrs: BTreeSet<AddrSpec>,
@@ -226,7 +239,51 @@ pub struct KernelState {
     /// nft tables: the table's full text in `Desired`; in `Observed`, the text as far as the backend
     /// can tell (the Linux backend stores a digest of the text it loaded in the table's comment
     /// and reports the desired text when the digest matches).
+    #[serde(with = "entries")]
     pub nft: BTreeMap<NftKey, String>,
+}
+
+/// Maps with structured keys serialise as lists of `[key, value]` pairs (JSON keys must be text).
+mod entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub(super) fn deserialize<
+        'de,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    >(
+        d: D,
+    ) -> Result<BTreeMap<K, V>, D::Error> {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+impl KernelState {
+    /// How many objects of each kind: for progress lines and benchmarks.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} namespaces, {} links, {} addresses, {} routes, {} rules, {} neighbours, {} fdb entries, {} nft tables, {} sysctls",
+            self.namespaces.len(),
+            self.links.len(),
+            self.addrs.len(),
+            self.routes.len(),
+            self.rules.len(),
+            self.neighs.len(),
+            self.fdb.len(),
+            self.nft.len(),
+            self.sysctls.len()
+        )
+    }
 }
 
 /// What `plan` wants.

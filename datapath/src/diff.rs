@@ -1,0 +1,308 @@
+//! `diff(desired, observed) -> Vec<Op>`: pure set difference, ordered make-before-break.
+//!
+//! Order: namespaces; namespace-wide sysctls (before any interface exists, so `send_redirects=0`
+//! applies to every interface); links (bridges, then VXLAN, then veth pairs, then external
+//! devices); interface sysctls; addresses; routes; rules; neighbours; FDB; nft tables; then every
+//! deletion, innermost first. Objects inside a namespace being deleted are not deleted one by one.
+
+use std::collections::BTreeSet;
+
+use crate::model::*;
+
+/// The ops that take `observed` to `desired`.
+pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for name in desired.namespaces.difference(&observed.namespaces) {
+        ops.push(Op::AddNamespace { name: name.clone() });
+    }
+    let (early, late): (Vec<_>, Vec<_>) = desired
+        .sysctls
+        .iter()
+        .filter(|(k, v)| observed.sysctls.get(*k) != Some(*v))
+        .partition(|((_, key), _)| !is_interface_sysctl(key));
+    for ((ns, key), value) in early {
+        ops.push(Op::SetSysctl {
+            ns: ns.clone(),
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    link_ops(desired, observed, &mut ops);
+    for ((ns, key), value) in late {
+        ops.push(Op::SetSysctl {
+            ns: ns.clone(),
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    ops.extend(
+        desired
+            .addrs
+            .difference(&observed.addrs)
+            .cloned()
+            .map(Op::AddAddr),
+    );
+    ops.extend(
+        desired
+            .routes
+            .difference(&observed.routes)
+            .cloned()
+            .map(Op::AddRoute),
+    );
+    ops.extend(
+        desired
+            .rules
+            .difference(&observed.rules)
+            .cloned()
+            .map(Op::AddRule),
+    );
+    ops.extend(
+        desired
+            .neighs
+            .difference(&observed.neighs)
+            .cloned()
+            .map(Op::AddNeigh),
+    );
+    ops.extend(
+        desired
+            .fdb
+            .difference(&observed.fdb)
+            .cloned()
+            .map(Op::AddFdb),
+    );
+    for (key, body) in &desired.nft {
+        if observed.nft.get(key) != Some(body) {
+            ops.push(Op::ReplaceNft {
+                key: key.clone(),
+                body: body.clone(),
+            });
+        }
+    }
+
+    // Deletions. Nothing inside a namespace that goes away is deleted on its own.
+    let dying: BTreeSet<Netns> = observed
+        .namespaces
+        .difference(&desired.namespaces)
+        .map(|n| Netns::Named(n.clone()))
+        .collect();
+    let keep = |ns: &Netns| !dying.contains(ns);
+    for key in observed
+        .nft
+        .keys()
+        .filter(|k| !desired.nft.contains_key(*k) && keep(&k.ns))
+    {
+        ops.push(Op::DelNft(key.clone()));
+    }
+    let gone_links: BTreeSet<(Netns, String)> = observed
+        .links
+        .keys()
+        .filter(|k| !desired.links.contains_key(*k))
+        .cloned()
+        .collect();
+    // Entries on a link that is deleted go with it.
+    let on_kept_link =
+        |ns: &Netns, dev: &str| keep(ns) && !gone_links.contains(&(ns.clone(), dev.to_string()));
+    ops.extend(
+        observed
+            .fdb
+            .difference(&desired.fdb)
+            .filter(|f| on_kept_link(&f.ns, &f.dev))
+            .cloned()
+            .map(Op::DelFdb),
+    );
+    ops.extend(
+        observed
+            .neighs
+            .difference(&desired.neighs)
+            .filter(|n| on_kept_link(&n.ns, &n.dev))
+            .cloned()
+            .map(Op::DelNeigh),
+    );
+    ops.extend(
+        observed
+            .rules
+            .difference(&desired.rules)
+            .filter(|r| keep(&r.ns))
+            .cloned()
+            .map(Op::DelRule),
+    );
+    ops.extend(
+        observed
+            .routes
+            .difference(&desired.routes)
+            .filter(|r| on_kept_link(&r.ns, &r.dev))
+            .cloned()
+            .map(Op::DelRoute),
+    );
+    ops.extend(
+        observed
+            .addrs
+            .difference(&desired.addrs)
+            .filter(|a| on_kept_link(&a.ns, &a.dev))
+            .cloned()
+            .map(Op::DelAddr),
+    );
+    let mut deleted: BTreeSet<(Netns, String)> = BTreeSet::new();
+    for (ns, name) in &gone_links {
+        if !keep(ns) || deleted.contains(&(ns.clone(), name.clone())) {
+            continue;
+        }
+        if let Some(LinkSpec {
+            kind: LinkKind::External,
+            ..
+        }) = observed.links.get(&(ns.clone(), name.clone()))
+        {
+            continue; // never dvrmesh's to delete
+        }
+        // A veth's peer goes with it.
+        if let Some(LinkSpec {
+            kind: LinkKind::Veth { peer, peer_ns },
+            ..
+        }) = observed.links.get(&(ns.clone(), name.clone()))
+        {
+            deleted.insert((peer_ns.clone(), peer.clone()));
+        }
+        deleted.insert((ns.clone(), name.clone()));
+        ops.push(Op::DelLink {
+            ns: ns.clone(),
+            name: name.clone(),
+        });
+    }
+    for name in observed.namespaces.difference(&desired.namespaces) {
+        ops.push(Op::DelNamespace { name: name.clone() });
+    }
+    ops
+}
+
+/// Interface-specific sysctls (`net.ipv4.conf.<dev>.…`, `net.ipv4.neigh.<dev>.…`) need the
+/// interface; namespace-wide ones (`all`, `default`, or no interface part) must come before it.
+fn is_interface_sysctl(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    matches!(parts.as_slice(), [_, _, "conf" | "neigh", dev, ..] if *dev != "all" && *dev != "default")
+}
+
+fn kind_rank(k: &LinkKind) -> u8 {
+    match k {
+        LinkKind::Bridge => 0,
+        LinkKind::Vxlan { .. } => 1,
+        LinkKind::Veth { .. } => 2,
+        LinkKind::External => 3,
+    }
+}
+
+fn same_kind(a: &LinkKind, b: &LinkKind) -> bool {
+    match (a, b) {
+        // The kernel may not tell a veth's peer once it moved; the pair is the same object.
+        (LinkKind::Veth { .. }, LinkKind::Veth { .. }) => true,
+        _ => a == b,
+    }
+}
+
+/// Whether `have` already carries every attribute `want` sets.
+fn attrs_match(want: &LinkSpec, have: &LinkSpec) -> bool {
+    (want.mtu.is_none() || want.mtu == have.mtu)
+        && (want.mac.is_none() || want.mac == have.mac)
+        && want.master == have.master
+        && (want.learning.is_none() || want.learning == have.learning)
+}
+
+fn link_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
+    let mut wanted: Vec<(&(Netns, String), &LinkSpec)> = desired.links.iter().collect();
+    wanted.sort_by_key(|(key, spec)| (kind_rank(&spec.kind), (*key).clone()));
+    let mut created: BTreeSet<(Netns, String)> = BTreeSet::new();
+    let mut pre_deletes = Vec::new();
+    let mut adds = Vec::new();
+    let mut sets = Vec::new();
+    for (key, spec) in wanted {
+        let (ns, name) = key;
+        match observed.links.get(key) {
+            Some(have) if same_kind(&spec.kind, &have.kind) => {
+                if !attrs_match(spec, have) {
+                    sets.push(Op::SetLink {
+                        ns: ns.clone(),
+                        name: name.clone(),
+                        spec: spec.clone(),
+                    });
+                }
+            }
+            Some(_) if spec.kind == LinkKind::External => {
+                sets.push(Op::SetLink {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                });
+            }
+            Some(_) => {
+                // Same name, other kind: replace it.
+                pre_deletes.push(Op::DelLink {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                });
+                adds.push(Op::AddLink {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                });
+            }
+            None if spec.kind == LinkKind::External => {
+                // Someone else's device: only attach it, when it exists.
+                sets.push(Op::SetLink {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                });
+            }
+            None => {
+                if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
+                    let peer_key = (peer_ns.clone(), peer.clone());
+                    if created.contains(&peer_key) {
+                        // Created with its peer: only its own attributes remain to set.
+                        sets.push(Op::SetLink {
+                            ns: ns.clone(),
+                            name: name.clone(),
+                            spec: spec.clone(),
+                        });
+                        continue;
+                    }
+                    if observed.links.contains_key(&peer_key) {
+                        // Half a pair survived: remove it so the pair can be made whole.
+                        pre_deletes.push(Op::DelLink {
+                            ns: peer_ns.clone(),
+                            name: peer.clone(),
+                        });
+                        if let Some(peer_spec) = desired.links.get(&peer_key) {
+                            sets.push(Op::SetLink {
+                                ns: peer_ns.clone(),
+                                name: peer.clone(),
+                                spec: peer_spec.clone(),
+                            });
+                        }
+                    }
+                    created.insert(key.clone());
+                }
+                adds.push(Op::AddLink {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                });
+            }
+        }
+    }
+    ops.extend(pre_deletes);
+    ops.extend(adds);
+    ops.extend(sets);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_sysctls_are_told_apart() {
+        assert!(!is_interface_sysctl("net.ipv4.ip_forward"));
+        assert!(!is_interface_sysctl("net.ipv4.conf.all.rp_filter"));
+        assert!(!is_interface_sysctl("net.ipv4.conf.default.send_redirects"));
+        assert!(is_interface_sysctl("net.ipv4.conf.fg-abc.proxy_arp"));
+        assert!(is_interface_sysctl("net.ipv4.neigh.fg-abc.proxy_delay"));
+    }
+}

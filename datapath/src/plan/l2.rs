@@ -1,0 +1,175 @@
+//! Layer 2 on the host: a bridge and a VXLAN device per network with local presence, static FDB
+//! (l2population) for every remote endpoint, head-end replication to nodes on the same network,
+//! the DVR MAC rewrite on the VXLAN device, and local ports on the bridge.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use mesh_proto::{MacAddr, Network, NodeId, Subnet};
+
+use super::names;
+use super::nft;
+use super::{Builder, Ctx};
+use crate::model::*;
+
+/// VXLAN UDP port.
+const VXLAN_PORT: u16 = 4789;
+
+pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
+    let my_ip = ctx.facts.tunnel_ip();
+    for nid in &ctx.mine().networks {
+        let Some(net) = ctx.t.networks.get(nid) else {
+            continue;
+        };
+        let vni = net.vni.get();
+        let (br, vx) = (names::bridge(vni), names::vxlan(vni));
+        let mtu = Some(u32::from(net.mtu.get()));
+        b.link(
+            &Netns::Host,
+            &br,
+            LinkSpec {
+                kind: LinkKind::Bridge,
+                mtu,
+                mac: None,
+                master: None,
+                learning: None,
+            },
+        );
+        b.link(
+            &Netns::Host,
+            &vx,
+            LinkSpec {
+                kind: LinkKind::Vxlan {
+                    vni,
+                    local: my_ip,
+                    port: VXLAN_PORT,
+                },
+                mtu,
+                mac: None,
+                master: Some(br.clone()),
+                learning: Some(false),
+            },
+        );
+        for (mac, host) in endpoints(ctx, net) {
+            if &host == ctx.me {
+                continue;
+            }
+            let Some(vtep) = ctx.tunnel_ip(&host).filter(|ip| *ip != my_ip) else {
+                continue;
+            };
+            b.fdb(&vx, mac.octets(), FdbTarget::Vtep(vtep));
+            b.fdb(&vx, mac.octets(), FdbTarget::Bridge);
+        }
+        let flood: BTreeSet<Ipv4Addr> = ctx
+            .presence
+            .iter()
+            .filter(|(n, p)| *n != ctx.me && p.networks.contains(nid))
+            .filter_map(|(n, _)| ctx.tunnel_ip(n))
+            .filter(|ip| *ip != my_ip)
+            .collect();
+        for vtep in flood {
+            b.fdb(&vx, [0; 6], FdbTarget::Flood(vtep));
+        }
+        let router_subnets: Vec<&Subnet> = ctx
+            .t
+            .subnets
+            .values()
+            .filter(|s| {
+                &s.network == nid && ctx.t.routers.values().any(|r| r.interfaces.contains(&s.id))
+            })
+            .collect();
+        if !router_subnets.is_empty() {
+            let remote_dvr: Vec<MacAddr> = ctx
+                .dvr_macs
+                .iter()
+                .filter(|(n, _)| *n != ctx.me)
+                .map(|(_, m)| *m)
+                .collect();
+            let gws: Vec<(&Subnet, MacAddr)> = router_subnets
+                .iter()
+                .filter_map(|s| ctx.gw_mac(&s.id).map(|m| (*s, m)))
+                .collect();
+            let my_dvr = ctx
+                .dvr_macs
+                .get(ctx.me)
+                .copied()
+                .unwrap_or(ctx.facts.dvr_mac());
+            b.nft(
+                &Netns::Host,
+                NftFamily::Netdev,
+                &names::vx_table(vni),
+                nft::vxlan_table(&names::vx_table(vni), &vx, &remote_dvr, &gws, my_dvr),
+            );
+        }
+    }
+}
+
+/// Every MAC that lives on `net` and the node it lives on: ports, their allowed address pairs, and
+/// routers' SNAT ports (on the router's SNAT holder).
+fn endpoints(ctx: &Ctx<'_>, net: &Network) -> BTreeSet<(MacAddr, NodeId)> {
+    let mut out = BTreeSet::new();
+    for p in ctx.t.ports.values().filter(|p| p.network == net.id) {
+        out.insert((p.mac, p.host.clone()));
+        for pair in &p.allowed_address_pairs {
+            if let Some(m) = pair.mac {
+                out.insert((m, p.host.clone()));
+            }
+        }
+    }
+    for r in ctx.t.routers.values() {
+        let Some(holder) = ctx.t.snat_holders.get(&r.id) else {
+            continue;
+        };
+        for (sid, sp) in &r.snat_ports {
+            if ctx.t.subnets.get(sid).is_some_and(|s| s.network == net.id) {
+                out.insert((sp.mac, holder.clone()));
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn plan_ports(ctx: &Ctx<'_>, b: &mut Builder) {
+    for port in ctx.t.ports.values().filter(|p| &p.host == ctx.me) {
+        let Some(net) = ctx.t.networks.get(&port.network) else {
+            continue;
+        };
+        let br = names::bridge(net.vni.get());
+        let mtu = Some(u32::from(net.mtu.get()));
+        let dev = match &port.device {
+            Some(dev) => {
+                b.link(
+                    &Netns::Host,
+                    dev.as_str(),
+                    LinkSpec {
+                        kind: LinkKind::External,
+                        mtu,
+                        mac: None,
+                        master: Some(br),
+                        learning: None,
+                    },
+                );
+                dev.to_string()
+            }
+            None => {
+                let (tap, vm_end) = names::tap(&port.id);
+                b.link(
+                    &Netns::Host,
+                    &tap,
+                    LinkSpec {
+                        kind: LinkKind::Veth {
+                            peer: vm_end,
+                            peer_ns: Netns::Host,
+                        },
+                        mtu,
+                        mac: None,
+                        master: Some(br),
+                        learning: None,
+                    },
+                );
+                tap
+            }
+        };
+        b.fdb(&dev, port.mac.octets(), FdbTarget::Bridge);
+    }
+}

@@ -1,0 +1,363 @@
+//! `plan(topology, me) -> Plan`: every kernel object of the DVR recipe for one node. Pure and
+//! deterministic: ordered collections in, ordered collections out, no I/O.
+
+mod fip;
+mod l2;
+pub(crate) mod names;
+mod nft;
+mod router;
+mod snat;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use mesh_proto::{
+    ExternalNetwork, FloatingIp, MacAddr, Network, NodeFacts, NodeId, NodeMode, ObjectId, Port,
+    Router, Subnet,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+
+/// One node as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// What it published.
+    pub facts: NodeFacts,
+    /// Whether it is up.
+    pub alive: bool,
+}
+
+/// Everything the planner reads: members and the tenant configuration, plus the SNAT holder of
+/// each router (chosen by the election, or by [`default_snat_holders`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Nodes by id.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Tenant networks.
+    pub networks: BTreeMap<ObjectId, Network>,
+    /// Subnets.
+    pub subnets: BTreeMap<ObjectId, Subnet>,
+    /// External networks.
+    pub external_networks: BTreeMap<ObjectId, ExternalNetwork>,
+    /// Routers.
+    pub routers: BTreeMap<ObjectId, Router>,
+    /// Ports, including nodes' FIP gateway ports (whose network is an external network).
+    pub ports: BTreeMap<ObjectId, Port>,
+    /// Floating IPs.
+    pub fips: BTreeMap<ObjectId, FloatingIp>,
+    /// SNAT holder of each router with a gateway.
+    pub snat_holders: BTreeMap<ObjectId, NodeId>,
+}
+
+/// The plan for one node: desired kernel state, and what could not be planned and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Desired kernel state.
+    pub desired: Desired,
+    /// Things left out, each with its reason (e.g. a FIP whose external network this node has no
+    /// interface on).
+    pub problems: Vec<String>,
+}
+
+/// Until the HA election exists: the SNAT holder of each router with a gateway is the alive,
+/// not draining `dvr_snat` node that maps the router's external network, with the highest
+/// priority (per-router override first), ties to the smaller node id.
+pub fn default_snat_holders(t: &Topology) -> BTreeMap<ObjectId, NodeId> {
+    let mut out = BTreeMap::new();
+    for r in t.routers.values() {
+        let Some(gw) = &r.gateway else { continue };
+        let Some(ext) = t.external_networks.get(&gw.external_network) else {
+            continue;
+        };
+        let best = t
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive && n.facts.mode() == NodeMode::DvrSnat && !n.facts.draining())
+            .filter(|(_, n)| n.facts.external().contains_key(&ext.name))
+            .map(|(id, n)| {
+                let prio =
+                    r.ha.priorities
+                        .get(id)
+                        .copied()
+                        .unwrap_or(n.facts.snat_priority());
+                (prio, std::cmp::Reverse(id))
+            })
+            .max();
+        if let Some((_, std::cmp::Reverse(id))) = best {
+            out.insert(r.id.clone(), id.clone());
+        }
+    }
+    out
+}
+
+/// Where a node has something to program.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Presence {
+    pub(crate) networks: BTreeSet<ObjectId>,
+    pub(crate) qrouters: BTreeSet<ObjectId>,
+    pub(crate) snat: BTreeSet<ObjectId>,
+}
+
+/// Read-only context shared by the planner's parts.
+pub(crate) struct Ctx<'a> {
+    pub(crate) t: &'a Topology,
+    pub(crate) me: &'a NodeId,
+    pub(crate) facts: &'a NodeFacts,
+    pub(crate) presence: BTreeMap<NodeId, Presence>,
+    pub(crate) gw_macs: BTreeMap<String, MacAddr>,
+    pub(crate) dvr_macs: BTreeMap<NodeId, MacAddr>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn mine(&self) -> &Presence {
+        // `plan` inserts an entry for `me` before building.
+        &self.presence[self.me]
+    }
+
+    /// The subnet of `port` that holds its first fixed IP.
+    pub(crate) fn subnet_of(&self, port: &Port) -> Option<&Subnet> {
+        let ip = *port.fixed_ips.first()?;
+        self.t
+            .subnets
+            .values()
+            .find(|s| s.network == port.network && s.cidr.contains(ip))
+    }
+
+    pub(crate) fn gw_mac(&self, subnet: &ObjectId) -> Option<MacAddr> {
+        self.gw_macs.get(subnet.as_str()).copied()
+    }
+
+    pub(crate) fn tunnel_ip(&self, node: &NodeId) -> Option<Ipv4Addr> {
+        self.t.nodes.get(node).map(|n| n.facts.tunnel_ip())
+    }
+}
+
+fn presence(t: &Topology, node: &NodeId) -> Presence {
+    let mut p = Presence::default();
+    for port in t.ports.values().filter(|p| &p.host == node) {
+        if !t.networks.contains_key(&port.network) {
+            continue; // a FIP gateway port on an external network
+        }
+        p.networks.insert(port.network.clone());
+        for r in t.routers.values() {
+            let on_router = r.interfaces.iter().any(|sid| {
+                t.subnets.get(sid).is_some_and(|s| {
+                    s.network == port.network
+                        && port.fixed_ips.iter().any(|ip| s.cidr.contains(*ip))
+                })
+            });
+            if on_router {
+                p.qrouters.insert(r.id.clone());
+            }
+        }
+    }
+    for (rid, holder) in &t.snat_holders {
+        if holder == node && t.routers.get(rid).is_some_and(|r| r.gateway.is_some()) {
+            p.snat.insert(rid.clone());
+        }
+    }
+    for rid in p.qrouters.iter().chain(&p.snat) {
+        if let Some(r) = t.routers.get(rid) {
+            for sid in &r.interfaces {
+                if let Some(s) = t.subnets.get(sid) {
+                    if t.networks.contains_key(&s.network) {
+                        p.networks.insert(s.network.clone());
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Plans the kernel state of node `me`.
+pub fn plan(t: &Topology, me: &NodeId) -> Plan {
+    let mut b = Builder::default();
+    let Some(me_info) = t.nodes.get(me) else {
+        b.problems.push(format!("node {me} is not in the view yet"));
+        return b.finish();
+    };
+    let presence: BTreeMap<NodeId, Presence> = t
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), presence(t, n)))
+        .collect();
+    let ctx = Ctx {
+        t,
+        me,
+        facts: &me_info.facts,
+        presence,
+        gw_macs: names::gateway_macs(t.subnets.keys()),
+        dvr_macs: names::dvr_macs(t.nodes.iter().map(|(id, n)| (id, n.facts.dvr_mac()))),
+    };
+    l2::plan_networks(&ctx, &mut b);
+    l2::plan_ports(&ctx, &mut b);
+    let fip_links = fip::plan_fips(&ctx, &mut b);
+    for rid in &ctx.mine().qrouters {
+        if let Some(r) = t.routers.get(rid) {
+            router::plan_qrouter(&ctx, r, fip_links.get(rid), &mut b);
+        }
+    }
+    for rid in &ctx.mine().snat {
+        if let Some(r) = t.routers.get(rid) {
+            snat::plan_snat(&ctx, r, &mut b);
+        }
+    }
+    b.finish()
+}
+
+/// Accumulates desired objects.
+#[derive(Default)]
+pub(crate) struct Builder {
+    pub(crate) d: Desired,
+    pub(crate) problems: Vec<String>,
+}
+
+impl Builder {
+    fn finish(self) -> Plan {
+        Plan {
+            desired: self.d,
+            problems: self.problems,
+        }
+    }
+
+    pub(crate) fn namespace(&mut self, name: &str, router: bool) {
+        if !self.d.namespaces.insert(name.to_string()) {
+            return;
+        }
+        let ns = Netns::Named(name.to_string());
+        let mut set = |k: &str, v: &str| {
+            self.d
+                .sysctls
+                .insert((ns.clone(), k.to_string()), v.to_string());
+        };
+        set("net.ipv4.ip_forward", "1");
+        set("net.ipv4.conf.all.rp_filter", "0");
+        set("net.ipv4.conf.default.rp_filter", "0");
+        set("net.ipv4.conf.all.send_redirects", "0");
+        set("net.ipv4.conf.default.send_redirects", "0");
+        set("net.ipv6.conf.all.disable_ipv6", "1");
+        set("net.ipv6.conf.default.disable_ipv6", "1");
+        if router {
+            set("net.ipv4.conf.all.arp_ignore", "1");
+            set("net.ipv4.conf.all.arp_announce", "2");
+        }
+    }
+
+    pub(crate) fn sysctl(&mut self, ns: &Netns, key: String, value: &str) {
+        self.d.sysctls.insert((ns.clone(), key), value.to_string());
+    }
+
+    pub(crate) fn link(&mut self, ns: &Netns, name: &str, spec: LinkSpec) {
+        self.d.links.insert((ns.clone(), name.to_string()), spec);
+    }
+
+    /// A veth pair: `a` in `ns_a` with `spec_a`, `b` in `ns_b` with `spec_b` (kinds filled in).
+    pub(crate) fn veth(
+        &mut self,
+        (ns_a, a, spec_a): (&Netns, &str, VethEnd),
+        (ns_b, b, spec_b): (&Netns, &str, VethEnd),
+    ) {
+        self.link(ns_a, a, spec_a.into_spec(b, ns_b));
+        self.link(ns_b, b, spec_b.into_spec(a, ns_a));
+    }
+
+    pub(crate) fn addr(&mut self, ns: &Netns, dev: &str, ip: Ipv4Addr, prefix: u8) {
+        self.d.addrs.insert(AddrSpec {
+            ns: ns.clone(),
+            dev: dev.to_string(),
+            ip,
+            prefix,
+        });
+    }
+
+    pub(crate) fn route(
+        &mut self,
+        ns: &Netns,
+        table: u32,
+        dst: mesh_proto::Ipv4Cidr,
+        via: Option<Ipv4Addr>,
+        dev: &str,
+    ) {
+        self.d.routes.insert(RouteSpec {
+            ns: ns.clone(),
+            table,
+            dst,
+            via,
+            dev: dev.to_string(),
+        });
+    }
+
+    pub(crate) fn rule(&mut self, ns: &Netns, priority: u32, selector: RuleSelector, table: u32) {
+        self.d.rules.insert(RuleSpec {
+            ns: ns.clone(),
+            priority,
+            selector,
+            table,
+        });
+    }
+
+    pub(crate) fn neigh(&mut self, ns: &Netns, dev: &str, ip: Ipv4Addr, mac: MacAddr) {
+        self.d.neighs.insert(NeighSpec {
+            ns: ns.clone(),
+            dev: dev.to_string(),
+            ip,
+            mac,
+        });
+    }
+
+    pub(crate) fn fdb(&mut self, dev: &str, mac: [u8; 6], target: FdbTarget) {
+        self.d.fdb.insert(FdbSpec {
+            ns: Netns::Host,
+            dev: dev.to_string(),
+            mac,
+            target,
+        });
+    }
+
+    pub(crate) fn nft(&mut self, ns: &Netns, family: NftFamily, name: &str, body: String) {
+        self.d.nft.insert(
+            NftKey {
+                ns: ns.clone(),
+                family,
+                name: name.to_string(),
+            },
+            body,
+        );
+    }
+}
+
+/// The attributes of one end of a veth pair.
+#[derive(Default)]
+pub(crate) struct VethEnd {
+    pub(crate) mtu: Option<u32>,
+    pub(crate) mac: Option<MacAddr>,
+    pub(crate) master: Option<String>,
+}
+
+impl VethEnd {
+    fn into_spec(self, peer: &str, peer_ns: &Netns) -> LinkSpec {
+        LinkSpec {
+            kind: LinkKind::Veth {
+                peer: peer.to_string(),
+                peer_ns: peer_ns.clone(),
+            },
+            mtu: self.mtu,
+            mac: self.mac,
+            master: self.master,
+            learning: None,
+        }
+    }
+}
+
+/// A /32 CIDR.
+pub(crate) fn host_route(ip: Ipv4Addr) -> mesh_proto::Ipv4Cidr {
+    // A /32 has no host bits.
+    mesh_proto::Ipv4Cidr::new(ip, 32).unwrap_or_else(|_| unreachable!())
+}
+
+/// 0.0.0.0/0.
+pub(crate) fn default_route() -> mesh_proto::Ipv4Cidr {
+    mesh_proto::Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or_else(|_| unreachable!())
+}

@@ -1,0 +1,169 @@
+//! Property: from any state the fake kernel can be in (the result of programming another
+//! topology), `apply(diff(desired, observe()))` reaches the desired state, with no failed op, and a
+//! second pass finds nothing to do.
+
+mod common;
+
+use common::*;
+use datapath::fake::FakeKernel;
+use datapath::{diff, plan, Desired, Kernel, Netns, Topology};
+use proptest::prelude::*;
+
+/// A variation of the fixture: ports moved or removed, router interfaces and gateway toggled,
+/// FIPs re-associated, nodes down, a different SNAT holder.
+#[derive(Debug, Clone)]
+struct Variation {
+    port_hosts: Vec<Option<usize>>,
+    r1_has_sub_b: bool,
+    r1_gateway: bool,
+    f1_on_vm1: bool,
+    drop_f2: bool,
+    dead: Vec<bool>,
+}
+
+const NODES: [&str; 4] = ["c1", "c2", "n1", "c3"];
+const VMS: [&str; 5] = ["vm1", "vm2", "vm3", "vm4", "vm5"];
+
+fn variation() -> impl Strategy<Value = Variation> {
+    (
+        proptest::collection::vec(proptest::option::weighted(0.8, 0usize..4), 5),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec(proptest::bool::weighted(0.15), 4),
+    )
+        .prop_map(
+            |(port_hosts, r1_has_sub_b, r1_gateway, f1_on_vm1, drop_f2, dead)| Variation {
+                port_hosts,
+                r1_has_sub_b,
+                r1_gateway,
+                f1_on_vm1,
+                drop_f2,
+                dead,
+            },
+        )
+}
+
+fn apply_variation(v: &Variation) -> Topology {
+    let mut t = topology();
+    for (vm, host) in VMS.iter().zip(&v.port_hosts) {
+        let id = oid(vm);
+        match host {
+            None => {
+                t.ports.remove(&id);
+                t.fips.retain(|_, f| f.port.as_ref() != Some(&id));
+            }
+            Some(h) => {
+                if let Some(p) = t.ports.get(&id) {
+                    let mut spec = p.clone().into_spec();
+                    spec.host = node(NODES[*h]);
+                    t.ports
+                        .insert(id, mesh_proto::Port::new(spec).expect("port"));
+                }
+            }
+        }
+    }
+    let r1 = oid("rtr-one");
+    if let Some(r) = t.routers.get(&r1) {
+        let mut spec = r.clone().into_spec();
+        if !v.r1_has_sub_b {
+            spec.interfaces.remove(&oid("sub-b"));
+            spec.snat_ports.remove(&oid("sub-b"));
+            t.fips.retain(|_, f| {
+                f.fixed_ip
+                    .map(|ip| !ip.to_string().starts_with("10.2."))
+                    .unwrap_or(true)
+            });
+        }
+        if !v.r1_gateway {
+            spec.gateway = None;
+            spec.snat_ports.clear();
+            t.fips.retain(|_, f| f.port.is_none());
+        }
+        t.routers
+            .insert(r1, mesh_proto::Router::new(spec).expect("router"));
+    }
+    if v.f1_on_vm1 && t.ports.contains_key(&oid("vm1")) {
+        if let Some(f) = t.fips.get(&oid("f1")) {
+            let mut spec = f.clone().into_spec();
+            spec.port = Some(oid("vm1"));
+            spec.fixed_ip = Some("10.1.0.10".parse().expect("ip"));
+            t.fips
+                .insert(oid("f1"), mesh_proto::FloatingIp::new(spec).expect("fip"));
+        }
+    }
+    if v.drop_f2 {
+        t.fips.remove(&oid("f2"));
+    }
+    for (n, d) in NODES.iter().zip(&v.dead) {
+        if let Some(info) = t.nodes.get_mut(&node(n)) {
+            info.alive = !d;
+        }
+    }
+    t.snat_holders = datapath::default_snat_holders(&t);
+    t
+}
+
+fn fresh_kernel() -> FakeKernel {
+    let mut k = FakeKernel::default();
+    k.add_external_device(Netns::Host, "eth1");
+    k
+}
+
+fn converge(k: &mut FakeKernel, desired: &Desired) -> Result<(), TestCaseError> {
+    let observed = k.observe(desired).expect("observe");
+    let ops = diff(desired, &observed);
+    let report = k.apply(&ops).expect("apply");
+    prop_assert!(report.failed.is_empty(), "failed ops: {:?}", report.failed);
+    let after = k.observe(desired).expect("observe");
+    prop_assert_eq!(&after, desired);
+    let again = diff(desired, &after);
+    prop_assert!(again.is_empty(), "second pass not empty: {:?}", again);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn apply_of_diff_reaches_desired_and_a_second_pass_is_empty(a in variation(), b in variation(), me in 0usize..4) {
+        let me = node(NODES[me]);
+        let mut k = fresh_kernel();
+        let first = plan(&apply_variation(&a), &me).desired;
+        converge(&mut k, &first)?;
+        let second = plan(&apply_variation(&b), &me).desired;
+        converge(&mut k, &second)?;
+        // And back to nothing: everything dvrmesh made goes away.
+        converge(&mut k, &Desired::default())?;
+        let left = k.observe(&Desired::default()).expect("observe");
+        prop_assert!(left.links.is_empty() && left.namespaces.is_empty() && left.nft.is_empty());
+    }
+}
+
+#[test]
+fn deleting_a_router_removes_everything_it_owned() {
+    let mut k = fresh_kernel();
+    let t = topology();
+    let me = node("c1");
+    let full = plan(&t, &me).desired;
+    let ops = diff(&full, &k.observe(&full).expect("observe"));
+    assert!(k.apply(&ops).expect("apply").failed.is_empty());
+    let mut without = t.clone();
+    without.routers.remove(&oid("rtr-two"));
+    let smaller = plan(&without, &me).desired;
+    let ops = diff(&smaller, &k.observe(&smaller).expect("observe"));
+    assert!(k.apply(&ops).expect("apply").failed.is_empty());
+    let state = k.state();
+    assert!(!state.namespaces.contains("qrouter-rtr-two"));
+    assert!(!state.links.keys().any(|(_, n)| n == "tqrsub-c"));
+    assert!(!state
+        .rules
+        .iter()
+        .chain(std::iter::empty())
+        .any(|r| r.ns == Netns::Named("qrouter-rtr-two".into())));
+    assert!(!state
+        .nft
+        .keys()
+        .any(|k| k.ns == Netns::Named("qrouter-rtr-two".into())));
+}

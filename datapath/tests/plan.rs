@@ -1,0 +1,337 @@
+//! Golden and targeted tests of `plan` for a node of each mode on a hand-built view.
+//!
+//! The golden files under `tests/golden/` pin the whole plan; regenerate them deliberately with
+//! `UPDATE_GOLDEN=1 cargo test -p datapath --test plan` and review the diff.
+
+mod common;
+
+use common::*;
+use datapath::{plan, FdbTarget, LinkKind, Netns, NftFamily, NftKey, RuleSelector};
+
+fn golden(node_id: &str) {
+    let t = topology();
+    let p = plan(&t, &node(node_id));
+    let text = serde_json::to_string_pretty(&p).expect("plan serialises") + "\n";
+    let path = format!("{}/tests/golden/{node_id}.json", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).expect("golden written");
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(want == text, "plan of {node_id} differs from {path}; if deliberate, rerun with UPDATE_GOLDEN=1 and review");
+    // Deterministic: planning twice gives the same bytes.
+    assert_eq!(
+        serde_json::to_string_pretty(&plan(&t, &node(node_id))).expect("ser") + "\n",
+        text
+    );
+}
+
+#[test]
+fn golden_dvr_c1() {
+    golden("c1");
+}
+#[test]
+fn golden_dvr_c2() {
+    golden("c2");
+}
+#[test]
+fn golden_dvr_snat_n1() {
+    golden("n1");
+}
+#[test]
+fn golden_dvr_no_external_c3() {
+    golden("c3");
+}
+
+fn ns(n: &str) -> Netns {
+    Netns::Named(n.to_string())
+}
+
+#[test]
+fn snat_holder_is_the_best_dvr_snat_node() {
+    let t = topology();
+    assert_eq!(t.snat_holders.get(&oid("rtr-one")), Some(&node("n1")));
+    assert!(
+        !t.snat_holders.contains_key(&oid("rtr-two")),
+        "no gateway, no holder"
+    );
+}
+
+#[test]
+fn a_compute_node_routes_its_routers_with_the_shared_gateway() {
+    let t = topology();
+    let p = plan(&t, &node("c1")).desired;
+    // c1 has vm1 (sub-a, r1) and vm3 (sub-c, r2): both routers, not r1's SNAT.
+    assert!(p.namespaces.contains("qrouter-rtr-one") && p.namespaces.contains("qrouter-rtr-two"));
+    assert!(!p.namespaces.iter().any(|n| n.starts_with("snat-")));
+    let qr = p
+        .links
+        .get(&(ns("qrouter-rtr-one"), "qr-sub-a".into()))
+        .expect("qr-sub-a");
+    let c2 = plan(&t, &node("c2")).desired;
+    let qr_c2 = c2
+        .links
+        .get(&(ns("qrouter-rtr-one"), "qr-sub-a".into()))
+        .expect("qr-sub-a on c2");
+    assert_eq!(
+        qr.mac, qr_c2.mac,
+        "the gateway MAC is identical on every node"
+    );
+    assert!(p
+        .addrs
+        .iter()
+        .any(|a| a.dev == "qr-sub-a" && a.ip.to_string() == "10.1.0.1" && a.prefix == 24));
+    // SNAT redirect to sg- of sub-a: table = priority = int(10.1.0.1).
+    let t_a = u32::from(std::net::Ipv4Addr::new(10, 1, 0, 1));
+    assert!(p.rules.iter().any(|r| r.priority == t_a
+        && r.table == t_a
+        && r.selector == RuleSelector::From("10.1.0.0/24".parse().expect("c"))));
+    assert!(p
+        .routes
+        .iter()
+        .any(|r| r.table == t_a && r.via.map(|v| v.to_string()) == Some("10.1.0.3".into())));
+    // Permanent neighbours for every port on the router's subnets, remote ones included, and sg-.
+    for ip in [
+        "10.1.0.10",
+        "10.1.0.40",
+        "10.1.0.3",
+        "10.2.0.20",
+        "10.2.0.50",
+        "10.2.0.3",
+    ] {
+        assert!(
+            p.neighs
+                .iter()
+                .any(|n| n.ns == ns("qrouter-rtr-one") && n.ip.to_string() == ip),
+            "no neighbour {ip}"
+        );
+    }
+    // r2's extra route.
+    assert!(p.routes.iter().any(|r| r.ns == ns("qrouter-rtr-two")
+        && r.dst.to_string() == "198.51.100.0/24"
+        && r.dev == "qr-sub-c"));
+    // Router namespaces never send redirects.
+    assert_eq!(
+        p.sysctls
+            .get(&(
+                ns("qrouter-rtr-one"),
+                "net.ipv4.conf.all.send_redirects".into()
+            ))
+            .map(String::as_str),
+        Some("0")
+    );
+}
+
+#[test]
+fn l2population_points_every_remote_mac_at_its_vtep() {
+    let t = topology();
+    let p = plan(&t, &node("c1")).desired;
+    let vx = p
+        .links
+        .get(&(Netns::Host, "vx-100".into()))
+        .expect("vx-100");
+    assert!(matches!(vx.kind, LinkKind::Vxlan { vni: 100, .. }));
+    assert_eq!(vx.learning, Some(false));
+    assert_eq!(vx.master.as_deref(), Some("br-100"));
+    let vm4: mesh_proto::MacAddr = "fa:16:3e:00:01:40".parse().expect("mac");
+    assert!(p.fdb.contains(&datapath::FdbSpec {
+        ns: Netns::Host,
+        dev: "vx-100".into(),
+        mac: vm4.octets(),
+        target: FdbTarget::Vtep("192.0.2.13".parse().expect("ip"))
+    }));
+    assert!(p.fdb.contains(&datapath::FdbSpec {
+        ns: Netns::Host,
+        dev: "vx-100".into(),
+        mac: vm4.octets(),
+        target: FdbTarget::Bridge
+    }));
+    // sg- of sub-a lives on n1.
+    let sg: mesh_proto::MacAddr = "fa:16:3e:00:01:03".parse().expect("mac");
+    assert!(p
+        .fdb
+        .iter()
+        .any(|f| f.mac == sg.octets()
+            && f.target == FdbTarget::Vtep("192.0.2.21".parse().expect("ip"))));
+    // Head-end replication to every other node on net-a: c2 (qr- of r1), c3 (vm4), n1 (sg-).
+    let floods: Vec<String> = p
+        .fdb
+        .iter()
+        .filter(|f| f.dev == "vx-100")
+        .filter_map(|f| match f.target {
+            FdbTarget::Flood(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(floods, ["192.0.2.12", "192.0.2.13", "192.0.2.21"]);
+    // DVR MAC rewrite on the VXLAN device.
+    let table = p
+        .nft
+        .get(&NftKey {
+            ns: Netns::Host,
+            family: NftFamily::Netdev,
+            name: "dvrmesh_vx100".into(),
+        })
+        .expect("netdev table");
+    assert!(
+        table.contains("hook egress device \"vx-100\"")
+            && table.contains("hook ingress device \"vx-100\"")
+    );
+    let my_dvr = t.nodes[&node("c1")].facts.dvr_mac().to_string();
+    assert!(table.contains(&format!("ether saddr set {my_dvr}")));
+    assert!(table.contains("arp operation request arp daddr ip 10.1.0.1 drop"));
+}
+
+#[test]
+fn fips_are_served_on_the_ports_host_with_maps_and_one_fwmark_rule() {
+    let t = topology();
+    let p = plan(&t, &node("c2")).desired;
+    assert!(p.namespaces.contains("fip-ext-public"));
+    let fns = ns("fip-ext-public");
+    assert!(p.links.contains_key(&(fns.clone(), "fg-ext-public".into())));
+    assert_eq!(
+        p.sysctls
+            .get(&(fns.clone(), "net.ipv4.conf.fg-ext-public.proxy_arp".into()))
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        p.sysctls
+            .get(&(
+                fns.clone(),
+                "net.ipv4.neigh.fg-ext-public.proxy_delay".into()
+            ))
+            .map(String::as_str),
+        Some("0")
+    );
+    assert!(p
+        .addrs
+        .iter()
+        .any(|a| a.ns == fns && a.ip.to_string() == "203.0.113.12"));
+    assert!(p.routes.iter().any(|r| r.ns == fns
+        && r.dst.to_string() == "203.0.113.50/32"
+        && r.dev.starts_with("fpr-")));
+    let q = ns("qrouter-rtr-one");
+    let fw: Vec<_> = p
+        .rules
+        .iter()
+        .filter(|r| r.ns == q && matches!(r.selector, RuleSelector::Fwmark { .. }))
+        .collect();
+    assert_eq!(fw.len(), 1, "one fwmark rule whatever the number of FIPs");
+    assert!(fw[0].priority > 32766, "after main, so east-west wins");
+    assert!(p
+        .rules
+        .iter()
+        .any(|r| r.ns == q && r.selector == RuleSelector::Iif("lo".into()) && r.table == 16));
+    let table = p
+        .nft
+        .get(&NftKey {
+            ns: q.clone(),
+            family: NftFamily::Ip,
+            name: "dvrmesh".into(),
+        })
+        .expect("qrouter table");
+    assert!(
+        table.contains("203.0.113.50 : 10.2.0.20") && table.contains("10.2.0.20 : 203.0.113.50")
+    );
+    assert!(table.contains("notrack"));
+    // c1 serves no FIP (f1 is on c2, f2 is central): no fip namespace.
+    assert!(!plan(&t, &node("c1"))
+        .desired
+        .namespaces
+        .contains("fip-ext-public"));
+}
+
+#[test]
+fn more_fips_add_elements_not_rules() {
+    let mut t = topology();
+    let base = plan(&t, &node("c2")).desired;
+    for i in 0..200u32 {
+        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 2, 1, 0)) + i);
+        let pid = format!("px{i}");
+        let mut p = port(
+            &pid,
+            "c2",
+            "net-b",
+            &ip.to_string(),
+            &format!("fa:16:3e:11:{:02x}:{:02x}", i / 256, i % 256),
+        );
+        // keep ids unique and valid
+        let _ = &mut p;
+        t.ports.insert(p.id.clone(), p);
+        let f = mesh_proto::FloatingIp::new(mesh_proto::FloatingIpSpec {
+            id: oid(&format!("fx{i}")),
+            external_network: oid("ext-public"),
+            ip: std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(203, 0, 113, 0)) + 100 + (i % 100),
+            ),
+            port: Some(oid(&pid)),
+            fixed_ip: Some(ip),
+        })
+        .expect("fip");
+        t.fips.insert(f.id.clone(), f);
+    }
+    let more = plan(&t, &node("c2")).desired;
+    assert_eq!(
+        more.rules.len(),
+        base.rules.len(),
+        "rules do not grow with FIPs"
+    );
+}
+
+#[test]
+fn the_snat_holder_gets_sg_qg_snat_and_centralized_fips() {
+    let t = topology();
+    let p = plan(&t, &node("n1")).desired;
+    let s = ns("snat-rtr-one");
+    assert!(p.namespaces.contains("snat-rtr-one"));
+    assert!(
+        p.links.contains_key(&(s.clone(), "sg-sub-a".into()))
+            && p.links.contains_key(&(s.clone(), "sg-sub-b".into()))
+    );
+    assert!(p
+        .addrs
+        .iter()
+        .any(|a| a.ns == s && a.dev.starts_with("qg-") && a.ip.to_string() == "203.0.113.5"));
+    // f2's port lives on c3 (dvr_no_external): its FIP is served here, on qg-.
+    assert!(p
+        .addrs
+        .iter()
+        .any(|a| a.ns == s && a.ip.to_string() == "203.0.113.51" && a.prefix == 32));
+    let table = p
+        .nft
+        .get(&NftKey {
+            ns: s.clone(),
+            family: NftFamily::Ip,
+            name: "dvrmesh".into(),
+        })
+        .expect("snat table");
+    assert!(table.contains("snat to 203.0.113.5") && table.contains("203.0.113.51 : 10.1.0.40"));
+    assert!(p
+        .routes
+        .iter()
+        .any(|r| r.ns == s && r.via.map(|v| v.to_string()) == Some("203.0.113.1".into())));
+    // n1 also hosts vm5 on sub-b: it routes r1 locally too.
+    assert!(p.namespaces.contains("qrouter-rtr-one"));
+    // The external interface is attached to the external bridge.
+    let eth1 = p.links.get(&(Netns::Host, "eth1".into())).expect("eth1");
+    assert_eq!(eth1.kind, LinkKind::External);
+}
+
+#[test]
+fn a_no_external_node_routes_but_serves_no_fip() {
+    let t = topology();
+    let p = plan(&t, &node("c3"));
+    assert!(p.desired.namespaces.contains("qrouter-rtr-one"));
+    assert!(!p
+        .desired
+        .namespaces
+        .iter()
+        .any(|n| n.starts_with("fip-") || n.starts_with("snat-")));
+}
+
+#[test]
+fn a_node_not_in_the_view_plans_nothing() {
+    let p = plan(&topology(), &node("ghost"));
+    assert_eq!(p.desired, datapath::Desired::default());
+    assert!(!p.problems.is_empty());
+}
