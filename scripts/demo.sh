@@ -45,6 +45,7 @@ snat_priority = $((100 + i * 50))
 api_socket = "$n.sock"
 data_dir = "data-$n"
 gossip_interval_ms = 100
+datapath = "off"
 
 [tls]
 ca = "ca/ca.pem"

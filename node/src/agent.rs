@@ -85,6 +85,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         stats: Some(transport.stats()),
         peers: Some(transport.directory()),
         store: Some(store),
+        reconciler: None,
     };
     let (api_task, socket_guard) = match api::serve(&config.api_socket, ctx).await {
         Ok(x) => x,

@@ -18,6 +18,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::reconcile::Reconciler;
 use crate::store::ops::ConfigRequest;
 use crate::store::service::ConfigService;
 use crate::transport::{PeerDirectory, TransportStats};
@@ -43,6 +44,10 @@ pub enum Request {
     Members,
     /// This agent's own state: id, view generation, transport counters, peers.
     Status,
+    /// The datapath plan for this node.
+    DatapathPlan,
+    /// The ops the next reconcile pass would apply.
+    DatapathDiff,
 }
 
 /// One member, as `members --json` prints it.
@@ -81,6 +86,8 @@ pub struct ApiContext {
     pub peers: Option<PeerDirectory>,
     /// The replicated configuration store.
     pub store: Option<Arc<ConfigService>>,
+    /// The datapath reconciler, when this agent programs the kernel.
+    pub reconciler: Option<Arc<Reconciler>>,
 }
 
 /// Any request the API understands: the agent's own (`Request`) or the configuration's.
@@ -97,7 +104,7 @@ impl AnyRequest {
     pub fn parse(body: &[u8]) -> Result<AnyRequest, String> {
         let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))?;
         let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
-        if matches!(op, "members" | "status") {
+        if matches!(op, "members" | "status" | "datapath_plan" | "datapath_diff") {
             serde_json::from_value(v).map(AnyRequest::Node)
         } else {
             serde_json::from_value(v).map(AnyRequest::Config)
@@ -109,6 +116,21 @@ impl AnyRequest {
 impl ApiContext {
     async fn handle_any(&self, req: AnyRequest) -> Result<Value, String> {
         match req {
+            AnyRequest::Node(Request::DatapathPlan) => {
+                let view = self.view.load();
+                let plan = datapath::plan(&crate::reconcile::topology_from_view(&view), &view.me);
+                serde_json::to_value(plan).map_err(|e| e.to_string())
+            }
+            AnyRequest::Node(Request::DatapathDiff) => match &self.reconciler {
+                Some(r) => {
+                    let ops = r.pending().await?;
+                    Ok(json!({ "ops": ops, "last_pass": r.last_report() }))
+                }
+                None => Err(
+                    "this agent runs with datapath = \"off\": there is no kernel to diff against"
+                        .into(),
+                ),
+            },
             AnyRequest::Node(r) => self.handle(r),
             AnyRequest::Config(r) => match &self.store {
                 Some(store) => store.handle(r).await,
@@ -120,6 +142,7 @@ impl ApiContext {
     fn handle(&self, req: Request) -> Result<Value, String> {
         match req {
             Request::Members => Ok(json!(members(&self.view))),
+            Request::DatapathPlan | Request::DatapathDiff => Err("handled asynchronously".into()),
             Request::Status => {
                 let v = self.view.load();
                 Ok(json!({
@@ -129,6 +152,7 @@ impl ApiContext {
                     "alive": v.alive().count(),
                     "excluded": v.excluded,
                     "transport": self.stats.as_ref().map(|s| s.snapshot()),
+                    "datapath": self.reconciler.as_ref().map(|r| r.last_report()),
                     "peers": self.peers.as_ref().map(|p| p.snapshot().into_iter()
                         .map(|(addr, r)| json!({"addr": addr.to_string(), "certified": r.certified.as_str(), "refused_claim": r.refused_claim}))
                         .collect::<Vec<_>>()),

@@ -86,6 +86,18 @@ enum Command {
     Fip(FipCommand),
     /// The converged configuration: every object, ports by host, floating IPs by serving host.
     View,
+    /// This node's datapath: what the agent wants in the kernel, and what it would change.
+    #[command(subcommand)]
+    Datapath(DatapathCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DatapathCommand {
+    /// Print the desired kernel state of this node (namespaces, links, addresses, routes, rules,
+    /// neighbours, FDB, nft tables, sysctls) and what could not be planned.
+    Plan,
+    /// Print what the next reconcile pass would change: empty when the kernel is in sync.
+    Diff,
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,6 +372,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Datapath(DatapathCommand::Plan) => {
+            let socket = api_socket(&cli)?;
+            let result = runtime()?.block_on(api::call(&socket, &Request::DatapathPlan))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                crate::output::print_plan(&result);
+            }
+            Ok(())
+        }
+        Command::Datapath(DatapathCommand::Diff) => {
+            let socket = api_socket(&cli)?;
+            let result = runtime()?.block_on(api::call(&socket, &Request::DatapathDiff))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                crate::output::print_diff(&result);
+            }
+            Ok(())
+        }
         other => {
             let (req, kind) = config_request(other);
             let socket = api_socket(&cli)?;
@@ -568,7 +600,12 @@ fn config_request(cmd: &Command) -> (ConfigRequest, Option<ObjectKind>) {
             FipCommand::Show { fip } => show(K::FloatingIp, fip),
         },
         Command::View => (R::View, None),
-        Command::Ca(_) | Command::Cert(_) | Command::Agent | Command::Members | Command::Status => {
+        Command::Ca(_)
+        | Command::Cert(_)
+        | Command::Agent
+        | Command::Members
+        | Command::Status
+        | Command::Datapath(_) => {
             unreachable!("handled before")
         }
     }

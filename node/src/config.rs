@@ -62,6 +62,19 @@ pub struct Config {
     pub tls: TlsPaths,
     /// External networks this node reaches, by name.
     pub external: BTreeMap<Name, ExternalMapping>,
+    /// Whether the agent programs the kernel.
+    pub datapath: DatapathMode,
+    /// Where named network namespaces live.
+    pub netns_dir: PathBuf,
+}
+
+/// Whether the agent programs this node's kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatapathMode {
+    /// Program namespaces, links, routes and nft through netlink (needs root).
+    Linux,
+    /// Gossip and configuration only (plans are still computed and shown).
+    Off,
 }
 
 impl Config {
@@ -149,6 +162,16 @@ impl Config {
                 Ok(s.to_string())
             })
             .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_string());
+        let datapath = p
+            .optional(&table, "datapath", |v| match p_str(v)? {
+                "linux" => Ok(DatapathMode::Linux),
+                "off" => Ok(DatapathMode::Off),
+                other => Err(format!("{other:?} is not one of \"linux\", \"off\"")),
+            })
+            .unwrap_or(DatapathMode::Linux);
+        let netns_dir = p
+            .optional(&table, "netns_dir", |v| p_path(v, base))
+            .unwrap_or_else(|| PathBuf::from("/run/netns"));
         let tls = p.tls(&table);
         let external = p.external(&table);
         for key in table.keys() {
@@ -191,6 +214,8 @@ impl Config {
             cluster_id,
             tls: tls.ok_or_else(bad)?,
             external: external.ok_or_else(bad)?,
+            datapath,
+            netns_dir,
         })
     }
 }
@@ -209,6 +234,8 @@ const KNOWN_KEYS: &[&str] = &[
     "cluster_id",
     "tls",
     "external",
+    "datapath",
+    "netns_dir",
 ];
 
 struct Parser<'a> {
@@ -482,6 +509,29 @@ interface = "eth1"
         assert!(Config::parse(&bad, Path::new("/"))
             .unwrap_err()
             .contains("external"));
+    }
+
+    #[test]
+    fn datapath_mode_is_checked() {
+        let top = EXAMPLE.replace(
+            "gossip_interval_ms = 200",
+            "gossip_interval_ms = 200\ndatapath = \"off\"",
+        );
+        assert_eq!(
+            Config::parse(&top, Path::new("/")).unwrap().datapath,
+            DatapathMode::Off
+        );
+        let bad = EXAMPLE.replace(
+            "gossip_interval_ms = 200",
+            "gossip_interval_ms = 200\ndatapath = \"ovs\"",
+        );
+        assert!(Config::parse(&bad, Path::new("/"))
+            .unwrap_err()
+            .contains("datapath:"));
+        assert_eq!(
+            Config::parse(EXAMPLE, Path::new("/")).unwrap().datapath,
+            DatapathMode::Linux
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod error;
 pub mod gossip;
 pub mod gossip_wire;
 pub mod logging;
+pub mod reconcile;
 pub mod store;
 pub mod tls;
 pub mod transport;

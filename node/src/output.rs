@@ -66,3 +66,111 @@ fn print_list(items: &[Value], kind: ObjectKind) {
         println!("{}", line(r));
     }
 }
+
+/// Prints a datapath plan for people: one line per object, grouped by kind.
+pub(crate) fn print_plan(v: &Value) {
+    let d = &v["desired"];
+    let list = |k: &str| d[k].as_array().cloned().unwrap_or_default();
+    for ns in list("namespaces") {
+        println!("namespace {}", scalar(&ns));
+    }
+    for e in list("links") {
+        println!(
+            "link      {:<24} {:<16} {}",
+            ns_of(&e[0][0]),
+            scalar(&e[0][1]),
+            compact(&e[1])
+        );
+    }
+    for a in list("addrs") {
+        println!(
+            "addr      {:<24} {:<16} {}/{}",
+            ns_of(&a["ns"]),
+            scalar(&a["dev"]),
+            scalar(&a["ip"]),
+            a["prefix"]
+        );
+    }
+    for r in list("routes") {
+        let via = r["via"]
+            .as_str()
+            .map(|v| format!(" via {v}"))
+            .unwrap_or_default();
+        println!(
+            "route     {:<24} table {:<10} {}{via} dev {}",
+            ns_of(&r["ns"]),
+            r["table"],
+            scalar(&r["dst"]),
+            scalar(&r["dev"])
+        );
+    }
+    for r in list("rules") {
+        println!(
+            "rule      {:<24} {:<10} {} lookup {}",
+            ns_of(&r["ns"]),
+            r["priority"],
+            compact(&r["selector"]),
+            r["table"]
+        );
+    }
+    for n in list("neighs") {
+        println!(
+            "neigh     {:<24} {:<16} {} lladdr {}",
+            ns_of(&n["ns"]),
+            scalar(&n["dev"]),
+            scalar(&n["ip"]),
+            scalar(&n["mac"])
+        );
+    }
+    for f in list("fdb") {
+        let mac: Vec<String> = f["mac"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|b| format!("{:02x}", b.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "fdb       {:<24} {:<16} {} {}",
+            ns_of(&f["ns"]),
+            scalar(&f["dev"]),
+            mac.join(":"),
+            compact(&f["target"])
+        );
+    }
+    for t in list("nft") {
+        println!(
+            "nft       {:<24} {} {}",
+            ns_of(&t[0]["ns"]),
+            scalar(&t[0]["family"]),
+            scalar(&t[0]["name"])
+        );
+    }
+    for p in v["problems"].as_array().cloned().unwrap_or_default() {
+        println!("problem   {}", scalar(&p));
+    }
+}
+
+/// Prints pending datapath ops for people.
+pub(crate) fn print_diff(v: &Value) {
+    let ops = v["ops"].as_array().cloned().unwrap_or_default();
+    if ops.is_empty() {
+        println!("in sync: the next pass changes nothing");
+    }
+    for op in ops {
+        println!("{}", compact(&op));
+    }
+}
+
+fn ns_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m.get("named").map(scalar).unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}

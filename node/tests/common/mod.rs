@@ -103,6 +103,7 @@ snat_priority = 100
 api_socket = "{name}.sock"
 data_dir = "data-{name}"
 gossip_interval_ms = 100
+datapath = "off"
 
 [tls]
 ca = "{ca_dir}/ca.pem"

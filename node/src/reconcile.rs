@@ -1,0 +1,239 @@
+//! The agent's reconcile loop: converged view → `datapath::plan` → observe → diff → apply.
+//!
+//! Level-triggered: it runs on every view change and at least every `resync`, never two passes at
+//! once, and after a pass with errors it retries with exponential back-off (100 ms doubling to
+//! 10 s). Kernel calls block, so each pass runs on the blocking pool.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datapath::{default_snat_holders, diff, plan, Kernel, NodeInfo, Op, Plan, Topology};
+use mesh_proto::{NodeId, ObjectId};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::store::service::ConfigService;
+use crate::view::{ClusterView, MemberState, ViewHandle};
+
+/// The planner's input, from the converged view. Pure.
+pub fn topology_from_view(view: &ClusterView) -> Topology {
+    let t = &view.tenant;
+    let mut topo = Topology {
+        nodes: view
+            .members
+            .iter()
+            .map(|(id, m)| {
+                (
+                    id.clone(),
+                    NodeInfo {
+                        facts: m.facts.clone(),
+                        alive: m.state == MemberState::Alive,
+                    },
+                )
+            })
+            .collect(),
+        networks: t.networks().map(|x| (x.id.clone(), x.clone())).collect(),
+        subnets: t.subnets().map(|x| (x.id.clone(), x.clone())).collect(),
+        external_networks: t
+            .external_networks()
+            .map(|x| (x.id.clone(), x.clone()))
+            .collect(),
+        routers: t.routers().map(|x| (x.id.clone(), x.clone())).collect(),
+        ports: t.ports().map(|x| (x.id.clone(), x.clone())).collect(),
+        fips: t
+            .floating_ips()
+            .map(|x| (x.id.clone(), x.clone()))
+            .collect(),
+        snat_holders: Default::default(),
+    };
+    topo.snat_holders = default_snat_holders(&topo);
+    topo
+}
+
+/// External networks on which `me` serves a FIP but has no FIP gateway port yet.
+pub fn missing_fip_gateways(t: &Topology, me: &NodeId) -> BTreeSet<ObjectId> {
+    let mut out = BTreeSet::new();
+    for f in t.fips.values() {
+        let Some(port) = f.port.as_ref().and_then(|p| t.ports.get(p)) else {
+            continue;
+        };
+        if &port.host != me {
+            continue;
+        }
+        let has_gateway = t
+            .ports
+            .values()
+            .any(|p| p.network == f.external_network && &p.host == me);
+        if !has_gateway {
+            out.insert(f.external_network.clone());
+        }
+    }
+    out
+}
+
+/// What the last pass did, for `dvrmesh status` and `datapath diff`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PassReport {
+    /// View generation the pass planned from.
+    pub view_generation: u64,
+    /// Ops computed.
+    pub ops: usize,
+    /// Ops that failed, with the error.
+    pub failed: Vec<(String, String)>,
+    /// Problems the planner reported.
+    pub problems: Vec<String>,
+    /// Wall time of the pass in milliseconds.
+    pub millis: u64,
+    /// Passes run since start.
+    pub passes: u64,
+    /// An error that stopped the pass (observe or apply failed entirely).
+    pub error: Option<String>,
+}
+
+/// A kernel shared between the loop and the API (for `datapath diff`).
+pub type SharedKernel = Arc<Mutex<Box<dyn Kernel + Send>>>;
+
+/// The reconciler of one node.
+pub struct Reconciler {
+    me: NodeId,
+    view: ViewHandle,
+    kernel: SharedKernel,
+    store: Arc<ConfigService>,
+    resync: Duration,
+    last: Mutex<PassReport>,
+}
+
+impl Reconciler {
+    /// A reconciler programming `kernel` from `view`.
+    pub fn new(
+        me: NodeId,
+        view: ViewHandle,
+        kernel: SharedKernel,
+        store: Arc<ConfigService>,
+        resync: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Reconciler {
+            me,
+            view,
+            kernel,
+            store,
+            resync,
+            last: Mutex::new(PassReport::default()),
+        })
+    }
+
+    /// The plan for the current view.
+    pub fn plan(&self) -> Plan {
+        plan(&topology_from_view(&self.view.load()), &self.me)
+    }
+
+    /// The ops the next pass would apply (observes the kernel; changes nothing).
+    pub async fn pending(&self) -> Result<Vec<Op>, String> {
+        let desired = self.plan().desired;
+        let kernel = self.kernel.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut k = kernel.lock().unwrap_or_else(|p| p.into_inner());
+            k.observe(&desired)
+                .map(|o| diff(&desired, &o))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The last pass's report.
+    pub fn last_report(&self) -> PassReport {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs until aborted.
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.view.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let ok = self.pass().await;
+            let wait = if ok {
+                backoff = Duration::from_millis(100);
+                self.resync
+            } else {
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                w
+            };
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(wait) => {},
+            }
+        }
+    }
+
+    /// One pass; true when everything applied.
+    async fn pass(&self) -> bool {
+        let view = self.view.load();
+        let topo = topology_from_view(&view);
+        for ext in missing_fip_gateways(&topo, &self.me) {
+            // Allocation waits a claim window: do it beside the loop; the next view change
+            // brings the port into the plan.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.ensure_fip_gateway(&ext).await {
+                    warn!(external_network = %ext, error = %e, "cannot allocate the FIP gateway port");
+                }
+            });
+        }
+        let Plan { desired, problems } = plan(&topo, &self.me);
+        let kernel = self.kernel.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut k = kernel.lock().unwrap_or_else(|p| p.into_inner());
+            let observed = k.observe(&desired).map_err(|e| e.to_string())?;
+            let ops = diff(&desired, &observed);
+            let report = if ops.is_empty() {
+                Default::default()
+            } else {
+                k.apply(&ops).map_err(|e| e.to_string())?
+            };
+            Ok::<_, String>((ops, report))
+        })
+        .await;
+        let millis = started.elapsed().as_millis() as u64;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.passes += 1;
+        last.view_generation = view.generation;
+        last.problems = problems;
+        last.millis = millis;
+        match result {
+            Ok(Ok((ops, report))) => {
+                if !ops.is_empty() {
+                    info!(
+                        op = ops.len(),
+                        failed = report.failed.len(),
+                        millis,
+                        "datapath reconciled"
+                    );
+                } else {
+                    debug!(millis, "datapath in sync");
+                }
+                for (op, err) in &report.failed {
+                    warn!(op = %op, error = %err, "datapath op failed");
+                }
+                last.ops = ops.len();
+                last.error = None;
+                let ok = report.failed.is_empty();
+                last.failed = report.failed;
+                ok
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "datapath pass failed");
+                last.error = Some(e);
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "datapath pass panicked");
+                last.error = Some(e.to_string());
+                false
+            }
+        }
+    }
+}
