@@ -15,6 +15,17 @@ fn must(a: &Agent, args: &[&str]) -> Result<Value> {
         .map_err(|e| anyhow!("dvrmesh {args:?} failed: {e}"))
 }
 
+/// The strings of a JSON array.
+fn names_of_plain(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The values of `field` in a JSON array of objects, sorted (lists come in id order).
 fn names(v: &Value, field: &str) -> Vec<String> {
     let mut out: Vec<String> = v
@@ -101,7 +112,7 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
         ],
     )?;
     // Setting the gateway allocated the router's external address and a SNAT port on sub-a.
-    let r1 = must(n3, &["router", "show", "r1"])?;
+    let r1 = must(n1, &["router", "show", "r1"])?;
     let ext_ip = r1["gateway"]["external_ip"]
         .as_str()
         .unwrap_or_default()
@@ -186,6 +197,23 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
         view["fips_by_host"]["n2"].as_array().map(Vec::len),
         Some(1),
         "FIP served by its port's host"
+    );
+
+    // The datapath plan of vm1's host holds r1's router namespace with the shared gateway address.
+    let r1_id = r1["id"].as_str().unwrap_or_default().to_string();
+    let plan = must(&agents[1], &["datapath", "plan"])?;
+    let namespaces = names_of_plain(&plan["desired"]["namespaces"]);
+    assert!(
+        namespaces.contains(&format!("qrouter-{r1_id}")),
+        "no qrouter in {namespaces:?}"
+    );
+    assert!(plan["desired"]["addrs"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["ip"] == "10.1.0.1")));
+    let diff = agents[1].cli(&["datapath", "diff"]);
+    assert!(
+        diff.is_err_and(|e| e.contains("datapath = \"off\"")),
+        "an agent that does not program the kernel has nothing to diff"
     );
 
     // Bad input: each refused with a message naming the problem, and nothing changes.
