@@ -57,8 +57,11 @@ pub(crate) fn dump_addrs(
 /// Adds an address (`EEXIST` if present).
 pub(crate) fn add_addr(conn: &mut Conn, a: &AddrSpec) -> Result<(), NlError> {
     let msg = addr_message(conn, a)?;
-    conn.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
-        .map(drop)
+    conn.request(
+        RouteNetlinkMessage::NewAddress(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map(drop)
 }
 
 /// Deletes an address; a missing address or link is fine.

@@ -34,7 +34,11 @@ pub fn is_owned(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RawKind {
     Bridge,
-    Vxlan { vni: u32, local: Ipv4Addr, port: u16 },
+    Vxlan {
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+    },
     Veth,
     /// Anything else (tun/tap, physical, …): dvrmesh never creates or deletes these.
     Other,
@@ -94,7 +98,9 @@ pub(crate) fn get(conn: &mut Conn, name: &str) -> Result<Option<RawLink>, NlErro
 
 /// The ifindex of `name`, or `ENODEV`.
 pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
-    get(conn, name)?.map(|l| l.index).ok_or_else(|| no_device(name))
+    get(conn, name)?
+        .map(|l| l.index)
+        .ok_or_else(|| no_device(name))
 }
 
 /// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`), then sets its
@@ -138,17 +144,13 @@ pub(crate) fn add(
             LinkKind::External => Vec::new(),
         };
         msg.attributes.push(LinkAttribute::LinkInfo(info));
-        if let Some(mtu) = spec.mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
+        // The MTU is set afterwards: an MTU given at creation does not count as set by the user,
+        // and a bridge would then follow its ports' MTU.
         if let Some(mac) = &spec.mac {
             msg.attributes
                 .push(LinkAttribute::Address(mac.octets().to_vec()));
         }
-        match conn.request(
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        ) {
+        match conn.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
             Ok(_) => {}
             Err(e) if e.is(&[libc::EEXIST]) => {}
             Err(e) => return Err(e),
@@ -198,12 +200,13 @@ fn set_learning(conn: &mut Conn, index: u32, learning: bool) -> Result<(), NlErr
     let mut msg = LinkMessage::default();
     msg.header.interface_family = AddressFamily::Bridge;
     msg.header.index = index;
-    msg.attributes
-        .push(LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(
-            DefaultNla::new(IFLA_BRPORT_LEARNING, vec![u8::from(learning)]),
-        )]));
-    conn.request(RouteNetlinkMessage::SetLink(msg), 0)
-        .map(drop)
+    msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![
+        LinkProtoInfoBridge::Other(DefaultNla::new(
+            IFLA_BRPORT_LEARNING,
+            vec![u8::from(learning)],
+        )),
+    ]));
+    conn.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
 }
 
 /// Brings `name` up (used for `lo` of a new namespace).
@@ -227,7 +230,9 @@ pub(crate) fn del(conn: &mut Conn, name: &str) -> Result<(), NlError> {
     if link.kind == RawKind::Other {
         return Err(NlError {
             errno: 0,
-            message: format!("refusing to delete {name}: dvrmesh does not create links of its kind"),
+            message: format!(
+                "refusing to delete {name}: dvrmesh does not create links of its kind"
+            ),
         });
     }
     let mut msg = LinkMessage::default();

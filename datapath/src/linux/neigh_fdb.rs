@@ -24,7 +24,10 @@ pub(crate) fn dump_neighs(
 ) -> Result<Vec<NeighSpec>, NlError> {
     let mut out = Vec::new();
     for n in dump(conn, AddressFamily::Inet)? {
-        let Some(link) = by_index.get(&n.header.ifindex).filter(|l| is_owned(&l.name)) else {
+        let Some(link) = by_index
+            .get(&n.header.ifindex)
+            .filter(|l| is_owned(&l.name))
+        else {
             continue;
         };
         if u16::from(n.header.state) & NUD_PERMANENT == 0 {
@@ -51,9 +54,12 @@ pub(crate) fn add_neigh(conn: &mut Conn, n: &NeighSpec) -> Result<(), NlError> {
     msg.header.ifindex = links::index(conn, &n.dev)?;
     msg.header.state = NeighbourState::Permanent;
     msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)));
-    msg.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(n.mac.octets().to_vec()));
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            n.ip,
+        )));
+    msg.attributes.push(NeighbourAttribute::LinkLayerAddress(
+        n.mac.octets().to_vec(),
+    ));
     conn.request(
         RouteNetlinkMessage::NewNeighbour(msg),
         NLM_F_CREATE | NLM_F_REPLACE,
@@ -81,7 +87,9 @@ pub(crate) fn del_neigh(conn: &mut Conn, n: &NeighSpec) -> Result<(), NlError> {
     msg.header.family = AddressFamily::Inet;
     msg.header.ifindex = index;
     msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)));
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            n.ip,
+        )));
     match conn.request(RouteNetlinkMessage::DelNeighbour(msg), 0) {
         Err(e) if e.is(&[libc::ENOENT, libc::ESRCH, libc::ENODEV]) => Ok(()),
         other => other.map(drop),
@@ -97,7 +105,10 @@ pub(crate) fn dump_fdb(
 ) -> Result<Vec<FdbSpec>, NlError> {
     let mut out = Vec::new();
     for n in dump(conn, AddressFamily::Bridge)? {
-        let Some(link) = by_index.get(&n.header.ifindex).filter(|l| is_owned(&l.name)) else {
+        let Some(link) = by_index
+            .get(&n.header.ifindex)
+            .filter(|l| is_owned(&l.name))
+        else {
             continue;
         };
         let Some(mac) = lladdr(&n) else {

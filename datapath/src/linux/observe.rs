@@ -38,9 +38,8 @@ pub(crate) fn observe(pass: &mut Pass<'_>, hint: &Desired) -> Result<Observed, E
         out.addrs.extend(
             addrs_routes::dump_addrs(conn, ns, &by_index).map_err(nl(ns, "dump addresses"))?,
         );
-        out.routes.extend(
-            addrs_routes::dump_routes(conn, ns, &by_index).map_err(nl(ns, "dump routes"))?,
-        );
+        out.routes
+            .extend(addrs_routes::dump_routes(conn, ns, &by_index).map_err(nl(ns, "dump routes"))?);
         out.rules
             .extend(rules::dump(conn, ns).map_err(nl(ns, "dump rules"))?);
         out.neighs.extend(
