@@ -18,6 +18,9 @@ use nix::sys::statfs::{statfs, NSFS_MAGIC};
 
 use crate::Error;
 
+/// How many mounts stacked on one namespace file `delete` removes at most.
+const MAX_STACKED_MOUNTS: usize = 8;
+
 /// Runs `f` on a new thread that has entered the namespace `ns` and returns its result. The
 /// thread ends afterwards, so no thread is ever left in a foreign namespace.
 pub fn in_netns<R, F>(ns: &File, label: &str, f: F) -> Result<R, Error>
@@ -26,20 +29,20 @@ where
     F: FnOnce() -> R + Send,
 {
     let fd = ns.as_fd();
+    let fail = |message: String| Error::Namespace {
+        ns: label.to_string(),
+        message,
+    };
     std::thread::scope(|scope| {
-        scope
-            .spawn(move || -> Result<R, Error> {
-                setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| Error::Namespace {
-                    ns: label.to_string(),
-                    message: format!("setns: {e}"),
-                })?;
+        std::thread::Builder::new()
+            .name("dvrmesh-netns".into())
+            .spawn_scoped(scope, move || -> Result<R, Error> {
+                setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| fail(format!("setns: {e}")))?;
                 Ok(f())
             })
+            .map_err(|e| fail(format!("spawn thread: {e}")))?
             .join()
-            .map_err(|_| Error::Namespace {
-                ns: label.to_string(),
-                message: "worker thread panicked".to_string(),
-            })?
+            .map_err(|_| fail("worker thread panicked".to_string()))?
     })
 }
 
@@ -84,8 +87,9 @@ pub fn create(dir: &Path, name: &str) -> Result<(), Error> {
     }
     fs::create_dir_all(dir).map_err(|e| fail(format!("create {}: {e}", dir.display())))?;
     let result = std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<(), String> {
+        std::thread::Builder::new()
+            .name("dvrmesh-netns".into())
+            .spawn_scoped(scope, || -> Result<(), String> {
                 unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
                 let created = match OpenOptions::new().write(true).create_new(true).open(&path) {
                     Ok(_) => true,
@@ -107,6 +111,7 @@ pub fn create(dir: &Path, name: &str) -> Result<(), Error> {
                 }
                 Ok(())
             })
+            .map_err(|e| format!("spawn thread: {e}"))?
             .join()
             .map_err(|_| "namespace thread panicked".to_string())?
     });
@@ -118,7 +123,10 @@ pub fn create(dir: &Path, name: &str) -> Result<(), Error> {
 pub fn delete(dir: &Path, name: &str) -> Result<(), Error> {
     let path = path_of(dir, name)?;
     // Several stacked mounts are possible after races; unmount until the file is plain.
-    while is_netns(&path) {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        if !is_netns(&path) {
+            break;
+        }
         umount2(&path, MntFlags::MNT_DETACH).map_err(|e| Error::Namespace {
             ns: name.to_string(),
             message: format!("umount {}: {e}", path.display()),

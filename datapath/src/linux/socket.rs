@@ -178,7 +178,8 @@ impl Conn {
         loop {
             self.buf.clear();
             let n = loop {
-                match self.sock.recv(&mut self.buf, 0) {
+                // MSG_TRUNC: the kernel returns the datagram's full length, so truncation shows.
+                match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     other => break other?,
                 }

@@ -29,21 +29,17 @@ pub fn key_path(key: &str) -> Result<PathBuf, String> {
 }
 
 /// Reads `keys` inside the namespace; a key whose file does not exist (an interface not created
-/// yet) reads as `None`. Values lose their trailing newline.
+/// yet) or that is not a valid key reads as `None` (writing it then fails, visibly). Values lose
+/// their trailing newline.
 pub(crate) fn read_all(
     ns: &File,
     label: &str,
     keys: &[String],
 ) -> Result<Vec<(String, Option<String>)>, Error> {
-    let paths = keys
+    let paths: Vec<(String, PathBuf)> = keys
         .iter()
-        .map(|k| key_path(k).map(|p| (k.clone(), p)))
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|message| Error::Sysctl {
-            ns: label.to_string(),
-            key: keys.join(","),
-            message,
-        })?;
+        .filter_map(|k| key_path(k).ok().map(|p| (k.clone(), p)))
+        .collect();
     netns::in_netns(ns, label, || {
         let mut out = Vec::with_capacity(paths.len());
         for (key, path) in paths {
