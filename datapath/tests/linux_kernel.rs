@@ -735,4 +735,58 @@ fn failures_are_reported_and_the_batch_goes_on() {
         observed.links.keys().cloned().collect::<BTreeSet<_>>(),
         BTreeSet::from([(Netns::Host, "br-1".to_string())])
     );
+
+    // The kernel's own explanation (extended ack) reaches the report.
+    let unreachable = Op::AddRoute(RouteSpec {
+        ns: Netns::Host,
+        table: 5,
+        dst: cidr("10.2.0.0/24"),
+        via: Some(ip("10.99.0.1")),
+        dev: "br-1".into(),
+    });
+    let report = lab.kernel.apply(&[unreachable]).expect("apply");
+    assert_eq!(report.failed.len(), 1);
+    let message = &report.failed[0].1;
+    assert!(message.contains("Nexthop has invalid gateway"), "{message}");
+}
+
+/// Veth peers are named correctly even when ifindexes collide across namespaces (each namespace
+/// numbers its own links), which the backend settles with the peer's namespace id.
+#[test]
+fn veth_peers_resolve_across_namespaces_with_colliding_ifindexes() {
+    let mut lab = Lab::new();
+    let a = Netns::Named("qrouter-a".into());
+    let b = Netns::Named("qrouter-b".into());
+    let c = Netns::Named("fip-c".into());
+    let veth = |peer: &str, peer_ns: &Netns| LinkSpec {
+        mtu: Some(1500),
+        ..link(LinkKind::Veth {
+            peer: peer.into(),
+            peer_ns: peer_ns.clone(),
+        })
+    };
+    let mut desired = Desired::default();
+    for (ns, name, peer, peer_ns) in [
+        (Netns::Host, "tqr-a", "qr-a", &a),
+        (a.clone(), "qr-a", "tqr-a", &Netns::Host),
+        (b.clone(), "rfp-b", "fpr-b", &c),
+        (c.clone(), "fpr-b", "rfp-b", &b),
+    ] {
+        desired
+            .links
+            .insert((ns, name.to_string()), veth(peer, peer_ns));
+    }
+    for ns in ["qrouter-a", "qrouter-b", "fip-c"] {
+        desired.namespaces.insert(ns.to_string());
+    }
+    lab.apply_ok(&add_ops(&desired));
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+
+    let index = |ns: &Netns, dev: &str| {
+        let out = lab.sh(ns, &["ip", "-o", "link", "show", dev]);
+        out.split(':').next().unwrap_or_default().trim().to_string()
+    };
+    // The situation the test is about (if the kernel numbered globally, it would be vacuous).
+    assert_eq!(index(&Netns::Host, "tqr-a"), index(&b, "rfp-b"));
+    assert_eq!(index(&a, "qr-a"), index(&c, "fpr-b"));
 }
