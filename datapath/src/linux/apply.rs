@@ -6,8 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use super::observe::nl;
-use super::socket::NlError;
+use super::socket::{nl, NlError};
 use super::{addrs_routes, links, neigh_fdb, netns, nft, rules, sysctl, Pass};
 use crate::{ApplyReport, Error, LinkKind, Netns, Op};
 

@@ -128,12 +128,46 @@ fn with_comment(key: &NftKey, body: &str) -> Result<String, String> {
             key.name
         ));
     }
+    if !is_one_block(&body[open..]) {
+        return Err(format!(
+            "nft body for {} has text after its table block",
+            key.name
+        ));
+    }
     Ok(format!(
         "{}\n\tcomment \"{}\"\n{}",
         &body[..=open],
         comment_for(body),
         &body[open + 1..]
     ))
+}
+
+/// Whether `text` (starting at a `{`) is one balanced block followed only by blanks, so a body
+/// cannot go on to change tables dvrmesh does not own. Quoted strings and `#` comments are
+/// skipped.
+fn is_one_block(text: &str) -> bool {
+    let (mut depth, mut in_quote, mut in_comment) = (0usize, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\n' if in_comment => in_comment = false,
+            _ if in_comment => {}
+            '"' => in_quote = !in_quote,
+            _ if in_quote => {}
+            '#' => in_comment = true,
+            '{' => depth += 1,
+            '}' => {
+                depth = match depth.checked_sub(1) {
+                    Some(d) => d,
+                    None => return false,
+                };
+                if depth == 0 {
+                    return text[i + 1..].trim().is_empty();
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Runs `nft -f -` with `text` on stdin inside the namespace; nft's stderr on failure.
@@ -227,6 +261,11 @@ mod tests {
             digest(body)
         )));
         assert!(batch(&[(&key, Some("table ip other { }"))]).is_err());
+        let smuggled = "table ip dvrmesh-x { chain c { } }\ndelete table ip filter";
+        assert!(batch(&[(&key, Some(smuggled))]).is_err());
+        let quoted = "table ip dvrmesh-x { comment \"}\" # }\n chain c { } }\n";
+        assert!(batch(&[(&key, Some(quoted))]).is_ok());
+        assert!(batch(&[(&key, Some("table ip dvrmesh-x { chain c {"))]).is_err());
         let foreign = NftKey {
             name: "filter".into(),
             ..key

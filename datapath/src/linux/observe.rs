@@ -13,7 +13,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::links::{self, is_owned, ByIndex, RawKind, RawLink};
-use super::socket::{Conn, NlError};
+use super::socket::{nl, Conn, NlError};
 use super::{addrs_routes, neigh_fdb, netns, nft, rules, sysctl, Pass, OWNED_NAMESPACE_PREFIXES};
 use crate::{Desired, Error, LinkKind, LinkSpec, Netns, NftKey, Observed};
 
@@ -218,13 +218,4 @@ fn observe_sysctls(pass: &mut Pass<'_>, hint: &Desired, out: &mut Observed) -> R
         }
     }
     Ok(())
-}
-
-/// Wraps a netlink failure of `what` in `ns` as [`Error::Netlink`].
-pub(crate) fn nl<'a>(ns: &'a Netns, what: &'a str) -> impl Fn(NlError) -> Error + 'a {
-    move |e| Error::Netlink {
-        ns: ns.to_string(),
-        op: what.to_string(),
-        message: e.message,
-    }
 }

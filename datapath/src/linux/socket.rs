@@ -15,7 +15,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr};
 
 use super::netns;
-use crate::Error;
+use crate::{Error, Netns};
 
 const NLMSG_HDR_LEN: usize = 16;
 const NLMSG_NOOP: u16 = 1;
@@ -78,6 +78,15 @@ impl From<io::Error> for NlError {
             Some(errno) => NlError::from_errno(errno, None),
             None => NlError::other(e.to_string()),
         }
+    }
+}
+
+/// Wraps a netlink failure of `what` in `ns` as [`Error::Netlink`].
+pub(crate) fn nl<'a>(ns: &'a Netns, what: &'a str) -> impl Fn(NlError) -> Error + 'a {
+    move |e| Error::Netlink {
+        ns: ns.to_string(),
+        op: what.to_string(),
+        message: e.message,
     }
 }
 
