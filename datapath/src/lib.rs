@@ -6,14 +6,16 @@
 //! - [`diff`] (pure): desired and observed → ordered [`Op`]s, adds before deletes.
 //! - [`Kernel`]: `observe` reads back only objects dvrmesh owns (name prefixes, route protocol
 //!   [`ROUTE_PROTOCOL`], nft tables named `dvrmesh*`); `apply` is idempotent. [`fake::FakeKernel`]
-//!   keeps ordered maps for tests; the Linux backend talks netlink from threads inside each
-//!   namespace and loads one `nft -f` batch per namespace per pass.
+//!   keeps ordered maps for tests; the Linux backend ([`linux::LinuxKernel`]) talks netlink from
+//!   threads inside each namespace and loads one `nft -f` batch per namespace per pass.
 //!
 //! It does not know about gossip or the agent: it depends on `mesh-proto` only.
 
 mod diff;
 mod error;
 pub mod fake;
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod model;
 pub mod plan;
 

@@ -1,0 +1,169 @@
+//! `apply`: ops in the given order, except that all nft ops of one namespace run as one atomic
+//! `nft -f -` batch at the position of the first of them.
+//!
+//! An op the kernel refuses goes to [`ApplyReport::failed`] and the batch goes on; a namespace
+//! that cannot be entered ends the pass with an [`Error`].
+
+use std::collections::BTreeSet;
+
+use super::socket::{nl, NlError};
+use super::{addrs_routes, links, neigh_fdb, netns, nft, rules, sysctl, Pass};
+use crate::{ApplyReport, Error, LinkKind, Netns, Op};
+
+/// Applies `ops` in order.
+pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Error> {
+    let mut report = ApplyReport::default();
+    let mut nft_done: BTreeSet<Netns> = BTreeSet::new();
+    for op in ops {
+        if let Op::ReplaceNft { key, .. } | Op::DelNft(key) = op {
+            if nft_done.insert(key.ns.clone()) {
+                apply_nft(pass, ops, &key.ns, &mut report)?;
+            }
+            continue;
+        }
+        match apply_one(pass, op)? {
+            Ok(()) => report.applied += 1,
+            Err(message) => report.failed.push((format!("{op:?}"), message)),
+        }
+    }
+    Ok(report)
+}
+
+/// One non-nft op. The outer error is fatal (a namespace that cannot be entered); the inner one
+/// is this op's failure.
+fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> {
+    let result: Result<(), NlError> = match op {
+        Op::AddNamespace { name } => {
+            if let Err(e) = netns::create(pass.netns_dir(), name) {
+                return Ok(Err(e.to_string()));
+            }
+            links::set_up(pass.conn(&Netns::Named(name.clone()))?, "lo")
+        }
+        Op::DelNamespace { name } => {
+            let ns = Netns::Named(name.clone());
+            pass.forget(&ns);
+            return Ok(netns::delete(pass.netns_dir(), name).map_err(|e| e.to_string()));
+        }
+        Op::SetSysctl { ns, key, value } => {
+            let file = pass.open_ns(ns)?;
+            return Ok(sysctl::write(&file, &ns.to_string(), key, value).map_err(|e| e.to_string()));
+        }
+        Op::AddLink { ns, name, spec } => {
+            let peer_file = match &spec.kind {
+                LinkKind::Veth { peer_ns, .. } if peer_ns != ns => Some(pass.open_ns(peer_ns)?),
+                _ => None,
+            };
+            links::add(pass.conn(ns)?, name, spec, peer_file.as_ref())
+        }
+        Op::SetLink { ns, name, spec } => links::set(pass.conn(ns)?, name, spec),
+        Op::DelLink { ns, name } => links::del(pass.conn(ns)?, name),
+        Op::AddAddr(a) => addrs_routes::add_addr(pass.conn(&a.ns)?, a),
+        Op::DelAddr(a) => addrs_routes::del_addr(pass.conn(&a.ns)?, a),
+        Op::AddRoute(r) => addrs_routes::add_route(pass.conn(&r.ns)?, r),
+        Op::DelRoute(r) => addrs_routes::del_route(pass.conn(&r.ns)?, r),
+        Op::AddRule(r) => rules::add(pass.conn(&r.ns)?, r),
+        Op::DelRule(r) => rules::del(pass.conn(&r.ns)?, r),
+        Op::AddNeigh(n) => neigh_fdb::add_neigh(pass.conn(&n.ns)?, n),
+        Op::DelNeigh(n) => neigh_fdb::del_neigh(pass.conn(&n.ns)?, n),
+        Op::AddFdb(f) => neigh_fdb::add_fdb(pass.conn(&f.ns)?, f),
+        Op::DelFdb(f) => neigh_fdb::del_fdb(pass.conn(&f.ns)?, f),
+        Op::ReplaceNft { .. } | Op::DelNft(_) => Ok(()),
+    };
+    Ok(match result {
+        Ok(()) => Ok(()),
+        // Adding what exists counts as success.
+        Err(e) if e.is(&[libc::EEXIST]) && is_add(op) => Ok(()),
+        Err(e) => Err(nl(&op_ns(op), op_name(op))(e).to_string()),
+    })
+}
+
+/// Runs every nft op of `ns` in `ops` as one batch.
+fn apply_nft(
+    pass: &mut Pass<'_>,
+    ops: &[Op],
+    ns: &Netns,
+    report: &mut ApplyReport,
+) -> Result<(), Error> {
+    let mut text = String::new();
+    let mut batched = Vec::new();
+    for op in ops {
+        let (key, body) = match op {
+            Op::ReplaceNft { key, body } if key.ns == *ns => (key, Some(body.as_str())),
+            Op::DelNft(key) if key.ns == *ns => (key, None),
+            _ => continue,
+        };
+        match nft::batch(&[(key, body)]) {
+            Ok(part) => {
+                text.push_str(&part);
+                batched.push(op);
+            }
+            Err(message) => report.failed.push((format!("{op:?}"), message)),
+        }
+    }
+    if batched.is_empty() {
+        return Ok(());
+    }
+    let file = pass.open_ns(ns)?;
+    match nft::run(&file, &ns.to_string(), &text) {
+        Ok(()) => report.applied += batched.len(),
+        Err(e) => {
+            let message = e.to_string();
+            for op in batched {
+                report.failed.push((format!("{op:?}"), message.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_add(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::AddLink { .. }
+            | Op::AddAddr(_)
+            | Op::AddRoute(_)
+            | Op::AddRule(_)
+            | Op::AddNeigh(_)
+            | Op::AddFdb(_)
+    )
+}
+
+fn op_ns(op: &Op) -> Netns {
+    let ns = match op {
+        Op::SetSysctl { ns, .. }
+        | Op::AddLink { ns, .. }
+        | Op::SetLink { ns, .. }
+        | Op::DelLink { ns, .. } => ns,
+        Op::AddAddr(a) | Op::DelAddr(a) => &a.ns,
+        Op::AddRoute(r) | Op::DelRoute(r) => &r.ns,
+        Op::AddRule(r) | Op::DelRule(r) => &r.ns,
+        Op::AddNeigh(n) | Op::DelNeigh(n) => &n.ns,
+        Op::AddFdb(f) | Op::DelFdb(f) => &f.ns,
+        Op::ReplaceNft { key, .. } | Op::DelNft(key) => &key.ns,
+        Op::AddNamespace { name } | Op::DelNamespace { name } => return Netns::Named(name.clone()),
+    };
+    ns.clone()
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::AddNamespace { .. } => "add namespace",
+        Op::SetSysctl { .. } => "set sysctl",
+        Op::AddLink { .. } => "add link",
+        Op::SetLink { .. } => "set link",
+        Op::AddAddr(_) => "add address",
+        Op::AddRoute(_) => "add route",
+        Op::AddRule(_) => "add rule",
+        Op::AddNeigh(_) => "add neighbour",
+        Op::AddFdb(_) => "add fdb entry",
+        Op::ReplaceNft { .. } => "replace nft table",
+        Op::DelNft(_) => "delete nft table",
+        Op::DelFdb(_) => "delete fdb entry",
+        Op::DelNeigh(_) => "delete neighbour",
+        Op::DelRule(_) => "delete rule",
+        Op::DelRoute(_) => "delete route",
+        Op::DelAddr(_) => "delete address",
+        Op::DelLink { .. } => "delete link",
+        Op::DelNamespace { .. } => "delete namespace",
+    }
+}

@@ -1,0 +1,162 @@
+//! The Linux backend of [`Kernel`]: netlink from inside each namespace, one `nft -f -` batch per
+//! namespace per pass.
+//!
+//! Each `observe` or `apply` is one *pass*: it opens the host namespace and every named namespace
+//! it touches, creates one synchronous rtnetlink socket per namespace on a short-lived thread that
+//! has entered it (a socket keeps the namespace it was created in), and uses those sockets from
+//! the caller's thread. Sysctls are read and written, and `nft` is run, from threads inside the
+//! namespace. Nothing is kept between passes, so a deleted namespace is never held alive.
+//!
+//! What dvrmesh owns, and so what `observe` reports and `apply` may delete: links named with one
+//! of [`OWNED_LINK_PREFIXES`], namespaces named with one of [`OWNED_NAMESPACE_PREFIXES`], routes
+//! and rules with protocol [`crate::ROUTE_PROTOCOL`], permanent neighbours and FDB entries on
+//! owned links, and nft tables named [`crate::NFT_TABLE_PREFIX`]`*`.
+
+mod addrs_routes;
+mod apply;
+mod links;
+mod neigh_fdb;
+pub mod netns;
+pub mod nft;
+mod observe;
+mod rules;
+mod socket;
+pub mod sysctl;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use netlink_sys::protocols::NETLINK_ROUTE;
+
+pub use self::links::{is_owned, OWNED_LINK_PREFIXES};
+use self::socket::Conn;
+use crate::{ApplyReport, Desired, Error, Kernel, Netns, Observed, Op};
+
+/// Name prefixes of the named namespaces dvrmesh owns.
+pub const OWNED_NAMESPACE_PREFIXES: &[&str] = &["qrouter-", "snat-", "fip-"];
+
+/// Which namespace the model's [`Netns::Host`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostNs {
+    /// The namespace of the thread that calls `observe`/`apply` (the agent's own).
+    Current,
+    /// The namespace behind this file (a bind-mounted namespace, or `/proc/<pid>/ns/net`); tests
+    /// use it to keep everything inside a throwaway namespace.
+    Path(PathBuf),
+}
+
+/// Where the backend works.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxConfig {
+    /// The host namespace.
+    pub host: HostNs,
+    /// Directory of the named namespaces' files (`/run/netns` in production, like `ip netns`).
+    pub netns_dir: PathBuf,
+}
+
+impl Default for LinuxConfig {
+    fn default() -> Self {
+        LinuxConfig {
+            host: HostNs::Current,
+            netns_dir: PathBuf::from("/run/netns"),
+        }
+    }
+}
+
+/// [`Kernel`] on the running Linux kernel. Needs `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (setns,
+/// mount), and the `nft` binary for `apply` of nft ops.
+#[derive(Debug)]
+pub struct LinuxKernel {
+    config: LinuxConfig,
+}
+
+impl LinuxKernel {
+    /// A backend working in `config`'s namespaces. Nothing is opened until the first pass.
+    pub fn new(config: LinuxConfig) -> Self {
+        LinuxKernel { config }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &LinuxConfig {
+        &self.config
+    }
+}
+
+impl Kernel for LinuxKernel {
+    fn observe(&mut self, hint: &Desired) -> Result<Observed, Error> {
+        let mut pass = Pass::new(&self.config)?;
+        observe::observe(&mut pass, hint)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<ApplyReport, Error> {
+        let mut pass = Pass::new(&self.config)?;
+        apply::apply(&mut pass, ops)
+    }
+}
+
+// === impl Pass ===
+
+/// The namespaces and sockets of one `observe` or `apply`.
+pub(crate) struct Pass<'a> {
+    config: &'a LinuxConfig,
+    host: File,
+    conns: HashMap<Netns, Conn>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(config: &'a LinuxConfig) -> Result<Self, Error> {
+        let host = match &config.host {
+            HostNs::Current => netns::open(Path::new("/proc/thread-self/ns/net"), "host")?,
+            HostNs::Path(p) => netns::open(p, "host")?,
+        };
+        Ok(Pass {
+            config,
+            host,
+            conns: HashMap::new(),
+        })
+    }
+
+    /// The directory of named namespaces.
+    pub(crate) fn netns_dir(&self) -> &Path {
+        &self.config.netns_dir
+    }
+
+    /// A fresh handle on the namespace `ns`.
+    pub(crate) fn open_ns(&self, ns: &Netns) -> Result<File, Error> {
+        match ns {
+            Netns::Host => self.host.try_clone().map_err(|e| Error::Namespace {
+                ns: ns.to_string(),
+                message: format!("dup: {e}"),
+            }),
+            Netns::Named(name) => {
+                let path = netns::path_of(&self.config.netns_dir, name)?;
+                if !netns::is_netns(&path) {
+                    return Err(Error::Namespace {
+                        ns: name.clone(),
+                        message: format!("{} is not a network namespace", path.display()),
+                    });
+                }
+                netns::open(&path, name)
+            }
+        }
+    }
+
+    /// The rtnetlink socket of `ns`, opened on first use.
+    pub(crate) fn conn(&mut self, ns: &Netns) -> Result<&mut Conn, Error> {
+        if !self.conns.contains_key(ns) {
+            let file = self.open_ns(ns)?;
+            let conn = Conn::open(NETLINK_ROUTE, &file, &ns.to_string())?;
+            self.conns.insert(ns.clone(), conn);
+        }
+        self.conns.get_mut(ns).ok_or_else(|| Error::Namespace {
+            ns: ns.to_string(),
+            message: "socket vanished".to_string(),
+        })
+    }
+
+    /// Drops the socket of `ns` (it would keep a deleted namespace alive).
+    pub(crate) fn forget(&mut self, ns: &Netns) {
+        self.conns.remove(ns);
+    }
+}

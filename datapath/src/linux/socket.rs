@@ -1,0 +1,285 @@
+//! One synchronous netlink socket opened inside a namespace: request/ack, dumps, errno.
+//!
+//! A netlink socket belongs to the namespace of the thread that created it, so [`Conn::open`]
+//! creates it on a short-lived thread that has entered the namespace and hands it back; after
+//! that it is used from the caller's thread. Framing is done here (it is the same for rtnetlink
+//! and nfnetlink); rtnetlink payloads are built and parsed with `netlink-packet-route`.
+
+use std::fs::File;
+use std::io;
+
+use netlink_packet_core::{
+    Emitable, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr};
+
+use super::netns;
+use crate::{Error, Netns};
+
+const NLMSG_HDR_LEN: usize = 16;
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+/// The error message echoes only the request's header (`NETLINK_CAP_ACK`).
+const NLM_F_CAPPED: u16 = 0x100;
+/// The error message carries extended-ack attributes.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+/// `NLMSGERR_ATTR_MSG`: the kernel's explanation.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// Large enough for any datagram the kernel sends on a socket of this size (dumps use ≤ 32 KiB).
+const RECV_BUF: usize = 256 * 1024;
+/// A dump interrupted by a concurrent change is retried this many times.
+const DUMP_RETRIES: usize = 5;
+
+/// A failed netlink exchange: a kernel errno (positive; 0 when the failure is not an errno, such
+/// as an undecodable reply) and a readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NlError {
+    /// Positive errno, or 0.
+    pub(crate) errno: i32,
+    /// The kernel's words (errno text plus extended ack), or the library's.
+    pub(crate) message: String,
+}
+
+impl NlError {
+    fn from_errno(errno: i32, extack: Option<String>) -> Self {
+        let base = io::Error::from_raw_os_error(errno).to_string();
+        let message = match extack {
+            Some(text) if !text.is_empty() => format!("{base}: {text}"),
+            _ => base,
+        };
+        NlError { errno, message }
+    }
+
+    fn other(message: impl Into<String>) -> Self {
+        NlError {
+            errno: 0,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the kernel answered with one of these errnos.
+    pub(crate) fn is(&self, errnos: &[i32]) -> bool {
+        errnos.contains(&self.errno)
+    }
+}
+
+impl std::fmt::Display for NlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<io::Error> for NlError {
+    fn from(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(errno) => NlError::from_errno(errno, None),
+            None => NlError::other(e.to_string()),
+        }
+    }
+}
+
+/// Wraps a netlink failure of `what` in `ns` as [`Error::Netlink`].
+pub(crate) fn nl<'a>(ns: &'a Netns, what: &'a str) -> impl Fn(NlError) -> Error + 'a {
+    move |e| Error::Netlink {
+        ns: ns.to_string(),
+        op: what.to_string(),
+        message: e.message,
+    }
+}
+
+/// A netlink socket bound in one namespace.
+pub(crate) struct Conn {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Opens a socket of `protocol` (`NETLINK_ROUTE`, `NETLINK_NETFILTER`) inside the namespace
+    /// `ns` (labelled `label` in errors).
+    pub(crate) fn open(protocol: isize, ns: &File, label: &str) -> Result<Conn, Error> {
+        let sock = netns::in_netns(ns, label, move || -> io::Result<Socket> {
+            let mut sock = Socket::new(protocol)?;
+            sock.bind_auto()?;
+            Ok(sock)
+        })?
+        .map_err(|e| Error::Namespace {
+            ns: label.to_string(),
+            message: format!("netlink socket: {e}"),
+        })?;
+        // Best effort: a kernel without these still works, only with terser errors.
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
+        Ok(Conn {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// Sends one rtnetlink request with `flags` (plus `NLM_F_REQUEST | NLM_F_ACK`) and waits for
+    /// the kernel's answer; returns the messages the kernel sent before its ack.
+    pub(crate) fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let msg_type = msg.message_type();
+        let mut payload = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut payload);
+        let raw = self.raw_exchange(msg_type, flags | NLM_F_ACK, &payload)?;
+        parse_route(raw)
+    }
+
+    /// Dumps with an rtnetlink request (`NLM_F_DUMP`), retrying when the dump was interrupted.
+    pub(crate) fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let msg_type = msg.message_type();
+        let mut payload = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut payload);
+        parse_route(self.raw_dump(msg_type, &payload)?)
+    }
+
+    /// Dumps with a raw request; returns `(message type, payload)` of every reply.
+    pub(crate) fn raw_dump(
+        &mut self,
+        msg_type: u16,
+        payload: &[u8],
+    ) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
+        let mut last = NlError::other("dump interrupted");
+        for _ in 0..DUMP_RETRIES {
+            match self.raw_exchange(msg_type, NLM_F_DUMP, payload) {
+                Err(e) if e.errno == libc::EINTR => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends one message and collects replies until the ack (`NLM_F_ACK` requests) or
+    /// `NLMSG_DONE` (dumps). An interrupted dump is reported as `EINTR`.
+    fn raw_exchange(
+        &mut self,
+        msg_type: u16,
+        flags: u16,
+        payload: &[u8],
+    ) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let len = NLMSG_HDR_LEN + payload.len();
+        let len32 = u32::try_from(len).map_err(|_| NlError::other("request too large"))?;
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&len32.to_ne_bytes());
+        out.extend_from_slice(&msg_type.to_ne_bytes());
+        out.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(payload);
+        self.sock.send_to(&out, &SocketAddr::new(0, 0), 0)?;
+
+        let mut replies = Vec::new();
+        let mut interrupted = false;
+        loop {
+            self.buf.clear();
+            let n = loop {
+                // MSG_TRUNC: the kernel returns the datagram's full length, so truncation shows.
+                match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            if n > self.buf.len() {
+                return Err(NlError::other("netlink reply truncated"));
+            }
+            let mut off = 0;
+            while off + NLMSG_HDR_LEN <= n {
+                let hdr = &self.buf[off..];
+                let mlen = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+                let mtype = u16::from_ne_bytes([hdr[4], hdr[5]]);
+                let mflags = u16::from_ne_bytes([hdr[6], hdr[7]]);
+                let mseq = u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+                if mlen < NLMSG_HDR_LEN || off + mlen > n {
+                    return Err(NlError::other("malformed netlink message"));
+                }
+                let body = &self.buf[off + NLMSG_HDR_LEN..off + mlen];
+                off += (mlen + 3) & !3;
+                if mseq != seq {
+                    continue; // a late answer to an earlier request
+                }
+                if mflags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match mtype {
+                    NLMSG_NOOP => {}
+                    NLMSG_OVERRUN => return Err(NlError::other("netlink overrun")),
+                    NLMSG_ERROR => {
+                        let code = read_i32(body).ok_or_else(|| NlError::other("short error"))?;
+                        if code == 0 {
+                            return Ok(replies);
+                        }
+                        return Err(NlError::from_errno(-code, extack_message(mflags, body)));
+                    }
+                    NLMSG_DONE => {
+                        let code = read_i32(body).unwrap_or(0);
+                        if code < 0 {
+                            return Err(NlError::from_errno(-code, None));
+                        }
+                        if interrupted {
+                            return Err(NlError::from_errno(libc::EINTR, None));
+                        }
+                        return Ok(replies);
+                    }
+                    _ => replies.push((mtype, body.to_vec())),
+                }
+            }
+        }
+    }
+}
+
+fn read_i32(b: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// The `NLMSGERR_ATTR_MSG` text of an error message, if the kernel sent one.
+fn extack_message(flags: u16, body: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    // code (4) + the echoed request: its header only when capped, else the whole request.
+    let echoed = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDR_LEN
+    } else {
+        let len = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+        (len + 3) & !3
+    };
+    let mut tlvs = body.get(4 + echoed..)?;
+    while tlvs.len() >= 4 {
+        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
+        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
+        if len < 4 || len > tlvs.len() {
+            break;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &tlvs[4..len];
+            let text = text.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        tlvs = tlvs.get((len + 3) & !3..).unwrap_or_default();
+    }
+    None
+}
+
+/// Parses rtnetlink replies. Messages the library cannot decode are skipped: a foreign object
+/// with an exotic attribute must not make the whole observation fail (an owned object that is
+/// skipped is re-added, which the kernel answers with EEXIST, and converges).
+fn parse_route(raw: Vec<(u16, Vec<u8>)>) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+    Ok(raw
+        .into_iter()
+        .filter_map(|(t, body)| RouteNetlinkMessage::parse_with_param(&body[..], t).ok())
+        .collect())
+}

@@ -1,0 +1,792 @@
+//! The Linux backend against the running kernel. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
+//!
+//! Sealed: every test creates its own throwaway "host" namespace and its own directory of named
+//! namespaces under a temp dir, and touches nothing else. VXLAN endpoints are loopback addresses
+//! of the throwaway namespace (whose `lo` is down), so no packet can leave it. A [`Lab`] guard
+//! removes the namespaces again, also when a test panics.
+
+#![cfg(target_os = "linux")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use datapath::linux::{netns, nft, HostNs, LinuxConfig, LinuxKernel};
+use datapath::{
+    AddrSpec, Desired, Error, FdbSpec, FdbTarget, Kernel, LinkKind, LinkSpec, NeighSpec, Netns,
+    NftFamily, NftKey, Op, RouteSpec, RuleSelector, RuleSpec,
+};
+use mesh_proto::{Ipv4Cidr, MacAddr};
+
+const QR: &str = "qrouter-t1";
+const TABLE: u32 = 167_837_697; // int(10.1.0.1), as Neutron numbers SNAT tables
+
+// === Lab ===
+
+/// A throwaway host namespace plus a temp directory for named ones; removed on drop.
+struct Lab {
+    dir: tempfile::TempDir,
+    kernel: LinuxKernel,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        require_root();
+        let dir = tempfile::tempdir().expect("temp dir");
+        netns::create(&dir.path().join("host"), "lab").expect("create the lab's host namespace");
+        let kernel = LinuxKernel::new(LinuxConfig {
+            host: HostNs::Path(dir.path().join("host/lab")),
+            netns_dir: dir.path().join("netns"),
+        });
+        Lab { dir, kernel }
+    }
+
+    fn host_path(&self) -> PathBuf {
+        self.dir.path().join("host/lab")
+    }
+
+    fn ns_path(&self, ns: &Netns) -> PathBuf {
+        match ns {
+            Netns::Host => self.host_path(),
+            Netns::Named(n) => self.dir.path().join("netns").join(n),
+        }
+    }
+
+    /// Runs a command inside `ns` (test setup and inspection only) and returns its stdout.
+    fn sh(&self, ns: &Netns, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path(ns).display()))
+            .args(args)
+            .output()
+            .expect("run nsenter");
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply_ok(&mut self, ops: &[Op]) {
+        let report = self.kernel.apply(ops).expect("apply");
+        assert!(report.failed.is_empty(), "failed ops: {:#?}", report.failed);
+        assert_eq!(report.applied, ops.len());
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let named = self.dir.path().join("netns");
+        if let Ok(entries) = std::fs::read_dir(&named) {
+            for e in entries.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    let _ = netns::delete(&named, name);
+                }
+            }
+        }
+        let _ = netns::delete(&self.dir.path().join("host"), "lab");
+    }
+}
+
+fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        euid, "0",
+        "the Linux backend tests need root (CAP_NET_ADMIN and CAP_SYS_ADMIN for netns, netlink \
+         and mounts); run `cargo test` as root"
+    );
+}
+
+// === fixtures ===
+
+fn mac(s: &str) -> MacAddr {
+    s.parse().expect("mac")
+}
+
+fn cidr(s: &str) -> Ipv4Cidr {
+    s.parse().expect("cidr")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("ip")
+}
+
+fn named() -> Netns {
+    Netns::Named(QR.to_string())
+}
+
+fn link(kind: LinkKind) -> LinkSpec {
+    LinkSpec {
+        kind,
+        mtu: None,
+        mac: None,
+        master: None,
+        learning: None,
+    }
+}
+
+const QR_BODY: &str = "table ip dvrmesh-qr {\n\
+\tset router_subnets { type ipv4_addr; flags interval; elements = { 10.1.0.0/24 } }\n\
+\tchain raw_pre {\n\
+\t\ttype filter hook prerouting priority raw; policy accept;\n\
+\t\tip saddr @router_subnets ip daddr @router_subnets notrack\n\
+\t}\n\
+}";
+
+const VX_BODY: &str = "table netdev dvrmesh-vx100 {\n\
+\tchain out {\n\
+\t\ttype filter hook egress device \"vx-100\" priority 0; policy accept;\n\
+\t\tether daddr fa:16:3e:00:01:01 drop\n\
+\t}\n\
+}";
+
+/// One of everything: bridge + VXLAN + a host↔qrouter veth, an address, routes (one in a big
+/// table, with a gateway), rules of all three selectors, a permanent neighbour, FDB entries of
+/// every target (two flood entries on one VXLAN device), sysctls and two nft tables.
+fn sample() -> Desired {
+    let mut d = Desired::default();
+    d.namespaces.insert(QR.to_string());
+    for (ns, key, value) in [
+        (Netns::Host, "net.ipv6.conf.all.disable_ipv6", "1"),
+        (Netns::Host, "net.ipv6.conf.default.disable_ipv6", "1"),
+        (named(), "net.ipv6.conf.default.disable_ipv6", "1"),
+        (named(), "net.ipv4.ip_forward", "1"),
+        (named(), "net.ipv4.conf.default.send_redirects", "0"),
+    ] {
+        d.sysctls.insert((ns, key.to_string()), value.to_string());
+    }
+    let links = [
+        (
+            Netns::Host,
+            "br-100",
+            LinkSpec {
+                mtu: Some(1450),
+                mac: Some(mac("02:00:00:00:01:00")),
+                ..link(LinkKind::Bridge)
+            },
+        ),
+        (
+            Netns::Host,
+            "vx-100",
+            LinkSpec {
+                mtu: Some(1450),
+                master: Some("br-100".into()),
+                learning: Some(false),
+                ..link(LinkKind::Vxlan {
+                    vni: 100,
+                    local: ip("127.0.0.1"),
+                    port: 4789,
+                })
+            },
+        ),
+        (
+            Netns::Host,
+            "tqr-t1",
+            LinkSpec {
+                mtu: Some(1450),
+                master: Some("br-100".into()),
+                learning: Some(false),
+                ..link(LinkKind::Veth {
+                    peer: "qr-t1".into(),
+                    peer_ns: named(),
+                })
+            },
+        ),
+        (
+            named(),
+            "qr-t1",
+            LinkSpec {
+                mtu: Some(1450),
+                mac: Some(mac("fa:16:3e:00:01:01")),
+                ..link(LinkKind::Veth {
+                    peer: "tqr-t1".into(),
+                    peer_ns: Netns::Host,
+                })
+            },
+        ),
+    ];
+    for (ns, name, spec) in links {
+        d.links.insert((ns, name.to_string()), spec);
+    }
+    d.addrs.insert(AddrSpec {
+        ns: named(),
+        dev: "qr-t1".into(),
+        ip: ip("10.1.0.1"),
+        prefix: 24,
+    });
+    for (table, dst, via) in [
+        (TABLE, "0.0.0.0/0", Some("10.1.0.3")),
+        (16, "0.0.0.0/0", Some("10.1.0.3")),
+        (254, "10.5.0.0/24", None),
+    ] {
+        d.routes.insert(RouteSpec {
+            ns: named(),
+            table,
+            dst: cidr(dst),
+            via: via.map(ip),
+            dev: "qr-t1".into(),
+        });
+    }
+    for (priority, selector, table) in [
+        (TABLE, RuleSelector::From(cidr("10.1.0.0/24")), TABLE),
+        (
+            32769,
+            RuleSelector::Fwmark {
+                mark: 0x10,
+                mask: 0xff,
+            },
+            16,
+        ),
+        (32768, RuleSelector::Iif("lo".into()), 16),
+    ] {
+        d.rules.insert(RuleSpec {
+            ns: named(),
+            priority,
+            selector,
+            table,
+        });
+    }
+    d.neighs.insert(NeighSpec {
+        ns: named(),
+        dev: "qr-t1".into(),
+        ip: ip("10.1.0.10"),
+        mac: mac("fa:16:3e:00:01:10"),
+    });
+    let remote = mac("fa:16:3e:00:01:40").octets();
+    for (dev, m, target) in [
+        ("vx-100", remote, FdbTarget::Vtep(ip("127.0.0.2"))),
+        ("vx-100", [0; 6], FdbTarget::Flood(ip("127.0.0.2"))),
+        ("vx-100", [0; 6], FdbTarget::Flood(ip("127.0.0.3"))),
+        ("vx-100", remote, FdbTarget::Bridge),
+        (
+            "tqr-t1",
+            mac("fa:16:3e:00:01:01").octets(),
+            FdbTarget::Bridge,
+        ),
+    ] {
+        d.fdb.insert(FdbSpec {
+            ns: Netns::Host,
+            dev: dev.into(),
+            mac: m,
+            target,
+        });
+    }
+    d.nft.insert(
+        nft_key(named(), NftFamily::Ip, "dvrmesh-qr"),
+        QR_BODY.into(),
+    );
+    d.nft.insert(
+        nft_key(Netns::Host, NftFamily::Netdev, "dvrmesh-vx100"),
+        VX_BODY.into(),
+    );
+    d
+}
+
+fn nft_key(ns: Netns, family: NftFamily, name: &str) -> NftKey {
+    NftKey {
+        ns,
+        family,
+        name: name.into(),
+    }
+}
+
+/// Adds for everything in `d`, in the order `diff` uses.
+fn add_ops(d: &Desired) -> Vec<Op> {
+    let mut ops: Vec<Op> = d
+        .namespaces
+        .iter()
+        .map(|n| Op::AddNamespace { name: n.clone() })
+        .collect();
+    ops.extend(d.sysctls.iter().map(|((ns, key), value)| Op::SetSysctl {
+        ns: ns.clone(),
+        key: key.clone(),
+        value: value.clone(),
+    }));
+    ops.extend(d.links.iter().map(|((ns, name), spec)| Op::AddLink {
+        ns: ns.clone(),
+        name: name.clone(),
+        spec: spec.clone(),
+    }));
+    ops.extend(d.addrs.iter().cloned().map(Op::AddAddr));
+    ops.extend(d.routes.iter().cloned().map(Op::AddRoute));
+    ops.extend(d.rules.iter().cloned().map(Op::AddRule));
+    ops.extend(d.neighs.iter().cloned().map(Op::AddNeigh));
+    ops.extend(d.fdb.iter().cloned().map(Op::AddFdb));
+    ops.extend(d.nft.iter().map(|(key, body)| Op::ReplaceNft {
+        key: key.clone(),
+        body: body.clone(),
+    }));
+    ops
+}
+
+/// Deletes of everything in `d` (but its namespaces), in the order `diff` uses.
+fn del_ops(d: &Desired) -> Vec<Op> {
+    let mut ops: Vec<Op> = d.nft.keys().cloned().map(Op::DelNft).collect();
+    ops.extend(d.fdb.iter().cloned().map(Op::DelFdb));
+    ops.extend(d.neighs.iter().cloned().map(Op::DelNeigh));
+    ops.extend(d.rules.iter().cloned().map(Op::DelRule));
+    ops.extend(d.routes.iter().cloned().map(Op::DelRoute));
+    ops.extend(d.addrs.iter().cloned().map(Op::DelAddr));
+    ops.extend(d.links.keys().map(|(ns, name)| Op::DelLink {
+        ns: ns.clone(),
+        name: name.clone(),
+    }));
+    ops
+}
+
+/// What observe reports once everything but the namespaces and sysctls is gone.
+fn only_namespaces_and_sysctls(d: &Desired) -> Desired {
+    Desired {
+        namespaces: d.namespaces.clone(),
+        sysctls: d.sysctls.clone(),
+        ..Desired::default()
+    }
+}
+
+// === tests ===
+
+/// Every add op kind lands in the kernel and `observe` reads exactly the desired state back;
+/// applying the same ops again changes nothing (no duplicate rules or routes either).
+#[test]
+fn every_add_reads_back_equal_and_is_idempotent() {
+    let mut lab = Lab::new();
+    let desired = sample();
+    let ops = add_ops(&desired);
+    lab.apply_ok(&ops);
+    let observed = lab.kernel.observe(&desired).expect("observe");
+    assert_eq!(observed, desired);
+
+    let rules_before = lab.sh(&named(), &["ip", "rule", "show"]);
+    let routes_before = lab.sh(&named(), &["ip", "route", "show", "table", "all"]);
+    let fdb_before = lab.sh(&Netns::Host, &["bridge", "fdb", "show"]);
+    lab.apply_ok(&ops);
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+    assert_eq!(lab.sh(&named(), &["ip", "rule", "show"]), rules_before);
+    assert_eq!(
+        lab.sh(&named(), &["ip", "route", "show", "table", "all"]),
+        routes_before
+    );
+    assert_eq!(lab.sh(&Netns::Host, &["bridge", "fdb", "show"]), fdb_before);
+
+    // The kernel agrees with the recipe's shell commands.
+    let vx = lab.sh(&Netns::Host, &["ip", "-d", "link", "show", "vx-100"]);
+    assert!(
+        vx.contains("nolearning") && vx.contains("master br-100"),
+        "{vx}"
+    );
+    assert!(vx.contains("learning off"), "{vx}");
+    let rules = lab.sh(&named(), &["ip", "rule", "show"]);
+    assert!(
+        rules.contains("167837697:\tfrom 10.1.0.0/24 lookup 167837697 proto 147"),
+        "{rules}"
+    );
+    assert!(rules.contains("fwmark 0x10/0xff lookup 16"), "{rules}");
+    assert!(rules.contains("iif lo lookup 16"), "{rules}");
+    let table = lab.sh(&named(), &["ip", "route", "show", "table", "167837697"]);
+    assert!(
+        table.contains("default via 10.1.0.3 dev qr-t1 proto 147"),
+        "{table}"
+    );
+}
+
+/// `SetLink` changes MTU, MAC and learning of existing links; `observe` sees the change.
+#[test]
+fn set_link_changes_attributes() {
+    let mut lab = Lab::new();
+    let mut desired = sample();
+    lab.apply_ok(&add_ops(&desired));
+
+    let port = (Netns::Host, "tqr-t1".to_string());
+    let qr = (named(), "qr-t1".to_string());
+    let port_spec = desired.links.get_mut(&port).expect("port");
+    port_spec.mtu = Some(1400);
+    port_spec.learning = Some(true);
+    let port_spec = port_spec.clone();
+    let qr_spec = desired.links.get_mut(&qr).expect("qr");
+    qr_spec.mac = Some(mac("fa:16:3e:00:01:99"));
+    let qr_spec = qr_spec.clone();
+    lab.apply_ok(&[
+        Op::SetLink {
+            ns: port.0.clone(),
+            name: port.1.clone(),
+            spec: port_spec,
+        },
+        Op::SetLink {
+            ns: qr.0.clone(),
+            name: qr.1.clone(),
+            spec: qr_spec,
+        },
+    ]);
+    // The kernel flushes every neighbour of a device whose MAC changes, permanent ones too
+    // (`neigh_changeaddr`), so the next pass adds it again.
+    let mut expected = desired.clone();
+    expected.neighs.clear();
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), expected);
+    let neighs: Vec<Op> = desired.neighs.iter().cloned().map(Op::AddNeigh).collect();
+    lab.apply_ok(&neighs);
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+}
+
+/// Every delete op kind removes its object; deleting again is fine; deleting the namespace
+/// removes it.
+#[test]
+fn deletes_remove_and_are_idempotent() {
+    let mut lab = Lab::new();
+    let desired = sample();
+    lab.apply_ok(&add_ops(&desired));
+
+    let dels = del_ops(&desired);
+    lab.apply_ok(&dels);
+    let rest = only_namespaces_and_sysctls(&desired);
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), rest);
+    lab.apply_ok(&dels);
+
+    let del_ns = [Op::DelNamespace { name: QR.into() }];
+    lab.apply_ok(&del_ns);
+    let observed = lab.kernel.observe(&desired).expect("observe");
+    assert!(observed.namespaces.is_empty());
+    assert!(!lab.ns_path(&named()).exists());
+    lab.apply_ok(&del_ns);
+}
+
+/// Deleting a namespace takes what lives in it (and the host end of its veth) with it.
+#[test]
+fn deleting_a_namespace_removes_everything_in_it() {
+    let mut lab = Lab::new();
+    let desired = sample();
+    lab.apply_ok(&add_ops(&desired));
+    lab.apply_ok(&[Op::DelNamespace { name: QR.into() }]);
+    let observed = lab.kernel.observe(&desired).expect("observe");
+    assert!(observed.namespaces.is_empty());
+    assert!(observed.links.keys().all(|(ns, _)| *ns == Netns::Host));
+    assert!(observed.routes.is_empty() && observed.rules.is_empty());
+    assert!(observed.nft.keys().all(|k| k.ns == Netns::Host));
+    // The kernel tears a namespace down asynchronously: the host end of the veth goes shortly
+    // after.
+    let gone = (0..100).any(|_| {
+        let observed = lab.kernel.observe(&desired).expect("observe");
+        if observed.links.contains_key(&(Netns::Host, "tqr-t1".into())) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        } else {
+            true
+        }
+    });
+    assert!(gone, "tqr-t1 outlived its peer's namespace by 5 s");
+}
+
+/// Objects dvrmesh does not own (a foreign link with its address, routes of protocol boot and
+/// static, a rule, a permanent neighbour, an nft table) are never reported and survive adds and
+/// deletes of dvrmesh's own objects.
+#[test]
+fn foreign_objects_are_invisible_and_survive() {
+    let mut lab = Lab::new();
+    let host = Netns::Host;
+    for cmd in [
+        "ip link add eth-f type veth peer name eth-g",
+        "ip link set eth-f up",
+        "ip addr add 10.7.0.1/24 dev eth-f",
+        "ip route add 10.8.0.0/24 via 10.7.0.2 proto static",
+        "ip route add 10.9.0.0/24 dev eth-f proto boot table 167837697",
+        "ip rule add from 10.6.0.0/24 lookup 100 priority 100",
+        "ip neigh replace 10.7.0.5 lladdr 02:00:00:00:00:05 dev eth-f nud permanent",
+        "nft add table ip foreign",
+        "nft add table ip dvr-other",
+    ] {
+        lab.sh(&host, &cmd.split(' ').collect::<Vec<_>>());
+    }
+    let snapshot = |lab: &Lab| {
+        [
+            lab.sh(&host, &["ip", "link", "show", "eth-f"])
+                .contains("eth-f"),
+            lab.sh(&host, &["ip", "route", "show", "table", "all"])
+                .contains("10.8.0.0/24 via 10.7.0.2"),
+            lab.sh(&host, &["ip", "route", "show", "table", "all"])
+                .contains("10.9.0.0/24 dev eth-f table 167837697"),
+            lab.sh(&host, &["ip", "rule", "show"])
+                .contains("from 10.6.0.0/24 lookup 100"),
+            lab.sh(&host, &["ip", "neigh", "show", "dev", "eth-f"])
+                .contains("10.7.0.5 lladdr 02:00:00:00:00:05 PERMANENT"),
+            lab.sh(&host, &["nft", "list", "tables"])
+                .contains("table ip foreign"),
+            lab.sh(&host, &["nft", "list", "tables"])
+                .contains("table ip dvr-other"),
+        ]
+    };
+    assert_eq!(snapshot(&lab), [true; 7]);
+
+    let empty = lab.kernel.observe(&Desired::default()).expect("observe");
+    assert_eq!(empty, Desired::default());
+
+    let desired = sample();
+    lab.apply_ok(&add_ops(&desired));
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+    lab.apply_ok(&del_ops(&desired));
+    lab.apply_ok(&[Op::DelNamespace { name: QR.into() }]);
+    assert_eq!(
+        lab.kernel.observe(&Desired::default()).expect("observe"),
+        Desired::default()
+    );
+    assert_eq!(snapshot(&lab), [true; 7]);
+}
+
+/// Sysctls are written and read inside the right namespace, including per-interface keys whose
+/// interface name has dashes; a key of a missing interface is simply not observed.
+#[test]
+fn sysctls_write_and_read_back() {
+    let mut lab = Lab::new();
+    let mut desired = sample();
+    lab.apply_ok(&add_ops(&desired));
+    let keys = [
+        (named(), "net.ipv4.conf.qr-t1.proxy_arp", "1"),
+        (named(), "net.ipv4.neigh.qr-t1.proxy_delay", "0"),
+        (named(), "net.ipv4.conf.all.rp_filter", "0"),
+        (Netns::Host, "net.ipv4.conf.tqr-t1.forwarding", "1"),
+    ];
+    let ops: Vec<Op> = keys
+        .iter()
+        .map(|(ns, key, value)| Op::SetSysctl {
+            ns: ns.clone(),
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+        .collect();
+    lab.apply_ok(&ops);
+    for (ns, key, value) in keys {
+        desired.sysctls.insert((ns, key.into()), value.into());
+    }
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+    assert_eq!(
+        lab.sh(
+            &named(),
+            &["cat", "/proc/sys/net/ipv4/conf/qr-t1/proxy_arp"]
+        )
+        .trim(),
+        "1"
+    );
+    // The file belongs to the namespace: the lab's host namespace has no qr-t1.
+    let host_conf = lab.sh(&Netns::Host, &["ls", "/proc/sys/net/ipv4/conf"]);
+    assert!(host_conf.lines().any(|l| l == "tqr-t1"), "{host_conf}");
+    assert!(!host_conf.lines().any(|l| l == "qr-t1"), "{host_conf}");
+
+    let mut hint = desired.clone();
+    hint.sysctls.insert(
+        (named(), "net.ipv4.conf.qr-gone.proxy_arp".into()),
+        "1".into(),
+    );
+    assert_eq!(lab.kernel.observe(&hint).expect("observe"), desired);
+}
+
+/// A changed table body is detected through the digest comment and replaced; a good and a bad
+/// table in one namespace fail together (one atomic batch).
+#[test]
+fn nft_replace_is_detected_by_digest_and_atomic() {
+    let mut lab = Lab::new();
+    let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
+    let body_a = "table ip dvrmesh-t {\n\tchain version_a {\n\t}\n}";
+    let body_b = "table ip dvrmesh-t {\n\tchain version_b {\n\t}\n}";
+    let want = |body: &str| Desired {
+        nft: BTreeMap::from([(key.clone(), body.to_string())]),
+        ..Desired::default()
+    };
+    let replace = |body: &str| Op::ReplaceNft {
+        key: key.clone(),
+        body: body.to_string(),
+    };
+
+    lab.apply_ok(&[replace(body_a)]);
+    assert_eq!(
+        lab.kernel.observe(&want(body_a)).expect("observe"),
+        want(body_a)
+    );
+    let listed = lab.sh(&Netns::Host, &["nft", "list", "table", "ip", "dvrmesh-t"]);
+    assert!(
+        listed.contains(&format!("comment \"{}\"", nft::comment_for(body_a))),
+        "{listed}"
+    );
+
+    // The desired text changed: observe reports something else, so diff replaces it.
+    let seen = lab.kernel.observe(&want(body_b)).expect("observe");
+    let seen_text = seen.nft.get(&key).expect("table observed");
+    assert!(seen_text.starts_with("<unknown digest"), "{seen_text}");
+    lab.apply_ok(&[replace(body_b)]);
+    assert_eq!(
+        lab.kernel.observe(&want(body_b)).expect("observe"),
+        want(body_b)
+    );
+    let listed = lab.sh(&Netns::Host, &["nft", "list", "table", "ip", "dvrmesh-t"]);
+    assert!(
+        listed.contains("version_b") && !listed.contains("version_a"),
+        "{listed}"
+    );
+
+    // One batch per namespace: the good replacement of dvrmesh-t does not happen either.
+    let other = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-u");
+    let report = lab
+        .kernel
+        .apply(&[
+            replace(body_a),
+            Op::ReplaceNft {
+                key: other,
+                body: "table ip dvrmesh-u {\n\tchain c {\n\t\tbogus\n\t}\n}".into(),
+            },
+        ])
+        .expect("apply");
+    assert_eq!(report.applied, 0);
+    assert_eq!(report.failed.len(), 2);
+    assert_eq!(
+        lab.kernel.observe(&want(body_b)).expect("observe"),
+        want(body_b)
+    );
+}
+
+/// A body nft rejects is an error in the report (with nft's words), not a panic, and the
+/// previous table stays; a body for another table and a non-dvrmesh name are refused too.
+#[test]
+fn bad_nft_body_fails_and_keeps_previous_table() {
+    let mut lab = Lab::new();
+    let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
+    let good = "table ip dvrmesh-t {\n\tchain c {\n\t}\n}";
+    let want = Desired {
+        nft: BTreeMap::from([(key.clone(), good.to_string())]),
+        ..Desired::default()
+    };
+    lab.apply_ok(&[Op::ReplaceNft {
+        key: key.clone(),
+        body: good.into(),
+    }]);
+
+    for body in [
+        "table ip dvrmesh-t {\n\tchain c {\n\t\tnot a rule\n\t}\n}",
+        "table ip dvrmesh-elsewhere { }",
+        "no table here",
+    ] {
+        let report = lab
+            .kernel
+            .apply(&[Op::ReplaceNft {
+                key: key.clone(),
+                body: body.into(),
+            }])
+            .expect("a bad body is not a fatal error");
+        assert_eq!(report.applied, 0);
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert_eq!(lab.kernel.observe(&want).expect("observe"), want);
+    }
+    let report = lab
+        .kernel
+        .apply(&[Op::ReplaceNft {
+            key: key.clone(),
+            body: "table ip dvrmesh-t {\n\tchain c {\n\t\tnot a rule\n\t}\n}".into(),
+        }])
+        .expect("apply");
+    assert!(report.failed[0].1.contains("Error"), "{:?}", report.failed);
+
+    let foreign = nft_key(Netns::Host, NftFamily::Ip, "filter");
+    let report = lab.kernel.apply(&[Op::DelNft(foreign)]).expect("apply");
+    assert_eq!(report.failed.len(), 1);
+
+    lab.apply_ok(&[Op::DelNft(key.clone()), Op::DelNft(key)]);
+    assert_eq!(
+        lab.kernel.observe(&want).expect("observe"),
+        Desired::default()
+    );
+}
+
+/// Ops into a namespace that does not exist end the pass with a namespace error; ops the kernel
+/// refuses are reported and the rest of the batch still runs.
+#[test]
+fn failures_are_reported_and_the_batch_goes_on() {
+    let mut lab = Lab::new();
+    let missing = Netns::Named("qrouter-missing".into());
+    let err = lab
+        .kernel
+        .apply(&[Op::AddAddr(AddrSpec {
+            ns: missing,
+            dev: "qr-x".into(),
+            ip: ip("10.1.0.1"),
+            prefix: 24,
+        })])
+        .expect_err("no such namespace");
+    assert!(matches!(err, Error::Namespace { .. }), "{err}");
+
+    let bridge = Op::AddLink {
+        ns: Netns::Host,
+        name: "br-1".into(),
+        spec: link(LinkKind::Bridge),
+    };
+    let bad_route = Op::AddRoute(RouteSpec {
+        ns: Netns::Host,
+        table: 5,
+        dst: cidr("10.2.0.0/24"),
+        via: None,
+        dev: "br-missing".into(),
+    });
+    let report = lab.kernel.apply(&[bad_route, bridge]).expect("apply");
+    assert_eq!(report.applied, 1);
+    assert_eq!(report.failed.len(), 1);
+    let observed = lab.kernel.observe(&Desired::default()).expect("observe");
+    assert_eq!(
+        observed.links.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([(Netns::Host, "br-1".to_string())])
+    );
+
+    // The kernel's own explanation (extended ack) reaches the report.
+    let unreachable = Op::AddRoute(RouteSpec {
+        ns: Netns::Host,
+        table: 5,
+        dst: cidr("10.2.0.0/24"),
+        via: Some(ip("10.99.0.1")),
+        dev: "br-1".into(),
+    });
+    let report = lab.kernel.apply(&[unreachable]).expect("apply");
+    assert_eq!(report.failed.len(), 1);
+    let message = &report.failed[0].1;
+    assert!(message.contains("Nexthop has invalid gateway"), "{message}");
+}
+
+/// Veth peers are named correctly even when ifindexes collide across namespaces (each namespace
+/// numbers its own links), which the backend settles with the peer's namespace id.
+#[test]
+fn veth_peers_resolve_across_namespaces_with_colliding_ifindexes() {
+    let mut lab = Lab::new();
+    let a = Netns::Named("qrouter-a".into());
+    let b = Netns::Named("qrouter-b".into());
+    let c = Netns::Named("fip-c".into());
+    let veth = |peer: &str, peer_ns: &Netns| LinkSpec {
+        mtu: Some(1500),
+        ..link(LinkKind::Veth {
+            peer: peer.into(),
+            peer_ns: peer_ns.clone(),
+        })
+    };
+    let mut desired = Desired::default();
+    for (ns, name, peer, peer_ns) in [
+        (Netns::Host, "tqr-a", "qr-a", &a),
+        (a.clone(), "qr-a", "tqr-a", &Netns::Host),
+        (b.clone(), "rfp-b", "fpr-b", &c),
+        (c.clone(), "fpr-b", "rfp-b", &b),
+    ] {
+        desired
+            .links
+            .insert((ns, name.to_string()), veth(peer, peer_ns));
+    }
+    for ns in ["qrouter-a", "qrouter-b", "fip-c"] {
+        desired.namespaces.insert(ns.to_string());
+    }
+    lab.apply_ok(&add_ops(&desired));
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+
+    let index = |ns: &Netns, dev: &str| {
+        let out = lab.sh(ns, &["ip", "-o", "link", "show", dev]);
+        out.split(':').next().unwrap_or_default().trim().to_string()
+    };
+    // The situation the test is about (if the kernel numbered globally, it would be vacuous).
+    assert_eq!(index(&Netns::Host, "tqr-a"), index(&b, "rfp-b"));
+    assert_eq!(index(&a, "qr-a"), index(&c, "fpr-b"));
+}
