@@ -1,7 +1,8 @@
-//! `testbed` will own the sealed namespace lab (`dvrmesh-lab`): an underlay, an external network
-//! with an upstream router and an internet host, node namespaces running real agents, VMs, the
-//! scenario tests and chaos verbs.
+//! `testbed` owns dvrmesh's sealed labs and benchmarks: everything that builds namespaces and
+//! runs real programs to measure or prove the system. Nothing depends on it.
 //!
-//! Nothing is implemented here yet; until the lab exists, `scripts/demo.sh` starts a local
-//! three-agent cluster on 127.0.0.1.
+//! Today it holds the datapath programming benchmark (`datapath-bench`); the namespace lab
+//! (`dvrmesh-lab`) comes with the testbed work item.
 #![forbid(unsafe_code)]
+
+pub mod bench;

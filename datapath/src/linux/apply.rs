@@ -14,17 +14,32 @@ use crate::{ApplyReport, Error, LinkKind, Netns, Op};
 pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Error> {
     let mut report = ApplyReport::default();
     let mut nft_done: BTreeSet<Netns> = BTreeSet::new();
+    // Time per kind of op, logged at debug level: where a slow pass spends its time.
+    let mut prof: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
+        Default::default();
     for op in ops {
+        let t0 = std::time::Instant::now();
         if let Op::ReplaceNft { key, .. } | Op::DelNft(key) = op {
             if nft_done.insert(key.ns.clone()) {
                 apply_nft(pass, ops, &key.ns, &mut report)?;
             }
-            continue;
+        } else {
+            match apply_one(pass, op)? {
+                Ok(()) => report.applied += 1,
+                Err(message) => report.failed.push((format!("{op:?}"), message)),
+            }
         }
-        match apply_one(pass, op)? {
-            Ok(()) => report.applied += 1,
-            Err(message) => report.failed.push((format!("{op:?}"), message)),
-        }
+        let e = prof.entry(op_name(op)).or_default();
+        e.0 += 1;
+        e.1 += t0.elapsed();
+    }
+    for (op, (count, took)) in prof {
+        tracing::debug!(
+            op,
+            count,
+            millis = took.as_secs_f64() * 1000.0,
+            "apply time by kind"
+        );
     }
     Ok(report)
 }
@@ -84,6 +99,19 @@ fn apply_nft(
     ns: &Netns,
     report: &mut ApplyReport,
 ) -> Result<(), Error> {
+    let file = pass.open_ns(ns)?;
+    let mut present: BTreeSet<(crate::NftFamily, String)> = {
+        let mut conn = super::socket::Conn::open(
+            netlink_sys::protocols::NETLINK_NETFILTER,
+            &file,
+            &ns.to_string(),
+        )?;
+        nft::list_tables(&mut conn)
+            .map_err(nl(ns, "list nft tables"))?
+            .into_iter()
+            .map(|t| (t.family, t.name))
+            .collect()
+    };
     let mut text = String::new();
     let mut batched = Vec::new();
     for op in ops {
@@ -92,7 +120,7 @@ fn apply_nft(
             Op::DelNft(key) if key.ns == *ns => (key, None),
             _ => continue,
         };
-        match nft::batch(&[(key, body)]) {
+        match nft::batch(&[(key, body)], &mut present) {
             Ok(part) => {
                 text.push_str(&part);
                 batched.push(op);
@@ -103,7 +131,11 @@ fn apply_nft(
     if batched.is_empty() {
         return Ok(());
     }
-    let file = pass.open_ns(ns)?;
+    if text.is_empty() {
+        // Only deletions of tables that are already gone.
+        report.applied += batched.len();
+        return Ok(());
+    }
     match nft::run(&file, &ns.to_string(), &text) {
         Ok(()) => report.applied += batched.len(),
         Err(e) => {

@@ -5,6 +5,7 @@
 //! loads carries `comment "dvrmesh:<digest>"`, the FNV-1a 64 digest of the desired text. `observe`
 //! compares that digest with the digest of the hint's text.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -90,7 +91,12 @@ pub(crate) fn list_tables(conn: &mut Conn) -> Result<Vec<NftTable>, NlError> {
 /// The batch text for one namespace: each `(key, Some(body))` replaces the table with `body`
 /// (commented with its digest), each `(key, None)` deletes it. Every table is first declared
 /// empty so that deleting works whether or not it exists; nft applies the batch atomically.
-pub(crate) fn batch(ops: &[(&NftKey, Option<&str>)]) -> Result<String, String> {
+/// `present` holds the tables that exist before the batch and is kept current as the batch
+/// deletes and creates them.
+pub(crate) fn batch(
+    ops: &[(&NftKey, Option<&str>)],
+    present: &mut BTreeSet<(NftFamily, String)>,
+) -> Result<String, String> {
     let mut text = String::new();
     for (key, body) in ops {
         if !key.name.starts_with(NFT_TABLE_PREFIX)
@@ -102,13 +108,20 @@ pub(crate) fn batch(ops: &[(&NftKey, Option<&str>)]) -> Result<String, String> {
             return Err(format!("table name {:?} is not a dvrmesh table", key.name));
         }
         let family = key.family.keyword();
-        text.push_str(&format!(
-            "table {family} {0} {{}}\ndelete table {family} {0}\n",
-            key.name
-        ));
-        if let Some(body) = body {
-            text.push_str(&with_comment(key, body)?);
+        // A delete makes the kernel wait for an RCU grace period at commit (~10 ms here); a
+        // table that does not exist yet is simply created.
+        let id = (key.family, key.name.clone());
+        let table = match body {
+            Some(body) => Some(with_comment(key, body)?),
+            None => None,
+        };
+        if present.remove(&id) {
+            text.push_str(&format!("delete table {family} {}\n", key.name));
+        }
+        if let Some(table) = table {
+            text.push_str(&table);
             text.push('\n');
+            present.insert(id);
         }
     }
     Ok(text)
@@ -170,12 +183,20 @@ fn is_one_block(text: &str) -> bool {
     false
 }
 
-/// Runs `nft -f -` with `text` on stdin inside the namespace; nft's stderr on failure.
+/// Runs `text` as one nft transaction inside the namespace: in-process through libnftables
+/// when it loads, else `nft -f -`; nft's error text on failure.
 pub(crate) fn run(ns: &File, label: &str, text: &str) -> Result<(), Error> {
     let fail = |message: String| Error::Nft {
         ns: label.to_string(),
         message,
     };
+    if super::libnft::available() {
+        match netns::in_netns(ns, label, || super::libnft::run(text))? {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(refused)) => return Err(fail(refused)),
+            Err(_unusable) => {} // fall back to the binary
+        }
+    }
     let program = NFT_PATHS
         .iter()
         .find(|p| Path::new(p).exists())
@@ -254,22 +275,45 @@ mod tests {
             name: "dvrmesh-x".into(),
         };
         let body = "table ip dvrmesh-x {\n\tchain c { }\n}";
-        let text = batch(&[(&key, Some(body))]).unwrap();
-        assert!(text.starts_with("table ip dvrmesh-x {}\ndelete table ip dvrmesh-x\n"));
+        let present = || BTreeSet::from([(NftFamily::Ip, "dvrmesh-x".to_string())]);
+        let text = batch(&[(&key, Some(body))], &mut present()).unwrap();
+        assert!(
+            text.starts_with("delete table ip dvrmesh-x\n"),
+            "an existing table is replaced"
+        );
+        let fresh = batch(&[(&key, Some(body))], &mut BTreeSet::new()).unwrap();
+        assert!(
+            fresh.starts_with("table ip dvrmesh-x {"),
+            "a missing table is just created: {fresh}"
+        );
+        assert_eq!(
+            batch(&[(&key, None)], &mut BTreeSet::new()).unwrap(),
+            "",
+            "deleting a missing table is nothing"
+        );
+        let twice = batch(&[(&key, None), (&key, None)], &mut present()).unwrap();
+        assert_eq!(
+            twice, "delete table ip dvrmesh-x\n",
+            "a table is deleted once"
+        );
         assert!(text.contains(&format!(
             "table ip dvrmesh-x {{\n\tcomment \"dvrmesh:{}\"\n",
             digest(body)
         )));
-        assert!(batch(&[(&key, Some("table ip other { }"))]).is_err());
+        assert!(batch(&[(&key, Some("table ip other { }"))], &mut present()).is_err());
         let smuggled = "table ip dvrmesh-x { chain c { } }\ndelete table ip filter";
-        assert!(batch(&[(&key, Some(smuggled))]).is_err());
+        assert!(batch(&[(&key, Some(smuggled))], &mut present()).is_err());
         let quoted = "table ip dvrmesh-x { comment \"}\" # }\n chain c { } }\n";
-        assert!(batch(&[(&key, Some(quoted))]).is_ok());
-        assert!(batch(&[(&key, Some("table ip dvrmesh-x { chain c {"))]).is_err());
+        assert!(batch(&[(&key, Some(quoted))], &mut present()).is_ok());
+        assert!(batch(
+            &[(&key, Some("table ip dvrmesh-x { chain c {"))],
+            &mut present()
+        )
+        .is_err());
         let foreign = NftKey {
             name: "filter".into(),
             ..key
         };
-        assert!(batch(&[(&foreign, None)]).is_err());
+        assert!(batch(&[(&foreign, None)], &mut present()).is_err());
     }
 }

@@ -52,7 +52,20 @@ pub(crate) fn observe(pass: &mut Pass<'_>, hint: &Desired) -> Result<Observed, E
     }
 
     for (i, (ns, by_index)) in links_by_ns.iter().enumerate() {
-        for link in by_index.values().filter(|l| is_owned(&l.name)) {
+        // Owned links, and devices of others the plan attaches (reported as `External`).
+        let hinted_external = |name: &str| {
+            matches!(
+                hint.links.get(&(ns.clone(), name.to_string())),
+                Some(LinkSpec {
+                    kind: LinkKind::External,
+                    ..
+                })
+            )
+        };
+        for link in by_index
+            .values()
+            .filter(|l| is_owned(&l.name) || hinted_external(&l.name))
+        {
             let key = (ns.clone(), link.name.clone());
             let spec = link_spec(pass, &links_by_ns, i, link, hint.links.get(&key));
             out.links.insert(key, spec);

@@ -80,17 +80,17 @@ pub(crate) fn qrouter_table(table: &str, q: &QrouterNft<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "  set fip_fixed {{ type ipv4_addr; size 65536;{} }}",
+        "  set fip_fixed {{ type ipv4_addr;{} }}",
         elements(q.fips.iter().map(|(_, f)| f.to_string()))
     );
     let _ = writeln!(
         s,
-        "  map fip_dnat {{ type ipv4_addr : ipv4_addr; size 65536;{} }}",
+        "  map fip_dnat {{ type ipv4_addr : ipv4_addr;{} }}",
         elements(q.fips.iter().map(|(fip, f)| format!("{fip} : {f}")))
     );
     let _ = writeln!(
         s,
-        "  map fip_snat {{ type ipv4_addr : ipv4_addr; size 65536;{} }}",
+        "  map fip_snat {{ type ipv4_addr : ipv4_addr;{} }}",
         elements(q.fips.iter().map(|(fip, f)| format!("{f} : {fip}")))
     );
     let _ = writeln!(s, "  chain raw_pre {{");

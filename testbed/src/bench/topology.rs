@@ -1,0 +1,193 @@
+//! Synthetic topologies for the datapath benchmarks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use datapath::{NodeInfo, Topology};
+use mesh_proto::*;
+
+/// The node being programmed.
+pub const ME: &str = "bench";
+
+fn id(s: String) -> ObjectId {
+    ObjectId::new(s).expect("generated ids are valid")
+}
+fn nm(s: String) -> Name {
+    Name::new(s).expect("generated names are valid")
+}
+fn mac(prefix: u8, n: u32) -> MacAddr {
+    let b = n.to_be_bytes();
+    MacAddr::new([0xfa, 0x16, prefix, b[1], b[2], b[3]]).expect("unicast local MAC")
+}
+
+fn node(name: &str, mode: NodeMode, tip: Ipv4Addr) -> (NodeId, NodeInfo) {
+    let nid = NodeId::new(name).expect("valid node id");
+    let mut external = BTreeMap::new();
+    if mode != NodeMode::DvrNoExternal {
+        external.insert(
+            nm("public".into()),
+            ExternalMapping {
+                interface: InterfaceName::new("eth1").expect("ifname"),
+            },
+        );
+    }
+    let facts = NodeFacts::new(
+        nid.clone(),
+        mode,
+        tip,
+        dvr_mac_for(&nid),
+        Priority::new(100).expect("prio"),
+        external,
+    )
+    .expect("facts");
+    (nid, NodeInfo { facts, alive: true })
+}
+
+/// `routers` routers on this node, each with `subnets_per_router` subnets (own network each), one
+/// local port per subnet, `remote_per_subnet` ports on ten other nodes, a gateway with SNAT held
+/// elsewhere, and `fips_per_router` FIPs on its local ports.
+pub fn build(
+    routers: u32,
+    subnets_per_router: u32,
+    remote_per_subnet: u32,
+    fips_per_router: u32,
+) -> Topology {
+    let mut t = Topology::default();
+    let (me, info) = node(ME, NodeMode::Dvr, Ipv4Addr::new(192, 0, 2, 1));
+    t.nodes.insert(me.clone(), info);
+    let remotes: Vec<NodeId> = (0..10)
+        .map(|i| {
+            let (n, info) = node(
+                &format!("c{i}"),
+                NodeMode::Dvr,
+                Ipv4Addr::new(192, 0, 2, 10 + i),
+            );
+            t.nodes.insert(n.clone(), info);
+            n
+        })
+        .collect();
+    let (snat, info) = node("net1", NodeMode::DvrSnat, Ipv4Addr::new(192, 0, 2, 100));
+    t.nodes.insert(snat.clone(), info);
+    let ext = ExternalNetwork::new(ExternalNetworkSpec {
+        id: id("ext-public".into()),
+        name: nm("public".into()),
+        cidr: "198.18.0.0/15".parse().expect("cidr"),
+        gateway: "198.18.0.1".parse().expect("gw"),
+        pool: "198.18.0.2-198.19.255.254".parse().expect("pool"),
+    })
+    .expect("ext");
+    let ext_id = ext.id.clone();
+    t.external_networks.insert(ext_id.clone(), ext);
+    let fg = Port::new(PortSpec {
+        id: id("fgw-bench".into()),
+        name: nm("fg.bench".into()),
+        network: ext_id.clone(),
+        mac: mac(0x3b, 1),
+        fixed_ips: vec!["198.18.0.2".parse().expect("ip")],
+        host: me.clone(),
+        device: None,
+        allowed_address_pairs: vec![],
+    })
+    .expect("fg port");
+    t.ports.insert(fg.id.clone(), fg);
+    let mut seq = 0u32;
+    for r in 0..routers {
+        let mut interfaces = BTreeSet::new();
+        let mut snat_ports = BTreeMap::new();
+        let mut local_ports = Vec::new();
+        for s in 0..subnets_per_router {
+            let k = r * subnets_per_router + s;
+            let (net_id, sub_id) = (id(format!("net-{k:011}")), id(format!("sub-{k:011}")));
+            t.networks.insert(
+                net_id.clone(),
+                Network::new(NetworkSpec {
+                    id: net_id.clone(),
+                    name: nm(format!("net{k}")),
+                    vni: Vni::new(1000 + k).expect("vni"),
+                    mtu: Mtu::VXLAN_DEFAULT,
+                })
+                .expect("net"),
+            );
+            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (k << 8);
+            let ip = |h: u32| Ipv4Addr::from(base + h);
+            let cidr = Ipv4Cidr::new(ip(0), 24).expect("cidr");
+            t.subnets.insert(
+                sub_id.clone(),
+                Subnet::new(SubnetSpec {
+                    id: sub_id.clone(),
+                    name: nm(format!("sub{k}")),
+                    network: net_id.clone(),
+                    cidr,
+                    gateway: ip(1),
+                    pool: Ipv4Range::new(ip(10), ip(250)).expect("pool"),
+                })
+                .expect("subnet"),
+            );
+            interfaces.insert(sub_id.clone());
+            snat_ports.insert(
+                sub_id.clone(),
+                SnatPort {
+                    ip: ip(3),
+                    mac: mac(0x3c, k),
+                },
+            );
+            for p in 0..=remote_per_subnet {
+                seq += 1;
+                let host = if p == 0 {
+                    me.clone()
+                } else {
+                    remotes[(p as usize - 1) % remotes.len()].clone()
+                };
+                let port = Port::new(PortSpec {
+                    id: id(format!("port-{seq:011}")),
+                    name: nm(format!("p{seq}")),
+                    network: net_id.clone(),
+                    mac: mac(0x3e, seq),
+                    fixed_ips: vec![ip(10 + p)],
+                    host,
+                    device: None,
+                    allowed_address_pairs: vec![],
+                })
+                .expect("port");
+                if p == 0 {
+                    local_ports.push((port.id.clone(), ip(10)));
+                }
+                t.ports.insert(port.id.clone(), port);
+            }
+        }
+        let rid = id(format!("rtr-{r:011}"));
+        let router = Router::new(RouterSpec {
+            id: rid.clone(),
+            name: nm(format!("r{r}")),
+            interfaces,
+            gateway: Some(RouterGateway {
+                external_network: ext_id.clone(),
+                enable_snat: true,
+                external_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + r)),
+            }),
+            routes: BTreeSet::new(),
+            ha: HaSettings::default(),
+            snat_ports,
+        })
+        .expect("router");
+        t.routers.insert(rid, router);
+        for (f, (pid, fixed)) in local_ports
+            .into_iter()
+            .take(fips_per_router as usize)
+            .enumerate()
+        {
+            let n = r * fips_per_router + f as u32;
+            let fip = FloatingIp::new(FloatingIpSpec {
+                id: id(format!("fip-{n:011}")),
+                external_network: ext_id.clone(),
+                ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + n),
+                port: Some(pid),
+                fixed_ip: Some(fixed),
+            })
+            .expect("fip");
+            t.fips.insert(fip.id.clone(), fip);
+        }
+    }
+    t.snat_holders = datapath::default_snat_holders(&t);
+    t
+}
