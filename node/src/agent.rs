@@ -9,12 +9,14 @@ use mesh_proto::{dvr_mac_for, NodeFacts};
 use tracing::{info, info_span, Instrument};
 
 use crate::api::{self, ApiContext};
-use crate::config::Config;
+use crate::config::{Config, DatapathMode};
 use crate::gossip::{self, GossipSettings};
+use crate::reconcile::{Reconciler, SharedKernel};
 use crate::store::service::{load_records, ConfigService, StoreSettings};
 use crate::tls::Credentials;
 use crate::transport::QuicTransport;
 use crate::{view, Error};
+use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
 
 /// File under `data_dir` holding the last gossip generation used.
 const GENERATION_FILE: &str = "generation";
@@ -80,18 +82,22 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
     );
     let replication_task = tokio::spawn(store.clone().run_replication().in_current_span());
+    let reconciler = start_datapath(&config, &view, &store);
     let ctx = ApiContext {
         view,
         stats: Some(transport.stats()),
         peers: Some(transport.directory()),
         store: Some(store),
-        reconciler: None,
+        reconciler: reconciler.as_ref().map(|(r, _)| r.clone()),
     };
     let (api_task, socket_guard) = match api::serve(&config.api_socket, ctx).await {
         Ok(x) => x,
         Err(e) => {
             view_task.abort();
             replication_task.abort();
+            if let Some((_, task)) = &reconciler {
+                task.abort();
+            }
             let _ = chitchat.shutdown().await;
             return Err(e);
         }
@@ -105,9 +111,47 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     api_task.abort();
     replication_task.abort();
     view_task.abort();
+    // The kernel state stays as it is: a restarted agent finds it in sync and traffic never stops.
+    if let Some((_, task)) = &reconciler {
+        task.abort();
+    }
     drop(socket_guard);
     let _ = chitchat.shutdown().await;
     Ok(())
+}
+
+/// How often the reconciler re-checks the kernel without a view change.
+const DATAPATH_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Starts the datapath reconciler when this node programs its kernel.
+fn start_datapath(
+    config: &Config,
+    view: &view::ViewHandle,
+    store: &std::sync::Arc<ConfigService>,
+) -> Option<(std::sync::Arc<Reconciler>, tokio::task::JoinHandle<()>)> {
+    match config.datapath {
+        DatapathMode::Off => {
+            info!("datapath = off: not programming the kernel");
+            None
+        }
+        DatapathMode::Linux => {
+            let backend = LinuxKernel::new(LinuxConfig {
+                host: HostNs::Current,
+                netns_dir: config.netns_dir.clone(),
+            });
+            let kernel: SharedKernel =
+                std::sync::Arc::new(std::sync::Mutex::new(Box::new(backend)));
+            let r = Reconciler::new(
+                config.node_id.clone(),
+                view.clone(),
+                kernel,
+                store.clone(),
+                DATAPATH_RESYNC,
+            );
+            let task = tokio::spawn(r.clone().run().in_current_span());
+            Some((r, task))
+        }
+    }
 }
 
 async fn wait_for_shutdown_signal() {

@@ -17,8 +17,27 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
     // Time per kind of op, logged at debug level: where a slow pass spends its time.
     let mut prof: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
         Default::default();
-    for op in ops {
+    let mut i = 0;
+    while i < ops.len() {
+        let op = &ops[i];
+        i += 1;
         let t0 = std::time::Instant::now();
+        if let Op::SetSysctl { ns, .. } = op {
+            // Consecutive sysctls of one namespace are written from one thread inside it.
+            let mut run = vec![op];
+            while let Some(next @ Op::SetSysctl { ns: n2, .. }) = ops.get(i) {
+                if n2 != ns {
+                    break;
+                }
+                run.push(next);
+                i += 1;
+            }
+            apply_sysctls(pass, ns, &run, &mut report)?;
+            let e = prof.entry(op_name(op)).or_default();
+            e.0 += run.len() as u32;
+            e.1 += t0.elapsed();
+            continue;
+        }
         if let Op::ReplaceNft { key, .. } | Op::DelNft(key) = op {
             if nft_done.insert(key.ns.clone()) {
                 apply_nft(pass, ops, &key.ns, &mut report)?;
@@ -44,6 +63,33 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
     Ok(report)
 }
 
+/// Writes a run of sysctls of one namespace.
+fn apply_sysctls(
+    pass: &mut Pass<'_>,
+    ns: &Netns,
+    run: &[&Op],
+    report: &mut ApplyReport,
+) -> Result<(), Error> {
+    let kvs: Vec<(&str, &str)> = run
+        .iter()
+        .filter_map(|op| match op {
+            Op::SetSysctl { key, value, .. } => Some((key.as_str(), value.as_str())),
+            _ => None,
+        })
+        .collect();
+    let file = pass.open_ns(ns)?;
+    for (op, result) in run
+        .iter()
+        .zip(sysctl::write_all(&file, &ns.to_string(), &kvs)?)
+    {
+        match result {
+            Ok(()) => report.applied += 1,
+            Err(message) => report.failed.push((format!("{op:?}"), message)),
+        }
+    }
+    Ok(())
+}
+
 /// One non-nft op. The outer error is fatal (a namespace that cannot be entered); the inner one
 /// is this op's failure.
 fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> {
@@ -59,10 +105,7 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
             pass.forget(&ns);
             return Ok(netns::delete(pass.netns_dir(), name).map_err(|e| e.to_string()));
         }
-        Op::SetSysctl { ns, key, value } => {
-            let file = pass.open_ns(ns)?;
-            return Ok(sysctl::write(&file, &ns.to_string(), key, value).map_err(|e| e.to_string()));
-        }
+        Op::SetSysctl { .. } => return Ok(Err("sysctls are written in runs".into())),
         Op::AddLink { ns, name, spec } => {
             let peer_file = match &spec.kind {
                 LinkKind::Veth { peer_ns, .. } if peer_ns != ns => Some(pass.open_ns(peer_ns)?),

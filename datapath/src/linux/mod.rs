@@ -21,6 +21,7 @@ pub mod netns;
 pub mod nft;
 mod observe;
 mod rules;
+pub mod sandbox;
 mod socket;
 pub mod sysctl;
 

@@ -60,15 +60,21 @@ pub(crate) fn read_all(
 }
 
 /// Writes one key inside the namespace.
-pub(crate) fn write(ns: &File, label: &str, key: &str, value: &str) -> Result<(), Error> {
-    let fail = |message: String| Error::Sysctl {
-        ns: label.to_string(),
-        key: key.to_string(),
-        message,
-    };
-    let path = key_path(key).map_err(fail)?;
-    netns::in_netns(ns, label, || std::fs::write(&path, format!("{value}\n")))?
-        .map_err(|e| fail(e.to_string()))
+/// Writes several sysctls of one namespace from one thread inside it; one result per key.
+pub(crate) fn write_all(
+    ns: &File,
+    label: &str,
+    kvs: &[(&str, &str)],
+) -> Result<Vec<Result<(), String>>, Error> {
+    netns::in_netns(ns, label, || {
+        kvs.iter()
+            .map(|(key, value)| {
+                let path = key_path(key)?;
+                std::fs::write(&path, format!("{value}\n"))
+                    .map_err(|e| format!("sysctl {key}: {e}"))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -40,11 +40,10 @@ pub(super) fn plan_fips(ctx: &Ctx<'_>, b: &mut Builder) -> BTreeMap<ObjectId, Fi
         let Some(subnet) = ctx.subnet_of(port) else {
             continue;
         };
-        let router = ctx.t.routers.values().find(|r| {
-            r.interfaces.contains(&subnet.id)
-                && r.gateway
-                    .as_ref()
-                    .is_some_and(|g| g.external_network == f.external_network)
+        let router = ctx.ix.routers_of(&subnet.id).iter().find(|r| {
+            r.gateway
+                .as_ref()
+                .is_some_and(|g| g.external_network == f.external_network)
                 && ctx.mine().qrouters.contains(&r.id)
         });
         if let Some(r) = router {

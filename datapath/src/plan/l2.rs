@@ -71,12 +71,11 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
             b.fdb(&vx, [0; 6], FdbTarget::Flood(vtep));
         }
         let router_subnets: Vec<&Subnet> = ctx
-            .t
-            .subnets
-            .values()
-            .filter(|s| {
-                &s.network == nid && ctx.t.routers.values().any(|r| r.interfaces.contains(&s.id))
-            })
+            .ix
+            .subnets_on(nid)
+            .iter()
+            .copied()
+            .filter(|s| !ctx.ix.routers_of(&s.id).is_empty())
             .collect();
         if !router_subnets.is_empty() {
             let remote_dvr: Vec<MacAddr> = ctx
@@ -108,7 +107,7 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
 /// routers' SNAT ports (on the router's SNAT holder).
 fn endpoints(ctx: &Ctx<'_>, net: &Network) -> BTreeSet<(MacAddr, NodeId)> {
     let mut out = BTreeSet::new();
-    for p in ctx.t.ports.values().filter(|p| p.network == net.id) {
+    for p in ctx.ix.ports_on(&net.id) {
         out.insert((p.mac, p.host.clone()));
         for pair in &p.allowed_address_pairs {
             if let Some(m) = pair.mac {
@@ -116,12 +115,11 @@ fn endpoints(ctx: &Ctx<'_>, net: &Network) -> BTreeSet<(MacAddr, NodeId)> {
             }
         }
     }
-    for r in ctx.t.routers.values() {
-        let Some(holder) = ctx.t.snat_holders.get(&r.id) else {
-            continue;
-        };
-        for (sid, sp) in &r.snat_ports {
-            if ctx.t.subnets.get(sid).is_some_and(|s| s.network == net.id) {
+    for s in ctx.ix.subnets_on(&net.id) {
+        for r in ctx.ix.routers_of(&s.id) {
+            if let (Some(holder), Some(sp)) =
+                (ctx.t.snat_holders.get(&r.id), r.snat_ports.get(&s.id))
+            {
                 out.insert((sp.mac, holder.clone()));
             }
         }

@@ -99,9 +99,71 @@ pub(crate) struct Presence {
     pub(crate) snat: BTreeSet<ObjectId>,
 }
 
+/// Lookups the planner needs many times, built once per plan so planning stays near-linear.
+pub(crate) struct Index<'a> {
+    pub(crate) ports_by_network: BTreeMap<&'a ObjectId, Vec<&'a Port>>,
+    pub(crate) subnets_by_network: BTreeMap<&'a ObjectId, Vec<&'a Subnet>>,
+    pub(crate) routers_by_subnet: BTreeMap<&'a ObjectId, Vec<&'a Router>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(t: &'a Topology) -> Self {
+        let mut ports_by_network: BTreeMap<&ObjectId, Vec<&Port>> = BTreeMap::new();
+        for p in t.ports.values() {
+            ports_by_network.entry(&p.network).or_default().push(p);
+        }
+        let mut subnets_by_network: BTreeMap<&ObjectId, Vec<&Subnet>> = BTreeMap::new();
+        for s in t.subnets.values() {
+            subnets_by_network.entry(&s.network).or_default().push(s);
+        }
+        let mut routers_by_subnet: BTreeMap<&ObjectId, Vec<&Router>> = BTreeMap::new();
+        for r in t.routers.values() {
+            for sid in &r.interfaces {
+                routers_by_subnet.entry(sid).or_default().push(r);
+            }
+        }
+        Index {
+            ports_by_network,
+            subnets_by_network,
+            routers_by_subnet,
+        }
+    }
+
+    pub(crate) fn ports_on(&self, network: &ObjectId) -> &[&'a Port] {
+        self.ports_by_network
+            .get(network)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn subnets_on(&self, network: &ObjectId) -> &[&'a Subnet] {
+        self.subnets_by_network
+            .get(network)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn routers_of(&self, subnet: &ObjectId) -> &[&'a Router] {
+        self.routers_by_subnet
+            .get(subnet)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The subnet of `port` that holds its first fixed IP.
+    pub(crate) fn subnet_of(&self, port: &Port) -> Option<&'a Subnet> {
+        let ip = *port.fixed_ips.first()?;
+        self.subnets_on(&port.network)
+            .iter()
+            .copied()
+            .find(|s| s.cidr.contains(ip))
+    }
+}
+
 /// Read-only context shared by the planner's parts.
 pub(crate) struct Ctx<'a> {
     pub(crate) t: &'a Topology,
+    pub(crate) ix: Index<'a>,
     pub(crate) me: &'a NodeId,
     pub(crate) facts: &'a NodeFacts,
     pub(crate) presence: BTreeMap<NodeId, Presence>,
@@ -109,19 +171,15 @@ pub(crate) struct Ctx<'a> {
     pub(crate) dvr_macs: BTreeMap<NodeId, MacAddr>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     pub(crate) fn mine(&self) -> &Presence {
         // `plan` inserts an entry for `me` before building.
         &self.presence[self.me]
     }
 
     /// The subnet of `port` that holds its first fixed IP.
-    pub(crate) fn subnet_of(&self, port: &Port) -> Option<&Subnet> {
-        let ip = *port.fixed_ips.first()?;
-        self.t
-            .subnets
-            .values()
-            .find(|s| s.network == port.network && s.cidr.contains(ip))
+    pub(crate) fn subnet_of(&self, port: &Port) -> Option<&'a Subnet> {
+        self.ix.subnet_of(port)
     }
 
     pub(crate) fn gw_mac(&self, subnet: &ObjectId) -> Option<MacAddr> {
@@ -133,42 +191,54 @@ impl Ctx<'_> {
     }
 }
 
-fn presence(t: &Topology, node: &NodeId) -> Presence {
-    let mut p = Presence::default();
-    for port in t.ports.values().filter(|p| &p.host == node) {
+/// Where every node has something to program, in one walk over ports and SNAT holders.
+fn presence_of_all(t: &Topology, ix: &Index<'_>) -> BTreeMap<NodeId, Presence> {
+    let mut all: BTreeMap<NodeId, Presence> = t
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), Presence::default()))
+        .collect();
+    for port in t.ports.values() {
         if !t.networks.contains_key(&port.network) {
             continue; // a FIP gateway port on an external network
         }
+        let Some(p) = all.get_mut(&port.host) else {
+            continue;
+        };
         p.networks.insert(port.network.clone());
-        for r in t.routers.values() {
-            let on_router = r.interfaces.iter().any(|sid| {
-                t.subnets.get(sid).is_some_and(|s| {
-                    s.network == port.network
-                        && port.fixed_ips.iter().any(|ip| s.cidr.contains(*ip))
-                })
-            });
-            if on_router {
-                p.qrouters.insert(r.id.clone());
+        for s in ix.subnets_on(&port.network) {
+            if port.fixed_ips.iter().any(|ip| s.cidr.contains(*ip)) {
+                p.qrouters
+                    .extend(ix.routers_of(&s.id).iter().map(|r| r.id.clone()));
             }
         }
     }
     for (rid, holder) in &t.snat_holders {
-        if holder == node && t.routers.get(rid).is_some_and(|r| r.gateway.is_some()) {
+        if let (Some(p), Some(true)) = (
+            all.get_mut(holder),
+            t.routers.get(rid).map(|r| r.gateway.is_some()),
+        ) {
             p.snat.insert(rid.clone());
         }
     }
-    for rid in p.qrouters.iter().chain(&p.snat) {
-        if let Some(r) = t.routers.get(rid) {
+    for p in all.values_mut() {
+        let routers: Vec<ObjectId> = p.qrouters.iter().chain(&p.snat).cloned().collect();
+        for rid in routers {
+            let Some(r) = t.routers.get(&rid) else {
+                continue;
+            };
             for sid in &r.interfaces {
-                if let Some(s) = t.subnets.get(sid) {
-                    if t.networks.contains_key(&s.network) {
-                        p.networks.insert(s.network.clone());
-                    }
+                if let Some(s) = t
+                    .subnets
+                    .get(sid)
+                    .filter(|s| t.networks.contains_key(&s.network))
+                {
+                    p.networks.insert(s.network.clone());
                 }
             }
         }
     }
-    p
+    all
 }
 
 /// Plans the kernel state of node `me`.
@@ -178,13 +248,11 @@ pub fn plan(t: &Topology, me: &NodeId) -> Plan {
         b.problems.push(format!("node {me} is not in the view yet"));
         return b.finish();
     };
-    let presence: BTreeMap<NodeId, Presence> = t
-        .nodes
-        .keys()
-        .map(|n| (n.clone(), presence(t, n)))
-        .collect();
+    let ix = Index::new(t);
+    let presence = presence_of_all(t, &ix);
     let ctx = Ctx {
         t,
+        ix,
         me,
         facts: &me_info.facts,
         presence,

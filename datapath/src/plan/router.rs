@@ -51,7 +51,7 @@ pub(super) fn plan_qrouter(ctx: &Ctx<'_>, r: &Router, fip: Option<&FipLink>, b: 
         b.fdb(&tqr, gw_mac.octets(), FdbTarget::Bridge);
         b.addr(&ns, &qr, s.gateway, s.cidr.prefix());
         // Permanent neighbours: no ARP for a router subnet ever crosses the tunnel.
-        for p in ctx.t.ports.values().filter(|p| p.network == s.network) {
+        for p in ctx.ix.ports_on(&s.network) {
             for ip in p.fixed_ips.iter().filter(|ip| s.cidr.contains(**ip)) {
                 b.neigh(&ns, &qr, *ip, p.mac);
             }

@@ -60,7 +60,7 @@ pub(super) fn plan_snat(ctx: &Ctx<'_>, r: &Router, b: &mut Builder) {
         );
         b.fdb(&tsg, sp.mac.octets(), FdbTarget::Bridge);
         b.addr(&ns, &sg, sp.ip, s.cidr.prefix());
-        for p in ctx.t.ports.values().filter(|p| p.network == s.network) {
+        for p in ctx.ix.ports_on(&s.network) {
             for ip in p.fixed_ips.iter().filter(|ip| s.cidr.contains(**ip)) {
                 b.neigh(&ns, &sg, *ip, p.mac);
             }

@@ -6,58 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use datapath::linux::{netns, HostNs, LinuxConfig, LinuxKernel, OWNED_NAMESPACE_PREFIXES};
-use datapath::{diff, Desired, Kernel, LinkKind, LinkSpec, Netns, Op};
-
-/// A throwaway host namespace and namespace directory; removed on drop.
-pub struct Sandbox {
-    dir: tempfile::TempDir,
-    /// Where the backend works.
-    pub config: LinuxConfig,
-}
-
-impl Sandbox {
-    /// A fresh host namespace with an `eth1` to act as the external interface.
-    pub fn new() -> Result<Sandbox> {
-        let dir = tempfile::tempdir()?;
-        netns::create(dir.path(), "host").context("creating the sandbox host namespace")?;
-        let config = LinuxConfig {
-            host: HostNs::Path(dir.path().join("host")),
-            netns_dir: dir.path().join("ns"),
-        };
-        let mut k = LinuxKernel::new(config.clone());
-        let eth1 = Op::AddLink {
-            ns: Netns::Host,
-            name: "eth1".into(),
-            spec: LinkSpec {
-                kind: LinkKind::Veth {
-                    peer: "eth1p".into(),
-                    peer_ns: Netns::Host,
-                },
-                mtu: None,
-                mac: None,
-                master: None,
-                learning: None,
-            },
-        };
-        let r = k.apply(&[eth1])?;
-        if !r.failed.is_empty() {
-            bail!("creating eth1: {:?}", r.failed);
-        }
-        Ok(Sandbox { dir, config })
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Ok(names) = netns::list(&self.config.netns_dir, OWNED_NAMESPACE_PREFIXES) {
-            for n in names {
-                let _ = netns::delete(&self.config.netns_dir, &n);
-            }
-        }
-        let _ = netns::delete(self.dir.path(), "host");
-    }
-}
+use datapath::linux::sandbox::Sandbox;
+use datapath::{diff, Desired, Kernel};
 
 /// One cold programming by dvrmesh: observe, diff, apply from nothing; then the steady-state pass.
 pub struct DvrmeshRun {
@@ -77,9 +27,9 @@ pub fn settle() {
 
 /// Programs `desired` into a fresh sandbox with the Linux backend.
 pub fn dvrmesh(desired: &Desired) -> Result<DvrmeshRun> {
-    let sandbox = Sandbox::new()?;
+    let sandbox = Sandbox::new(&["eth1"])?;
     settle();
-    let mut k = LinuxKernel::new(sandbox.config.clone());
+    let mut k = sandbox.kernel();
     let start = Instant::now();
     let observed = k.observe(desired)?;
     let ops = diff(desired, &observed);

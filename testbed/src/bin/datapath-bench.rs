@@ -35,6 +35,11 @@ fn ms(d: Duration) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // RUST_LOG=datapath=debug shows where each pass spends its time.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let work = tempfile::tempdir()?;
     let me = mesh_proto::NodeId::new(topology::ME)?;
 

@@ -1,0 +1,255 @@
+//! Whole plans on the real kernel, in a throwaway sandbox (root): apply a full plan and a second
+//! pass changes nothing; deleting a router removes every object it owned; foreign objects placed
+//! beforehand are untouched; a new reconciler (a restarted agent) on an unchanged view changes
+//! nothing.
+
+mod common;
+
+use common::*;
+use datapath::linux::sandbox::Sandbox;
+use datapath::{diff, plan, Desired, Kernel, Netns, Topology};
+
+fn require_root() {
+    assert!(
+        nix_is_root(),
+        "these tests program the kernel inside throwaway namespaces and must run as root"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// One reconcile pass; returns the ops it applied. Fails the test on any failed op.
+fn pass(k: &mut impl Kernel, desired: &Desired) -> usize {
+    let ops = diff(desired, &k.observe(desired).expect("observe"));
+    let report = k.apply(&ops).expect("apply");
+    assert!(report.failed.is_empty(), "failed ops: {:#?}", report.failed);
+    ops.len()
+}
+
+fn desired_of(t: &Topology, me: &str) -> Desired {
+    let p = plan(t, &node(me));
+    assert!(p.problems.is_empty(), "plan problems: {:?}", p.problems);
+    p.desired
+}
+
+#[test]
+fn a_full_plan_applies_and_a_second_pass_changes_nothing() {
+    require_root();
+    for me in ["c1", "c2", "n1", "c3"] {
+        let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+        let desired = desired_of(&topology(), me);
+        let mut k = sandbox.kernel();
+        assert!(pass(&mut k, &desired) > 0);
+        let observed = k.observe(&desired).expect("observe");
+        assert_eq!(observed, desired, "{me}: the kernel holds exactly the plan");
+        assert_eq!(pass(&mut k, &desired), 0, "{me}: second pass must be empty");
+    }
+}
+
+#[test]
+fn deleting_a_router_removes_everything_it_owned() {
+    require_root();
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    let mut k = sandbox.kernel();
+    let t = topology();
+    pass(&mut k, &desired_of(&t, "c1"));
+    let mut without = t.clone();
+    without.routers.remove(&oid("rtr-two"));
+    let smaller = desired_of(&without, "c1");
+    pass(&mut k, &smaller);
+    assert_eq!(k.observe(&smaller).expect("observe"), smaller);
+    assert!(
+        sandbox
+            .sh(&Netns::Host, &["ip", "link", "show", "tqrsub-c"])
+            .is_err(),
+        "host end of qr-sub-c is gone"
+    );
+    assert!(
+        !sandbox
+            .ns_path(&Netns::Named("qrouter-rtr-two".into()))
+            .exists(),
+        "namespace file is gone"
+    );
+}
+
+#[test]
+fn foreign_objects_are_untouched() {
+    require_root();
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    let host = Netns::Host;
+    let run = |args: &[&str]| sandbox.sh(&host, args).expect("setup command");
+    run(&[
+        "ip", "link", "add", "foreign0", "type", "veth", "peer", "name", "foreign1",
+    ]);
+    run(&["ip", "link", "set", "foreign0", "up"]);
+    run(&["ip", "addr", "add", "192.0.2.200/24", "dev", "foreign0"]);
+    run(&[
+        "ip",
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "192.0.2.1",
+        "proto",
+        "static",
+    ]);
+    run(&[
+        "ip",
+        "rule",
+        "add",
+        "from",
+        "192.0.2.200",
+        "lookup",
+        "100",
+        "priority",
+        "100",
+    ]);
+    run(&[
+        "ip",
+        "neigh",
+        "add",
+        "192.0.2.9",
+        "lladdr",
+        "02:00:00:00:00:09",
+        "dev",
+        "foreign0",
+        "nud",
+        "permanent",
+    ]);
+    run(&["nft", "add", "table", "ip", "foreign"]);
+    let snapshot = || {
+        [
+            "ip route show table all proto static",
+            "ip rule show",
+            "ip neigh show dev foreign0",
+            "nft list table ip foreign",
+            "ip addr show dev foreign0",
+        ]
+        .iter()
+        .map(|c| run(&c.split(' ').collect::<Vec<_>>()))
+        .collect::<Vec<_>>()
+    };
+    let before = snapshot();
+    let mut k = sandbox.kernel();
+    pass(&mut k, &desired_of(&topology(), "n1"));
+    assert_eq!(
+        snapshot(),
+        before,
+        "foreign objects changed while programming"
+    );
+    pass(&mut k, &Desired::default());
+    assert_eq!(
+        snapshot(),
+        before,
+        "foreign objects changed while removing everything"
+    );
+    let left = k.observe(&Desired::default()).expect("observe");
+    assert!(
+        left.links.is_empty()
+            && left.namespaces.is_empty()
+            && left.routes.is_empty()
+            && left.rules.is_empty()
+            && left.nft.is_empty(),
+        "dvrmesh left {left:?}"
+    );
+}
+
+#[test]
+fn a_restarted_reconciler_on_an_unchanged_view_changes_nothing() {
+    require_root();
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    let desired = desired_of(&topology(), "c2");
+    pass(&mut sandbox.kernel(), &desired);
+    // Stable facts only (bridge timers and IPv6 DAD change on their own): every link's index and
+    // name (a re-created link gets a new index), IPv4 addresses, our routes, rules, FDB, nft.
+    let dump = || {
+        let links: Vec<String> = sandbox
+            .sh(&Netns::Host, &["ip", "-o", "link", "show"])
+            .expect("dump")
+            .lines()
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        let mut out = vec![links.join("\n")];
+        out.extend(
+            [
+                "ip -4 -o addr show",
+                "ip route show table all proto 147",
+                "ip rule show",
+                "bridge fdb show",
+                "nft list ruleset",
+            ]
+            .iter()
+            .map(|c| {
+                sandbox
+                    .sh(&Netns::Host, &c.split(' ').collect::<Vec<_>>())
+                    .expect("dump")
+            }),
+        );
+        out
+    };
+    let qrouter = Netns::Named("qrouter-rtr-one".into());
+    let qdump = || {
+        sandbox
+            .sh(&qrouter, &["nft", "list", "ruleset"])
+            .expect("dump")
+            + &sandbox.sh(&qrouter, &["ip", "rule", "show"]).expect("dump")
+    };
+    let (before, qbefore) = (dump(), qdump());
+    // A new backend instance, as after an agent restart: observe, diff, apply.
+    let mut fresh = sandbox.kernel();
+    assert_eq!(
+        pass(&mut fresh, &desired),
+        0,
+        "a restarted reconciler must find nothing to do"
+    );
+    let after = dump();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        let first = b.lines().zip(a.lines()).find(|(x, y)| x != y);
+        assert!(
+            b == a,
+            "host dump #{i} changed after a reconciler restart; first difference: {first:?}"
+        );
+    }
+    assert!(
+        qdump() == qbefore,
+        "the router namespace changed after a reconciler restart"
+    );
+}
+
+#[test]
+fn moving_a_fip_reprograms_both_nodes_views() {
+    require_root();
+    // c2 serves f1 for vm2; then f1 moves to vm1 on c1: c2's fip namespace loses it.
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    let mut k = sandbox.kernel();
+    let t = topology();
+    pass(&mut k, &desired_of(&t, "c2"));
+    let mut moved = t.clone();
+    let f1 = moved.fips.get(&oid("f1")).expect("f1").clone();
+    let mut spec = f1.into_spec();
+    spec.port = Some(oid("vm1"));
+    spec.fixed_ip = Some("10.1.0.10".parse().expect("ip"));
+    moved
+        .fips
+        .insert(oid("f1"), mesh_proto::FloatingIp::new(spec).expect("fip"));
+    let after = plan(&moved, &node("c2")).desired;
+    pass(&mut k, &after);
+    assert_eq!(k.observe(&after).expect("observe"), after);
+    let routes = sandbox.sh(
+        &Netns::Named("fip-ext-public".into()),
+        &["ip", "route", "show"],
+    );
+    assert!(
+        routes.map(|r| !r.contains("203.0.113.50")).unwrap_or(true),
+        "the moved FIP's /32 is gone from c2"
+    );
+}
