@@ -298,6 +298,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn neighbours_are_re_added_when_their_device_changes_mac() {
+        let ns = Netns::Named("qrouter-x".into());
+        let link = |mac: &str| LinkSpec {
+            kind: LinkKind::Veth {
+                peer: "tqrx".into(),
+                peer_ns: Netns::Host,
+            },
+            mtu: None,
+            mac: Some(mac.parse().expect("mac")),
+            master: None,
+            learning: None,
+        };
+        let neigh = NeighSpec {
+            ns: ns.clone(),
+            dev: "qr-x".into(),
+            ip: "10.0.0.5".parse().expect("ip"),
+            mac: "fa:16:3e:00:00:05".parse().expect("mac"),
+        };
+        let mut desired = Desired::default();
+        desired.namespaces.insert("qrouter-x".into());
+        desired
+            .links
+            .insert((ns.clone(), "qr-x".into()), link("fa:16:3d:00:00:01"));
+        desired.neighs.insert(neigh.clone());
+        let mut observed = desired.clone();
+        assert!(diff(&desired, &observed).is_empty());
+        observed
+            .links
+            .insert((ns.clone(), "qr-x".into()), link("fa:16:3d:00:00:02"));
+        let ops = diff(&desired, &observed);
+        assert!(ops.iter().any(|o| matches!(o, Op::SetLink { .. })));
+        assert!(ops.contains(&Op::AddNeigh(neigh)), "{ops:?}");
+    }
+
+    #[test]
     fn interface_sysctls_are_told_apart() {
         assert!(!is_interface_sysctl("net.ipv4.ip_forward"));
         assert!(!is_interface_sysctl("net.ipv4.conf.all.rp_filter"));

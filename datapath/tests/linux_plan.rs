@@ -253,3 +253,85 @@ fn moving_a_fip_reprograms_both_nodes_views() {
         "the moved FIP's /32 is gone from c2"
     );
 }
+
+/// Captures ARP frames on `dev` inside the namespace file `ns` for `wait`; returns each frame's
+/// sender IP.
+fn capture_arp(
+    ns: std::path::PathBuf,
+    dev: &'static str,
+    wait: std::time::Duration,
+) -> std::thread::JoinHandle<Vec<std::net::Ipv4Addr>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).expect("open netns");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let proto = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: plain socket calls on a descriptor owned by this thread; buffers are local.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto));
+            assert!(fd >= 0, "packet socket");
+            let name = std::ffi::CString::new(dev).expect("name");
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = proto;
+            addr.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            assert!(
+                libc::bind(
+                    fd,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32
+                ) == 0,
+                "bind"
+            );
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            ready_tx.send(()).expect("ready");
+            let mut seen = Vec::new();
+            let end = std::time::Instant::now() + wait;
+            let mut buf = [0u8; 2048];
+            while std::time::Instant::now() < end {
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n >= 42 {
+                    seen.push(std::net::Ipv4Addr::new(buf[28], buf[29], buf[30], buf[31]));
+                }
+            }
+            libc::close(fd);
+            seen
+        }
+    });
+    ready_rx.recv().expect("capture started");
+    h
+}
+
+#[test]
+fn a_fip_that_appears_is_announced_by_gratuitous_arp() {
+    require_root();
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    sandbox
+        .sh(&Netns::Host, &["ip", "link", "set", "eth1p", "up"])
+        .expect("eth1p up");
+    let capture = capture_arp(
+        sandbox.ns_path(&Netns::Host),
+        "eth1p",
+        std::time::Duration::from_millis(1500),
+    );
+    pass(&mut sandbox.kernel(), &desired_of(&topology(), "c2"));
+    let seen = capture.join().expect("capture");
+    assert!(
+        seen.contains(&"203.0.113.50".parse().expect("ip")),
+        "no gratuitous ARP for the FIP on the external segment: {seen:?}"
+    );
+    assert!(
+        seen.contains(&"203.0.113.12".parse().expect("ip")),
+        "no gratuitous ARP for the FIP gateway address: {seen:?}"
+    );
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::socket::{nl, NlError};
-use super::{addrs_routes, links, neigh_fdb, netns, nft, rules, sysctl, Pass};
+use super::{addrs_routes, garp, links, neigh_fdb, netns, nft, rules, sysctl, Pass};
 use crate::{ApplyReport, Error, LinkKind, Netns, Op};
 
 /// Applies `ops` in order.
@@ -44,7 +44,10 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
             }
         } else {
             match apply_one(pass, op)? {
-                Ok(()) => report.applied += 1,
+                Ok(()) => {
+                    report.applied += 1;
+                    announce(pass, op);
+                }
                 Err(message) => report.failed.push((format!("{op:?}"), message)),
             }
         }
@@ -61,6 +64,43 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
         );
     }
     Ok(report)
+}
+
+/// Sends gratuitous ARP when an op makes an address appear on this node: an address on a router
+/// gateway, SNAT or FIP gateway device (`qg-`, `sg-`, `fg-`), or a FIP's /32 in a fip namespace
+/// (announced from that namespace's `fg-` device). A failure is logged, never fatal.
+fn announce(pass: &mut Pass<'_>, op: &Op) {
+    let (ns, dev, ip) = match op {
+        Op::AddAddr(a) if ["qg-", "sg-", "fg-"].iter().any(|p| a.dev.starts_with(p)) => {
+            (a.ns.clone(), a.dev.clone(), a.ip)
+        }
+        Op::AddRoute(r)
+            if r.dst.prefix() == 32
+                && matches!(&r.ns, Netns::Named(n) if n.starts_with("fip-")) =>
+        {
+            let Ok(conn) = pass.conn(&r.ns) else { return };
+            let Ok(links) = links::dump(conn) else { return };
+            let Some(fg) = links.iter().find(|l| l.name.starts_with("fg-")) else {
+                return;
+            };
+            (r.ns.clone(), fg.name.clone(), r.dst.network())
+        }
+        _ => return,
+    };
+    let result = (|| {
+        let link = links::get(pass.conn(&ns).map_err(|e| e.to_string())?, &dev)
+            .map_err(|e| format!("{e:?}"))?
+            .ok_or("device gone")?;
+        let mac = link.mac.ok_or("device has no MAC")?;
+        let file = pass.open_ns(&ns).map_err(|e| e.to_string())?;
+        garp::announce(&file, &ns.to_string(), link.index, mac, ip)
+    })();
+    match result {
+        Ok(()) => tracing::debug!(ns = %ns, dev = %dev, ip = %ip, "gratuitous ARP sent"),
+        Err(e) => {
+            tracing::warn!(ns = %ns, dev = %dev, ip = %ip, error = %e, "gratuitous ARP failed")
+        }
+    }
 }
 
 /// Writes a run of sysctls of one namespace.

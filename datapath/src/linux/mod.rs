@@ -14,6 +14,7 @@
 
 mod addrs_routes;
 mod apply;
+mod garp;
 mod libnft;
 mod links;
 mod neigh_fdb;
