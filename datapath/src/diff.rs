@@ -56,10 +56,27 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
             .cloned()
             .map(Op::AddRule),
     );
+    // Changing a device's MAC makes the kernel flush its neighbours, permanent ones included:
+    // re-add them in the same pass.
+    let mac_changed: BTreeSet<(Netns, String)> = desired
+        .links
+        .iter()
+        .filter(|(k, want)| {
+            observed
+                .links
+                .get(*k)
+                .is_some_and(|have| want.mac.is_some() && want.mac != have.mac)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
     ops.extend(
         desired
             .neighs
-            .difference(&observed.neighs)
+            .iter()
+            .filter(|n| {
+                !observed.neighs.contains(*n)
+                    || mac_changed.contains(&(n.ns.clone(), n.dev.clone()))
+            })
             .cloned()
             .map(Op::AddNeigh),
     );
