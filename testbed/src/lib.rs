@@ -1,8 +1,14 @@
 //! `testbed` owns dvrmesh's sealed labs and benchmarks: everything that builds namespaces and
 //! runs real programs to measure or prove the system. Nothing depends on it.
 //!
-//! Today it holds the datapath programming benchmark (`datapath-bench`); the namespace lab
-//! (`dvrmesh-lab`) comes with the testbed work item.
+//! - [`lab`]: the sealed namespace lab behind `dvrmesh-lab` (nodes running real agents, VMs,
+//!   an upstream router and an internet host) and its teardown;
+//! - [`probe`]: UDP probes written in Rust, so no scenario depends on ping or iperf;
+//! - [`demo`]: the README's main job;
+//! - [`bench`]: the datapath programming benchmark (`datapath-bench`).
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod demo;
+pub mod lab;
+pub mod probe;

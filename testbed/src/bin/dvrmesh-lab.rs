@@ -1,0 +1,225 @@
+//! `dvrmesh-lab`: a sealed dvrmesh cluster in namespaces on this host, the README's demo, and the
+//! probes the scenario tests use. Needs root.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use testbed::lab::spec::LabSpec;
+use testbed::lab::{self, Lab};
+use testbed::{demo, probe};
+
+#[derive(Parser)]
+#[command(
+    name = "dvrmesh-lab",
+    about = "A sealed dvrmesh cluster in network namespaces: real agents, VMs as namespaces, an upstream router and an internet host.",
+    long_about = "Everything lives in namespaces the lab creates under its directory; nothing is attached to this \
+host's interfaces and no route leads out. `demo` builds the default topology, runs the traffic matrix and tears down."
+)]
+struct Cli {
+    /// The lab's directory.
+    #[arg(long, global = true, default_value_os_t = lab::default_dir())]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring a lab up (replacing any lab in the same directory).
+    Up {
+        /// Compute nodes (mode dvr).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Network nodes (mode dvr_snat).
+        #[arg(long, default_value_t = 1)]
+        snat_nodes: usize,
+        /// A JSON topology file ({"nodes": [{"name", "mode", "priority"}]}) instead of --nodes.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
+    /// Stop every agent and remove every namespace of the lab (also after a crash).
+    Down,
+    /// Show nodes and VMs.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// VMs.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Run a command in a VM, a node (where `dvrmesh …` reaches that node's agent), `internet`
+    /// or `upstream`.
+    Exec {
+        /// VM, node, `internet` or `upstream`.
+        name: String,
+        /// The command.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Build the default topology (2 tenants with overlapping CIDRs, 2 routers, 4 subnets, VMs on
+    /// several nodes, FIPs), run the traffic matrix, print it and the time to full connectivity,
+    /// and tear down.
+    Demo {
+        /// Keep the lab after the demo.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// UDP echo server (used inside lab namespaces).
+    #[command(hide = true)]
+    ProbeServe {
+        #[arg(long, default_value_t = probe::PORT)]
+        port: u16,
+        #[arg(long, default_value_t = 60)]
+        for_secs: u64,
+    },
+    /// UDP probe client (used inside lab namespaces); prints a JSON report.
+    #[command(hide = true)]
+    Probe {
+        to: SocketAddr,
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        wait_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// Create a VM: a port on NODE's agent, its device moved into a new namespace.
+    Create {
+        name: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        network: String,
+        /// Also allocate and associate a floating IP.
+        #[arg(long)]
+        fip: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Up {
+            nodes,
+            snat_nodes,
+            topology,
+        } => {
+            let spec = match topology {
+                Some(f) => serde_json::from_str(
+                    &std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                )
+                .with_context(|| format!("{}: not a topology", f.display()))?,
+                None => LabSpec::sized(nodes, snat_nodes),
+            };
+            let start = Instant::now();
+            let lab = Lab::up(&cli.dir, &spec, &mut |s| {
+                eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64())
+            })?;
+            // The agents keep running after this command returns.
+            std::mem::forget(lab);
+            eprintln!(
+                "lab up in {:.1}s; dvrmesh-lab status, dvrmesh-lab down",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Command::Down => {
+            Lab::down(&cli.dir)?;
+            eprintln!("lab removed");
+        }
+        Command::Status { json } => {
+            let lab = Lab::open(&cli.dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lab.state)?);
+            } else {
+                for n in &lab.state.nodes {
+                    let alive = n
+                        .pid
+                        .is_some_and(|p| PathBuf::from(format!("/proc/{p}")).exists());
+                    println!(
+                        "node {:<12} {:<16} {:<15} agent {}",
+                        n.name,
+                        n.mode,
+                        n.tunnel_ip,
+                        if alive { "running" } else { "stopped" }
+                    );
+                }
+                for v in &lab.state.vms {
+                    println!(
+                        "vm   {:<12} on {:<12} {:<10} {:<15} {} {}",
+                        v.name,
+                        v.node,
+                        v.network,
+                        v.ip,
+                        v.mac,
+                        v.fip.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Vm(VmCommand::Create {
+            name,
+            node,
+            network,
+            fip,
+        }) => {
+            let mut lab = Lab::open(&cli.dir)?;
+            let vm = lab.vm_create(&name, &node, &network, fip)?;
+            std::mem::forget(lab);
+            println!("{}", serde_json::to_string_pretty(&vm)?);
+        }
+        Command::Exec { name, command } => {
+            let lab = Lab::open(&cli.dir)?;
+            let ns = lab.member_ns(&name)?;
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).args(&command);
+            if lab.state.nodes.iter().any(|n| n.name == name) {
+                c.env("DVRMESH_API", lab.api(&name));
+                if let Some(dir) = lab.bin.parent() {
+                    let path = std::env::var("PATH").unwrap_or_default();
+                    c.env("PATH", format!("{}:{path}", dir.display()));
+                }
+            }
+            let status = c.status().context("running the command")?;
+            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+        }
+        Command::Demo { keep } => demo::run(&cli.dir, keep)?,
+        Command::ProbeServe { port, for_secs } => probe::serve(port, for_secs)?,
+        Command::Probe {
+            to,
+            count,
+            interval_ms,
+            wait_ms,
+        } => {
+            let r = probe::probe(
+                to,
+                count,
+                Duration::from_millis(interval_ms),
+                Duration::from_millis(wait_ms),
+            )?;
+            println!("{}", serde_json::to_string(&r)?);
+            if r.received == 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

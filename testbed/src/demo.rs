@@ -1,0 +1,258 @@
+//! The README's main job: a lab with two tenants whose CIDRs overlap, their routers, VMs spread
+//! over the nodes, FIPs, and the traffic matrix proving every path.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::lab::spec::{LabSpec, EXT_CIDR, EXT_GATEWAY, INTERNET_IP};
+use crate::lab::{wait, Lab};
+
+/// One expected path and what was seen.
+struct Check {
+    from: String,
+    to: String,
+    path: &'static str,
+    expect_seen_as: Option<String>,
+    expect_reach: bool,
+}
+
+/// Builds the demo configuration through the first node's agent.
+pub fn configure(lab: &Lab) -> Result<()> {
+    let n = &lab.state.nodes[0].name;
+    let c = |args: &[&str]| lab.cli(n, args).map(|_| ());
+    c(&[
+        "external-network",
+        "create",
+        "public",
+        "--cidr",
+        EXT_CIDR,
+        "--gateway",
+        EXT_GATEWAY,
+        "--pool",
+        "203.0.113.10-203.0.113.250",
+    ])?;
+    for (t, nets) in [
+        (
+            "a",
+            [("net1", 101, "10.1.0.0/24"), ("net2", 102, "10.2.0.0/24")],
+        ),
+        (
+            "b",
+            [("net1", 201, "10.1.0.0/24"), ("net2", 202, "10.3.0.0/24")],
+        ),
+    ] {
+        let router = format!("{t}-router");
+        c(&["router", "create", &router])?;
+        for (net, vni, cidr) in nets {
+            let (net_name, sub_name) = (format!("{t}-{net}"), format!("{t}-{net}-sub"));
+            c(&["network", "create", &net_name, "--vni", &vni.to_string()])?;
+            c(&[
+                "subnet",
+                "create",
+                &sub_name,
+                "--network",
+                &net_name,
+                "--cidr",
+                cidr,
+            ])?;
+            c(&["router", "add-interface", &router, "--subnet", &sub_name])?;
+        }
+        c(&[
+            "router",
+            "set-gateway",
+            &router,
+            "--external-network",
+            "public",
+        ])?;
+    }
+    Ok(())
+}
+
+/// Runs the demo in `dir`.
+pub fn run(dir: &Path, keep: bool) -> Result<()> {
+    let start = Instant::now();
+    let step = |s: &str| eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64());
+    let mut lab = Lab::up(dir, &LabSpec::sized(2, 1), &mut |s| step(s))?;
+    step(
+        "creating 2 tenants (overlapping 10.1.0.0/24), 2 routers, 4 subnets, the external network",
+    );
+    configure(&lab)?;
+    let vms = [
+        ("a-vm1", "compute-1", "a-net1", true),
+        ("a-vm2", "compute-2", "a-net2", false),
+        ("a-vm3", "compute-2", "a-net1", false),
+        ("b-vm1", "compute-1", "b-net1", true),
+        ("b-vm2", "network-1", "b-net2", false),
+    ];
+    for (name, node, net, fip) in vms {
+        step(&format!(
+            "creating VM {name} on {node} ({net}{})",
+            if fip { ", with a FIP" } else { "" }
+        ));
+        lab.vm_create(name, node, net, fip)?;
+    }
+    let result = matrix(&lab, start);
+    if keep {
+        std::mem::forget(lab);
+        eprintln!(
+            "lab kept in {}; dvrmesh-lab status, dvrmesh-lab down",
+            dir.display()
+        );
+    } else {
+        drop(lab);
+        Lab::down(dir)?;
+        step("lab torn down");
+    }
+    result
+}
+
+fn router_ip(lab: &Lab, router: &str) -> Result<String> {
+    let r = lab.cli(&lab.state.nodes[0].name, &["router", "show", router])?;
+    r["gateway"]["external_ip"]
+        .as_str()
+        .map(String::from)
+        .context("router without external address")
+}
+
+fn matrix(lab: &Lab, start: Instant) -> Result<()> {
+    let mut checks = Vec::new();
+    let tenants: Vec<(char, Vec<&crate::lab::VmState>)> = ['a', 'b']
+        .into_iter()
+        .map(|t| {
+            (
+                t,
+                lab.state
+                    .vms
+                    .iter()
+                    .filter(|v| v.name.starts_with(t))
+                    .collect(),
+            )
+        })
+        .collect();
+    for (t, vms) in &tenants {
+        let snat_ip = router_ip(lab, &format!("{t}-router"))?;
+        for a in vms {
+            for b in vms.iter().filter(|b| b.name != a.name) {
+                let path = if a.node == b.node {
+                    "east-west, same host"
+                } else {
+                    "east-west, across hosts"
+                };
+                checks.push(Check {
+                    from: a.name.clone(),
+                    to: b.name.clone(),
+                    path,
+                    expect_seen_as: Some(a.ip.clone()),
+                    expect_reach: true,
+                });
+            }
+            let (path, seen) = match &a.fip {
+                Some(f) => ("north-south via its FIP", f.clone()),
+                None => ("north-south via SNAT", snat_ip.clone()),
+            };
+            checks.push(Check {
+                from: a.name.clone(),
+                to: "internet".into(),
+                path,
+                expect_seen_as: Some(seen),
+                expect_reach: true,
+            });
+            if a.fip.is_some() {
+                checks.push(Check {
+                    from: "internet".into(),
+                    to: a.name.clone(),
+                    path: "internet to FIP",
+                    expect_seen_as: Some(INTERNET_IP.into()),
+                    expect_reach: true,
+                });
+            }
+        }
+    }
+    // Isolation: tenant a cannot reach tenant b, not even at an address inside its own CIDR.
+    if let (Some(a), Some(b)) = (
+        lab.state.vms.iter().find(|v| v.name == "a-vm1"),
+        lab.state.vms.iter().find(|v| v.name == "b-vm1"),
+    ) {
+        checks.push(Check {
+            from: a.name.clone(),
+            to: b.name.clone(),
+            path: "tenant isolation (must fail)",
+            expect_seen_as: None,
+            expect_reach: false,
+        });
+    }
+    let mut servers = Vec::new();
+    for v in &lab.state.vms {
+        servers.push(lab.probe_server(&v.name, 120)?);
+    }
+    servers.push(lab.probe_server("internet", 120)?);
+    // Time to full connectivity: retry the whole matrix until every check passes (30 s at most).
+    let mut outcome = Vec::new();
+    let ok = wait(Duration::from_secs(30), "full connectivity", || {
+        outcome = checks.iter().map(|c| run_check(lab, c)).collect();
+        outcome.iter().all(|(pass, _)| *pass)
+    });
+    let connected_at = start.elapsed();
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    println!(
+        "{:<8} {:<10} {:<30} {:<6} seen as",
+        "from", "to", "path", "result"
+    );
+    for (c, (pass, seen)) in checks.iter().zip(&outcome) {
+        println!(
+            "{:<8} {:<10} {:<30} {:<6} {}",
+            c.from,
+            c.to,
+            c.path,
+            if *pass { "ok" } else { "FAIL" },
+            seen
+        );
+    }
+    match ok {
+        Ok(()) => {
+            println!(
+                "full connectivity {:.1}s after start ({} paths)",
+                connected_at.as_secs_f64(),
+                checks.len()
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.context("the traffic matrix did not pass")),
+    }
+}
+
+fn run_check(lab: &Lab, c: &Check) -> (bool, String) {
+    let target = if c.to == "internet" {
+        INTERNET_IP.to_string()
+    } else {
+        match lab.vm(&c.to) {
+            Ok(v) if c.from == "internet" => v.fip.clone().unwrap_or_default(),
+            Ok(v) => v.ip.clone(),
+            Err(_) => return (false, "no such VM".into()),
+        }
+    };
+    match lab.probe(&c.from, &target, 2, 50) {
+        Ok(r) if c.expect_reach => {
+            let seen = r.seen_as.join(",");
+            let good = r.received > 0
+                && c.expect_seen_as
+                    .as_ref()
+                    .is_none_or(|s| r.seen_as.iter().all(|x| x == s));
+            (good, seen)
+        }
+        Ok(r) => (
+            r.received == 0,
+            if r.received == 0 {
+                "unreachable".into()
+            } else {
+                r.seen_as.join(",")
+            },
+        ),
+        Err(e) => (!c.expect_reach, format!("{e}")),
+    }
+}

@@ -1,0 +1,755 @@
+//! A sealed virtual cluster on one host, entirely inside namespaces the lab creates.
+//!
+//! Namespaces are files under the lab's directory (never `/run/netns`): `fabric` (the underlay
+//! bridge), `extfab` (the external network's bridge), `upstream` (the external gateway, with the
+//! "internet" behind it), `internet`, one `node-<name>` per node and one `vm-<name>` per VM. Each
+//! node's agent runs inside its node namespace and keeps its router namespaces in its own
+//! directory, so two nodes both have `qrouter-<id>` as real hosts do. The namespaces are held by
+//! their files, so restarting an agent never destroys what it programmed. Nothing is attached to
+//! the host's namespace and no route leads out of the lab.
+
+pub mod exec;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use datapath::linux::netns;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use self::exec::{output_in, run_in};
+use self::spec::{tunnel_ip, LabSpec, EXT_GATEWAY, INTERNET_IP};
+
+/// Gossip port of every agent (each on its own underlay address).
+const GOSSIP_PORT: u16 = 7100;
+
+/// What the lab remembers on disk, so `down` works after a crash.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabState {
+    /// Nodes and their agent's pid.
+    pub nodes: Vec<NodeState>,
+    /// VMs.
+    pub vms: Vec<VmState>,
+}
+
+/// One node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Name (node id).
+    pub name: String,
+    /// Mode.
+    pub mode: String,
+    /// Underlay address.
+    pub tunnel_ip: String,
+    /// The agent's pid, when running.
+    pub pid: Option<u32>,
+}
+
+/// One VM.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VmState {
+    /// Name (also its port's name).
+    pub name: String,
+    /// Hosting node.
+    pub node: String,
+    /// Network name.
+    pub network: String,
+    /// Port id.
+    pub port: String,
+    /// Fixed IP.
+    pub ip: String,
+    /// MAC.
+    pub mac: String,
+    /// Floating IP, if any.
+    pub fip: Option<String>,
+}
+
+/// A running lab.
+pub struct Lab {
+    /// The lab's directory.
+    pub dir: PathBuf,
+    /// The `dvrmesh` binary.
+    pub bin: PathBuf,
+    /// What it holds.
+    pub state: LabState,
+    children: BTreeMap<String, Child>,
+}
+
+/// The default lab directory.
+pub fn default_dir() -> PathBuf {
+    PathBuf::from("/run/dvrmesh-lab")
+}
+
+/// Finds the `dvrmesh-lab` binary (which carries the probes): the running executable if it is
+/// the lab, `$DVRMESH_LAB_BIN`, or next to the running executable.
+pub fn find_lab_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DVRMESH_LAB_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    if exe.file_name().is_some_and(|n| n == "dvrmesh-lab") {
+        return Ok(exe);
+    }
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("dvrmesh-lab");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "cannot find the dvrmesh-lab binary next to {}: build it or set DVRMESH_LAB_BIN",
+        exe.display()
+    )
+}
+
+/// Finds the `dvrmesh` binary: `$DVRMESH_BIN`, next to the running executable, or its parent
+/// directory (tests run from `target/debug/deps`).
+pub fn find_dvrmesh() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DVRMESH_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("dvrmesh");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the dvrmesh binary next to {}: build it (cargo build -p dvrmesh-node) or set DVRMESH_BIN", exe.display())
+}
+
+impl Lab {
+    /// Path of a lab namespace.
+    pub fn ns(&self, name: &str) -> PathBuf {
+        self.dir.join("ns").join(name)
+    }
+
+    /// Namespace of a node.
+    pub fn node_ns(&self, node: &str) -> PathBuf {
+        self.ns(&format!("node-{node}"))
+    }
+
+    /// Namespace of a VM.
+    pub fn vm_ns(&self, vm: &str) -> PathBuf {
+        self.ns(&format!("vm-{vm}"))
+    }
+
+    /// A node's directory (config, credentials, data, its router namespaces, API socket).
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node)
+    }
+
+    /// A node's agent API socket.
+    pub fn api(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("api.sock")
+    }
+
+    /// A namespace the agent of `node` created (`qrouter-…`, `fip-…`, `snat-…`).
+    pub fn agent_ns(&self, node: &str, name: &str) -> PathBuf {
+        self.node_dir(node).join("netns").join(name)
+    }
+
+    /// Brings a lab up in `dir` (removing any earlier lab there first). `progress` hears each step.
+    pub fn up(dir: &Path, spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<Lab> {
+        if dir.join("state.json").exists() {
+            progress("removing the previous lab");
+            Lab::down(dir)?;
+        }
+        std::fs::create_dir_all(dir.join("ns"))?;
+        let mut lab = Lab {
+            dir: dir.to_path_buf(),
+            bin: find_dvrmesh()?,
+            state: LabState::default(),
+            children: BTreeMap::new(),
+        };
+        lab.save()?;
+        progress("creating the underlay, external network, upstream router and internet host");
+        lab.build_fabric()?;
+        progress("issuing the cluster CA and node certificates");
+        let ca = dir.join("ca");
+        cli_ok(&lab.bin, &["ca", "init", "--dir", &ca.to_string_lossy()])?;
+        for (i, n) in spec.nodes.iter().enumerate() {
+            progress(&format!("creating node {} ({})", n.name, n.mode));
+            lab.add_node(i, &n.name, &n.mode, n.priority)?;
+        }
+        progress("waiting for every agent to see every other");
+        lab.wait_members(Duration::from_secs(30))?;
+        Ok(lab)
+    }
+
+    /// Reopens the lab in `dir` (for `status`, `vm create`, `exec`, `down`).
+    pub fn open(dir: &Path) -> Result<Lab> {
+        let text = std::fs::read_to_string(dir.join("state.json"))
+            .with_context(|| format!("no lab in {} (run dvrmesh-lab up)", dir.display()))?;
+        let state: LabState = serde_json::from_str(&text).context("lab state")?;
+        Ok(Lab {
+            dir: dir.to_path_buf(),
+            bin: find_dvrmesh()?,
+            state,
+            children: BTreeMap::new(),
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
+        std::fs::rename(tmp, self.dir.join("state.json"))?;
+        Ok(())
+    }
+
+    fn build_fabric(&mut self) -> Result<()> {
+        let nsdir = self.dir.join("ns");
+        for n in ["fabric", "extfab", "upstream", "internet"] {
+            netns::create(&nsdir, n)?;
+            run_in(&self.ns(n), &["ip", "link", "set", "lo", "up"])?;
+        }
+        let (fabric, extfab, up, inet) = (
+            self.ns("fabric"),
+            self.ns("extfab"),
+            self.ns("upstream"),
+            self.ns("internet"),
+        );
+        run_in(&fabric, &["ip", "link", "add", "br-ul", "type", "bridge"])?;
+        run_in(&fabric, &["ip", "link", "set", "br-ul", "up"])?;
+        run_in(&extfab, &["ip", "link", "add", "br-ext", "type", "bridge"])?;
+        run_in(&extfab, &["ip", "link", "set", "br-ext", "up"])?;
+        run_in(
+            &extfab,
+            &[
+                "ip",
+                "link",
+                "add",
+                "xf-up",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ext0",
+                "netns",
+                &up.to_string_lossy(),
+            ],
+        )?;
+        run_in(
+            &extfab,
+            &["ip", "link", "set", "xf-up", "master", "br-ext", "up"],
+        )?;
+        run_in(
+            &up,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{EXT_GATEWAY}/24"),
+                "dev",
+                "ext0",
+            ],
+        )?;
+        run_in(&up, &["ip", "link", "set", "ext0", "up"])?;
+        run_in(
+            &up,
+            &[
+                "ip",
+                "link",
+                "add",
+                "inet0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &inet.to_string_lossy(),
+            ],
+        )?;
+        run_in(
+            &up,
+            &["ip", "addr", "add", "198.51.100.1/24", "dev", "inet0"],
+        )?;
+        run_in(&up, &["ip", "link", "set", "inet0", "up"])?;
+        run_in(&up, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        run_in(
+            &inet,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{INTERNET_IP}/24"),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        run_in(&inet, &["ip", "link", "set", "eth0", "up"])?;
+        run_in(
+            &inet,
+            &["ip", "route", "add", "default", "via", "198.51.100.1"],
+        )?;
+        Ok(())
+    }
+
+    /// Adds a node: its namespace wired to the underlay and the external network, credentials,
+    /// configuration, and a running agent.
+    pub fn add_node(&mut self, index: usize, name: &str, mode: &str, priority: u8) -> Result<()> {
+        let nsdir = self.dir.join("ns");
+        netns::create(&nsdir, &format!("node-{name}"))?;
+        let node = self.node_ns(name);
+        let tip = tunnel_ip(index);
+        let (fabric, extfab) = (self.ns("fabric"), self.ns("extfab"));
+        let ul = format!("ul{index}");
+        run_in(&node, &["ip", "link", "set", "lo", "up"])?;
+        run_in(
+            &fabric,
+            &[
+                "ip",
+                "link",
+                "add",
+                &ul,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ul0",
+                "netns",
+                &node.to_string_lossy(),
+            ],
+        )?;
+        run_in(
+            &fabric,
+            &["ip", "link", "set", &ul, "master", "br-ul", "up"],
+        )?;
+        run_in(
+            &node,
+            &["ip", "addr", "add", &format!("{tip}/24"), "dev", "ul0"],
+        )?;
+        run_in(&node, &["ip", "link", "set", "ul0", "up"])?;
+        if mode != "dvr_no_external" {
+            let xf = format!("xf{index}");
+            run_in(
+                &extfab,
+                &[
+                    "ip",
+                    "link",
+                    "add",
+                    &xf,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth1",
+                    "netns",
+                    &node.to_string_lossy(),
+                ],
+            )?;
+            run_in(
+                &extfab,
+                &["ip", "link", "set", &xf, "master", "br-ext", "up"],
+            )?;
+            run_in(&node, &["ip", "link", "set", "eth1", "up"])?;
+        }
+        let dir = self.node_dir(name);
+        std::fs::create_dir_all(&dir)?;
+        cli_ok(
+            &self.bin,
+            &[
+                "cert",
+                "issue",
+                "--ca",
+                &self.dir.join("ca").to_string_lossy(),
+                "--node",
+                name,
+                "--out",
+                &dir.join("pki").to_string_lossy(),
+            ],
+        )?;
+        let seed = self
+            .state
+            .nodes
+            .first()
+            .map(|n| n.tunnel_ip.clone())
+            .unwrap_or_else(|| tip.clone());
+        let external = if mode == "dvr_no_external" {
+            String::new()
+        } else {
+            "\n[external.public]\ninterface = \"eth1\"\n".to_string()
+        };
+        let config = format!(
+            "node_id = \"{name}\"\nmode = \"{mode}\"\nlisten = \"{tip}:{GOSSIP_PORT}\"\nseeds = [\"{seed}:{GOSSIP_PORT}\"]\ntunnel_ip = \"{tip}\"\nsnat_priority = {priority}\napi_socket = \"api.sock\"\ndata_dir = \"data\"\nnetns_dir = \"netns\"\ngossip_interval_ms = 100\ndatapath = \"linux\"\n\n[tls]\nca = \"../../ca/ca.pem\"\ncert = \"pki/node.pem\"\nkey = \"pki/node.key\"\n{external}"
+        );
+        std::fs::write(dir.join("agent.toml"), config)?;
+        self.state.nodes.push(NodeState {
+            name: name.to_string(),
+            mode: mode.to_string(),
+            tunnel_ip: tip,
+            pid: None,
+        });
+        self.save()?;
+        self.start_agent(name)
+    }
+
+    /// Starts (or restarts) a node's agent inside its namespace.
+    pub fn start_agent(&mut self, name: &str) -> Result<()> {
+        let dir = self.node_dir(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))?;
+        let child = Command::new("setsid")
+            .arg("nsenter")
+            .arg(format!("--net={}", self.node_ns(name).display()))
+            .arg(&self.bin)
+            .args(["agent", "--config"])
+            .arg(dir.join("agent.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the agent of {name}"))?;
+        let pid = child.id();
+        self.children.insert(name.to_string(), child);
+        if let Some(n) = self.state.nodes.iter_mut().find(|n| n.name == name) {
+            n.pid = Some(pid);
+        }
+        self.save()?;
+        let api = self.api(name);
+        wait(
+            Duration::from_secs(10),
+            &format!("agent {name} answering"),
+            || api.exists() && cli(&self.bin, &api, &["status"]).is_ok(),
+        )
+    }
+
+    /// Stops a node's agent with `signal` (e.g. "TERM", "KILL") and waits for it to exit.
+    pub fn stop_agent(&mut self, name: &str, signal: &str) -> Result<()> {
+        let pid = self
+            .state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.pid)
+            .ok_or_else(|| anyhow!("no agent running on {name}"))?;
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.wait();
+        } else {
+            wait(Duration::from_secs(10), "agent exit", || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            })?;
+        }
+        if let Some(n) = self.state.nodes.iter_mut().find(|n| n.name == name) {
+            n.pid = None;
+        }
+        self.save()
+    }
+
+    /// Waits until every running agent lists every node alive.
+    pub fn wait_members(&self, budget: Duration) -> Result<()> {
+        let want = self.state.nodes.len();
+        wait(budget, "every agent sees every node alive", || {
+            self.state
+                .nodes
+                .iter()
+                .filter(|n| n.pid.is_some())
+                .all(|n| {
+                    cli(&self.bin, &self.api(&n.name), &["members"])
+                        .ok()
+                        .and_then(|v| {
+                            v.as_array()
+                                .map(|a| a.iter().filter(|m| m["state"] == "alive").count())
+                        })
+                        == Some(want)
+                })
+        })
+    }
+
+    /// Runs a dvrmesh command against a node's agent (with `--json`).
+    pub fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
+        cli(&self.bin, &self.api(node), args)
+    }
+
+    /// Creates a VM on `node` attached to `network`: the agent there creates the port and its
+    /// device; the lab moves the VM end into a new namespace and configures it like a VM's DHCP
+    /// client would. With `fip`, allocates and associates a floating IP.
+    pub fn vm_create(
+        &mut self,
+        name: &str,
+        node: &str,
+        network: &str,
+        fip: bool,
+    ) -> Result<VmState> {
+        let port = self.cli(node, &["port", "create", name, "--network", network])?;
+        let port_id = port["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("port without id: {port}"))?
+            .to_string();
+        let ip = port["fixed_ips"][0]
+            .as_str()
+            .ok_or_else(|| anyhow!("port without address"))?
+            .to_string();
+        let mac = port["mac"]
+            .as_str()
+            .ok_or_else(|| anyhow!("port without MAC"))?
+            .to_string();
+        let subnets = self.cli(node, &["subnet", "list"])?;
+        let subnet = subnets
+            .as_array()
+            .and_then(|a| {
+                a.iter().find(|s| {
+                    s["network"] == port["network"]
+                        && cidr_contains(s["cidr"].as_str().unwrap_or(""), &ip)
+                })
+            })
+            .ok_or_else(|| anyhow!("no subnet of {network} holds {ip}"))?
+            .clone();
+        let prefix = subnet["cidr"]
+            .as_str()
+            .and_then(|c| c.split('/').nth(1))
+            .unwrap_or("24")
+            .to_string();
+        let gateway = subnet["gateway"].as_str().unwrap_or_default().to_string();
+        let mtu = self.cli(node, &["network", "show", network])?["mtu"]
+            .as_u64()
+            .unwrap_or(1450)
+            .to_string();
+        let short: String = port_id
+            .chars()
+            .rev()
+            .take(11)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let vm_end = format!("ve{short}");
+        let node_ns = self.node_ns(node);
+        wait(
+            Duration::from_secs(15),
+            &format!("the agent on {node} creating {vm_end}"),
+            || run_in(&node_ns, &["ip", "link", "show", &vm_end]).is_ok(),
+        )?;
+        netns::create(&self.dir.join("ns"), &format!("vm-{name}"))?;
+        let vm_ns = self.vm_ns(name);
+        run_in(
+            &node_ns,
+            &[
+                "ip",
+                "link",
+                "set",
+                &vm_end,
+                "netns",
+                &vm_ns.to_string_lossy(),
+            ],
+        )?;
+        for args in [
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", &vm_end, "name", "eth0"],
+            vec!["ip", "link", "set", "eth0", "address", &mac, "mtu", &mtu],
+            vec![
+                "ip",
+                "addr",
+                "add",
+                &format!("{ip}/{prefix}"),
+                "dev",
+                "eth0",
+            ],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "route", "add", "default", "via", &gateway],
+        ] {
+            run_in(&vm_ns, &args)?;
+        }
+        let fip_ip = if fip {
+            let f = self.cli(node, &["fip", "create", "--external-network", "public"])?;
+            let fip_ip = f["ip"]
+                .as_str()
+                .ok_or_else(|| anyhow!("FIP without address"))?
+                .to_string();
+            self.cli(node, &["fip", "associate", &fip_ip, "--port", &port_id])?;
+            Some(fip_ip)
+        } else {
+            None
+        };
+        let vm = VmState {
+            name: name.to_string(),
+            node: node.to_string(),
+            network: network.to_string(),
+            port: port_id,
+            ip,
+            mac,
+            fip: fip_ip,
+        };
+        self.state.vms.push(vm.clone());
+        self.save()?;
+        Ok(vm)
+    }
+
+    /// A VM by name.
+    pub fn vm(&self, name: &str) -> Result<&VmState> {
+        self.state
+            .vms
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| anyhow!("no VM named {name}"))
+    }
+
+    /// The namespace of a lab member by name: a VM, a node, `internet` or `upstream`.
+    pub fn member_ns(&self, name: &str) -> Result<PathBuf> {
+        if self.state.vms.iter().any(|v| v.name == name) {
+            return Ok(self.vm_ns(name));
+        }
+        if self.state.nodes.iter().any(|n| n.name == name) {
+            return Ok(self.node_ns(name));
+        }
+        if ["internet", "upstream"].contains(&name) {
+            return Ok(self.ns(name));
+        }
+        bail!("no VM, node, internet or upstream named {name}")
+    }
+
+    /// Starts a UDP echo server inside a lab member for `secs` seconds.
+    pub fn probe_server(&self, member: &str, secs: u64) -> Result<Child> {
+        let ns = self.member_ns(member)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg(find_lab_bin()?)
+            .args(["probe-serve", "--for-secs", &secs.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a probe server")?;
+        // Give it time to bind.
+        std::thread::sleep(Duration::from_millis(150));
+        Ok(child)
+    }
+
+    /// Sends `count` probes from a lab member to `to` (port 7777), one per `interval_ms`.
+    pub fn probe(
+        &self,
+        from: &str,
+        to: &str,
+        count: u32,
+        interval_ms: u64,
+    ) -> Result<crate::probe::ProbeReport> {
+        let ns = self.member_ns(from)?;
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg(find_lab_bin()?)
+            .args([
+                "probe",
+                &format!("{to}:{}", crate::probe::PORT),
+                "--count",
+                &count.to_string(),
+                "--interval-ms",
+                &interval_ms.to_string(),
+                "--wait-ms",
+                "800",
+            ])
+            .output()
+            .context("running a probe")?;
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("probe output: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// Tears down the lab in `dir`: stops every agent, deletes every namespace (the agents' too),
+    /// removes the directory. Works on a half-built or crashed lab.
+    pub fn down(dir: &Path) -> Result<()> {
+        if let Ok(text) = std::fs::read_to_string(dir.join("state.json")) {
+            if let Ok(state) = serde_json::from_str::<LabState>(&text) {
+                for n in state.nodes.iter().filter_map(|n| n.pid) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &n.to_string()])
+                        .status();
+                }
+            }
+        }
+        let nodes = dir.join("nodes");
+        if let Ok(entries) = std::fs::read_dir(&nodes) {
+            for e in entries.flatten() {
+                let nsdir = e.path().join("netns");
+                if let Ok(names) = netns::list(&nsdir, &["qrouter-", "snat-", "fip-"]) {
+                    for n in names {
+                        let _ = netns::delete(&nsdir, &n);
+                    }
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join("ns")) {
+            for e in entries.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    let _ = netns::delete(&dir.join("ns"), name);
+                }
+            }
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `dvrmesh <args> --api <api> --json` and parses its output.
+pub fn cli(bin: &Path, api: &Path, args: &[&str]) -> Result<Value> {
+    let out = Command::new(bin)
+        .args(args)
+        .arg("--api")
+        .arg(api)
+        .arg("--json")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "dvrmesh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("dvrmesh output")
+}
+
+fn cli_ok(bin: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(bin).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "dvrmesh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Polls `f` every 50 ms until it holds or `budget` passes.
+pub fn wait(budget: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what}: not reached within {budget:?}")
+}
+
+fn cidr_contains(cidr: &str, ip: &str) -> bool {
+    match (cidr.parse::<mesh_proto::Ipv4Cidr>(), ip.parse()) {
+        (Ok(c), Ok(ip)) => c.contains(ip),
+        _ => false,
+    }
+}
+
+/// Whether `args` succeed inside `ns` (for polling).
+pub fn succeeds_in(ns: &Path, args: &[&str]) -> bool {
+    output_in(ns, args)
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
