@@ -11,7 +11,7 @@ use tracing::{info, info_span, Instrument};
 use crate::api::{self, ApiContext};
 use crate::config::{Config, DatapathMode};
 use crate::gossip::{self, GossipSettings};
-use crate::reconcile::{Reconciler, SharedKernel};
+use crate::reconcile::{Readiness, Reconciler, SharedKernel};
 use crate::store::service::{load_records, ConfigService, StoreSettings};
 use crate::tls::Credentials;
 use crate::transport::QuicTransport;
@@ -141,12 +141,21 @@ fn start_datapath(
             });
             let kernel: SharedKernel =
                 std::sync::Arc::new(std::sync::Mutex::new(Box::new(backend)));
+            let readiness = Readiness {
+                expect_peers: config
+                    .seeds
+                    .iter()
+                    .any(|s| *s != config.advertise.to_string()),
+                settle: (config.gossip_interval * 5).max(std::time::Duration::from_secs(1)),
+                max_wait: std::time::Duration::from_secs(30),
+            };
             let r = Reconciler::new(
                 config.node_id.clone(),
                 view.clone(),
                 kernel,
                 store.clone(),
                 DATAPATH_RESYNC,
+                readiness,
             );
             let task = tokio::spawn(r.clone().run().in_current_span());
             Some((r, task))

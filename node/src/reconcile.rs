@@ -94,6 +94,20 @@ pub struct PassReport {
 /// A kernel shared between the loop and the API (for `datapath diff`).
 pub type SharedKernel = Arc<Mutex<Box<dyn Kernel + Send>>>;
 
+/// When the first pass may run. A restarted agent starts with a view holding little more than
+/// itself; planning from it would tear down a datapath that is carrying traffic. So the first pass
+/// waits until this node is a member, sees a peer (when it was given seeds), and the view has not
+/// changed for `settle` — or until `max_wait`, after which it goes ahead with what it has.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// Whether other nodes are expected (the agent has seeds other than itself).
+    pub expect_peers: bool,
+    /// How long the view must be unchanged.
+    pub settle: Duration,
+    /// The longest wait.
+    pub max_wait: Duration,
+}
+
 /// The reconciler of one node.
 pub struct Reconciler {
     me: NodeId,
@@ -101,6 +115,7 @@ pub struct Reconciler {
     kernel: SharedKernel,
     store: Arc<ConfigService>,
     resync: Duration,
+    readiness: Readiness,
     last: Mutex<PassReport>,
 }
 
@@ -112,6 +127,7 @@ impl Reconciler {
         kernel: SharedKernel,
         store: Arc<ConfigService>,
         resync: Duration,
+        readiness: Readiness,
     ) -> Arc<Self> {
         Arc::new(Reconciler {
             me,
@@ -119,8 +135,43 @@ impl Reconciler {
             kernel,
             store,
             resync,
+            readiness,
             last: Mutex::new(PassReport::default()),
         })
+    }
+
+    /// Waits until the view is ready for a first pass (see [`Readiness`]).
+    async fn wait_until_ready(&self) {
+        let start = tokio::time::Instant::now();
+        let mut changes = self.view.subscribe();
+        let mut last_change = tokio::time::Instant::now();
+        loop {
+            let view = self.view.load();
+            let me_known = view.members.contains_key(&self.me);
+            let peers_ok =
+                !self.readiness.expect_peers || view.alive().any(|m| m.facts.node_id() != &self.me);
+            if me_known && peers_ok && last_change.elapsed() >= self.readiness.settle {
+                info!(
+                    waited_ms = start.elapsed().as_millis() as u64,
+                    "view settled; reconciling the datapath"
+                );
+                return;
+            }
+            if start.elapsed() >= self.readiness.max_wait {
+                warn!(
+                    me_known,
+                    peers_ok, "view did not settle in time; reconciling with what it holds"
+                );
+                return;
+            }
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() { return; }
+                    last_change = tokio::time::Instant::now();
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
     }
 
     /// The plan for the current view.
@@ -149,6 +200,7 @@ impl Reconciler {
 
     /// Runs until aborted.
     pub async fn run(self: Arc<Self>) {
+        self.wait_until_ready().await;
         let mut changes = self.view.subscribe();
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -33,7 +33,7 @@ pub(crate) fn vxlan_table(
     for (subnet, gw) in gws {
         let _ = writeln!(
             s,
-            "    ether saddr @remote_dvr ip daddr {} ether saddr set {gw}",
+            "    ether saddr @remote_dvr ip daddr {} counter ether saddr set {gw}",
             subnet.cidr
         );
     }
@@ -50,7 +50,7 @@ pub(crate) fn vxlan_table(
             "    arp operation request arp daddr ip {} drop",
             subnet.gateway
         );
-        let _ = writeln!(s, "    ether saddr {gw} ether saddr set {my_dvr}");
+        let _ = writeln!(s, "    ether saddr {gw} counter ether saddr set {my_dvr}");
     }
     let _ = writeln!(s, "  }}");
     s.push('}');
