@@ -131,7 +131,7 @@ fn east_west_snat_fip_and_tenant_isolation() -> Result<()> {
 
     // East-west on one host.
     let r = reach(lab, "a-vm1", &vm3.ip)?;
-    assert_eq!(r.seen_as, [vm1.ip.clone()], "routed, not NATed");
+    assert_eq!(r.seen_as, std::slice::from_ref(&vm1.ip), "routed, not NATed");
 
     // Across hosts, both directions, routed on the sending host and tunnelled with its DVR MAC.
     reach(lab, "a-vm1", &vm2.ip)?;
@@ -154,7 +154,7 @@ fn east_west_snat_fip_and_tenant_isolation() -> Result<()> {
     );
     let r = lab.probe("a-vm1", &vm2.ip, 20, 10)?;
     assert_eq!(r.received, 20, "{r:?}");
-    assert_eq!(r.seen_as, [vm1.ip.clone()]);
+    assert_eq!(r.seen_as, std::slice::from_ref(&vm1.ip));
     let after = (
         tx_packets(&q1, &format!("qr-{sub2}")),
         tx_packets(&q2, &format!("qr-{sub2}")),
