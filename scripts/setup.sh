@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what dvrmesh's lab and tests need on a fresh Debian machine (root): nftables (and its
+# libnftables), iproute2, util-linux (nsenter, setsid, unshare).
+set -euo pipefail
+need=()
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "error: ${need[*]} missing; install them (as root: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is not installed (install a Rust toolchain, 1.85 or newer)" >&2
+  exit 1
+fi
