@@ -131,7 +131,11 @@ fn east_west_snat_fip_and_tenant_isolation() -> Result<()> {
 
     // East-west on one host.
     let r = reach(lab, "a-vm1", &vm3.ip)?;
-    assert_eq!(r.seen_as, std::slice::from_ref(&vm1.ip), "routed, not NATed");
+    assert_eq!(
+        r.seen_as,
+        std::slice::from_ref(&vm1.ip),
+        "routed, not NATed"
+    );
 
     // Across hosts, both directions, routed on the sending host and tunnelled with its DVR MAC.
     reach(lab, "a-vm1", &vm2.ip)?;

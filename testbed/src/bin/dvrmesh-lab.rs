@@ -115,7 +115,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// On Ctrl-C or SIGTERM while a lab is being built or demonstrated, tear it down before exiting.
+fn teardown_on_interrupt(dir: PathBuf) {
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\ninterrupted: tearing the lab down");
+        if let Err(e) = Lab::down(&dir) {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(130);
+    });
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    if matches!(cli.command, Command::Up { .. } | Command::Demo { .. }) {
+        teardown_on_interrupt(cli.dir.clone());
+    }
     match cli.command {
         Command::Up {
             nodes,
