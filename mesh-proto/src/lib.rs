@@ -28,8 +28,8 @@ pub use ids::{Name, NodeId, ObjectId};
 pub use net::{Ipv4Cidr, Ipv4Range, MacAddr, Mtu, Vni};
 pub use node::{dvr_mac_for, ExternalMapping, InterfaceName, NodeFacts, NodeMode, Priority};
 pub use record::{
-    record_key, AddressClaim, Hlc, HlcTimestamp, MacClaim, ObjectKind, Record, TenantObject,
-    Version,
+    record_key, AddressClaim, Hlc, HlcTimestamp, MacClaim, ObjectKind, Record, SnatClaim,
+    TenantObject, Version,
 };
 pub use tenant::{
     AddressPair, ExternalNetwork, ExternalNetworkSpec, ExtraRoute, FloatingIp, FloatingIpSpec,

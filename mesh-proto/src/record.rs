@@ -280,9 +280,51 @@ impl MacClaim {
     }
 }
 
+/// A node's claim to hold SNAT for a router: published in gossip under [`SnatClaim::key`] while
+/// held, and sent as the holder's advert. Claims rank by epoch, then priority, then the smaller
+/// node id.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SnatClaim {
+    /// The router.
+    pub router: ObjectId,
+    /// Increases with every takeover of this router.
+    pub epoch: u64,
+    /// The claimant's effective priority for this router.
+    pub priority: crate::Priority,
+    /// The claimant.
+    pub node: NodeId,
+}
+
+impl SnatClaim {
+    /// The gossip key: `snat/<router>`.
+    pub fn key(&self) -> String {
+        format!("snat/{}", self.router)
+    }
+
+    /// Whether `self` outranks `other`.
+    pub fn outranks(&self, other: &SnatClaim) -> bool {
+        (self.epoch, self.priority, std::cmp::Reverse(&self.node))
+            > (other.epoch, other.priority, std::cmp::Reverse(&other.node))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_rank_by_epoch_then_priority_then_smaller_node() {
+        let c = |e: u64, p: u8, n: &str| SnatClaim {
+            router: ObjectId::new("r").unwrap(),
+            epoch: e,
+            priority: crate::Priority::new(p).unwrap(),
+            node: NodeId::new(n).unwrap(),
+        };
+        assert!(c(2, 1, "z").outranks(&c(1, 254, "a")));
+        assert!(c(1, 200, "z").outranks(&c(1, 100, "a")));
+        assert!(c(1, 100, "a").outranks(&c(1, 100, "b")));
+        assert!(!c(1, 100, "a").outranks(&c(1, 100, "a")));
+    }
 
     #[test]
     fn hlc_is_monotonic_and_follows_observations() {

@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod election;
 mod error;
 pub mod gossip;
 pub mod gossip_wire;

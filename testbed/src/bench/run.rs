@@ -107,3 +107,104 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
+
+/// Programs `steps` one after another into one sandbox (nothing is torn down in between, so the
+/// kernel's asynchronous namespace teardown never lands in a measurement). Returns the time of
+/// each pass (observe + diff + apply) and its op count; every pass must succeed and leave a second
+/// pass empty.
+pub fn dvrmesh_incremental(steps: &[Desired]) -> Result<Vec<(Duration, usize)>> {
+    let sandbox = Sandbox::new(&["eth1"])?;
+    settle();
+    let mut k = sandbox.kernel();
+    let mut out = Vec::new();
+    for (i, desired) in steps.iter().enumerate() {
+        let start = Instant::now();
+        let ops = diff(desired, &k.observe(desired)?);
+        let report = k.apply(&ops)?;
+        let took = start.elapsed();
+        if !report.failed.is_empty() {
+            bail!(
+                "step {i}: {} ops failed, first: {:?}",
+                report.failed.len(),
+                report.failed.first()
+            );
+        }
+        let again = diff(desired, &k.observe(desired)?);
+        if !again.is_empty() {
+            bail!("step {i}: second pass not empty: {:?}", again.first());
+        }
+        out.push((took, ops.len()));
+    }
+    Ok(out)
+}
+
+/// The same steps with one process per object, in one private mount and network namespace,
+/// timing each step's commands. Returns each step's time and process count.
+pub fn per_object_incremental(steps: &[Desired], work: &Path) -> Result<Vec<(Duration, usize)>> {
+    let mut text = String::from("set -e\nip link add eth1 type veth peer name eth1p\n");
+    let mut counts = Vec::new();
+    let mut prev = Desired::default();
+    for desired in steps {
+        let ops = diff(desired, &prev);
+        let lines = super::shell::commands(&ops);
+        counts.push(lines.iter().filter(|l| !l.starts_with("cat >")).count());
+        text.push_str("s=$(date +%s%N)\n");
+        for l in &lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        text.push_str("e=$(date +%s%N)\necho $((e - s))\n");
+        prev = desired.clone();
+    }
+    let script = work.join("per-object-steps.sh");
+    std::fs::write(&script, text)?;
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && W={} sh {}",
+            work.display(),
+            script.display()
+        ))
+        .output()
+        .context("running unshare")?;
+    if !out.status.success() {
+        bail!(
+            "per-object script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .collect();
+    if times.len() != steps.len() {
+        bail!(
+            "per-object script printed {} timings for {} steps",
+            times.len(),
+            steps.len()
+        );
+    }
+    Ok(times.into_iter().zip(counts).collect())
+}
+
+/// [`per_object_incremental`] `runs` times; per step, the median.
+pub fn one_process_per_object_steps(
+    steps: &[Desired],
+    work: &Path,
+    runs: u32,
+) -> Result<Vec<(Duration, usize)>> {
+    let mut all: Vec<Vec<(Duration, usize)>> = Vec::new();
+    for _ in 0..runs.max(1) {
+        all.push(per_object_incremental(steps, work)?);
+    }
+    Ok((0..steps.len())
+        .map(|i| {
+            let d = median(all.iter().map(|r| r[i].0).collect());
+            (d, all[0][i].1)
+        })
+        .collect())
+}

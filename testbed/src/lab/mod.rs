@@ -432,6 +432,7 @@ impl Lab {
             .ok_or_else(|| anyhow!("no agent running on {name}"))?;
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])
+            .stderr(Stdio::null())
             .status();
         if let Some(mut child) = self.children.remove(name) {
             let _ = child.wait();
@@ -660,6 +661,7 @@ impl Lab {
                 for n in state.nodes.iter().filter_map(|n| n.pid) {
                     let _ = Command::new("kill")
                         .args(["-KILL", &n.to_string()])
+                        .stderr(Stdio::null())
                         .status();
                 }
             }

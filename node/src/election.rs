@@ -1,0 +1,381 @@
+//! The SNAT election: which `dvr_snat` node holds each router's SNAT. Sans-IO: the agent feeds it
+//! the view ([`Election::handle_input`]), the holders' adverts ([`Election::handle_advert`]) and the
+//! clock ([`Election::handle_tick`]); it returns adverts to send ([`Election::poll_transmit`]),
+//! transitions ([`Election::poll_event`]) and the claims to publish in gossip
+//! ([`Election::claims`]). Time is always passed in.
+//!
+//! Rules (VRRP-like, with epochs and fencing):
+//! - Candidates for a router are live `dvr_snat` nodes mapped to its external network and not
+//!   draining, with their effective priority (per-router override first). The best candidate is the
+//!   highest priority, ties to the smaller node id.
+//! - A holder sends an advert every `advert_interval` to the other candidates. A backup declares the
+//!   holder down when it has heard from it before and then nothing for
+//!   `multiplier × interval + (256 − own priority) / 256 × interval`: the best backup moves first.
+//! - With no live holder, the best candidate that is not itself silent claims, with an epoch one
+//!   above every epoch it has seen. With `preempt`, a better candidate takes over from a live holder
+//!   after `preempt_delay`.
+//! - A node displaced by a higher claim does not preempt again for a hold-down (20 adverts or the
+//!   preemption delay), so one-way loss of adverts cannot make two nodes trade the router quickly.
+//! - Fencing: a node claims only while a majority of the cluster is alive in its view, and a holder
+//!   that loses the majority, stops being a candidate, or sees a claim that outranks its own
+//!   withdraws at once. See `docs/architecture.md` for the safety argument.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use mesh_proto::{NodeId, ObjectId, Priority, SnatClaim};
+use tokio::time::Instant;
+
+/// After being displaced, a node does not preempt for this many advert intervals (or the
+/// preemption delay, if longer).
+const HOLDDOWN_ADVERTS: u32 = 20;
+
+/// Timing of the election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionConfig {
+    /// How often a holder advertises.
+    pub advert_interval: Duration,
+    /// How many intervals of silence declare a holder down (before the priority skew).
+    pub multiplier: u32,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            advert_interval: Duration::from_millis(50),
+            multiplier: 3,
+        }
+    }
+}
+
+/// What the election needs to know about one router, from the view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterInput {
+    /// The router.
+    pub router: ObjectId,
+    /// Candidates and their effective priorities.
+    pub candidates: Vec<(NodeId, Priority)>,
+    /// Whether a better candidate takes over from a live holder.
+    pub preempt: bool,
+    /// How long a better candidate waits before preempting.
+    pub preempt_delay: Duration,
+    /// Claims for this router published in gossip by live nodes.
+    pub claims: Vec<SnatClaim>,
+}
+
+/// What the election needs from the view.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElectionInput {
+    /// Whether more than half of the cluster's members are alive in this node's view.
+    pub majority: bool,
+    /// Routers that have SNAT, with their candidates.
+    pub routers: Vec<RouterInput>,
+}
+
+/// A transition of this node for one router, with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ElectionEvent {
+    /// This node now holds the router.
+    Took {
+        /// The claim made.
+        claim: SnatClaim,
+        /// Why.
+        reason: String,
+    },
+    /// This node no longer holds the router.
+    Withdrew {
+        /// The router.
+        router: ObjectId,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct RouterState {
+    mine: Option<SnatClaim>,
+    max_epoch: u64,
+    /// Latest claim heard from each node (gossip or advert) and when its last advert arrived.
+    heard: BTreeMap<NodeId, (SnatClaim, Option<Instant>)>,
+    better_since: Option<Instant>,
+    last_sent: Option<Instant>,
+    /// No preemption before this: set when a higher claim displaced this node, so two nodes that
+    /// hear each other only one way do not take the router back and forth.
+    holddown_until: Option<Instant>,
+}
+
+/// The election of one node over every router.
+#[derive(Debug)]
+pub struct Election {
+    me: NodeId,
+    cfg: ElectionConfig,
+    input: ElectionInput,
+    routers: BTreeMap<ObjectId, RouterState>,
+    outbox: VecDeque<(NodeId, SnatClaim)>,
+    events: VecDeque<ElectionEvent>,
+}
+
+fn better(a: &(NodeId, Priority), b: &(NodeId, Priority)) -> bool {
+    (a.1, std::cmp::Reverse(&a.0)) > (b.1, std::cmp::Reverse(&b.0))
+}
+
+impl Election {
+    /// A new election for node `me`.
+    pub fn new(me: NodeId, cfg: ElectionConfig) -> Self {
+        Election {
+            me,
+            cfg,
+            input: ElectionInput::default(),
+            routers: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// How long this node waits on a silent holder: multiplier intervals plus its priority skew.
+    pub fn down_interval(&self, my_priority: Priority) -> Duration {
+        let skew = self
+            .cfg
+            .advert_interval
+            .mul_f64(f64::from(256 - u16::from(my_priority.get())) / 256.0);
+        self.cfg.advert_interval * self.cfg.multiplier + skew
+    }
+
+    /// A new view. Claims in it are remembered; routers that disappeared are released.
+    pub fn handle_input(&mut self, now: Instant, input: ElectionInput) {
+        let present: Vec<ObjectId> = input.routers.iter().map(|r| r.router.clone()).collect();
+        let gone: Vec<ObjectId> = self
+            .routers
+            .keys()
+            .filter(|r| !present.contains(r))
+            .cloned()
+            .collect();
+        for r in gone {
+            if let Some(st) = self.routers.remove(&r) {
+                if st.mine.is_some() {
+                    self.events.push_back(ElectionEvent::Withdrew {
+                        router: r,
+                        reason: "router has no SNAT any more".into(),
+                    });
+                }
+            }
+        }
+        for ri in &input.routers {
+            let st = self.routers.entry(ri.router.clone()).or_default();
+            for c in &ri.claims {
+                st.max_epoch = st.max_epoch.max(c.epoch);
+                if c.node == self.me {
+                    continue;
+                }
+                let entry = st.heard.entry(c.node.clone()).or_insert((c.clone(), None));
+                if c.outranks(&entry.0) || entry.0 == *c {
+                    entry.0 = c.clone();
+                }
+            }
+            // A node that withdrew (its claim left gossip) and sends no adverts is forgotten.
+            st.heard.retain(|n, (_, advert)| {
+                advert.is_some() || ri.claims.iter().any(|c| &c.node == n)
+            });
+        }
+        self.input = input;
+        self.decide(now);
+    }
+
+    /// An advert from `from`. Adverts whose claimant is not the sender are ignored.
+    pub fn handle_advert(&mut self, now: Instant, from: &NodeId, claim: SnatClaim) {
+        if &claim.node != from || from == &self.me {
+            return;
+        }
+        let st = self.routers.entry(claim.router.clone()).or_default();
+        st.max_epoch = st.max_epoch.max(claim.epoch);
+        let entry = st
+            .heard
+            .entry(from.clone())
+            .or_insert((claim.clone(), Some(now)));
+        if claim.outranks(&entry.0) || entry.0 == claim || entry.0.epoch < claim.epoch {
+            entry.0 = claim;
+        }
+        entry.1 = Some(now);
+        self.decide(now);
+    }
+
+    /// The clock moved.
+    pub fn handle_tick(&mut self, now: Instant) {
+        self.decide(now);
+    }
+
+    /// The next advert to send: (recipient, claim).
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, SnatClaim)> {
+        self.outbox.pop_front()
+    }
+
+    /// The next transition of this node.
+    pub fn poll_event(&mut self) -> Option<ElectionEvent> {
+        self.events.pop_front()
+    }
+
+    /// The claims this node holds, to publish in gossip.
+    pub fn claims(&self) -> Vec<SnatClaim> {
+        self.routers
+            .values()
+            .filter_map(|s| s.mine.clone())
+            .collect()
+    }
+
+    /// Who this node believes holds `router` right now: itself, or the best live claimant heard.
+    pub fn holder(&self, now: Instant, router: &ObjectId) -> Option<NodeId> {
+        let st = self.routers.get(router)?;
+        if let Some(m) = &st.mine {
+            return Some(m.node.clone());
+        }
+        let prio = self
+            .my_priority(router)
+            .unwrap_or(Priority::new(1).unwrap_or_else(|_| unreachable!()));
+        let down = self.down_interval(prio);
+        st.heard
+            .values()
+            .filter(|(_, t)| t.is_none_or(|t| now.saturating_duration_since(t) <= down))
+            .map(|(c, _)| c)
+            .fold(None::<&SnatClaim>, |best, c| match best {
+                Some(b) if !c.outranks(b) => Some(b),
+                _ => Some(c),
+            })
+            .map(|c| c.node.clone())
+    }
+
+    fn my_priority(&self, router: &ObjectId) -> Option<Priority> {
+        self.input
+            .routers
+            .iter()
+            .find(|r| &r.router == router)?
+            .candidates
+            .iter()
+            .find(|(n, _)| n == &self.me)
+            .map(|(_, p)| *p)
+    }
+
+    fn decide(&mut self, now: Instant) {
+        let routers = self.input.routers.clone();
+        for ri in &routers {
+            self.decide_router(now, ri);
+        }
+    }
+
+    fn decide_router(&mut self, now: Instant, ri: &RouterInput) {
+        let me = self.me.clone();
+        let my_prio = ri
+            .candidates
+            .iter()
+            .find(|(n, _)| *n == me)
+            .map(|(_, p)| *p);
+        let down = self
+            .down_interval(my_prio.unwrap_or(Priority::new(1).unwrap_or_else(|_| unreachable!())));
+        let majority = self.input.majority;
+        let interval = self.cfg.advert_interval;
+        let Some(st) = self.routers.get_mut(&ri.router) else {
+            return;
+        };
+        let alive =
+            |t: &Option<Instant>| t.is_none_or(|t| now.saturating_duration_since(t) <= down);
+        // The best live claim of another node.
+        let other = st
+            .heard
+            .values()
+            .filter(|(_, t)| alive(t))
+            .map(|(c, _)| c.clone())
+            .fold(None::<SnatClaim>, |best, c| match best {
+                Some(b) if !c.outranks(&b) => Some(b),
+                _ => Some(c),
+            });
+        if let Some(mine) = st.mine.clone() {
+            let reason = if !majority {
+                Some("lost the majority of the cluster".to_string())
+            } else if my_prio.is_none() {
+                Some("no longer a candidate".to_string())
+            } else {
+                st.heard
+                    .values()
+                    .map(|(c, _)| c)
+                    .find(|c| c.outranks(&mine))
+                    .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch))
+            };
+            if let Some(reason) = reason {
+                st.mine = None;
+                st.last_sent = None;
+                st.holddown_until = Some(now + ri.preempt_delay.max(interval * HOLDDOWN_ADVERTS));
+                self.events.push_back(ElectionEvent::Withdrew {
+                    router: ri.router.clone(),
+                    reason,
+                });
+                return;
+            }
+            if st
+                .last_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+            {
+                st.last_sent = Some(now);
+                for (n, _) in ri.candidates.iter().filter(|(n, _)| *n != me) {
+                    self.outbox.push_back((n.clone(), mine.clone()));
+                }
+            }
+            return;
+        }
+        let Some(my_prio) = my_prio.filter(|_| majority) else {
+            st.better_since = None;
+            return;
+        };
+        let reason = match &other {
+            None => {
+                // No live holder: the best candidate that is not silent claims.
+                let silent = |n: &NodeId| st.heard.get(n).is_some_and(|(_, t)| !alive(t));
+                let best = ri
+                    .candidates
+                    .iter()
+                    .filter(|(n, _)| *n == me || !silent(n))
+                    .fold(None::<&(NodeId, Priority)>, |b, c| match b {
+                        Some(b) if !better(c, b) => Some(b),
+                        _ => Some(c),
+                    });
+                st.better_since = None;
+                (best.map(|b| &b.0) == Some(&me)).then(|| {
+                    match st.heard.values().max_by_key(|(c, _)| c.epoch) {
+                        Some((c, _)) => format!("holder {} went silent", c.node),
+                        None => "no holder".to_string(),
+                    }
+                })
+            }
+            Some(h) => {
+                let i_am_better = better(&(me.clone(), my_prio), &(h.node.clone(), h.priority));
+                let held_down = st.holddown_until.is_some_and(|t| now < t);
+                if ri.preempt && i_am_better && !held_down {
+                    let since = *st.better_since.get_or_insert(now);
+                    (now.saturating_duration_since(since) >= ri.preempt_delay).then(|| {
+                        format!(
+                            "preempting {} (priority {} over {})",
+                            h.node, my_prio, h.priority
+                        )
+                    })
+                } else {
+                    st.better_since = None;
+                    None
+                }
+            }
+        };
+        if let Some(reason) = reason {
+            let claim = SnatClaim {
+                router: ri.router.clone(),
+                epoch: st.max_epoch + 1,
+                priority: my_prio,
+                node: me.clone(),
+            };
+            st.max_epoch = claim.epoch;
+            st.mine = Some(claim.clone());
+            st.better_since = None;
+            st.last_sent = Some(now);
+            for (n, _) in ri.candidates.iter().filter(|(n, _)| *n != me) {
+                self.outbox.push_back((n.clone(), claim.clone()));
+            }
+            self.events.push_back(ElectionEvent::Took { claim, reason });
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The SNAT election on virtual time: candidates exchange adverts through an in-test network with
+//! loss and partitions; gossip claims reach every live node one round later. Asserts who holds,
+//! how fast a backup takes over, that preemption follows its settings, and that two nodes never
+//! hold the same router at once outside one advert's flight.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use dvrmesh_node::election::{Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput};
+use mesh_proto::{NodeId, ObjectId, Priority, SnatClaim};
+use tokio::time::Instant;
+
+const STEP: Duration = Duration::from_millis(5);
+
+struct Net {
+    nodes: BTreeMap<NodeId, Election>,
+    prio: BTreeMap<NodeId, u8>,
+    up: BTreeSet<NodeId>,
+    /// Pairs that cannot talk (both directions).
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Adverts from these nodes are dropped (asymmetric loss).
+    mute: BTreeSet<NodeId>,
+    /// Cluster size for the majority (including non-candidates).
+    cluster: usize,
+    preempt: bool,
+    preempt_delay: Duration,
+    now: Instant,
+    /// Claims as gossip last carried them (one round behind).
+    gossip: BTreeMap<NodeId, Vec<SnatClaim>>,
+    log: Vec<(Duration, NodeId, ElectionEvent)>,
+    start: Instant,
+    /// Since when two connected nodes have both held, if they do now.
+    overlap_since: Option<Instant>,
+    /// Longest overlap seen.
+    pub longest_overlap: Duration,
+}
+
+fn n(s: &str) -> NodeId {
+    NodeId::new(s).expect("id")
+}
+fn router() -> ObjectId {
+    ObjectId::new("r1").expect("id")
+}
+
+impl Net {
+    fn new(prios: &[(&str, u8)], cluster: usize) -> Net {
+        let now = Instant::now();
+        let cfg = ElectionConfig {
+            advert_interval: Duration::from_millis(50),
+            multiplier: 3,
+        };
+        Net {
+            nodes: prios
+                .iter()
+                .map(|(id, _)| (n(id), Election::new(n(id), cfg)))
+                .collect(),
+            prio: prios.iter().map(|(id, p)| (n(id), *p)).collect(),
+            up: prios.iter().map(|(id, _)| n(id)).collect(),
+            cut: BTreeSet::new(),
+            mute: BTreeSet::new(),
+            cluster,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            now,
+            gossip: BTreeMap::new(),
+            log: Vec::new(),
+            start: now,
+            overlap_since: None,
+            longest_overlap: Duration::ZERO,
+        }
+    }
+
+    fn connected(&self, a: &NodeId, b: &NodeId) -> bool {
+        self.up.contains(a)
+            && self.up.contains(b)
+            && !self.cut.contains(&(a.clone(), b.clone()))
+            && !self.cut.contains(&(b.clone(), a.clone()))
+    }
+
+    /// What `me` sees: live candidates it can reach, their gossiped claims, and the majority.
+    fn input_for(&self, me: &NodeId) -> ElectionInput {
+        let reachable: Vec<&NodeId> = self
+            .prio
+            .keys()
+            .filter(|o| *o == me || self.connected(me, o))
+            .collect();
+        // Nodes outside the candidate set count towards the cluster and are reachable unless cut off entirely.
+        let others_alive = self.cluster - self.prio.len();
+        let isolated = self
+            .prio
+            .keys()
+            .filter(|o| *o != me)
+            .all(|o| !self.connected(me, o))
+            && !self.cut.is_empty();
+        let alive = reachable.len() + if isolated { 0 } else { others_alive };
+        let claims = reachable
+            .iter()
+            .flat_map(|o| self.gossip.get(*o).cloned().unwrap_or_default())
+            .collect();
+        ElectionInput {
+            majority: alive * 2 > self.cluster,
+            routers: vec![RouterInput {
+                router: router(),
+                candidates: reachable
+                    .iter()
+                    .map(|o| ((*o).clone(), Priority::new(self.prio[*o]).expect("prio")))
+                    .collect(),
+                preempt: self.preempt,
+                preempt_delay: self.preempt_delay,
+                claims,
+            }],
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let ids: Vec<NodeId> = self.up.iter().cloned().collect();
+        // Gossip lags one step: publish what each node claimed at the end of the previous step.
+        for id in &ids {
+            let input = self.input_for(id);
+            let e = self.nodes.get_mut(id).expect("node");
+            e.handle_input(self.now, input);
+            e.handle_tick(self.now);
+        }
+        let mut deliveries = Vec::new();
+        for id in &ids {
+            let e = self.nodes.get_mut(id).expect("node");
+            while let Some((to, claim)) = e.poll_transmit() {
+                deliveries.push((id.clone(), to, claim));
+            }
+            while let Some(ev) = e.poll_event() {
+                self.log.push((self.now - self.start, id.clone(), ev));
+            }
+        }
+        for (from, to, claim) in deliveries {
+            if self.connected(&from, &to) && !self.mute.contains(&from) {
+                if let Some(e) = self.nodes.get_mut(&to) {
+                    e.handle_advert(self.now, &from, claim);
+                }
+            }
+        }
+        for id in &ids {
+            let claims = self.nodes[id].claims();
+            self.gossip.insert(id.clone(), claims);
+        }
+        for id in self.prio.keys().filter(|i| !self.up.contains(*i)) {
+            self.gossip.remove(id);
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+            self.check_single_holder();
+        }
+    }
+
+    fn holders(&self) -> Vec<NodeId> {
+        self.up
+            .iter()
+            .filter(|i| !self.nodes[*i].claims().is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Among nodes that can reach each other, at most one holds, except for a window no longer
+    /// than one down interval (a takeover's advert in flight, or one-way loss being noticed).
+    fn check_single_holder(&mut self) {
+        let h = self.holders();
+        let two = h
+            .iter()
+            .any(|a| h.iter().any(|b| a != b && self.connected(a, b)));
+        match (two, self.overlap_since) {
+            (true, None) => self.overlap_since = Some(self.now),
+            (true, Some(since)) => {
+                let d = self.now - since;
+                self.longest_overlap = self.longest_overlap.max(d);
+                assert!(
+                    d <= Duration::from_millis(200),
+                    "two connected holders {h:?} for {d:?} at {:?}: {:#?}",
+                    self.now - self.start,
+                    self.log
+                );
+            }
+            (false, _) => self.overlap_since = None,
+        }
+    }
+
+    fn kill(&mut self, id: &str) {
+        self.up.remove(&n(id));
+        self.nodes.insert(
+            n(id),
+            Election::new(
+                n(id),
+                ElectionConfig {
+                    advert_interval: Duration::from_millis(50),
+                    multiplier: 3,
+                },
+            ),
+        );
+    }
+
+    fn took_at(&self, id: &str, after: Duration) -> Option<Duration> {
+        self.log
+            .iter()
+            .find(|(t, who, ev)| {
+                *t > after && who == &n(id) && matches!(ev, ElectionEvent::Took { .. })
+            })
+            .map(|(t, _, _)| *t)
+    }
+}
+
+#[test]
+fn the_best_candidate_takes_the_router_and_nobody_else_does() {
+    let mut net = Net::new(&[("a", 200), ("b", 150), ("c", 100)], 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")]);
+    let takes = net
+        .log
+        .iter()
+        .filter(|(_, _, e)| matches!(e, ElectionEvent::Took { .. }))
+        .count();
+    assert_eq!(takes, 1, "{:#?}", net.log);
+}
+
+#[test]
+fn the_best_backup_takes_over_a_silent_holder_within_the_bound() {
+    let mut net = Net::new(&[("a", 200), ("b", 150), ("c", 100)], 5);
+    net.run(Duration::from_secs(1));
+    let died = net.now - net.start;
+    net.kill("a");
+    net.run(Duration::from_secs(1));
+    let took = net.took_at("b", died).expect("b takes over");
+    let failover = took - died;
+    // 3 × 50 ms + (256 − 150)/256 × 50 ms ≈ 171 ms, plus at most one advert interval of phase.
+    println!("failover after holder death: {failover:?}");
+    assert!(failover <= Duration::from_millis(230), "{failover:?}");
+    assert_eq!(net.holders(), [n("b")]);
+    assert!(
+        net.took_at("c", died).is_none(),
+        "c must not take over: {:#?}",
+        net.log
+    );
+}
+
+#[test]
+fn a_better_node_returning_preempts_only_when_allowed() {
+    for (preempt, delay) in [(true, Duration::from_millis(300)), (false, Duration::ZERO)] {
+        let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+        net.preempt = preempt;
+        net.preempt_delay = delay;
+        net.up.remove(&n("a"));
+        net.run(Duration::from_secs(1));
+        assert_eq!(net.holders(), [n("b")]);
+        let back = net.now - net.start;
+        net.up.insert(n("a"));
+        net.run(Duration::from_secs(2));
+        if preempt {
+            assert_eq!(
+                net.holders(),
+                [n("a")],
+                "preempt: the better node takes over"
+            );
+            let took = net.took_at("a", back).expect("a preempts");
+            assert!(
+                took - back >= delay,
+                "preempted before preempt_delay: {:?}",
+                took - back
+            );
+        } else {
+            assert_eq!(
+                net.holders(),
+                [n("b")],
+                "no preempt: the live holder keeps it"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_holder_cut_off_from_the_majority_withdraws_and_the_majority_elects_one() {
+    // Five members, three candidates; cut the holder `a` off from everyone.
+    let mut net = Net::new(&[("a", 200), ("b", 150), ("c", 100)], 5);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")]);
+    for o in ["b", "c"] {
+        net.cut.insert((n("a"), n(o)));
+    }
+    net.run(Duration::from_secs(1));
+    // `a` is alone: no majority, so it withdrew; the connected side elected `b`.
+    assert!(!net.holders().contains(&n("a")), "{:#?}", net.log);
+    assert_eq!(net.holders(), [n("b")]);
+    // Heal: exactly one holder again, no flapping back to `a` without preemption gain... a is better,
+    // so with preempt it takes over once, cleanly.
+    net.cut.clear();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.holders().len(), 1);
+}
+
+#[test]
+fn muted_adverts_from_the_holder_do_not_leave_two_holders() {
+    // The holder's adverts are dropped (asymmetric), but gossip still carries its claim: a backup
+    // that takes over publishes a higher epoch, and the old holder withdraws on seeing it.
+    let mut net = Net::new(&[("a", 200), ("b", 150), ("c", 100)], 3);
+    net.run(Duration::from_secs(1));
+    net.mute.insert(n("a"));
+    net.run(Duration::from_secs(3));
+    assert_eq!(net.holders().len(), 1, "{:#?}", net.log);
+    let handovers = net
+        .log
+        .iter()
+        .filter(|(_, _, e)| matches!(e, ElectionEvent::Took { .. }))
+        .count();
+    println!(
+        "one-way advert loss for 3 s: {handovers} takeovers, longest double hold {:?}",
+        net.longest_overlap
+    );
+    // Known limit: with one-way advert loss the backup keeps judging the holder silent, so the two
+    // trade the router once per hold-down (1 s); the fix (a holder's gossip-refreshed claim as a
+    // sign of life) is still to do. The hold-down bounds it to two takeovers per second.
+    assert!(
+        handovers <= 1 + 2 * 3,
+        "the hold-down must damp flapping: {handovers} takeovers: {:#?}",
+        &net.log[..net.log.len().min(12)]
+    );
+    assert_eq!(
+        net.longest_overlap,
+        Duration::ZERO,
+        "never two holders at once here"
+    );
+}
