@@ -14,6 +14,7 @@ use crate::{ApplyReport, Error, LinkKind, Netns, Op};
 pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Error> {
     let mut report = ApplyReport::default();
     let mut nft_done: BTreeSet<Netns> = BTreeSet::new();
+    let mut pending_garp = Vec::new();
     // Time per kind of op, logged at debug level: where a slow pass spends its time.
     let mut prof: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
         Default::default();
@@ -46,7 +47,7 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
             match apply_one(pass, op)? {
                 Ok(()) => {
                     report.applied += 1;
-                    announce(pass, op);
+                    pending_garp.extend(announcement(op));
                 }
                 Err(message) => report.failed.push((format!("{op:?}"), message)),
             }
@@ -55,6 +56,7 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
         e.0 += 1;
         e.1 += t0.elapsed();
     }
+    announce_all(pass, pending_garp);
     for (op, (count, took)) in prof {
         tracing::debug!(
             op,
@@ -66,39 +68,66 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
     Ok(report)
 }
 
-/// Sends gratuitous ARP when an op makes an address appear on this node: an address on a router
-/// gateway, SNAT or FIP gateway device (`qg-`, `sg-`, `fg-`), or a FIP's /32 in a fip namespace
-/// (announced from that namespace's `fg-` device). A failure is logged, never fatal.
-fn announce(pass: &mut Pass<'_>, op: &Op) {
-    let (ns, dev, ip) = match op {
+/// The announcement an op calls for, if it makes an address appear on this node: an address on a
+/// router gateway, SNAT or FIP gateway device (`qg-`, `sg-`, `fg-`), or a FIP's /32 in a fip
+/// namespace (announced from that namespace's `fg-` device, found when sending).
+fn announcement(op: &Op) -> Option<(Netns, Option<String>, std::net::Ipv4Addr)> {
+    match op {
         Op::AddAddr(a) if ["qg-", "sg-", "fg-"].iter().any(|p| a.dev.starts_with(p)) => {
-            (a.ns.clone(), a.dev.clone(), a.ip)
+            Some((a.ns.clone(), Some(a.dev.clone()), a.ip))
         }
         Op::AddRoute(r)
             if r.dst.prefix() == 32
                 && matches!(&r.ns, Netns::Named(n) if n.starts_with("fip-")) =>
         {
-            let Ok(conn) = pass.conn(&r.ns) else { return };
-            let Ok(links) = links::dump(conn) else { return };
-            let Some(fg) = links.iter().find(|l| l.name.starts_with("fg-")) else {
-                return;
-            };
-            (r.ns.clone(), fg.name.clone(), r.dst.network())
+            Some((r.ns.clone(), None, r.dst.network()))
         }
-        _ => return,
-    };
-    let result = (|| {
-        let link = links::get(pass.conn(&ns).map_err(|e| e.to_string())?, &dev)
-            .map_err(|e| format!("{e:?}"))?
-            .ok_or("device gone")?;
-        let mac = link.mac.ok_or("device has no MAC")?;
-        let file = pass.open_ns(&ns).map_err(|e| e.to_string())?;
-        garp::announce(&file, &ns.to_string(), link.index, mac, ip)
-    })();
-    match result {
-        Ok(()) => tracing::debug!(ns = %ns, dev = %dev, ip = %ip, "gratuitous ARP sent"),
-        Err(e) => {
-            tracing::warn!(ns = %ns, dev = %dev, ip = %ip, error = %e, "gratuitous ARP failed")
+        _ => None,
+    }
+}
+
+/// Sends the gratuitous ARPs of a pass, after its ops: per namespace one link dump and one thread.
+/// A failure is logged, never fatal.
+fn announce_all(pass: &mut Pass<'_>, pending: Vec<(Netns, Option<String>, std::net::Ipv4Addr)>) {
+    let mut by_ns: std::collections::BTreeMap<Netns, Vec<(Option<String>, std::net::Ipv4Addr)>> =
+        Default::default();
+    for (ns, dev, ip) in pending {
+        by_ns.entry(ns).or_default().push((dev, ip));
+    }
+    for (ns, items) in by_ns {
+        let result = (|| -> Result<usize, String> {
+            let links = links::dump(pass.conn(&ns).map_err(|e| e.to_string())?)
+                .map_err(|e| format!("{e:?}"))?;
+            let fg = links.iter().find(|l| l.name.starts_with("fg-"));
+            let mut frames = Vec::new();
+            for (dev, ip) in &items {
+                let link = match dev {
+                    Some(d) => links.iter().find(|l| &l.name == d),
+                    None => fg,
+                };
+                if let Some((index, mac)) = link.and_then(|l| l.mac.map(|m| (l.index, m))) {
+                    frames.push((index, mac, *ip));
+                }
+            }
+            // Sent beside the pass: announcing runs the receive path of every bridge port inline,
+            // which would otherwise hold the pass up by milliseconds per address.
+            let file = pass
+                .open_ns(&ns)
+                .map_err(|e| e.to_string())?
+                .try_clone()
+                .map_err(|e| e.to_string())?;
+            let label = ns.to_string();
+            let count = frames.len();
+            std::thread::spawn(move || {
+                if let Err(e) = garp::announce_all(&file, &label, &frames) {
+                    tracing::warn!(ns = %label, error = %e, "gratuitous ARP failed");
+                }
+            });
+            Ok(count)
+        })();
+        match result {
+            Ok(n) => tracing::debug!(ns = %ns, count = n, "gratuitous ARP queued"),
+            Err(e) => tracing::warn!(ns = %ns, error = %e, "gratuitous ARP failed"),
         }
     }
 }

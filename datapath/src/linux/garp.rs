@@ -28,52 +28,60 @@ pub(crate) fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-/// Sends gratuitous ARP for `ip` from the device with index `ifindex` and MAC `mac`, inside `ns`.
-pub(crate) fn announce(
+/// Sends gratuitous ARP for each `(ifindex, mac, ip)` from one thread inside `ns`, through one
+/// send-only packet socket.
+pub(crate) fn announce_all(
     ns: &File,
     label: &str,
-    ifindex: u32,
-    mac: [u8; 6],
-    ip: Ipv4Addr,
+    items: &[(u32, [u8; 6], Ipv4Addr)],
 ) -> Result<(), String> {
-    let frame = frame(mac, ip);
-    netns::in_netns(ns, label, move || send(ifindex, &frame)).map_err(|e| e.to_string())?
+    if items.is_empty() {
+        return Ok(());
+    }
+    let frames: Vec<(u32, [u8; 42])> = items
+        .iter()
+        .map(|(i, m, ip)| (*i, frame(*m, *ip)))
+        .collect();
+    netns::in_netns(ns, label, move || send_all(&frames)).map_err(|e| e.to_string())?
 }
 
-fn send(ifindex: u32, frame: &[u8]) -> Result<(), String> {
-    let proto = (libc::ETH_P_ARP as u16).to_be();
+fn send_all(frames: &[(u32, [u8; 42])]) -> Result<(), String> {
+    // Protocol 0: a send-only socket registers no receive hook, so closing it does not wait for an
+    // RCU grace period (~10 ms) as a socket opened for ETH_P_ARP would.
     // SAFETY: plain socket(2) call; the descriptor is closed below on every path.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto)) };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if fd < 0 {
         return Err(format!(
             "packet socket: {}",
             std::io::Error::last_os_error()
         ));
     }
-    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value for every field.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
     let mut result = Ok(());
-    for _ in 0..COUNT {
-        // SAFETY: `frame` outlives the call and its length is passed; `addr` is a valid
-        // sockaddr_ll of the size given.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            result = Err(format!("sendto: {}", std::io::Error::last_os_error()));
-            break;
+    'frames: for (ifindex, frame) in frames {
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value for every field.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+        addr.sll_ifindex = *ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        for _ in 0..COUNT {
+            // SAFETY: `frame` outlives the call and its length is passed; `addr` is a valid
+            // sockaddr_ll of the size given.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if n < 0 {
+                result = Err(format!("sendto: {}", std::io::Error::last_os_error()));
+                break 'frames;
+            }
         }
     }
     // SAFETY: `fd` is the descriptor opened above and not used afterwards.

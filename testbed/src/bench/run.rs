@@ -119,9 +119,17 @@ pub fn dvrmesh_incremental(steps: &[Desired]) -> Result<Vec<(Duration, usize)>> 
     let mut out = Vec::new();
     for (i, desired) in steps.iter().enumerate() {
         let start = Instant::now();
-        let ops = diff(desired, &k.observe(desired)?);
+        let observed = k.observe(desired)?;
+        let observed_at = start.elapsed();
+        let ops = diff(desired, &observed);
         let report = k.apply(&ops)?;
         let took = start.elapsed();
+        tracing::debug!(
+            step = i,
+            observe_ms = observed_at.as_secs_f64() * 1000.0,
+            total_ms = took.as_secs_f64() * 1000.0,
+            "pass"
+        );
         if !report.failed.is_empty() {
             bail!(
                 "step {i}: {} ops failed, first: {:?}",
