@@ -27,35 +27,15 @@ pub fn settle() {
 
 /// Programs `desired` into a fresh sandbox with the Linux backend.
 pub fn dvrmesh(desired: &Desired) -> Result<DvrmeshRun> {
-    let sandbox = Sandbox::new(&["eth1"])?;
-    settle();
-    let mut k = sandbox.kernel();
-    let start = Instant::now();
-    let observed = k.observe(desired)?;
-    let ops = diff(desired, &observed);
-    let report = k.apply(&ops)?;
-    let cold = start.elapsed();
-    if !report.failed.is_empty() {
-        bail!(
-            "{} ops failed, first: {:?}",
-            report.failed.len(),
-            report.failed.first()
-        );
-    }
-    let start = Instant::now();
-    let again = diff(desired, &k.observe(desired)?);
-    let steady = start.elapsed();
-    if !again.is_empty() {
-        bail!(
-            "second pass not empty: {} ops, first {:?}",
-            again.len(),
-            again.first()
-        );
-    }
+    let passes = run_passes(std::slice::from_ref(desired))?;
+    let pass = passes
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no pass ran"))?;
     Ok(DvrmeshRun {
-        cold,
-        ops: ops.len(),
-        steady,
+        cold: pass.took,
+        ops: pass.ops,
+        steady: pass.steady,
     })
 }
 
@@ -108,11 +88,21 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// One measured pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass {
+    /// Observe + diff + apply.
+    pub took: Duration,
+    /// Ops applied.
+    pub ops: usize,
+    /// The following observe + diff, which must find nothing to do.
+    pub steady: Duration,
+}
+
 /// Programs `steps` one after another into one sandbox (nothing is torn down in between, so the
-/// kernel's asynchronous namespace teardown never lands in a measurement). Returns the time of
-/// each pass (observe + diff + apply) and its op count; every pass must succeed and leave a second
-/// pass empty.
-pub fn dvrmesh_incremental(steps: &[Desired]) -> Result<Vec<(Duration, usize)>> {
+/// kernel's asynchronous namespace teardown never lands in a measurement). Every pass must
+/// succeed and leave a second pass empty.
+fn run_passes(steps: &[Desired]) -> Result<Vec<Pass>> {
     let sandbox = Sandbox::new(&["eth1"])?;
     settle();
     let mut k = sandbox.kernel();
@@ -130,20 +120,36 @@ pub fn dvrmesh_incremental(steps: &[Desired]) -> Result<Vec<(Duration, usize)>> 
             total_ms = took.as_secs_f64() * 1000.0,
             "pass"
         );
-        if !report.failed.is_empty() {
+        if let Some(first) = report.failed.first() {
             bail!(
-                "step {i}: {} ops failed, first: {:?}",
-                report.failed.len(),
-                report.failed.first()
+                "step {i}: {} ops failed, first: {first:?}",
+                report.failed.len()
             );
         }
+        let start = Instant::now();
         let again = diff(desired, &k.observe(desired)?);
-        if !again.is_empty() {
-            bail!("step {i}: second pass not empty: {:?}", again.first());
+        let steady = start.elapsed();
+        if let Some(first) = again.first() {
+            bail!(
+                "step {i}: second pass not empty: {} ops, first {first:?}",
+                again.len()
+            );
         }
-        out.push((took, ops.len()));
+        out.push(Pass {
+            took,
+            ops: ops.len(),
+            steady,
+        });
     }
     Ok(out)
+}
+
+/// [`run_passes`] as (time, ops) per step.
+pub fn dvrmesh_incremental(steps: &[Desired]) -> Result<Vec<(Duration, usize)>> {
+    Ok(run_passes(steps)?
+        .into_iter()
+        .map(|p| (p.took, p.ops))
+        .collect())
 }
 
 /// The same steps with one process per object, in one private mount and network namespace,
