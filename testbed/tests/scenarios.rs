@@ -382,3 +382,58 @@ fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
     let _ = server.wait();
     Ok(())
 }
+
+#[test]
+fn a_fip_of_a_port_on_a_node_without_external_access_is_served_centrally() -> Result<()> {
+    std::env::set_var("DVRMESH_LAB_BIN", env!("CARGO_BIN_EXE_dvrmesh-lab"));
+    let dir = tempfile::Builder::new()
+        .prefix("dvrmesh-lab-test")
+        .tempdir()?;
+    let spec = LabSpec {
+        nodes: vec![
+            testbed::lab::spec::NodeSpec {
+                name: "compute-1".into(),
+                mode: "dvr".into(),
+                priority: 100,
+            },
+            testbed::lab::spec::NodeSpec {
+                name: "compute-3".into(),
+                mode: "dvr_no_external".into(),
+                priority: 100,
+            },
+            testbed::lab::spec::NodeSpec {
+                name: "network-1".into(),
+                mode: "dvr_snat".into(),
+                priority: 200,
+            },
+        ],
+    };
+    let lab = Lab::up(dir.path(), &spec, &mut |_| {})?;
+    demo::configure(&lab)?;
+    let mut t = TestLab {
+        lab: Some(lab),
+        dir,
+    };
+    let lab = t.lab();
+    let vm = lab.vm_create("a-vm5", "compute-3", "a-net1", true)?;
+    let other = lab.vm_create("a-vm1", "compute-1", "a-net2", false)?;
+    let fip = vm.fip.clone().context("fip")?;
+    let mut servers = vec![
+        lab.probe_server("a-vm5", 60)?,
+        lab.probe_server("internet", 60)?,
+        lab.probe_server("a-vm1", 60)?,
+    ];
+    // East-west from the node without external access still routes locally.
+    reach(lab, "a-vm5", &other.ip)?;
+    // Its FIP lives on the SNAT holder: inbound reaches it, outbound leaves as the FIP.
+    assert_eq!(
+        reach(lab, "internet", &fip)?.seen_as,
+        [INTERNET_IP.to_string()]
+    );
+    reach_as(lab, "a-vm5", INTERNET_IP, &fip)?;
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    Ok(())
+}
