@@ -74,7 +74,16 @@ pub fn configure(lab: &Lab) -> Result<()> {
 pub fn run(dir: &Path, keep: bool) -> Result<()> {
     let start = Instant::now();
     let step = |s: &str| eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64());
-    let mut lab = Lab::up(dir, &LabSpec::sized(2, 1), &mut |s| step(s))?;
+    let mut spec = LabSpec::sized(2, 1);
+    spec.nodes.insert(
+        2,
+        crate::lab::spec::NodeSpec {
+            name: "compute-3".into(),
+            mode: "dvr_no_external".into(),
+            priority: 100,
+        },
+    );
+    let mut lab = Lab::up(dir, &spec, &mut |s| step(s))?;
     step(
         "creating 2 tenants (overlapping 10.1.0.0/24), 2 routers, 4 subnets, the external network",
     );
@@ -85,6 +94,7 @@ pub fn run(dir: &Path, keep: bool) -> Result<()> {
         ("a-vm3", "compute-2", "a-net1", false),
         ("b-vm1", "compute-1", "b-net1", true),
         ("b-vm2", "network-1", "b-net2", false),
+        ("b-vm3", "compute-3", "b-net2", true),
     ];
     for (name, node, net, fip) in vms {
         step(&format!(

@@ -61,9 +61,9 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
-    /// Build the default topology (2 tenants with overlapping CIDRs, 2 routers, 4 subnets, VMs on
-    /// several nodes, FIPs), run the traffic matrix, print it and the time to full connectivity,
-    /// and tear down.
+    /// Build the default topology (2 compute nodes, 1 compute node without external access, 1
+    /// network node; 2 tenants with overlapping CIDRs, 2 routers, 4 subnets, VMs on several nodes,
+    /// FIPs), run the traffic matrix, print it and the time to full connectivity, and tear down.
     Demo {
         /// Keep the lab after the demo.
         #[arg(long)]
