@@ -1,7 +1,7 @@
 //! Running one programming benchmark: dvrmesh's reconciler against one process per object, each in
 //! its own sealed namespaces.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -42,44 +42,10 @@ pub fn dvrmesh(desired: &Desired) -> Result<DvrmeshRun> {
 /// One cold programming with one process per object, in a private mount and network namespace.
 /// Returns the time the commands took and how many there were.
 pub fn one_process_per_object(desired: &Desired, work: &Path) -> Result<(Duration, usize)> {
-    let ops = diff(desired, &Desired::default());
-    let lines = super::shell::commands(&ops);
-    let processes = lines.iter().filter(|l| !l.starts_with("cat >")).count();
-    let script: PathBuf = work.join("per-object.sh");
-    let mut text =
-        String::from("set -e\nip link add eth1 type veth peer name eth1p\nstart=$(date +%s%N)\n");
-    for l in &lines {
-        text.push_str(l);
-        text.push('\n');
-    }
-    text.push_str("end=$(date +%s%N)\necho $((end - start))\n");
-    std::fs::write(&script, text)?;
-    let out = Command::new("unshare")
-        .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && W={} sh {}",
-            work.display(),
-            script.display()
-        ))
-        .output()
-        .context("running unshare")?;
-    if !out.status.success() {
-        bail!(
-            "per-object script failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    let nanos: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .parse()
-        .context("script timing")?;
-    Ok((Duration::from_nanos(nanos), processes))
+    per_object_incremental(std::slice::from_ref(desired), work)?
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no step ran"))
 }
 
 /// The median of some durations.
