@@ -11,6 +11,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod codec;
+mod election;
 mod error;
 mod frame;
 mod ids;
@@ -22,6 +23,7 @@ mod tenant;
 pub use codec::{
     decode, decode_value, encode, encode_value, MAX_ENCODED_BYTES, MAX_VALUE_CHARS, WIRE_VERSION,
 };
+pub use election::{ElectionMessage, MAX_CLAIMS_PER_DATAGRAM, MAX_ELECTION_DATAGRAM};
 pub use error::Error;
 pub use frame::{decode_frame, encode_frame, FrameHeader, MAX_FRAME_BYTES};
 pub use ids::{Name, NodeId, ObjectId};

@@ -10,7 +10,9 @@ use tracing::{info, info_span, Instrument};
 
 use crate::api::{self, ApiContext};
 use crate::config::{Config, DatapathMode};
+use crate::election::ElectionConfig;
 use crate::gossip::{self, GossipSettings};
+use crate::ha::{self, HaHandle, HaSettings};
 use crate::reconcile::{Readiness, Reconciler, SharedKernel};
 use crate::store::service::{load_records, ConfigService, StoreSettings};
 use crate::tls::Credentials;
@@ -53,10 +55,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
 async fn run_inner(config: Config) -> Result<(), Error> {
     let creds = verify_identity(&config)?;
-    let facts = facts_of(&config)?;
     create_private_dir(&config.data_dir)?;
+    let draining = config.data_dir.join(ha::DRAIN_FILE).exists();
+    let facts = facts_of(&config)?.with_draining(draining);
+    if draining {
+        info!("this node is drained (agent undrain to take part in SNAT elections again)");
+    }
     let generation = next_generation(&config.data_dir)?;
     let transport = QuicTransport::new(&creds)?;
+    let datagrams = transport
+        .datagrams()
+        .ok_or_else(|| Error::Transport("datagram port already taken".into()))?;
     let settings = GossipSettings {
         node_id: config.node_id.clone(),
         generation,
@@ -82,19 +91,38 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
     );
     let replication_task = tokio::spawn(store.clone().run_replication().in_current_span());
-    let reconciler = start_datapath(&config, &view, &store);
+    let readiness = readiness_of(&config);
+    let (ha, ha_task) = ha::spawn(
+        config.node_id.clone(),
+        facts.clone(),
+        view.clone(),
+        chitchat.chitchat(),
+        datagrams,
+        HaSettings {
+            election: ElectionConfig {
+                advert_interval: config.advert_interval,
+                multiplier: config.advert_multiplier,
+            },
+            readiness: readiness.clone(),
+            notice_ttl: (config.gossip_interval * 10).max(std::time::Duration::from_secs(2)),
+            data_dir: Some(config.data_dir.clone()),
+        },
+    );
+    let reconciler = start_datapath(&config, &view, &store, &ha, readiness);
     let ctx = ApiContext {
         view,
         stats: Some(transport.stats()),
         peers: Some(transport.directory()),
         store: Some(store),
         reconciler: reconciler.as_ref().map(|(r, _)| r.clone()),
+        ha: Some(ha),
     };
     let (api_task, socket_guard) = match api::serve(&config.api_socket, ctx).await {
         Ok(x) => x,
         Err(e) => {
             view_task.abort();
             replication_task.abort();
+            ha_task.abort();
             if let Some((_, task)) = &reconciler {
                 task.abort();
             }
@@ -110,6 +138,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     info!("shutting down");
     api_task.abort();
     replication_task.abort();
+    ha_task.abort();
     view_task.abort();
     // The kernel state stays as it is: a restarted agent finds it in sync and traffic never stops.
     if let Some((_, task)) = &reconciler {
@@ -123,11 +152,25 @@ async fn run_inner(config: Config) -> Result<(), Error> {
 /// How often the reconciler re-checks the kernel without a view change.
 const DATAPATH_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// When the reconciler and the election may act on the view (see [`Readiness`]).
+fn readiness_of(config: &Config) -> Readiness {
+    Readiness {
+        expect_peers: config
+            .seeds
+            .iter()
+            .any(|s| *s != config.advertise.to_string()),
+        settle: (config.gossip_interval * 5).max(std::time::Duration::from_secs(1)),
+        max_wait: std::time::Duration::from_secs(30),
+    }
+}
+
 /// Starts the datapath reconciler when this node programs its kernel.
 fn start_datapath(
     config: &Config,
     view: &view::ViewHandle,
     store: &std::sync::Arc<ConfigService>,
+    ha: &HaHandle,
+    readiness: Readiness,
 ) -> Option<(std::sync::Arc<Reconciler>, tokio::task::JoinHandle<()>)> {
     match config.datapath {
         DatapathMode::Off => {
@@ -141,17 +184,10 @@ fn start_datapath(
             });
             let kernel: SharedKernel =
                 std::sync::Arc::new(std::sync::Mutex::new(Box::new(backend)));
-            let readiness = Readiness {
-                expect_peers: config
-                    .seeds
-                    .iter()
-                    .any(|s| *s != config.advertise.to_string()),
-                settle: (config.gossip_interval * 5).max(std::time::Duration::from_secs(1)),
-                max_wait: std::time::Duration::from_secs(30),
-            };
             let r = Reconciler::new(
                 config.node_id.clone(),
                 view.clone(),
+                Some(ha.holders()),
                 kernel,
                 store.clone(),
                 DATAPATH_RESYNC,

@@ -18,6 +18,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::ha::HaHandle;
 use crate::reconcile::Reconciler;
 use crate::store::ops::ConfigRequest;
 use crate::store::service::ConfigService;
@@ -48,6 +49,12 @@ pub enum Request {
     DatapathPlan,
     /// The ops the next reconcile pass would apply.
     DatapathDiff,
+    /// Hand every SNAT router this node holds to the best backup, and stay out of elections.
+    Drain,
+    /// Take part in SNAT elections again.
+    Undrain,
+    /// The SNAT election as this node sees it.
+    HaStatus,
 }
 
 /// One member, as `members --json` prints it.
@@ -88,7 +95,12 @@ pub struct ApiContext {
     pub store: Option<Arc<ConfigService>>,
     /// The datapath reconciler, when this agent programs the kernel.
     pub reconciler: Option<Arc<Reconciler>>,
+    /// The SNAT election.
+    pub ha: Option<HaHandle>,
 }
+
+/// How long `agent drain` waits for the routers to be taken by backups.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Any request the API understands: the agent's own (`Request`) or the configuration's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +116,16 @@ impl AnyRequest {
     pub fn parse(body: &[u8]) -> Result<AnyRequest, String> {
         let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))?;
         let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
-        if matches!(op, "members" | "status" | "datapath_plan" | "datapath_diff") {
+        if matches!(
+            op,
+            "members"
+                | "status"
+                | "datapath_plan"
+                | "datapath_diff"
+                | "drain"
+                | "undrain"
+                | "ha_status"
+        ) {
             serde_json::from_value(v).map(AnyRequest::Node)
         } else {
             serde_json::from_value(v).map(AnyRequest::Config)
@@ -117,9 +138,88 @@ impl ApiContext {
     async fn handle_any(&self, req: AnyRequest) -> Result<Value, String> {
         match req {
             AnyRequest::Node(Request::DatapathPlan) => {
-                let view = self.view.load();
-                let plan = datapath::plan(&crate::reconcile::topology_from_view(&view), &view.me);
+                let plan = match &self.reconciler {
+                    Some(r) => r.plan(),
+                    None => {
+                        let view = self.view.load();
+                        let holders = self.ha.as_ref().map(|h| h.holders().borrow().clone());
+                        datapath::plan(
+                            &crate::reconcile::topology_from_view(&view, holders.as_ref()),
+                            &view.me,
+                        )
+                    }
+                };
                 serde_json::to_value(plan).map_err(|e| e.to_string())
+            }
+            AnyRequest::Node(Request::Drain) | AnyRequest::Node(Request::Undrain) => {
+                let ha = self.ha.as_ref().ok_or("this agent runs no SNAT election")?;
+                let drain = matches!(req, AnyRequest::Node(Request::Drain));
+                let before = ha.status();
+                ha.set_draining(drain).await?;
+                if !drain {
+                    return Ok(json!({ "draining": false, "held": before.held }));
+                }
+                let started = tokio::time::Instant::now();
+                loop {
+                    let st = ha.status();
+                    let handed: Vec<Value> = before
+                        .held
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "router": r,
+                                "holder": st.routers.get(r).and_then(|x| x.holder.clone()),
+                            })
+                        })
+                        .collect();
+                    let done = before.held.iter().all(|r| {
+                        st.routers
+                            .get(r)
+                            .and_then(|x| x.holder.as_ref())
+                            .is_some_and(|h| h != &self.view.load().me)
+                    });
+                    if done || started.elapsed() >= DRAIN_WAIT {
+                        return Ok(json!({
+                            "draining": true,
+                            "complete": done,
+                            "waited_ms": started.elapsed().as_millis() as u64,
+                            "routers": handed,
+                        }));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            AnyRequest::Node(Request::HaStatus) => match &self.ha {
+                Some(ha) => serde_json::to_value(ha.status()).map_err(|e| e.to_string()),
+                None => Err("this agent runs no SNAT election".into()),
+            },
+            AnyRequest::Config(ConfigRequest::Show {
+                kind: mesh_proto::ObjectKind::Router,
+                reference,
+            }) => {
+                let store = self
+                    .store
+                    .as_ref()
+                    .ok_or("this agent has no configuration store")?;
+                let mut v = store
+                    .handle(ConfigRequest::Show {
+                        kind: mesh_proto::ObjectKind::Router,
+                        reference,
+                    })
+                    .await?;
+                let id = v.get("id").and_then(Value::as_str).map(str::to_string);
+                let ha = self.ha.as_ref().map(|h| h.status());
+                if let (Some(obj), Some(id), Some(ha)) = (v.as_object_mut(), id, ha) {
+                    let st = mesh_proto::ObjectId::new(&id)
+                        .ok()
+                        .and_then(|id| ha.routers.get(&id).cloned());
+                    obj.insert(
+                        "holder".into(),
+                        json!(st.as_ref().and_then(|s| s.holder.clone())),
+                    );
+                    obj.insert("ha_status".into(), json!(st));
+                }
+                Ok(v)
             }
             AnyRequest::Node(Request::DatapathDiff) => match &self.reconciler {
                 Some(r) => {
@@ -142,7 +242,11 @@ impl ApiContext {
     fn handle(&self, req: Request) -> Result<Value, String> {
         match req {
             Request::Members => Ok(json!(members(&self.view))),
-            Request::DatapathPlan | Request::DatapathDiff => Err("handled asynchronously".into()),
+            Request::DatapathPlan
+            | Request::DatapathDiff
+            | Request::Drain
+            | Request::Undrain
+            | Request::HaStatus => Err("handled asynchronously".into()),
             Request::Status => {
                 let v = self.view.load();
                 Ok(json!({
@@ -153,6 +257,11 @@ impl ApiContext {
                     "excluded": v.excluded,
                     "transport": self.stats.as_ref().map(|s| s.snapshot()),
                     "datapath": self.reconciler.as_ref().map(|r| r.last_report()),
+                    "ha": self.ha.as_ref().map(|h| {
+                        let s = h.status();
+                        json!({"ready": s.ready, "draining": s.draining, "majority": s.majority,
+                            "held": s.held, "counters": s.counters})
+                    }),
                     "peers": self.peers.as_ref().map(|p| p.snapshot().into_iter()
                         .map(|(addr, r)| json!({"addr": addr.to_string(), "certified": r.certified.as_str(), "refused_claim": r.refused_claim}))
                         .collect::<Vec<_>>()),

@@ -60,8 +60,9 @@ enum Command {
     /// Issue node certificates.
     #[command(subcommand)]
     Cert(CertCommand),
-    /// Run the agent of this node (needs --config). Stops cleanly on SIGINT or SIGTERM.
-    Agent,
+    /// Run the agent of this node (needs --config; stops cleanly on SIGINT or SIGTERM), or drain
+    /// it for maintenance.
+    Agent(AgentArgs),
     /// List the cluster's members as the local agent sees them.
     Members,
     /// Show the local agent's own state: view generation, transport counters, peers.
@@ -89,6 +90,23 @@ enum Command {
     /// This node's datapath: what the agent wants in the kernel, and what it would change.
     #[command(subcommand)]
     Datapath(DatapathCommand),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCommand {
+    /// Hand every router whose SNAT this node holds to the best backup, and stay out of SNAT
+    /// elections (kept across restarts) until `undrain`. Waits up to 10 s for the handover.
+    Drain,
+    /// Take part in SNAT elections again (a better node preempts according to each router's HA
+    /// settings).
+    Undrain,
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,9 +232,26 @@ enum RouterCommand {
         #[arg(long)]
         nexthop: String,
     },
+    /// Set SNAT high-availability settings: per-node priority overrides, preemption.
+    SetHa {
+        router: String,
+        /// NODE=PRIORITY (1..254) for this router; repeat for several nodes; NODE=default drops
+        /// the override.
+        #[arg(long = "priority", value_name = "NODE=P")]
+        priorities: Vec<String>,
+        /// A better candidate takes over from a live holder (the default).
+        #[arg(long, conflicts_with = "no_preempt")]
+        preempt: bool,
+        /// A live holder keeps the router even when a better candidate appears.
+        #[arg(long)]
+        no_preempt: bool,
+        /// How long a better candidate waits before preempting: e.g. 500ms, 5s, 2m (max 1h).
+        #[arg(long, value_name = "DURATION")]
+        preempt_delay: Option<String>,
+    },
     /// List routers.
     List,
-    /// Show one router.
+    /// Show one router, with its SNAT holder, epoch, candidates and last transition.
     Show { router: String },
     /// Delete a router without interfaces.
     Delete { router: String },
@@ -342,7 +377,23 @@ fn run(cli: Cli) -> Result<()> {
             print_paths(cli.json, &cert, &key);
             Ok(())
         }
-        Command::Agent => {
+        Command::Agent(AgentArgs {
+            action: Some(action),
+        }) => {
+            let req = match action {
+                AgentCommand::Drain => Request::Drain,
+                AgentCommand::Undrain => Request::Undrain,
+            };
+            let socket = api_socket(&cli)?;
+            let result = runtime()?.block_on(api::call(&socket, &req))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                crate::output::print_drain(&result);
+            }
+            Ok(())
+        }
+        Command::Agent(AgentArgs { action: None }) => {
             let path = cli
                 .config
                 .as_deref()
@@ -545,6 +596,27 @@ fn config_request(cmd: &Command) -> (ConfigRequest, Option<ObjectKind>) {
                 },
                 None,
             ),
+            RouterCommand::SetHa {
+                router,
+                priorities,
+                preempt,
+                no_preempt,
+                preempt_delay,
+            } => (
+                R::RouterSetHa {
+                    router: router.clone(),
+                    priorities: priorities.clone(),
+                    preempt: if *no_preempt {
+                        Some(false)
+                    } else if *preempt {
+                        Some(true)
+                    } else {
+                        None
+                    },
+                    preempt_delay: preempt_delay.clone(),
+                },
+                None,
+            ),
             RouterCommand::List => list(K::Router),
             RouterCommand::Show { router } => show(K::Router, router),
             RouterCommand::Delete { router } => del(K::Router, router),
@@ -602,7 +674,7 @@ fn config_request(cmd: &Command) -> (ConfigRequest, Option<ObjectKind>) {
         Command::View => (R::View, None),
         Command::Ca(_)
         | Command::Cert(_)
-        | Command::Agent
+        | Command::Agent(_)
         | Command::Members
         | Command::Status
         | Command::Datapath(_) => {

@@ -17,6 +17,10 @@ use crate::Error;
 pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 200;
 /// Default SNAT priority.
 pub const DEFAULT_SNAT_PRIORITY: u8 = 100;
+/// Default interval between a SNAT holder's adverts.
+pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 20;
+/// Default number of advert intervals of silence before a backup declares the holder down.
+pub const DEFAULT_ADVERT_MULTIPLIER: u32 = 8;
 /// Default cluster id; nodes with another id refuse each other's gossip.
 pub const DEFAULT_CLUSTER_ID: &str = "dvrmesh";
 /// Largest configuration file read.
@@ -66,6 +70,10 @@ pub struct Config {
     pub datapath: DatapathMode,
     /// Where named network namespaces live.
     pub netns_dir: PathBuf,
+    /// How often a SNAT holder adverts to the other candidates.
+    pub advert_interval: Duration,
+    /// Intervals of silence (plus the priority skew) before a backup takes over.
+    pub advert_multiplier: u32,
 }
 
 /// Whether the agent programs this node's kernel.
@@ -172,6 +180,26 @@ impl Config {
         let netns_dir = p
             .optional(&table, "netns_dir", |v| p_path(v, base))
             .unwrap_or_else(|| PathBuf::from("/run/netns"));
+        let advert_interval = p
+            .optional(&table, "snat_advert_interval_ms", |v| {
+                let n = v
+                    .as_integer()
+                    .ok_or("must be an integer number of milliseconds")?;
+                if !(5..=5_000).contains(&n) {
+                    return Err(format!("{n} is outside 5..=5000"));
+                }
+                Ok(Duration::from_millis(n as u64))
+            })
+            .unwrap_or(Duration::from_millis(DEFAULT_ADVERT_INTERVAL_MS));
+        let advert_multiplier = p
+            .optional(&table, "snat_advert_multiplier", |v| {
+                let n = v.as_integer().ok_or("must be an integer from 2 to 50")?;
+                if !(2..=50).contains(&n) {
+                    return Err(format!("{n} is outside 2..=50"));
+                }
+                Ok(n as u32)
+            })
+            .unwrap_or(DEFAULT_ADVERT_MULTIPLIER);
         let tls = p.tls(&table);
         let external = p.external(&table);
         for key in table.keys() {
@@ -216,6 +244,8 @@ impl Config {
             external: external.ok_or_else(bad)?,
             datapath,
             netns_dir,
+            advert_interval,
+            advert_multiplier,
         })
     }
 }
@@ -236,6 +266,8 @@ const KNOWN_KEYS: &[&str] = &[
     "external",
     "datapath",
     "netns_dir",
+    "snat_advert_interval_ms",
+    "snat_advert_multiplier",
 ];
 
 struct Parser<'a> {

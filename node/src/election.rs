@@ -14,8 +14,11 @@
 //! - With no live holder, the best candidate that is not itself silent claims, with an epoch one
 //!   above every epoch it has seen. With `preempt`, a better candidate takes over from a live holder
 //!   after `preempt_delay`.
-//! - A node displaced by a higher claim does not preempt again for a hold-down (20 adverts or the
-//!   preemption delay), so one-way loss of adverts cannot make two nodes trade the router quickly.
+//! - A node displaced by a higher claim while alive does not preempt again for a hold-down
+//!   ([`DISPLACED_HOLDDOWN`], doubling on each repeat up to [`MAX_HOLDDOWN`], or the preemption
+//!   delay if longer): a holder that was paused or could not be heard was taken over for a
+//!   reason, and one-way loss of adverts must not make two nodes trade the router back and forth.
+//! - A release (a holder giving a router up on purpose) lets the best backup claim at once.
 //! - Fencing: a node claims only while a majority of the cluster is alive in its view, and a holder
 //!   that loses the majority, stops being a candidate, or sees a claim that outranks its own
 //!   withdraws at once. See `docs/architecture.md` for the safety argument.
@@ -26,9 +29,11 @@ use std::time::Duration;
 use mesh_proto::{NodeId, ObjectId, Priority, SnatClaim};
 use tokio::time::Instant;
 
-/// After being displaced, a node does not preempt for this many advert intervals (or the
-/// preemption delay, if longer).
-const HOLDDOWN_ADVERTS: u32 = 20;
+/// After being displaced while alive, a node does not preempt for this long (or the preemption
+/// delay, if longer); the hold-down doubles on each further displacement.
+pub const DISPLACED_HOLDDOWN: Duration = Duration::from_secs(30);
+/// The longest hold-down.
+pub const MAX_HOLDDOWN: Duration = Duration::from_secs(480);
 
 /// Timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +107,10 @@ struct RouterState {
     /// No preemption before this: set when a higher claim displaced this node, so two nodes that
     /// hear each other only one way do not take the router back and forth.
     holddown_until: Option<Instant>,
+    /// How many times a higher claim displaced this node.
+    displaced: u32,
+    /// Epochs released by each node: gossip still carrying such a claim is stale.
+    released: BTreeMap<NodeId, u64>,
 }
 
 /// The election of one node over every router.
@@ -164,7 +173,7 @@ impl Election {
             let st = self.routers.entry(ri.router.clone()).or_default();
             for c in &ri.claims {
                 st.max_epoch = st.max_epoch.max(c.epoch);
-                if c.node == self.me {
+                if c.node == self.me || st.released.get(&c.node).is_some_and(|e| c.epoch <= *e) {
                     continue;
                 }
                 let entry = st.heard.entry(c.node.clone()).or_insert((c.clone(), None));
@@ -197,6 +206,51 @@ impl Election {
         }
         entry.1 = Some(now);
         self.decide(now);
+    }
+
+    /// A release from `from`: it gave the router up on purpose, so its claim no longer counts
+    /// and the best backup may claim at once. Releases whose claimant is not the sender are ignored.
+    pub fn handle_release(&mut self, now: Instant, from: &NodeId, claim: SnatClaim) {
+        if &claim.node != from || from == &self.me {
+            return;
+        }
+        let st = self.routers.entry(claim.router.clone()).or_default();
+        st.max_epoch = st.max_epoch.max(claim.epoch);
+        let released = st.released.entry(from.clone()).or_insert(0);
+        *released = (*released).max(claim.epoch);
+        if st
+            .heard
+            .get(from)
+            .is_some_and(|(c, _)| c.epoch <= claim.epoch)
+        {
+            st.heard.remove(from);
+        }
+        self.decide(now);
+    }
+
+    /// The highest epoch this node has seen for `router`.
+    pub fn epoch(&self, router: &ObjectId) -> u64 {
+        self.routers.get(router).map_or(0, |s| s.max_epoch)
+    }
+
+    /// The claims heard from other nodes for `router`, each with how long ago its last advert
+    /// arrived (`None`: known from gossip only).
+    pub fn heard(&self, now: Instant, router: &ObjectId) -> Vec<(SnatClaim, Option<Duration>)> {
+        self.routers.get(router).map_or_else(Vec::new, |s| {
+            s.heard
+                .values()
+                .map(|(c, t)| (c.clone(), t.map(|t| now.saturating_duration_since(t))))
+                .collect()
+        })
+    }
+
+    /// Until when this node will not preempt `router`, if held down.
+    pub fn holddown(&self, now: Instant, router: &ObjectId) -> Option<Duration> {
+        self.routers
+            .get(router)?
+            .holddown_until
+            .filter(|t| *t > now)
+            .map(|t| t - now)
     }
 
     /// The clock moved.
@@ -275,34 +329,51 @@ impl Election {
         let Some(st) = self.routers.get_mut(&ri.router) else {
             return;
         };
-        let alive =
-            |t: &Option<Instant>| t.is_none_or(|t| now.saturating_duration_since(t) <= down);
+        // Held down after a displacement, this node may be hearing the holder one way only: its
+        // adverts do not arrive, yet its claim is refreshed in gossip. Then silence of adverts is
+        // no proof of death; the holder counts as alive while a live node publishes its claim.
+        let held_down = st.holddown_until.is_some_and(|t| now < t);
+        let in_gossip = |n: &NodeId| held_down && ri.claims.iter().any(|c| &c.node == n);
+        let alive = |n: &NodeId, t: &Option<Instant>| {
+            t.is_none_or(|t| now.saturating_duration_since(t) <= down) || in_gossip(n)
+        };
         // The best live claim of another node.
         let other = st
             .heard
-            .values()
-            .filter(|(_, t)| alive(t))
+            .iter()
+            .filter(|(n, (_, t))| alive(n, t))
+            .map(|(_, v)| v)
             .map(|(c, _)| c.clone())
             .fold(None::<SnatClaim>, |best, c| match best {
                 Some(b) if !c.outranks(&b) => Some(b),
                 _ => Some(c),
             });
         if let Some(mine) = st.mine.clone() {
+            let displaced_by = st
+                .heard
+                .values()
+                .map(|(c, _)| c)
+                .find(|c| c.outranks(&mine))
+                .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch));
             let reason = if !majority {
                 Some("lost the majority of the cluster".to_string())
             } else if my_prio.is_none() {
                 Some("no longer a candidate".to_string())
             } else {
-                st.heard
-                    .values()
-                    .map(|(c, _)| c)
-                    .find(|c| c.outranks(&mine))
-                    .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch))
+                displaced_by.clone()
             };
             if let Some(reason) = reason {
                 st.mine = None;
                 st.last_sent = None;
-                st.holddown_until = Some(now + ri.preempt_delay.max(interval * HOLDDOWN_ADVERTS));
+                // Displaced, or cut off from the majority (paused, partitioned): either way this
+                // node was unreliable, so it does not take the router back at once.
+                if displaced_by.is_some() || !majority {
+                    let hold = DISPLACED_HOLDDOWN
+                        .saturating_mul(1 << st.displaced.min(4))
+                        .min(MAX_HOLDDOWN);
+                    st.displaced = st.displaced.saturating_add(1);
+                    st.holddown_until = Some(now + ri.preempt_delay.max(hold));
+                }
                 self.events.push_back(ElectionEvent::Withdrew {
                     router: ri.router.clone(),
                     reason,
@@ -327,7 +398,7 @@ impl Election {
         let reason = match &other {
             None => {
                 // No live holder: the best candidate that is not silent claims.
-                let silent = |n: &NodeId| st.heard.get(n).is_some_and(|(_, t)| !alive(t));
+                let silent = |n: &NodeId| st.heard.get(n).is_some_and(|(_, t)| !alive(n, t));
                 let best = ri
                     .candidates
                     .iter()
@@ -346,7 +417,6 @@ impl Election {
             }
             Some(h) => {
                 let i_am_better = better(&(me.clone(), my_prio), &(h.node.clone(), h.priority));
-                let held_down = st.holddown_until.is_some_and(|t| now < t);
                 if ri.preempt && i_am_better && !held_down {
                     let since = *st.better_since.get_or_insert(now);
                     (now.saturating_duration_since(since) >= ri.preempt_delay).then(|| {

@@ -14,6 +14,7 @@ pub mod election;
 mod error;
 pub mod gossip;
 pub mod gossip_wire;
+pub mod ha;
 pub mod logging;
 pub mod reconcile;
 pub mod store;

@@ -10,7 +10,13 @@ pub(crate) fn print_config(v: &Value, listed: Option<ObjectKind>) {
         (Value::Array(items), Some(kind)) => print_list(items, kind),
         (Value::Object(map), _) => {
             for (k, val) in map {
+                if k == "ha_status" {
+                    continue;
+                }
                 println!("{k:<22} {}", scalar(val));
+            }
+            if let Some(ha) = map.get("ha_status").filter(|h| !h.is_null()) {
+                print_ha(ha);
             }
         }
         (other, _) => println!(
@@ -173,4 +179,76 @@ fn ns_of(v: &Value) -> String {
 
 fn compact(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The SNAT election part of `router show`.
+fn print_ha(ha: &Value) {
+    let get = |k: &str| scalar(ha.get(k).unwrap_or(&Value::Null));
+    println!("snat epoch             {}", get("epoch"));
+    println!(
+        "snat preempt           {} (delay {} ms)",
+        get("preempt"),
+        get("preempt_delay_ms")
+    );
+    if let Some(t) = ha.get("last_transition").filter(|t| !t.is_null()) {
+        let f = |k: &str| scalar(t.get(k).unwrap_or(&Value::Null));
+        println!(
+            "last transition        {} -> {} at {} (unix ms): {}",
+            f("from"),
+            f("to"),
+            f("at_unix_ms"),
+            f("reason")
+        );
+    }
+    println!("transitions seen here  {}", get("transitions"));
+    if let Some(h) = ha.get("holddown_ms").filter(|h| !h.is_null()) {
+        println!("preemption held down   {} ms more", scalar(h));
+    }
+    println!("candidates:");
+    for c in ha
+        .get("candidates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let f = |k: &str| scalar(c.get(k).unwrap_or(&Value::Null));
+        println!(
+            "  {:<20} priority {:<4} {}",
+            f("node"),
+            f("priority"),
+            f("state")
+        );
+    }
+}
+
+/// The result of `agent drain` / `agent undrain`.
+pub(crate) fn print_drain(v: &Value) {
+    let draining = v.get("draining").and_then(Value::as_bool).unwrap_or(false);
+    if !draining {
+        println!("undrained: this node takes part in SNAT elections again");
+        return;
+    }
+    let routers = v.get("routers").and_then(Value::as_array);
+    match routers {
+        Some(rs) if !rs.is_empty() => {
+            for r in rs {
+                println!(
+                    "router {} -> {}",
+                    scalar(r.get("router").unwrap_or(&Value::Null)),
+                    scalar(r.get("holder").unwrap_or(&Value::Null))
+                );
+            }
+        }
+        _ => println!("this node held no SNAT router"),
+    }
+    let complete = v.get("complete").and_then(Value::as_bool).unwrap_or(true);
+    println!(
+        "drained{} in {} ms",
+        if complete {
+            ""
+        } else {
+            " (some routers found no backup)"
+        },
+        scalar(v.get("waited_ms").unwrap_or(&Value::Null))
+    );
 }

@@ -13,11 +13,13 @@ use mesh_proto::{NodeId, ObjectId};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::ha::Holders;
 use crate::store::service::ConfigService;
 use crate::view::{ClusterView, MemberState, ViewHandle};
 
-/// The planner's input, from the converged view. Pure.
-pub fn topology_from_view(view: &ClusterView) -> Topology {
+/// The planner's input, from the converged view and the SNAT holders the election resolved
+/// (`None`: no election runs, as in tests; the best live candidate is taken). Pure.
+pub fn topology_from_view(view: &ClusterView, holders: Option<&Holders>) -> Topology {
     let t = &view.tenant;
     let mut topo = Topology {
         nodes: view
@@ -47,7 +49,14 @@ pub fn topology_from_view(view: &ClusterView) -> Topology {
             .collect(),
         snat_holders: Default::default(),
     };
-    topo.snat_holders = default_snat_holders(&topo);
+    topo.snat_holders = match holders {
+        Some(h) => h
+            .iter()
+            .filter(|(r, _)| topo.routers.get(*r).is_some_and(|r| r.gateway.is_some()))
+            .map(|(r, n)| (r.clone(), n.clone()))
+            .collect(),
+        None => default_snat_holders(&topo),
+    };
     topo
 }
 
@@ -112,6 +121,7 @@ pub struct Readiness {
 pub struct Reconciler {
     me: NodeId,
     view: ViewHandle,
+    holders: Option<tokio::sync::watch::Receiver<Holders>>,
     kernel: SharedKernel,
     store: Arc<ConfigService>,
     resync: Duration,
@@ -124,6 +134,7 @@ impl Reconciler {
     pub fn new(
         me: NodeId,
         view: ViewHandle,
+        holders: Option<tokio::sync::watch::Receiver<Holders>>,
         kernel: SharedKernel,
         store: Arc<ConfigService>,
         resync: Duration,
@@ -132,6 +143,7 @@ impl Reconciler {
         Arc::new(Reconciler {
             me,
             view,
+            holders,
             kernel,
             store,
             resync,
@@ -140,43 +152,18 @@ impl Reconciler {
         })
     }
 
-    /// Waits until the view is ready for a first pass (see [`Readiness`]).
-    async fn wait_until_ready(&self) {
-        let start = tokio::time::Instant::now();
-        let mut changes = self.view.subscribe();
-        let mut last_change = tokio::time::Instant::now();
-        loop {
-            let view = self.view.load();
-            let me_known = view.members.contains_key(&self.me);
-            let peers_ok =
-                !self.readiness.expect_peers || view.alive().any(|m| m.facts.node_id() != &self.me);
-            if me_known && peers_ok && last_change.elapsed() >= self.readiness.settle {
-                info!(
-                    waited_ms = start.elapsed().as_millis() as u64,
-                    "view settled; reconciling the datapath"
-                );
-                return;
-            }
-            if start.elapsed() >= self.readiness.max_wait {
-                warn!(
-                    me_known,
-                    peers_ok, "view did not settle in time; reconciling with what it holds"
-                );
-                return;
-            }
-            tokio::select! {
-                r = changes.changed() => {
-                    if r.is_err() { return; }
-                    last_change = tokio::time::Instant::now();
-                }
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
+    /// The SNAT holders to plan with.
+    fn current_holders(&self) -> Option<Holders> {
+        self.holders.as_ref().map(|h| h.borrow().clone())
     }
 
     /// The plan for the current view.
     pub fn plan(&self) -> Plan {
-        plan(&topology_from_view(&self.view.load()), &self.me)
+        let holders = self.current_holders();
+        plan(
+            &topology_from_view(&self.view.load(), holders.as_ref()),
+            &self.me,
+        )
     }
 
     /// The ops the next pass would apply (observes the kernel; changes nothing).
@@ -200,8 +187,20 @@ impl Reconciler {
 
     /// Runs until aborted.
     pub async fn run(self: Arc<Self>) {
-        self.wait_until_ready().await;
+        wait_until_ready(
+            &self.view,
+            &self.me,
+            &self.readiness,
+            "reconciling the datapath",
+        )
+        .await;
         let mut changes = self.view.subscribe();
+        let mut holders = self.holders.clone();
+        if let Some(h) = holders.as_mut() {
+            // The election announces its first holders once it is ready; planning before would
+            // tear down a SNAT namespace this node is about to claim again.
+            let _ = tokio::time::timeout(self.readiness.max_wait, h.changed()).await;
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             let ok = self.pass().await;
@@ -215,6 +214,10 @@ impl Reconciler {
             };
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
+                r = async { match holders.as_mut() {
+                    Some(h) => h.changed().await,
+                    None => std::future::pending().await,
+                } } => if r.is_err() { return },
                 _ = tokio::time::sleep(wait) => {},
             }
         }
@@ -223,7 +226,8 @@ impl Reconciler {
     /// One pass; true when everything applied.
     async fn pass(&self) -> bool {
         let view = self.view.load();
-        let topo = topology_from_view(&view);
+        let holders = self.current_holders();
+        let topo = topology_from_view(&view, holders.as_ref());
         for ext in missing_fip_gateways(&topo, &self.me) {
             // Allocation waits a claim window: do it beside the loop; the next view change
             // brings the port into the plan.
@@ -286,6 +290,39 @@ impl Reconciler {
                 last.error = Some(e.to_string());
                 false
             }
+        }
+    }
+}
+
+/// Waits until the view is ready for a first pass or a first claim (see [`Readiness`]).
+pub async fn wait_until_ready(view: &ViewHandle, me: &NodeId, readiness: &Readiness, what: &str) {
+    let start = tokio::time::Instant::now();
+    let mut changes = view.subscribe();
+    let mut last_change = tokio::time::Instant::now();
+    loop {
+        let v = view.load();
+        let me_known = v.members.contains_key(me);
+        let peers_ok = !readiness.expect_peers || v.alive().any(|m| m.facts.node_id() != me);
+        if me_known && peers_ok && last_change.elapsed() >= readiness.settle {
+            info!(
+                waited_ms = start.elapsed().as_millis() as u64,
+                "view settled; {what}"
+            );
+            return;
+        }
+        if start.elapsed() >= readiness.max_wait {
+            warn!(
+                me_known,
+                peers_ok, "view did not settle in time; {what} with what it holds"
+            );
+            return;
+        }
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() { return; }
+                last_change = tokio::time::Instant::now();
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
 }

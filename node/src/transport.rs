@@ -9,11 +9,16 @@
 //! timeout and a back-off after failures) and writing, so a dead peer never stalls the gossip loop.
 //! Every connection, dialed or accepted, gets a reader task that bounds, decodes and checks each
 //! frame, and hands the message to chitchat through a bounded queue.
+//!
+//! The same connections carry the SNAT election's datagrams ([`DatagramPort`]): unreliable,
+//! unordered, never retransmitted, so a lost advert is simply lost, as VRRP's would be. Each
+//! received datagram is handed on with the node id of the certificate it arrived under.
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +56,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 const CLOSE_IDENTITY: u32 = 0x1d;
 /// Most peers tracked at once; beyond that the least recently used queue is dropped.
 const MAX_PEERS: usize = 4096;
+/// Election datagrams queued for the election before new ones are dropped.
+const DATAGRAM_QUEUE: usize = 4096;
+/// Largest datagram accepted from a peer.
+const MAX_DATAGRAM: usize = mesh_proto::MAX_ELECTION_DATAGRAM;
 
 /// Counters of the transport, for operators and tests.
 #[derive(Debug, Default)]
@@ -64,6 +73,9 @@ pub struct TransportStats {
     rejected_frames: AtomicU64,
     identity_rejections: AtomicU64,
     handshake_failures: AtomicU64,
+    datagrams_sent: AtomicU64,
+    datagrams_received: AtomicU64,
+    datagrams_dropped: AtomicU64,
 }
 
 /// A copy of [`TransportStats`] at one moment.
@@ -87,6 +99,12 @@ pub struct TransportStatsSnapshot {
     pub identity_rejections: u64,
     /// Dials or accepts whose TLS handshake failed (e.g. a certificate from another CA).
     pub handshake_failures: u64,
+    /// Election datagrams sent.
+    pub datagrams_sent: u64,
+    /// Election datagrams received and handed on.
+    pub datagrams_received: u64,
+    /// Election datagrams dropped: no connection yet, a full queue, or oversize.
+    pub datagrams_dropped: u64,
 }
 
 impl TransportStats {
@@ -103,6 +121,9 @@ impl TransportStats {
             rejected_frames: g(&self.rejected_frames),
             identity_rejections: g(&self.identity_rejections),
             handshake_failures: g(&self.handshake_failures),
+            datagrams_sent: g(&self.datagrams_sent),
+            datagrams_received: g(&self.datagrams_received),
+            datagrams_dropped: g(&self.datagrams_dropped),
         }
     }
 }
@@ -177,6 +198,55 @@ pub struct QuicTransport {
     client: quinn::ClientConfig,
     directory: PeerDirectory,
     stats: Arc<TransportStats>,
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    datagrams_tx: mpsc::Sender<(NodeId, Vec<u8>)>,
+    datagrams_rx: Mutex<Option<DatagramInbound>>,
+}
+
+/// Received datagrams with the sender's certified node id.
+pub type DatagramInbound = mpsc::Receiver<(NodeId, Vec<u8>)>;
+
+/// Sends datagrams to peers on the gossip connections. Cheap to clone.
+#[derive(Clone)]
+pub struct DatagramSender {
+    shared: Arc<OnceLock<Arc<Shared>>>,
+}
+
+impl DatagramSender {
+    /// Sends one datagram to the node gossiping at `to`; never waits. Without a live connection
+    /// the datagram is dropped and a dial is started, so the next one goes through.
+    pub fn send(&self, to: SocketAddr, payload: Vec<u8>) -> bool {
+        let Some(shared) = self.shared.get() else {
+            return false;
+        };
+        match shared.live_connection(to) {
+            Some(conn) => match conn.send_datagram(payload.into()) {
+                Ok(()) => {
+                    bump(&shared.stats.datagrams_sent);
+                    true
+                }
+                Err(e) => {
+                    bump(&shared.stats.datagrams_dropped);
+                    debug!(peer = %to, error = %e, "datagram not sent");
+                    false
+                }
+            },
+            None => {
+                bump(&shared.stats.datagrams_dropped);
+                shared.dial_in_background(to);
+                false
+            }
+        }
+    }
+}
+
+/// The election's end of the transport: a sender, and received datagrams with the sender's
+/// certified node id.
+pub struct DatagramPort {
+    /// Sends datagrams.
+    pub sender: DatagramSender,
+    /// Datagrams received, each at most [`mesh_proto::MAX_ELECTION_DATAGRAM`] bytes.
+    pub inbound: DatagramInbound,
 }
 
 impl QuicTransport {
@@ -193,11 +263,26 @@ impl QuicTransport {
                 .map_err(|e| Error::Tls(format!("QUIC client: {e}")))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         Ok(QuicTransport {
             server,
             client,
             directory: PeerDirectory::default(),
             stats: Arc::new(TransportStats::default()),
+            shared: Arc::new(OnceLock::new()),
+            datagrams_tx,
+            datagrams_rx: Mutex::new(Some(datagrams_rx)),
+        })
+    }
+
+    /// The datagram port; `None` after the first call.
+    pub fn datagrams(&self) -> Option<DatagramPort> {
+        let inbound = lock(&self.datagrams_rx).take()?;
+        Some(DatagramPort {
+            sender: DatagramSender {
+                shared: self.shared.clone(),
+            },
+            inbound,
         })
     }
 
@@ -235,7 +320,11 @@ impl Transport for QuicTransport {
             inbound: inbound_tx,
             directory: self.directory.clone(),
             stats: self.stats.clone(),
+            datagrams: self.datagrams_tx.clone(),
+            dialing: Mutex::new(HashSet::new()),
         });
+        // A transport is opened once per agent; a second socket keeps the first one's port.
+        let _ = self.shared.set(shared.clone());
         tokio::spawn(accept_loop(shared.clone()).in_current_span());
         Ok(Box::new(QuicSocket {
             shared,
@@ -251,9 +340,33 @@ struct Shared {
     inbound: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
     directory: PeerDirectory,
     stats: Arc<TransportStats>,
+    datagrams: mpsc::Sender<(NodeId, Vec<u8>)>,
+    dialing: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Shared {
+    /// Dials `addr` beside the caller, once at a time per address.
+    fn dial_in_background(self: &Arc<Self>, addr: SocketAddr) {
+        {
+            let mut dialing = lock(&self.dialing);
+            if dialing.len() >= MAX_PEERS || !dialing.insert(addr) {
+                return;
+            }
+        }
+        let shared = self.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = dial(&shared, addr).await {
+                    debug!(peer = %addr, error = %e, "dial for datagrams failed");
+                    // Keep the address marked a little, as the gossip sender backs off.
+                    tokio::time::sleep(CONNECT_BACKOFF).await;
+                }
+                lock(&shared.dialing).remove(&addr);
+            }
+            .in_current_span(),
+        );
+    }
+
     fn live_connection(&self, addr: SocketAddr) -> Option<quinn::Connection> {
         let conns = lock(&self.conns);
         conns
@@ -288,7 +401,8 @@ impl Shared {
                 conns.insert(addr, conn.clone());
             }
         }
-        tokio::spawn(read_loop(self.clone(), conn, peer.clone()).in_current_span());
+        tokio::spawn(read_loop(self.clone(), conn.clone(), peer.clone()).in_current_span());
+        tokio::spawn(datagram_loop(self.clone(), conn, peer.clone()).in_current_span());
         Some(peer)
     }
 }
@@ -487,4 +601,22 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
         }
     }
     shared.forget(addr, &conn);
+}
+
+async fn datagram_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {
+    while let Ok(bytes) = conn.read_datagram().await {
+        if bytes.len() > MAX_DATAGRAM {
+            bump(&shared.stats.datagrams_dropped);
+            continue;
+        }
+        if shared
+            .datagrams
+            .try_send((certified.clone(), bytes.to_vec()))
+            .is_err()
+        {
+            bump(&shared.stats.datagrams_dropped);
+        } else {
+            bump(&shared.stats.datagrams_received);
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
-use mesh_proto::{NodeFacts, NodeId};
+use mesh_proto::{NodeFacts, NodeId, ObjectId, SnatClaim};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
@@ -39,6 +39,50 @@ pub struct Member {
     pub generation: u64,
     /// Where it gossips.
     pub gossip_addr: SocketAddr,
+    /// The SNAT claims it publishes (see [`crate::ha`]), by router.
+    pub snat_claims: BTreeMap<ObjectId, PublishedClaim>,
+}
+
+/// A SNAT claim as a node publishes it in gossip, with why and when it was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedClaim {
+    /// The claim.
+    pub claim: SnatClaim,
+    /// Why the node took the router, and when (Unix ms), if it said.
+    pub why: Option<(u64, String)>,
+}
+
+/// Gossip key prefix of a node's SNAT claims: `snat/<router>`.
+pub const KEY_SNAT_PREFIX: &str = "snat/";
+/// Gossip key prefix of the reason of each claim: `snat-why/<router>` = `<unix ms> <reason>`.
+pub const KEY_SNAT_WHY_PREFIX: &str = "snat-why/";
+/// Longest reason kept from gossip.
+const MAX_WHY_CHARS: usize = 200;
+
+/// The SNAT claims a node publishes. A claim that does not decode, names another router than its
+/// key or another node than its publisher is ignored: a node can only claim for itself.
+fn published_claims(node: &NodeId, state: &NodeState) -> BTreeMap<ObjectId, PublishedClaim> {
+    let mut out = BTreeMap::new();
+    for (key, value) in state.key_values() {
+        let Some(router) = key.strip_prefix(KEY_SNAT_PREFIX) else {
+            continue;
+        };
+        let Ok(claim) = mesh_proto::decode_value::<SnatClaim>(value) else {
+            continue;
+        };
+        if &claim.node != node || claim.router.as_str() != router {
+            continue;
+        }
+        let why = state
+            .get(&format!("{KEY_SNAT_WHY_PREFIX}{router}"))
+            .and_then(|w| {
+                let (at, reason) = w.split_once(' ')?;
+                let reason: String = reason.chars().take(MAX_WHY_CHARS).collect();
+                Some((at.parse().ok()?, reason))
+            });
+        out.insert(claim.router.clone(), PublishedClaim { claim, why });
+    }
+    out
 }
 
 /// An immutable snapshot of the cluster. Built only by the view writer.
@@ -156,6 +200,7 @@ pub fn build_view<'a>(
                 },
                 generation: id.generation_id,
                 gossip_addr: id.gossip_advertise_addr,
+                snat_claims: published_claims(facts.node_id(), state),
                 facts,
             },
         );

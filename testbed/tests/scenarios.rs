@@ -1,6 +1,8 @@
 //! Scenario tests (root): each builds its own sealed lab with real agents and proves a DVR path
 //! with real packets from the Rust probes.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -10,37 +12,7 @@ use testbed::lab::exec::run_in;
 use testbed::lab::spec::{LabSpec, INTERNET_IP};
 use testbed::lab::{wait, Lab};
 
-/// A lab in a temporary directory, torn down when dropped.
-struct TestLab {
-    lab: Option<Lab>,
-    dir: tempfile::TempDir,
-}
-
-impl TestLab {
-    fn new(compute: usize, snat: usize) -> Result<TestLab> {
-        std::env::set_var("DVRMESH_LAB_BIN", env!("CARGO_BIN_EXE_dvrmesh-lab"));
-        let dir = tempfile::Builder::new()
-            .prefix("dvrmesh-lab-test")
-            .tempdir()?;
-        let lab = Lab::up(dir.path(), &LabSpec::sized(compute, snat), &mut |_| {})?;
-        demo::configure(&lab)?;
-        Ok(TestLab {
-            lab: Some(lab),
-            dir,
-        })
-    }
-
-    fn lab(&mut self) -> &mut Lab {
-        self.lab.as_mut().expect("lab present until drop")
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        drop(self.lab.take());
-        let _ = Lab::down(self.dir.path());
-    }
-}
+use common::{reach, TestLab};
 
 fn node_counter(ns: &Path, table: &str, rule_has: &str) -> u64 {
     // Packets of the counter on the rule containing `rule_has` in an nft table of `ns`.
@@ -97,23 +69,6 @@ fn vni_of(lab: &Lab, net: &str) -> Result<u64> {
     lab.cli(&lab.state.nodes[0].name, &["network", "show", net])?["vni"]
         .as_u64()
         .context("vni")
-}
-
-/// Probes until one gets through (the datapath converges right after configuration).
-fn reach(lab: &Lab, from: &str, to: &str) -> Result<testbed::probe::ProbeReport> {
-    let mut last = None;
-    let ok = wait(
-        Duration::from_secs(15),
-        &format!("{from} reaching {to}"),
-        || match lab.probe(from, to, 1, 10) {
-            Ok(r) if r.received > 0 => {
-                last = Some(r);
-                true
-            }
-            _ => false,
-        },
-    );
-    ok.map(|_| last.expect("set on success"))
 }
 
 #[test]

@@ -14,6 +14,7 @@
 
 mod addrs_routes;
 mod apply;
+pub mod arp_probe;
 mod garp;
 mod libnft;
 mod links;

@@ -55,6 +55,14 @@ pub enum ConfigRequest {
     },
     /// Disconnect a router from its external network.
     RouterClearGateway { router: String },
+    /// Change a router's SNAT HA settings: `NODE=P` or `NODE=default` overrides, preemption.
+    RouterSetHa {
+        router: String,
+        #[serde(default)]
+        priorities: Vec<String>,
+        preempt: Option<bool>,
+        preempt_delay: Option<String>,
+    },
     /// Add a static route.
     RouterAddRoute {
         router: String,
@@ -367,6 +375,49 @@ pub fn plan(
             let mut spec = r.clone().into_spec();
             spec.gateway = None;
             spec.snat_ports.clear();
+            put_router(spec)
+        }
+        R::RouterSetHa {
+            router,
+            priorities,
+            preempt,
+            preempt_delay,
+        } => {
+            let r = router_ref(state, router)?;
+            let mut spec = r.clone().into_spec();
+            if priorities.is_empty() && preempt.is_none() && preempt_delay.is_none() {
+                return Err(
+                    "nothing to change: give --priority NODE=P, --preempt/--no-preempt or --preempt-delay"
+                        .into(),
+                );
+            }
+            for p in priorities {
+                let (node, value) = p
+                    .split_once('=')
+                    .ok_or_else(|| format!("priority {p:?}: expected NODE=PRIORITY"))?;
+                let node = mesh_proto::NodeId::new(node.trim())
+                    .map_err(|e| format!("priority {p:?}: {e}"))?;
+                if value.trim() == "default" {
+                    spec.ha.priorities.remove(&node);
+                    continue;
+                }
+                let prio = value
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .and_then(|v| mesh_proto::Priority::new(v).ok())
+                    .ok_or_else(|| {
+                        format!("priority {p:?}: {value:?} is not a priority from 1 to 254")
+                    })?;
+                spec.ha.priorities.insert(node, prio);
+            }
+            if let Some(p) = preempt {
+                spec.ha.preempt = *p;
+            }
+            if let Some(d) = preempt_delay {
+                spec.ha.preempt_delay_ms =
+                    parse_duration_ms(d).map_err(|e| format!("preempt delay {d:?}: {e}"))?;
+            }
             put_router(spec)
         }
         R::RouterAddRoute {
@@ -751,6 +802,27 @@ fn default_pool(cidr: Ipv4Cidr, gateway: Ipv4Addr) -> Result<Ipv4Range, String> 
 
 fn parse_name(s: &str) -> Result<Name, String> {
     Name::new(s).map_err(|e| e.to_string())
+}
+
+/// Parses `500ms`, `5s`, `2m` or a bare number of milliseconds, up to one hour.
+fn parse_duration_ms(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "ms"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number with ms, s or m (e.g. 500ms, 5s)".to_string())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        other => return Err(format!("unknown unit {other:?}; use ms, s or m")),
+    };
+    ms.filter(|ms| *ms <= u64::from(mesh_proto::MAX_PREEMPT_DELAY_MS))
+        .map(|ms| ms as u32)
+        .ok_or_else(|| "more than one hour".into())
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, String> {

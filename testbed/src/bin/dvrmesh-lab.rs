@@ -69,6 +69,9 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Inject faults into the running lab (undo them all with `chaos heal-all`).
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// UDP echo server (used inside lab namespaces).
     #[command(hide = true)]
     ProbeServe {
@@ -76,6 +79,18 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 60)]
         for_secs: u64,
+    },
+    /// Who answers ARP for an address on a device (used inside lab namespaces); prints the MACs
+    /// as JSON.
+    #[command(hide = true)]
+    ArpProbe {
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        src_ip: std::net::Ipv4Addr,
+        target: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 300)]
+        wait_ms: u64,
     },
     /// UDP probe client (used inside lab namespaces); prints a JSON report.
     #[command(hide = true)]
@@ -87,6 +102,45 @@ enum Command {
         interval_ms: u64,
         #[arg(long, default_value_t = 1000)]
         wait_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChaosCommand {
+    /// SIGKILL a node's agent (its kernel state stays, as after a crash).
+    Kill { node: String },
+    /// SIGSTOP a node's agent; with --for, SIGCONT it after that many seconds.
+    Pause {
+        node: String,
+        #[arg(long = "for", value_name = "SECS")]
+        for_secs: Option<f64>,
+    },
+    /// SIGCONT a paused agent.
+    Resume { node: String },
+    /// Restart a node's agent (SIGTERM, then start; a killed agent is just started).
+    Restart { node: String },
+    /// Cut a node's underlay and external links.
+    Cut { node: String },
+    /// Restore a node's links.
+    Heal { node: String },
+    /// Drop underlay traffic between NODE... and the nodes given with --from (both ways unless
+    /// --one-way: then only from NODE... to them).
+    Partition {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        #[arg(long, required = true, num_args = 1..)]
+        from: Vec<String>,
+        #[arg(long)]
+        one_way: bool,
+    },
+    /// Undo every fault: links up, partitions and loss removed, paused agents continued.
+    HealAll,
+    /// Random loss on every link (nft numgen, once per link crossed); 0 removes it. With --for,
+    /// removed after that many seconds.
+    Loss {
+        percent: u8,
+        #[arg(long = "for", value_name = "SECS")]
+        for_secs: Option<f64>,
     },
 }
 
@@ -215,8 +269,111 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let status = c.status().context("running the command")?;
             return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
         }
+        Command::Chaos(c) => {
+            let mut lab = Lab::open(&cli.dir)?;
+            let secs = |s: Option<f64>| -> Result<Option<Duration>> {
+                s.map(|s| {
+                    if s.is_finite() && (0.0..=3600.0).contains(&s) {
+                        Ok(Duration::from_secs_f64(s))
+                    } else {
+                        anyhow::bail!("--for must be 0..=3600 seconds")
+                    }
+                })
+                .transpose()
+            };
+            let what = match c {
+                ChaosCommand::Kill { node } => {
+                    lab.chaos_kill(&node)?;
+                    format!("killed the agent of {node}")
+                }
+                ChaosCommand::Pause { node, for_secs } => {
+                    let d = secs(for_secs)?;
+                    lab.chaos_pause(&node, d)?;
+                    match d {
+                        Some(d) => {
+                            format!("paused the agent of {node} for {:.1}s", d.as_secs_f64())
+                        }
+                        None => format!("paused the agent of {node} (chaos resume {node})"),
+                    }
+                }
+                ChaosCommand::Resume { node } => {
+                    lab.chaos_resume(&node)?;
+                    format!("resumed the agent of {node}")
+                }
+                ChaosCommand::Restart { node } => {
+                    lab.chaos_restart(&node)?;
+                    format!("restarted the agent of {node}")
+                }
+                ChaosCommand::Cut { node } => {
+                    lab.chaos_cut(&node)?;
+                    format!("cut the links of {node}")
+                }
+                ChaosCommand::Heal { node } => {
+                    lab.chaos_heal(&node)?;
+                    format!("restored the links of {node}")
+                }
+                ChaosCommand::Partition {
+                    nodes,
+                    from,
+                    one_way,
+                } => {
+                    lab.chaos_partition(&nodes, &from, one_way)?;
+                    format!(
+                        "partitioned {} {} {}",
+                        nodes.join(","),
+                        if one_way { "->" } else { "<->" },
+                        from.join(",")
+                    )
+                }
+                ChaosCommand::HealAll => {
+                    lab.chaos_heal_all()?;
+                    "healed every fault".to_string()
+                }
+                ChaosCommand::Loss { percent, for_secs } => {
+                    let d = secs(for_secs)?;
+                    lab.chaos_loss(percent)?;
+                    if let Some(d) = d {
+                        std::thread::sleep(d);
+                        lab.chaos_loss(0)?;
+                        format!("{percent}% loss on every link for {:.1}s", d.as_secs_f64())
+                    } else {
+                        format!("{percent}% loss on every link")
+                    }
+                }
+            };
+            // A restarted agent must outlive this command.
+            std::mem::forget(lab);
+            eprintln!("{what}");
+        }
         Command::Demo { keep } => demo::run(&cli.dir, keep)?,
         Command::ProbeServe { port, for_secs } => probe::serve(port, for_secs)?,
+        Command::ArpProbe {
+            dev,
+            src_ip,
+            target,
+            wait_ms,
+        } => {
+            let out = std::process::Command::new("ip")
+                .args(["-j", "link", "show", "dev", &dev])
+                .output()
+                .context("running ip")?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("ip -j link output")?;
+            let mac: mesh_proto::MacAddr = v[0]["address"]
+                .as_str()
+                .context("device has no MAC")?
+                .parse()
+                .context("device MAC")?;
+            let macs = datapath::linux::arp_probe::who_has(
+                &dev,
+                mac.octets(),
+                src_ip,
+                target,
+                Duration::from_millis(wait_ms),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{}", serde_json::to_string(&macs)?);
+        }
         Command::Probe {
             to,
             count,

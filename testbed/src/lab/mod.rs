@@ -8,6 +8,7 @@
 //! their files, so restarting an agent never destroys what it programmed. Nothing is attached to
 //! the host's namespace and no route leads out of the lab.
 
+pub mod chaos;
 pub mod exec;
 pub mod spec;
 

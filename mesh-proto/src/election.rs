@@ -1,0 +1,181 @@
+//! The SNAT election's datagrams: holders' adverts, takeover notices and releases.
+//!
+//! One message per QUIC datagram, encoded like every other value (version byte + bincode) and
+//! decoded under [`MAX_ELECTION_DATAGRAM`]. The sender is never read from the message: the receiver
+//! takes it from the connection's certificate, and every claim must name that sender.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, SnatClaim};
+
+/// Largest election datagram accepted or produced. QUIC datagrams must fit one UDP packet; this
+/// stays under the 1200-byte minimum every QUIC path supports.
+pub const MAX_ELECTION_DATAGRAM: usize = 1100;
+
+/// Most claims in one message (a holder with more routers sends several datagrams).
+pub const MAX_CLAIMS_PER_DATAGRAM: usize = 16;
+
+/// What one election datagram says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ElectionMessageFields")]
+pub enum ElectionMessage {
+    /// A holder's periodic advert to the other candidates: it still holds these.
+    Advert(Vec<SnatClaim>),
+    /// A node has just taken these routers; sent once to every live node so compute nodes
+    /// re-point their `sg-` entries without waiting for gossip.
+    Takeover(Vec<SnatClaim>),
+    /// A node has just given these routers up (drain, lost health, lost majority): candidates
+    /// may claim at once instead of waiting for silence.
+    Release(Vec<SnatClaim>),
+}
+
+#[derive(Deserialize)]
+enum ElectionMessageFields {
+    Advert(Vec<SnatClaim>),
+    Takeover(Vec<SnatClaim>),
+    Release(Vec<SnatClaim>),
+}
+
+impl TryFrom<ElectionMessageFields> for ElectionMessage {
+    type Error = Error;
+    fn try_from(f: ElectionMessageFields) -> Result<Self, Error> {
+        let m = match f {
+            ElectionMessageFields::Advert(c) => ElectionMessage::Advert(c),
+            ElectionMessageFields::Takeover(c) => ElectionMessage::Takeover(c),
+            ElectionMessageFields::Release(c) => ElectionMessage::Release(c),
+        };
+        m.check()?;
+        Ok(m)
+    }
+}
+
+impl ElectionMessage {
+    /// The claims carried.
+    pub fn claims(&self) -> &[SnatClaim] {
+        match self {
+            ElectionMessage::Advert(c)
+            | ElectionMessage::Takeover(c)
+            | ElectionMessage::Release(c) => c,
+        }
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let claims = self.claims();
+        if claims.is_empty() || claims.len() > MAX_CLAIMS_PER_DATAGRAM {
+            return Err(Error::Invalid {
+                field: "election message",
+                reason: format!(
+                    "carries {} claims; 1..={MAX_CLAIMS_PER_DATAGRAM} allowed",
+                    claims.len()
+                ),
+            });
+        }
+        let node = &claims[0].node;
+        if claims.iter().any(|c| &c.node != node) {
+            return Err(Error::Invalid {
+                field: "election message",
+                reason: "claims of more than one node".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes the message for one datagram.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        self.check()?;
+        let bytes = crate::encode(self)?;
+        if bytes.len() > MAX_ELECTION_DATAGRAM {
+            return Err(Error::TooLarge {
+                what: "election datagram",
+                len: bytes.len() as u64,
+                limit: MAX_ELECTION_DATAGRAM as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes one datagram; the size is checked before anything else.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_ELECTION_DATAGRAM {
+            return Err(Error::TooLarge {
+                what: "election datagram",
+                len: bytes.len() as u64,
+                limit: MAX_ELECTION_DATAGRAM as u64,
+            });
+        }
+        crate::decode(bytes)
+    }
+
+    /// Splits `claims` into as many messages of kind `make` as needed to fit datagrams.
+    pub fn batch(
+        claims: Vec<SnatClaim>,
+        make: fn(Vec<SnatClaim>) -> ElectionMessage,
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut current: Vec<SnatClaim> = Vec::new();
+        for c in claims {
+            current.push(c);
+            let fits =
+                current.len() <= MAX_CLAIMS_PER_DATAGRAM && make(current.clone()).encode().is_ok();
+            if !fits {
+                let last = current.pop();
+                if let Ok(b) = make(std::mem::take(&mut current)).encode() {
+                    out.push(b);
+                }
+                current.extend(last);
+            }
+        }
+        if !current.is_empty() {
+            if let Ok(b) = make(current).encode() {
+                out.push(b);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NodeId, ObjectId, Priority};
+
+    fn claim(r: &str, n: &str) -> SnatClaim {
+        SnatClaim {
+            router: ObjectId::new(r).unwrap(),
+            epoch: 7,
+            priority: Priority::new(200).unwrap(),
+            node: NodeId::new(n).unwrap(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_batches_within_the_datagram_limit() {
+        let claims: Vec<SnatClaim> = (0..100)
+            .map(|i| claim(&format!("rtr-{i:020}"), "node-a"))
+            .collect();
+        let grams = ElectionMessage::batch(claims.clone(), ElectionMessage::Advert);
+        assert!(grams.len() > 1);
+        let mut back = Vec::new();
+        for g in &grams {
+            assert!(g.len() <= MAX_ELECTION_DATAGRAM);
+            match ElectionMessage::decode(g).unwrap() {
+                ElectionMessage::Advert(c) => back.extend(c),
+                other => panic!("wrong kind {other:?}"),
+            }
+        }
+        assert_eq!(back, claims);
+    }
+
+    #[test]
+    fn refuses_empty_mixed_and_oversize_messages() {
+        assert!(ElectionMessage::Advert(vec![]).encode().is_err());
+        let mixed = ElectionMessage::Takeover(vec![claim("r1", "a"), claim("r2", "b")]);
+        assert!(mixed.encode().is_err());
+        let bytes = crate::encode(&mixed).unwrap();
+        assert!(ElectionMessage::decode(&bytes).is_err());
+        assert!(ElectionMessage::decode(&vec![1u8; MAX_ELECTION_DATAGRAM + 1]).is_err());
+        for junk in [&[][..], &[1], &[1, 0, 255, 255, 255, 255, 15], &[9, 9, 9]] {
+            assert!(ElectionMessage::decode(junk).is_err());
+        }
+    }
+}

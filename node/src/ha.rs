@@ -1,0 +1,860 @@
+//! SNAT high availability: runs this node's [`Election`] against the live cluster.
+//!
+//! The task wires the sans-IO election to the world and does nothing else:
+//! - the view becomes the election's input ([`election_input`], pure);
+//! - election datagrams arrive from the transport with the sender's certified id: adverts and
+//!   takeover notices feed [`Election::handle_advert`], releases [`Election::handle_release`];
+//! - the clock ticks at a quarter of the advert interval;
+//! - adverts go out as QUIC datagrams, several claims per datagram;
+//! - this node's claims are published in gossip (`snat/<router>`, with `snat-why/<router>`);
+//! - on a takeover, a notice goes to every live node (three times, an advert interval apart), so
+//!   compute nodes re-point their `sg-` FDB entries at once rather than after gossip;
+//! - on a deliberate withdrawal (drain, no longer a candidate, lost majority), a release goes to
+//!   every live node so the best backup claims without waiting for silence.
+//!
+//! The holder of each router, as the datapath should see it, is resolved by [`resolve_holders`]
+//! (pure): this node's own claim if it holds one, else the highest-ranked claim among those
+//! published in gossip by live nodes and those heard in datagrams lately. Epochs grow with every
+//! takeover, so the newest takeover wins everywhere as soon as it is heard by any path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::Chitchat;
+use mesh_proto::{ElectionMessage, NodeFacts, NodeId, NodeMode, ObjectId, Priority, SnatClaim};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::election::{Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput};
+use crate::gossip::KEY_NODE_FACTS;
+use crate::reconcile::{wait_until_ready, Readiness};
+use crate::transport::{DatagramPort, DatagramSender};
+use crate::view::{ClusterView, MemberState, ViewHandle, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX};
+
+/// The SNAT holder of each router with a gateway.
+pub type Holders = BTreeMap<ObjectId, NodeId>;
+
+/// How many times a takeover notice is sent, an advert interval apart.
+const NOTICE_REPEATS: u32 = 3;
+/// Commands queued for the task.
+const COMMAND_QUEUE: usize = 16;
+/// File under `data_dir` marking a drained node, so a restart keeps it drained.
+pub const DRAIN_FILE: &str = "draining";
+
+/// What the HA task needs.
+#[derive(Clone, Debug)]
+pub struct HaSettings {
+    /// Election timing.
+    pub election: ElectionConfig,
+    /// When the election may first claim (a restarted node must learn the claims first).
+    pub readiness: Readiness,
+    /// How long a claim heard only in a datagram counts, without adverts or gossip behind it.
+    pub notice_ttl: Duration,
+    /// Where the drain marker lives (`None`: not persisted).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Candidate state shown by `router show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CandidateStatus {
+    /// The node.
+    pub node: NodeId,
+    /// Its effective priority for this router.
+    pub priority: Priority,
+    /// `holder`, `backup`, `draining` or `dead`.
+    pub state: &'static str,
+}
+
+/// A change of holder as this node saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// The previous holder.
+    pub from: Option<NodeId>,
+    /// The new holder (none: nobody holds the router).
+    pub to: Option<NodeId>,
+    /// The new holder's epoch.
+    pub epoch: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// One router's HA state as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouterHaStatus {
+    /// The holder.
+    pub holder: Option<NodeId>,
+    /// The holder's epoch.
+    pub epoch: u64,
+    /// Whether a better candidate takes over from a live holder.
+    pub preempt: bool,
+    /// How long it waits, in ms.
+    pub preempt_delay_ms: u64,
+    /// Candidates, best first.
+    pub candidates: Vec<CandidateStatus>,
+    /// The last change of holder seen here.
+    pub last_transition: Option<Transition>,
+    /// Changes of holder seen here since the agent started.
+    pub transitions: u64,
+    /// If this node is held down from preempting, for how many more ms.
+    pub holddown_ms: Option<u64>,
+}
+
+/// Counters of this node's own transitions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HaCounters {
+    /// Routers taken.
+    pub took: u64,
+    /// Routers given up.
+    pub withdrew: u64,
+    /// Election datagrams refused (undecodable, or claims not of their sender).
+    pub rejected_datagrams: u64,
+}
+
+/// Everything `router show` and `status` report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HaStatus {
+    /// Whether the election runs yet (it waits for a settled view).
+    pub ready: bool,
+    /// Whether this node is draining.
+    pub draining: bool,
+    /// Whether this node sees a majority of the cluster alive.
+    pub majority: bool,
+    /// Routers held by this node.
+    pub held: Vec<ObjectId>,
+    /// By router.
+    pub routers: BTreeMap<ObjectId, RouterHaStatus>,
+    /// Counters.
+    pub counters: HaCounters,
+}
+
+enum HaCommand {
+    Drain(bool, oneshot::Sender<()>),
+}
+
+/// The handle the agent, the reconciler and the API hold.
+#[derive(Clone)]
+pub struct HaHandle {
+    holders: watch::Receiver<Holders>,
+    status: Arc<Mutex<HaStatus>>,
+    commands: mpsc::Sender<HaCommand>,
+}
+
+impl HaHandle {
+    /// A receiver of the current holders, notified on every change.
+    pub fn holders(&self) -> watch::Receiver<Holders> {
+        self.holders.clone()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> HaStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts or stops draining: a draining node is no candidate, so it hands every router it
+    /// holds to the best backup at once. Returns once the task has applied it.
+    pub async fn set_draining(&self, draining: bool) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(HaCommand::Drain(draining, tx))
+            .await
+            .map_err(|_| "the HA task has stopped".to_string())?;
+        rx.await.map_err(|_| "the HA task has stopped".to_string())
+    }
+}
+
+/// The election's input from a view. Pure. `draining_override` replaces this node's own draining
+/// flag (a drain takes effect here before the facts have gone round).
+pub fn election_input(view: &ClusterView, draining_override: Option<bool>) -> ElectionInput {
+    let alive = view.alive().count();
+    let majority = alive * 2 > view.members.len();
+    let mut routers = Vec::new();
+    for r in view.tenant.routers() {
+        let Some(gw) = &r.gateway else { continue };
+        let Some(ext) = view
+            .tenant
+            .external_networks()
+            .find(|e| e.id == gw.external_network)
+        else {
+            continue;
+        };
+        let candidates = view
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                let draining = match draining_override {
+                    Some(d) if **id == view.me => d,
+                    _ => m.facts.draining(),
+                };
+                m.state == MemberState::Alive
+                    && m.facts.mode() == NodeMode::DvrSnat
+                    && !draining
+                    && m.facts.external().contains_key(&ext.name)
+            })
+            .map(|(id, m)| {
+                let p =
+                    r.ha.priorities
+                        .get(id)
+                        .copied()
+                        .unwrap_or(m.facts.snat_priority());
+                (id.clone(), p)
+            })
+            .collect();
+        let claims = view
+            .alive()
+            .filter_map(|m| m.snat_claims.get(&r.id))
+            .map(|p| p.claim.clone())
+            .collect();
+        routers.push(RouterInput {
+            router: r.id.clone(),
+            candidates,
+            preempt: r.ha.preempt,
+            preempt_delay: Duration::from_millis(u64::from(r.ha.preempt_delay_ms)),
+            claims,
+        });
+    }
+    ElectionInput { majority, routers }
+}
+
+/// The holder of every router in `input`, as the datapath should see it. Pure.
+///
+/// `mine` are this node's claims; `recent` claims heard in datagrams that still count; `released`
+/// the highest epoch each node has released per router. This node's gossip claims are ignored (the
+/// election alone says whether it holds).
+pub fn resolve_holders(
+    me: &NodeId,
+    input: &ElectionInput,
+    mine: &[SnatClaim],
+    recent: &BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>>,
+    released: &BTreeMap<(ObjectId, NodeId), u64>,
+) -> Holders {
+    let mut out = Holders::new();
+    for ri in &input.routers {
+        if let Some(c) = mine.iter().find(|c| c.router == ri.router) {
+            out.insert(ri.router.clone(), c.node.clone());
+            continue;
+        }
+        let not_released = |c: &&SnatClaim| {
+            released
+                .get(&(c.router.clone(), c.node.clone()))
+                .is_none_or(|e| c.epoch > *e)
+        };
+        let best = ri
+            .claims
+            .iter()
+            .chain(recent.get(&ri.router).into_iter().flat_map(|m| m.values()))
+            .filter(|c| &c.node != me)
+            .filter(not_released)
+            .fold(None::<&SnatClaim>, |best, c| match best {
+                Some(b) if !c.outranks(b) => Some(b),
+                _ => Some(c),
+            });
+        if let Some(c) = best {
+            out.insert(ri.router.clone(), c.node.clone());
+        }
+    }
+    out
+}
+
+/// Starts the HA task. `facts` are this node's published facts (drain republishes them).
+pub fn spawn(
+    me: NodeId,
+    facts: NodeFacts,
+    view: ViewHandle,
+    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    port: DatagramPort,
+    settings: HaSettings,
+) -> (HaHandle, tokio::task::JoinHandle<()>) {
+    let (holders_tx, holders_rx) = watch::channel(Holders::new());
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let draining = facts.draining();
+    let status = Arc::new(Mutex::new(HaStatus {
+        draining,
+        ..Default::default()
+    }));
+    let task = HaTask {
+        election: Election::new(me.clone(), settings.election),
+        me,
+        facts,
+        view,
+        chitchat,
+        sender: port.sender,
+        settings,
+        holders: holders_tx,
+        status: status.clone(),
+        recent: BTreeMap::new(),
+        released: BTreeMap::new(),
+        notices: Vec::new(),
+        input: ElectionInput::default(),
+        ready: false,
+        draining,
+        last: BTreeMap::new(),
+        counters: HaCounters::default(),
+        reasons: BTreeMap::new(),
+    };
+    let handle = HaHandle {
+        holders: holders_rx,
+        status,
+        commands: cmd_tx,
+    };
+    let join = tokio::spawn(tracing::Instrument::in_current_span(
+        task.run(port.inbound, cmd_rx),
+    ));
+    (handle, join)
+}
+
+struct HaTask {
+    me: NodeId,
+    facts: NodeFacts,
+    election: Election,
+    view: ViewHandle,
+    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    sender: DatagramSender,
+    settings: HaSettings,
+    holders: watch::Sender<Holders>,
+    status: Arc<Mutex<HaStatus>>,
+    /// Claims heard in datagrams, with when.
+    recent: BTreeMap<ObjectId, BTreeMap<NodeId, (SnatClaim, Instant)>>,
+    released: BTreeMap<(ObjectId, NodeId), u64>,
+    /// Takeover notices still to repeat: (when, claims).
+    notices: Vec<(Instant, u32, Vec<SnatClaim>)>,
+    input: ElectionInput,
+    ready: bool,
+    draining: bool,
+    /// The last holder and transition seen per router.
+    last: BTreeMap<ObjectId, (Option<NodeId>, Option<Transition>, u64)>,
+    counters: HaCounters,
+    /// Reasons of this node's own takeovers, for the transition log.
+    reasons: BTreeMap<ObjectId, String>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl HaTask {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<(NodeId, Vec<u8>)>,
+        mut commands: mpsc::Receiver<HaCommand>,
+    ) {
+        let mut changes = self.view.subscribe();
+        let tick_every = (self.settings.election.advert_interval / 4).max(Duration::from_millis(2));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let view = self.view.clone();
+        let me = self.me.clone();
+        let readiness = self.settings.readiness.clone();
+        let ready = wait_until_ready(&view, &me, &readiness, "electing SNAT holders");
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                _ = &mut ready, if !self.ready => {
+                    self.ready = true;
+                    self.on_view(Instant::now());
+                    self.flush(Instant::now()).await;
+                    // Tell the reconciler the holders are known now, changed or not.
+                    self.holders.send_modify(|_| {});
+                    continue;
+                }
+                r = changes.changed() => {
+                    if r.is_err() { return; }
+                    self.on_view(Instant::now());
+                }
+                d = inbound.recv() => {
+                    let Some((from, bytes)) = d else { return };
+                    let now = Instant::now();
+                    self.on_datagram(now, &from, &bytes);
+                    // Take everything queued before deciding on silence.
+                    while let Ok((from, bytes)) = inbound.try_recv() {
+                        self.on_datagram(now, &from, &bytes);
+                    }
+                }
+                c = commands.recv() => {
+                    let Some(HaCommand::Drain(d, done)) = c else { return };
+                    self.set_draining(d).await;
+                    let _ = done.send(());
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    while let Ok((from, bytes)) = inbound.try_recv() {
+                        self.on_datagram(now, &from, &bytes);
+                    }
+                    self.election.handle_tick(now);
+                }
+            }
+            self.flush(Instant::now()).await;
+        }
+    }
+
+    fn on_view(&mut self, now: Instant) {
+        let view = self.view.load();
+        self.input = election_input(&view, Some(self.draining));
+        if self.ready {
+            self.election.handle_input(now, self.input.clone());
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: &NodeId, bytes: &[u8]) {
+        let msg = match ElectionMessage::decode(bytes) {
+            Ok(m) if m.claims().iter().all(|c| &c.node == from) => m,
+            Ok(_) => {
+                self.counters.rejected_datagrams += 1;
+                warn!(from = %from, "election datagram claims for another node; ignored");
+                return;
+            }
+            Err(e) => {
+                self.counters.rejected_datagrams += 1;
+                debug!(from = %from, error = %e, "election datagram refused");
+                return;
+            }
+        };
+        match msg {
+            ElectionMessage::Advert(claims) | ElectionMessage::Takeover(claims) => {
+                for c in claims {
+                    if self
+                        .released
+                        .get(&(c.router.clone(), c.node.clone()))
+                        .is_some_and(|e| c.epoch <= *e)
+                    {
+                        continue;
+                    }
+                    self.recent
+                        .entry(c.router.clone())
+                        .or_default()
+                        .insert(c.node.clone(), (c.clone(), now));
+                    self.election.handle_advert(now, from, c);
+                }
+            }
+            ElectionMessage::Release(claims) => {
+                for c in claims {
+                    let key = (c.router.clone(), c.node.clone());
+                    let e = self.released.entry(key).or_insert(0);
+                    *e = (*e).max(c.epoch);
+                    if let Some(m) = self.recent.get_mut(&c.router) {
+                        m.remove(&c.node);
+                    }
+                    self.election.handle_release(now, from, c);
+                }
+            }
+        }
+    }
+
+    async fn set_draining(&mut self, draining: bool) {
+        if draining == self.draining {
+            return;
+        }
+        self.draining = draining;
+        info!(
+            draining,
+            "SNAT drain {}",
+            if draining { "on" } else { "off" }
+        );
+        if let Some(dir) = &self.settings.data_dir {
+            let path = dir.join(DRAIN_FILE);
+            let r = if draining {
+                crate::agent::write_atomic(&path, b"1\n").map_err(|e| e.to_string())
+            } else {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                }
+            };
+            if let Err(e) = r {
+                warn!(error = %e, "cannot persist the drain state");
+            }
+        }
+        self.facts = self.facts.clone().with_draining(draining);
+        match mesh_proto::encode_value(&self.facts) {
+            Ok(v) => {
+                let mut cc = self.chitchat.lock().await;
+                cc.self_node_state().set(KEY_NODE_FACTS, v);
+            }
+            Err(e) => warn!(error = %e, "cannot publish facts"),
+        }
+        self.on_view(Instant::now());
+    }
+
+    /// Sends what the election wants sent, publishes claims, reports and recomputes holders.
+    async fn flush(&mut self, now: Instant) {
+        let interval = self.settings.election.advert_interval;
+        // Adverts, grouped per recipient.
+        let mut adverts: BTreeMap<NodeId, Vec<SnatClaim>> = BTreeMap::new();
+        while let Some((to, claim)) = self.election.poll_transmit() {
+            adverts.entry(to).or_default().push(claim);
+        }
+        let view = self.view.load();
+        for (to, claims) in adverts {
+            self.send(&view, &to, claims, ElectionMessage::Advert);
+        }
+        let mut took = Vec::new();
+        let mut released = Vec::new();
+        let mut changed_keys = false;
+        while let Some(ev) = self.election.poll_event() {
+            changed_keys = true;
+            match ev {
+                ElectionEvent::Took { claim, reason } => {
+                    self.counters.took += 1;
+                    info!(router = %claim.router, epoch = claim.epoch, reason = %reason,
+                        "took SNAT for router");
+                    self.reasons.insert(claim.router.clone(), reason);
+                    took.push(claim);
+                }
+                ElectionEvent::Withdrew { router, reason } => {
+                    self.counters.withdrew += 1;
+                    info!(router = %router, reason = %reason, "gave up SNAT for router");
+                    let displaced = reason.contains(" claims it with epoch ");
+                    if !displaced {
+                        released.push(SnatClaim {
+                            router: router.clone(),
+                            epoch: self.election.epoch(&router),
+                            priority: Priority::new(1).unwrap_or_else(|_| unreachable!()),
+                            node: self.me.clone(),
+                        });
+                    }
+                    self.reasons.insert(router, reason);
+                }
+            }
+        }
+        let everyone: Vec<NodeId> = view
+            .alive()
+            .map(|m| m.facts.node_id().clone())
+            .filter(|n| n != &self.me)
+            .collect();
+        if !released.is_empty() {
+            for to in &everyone {
+                self.send(&view, to, released.clone(), ElectionMessage::Release);
+            }
+        }
+        if !took.is_empty() {
+            for to in &everyone {
+                self.send(&view, to, took.clone(), ElectionMessage::Takeover);
+            }
+            self.notices
+                .push((now + interval, NOTICE_REPEATS - 1, took));
+        }
+        // Repeat notices that are due, while they are still ours.
+        let due: Vec<(Instant, u32, Vec<SnatClaim>)> = {
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.notices.drain(..).partition(|(t, _, _)| *t <= now);
+            self.notices = later;
+            due
+        };
+        let mine = self.election.claims();
+        for (_, left, claims) in due {
+            let still: Vec<SnatClaim> = claims.into_iter().filter(|c| mine.contains(c)).collect();
+            if still.is_empty() {
+                continue;
+            }
+            for to in &everyone {
+                self.send(&view, to, still.clone(), ElectionMessage::Takeover);
+            }
+            if left > 1 {
+                self.notices.push((now + interval, left - 1, still));
+            }
+        }
+        if changed_keys {
+            self.publish_claims(&mine).await;
+        }
+        // Forget datagram claims that nothing refreshed.
+        let ttl = self.settings.notice_ttl;
+        for m in self.recent.values_mut() {
+            m.retain(|_, (_, t)| now.saturating_duration_since(*t) <= ttl);
+        }
+        self.recent.retain(|_, m| !m.is_empty());
+        let recent: BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>> = self
+            .recent
+            .iter()
+            .map(|(r, m)| {
+                (
+                    r.clone(),
+                    m.iter().map(|(n, (c, _))| (n.clone(), c.clone())).collect(),
+                )
+            })
+            .collect();
+        let holders = resolve_holders(&self.me, &self.input, &mine, &recent, &self.released);
+        self.note_transitions(&view, &holders, &mine, &recent);
+        self.holders.send_if_modified(|h| {
+            if *h == holders {
+                false
+            } else {
+                *h = holders.clone();
+                true
+            }
+        });
+        self.report(now, &view, &holders, &mine);
+    }
+
+    fn send(
+        &self,
+        view: &ClusterView,
+        to: &NodeId,
+        claims: Vec<SnatClaim>,
+        make: fn(Vec<SnatClaim>) -> ElectionMessage,
+    ) {
+        let Some(m) = view.members.get(to) else {
+            return;
+        };
+        for gram in ElectionMessage::batch(claims, make) {
+            self.sender.send(m.gossip_addr, gram);
+        }
+    }
+
+    async fn publish_claims(&self, mine: &[SnatClaim]) {
+        let at = unix_ms();
+        let mut kvs = Vec::new();
+        for c in mine {
+            match mesh_proto::encode_value(c) {
+                Ok(v) => kvs.push((format!("{KEY_SNAT_PREFIX}{}", c.router), v)),
+                Err(e) => warn!(error = %e, "cannot encode a SNAT claim"),
+            }
+            let why = self.reasons.get(&c.router).cloned().unwrap_or_default();
+            kvs.push((
+                format!("{KEY_SNAT_WHY_PREFIX}{}", c.router),
+                format!("{at} {why}"),
+            ));
+        }
+        let held: BTreeSet<String> = mine.iter().map(|c| c.router.to_string()).collect();
+        let mut cc = self.chitchat.lock().await;
+        let st = cc.self_node_state();
+        let stale: Vec<String> = st
+            .key_values()
+            .filter_map(|(k, _)| {
+                let r = k
+                    .strip_prefix(KEY_SNAT_PREFIX)
+                    .or_else(|| k.strip_prefix(KEY_SNAT_WHY_PREFIX))?;
+                (!held.contains(r)).then(|| k.to_string())
+            })
+            .collect();
+        for k in stale {
+            st.delete(&k);
+        }
+        for (k, v) in kvs {
+            if st.get(&k) != Some(v.as_str()) {
+                st.set(k, v);
+            }
+        }
+    }
+
+    fn note_transitions(
+        &mut self,
+        view: &ClusterView,
+        holders: &Holders,
+        mine: &[SnatClaim],
+        recent: &BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>>,
+    ) {
+        for ri in &self.input.routers {
+            let now_holder = holders.get(&ri.router).cloned();
+            let entry = self
+                .last
+                .entry(ri.router.clone())
+                .or_insert((None, None, 0));
+            if entry.0 == now_holder && entry.1.is_some() {
+                continue;
+            }
+            if entry.0 == now_holder && now_holder.is_none() {
+                continue;
+            }
+            let epoch = now_holder
+                .as_ref()
+                .and_then(|h| {
+                    mine.iter()
+                        .chain(ri.claims.iter())
+                        .chain(recent.get(&ri.router).into_iter().flat_map(|m| m.values()))
+                        .filter(|c| &c.node == h)
+                        .map(|c| c.epoch)
+                        .max()
+                })
+                .unwrap_or(0);
+            let reason = match &now_holder {
+                Some(h) if h == &self.me => self
+                    .reasons
+                    .get(&ri.router)
+                    .cloned()
+                    .unwrap_or_else(|| "took over".into()),
+                Some(h) => view
+                    .members
+                    .get(h)
+                    .and_then(|m| m.snat_claims.get(&ri.router))
+                    .and_then(|p| p.why.as_ref().map(|(_, w)| w.clone()))
+                    .unwrap_or_else(|| format!("{h} took over with epoch {epoch}")),
+                None => self
+                    .reasons
+                    .get(&ri.router)
+                    .cloned()
+                    .unwrap_or_else(|| "no candidate holds it".into()),
+            };
+            info!(router = %ri.router, from = ?entry.0, to = ?now_holder, epoch, reason = %reason,
+                "SNAT holder changed");
+            entry.1 = Some(Transition {
+                at_unix_ms: unix_ms(),
+                from: entry.0.clone(),
+                to: now_holder.clone(),
+                epoch,
+                reason,
+            });
+            entry.0 = now_holder;
+            entry.2 += 1;
+        }
+        let present: BTreeSet<&ObjectId> = self.input.routers.iter().map(|r| &r.router).collect();
+        self.last.retain(|r, _| present.contains(r));
+    }
+
+    fn report(&self, now: Instant, view: &ClusterView, holders: &Holders, mine: &[SnatClaim]) {
+        let mut routers = BTreeMap::new();
+        for ri in &self.input.routers {
+            let holder = holders.get(&ri.router).cloned();
+            let mut candidates: Vec<CandidateStatus> = ri
+                .candidates
+                .iter()
+                .map(|(n, p)| CandidateStatus {
+                    node: n.clone(),
+                    priority: *p,
+                    state: if Some(n) == holder.as_ref() {
+                        "holder"
+                    } else {
+                        "backup"
+                    },
+                })
+                .collect();
+            // Draining or dead SNAT nodes that would otherwise be candidates.
+            let ext = view
+                .tenant
+                .routers()
+                .find(|r| r.id == ri.router)
+                .and_then(|r| r.gateway.as_ref())
+                .and_then(|g| {
+                    view.tenant
+                        .external_networks()
+                        .find(|e| e.id == g.external_network)
+                });
+            if let (Some(ext), Some(r)) = (ext, view.tenant.routers().find(|r| r.id == ri.router)) {
+                for (id, m) in &view.members {
+                    if m.facts.mode() != NodeMode::DvrSnat
+                        || !m.facts.external().contains_key(&ext.name)
+                        || ri.candidates.iter().any(|(n, _)| n == id)
+                    {
+                        continue;
+                    }
+                    candidates.push(CandidateStatus {
+                        node: id.clone(),
+                        priority: r
+                            .ha
+                            .priorities
+                            .get(id)
+                            .copied()
+                            .unwrap_or(m.facts.snat_priority()),
+                        state: if m.state != MemberState::Alive {
+                            "dead"
+                        } else {
+                            "draining"
+                        },
+                    });
+                }
+            }
+            candidates.sort_by(|a, b| {
+                (b.priority, std::cmp::Reverse(&b.node))
+                    .cmp(&(a.priority, std::cmp::Reverse(&a.node)))
+            });
+            let (_, last_transition, transitions) = self
+                .last
+                .get(&ri.router)
+                .cloned()
+                .unwrap_or((None, None, 0));
+            routers.insert(
+                ri.router.clone(),
+                RouterHaStatus {
+                    epoch: last_transition.as_ref().map_or(0, |t| t.epoch),
+                    holder,
+                    preempt: ri.preempt,
+                    preempt_delay_ms: ri.preempt_delay.as_millis() as u64,
+                    candidates,
+                    last_transition,
+                    transitions,
+                    holddown_ms: self
+                        .election
+                        .holddown(now, &ri.router)
+                        .map(|d| d.as_millis() as u64),
+                },
+            );
+        }
+        let status = HaStatus {
+            ready: self.ready,
+            draining: self.draining,
+            majority: self.input.majority,
+            held: mine.iter().map(|c| c.router.clone()).collect(),
+            routers,
+            counters: self.counters.clone(),
+        };
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+    fn claim(r: &str, node: &str, epoch: u64) -> SnatClaim {
+        SnatClaim {
+            router: ObjectId::new(r).unwrap(),
+            epoch,
+            priority: Priority::new(100).unwrap(),
+            node: n(node),
+        }
+    }
+    fn input(claims: Vec<SnatClaim>) -> ElectionInput {
+        ElectionInput {
+            majority: true,
+            routers: vec![RouterInput {
+                router: ObjectId::new("r1").unwrap(),
+                candidates: vec![(n("a"), Priority::new(200).unwrap())],
+                preempt: true,
+                preempt_delay: Duration::ZERO,
+                claims,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_newest_claim_heard_by_any_path_is_the_holder() {
+        let r1 = ObjectId::new("r1").unwrap();
+        let gossip = input(vec![claim("r1", "a", 3)]);
+        let mut recent = BTreeMap::new();
+        recent.insert(
+            r1.clone(),
+            [(n("b"), claim("r1", "b", 4))].into_iter().collect(),
+        );
+        let h = resolve_holders(&n("c"), &gossip, &[], &recent, &BTreeMap::new());
+        assert_eq!(h.get(&r1), Some(&n("b")));
+        // Gossip alone: the gossiped claim.
+        let h = resolve_holders(&n("c"), &gossip, &[], &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(h.get(&r1), Some(&n("a")));
+    }
+
+    #[test]
+    fn released_and_own_gossip_claims_do_not_count() {
+        let r1 = ObjectId::new("r1").unwrap();
+        let gossip = input(vec![claim("r1", "a", 3), claim("r1", "me", 9)]);
+        let released = [((r1.clone(), n("a")), 3)].into_iter().collect();
+        let h = resolve_holders(&n("me"), &gossip, &[], &BTreeMap::new(), &released);
+        assert_eq!(h.get(&r1), None, "a released and my stale claim ignored");
+        // This node's own live claim always wins on this node.
+        let mine = [claim("r1", "me", 2)];
+        let h = resolve_holders(&n("me"), &gossip, &mine, &BTreeMap::new(), &released);
+        assert_eq!(h.get(&r1), Some(&n("me")));
+    }
+}

@@ -1,0 +1,404 @@
+//! Chaos tests of SNAT high availability (root): each builds a lab with two compute nodes and two
+//! network nodes (network-1 priority 200, network-2 priority 150), runs a 100 packets/s UDP stream
+//! from a VM through SNAT to the internet host, injects a fault with the same verbs as
+//! `dvrmesh-lab chaos`, prints the measured outage, and checks from the external side (ARP from
+//! the upstream router) that at most one node answers for the router's external IP once the
+//! window has passed. The tests run one at a time: their timings must not compete for 2 cores.
+
+mod common;
+
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use testbed::lab::spec::{EXT_GATEWAY, INTERNET_IP};
+use testbed::lab::{find_lab_bin, wait, Lab};
+use testbed::probe::ProbeReport;
+
+use common::{reach_within, TestLab};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const ROUTER: &str = "a-router";
+const VM: &str = "a-vm1";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Prints the network nodes' election log lines (a failing test shows what the election did).
+fn election_log(lab: &Lab) {
+    for n in ["network-1", "network-2", "compute-1"] {
+        let log = std::fs::read_to_string(lab.node_dir(n).join("agent.log")).unwrap_or_default();
+        for l in log.lines().filter(|l| l.contains("SNAT")) {
+            println!("[{n}] {l}");
+        }
+    }
+}
+
+/// A lab with the demo configuration, a VM reaching the internet through SNAT, and an echo server.
+fn setup() -> Result<(TestLab, std::process::Child)> {
+    let mut t = TestLab::new(2, 2)?;
+    let lab = t.lab();
+    lab.vm_create(VM, "compute-1", "a-net1", false)?;
+    let server = lab.probe_server("internet", 180)?;
+    wait_holder(lab, "network-1", Duration::from_secs(20))?;
+    reach_within(lab, VM, INTERNET_IP, Duration::from_secs(20))?;
+    Ok((t, server))
+}
+
+/// The holder of the router as `via`'s agent sees it.
+fn holder(lab: &Lab, via: &str) -> Option<String> {
+    lab.cli(via, &["router", "show", ROUTER])
+        .ok()
+        .and_then(|v| v["holder"].as_str().map(String::from))
+}
+
+/// Waits until both compute nodes and every running network node agree on `want`.
+fn wait_holder(lab: &Lab, want: &str, budget: Duration) -> Result<()> {
+    let viewers: Vec<String> = lab
+        .state
+        .nodes
+        .iter()
+        .filter(|n| n.pid.is_some())
+        .map(|n| n.name.clone())
+        .collect();
+    wait(
+        budget,
+        &format!("every node naming {want} the holder"),
+        || {
+            viewers
+                .iter()
+                .all(|v| holder(lab, v).as_deref() == Some(want))
+        },
+    )
+}
+
+/// Whether this node's election holds the test's router.
+fn holds(lab: &Lab, node: &str) -> bool {
+    let Ok(id) = router_id(lab) else {
+        return false;
+    };
+    lab.cli(node, &["status"])
+        .ok()
+        .and_then(|v| v["ha"]["held"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|x| x.as_str() == Some(id.as_str()))
+}
+
+/// Changes of the router's holder `via` has seen since its agent started.
+fn holder_changes(lab: &Lab, via: &str) -> Result<u64> {
+    lab.cli(via, &["router", "show", ROUTER])?["ha_status"]["transitions"]
+        .as_u64()
+        .context("transitions")
+}
+
+/// (took, withdrew) transitions of a node's election since its agent started.
+fn transitions(lab: &Lab, node: &str) -> Result<(u64, u64)> {
+    let v = lab.cli(node, &["status"])?;
+    let c = &v["ha"]["counters"];
+    Ok((
+        c["took"].as_u64().context("took")?,
+        c["withdrew"].as_u64().context("withdrew")?,
+    ))
+}
+
+fn external_ip(lab: &Lab) -> Result<String> {
+    let v = lab.cli("compute-1", &["router", "show", ROUTER])?;
+    v["gateway"]["external_ip"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| anyhow!("router has no external IP: {v}"))
+}
+
+/// MACs answering ARP for the router's external IP, asked from the upstream router.
+fn answering(lab: &Lab) -> Result<Vec<String>> {
+    let ns = lab.member_ns("upstream")?;
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg(find_lab_bin()?)
+        .args([
+            "arp-probe",
+            "--dev",
+            "ext0",
+            "--src-ip",
+            EXT_GATEWAY,
+            &external_ip(lab)?,
+        ])
+        .output()?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("arp probe: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn assert_one_answers(lab: &Lab) -> Result<()> {
+    let macs = answering(lab)?;
+    println!(
+        "external side: {} answer(s) for the external IP: {macs:?}",
+        macs.len()
+    );
+    if macs.len() != 1 {
+        bail!("expected exactly one node answering for the external IP, got {macs:?}");
+    }
+    Ok(())
+}
+
+/// Starts a 100 packets/s stream of `count` datagrams from the VM to the internet host.
+fn stream(lab: &Lab, count: u32) -> Result<JoinHandle<Result<ProbeReport>>> {
+    let ns = lab.member_ns(VM)?;
+    let bin = find_lab_bin()?;
+    let to = format!("{INTERNET_IP}:{}", testbed::probe::PORT);
+    Ok(std::thread::spawn(move || {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .arg(bin)
+            .args([
+                "probe",
+                &to,
+                "--count",
+                &count.to_string(),
+                "--interval-ms",
+                "10",
+                "--wait-ms",
+                "1000",
+            ])
+            .output()?;
+        serde_json::from_slice(&out.stdout).context("stream report")
+    }))
+}
+
+fn finish(s: JoinHandle<Result<ProbeReport>>) -> Result<ProbeReport> {
+    s.join().map_err(|_| anyhow!("stream thread panicked"))?
+}
+
+fn router_id(lab: &Lab) -> Result<String> {
+    lab.cli("compute-1", &["router", "show", ROUTER])?["id"]
+        .as_str()
+        .map(String::from)
+        .context("router id")
+}
+
+#[test]
+fn hard_failure_of_the_holder_fails_over_within_a_second() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    let s = stream(lab, 300)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.chaos_kill("network-1")?;
+    lab.chaos_cut("network-1")?;
+    let r = finish(s)?;
+    println!(
+        "hard kill + cut of the holder: outage {} ms ({} of {} datagrams lost)",
+        r.longest_gap_ms,
+        r.sent - r.received,
+        r.sent
+    );
+    assert!(r.received > 0);
+    assert!(
+        r.longest_gap_ms < 1000,
+        "outage {} ms is over the 1 s budget",
+        r.longest_gap_ms
+    );
+    wait_holder(lab, "network-2", Duration::from_secs(5))?;
+    assert_one_answers(lab)?;
+    let _ = server.kill();
+    Ok(())
+}
+
+#[test]
+fn a_paused_holder_is_replaced_once_and_does_not_take_the_router_back() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    let before = transitions(lab, "network-2")?;
+    let seen_before = holder_changes(lab, "compute-1")?;
+    let s = stream(lab, 600)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.chaos_pause("network-1", Some(Duration::from_secs(2)))?;
+    // Watch both network nodes for 2.5 s after the pause: one handover, no flapping back.
+    let end = Instant::now() + Duration::from_millis(2500);
+    let mut both = 0u32;
+    while Instant::now() < end {
+        if holds(lab, "network-1") && holds(lab, "network-2") {
+            both += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = finish(s)?;
+    let after = transitions(lab, "network-2")?;
+    let seen = holder_changes(lab, "compute-1")? - seen_before;
+    println!(
+        "holder paused 2 s: outage {} ms; compute-1 saw {seen} change(s) of holder; network-2 gave up {} times; both holding in {both} samples after resume",
+        r.longest_gap_ms,
+        after.1 - before.1
+    );
+    assert!(r.longest_gap_ms < 1000, "outage {} ms", r.longest_gap_ms);
+    election_log(lab);
+    assert_eq!(seen, 1, "exactly one handover");
+    assert_eq!(after.1 - before.1, 0, "no flapping back to network-1");
+    assert_eq!(both, 0, "two holders after the paused node resumed");
+    wait_holder(lab, "network-2", Duration::from_secs(3))?;
+    assert_one_answers(lab)?;
+    let _ = server.kill();
+    Ok(())
+}
+
+/// Samples both network nodes for `dur`; returns how long both held at once (ms, sampled).
+fn both_holding_ms(lab: &Lab, dur: Duration) -> u64 {
+    let end = Instant::now() + dur;
+    let mut both = 0u64;
+    while Instant::now() < end {
+        let t = Instant::now();
+        if holds(lab, "network-1") && holds(lab, "network-2") {
+            both += 1;
+        }
+        std::thread::sleep(Duration::from_millis(25).saturating_sub(t.elapsed()));
+    }
+    both * 25
+}
+
+#[test]
+fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    // The holder's packets to the backup are lost; the backup's reach the holder.
+    lab.chaos_partition(&["network-1".into()], &["network-2".into()], true)?;
+    let both = both_holding_ms(lab, Duration::from_secs(4));
+    println!("one-way loss from the holder: both held for ~{both} ms in 4 s");
+    election_log(lab);
+    assert!(
+        both <= 500,
+        "two holders for {both} ms: beyond the bounded window"
+    );
+    lab.chaos_heal_all()?;
+    std::thread::sleep(Duration::from_secs(1));
+    // Halves: 2 of 4 nodes on each side; neither has a majority, so nobody holds.
+    lab.chaos_partition(
+        &["compute-1".into(), "network-1".into()],
+        &["compute-2".into(), "network-2".into()],
+        false,
+    )?;
+    let both = both_holding_ms(lab, Duration::from_secs(6));
+    println!("split in halves: both held for ~{both} ms in 6 s");
+    assert!(both <= 500, "two holders for {both} ms across a split");
+    assert!(
+        !(holds(lab, "network-1") && holds(lab, "network-2")),
+        "two holders at the end of the split"
+    );
+    lab.chaos_heal_all()?;
+    wait(Duration::from_secs(10), "one holder after healing", || {
+        holds(lab, "network-1") != holds(lab, "network-2")
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_one_answers(lab)?;
+    let _ = server.kill();
+    Ok(())
+}
+
+#[test]
+fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    let nodes = ["network-1", "network-2"];
+    let before: Vec<(u64, u64)> = nodes
+        .iter()
+        .map(|n| transitions(lab, n))
+        .collect::<Result<_>>()?;
+    lab.chaos_loss(5)?;
+    let s = stream(lab, 6000)?;
+    let r = finish(s)?;
+    lab.chaos_loss(0)?;
+    let after: Vec<(u64, u64)> = nodes
+        .iter()
+        .map(|n| transitions(lab, n))
+        .collect::<Result<_>>()?;
+    println!(
+        "5% loss per link for 60 s: {} of {} datagrams through; transitions before {before:?} after {after:?}",
+        r.received, r.sent
+    );
+    assert_eq!(before, after, "a failover happened under 5% loss");
+    wait_holder(lab, "network-1", Duration::from_secs(3))?;
+    let _ = server.kill();
+    Ok(())
+}
+
+#[test]
+fn a_graceful_drain_hands_over_within_200_ms() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    let s = stream(lab, 300)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let d = lab.cli("network-1", &["agent", "drain"])?;
+    let r = finish(s)?;
+    println!(
+        "drain: outage {} ms ({} lost); agent drain said {d}",
+        r.longest_gap_ms,
+        r.sent - r.received
+    );
+    assert_eq!(d["complete"], Value::Bool(true));
+    assert!(
+        r.longest_gap_ms < 200,
+        "drain outage {} ms is not under 200 ms",
+        r.longest_gap_ms
+    );
+    wait_holder(lab, "network-2", Duration::from_secs(3))?;
+    assert_one_answers(lab)?;
+    // Undrained, the better node preempts again.
+    lab.cli("network-1", &["agent", "undrain"])?;
+    wait_holder(lab, "network-1", Duration::from_secs(5))?;
+    let _ = server.kill();
+    Ok(())
+}
+
+#[test]
+fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    lab.cli(
+        "compute-1",
+        &["router", "set-ha", ROUTER, "--preempt-delay", "2s"],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    lab.chaos_kill("network-1")?;
+    wait_holder(lab, "network-2", Duration::from_secs(5))?;
+    lab.chaos_restart("network-1")?;
+    let restarted = Instant::now();
+    wait(Duration::from_secs(15), "network-1 holding again", || {
+        holds(lab, "network-1")
+    })?;
+    let took = restarted.elapsed();
+    println!(
+        "preempt delay 2 s: network-1 took the router back {} ms after its agent started",
+        took.as_millis()
+    );
+    election_log(lab);
+    assert!(took >= Duration::from_secs(2), "preempted before the delay");
+    wait_holder(lab, "network-1", Duration::from_secs(5))?;
+    // No preemption: the returning node stays a backup.
+    lab.cli("compute-1", &["router", "set-ha", ROUTER, "--no-preempt"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    lab.chaos_kill("network-1")?;
+    wait_holder(lab, "network-2", Duration::from_secs(5))?;
+    lab.chaos_restart("network-1")?;
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !holds(lab, "network-1"),
+        "network-1 preempted with preemption off"
+    );
+    assert_eq!(holder(lab, "compute-1").as_deref(), Some("network-2"));
+    let show = lab.cli("network-1", &["router", "show", ROUTER])?;
+    println!(
+        "router show after no-preempt return: holder {} epoch {} candidates {}",
+        show["holder"], show["ha_status"]["epoch"], show["ha_status"]["candidates"]
+    );
+    assert_eq!(router_id(lab)?, show["id"].as_str().unwrap_or_default());
+    let _ = server.kill();
+    Ok(())
+}
