@@ -15,6 +15,45 @@ pub const MAX_ELECTION_DATAGRAM: usize = 1100;
 /// Most claims in one message (a holder with more routers sends several datagrams).
 pub const MAX_CLAIMS_PER_DATAGRAM: usize = 16;
 
+/// Longest signature accepted on a claim (an ECDSA P-256 signature in ASN.1 is at most 72 bytes).
+pub const MAX_SIGNATURE_BYTES: usize = 128;
+
+/// A SNAT claim as published in gossip: signed by the claimant, whose certificate is published
+/// beside it, so no other member can forge it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SignedClaimFields")]
+pub struct SignedClaim {
+    /// The claim.
+    pub claim: SnatClaim,
+    /// The claimant's signature over the claim's signing message.
+    pub signature: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct SignedClaimFields {
+    claim: SnatClaim,
+    signature: Vec<u8>,
+}
+
+impl TryFrom<SignedClaimFields> for SignedClaim {
+    type Error = Error;
+    fn try_from(f: SignedClaimFields) -> Result<Self, Error> {
+        if f.signature.is_empty() || f.signature.len() > MAX_SIGNATURE_BYTES {
+            return Err(Error::Invalid {
+                field: "signed claim.signature",
+                reason: format!(
+                    "{} bytes; 1..={MAX_SIGNATURE_BYTES} allowed",
+                    f.signature.len()
+                ),
+            });
+        }
+        Ok(SignedClaim {
+            claim: f.claim,
+            signature: f.signature,
+        })
+    }
+}
+
 /// What one election datagram says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ElectionMessageFields")]
@@ -164,6 +203,21 @@ mod tests {
             }
         }
         assert_eq!(back, claims);
+    }
+
+    #[test]
+    fn signed_claims_round_trip_and_refuse_bad_signatures() {
+        let c = SignedClaim {
+            claim: claim("r1", "a"),
+            signature: vec![7; 70],
+        };
+        let text = crate::encode_value(&c).unwrap();
+        assert_eq!(crate::decode_value::<SignedClaim>(&text).unwrap(), c);
+        for bad in [vec![], vec![1; MAX_SIGNATURE_BYTES + 1]] {
+            let fields = (claim("r1", "a"), bad);
+            let text = crate::encode_value(&fields).unwrap();
+            assert!(crate::decode_value::<SignedClaim>(&text).is_err());
+        }
     }
 
     #[test]

@@ -23,7 +23,10 @@ mod tenant;
 pub use codec::{
     decode, decode_value, encode, encode_value, MAX_ENCODED_BYTES, MAX_VALUE_CHARS, WIRE_VERSION,
 };
-pub use election::{ElectionMessage, MAX_CLAIMS_PER_DATAGRAM, MAX_ELECTION_DATAGRAM};
+pub use election::{
+    ElectionMessage, SignedClaim, MAX_CLAIMS_PER_DATAGRAM, MAX_ELECTION_DATAGRAM,
+    MAX_SIGNATURE_BYTES,
+};
 pub use error::Error;
 pub use frame::{decode_frame, encode_frame, FrameHeader, MAX_FRAME_BYTES};
 pub use ids::{Name, NodeId, ObjectId};

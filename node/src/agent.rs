@@ -14,6 +14,7 @@ use crate::election::ElectionConfig;
 use crate::gossip::{self, GossipSettings};
 use crate::ha::{self, HaHandle, HaSettings};
 use crate::reconcile::{Readiness, Reconciler, SharedKernel};
+use crate::signing::KEY_CERT;
 use crate::store::service::{load_records, ConfigService, StoreSettings};
 use crate::tls::Credentials;
 use crate::transport::QuicTransport;
@@ -78,11 +79,15 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     };
     let records = load_records(&config.data_dir)?;
     let restored = records.len();
-    let chitchat = gossip::start(&settings, &facts, records, &transport).await?;
+    let signer = std::sync::Arc::new(creds.signer()?);
+    let mut keys = records;
+    keys.push((KEY_CERT.to_string(), creds.published_cert()?));
+    let chitchat = gossip::start(&settings, &facts, keys, &transport).await?;
     let (view, view_task) = view::spawn_writer(
         chitchat.chitchat(),
         config.node_id.clone(),
         config.gossip_interval,
+        std::sync::Arc::new(creds.peer_certs()?),
     );
     let store = ConfigService::new(
         config.node_id.clone(),
@@ -106,6 +111,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
             readiness: readiness.clone(),
             notice_ttl: (config.gossip_interval * 10).max(std::time::Duration::from_secs(2)),
             data_dir: Some(config.data_dir.clone()),
+            signer,
         },
     );
     let reconciler = start_datapath(&config, &view, &store, &ha, readiness);

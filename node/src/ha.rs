@@ -10,7 +10,11 @@
 //! - on a takeover, a notice goes to every live node (three times, an advert interval apart), so
 //!   compute nodes re-point their `sg-` FDB entries at once rather than after gossip;
 //! - on a deliberate withdrawal (drain, no longer a candidate, lost majority), a release goes to
-//!   every live node so the best backup claims without waiting for silence.
+//!   every live node so the best backup claims without waiting for silence;
+//! - a `dvr_snat` node probes the gateway of each external network it maps (an ARP probe on its
+//!   interface every [`PROBE_INTERVAL`]); after [`DOWN_AFTER`] unanswered probes it publishes
+//!   `ext-down/<network>` and stops being a candidate for routers on that network while another
+//!   candidate can still reach the gateway, so a holder with a dead external link hands over.
 //!
 //! The holder of each router, as the datapath should see it, is resolved by [`resolve_holders`]
 //! (pure): this node's own claim if it holds one, else the highest-ranked claim among those
@@ -33,7 +37,9 @@ use crate::election::{Election, ElectionConfig, ElectionEvent, ElectionInput, Ro
 use crate::gossip::KEY_NODE_FACTS;
 use crate::reconcile::{wait_until_ready, Readiness};
 use crate::transport::{DatagramPort, DatagramSender};
-use crate::view::{ClusterView, MemberState, ViewHandle, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX};
+use crate::view::{
+    ClusterView, MemberState, ViewHandle, KEY_EXT_DOWN_PREFIX, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
+};
 
 /// The SNAT holder of each router with a gateway.
 pub type Holders = BTreeMap<ObjectId, NodeId>;
@@ -44,6 +50,31 @@ const NOTICE_REPEATS: u32 = 3;
 const COMMAND_QUEUE: usize = 16;
 /// File under `data_dir` marking a drained node, so a restart keeps it drained.
 pub const DRAIN_FILE: &str = "draining";
+/// How often each external gateway is probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a probe waits for the answer.
+const PROBE_WAIT: Duration = Duration::from_millis(200);
+/// Unanswered probes in a row before a gateway counts as unreachable.
+pub const DOWN_AFTER: u32 = 3;
+/// Answered probes in a row before it counts as reachable again.
+const UP_AFTER: u32 = 2;
+
+/// What this node knows of itself before its facts and keys have gone round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalState {
+    /// Whether it is draining.
+    pub draining: bool,
+    /// External networks whose gateway it cannot reach.
+    pub external_down: BTreeSet<ObjectId>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Health {
+    fails: u32,
+    oks: u32,
+    down: bool,
+    in_flight: bool,
+}
 
 /// What the HA task needs.
 #[derive(Clone, Debug)]
@@ -56,6 +87,8 @@ pub struct HaSettings {
     pub notice_ttl: Duration,
     /// Where the drain marker lives (`None`: not persisted).
     pub data_dir: Option<PathBuf>,
+    /// Signs the claims this node publishes.
+    pub signer: Arc<crate::signing::Signer>,
 }
 
 /// Candidate state shown by `router show`.
@@ -65,7 +98,8 @@ pub struct CandidateStatus {
     pub node: NodeId,
     /// Its effective priority for this router.
     pub priority: Priority,
-    /// `holder`, `backup`, `draining` or `dead`.
+    /// `holder`, `backup`, `draining`, `unhealthy` (its external gateway does not answer) or
+    /// `dead`.
     pub state: &'static str,
 }
 
@@ -123,6 +157,8 @@ pub struct HaStatus {
     pub ready: bool,
     /// Whether this node is draining.
     pub draining: bool,
+    /// External networks whose gateway this node cannot reach.
+    pub external_down: Vec<ObjectId>,
     /// Whether this node sees a majority of the cluster alive.
     pub majority: bool,
     /// Routers held by this node.
@@ -171,9 +207,13 @@ impl HaHandle {
     }
 }
 
-/// The election's input from a view. Pure. `draining_override` replaces this node's own draining
-/// flag (a drain takes effect here before the facts have gone round).
-pub fn election_input(view: &ClusterView, draining_override: Option<bool>) -> ElectionInput {
+/// The election's input from a view. Pure. `local` replaces what the view says of this node
+/// itself (a drain or a lost gateway takes effect here before gossip has carried it).
+///
+/// Candidates of a router are the live `dvr_snat` nodes mapping its external network, not
+/// draining, with their effective priority (per-router override first). Nodes that cannot reach
+/// the external gateway are left out while at least one candidate can.
+pub fn election_input(view: &ClusterView, local: Option<&LocalState>) -> ElectionInput {
     let alive = view.alive().count();
     let majority = alive * 2 > view.members.len();
     let mut routers = Vec::new();
@@ -186,19 +226,27 @@ pub fn election_input(view: &ClusterView, draining_override: Option<bool>) -> El
         else {
             continue;
         };
-        let candidates = view
+        let mine = |id: &NodeId| local.filter(|_| *id == view.me);
+        let eligible: Vec<(&NodeId, &crate::view::Member)> = view
             .members
             .iter()
             .filter(|(id, m)| {
-                let draining = match draining_override {
-                    Some(d) if **id == view.me => d,
-                    _ => m.facts.draining(),
-                };
+                let draining = mine(id).map_or(m.facts.draining(), |l| l.draining);
                 m.state == MemberState::Alive
                     && m.facts.mode() == NodeMode::DvrSnat
                     && !draining
                     && m.facts.external().contains_key(&ext.name)
             })
+            .collect();
+        let reaches = |id: &NodeId, m: &crate::view::Member| {
+            !mine(id)
+                .map_or(&m.external_down, |l| &l.external_down)
+                .contains(&ext.id)
+        };
+        let any_reaches = eligible.iter().any(|(id, m)| reaches(id, m));
+        let candidates = eligible
+            .into_iter()
+            .filter(|(id, m)| !any_reaches || reaches(id, m))
             .map(|(id, m)| {
                 let p =
                     r.ha.priorities
@@ -276,6 +324,7 @@ pub fn spawn(
     let (holders_tx, holders_rx) = watch::channel(Holders::new());
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let draining = facts.draining();
+    let (probe_tx, probe_rx) = mpsc::channel(64);
     let status = Arc::new(Mutex::new(HaStatus {
         draining,
         ..Default::default()
@@ -295,7 +344,12 @@ pub fn spawn(
         notices: Vec::new(),
         input: ElectionInput::default(),
         ready: false,
-        draining,
+        local: LocalState {
+            draining,
+            external_down: BTreeSet::new(),
+        },
+        health: BTreeMap::new(),
+        probe_tx,
         last: BTreeMap::new(),
         counters: HaCounters::default(),
         reasons: BTreeMap::new(),
@@ -305,9 +359,11 @@ pub fn spawn(
         status,
         commands: cmd_tx,
     };
-    let join = tokio::spawn(tracing::Instrument::in_current_span(
-        task.run(port.inbound, cmd_rx),
-    ));
+    let join = tokio::spawn(tracing::Instrument::in_current_span(task.run(
+        port.inbound,
+        cmd_rx,
+        probe_rx,
+    )));
     (handle, join)
 }
 
@@ -328,7 +384,10 @@ struct HaTask {
     notices: Vec<(Instant, u32, Vec<SnatClaim>)>,
     input: ElectionInput,
     ready: bool,
-    draining: bool,
+    local: LocalState,
+    /// Gateway reachability per external network this node maps.
+    health: BTreeMap<ObjectId, Health>,
+    probe_tx: mpsc::Sender<(ObjectId, Result<bool, String>)>,
     /// The last holder and transition seen per router.
     last: BTreeMap<ObjectId, (Option<NodeId>, Option<Transition>, u64)>,
     counters: HaCounters,
@@ -348,7 +407,10 @@ impl HaTask {
         mut self,
         mut inbound: mpsc::Receiver<(NodeId, Vec<u8>)>,
         mut commands: mpsc::Receiver<HaCommand>,
+        mut probes: mpsc::Receiver<(ObjectId, Result<bool, String>)>,
     ) {
+        let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changes = self.view.subscribe();
         let tick_every = (self.settings.election.advert_interval / 4).max(Duration::from_millis(2));
         let mut tick = tokio::time::interval(tick_every);
@@ -381,6 +443,11 @@ impl HaTask {
                         self.on_datagram(now, &from, &bytes);
                     }
                 }
+                _ = probe_tick.tick() => self.start_probes(),
+                p = probes.recv() => {
+                    let Some((ext, result)) = p else { return };
+                    self.on_probe(ext, result).await;
+                }
                 c = commands.recv() => {
                     let Some(HaCommand::Drain(d, done)) = c else { return };
                     self.set_draining(d).await;
@@ -400,7 +467,7 @@ impl HaTask {
 
     fn on_view(&mut self, now: Instant) {
         let view = self.view.load();
-        self.input = election_input(&view, Some(self.draining));
+        self.input = election_input(&view, Some(&self.local));
         if self.ready {
             self.election.handle_input(now, self.input.clone());
         }
@@ -451,11 +518,89 @@ impl HaTask {
         }
     }
 
-    async fn set_draining(&mut self, draining: bool) {
-        if draining == self.draining {
+    /// Starts one ARP probe per external network this SNAT node maps, beside the task.
+    fn start_probes(&mut self) {
+        if self.facts.mode() != NodeMode::DvrSnat {
             return;
         }
-        self.draining = draining;
+        let view = self.view.load();
+        for ext in view.tenant.external_networks() {
+            let Some(mapping) = self.facts.external().get(&ext.name) else {
+                continue;
+            };
+            let h = self.health.entry(ext.id.clone()).or_default();
+            if h.in_flight {
+                continue;
+            }
+            h.in_flight = true;
+            let (dev, gw, id, tx) = (
+                mapping.interface.to_string(),
+                ext.gateway,
+                ext.id.clone(),
+                self.probe_tx.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let r = datapath::linux::arp_probe::answers(&dev, gw, PROBE_WAIT);
+                let _ = tx.blocking_send((id, r));
+            });
+        }
+    }
+
+    /// A probe's result: after [`DOWN_AFTER`] misses the gateway is down, after [`UP_AFTER`]
+    /// answers up again. A probe that could not run (no such device, no permission) changes
+    /// nothing.
+    async fn on_probe(&mut self, ext: ObjectId, result: Result<bool, String>) {
+        let h = self.health.entry(ext.clone()).or_default();
+        h.in_flight = false;
+        let answered = match result {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(external_network = %ext, error = %e, "gateway probe could not run");
+                return;
+            }
+        };
+        if answered {
+            h.oks += 1;
+            h.fails = 0;
+        } else {
+            h.fails += 1;
+            h.oks = 0;
+        }
+        let down = if h.down {
+            h.oks < UP_AFTER
+        } else {
+            h.fails >= DOWN_AFTER
+        };
+        if down == h.down {
+            return;
+        }
+        h.down = down;
+        if down {
+            warn!(external_network = %ext, misses = DOWN_AFTER,
+                "external gateway does not answer: handing its routers to a candidate that reaches it");
+            self.local.external_down.insert(ext.clone());
+        } else {
+            info!(external_network = %ext, "external gateway answers again");
+            self.local.external_down.remove(&ext);
+        }
+        {
+            let key = format!("{KEY_EXT_DOWN_PREFIX}{ext}");
+            let mut cc = self.chitchat.lock().await;
+            let st = cc.self_node_state();
+            if down {
+                st.set(key, "1".to_string());
+            } else if st.get(&key).is_some() {
+                st.delete(&key);
+            }
+        }
+        self.on_view(Instant::now());
+    }
+
+    async fn set_draining(&mut self, draining: bool) {
+        if draining == self.draining() {
+            return;
+        }
+        self.local.draining = draining;
         info!(
             draining,
             "SNAT drain {}",
@@ -484,6 +629,10 @@ impl HaTask {
             Err(e) => warn!(error = %e, "cannot publish facts"),
         }
         self.on_view(Instant::now());
+    }
+
+    fn draining(&self) -> bool {
+        self.local.draining
     }
 
     /// Sends what the election wants sent, publishes claims, reports and recomputes holders.
@@ -615,9 +764,17 @@ impl HaTask {
         let at = unix_ms();
         let mut kvs = Vec::new();
         for c in mine {
-            match mesh_proto::encode_value(c) {
+            let signed = crate::signing::claim_message(c)
+                .and_then(|m| self.settings.signer.sign(&m))
+                .and_then(|signature| {
+                    Ok(mesh_proto::encode_value(&mesh_proto::SignedClaim {
+                        claim: c.clone(),
+                        signature,
+                    })?)
+                });
+            match signed {
                 Ok(v) => kvs.push((format!("{KEY_SNAT_PREFIX}{}", c.router), v)),
-                Err(e) => warn!(error = %e, "cannot encode a SNAT claim"),
+                Err(e) => warn!(error = %e, "cannot sign a SNAT claim"),
             }
             let why = self.reasons.get(&c.router).cloned().unwrap_or_default();
             kvs.push((
@@ -661,6 +818,18 @@ impl HaTask {
                 .entry(ri.router.clone())
                 .or_insert((None, None, 0));
             if entry.0 == now_holder && entry.1.is_some() {
+                // The holder's own reason arrives by gossip after its notice: prefer it.
+                let published = now_holder
+                    .as_ref()
+                    .filter(|h| *h != &self.me)
+                    .and_then(|h| view.members.get(h))
+                    .and_then(|m| m.snat_claims.get(&ri.router))
+                    .and_then(|p| p.why.as_ref().map(|(_, w)| (p.claim.epoch, w.clone())));
+                if let (Some(t), Some((epoch, why))) = (entry.1.as_mut(), published) {
+                    if t.epoch == epoch && t.reason != why && !why.is_empty() {
+                        t.reason = why;
+                    }
+                }
                 continue;
             }
             if entry.0 == now_holder && now_holder.is_none() {
@@ -757,8 +926,10 @@ impl HaTask {
                             .unwrap_or(m.facts.snat_priority()),
                         state: if m.state != MemberState::Alive {
                             "dead"
-                        } else {
+                        } else if m.facts.draining() || (id == &self.me && self.local.draining) {
                             "draining"
+                        } else {
+                            "unhealthy"
                         },
                     });
                 }
@@ -791,7 +962,8 @@ impl HaTask {
         }
         let status = HaStatus {
             ready: self.ready,
-            draining: self.draining,
+            draining: self.local.draining,
+            external_down: self.local.external_down.iter().cloned().collect(),
             majority: self.input.majority,
             held: mine.iter().map(|c| c.router.clone()).collect(),
             routers,

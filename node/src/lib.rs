@@ -17,6 +17,7 @@ pub mod gossip_wire;
 pub mod ha;
 pub mod logging;
 pub mod reconcile;
+pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod transport;

@@ -174,6 +174,32 @@ impl Credentials {
         })
     }
 
+    /// A signer with this node's key, for owner-signed gossip values.
+    pub fn signer(&self) -> Result<crate::signing::Signer, Error> {
+        match &self.key {
+            PrivateKeyDer::Pkcs8(k) => crate::signing::Signer::from_pkcs8(k.secret_pkcs8_der()),
+            _ => Err(Error::Tls(
+                "node key must be PKCS#8 (as `dvrmesh cert issue` writes it) to sign claims".into(),
+            )),
+        }
+    }
+
+    /// Verifies other nodes' signatures against the certificates they publish.
+    pub fn peer_certs(&self) -> Result<crate::signing::PeerCerts, Error> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider(),
+        )
+        .build()
+        .map_err(|e| Error::Tls(format!("client verifier: {e}")))?;
+        Ok(crate::signing::PeerCerts::new(verifier))
+    }
+
+    /// This node's certificate as published in gossip.
+    pub fn published_cert(&self) -> Result<String, Error> {
+        Ok(mesh_proto::encode_value(&self.chain[0].as_ref().to_vec())?)
+    }
+
     /// The rustls server side: TLS 1.3, a client certificate from the cluster CA required.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, Error> {
         let provider = provider();

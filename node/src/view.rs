@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chitchat::{Chitchat, ChitchatId, NodeState};
-use mesh_proto::{NodeFacts, NodeId, ObjectId, SnatClaim};
+use mesh_proto::{NodeFacts, NodeId, ObjectId, SignedClaim, SnatClaim};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::gossip::KEY_NODE_FACTS;
+use crate::signing::{claim_message, ClaimAuthority, KEY_CERT};
 use crate::store::TenantState;
 
 /// Whether a member is currently considered up.
@@ -41,6 +42,21 @@ pub struct Member {
     pub gossip_addr: SocketAddr,
     /// The SNAT claims it publishes (see [`crate::ha`]), by router.
     pub snat_claims: BTreeMap<ObjectId, PublishedClaim>,
+    /// External networks whose gateway does not answer this node's probes.
+    pub external_down: BTreeSet<ObjectId>,
+}
+
+/// Gossip key prefix marking an external network whose gateway a node cannot reach:
+/// `ext-down/<external network id>`.
+pub const KEY_EXT_DOWN_PREFIX: &str = "ext-down/";
+
+/// The external networks a node reports unreachable.
+fn external_down(state: &NodeState) -> BTreeSet<ObjectId> {
+    state
+        .key_values()
+        .filter_map(|(k, _)| k.strip_prefix(KEY_EXT_DOWN_PREFIX))
+        .filter_map(|id| ObjectId::new(id).ok())
+        .collect()
 }
 
 /// A SNAT claim as a node publishes it in gossip, with why and when it was made.
@@ -60,17 +76,30 @@ pub const KEY_SNAT_WHY_PREFIX: &str = "snat-why/";
 const MAX_WHY_CHARS: usize = 200;
 
 /// The SNAT claims a node publishes. A claim that does not decode, names another router than its
-/// key or another node than its publisher is ignored: a node can only claim for itself.
-fn published_claims(node: &NodeId, state: &NodeState) -> BTreeMap<ObjectId, PublishedClaim> {
+/// key or another node than its publisher, or whose signature `authority` does not accept for the
+/// certificate the node publishes, is ignored: a node can only claim for itself.
+fn published_claims(
+    node: &NodeId,
+    state: &NodeState,
+    authority: &dyn ClaimAuthority,
+) -> BTreeMap<ObjectId, PublishedClaim> {
     let mut out = BTreeMap::new();
+    let cert = state.get(KEY_CERT);
     for (key, value) in state.key_values() {
         let Some(router) = key.strip_prefix(KEY_SNAT_PREFIX) else {
             continue;
         };
-        let Ok(claim) = mesh_proto::decode_value::<SnatClaim>(value) else {
+        let Ok(signed) = mesh_proto::decode_value::<SignedClaim>(value) else {
             continue;
         };
+        let claim = signed.claim;
         if &claim.node != node || claim.router.as_str() != router {
+            continue;
+        }
+        let Ok(msg) = claim_message(&claim) else {
+            continue;
+        };
+        if !authority.verify(node, cert, &msg, &signed.signature) {
             continue;
         }
         let why = state
@@ -140,6 +169,7 @@ pub fn build_view<'a>(
     nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a NodeState)>,
     live: &BTreeSet<ChitchatId>,
     ever_live: &BTreeSet<ChitchatId>,
+    authority: &dyn ClaimAuthority,
 ) -> ClusterView {
     let nodes: Vec<(&ChitchatId, &NodeState)> = nodes.into_iter().collect();
     // Records of every life of every node count, dead or joining: that is what keeps an object
@@ -200,7 +230,8 @@ pub fn build_view<'a>(
                 },
                 generation: id.generation_id,
                 gossip_addr: id.gossip_advertise_addr,
-                snat_claims: published_claims(facts.node_id(), state),
+                snat_claims: published_claims(facts.node_id(), state, authority),
+                external_down: external_down(state),
                 facts,
             },
         );
@@ -242,6 +273,7 @@ pub fn spawn_writer(
     chitchat: Arc<Mutex<Chitchat>>,
     me: NodeId,
     resync: Duration,
+    authority: Arc<dyn ClaimAuthority>,
 ) -> (ViewHandle, JoinHandle<()>) {
     let current = Arc::new(ArcSwap::from_pointee(ClusterView::empty(me.clone())));
     let (tx, rx) = watch::channel(0u64);
@@ -272,6 +304,7 @@ pub fn spawn_writer(
                     guard.node_states(),
                     &live,
                     &ever_live,
+                    authority.as_ref(),
                 )
             };
             if !next.same_content(&prev) {
@@ -328,7 +361,14 @@ mod tests {
             .into_iter()
             .collect();
         let me = NodeId::new("a").unwrap();
-        let v = build_view(&me, 7, states.iter().map(|(i, s)| (i, s)), &live, &ever);
+        let v = build_view(
+            &me,
+            7,
+            states.iter().map(|(i, s)| (i, s)),
+            &live,
+            &ever,
+            &crate::signing::TrustAll,
+        );
         assert_eq!(v.generation, 7);
         assert_eq!(v.members.len(), 1);
         let a = &v.members[&me];
@@ -348,6 +388,7 @@ mod tests {
             [(&a, &s)],
             &BTreeSet::new(),
             &ever,
+            &crate::signing::TrustAll,
         );
         assert_eq!(v.members.values().next().unwrap().state, MemberState::Dead);
     }
@@ -362,6 +403,7 @@ mod tests {
             [(&a, &s)],
             &BTreeSet::new(),
             &BTreeSet::new(),
+            &crate::signing::TrustAll,
         );
         assert!(v.members.is_empty());
     }
@@ -378,7 +420,54 @@ mod tests {
             [(&old, &s), (&new, &s)],
             &BTreeSet::new(),
             &ever,
+            &crate::signing::TrustAll,
         );
         assert_eq!(v.members.values().next().unwrap().generation, 1);
+    }
+
+    struct RejectAll;
+    impl ClaimAuthority for RejectAll {
+        fn verify(&self, _: &NodeId, _: Option<&str>, _: &[u8], _: &[u8]) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn only_signed_claims_of_the_publisher_itself_count() {
+        let a = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
+        let claim = |node: &str, router: &str| SignedClaim {
+            claim: SnatClaim {
+                router: ObjectId::new(router).unwrap(),
+                epoch: 2,
+                priority: Priority::new(100).unwrap(),
+                node: NodeId::new(node).unwrap(),
+            },
+            signature: vec![1; 64],
+        };
+        let mut s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
+        s.set(
+            "snat/r1",
+            mesh_proto::encode_value(&claim("a", "r1")).unwrap(),
+        );
+        // Names another node, or another router than its key: never counted.
+        s.set(
+            "snat/r2",
+            mesh_proto::encode_value(&claim("b", "r2")).unwrap(),
+        );
+        s.set(
+            "snat/r3",
+            mesh_proto::encode_value(&claim("a", "r4")).unwrap(),
+        );
+        let live: BTreeSet<_> = [a.clone()].into_iter().collect();
+        let me = NodeId::new("a").unwrap();
+        let v = build_view(&me, 1, [(&a, &s)], &live, &live, &crate::signing::TrustAll);
+        let claims = &v.members[&me].snat_claims;
+        assert_eq!(
+            claims.keys().map(|r| r.as_str()).collect::<Vec<_>>(),
+            ["r1"]
+        );
+        // A signature the authority does not accept: not counted either.
+        let v = build_view(&me, 1, [(&a, &s)], &live, &live, &RejectAll);
+        assert!(v.members[&me].snat_claims.is_empty());
     }
 }

@@ -71,7 +71,12 @@ async fn start_node(
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
     let handle = gossip::start(&settings, &facts, Vec::new(), &transport).await?;
-    let (view, _task) = view::spawn_writer(handle.chitchat(), id, Duration::from_millis(50));
+    let (view, _task) = view::spawn_writer(
+        handle.chitchat(),
+        id,
+        Duration::from_millis(50),
+        std::sync::Arc::new(dvrmesh_node::signing::TrustAll),
+    );
     Ok(Node {
         _handle: handle,
         view,

@@ -88,7 +88,12 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
         let handle = gossip::start(&settings, &facts, Vec::new(), &transport)
             .await
             .expect("gossip starts");
-        let (view, _task) = view::spawn_writer(handle.chitchat(), facts.node_id().clone(), GOSSIP);
+        let (view, _task) = view::spawn_writer(
+            handle.chitchat(),
+            facts.node_id().clone(),
+            GOSSIP,
+            std::sync::Arc::new(dvrmesh_node::signing::TrustAll),
+        );
         nodes.push(SimNode {
             facts,
             handle: Some(handle),

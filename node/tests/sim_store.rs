@@ -68,7 +68,12 @@ impl Sim {
             let handle = gossip::start(&settings, &facts, Vec::new(), &transport)
                 .await
                 .expect("gossip");
-            let (view, vt) = view::spawn_writer(handle.chitchat(), id.clone(), GOSSIP);
+            let (view, vt) = view::spawn_writer(
+                handle.chitchat(),
+                id.clone(),
+                GOSSIP,
+                std::sync::Arc::new(dvrmesh_node::signing::TrustAll),
+            );
             let store = ConfigService::new(
                 id.clone(),
                 handle.chitchat(),

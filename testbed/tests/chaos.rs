@@ -402,3 +402,36 @@ fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()
     let _ = server.kill();
     Ok(())
 }
+
+#[test]
+fn a_holder_whose_external_gateway_stops_answering_hands_over() -> Result<()> {
+    let _g = serial();
+    let (mut t, mut server) = setup()?;
+    let lab = t.lab();
+    let s = stream(lab, 600)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    // Only the external link: the holder still gossips and adverts, but its SNAT leads nowhere.
+    lab.chaos_cut_external("network-1")?;
+    let r = finish(s)?;
+    println!(
+        "external link of the holder cut: outage {} ms ({} lost)",
+        r.longest_gap_ms,
+        r.sent - r.received
+    );
+    assert!(
+        r.longest_gap_ms < 3000,
+        "the holder did not hand over: outage {} ms",
+        r.longest_gap_ms
+    );
+    wait_holder(lab, "network-2", Duration::from_secs(3))?;
+    let show = lab.cli("compute-1", &["router", "show", ROUTER])?;
+    let states = show["ha_status"]["candidates"].to_string();
+    println!("candidates while network-1 cannot reach the gateway: {states}");
+    assert!(states.contains("unhealthy"), "{states}");
+    assert_one_answers(lab)?;
+    // Link back: network-1 is healthy again and, better, preempts.
+    lab.chaos_heal("network-1")?;
+    wait_holder(lab, "network-1", Duration::from_secs(10))?;
+    let _ = server.kill();
+    Ok(())
+}

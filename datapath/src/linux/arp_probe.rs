@@ -6,6 +6,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const ETH_P_ARP: u16 = 0x0806;
+/// Every protocol: such a socket sees frames on a bridge port before the bridge takes them, so a
+/// probe works from an interface enslaved to a bridge (an ARP-only socket would see nothing there).
+const ETH_P_ALL: u16 = 0x0003;
 
 /// Sends one ARP request for `target` from `dev` (MAC `src_mac`, address `src_ip`) and returns the
 /// distinct MACs that answer within `wait`, in order of arrival.
@@ -26,7 +29,7 @@ pub fn who_has(
         libc::socket(
             libc::AF_PACKET,
             libc::SOCK_RAW,
-            i32::from(ETH_P_ARP.to_be()),
+            i32::from(ETH_P_ALL.to_be()),
         )
     };
     if fd < 0 {
@@ -38,7 +41,7 @@ pub fn who_has(
     let result = (|| {
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_protocol = ETH_P_ALL.to_be();
         addr.sll_ifindex = index as i32;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
@@ -106,4 +109,39 @@ pub fn who_has(
     })();
     unsafe { libc::close(fd) };
     result
+}
+
+/// The MAC address of `dev` in the calling thread's network namespace.
+pub fn interface_mac(dev: &str) -> Result<[u8; 6], String> {
+    if dev.is_empty() || dev.len() >= libc::IFNAMSIZ {
+        return Err(format!("bad device name {dev:?}"));
+    }
+    // SAFETY: an ioctl on a socket this function owns, with a zeroed ifreq holding the name.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(dev.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(format!("reading the MAC of {dev}: {err}"));
+    }
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
+/// Whether `target` answers an ARP probe (sender address 0.0.0.0, as duplicate address
+/// detection does, so this host needs no address on `dev`) within `wait`.
+pub fn answers(dev: &str, target: Ipv4Addr, wait: Duration) -> Result<bool, String> {
+    let mac = interface_mac(dev)?;
+    Ok(!who_has(dev, mac, Ipv4Addr::UNSPECIFIED, target, wait)?.is_empty())
 }

@@ -140,7 +140,7 @@ fn main() -> Result<()> {
     };
 
     let mut md = String::new();
-    md.push_str("# Benchmarks\n\n## Datapath programming (issue 4)\n\n");
+    md.push_str("## Datapath programming (issue 4)\n\n");
     md.push_str("Reproduce (root, 2-core VM; everything happens in throwaway namespaces):\n\n");
     md.push_str("```sh\ncargo run --release -p testbed --bin datapath-bench\n```\n\n");
     md.push_str("dvrmesh = `observe` + `diff` + `apply` of the Linux backend (netlink from a thread inside each namespace, one in-process libnftables transaction per namespace). Per-object = the same objects created by one `ip`/`bridge`/`sysctl`/`nft` process each (the Neutron L3 agent pattern), run by `sh` in a private mount and network namespace. Same run, same machine. One-router samples are routers added one by one to the same node, because tearing namespaces down keeps the kernel busy for a while afterwards (a first-router sample taken right after a killed 1000-router run measured 449 ms instead of ~17 ms); each sample includes observing the routers already there, so later samples grow.\n\n");
@@ -175,7 +175,7 @@ fn main() -> Result<()> {
         "Objects at the large scale: {}.\n",
         large.desired.counts()
     ));
-    std::fs::write(&args.out, md)?;
+    testbed::bench::report::write_section(&args.out, "datapath", &md)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

@@ -119,8 +119,12 @@ enum ChaosCommand {
     Resume { node: String },
     /// Restart a node's agent (SIGTERM, then start; a killed agent is just started).
     Restart { node: String },
-    /// Cut a node's underlay and external links.
-    Cut { node: String },
+    /// Cut a node's underlay and external links (--external: only the external one).
+    Cut {
+        node: String,
+        #[arg(long)]
+        external: bool,
+    },
     /// Restore a node's links.
     Heal { node: String },
     /// Drop underlay traffic between NODE... and the nodes given with --from (both ways unless
@@ -304,9 +308,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     lab.chaos_restart(&node)?;
                     format!("restarted the agent of {node}")
                 }
-                ChaosCommand::Cut { node } => {
-                    lab.chaos_cut(&node)?;
-                    format!("cut the links of {node}")
+                ChaosCommand::Cut { node, external } => {
+                    if external {
+                        lab.chaos_cut_external(&node)?;
+                        format!("cut the external link of {node}")
+                    } else {
+                        lab.chaos_cut(&node)?;
+                        format!("cut the links of {node}")
+                    }
                 }
                 ChaosCommand::Heal { node } => {
                     lab.chaos_heal(&node)?;

@@ -97,6 +97,16 @@ impl Lab {
         Ok(())
     }
 
+    /// Cuts only a node's external link: it still gossips, but cannot reach the upstream router.
+    pub fn chaos_cut_external(&self, name: &str) -> Result<()> {
+        let links = self.links_of(name)?;
+        let Some((ns, dev)) = links.iter().find(|(_, d)| d.starts_with("xf")) else {
+            bail!("{name} has no external link");
+        };
+        run_in(ns, &["ip", "link", "set", dev, "down"])?;
+        Ok(())
+    }
+
     /// Restores a node's links.
     pub fn chaos_heal(&self, name: &str) -> Result<()> {
         for (ns, dev) in self.links_of(name)? {

@@ -1,0 +1,198 @@
+//! Owner signatures on gossip state whose ownership matters (SNAT claims).
+//!
+//! Any certified member can write any key through chitchat's deltas, so a claim found in node
+//! A's key space proves nothing by itself. A node therefore publishes its certificate (gossip key
+//! [`KEY_CERT`]) and signs each claim with the private key of that certificate; a reader accepts a
+//! claim only if the certificate chains to the cluster CA, names the claimant, and the signature
+//! over the claim verifies. Certificates are checked once and cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mesh_proto::NodeId;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING,
+};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+
+use crate::tls::node_id_from_cert;
+use crate::Error;
+
+/// Gossip key holding a node's certificate (DER, encoded like every value).
+pub const KEY_CERT: &str = "cert";
+/// Most certificates remembered by a verifier.
+const MAX_CACHED: usize = 4096;
+
+/// A certificate's check: the node it names and its public key, or why it was refused.
+type CertCheck = Result<(NodeId, Vec<u8>), String>;
+
+/// Signs with this node's key (ECDSA P-256, the key `cert issue` generates).
+pub struct Signer {
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer")
+    }
+}
+
+impl Signer {
+    /// A signer from a PKCS#8 ECDSA P-256 private key.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Signer, Error> {
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
+            .map_err(|e| Error::Tls(format!("node key is not a PKCS#8 ECDSA P-256 key: {e}")))?;
+        Ok(Signer { key, rng })
+    }
+
+    /// Signs `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
+        self.key
+            .sign(&self.rng, msg)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| Error::Tls("signing failed".into()))
+    }
+}
+
+/// Verifies what other nodes signed, against the certificates they publish.
+pub trait ClaimAuthority: Send + Sync {
+    /// Whether `sig` is `node`'s signature over `msg`, per the certificate `node` publishes
+    /// (`cert`: its [`KEY_CERT`] gossip value).
+    fn verify(&self, node: &NodeId, cert: Option<&str>, msg: &[u8], sig: &[u8]) -> bool;
+}
+
+/// Accepts everything: for simulations that run without TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustAll;
+
+impl ClaimAuthority for TrustAll {
+    fn verify(&self, _: &NodeId, _: Option<&str>, _: &[u8], _: &[u8]) -> bool {
+        true
+    }
+}
+
+/// The real authority: certificates must chain to the cluster CA and name the signer.
+#[derive(Clone)]
+pub struct PeerCerts {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// Gossip text of a certificate → (the node it names, its public key), or why it was refused.
+    cache: Arc<Mutex<HashMap<String, CertCheck>>>,
+}
+
+impl PeerCerts {
+    /// An authority checking chains with `verifier` (the transport's client verifier).
+    pub fn new(verifier: Arc<dyn ClientCertVerifier>) -> PeerCerts {
+        PeerCerts {
+            verifier,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The node a published certificate names and its public key, if the chain is good.
+    pub fn public_key(&self, cert: &str) -> Result<(NodeId, Vec<u8>), String> {
+        if let Some(r) = self.lock().get(cert) {
+            return r.clone();
+        }
+        let r = self.check(cert);
+        let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(cert.to_string(), r.clone());
+        r
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CertCheck>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check(&self, cert: &str) -> Result<(NodeId, Vec<u8>), String> {
+        let der: Vec<u8> = mesh_proto::decode_value(cert).map_err(|e| e.to_string())?;
+        let der = CertificateDer::from(der);
+        self.verifier
+            .verify_client_cert(&der, &[], UnixTime::now())
+            .map_err(|e| format!("certificate refused: {e}"))?;
+        let node = node_id_from_cert(&der)?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| format!("unparsable: {e}"))?;
+        let key = parsed.public_key().subject_public_key.data.to_vec();
+        Ok((node, key))
+    }
+}
+
+impl ClaimAuthority for PeerCerts {
+    fn verify(&self, node: &NodeId, cert: Option<&str>, msg: &[u8], sig: &[u8]) -> bool {
+        let Some(cert) = cert else {
+            return false;
+        };
+        match self.public_key(cert) {
+            Ok((named, key)) if &named == node => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+                    .verify(msg, sig)
+                    .is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The bytes a SNAT claim's signature covers: a domain tag, then the encoded claim.
+pub fn claim_message(claim: &mesh_proto::SnatClaim) -> Result<Vec<u8>, Error> {
+    let mut msg = b"dvrmesh snat claim v1\0".to_vec();
+    msg.extend(mesh_proto::encode(claim)?);
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{init_ca, issue_node_cert, Credentials};
+    use mesh_proto::{ObjectId, Priority, SnatClaim};
+
+    fn creds(dir: &std::path::Path, ca: &std::path::Path, node: &str) -> Credentials {
+        let id = NodeId::new(node).unwrap();
+        let (cert, key) = issue_node_cert(ca, &id, &dir.join(node), 30).unwrap();
+        Credentials::load(&ca.join("ca.pem"), &cert, &key).unwrap()
+    }
+
+    #[test]
+    fn only_the_claimant_certified_by_the_cluster_ca_can_sign_its_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, 30).unwrap();
+        let other_ca = dir.path().join("other-ca");
+        init_ca(&other_ca, 30).unwrap();
+        let a = creds(dir.path(), &ca, "a");
+        let b = creds(dir.path(), &ca, "b");
+        let mallory = creds(&dir.path().join("m"), &other_ca, "a");
+        let authority = a.peer_certs().unwrap();
+        let claim = SnatClaim {
+            router: ObjectId::new("r1").unwrap(),
+            epoch: 3,
+            priority: Priority::new(200).unwrap(),
+            node: NodeId::new("a").unwrap(),
+        };
+        let msg = claim_message(&claim).unwrap();
+        let sig = a.signer().unwrap().sign(&msg).unwrap();
+        let a_cert = a.published_cert().unwrap();
+        let node_a = NodeId::new("a").unwrap();
+        assert!(authority.verify(&node_a, Some(&a_cert), &msg, &sig));
+        // Tampered claim, missing certificate, another node's certificate, another CA's.
+        let mut other = claim.clone();
+        other.epoch = 4;
+        let tampered = claim_message(&other).unwrap();
+        assert!(!authority.verify(&node_a, Some(&a_cert), &tampered, &sig));
+        assert!(!authority.verify(&node_a, None, &msg, &sig));
+        let b_sig = b.signer().unwrap().sign(&msg).unwrap();
+        let b_cert = b.published_cert().unwrap();
+        assert!(!authority.verify(&node_a, Some(&b_cert), &msg, &b_sig));
+        let m_sig = mallory.signer().unwrap().sign(&msg).unwrap();
+        let m_cert = mallory.published_cert().unwrap();
+        assert!(!authority.verify(&node_a, Some(&m_cert), &msg, &m_sig));
+        assert!(!authority.verify(&node_a, Some("garbage"), &msg, &sig));
+    }
+}
