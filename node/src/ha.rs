@@ -52,8 +52,8 @@ const COMMAND_QUEUE: usize = 16;
 pub const DRAIN_FILE: &str = "draining";
 /// How often each external gateway is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a probe waits for the answer.
-const PROBE_WAIT: Duration = Duration::from_millis(200);
+/// How long a probe waits for an answer (three requests, a third of this apart).
+const PROBE_WAIT: Duration = Duration::from_millis(300);
 /// Unanswered probes in a row before a gateway counts as unreachable.
 pub const DOWN_AFTER: u32 = 3;
 /// Answered probes in a row before it counts as reachable again.

@@ -395,6 +395,31 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
         ),
         (vec!["router", "delete", "r1"], "interface"),
         (vec!["router", "show", "nope"], "no router"),
+        (vec!["router", "set-ha", "r1"], "nothing to change"),
+        (
+            vec!["router", "set-ha", "r1", "--priority", "n1=300"],
+            "not a priority",
+        ),
+        (
+            vec!["router", "set-ha", "r1", "--priority", "n1"],
+            "expected node=priority",
+        ),
+        (
+            vec!["router", "set-ha", "r1", "--priority", "Bad_Node=10"],
+            "priority",
+        ),
+        (
+            vec!["router", "set-ha", "r1", "--preempt-delay", "2h"],
+            "more than one hour",
+        ),
+        (
+            vec!["router", "set-ha", "r1", "--preempt-delay", "5 parsecs"],
+            "preempt delay",
+        ),
+        (
+            vec!["router", "set-ha", "nope", "--no-preempt"],
+            "no router",
+        ),
         (
             vec!["port", "create", "p", "--network", "nope"],
             "no network",
@@ -532,6 +557,23 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
         ),
     ];
     assert!(bad.len() >= 25);
+    // Valid HA settings land on the router.
+    let r = must(
+        n1,
+        &[
+            "router",
+            "set-ha",
+            "r1",
+            "--priority",
+            "n2=250",
+            "--no-preempt",
+            "--preempt-delay",
+            "1500ms",
+        ],
+    )?;
+    assert_eq!(r["ha"]["priorities"]["n2"], 250, "{r}");
+    assert_eq!(r["ha"]["preempt"], false, "{r}");
+    assert_eq!(r["ha"]["preempt_delay_ms"], 1500, "{r}");
     let before = must(n1, &["view"])?;
     for (args, expect) in &bad {
         match n1.cli(args) {

@@ -266,9 +266,15 @@ fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Resu
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     // The holder's packets to the backup are lost; the backup's reach the holder.
+    let s = stream(lab, 500)?;
+    std::thread::sleep(Duration::from_millis(500));
     lab.chaos_partition(&["network-1".into()], &["network-2".into()], true)?;
     let both = both_holding_ms(lab, Duration::from_secs(4));
-    println!("one-way loss from the holder: both held for ~{both} ms in 4 s");
+    let r = finish(s)?;
+    println!(
+        "one-way loss from the holder: outage {} ms; both held for ~{both} ms in 4 s",
+        r.longest_gap_ms
+    );
     election_log(lab);
     assert!(
         both <= 500,
@@ -321,8 +327,13 @@ fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<(
         "5% loss per link for 60 s: {} of {} datagrams through; transitions before {before:?} after {after:?}",
         r.received, r.sent
     );
+    println!(
+        "longest gap under loss (loss, not a failover): {} ms",
+        r.longest_gap_ms
+    );
     assert_eq!(before, after, "a failover happened under 5% loss");
     wait_holder(lab, "network-1", Duration::from_secs(3))?;
+    assert_one_answers(lab)?;
     let _ = server.kill();
     Ok(())
 }
@@ -368,16 +379,25 @@ fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()
     std::thread::sleep(Duration::from_millis(500));
     lab.chaos_kill("network-1")?;
     wait_holder(lab, "network-2", Duration::from_secs(5))?;
+    let s = stream(lab, 800)?;
     lab.chaos_restart("network-1")?;
     let restarted = Instant::now();
     wait(Duration::from_secs(15), "network-1 holding again", || {
         holds(lab, "network-1")
     })?;
     let took = restarted.elapsed();
+    let r = finish(s)?;
     println!(
-        "preempt delay 2 s: network-1 took the router back {} ms after its agent started",
-        took.as_millis()
+        "preempt delay 2 s: network-1 took the router back {} ms after its agent started; outage of the handover {} ms",
+        took.as_millis(),
+        r.longest_gap_ms
     );
+    assert!(
+        r.longest_gap_ms < 1000,
+        "preemption outage {} ms",
+        r.longest_gap_ms
+    );
+    assert_one_answers(lab)?;
     election_log(lab);
     assert!(took >= Duration::from_secs(2), "preempted before the delay");
     wait_holder(lab, "network-1", Duration::from_secs(5))?;
@@ -399,6 +419,7 @@ fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()
         show["holder"], show["ha_status"]["epoch"], show["ha_status"]["candidates"]
     );
     assert_eq!(router_id(lab)?, show["id"].as_str().unwrap_or_default());
+    assert_one_answers(lab)?;
     let _ = server.kill();
     Ok(())
 }

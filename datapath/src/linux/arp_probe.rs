@@ -140,8 +140,14 @@ pub fn interface_mac(dev: &str) -> Result<[u8; 6], String> {
 }
 
 /// Whether `target` answers an ARP probe (sender address 0.0.0.0, as duplicate address
-/// detection does, so this host needs no address on `dev`) within `wait`.
+/// detection does, so this host needs no address on `dev`) within `wait`. The request is sent up
+/// to three times, a third of `wait` apart, so one lost frame is not a dead gateway.
 pub fn answers(dev: &str, target: Ipv4Addr, wait: Duration) -> Result<bool, String> {
     let mac = interface_mac(dev)?;
-    Ok(!who_has(dev, mac, Ipv4Addr::UNSPECIFIED, target, wait)?.is_empty())
+    for _ in 0..3 {
+        if !who_has(dev, mac, Ipv4Addr::UNSPECIFIED, target, wait / 3)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

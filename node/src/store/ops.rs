@@ -804,7 +804,7 @@ fn parse_name(s: &str) -> Result<Name, String> {
     Name::new(s).map_err(|e| e.to_string())
 }
 
-/// Parses `500ms`, `5s`, `2m` or a bare number of milliseconds, up to one hour.
+/// Parses `500ms`, `5s`, `2m`, `1h` or a bare number of milliseconds, up to one hour.
 fn parse_duration_ms(s: &str) -> Result<u32, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -818,7 +818,8 @@ fn parse_duration_ms(s: &str) -> Result<u32, String> {
         "ms" => Some(n),
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
-        other => return Err(format!("unknown unit {other:?}; use ms, s or m")),
+        "h" => n.checked_mul(3_600_000),
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
     };
     ms.filter(|ms| *ms <= u64::from(mesh_proto::MAX_PREEMPT_DELAY_MS))
         .map(|ms| ms as u32)

@@ -484,12 +484,14 @@ pub fn keepalived_trials(
     let mut out = Vec::new();
     let result = (|| -> Result<()> {
         for i in 0..trials {
-            // One master, stable for a second, and the VM's traffic flowing.
+            // One master, stable for longer than a master-down interval (a restarted node has
+            // settled into its state: the kill hits a steady pair), and the VM's traffic flowing.
+            let stable = Duration::from_secs_f64(4.0 * s.advert_int + 1.0);
             let mut since: Option<Instant> = None;
-            wait(Duration::from_secs(30), "one stable VRRP master", || {
+            wait(Duration::from_secs(60), "one stable VRRP master", || {
                 if vip_holders(lab).len() == 1 {
                     let t = *since.get_or_insert_with(Instant::now);
-                    t.elapsed() >= Duration::from_secs(1)
+                    t.elapsed() >= stable
                 } else {
                     since = None;
                     false
