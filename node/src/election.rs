@@ -111,6 +111,8 @@ struct RouterState {
     displaced: u32,
     /// Epochs released by each node: gossip still carrying such a claim is stale.
     released: BTreeMap<NodeId, u64>,
+    /// The last node that released the router, for the next claim's reason.
+    released_by: Option<NodeId>,
 }
 
 /// The election of one node over every router.
@@ -218,6 +220,7 @@ impl Election {
         st.max_epoch = st.max_epoch.max(claim.epoch);
         let released = st.released.entry(from.clone()).or_insert(0);
         *released = (*released).max(claim.epoch);
+        st.released_by = Some(from.clone());
         if st
             .heard
             .get(from)
@@ -409,9 +412,13 @@ impl Election {
                     });
                 st.better_since = None;
                 (best.map(|b| &b.0) == Some(&me)).then(|| {
-                    match st.heard.values().max_by_key(|(c, _)| c.epoch) {
-                        Some((c, _)) => format!("holder {} went silent", c.node),
-                        None => "no holder".to_string(),
+                    match (
+                        st.heard.values().max_by_key(|(c, _)| c.epoch),
+                        &st.released_by,
+                    ) {
+                        (Some((c, _)), _) => format!("holder {} went silent", c.node),
+                        (None, Some(n)) => format!("holder {n} released it"),
+                        (None, None) => "no holder".to_string(),
                     }
                 })
             }

@@ -48,6 +48,8 @@ pub type Holders = BTreeMap<ObjectId, NodeId>;
 const NOTICE_REPEATS: u32 = 3;
 /// Commands queued for the task.
 const COMMAND_QUEUE: usize = 16;
+/// The status is rebuilt at least this often (and on every change).
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// File under `data_dir` marking a drained node, so a restart keeps it drained.
 pub const DRAIN_FILE: &str = "draining";
 /// How often each external gateway is probed.
@@ -352,6 +354,7 @@ pub fn spawn(
         probe_tx,
         last: BTreeMap::new(),
         counters: HaCounters::default(),
+        last_report: None,
         reasons: BTreeMap::new(),
     };
     let handle = HaHandle {
@@ -365,6 +368,17 @@ pub fn spawn(
         probe_rx,
     )));
     (handle, join)
+}
+
+/// What this node saw of one router's holders.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    /// The holder now (none between a release and the next claim).
+    holder: Option<NodeId>,
+    /// The last holder there was, for the next transition's `from`.
+    last_holder: Option<NodeId>,
+    transition: Option<Transition>,
+    count: u64,
 }
 
 struct HaTask {
@@ -389,8 +403,9 @@ struct HaTask {
     health: BTreeMap<ObjectId, Health>,
     probe_tx: mpsc::Sender<(ObjectId, Result<bool, String>)>,
     /// The last holder and transition seen per router.
-    last: BTreeMap<ObjectId, (Option<NodeId>, Option<Transition>, u64)>,
+    last: BTreeMap<ObjectId, Seen>,
     counters: HaCounters,
+    last_report: Option<Instant>,
     /// Reasons of this node's own takeovers, for the transition log.
     reasons: BTreeMap<ObjectId, String>,
 }
@@ -734,7 +749,7 @@ impl HaTask {
             .collect();
         let holders = resolve_holders(&self.me, &self.input, &mine, &recent, &self.released);
         self.note_transitions(&view, &holders, &mine, &recent);
-        self.holders.send_if_modified(|h| {
+        let changed = self.holders.send_if_modified(|h| {
             if *h == holders {
                 false
             } else {
@@ -742,7 +757,16 @@ impl HaTask {
                 true
             }
         });
-        self.report(now, &view, &holders, &mine);
+        // The status is for people and the API: refreshed on every change, else now and then.
+        if changed
+            || changed_keys
+            || self
+                .last_report
+                .is_none_or(|t| now.saturating_duration_since(t) >= REPORT_EVERY)
+        {
+            self.last_report = Some(now);
+            self.report(now, &view, &holders, &mine);
+        }
     }
 
     fn send(
@@ -813,11 +837,8 @@ impl HaTask {
     ) {
         for ri in &self.input.routers {
             let now_holder = holders.get(&ri.router).cloned();
-            let entry = self
-                .last
-                .entry(ri.router.clone())
-                .or_insert((None, None, 0));
-            if entry.0 == now_holder && entry.1.is_some() {
+            let entry = self.last.entry(ri.router.clone()).or_default();
+            if entry.holder == now_holder && entry.transition.is_some() {
                 // The holder's own reason arrives by gossip after its notice: prefer it.
                 let published = now_holder
                     .as_ref()
@@ -825,14 +846,14 @@ impl HaTask {
                     .and_then(|h| view.members.get(h))
                     .and_then(|m| m.snat_claims.get(&ri.router))
                     .and_then(|p| p.why.as_ref().map(|(_, w)| (p.claim.epoch, w.clone())));
-                if let (Some(t), Some((epoch, why))) = (entry.1.as_mut(), published) {
+                if let (Some(t), Some((epoch, why))) = (entry.transition.as_mut(), published) {
                     if t.epoch == epoch && t.reason != why && !why.is_empty() {
                         t.reason = why;
                     }
                 }
                 continue;
             }
-            if entry.0 == now_holder && now_holder.is_none() {
+            if entry.holder == now_holder && now_holder.is_none() {
                 continue;
             }
             let epoch = now_holder
@@ -864,17 +885,21 @@ impl HaTask {
                     .cloned()
                     .unwrap_or_else(|| "no candidate holds it".into()),
             };
-            info!(router = %ri.router, from = ?entry.0, to = ?now_holder, epoch, reason = %reason,
+            info!(router = %ri.router, from = ?entry.holder, to = ?now_holder, epoch, reason = %reason,
                 "SNAT holder changed");
-            entry.1 = Some(Transition {
+            entry.transition = Some(Transition {
                 at_unix_ms: unix_ms(),
-                from: entry.0.clone(),
+                from: entry.holder.clone().or(entry.last_holder.clone()),
                 to: now_holder.clone(),
                 epoch,
                 reason,
             });
-            entry.0 = now_holder;
-            entry.2 += 1;
+            // After a gap with no holder, the next transition still names the one that let go.
+            if entry.holder.is_some() {
+                entry.last_holder = entry.holder.take();
+            }
+            entry.holder = now_holder;
+            entry.count += 1;
         }
         let present: BTreeSet<&ObjectId> = self.input.routers.iter().map(|r| &r.router).collect();
         self.last.retain(|r, _| present.contains(r));
@@ -938,11 +963,8 @@ impl HaTask {
                 (b.priority, std::cmp::Reverse(&b.node))
                     .cmp(&(a.priority, std::cmp::Reverse(&a.node)))
             });
-            let (_, last_transition, transitions) = self
-                .last
-                .get(&ri.router)
-                .cloned()
-                .unwrap_or((None, None, 0));
+            let seen = self.last.get(&ri.router).cloned().unwrap_or_default();
+            let (last_transition, transitions) = (seen.transition, seen.count);
             routers.insert(
                 ri.router.clone(),
                 RouterHaStatus {

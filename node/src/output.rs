@@ -192,11 +192,24 @@ fn print_ha(ha: &Value) {
     );
     if let Some(t) = ha.get("last_transition").filter(|t| !t.is_null()) {
         let f = |k: &str| scalar(t.get(k).unwrap_or(&Value::Null));
+        let ago = t
+            .get("at_unix_ms")
+            .and_then(Value::as_u64)
+            .and_then(|at| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_millis() as u64;
+                Some(format!(
+                    "{:.1} s ago",
+                    now.saturating_sub(at) as f64 / 1000.0
+                ))
+            })
+            .unwrap_or_else(|| "-".into());
         println!(
-            "last transition        {} -> {} at {} (unix ms): {}",
+            "last transition        {} -> {}, {ago}: {}",
             f("from"),
             f("to"),
-            f("at_unix_ms"),
             f("reason")
         );
     }

@@ -40,6 +40,10 @@ enum Command {
         /// A JSON topology file ({"nodes": [{"name", "mode", "priority"}]}) instead of --nodes.
         #[arg(long)]
         topology: Option<PathBuf>,
+        /// Also create the demo's tenants: external network `public`, routers `a-router` and
+        /// `b-router` with gateways, networks `a-net1`, `a-net2`, `b-net1`, `b-net2`.
+        #[arg(long)]
+        tenants: bool,
     },
     /// Stop every agent and remove every namespace of the lab (also after a crash).
     Down,
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nodes,
             snat_nodes,
             topology,
+            tenants,
         } => {
             let spec = match topology {
                 Some(f) => serde_json::from_str(
@@ -206,6 +211,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let lab = Lab::up(&cli.dir, &spec, &mut |s| {
                 eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64())
             })?;
+            if tenants {
+                eprintln!(
+                    "[{:>5.1}s] creating the demo tenants",
+                    start.elapsed().as_secs_f64()
+                );
+                demo::configure(&lab)?;
+            }
             // The agents keep running after this command returns.
             std::mem::forget(lab);
             eprintln!(
