@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what dvrmesh's lab and tests need on a fresh Debian machine (root): nftables (and its
-# libnftables), iproute2, util-linux (nsenter, setsid, unshare).
+# libnftables), iproute2, util-linux (nsenter, setsid, unshare), procps (kill: the lab's chaos
+# verbs signal agents).
 set -euo pipefail
 need=()
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need[*]}"

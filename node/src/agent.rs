@@ -112,6 +112,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
             notice_ttl: (config.gossip_interval * 10).max(std::time::Duration::from_secs(2)),
             data_dir: Some(config.data_dir.clone()),
             signer,
+            probe_gateways: config.datapath == DatapathMode::Linux,
         },
     );
     let reconciler = start_datapath(&config, &view, &store, &ha, readiness);

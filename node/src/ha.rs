@@ -91,6 +91,9 @@ pub struct HaSettings {
     pub data_dir: Option<PathBuf>,
     /// Signs the claims this node publishes.
     pub signer: Arc<crate::signing::Signer>,
+    /// Whether to probe external gateways: only when this node programs its datapath, so an agent
+    /// with `datapath = "off"` never sends on a host interface its configuration merely names.
+    pub probe_gateways: bool,
 }
 
 /// Candidate state shown by `router show`.
@@ -535,7 +538,7 @@ impl HaTask {
 
     /// Starts one ARP probe per external network this SNAT node maps, beside the task.
     fn start_probes(&mut self) {
-        if self.facts.mode() != NodeMode::DvrSnat {
+        if !self.settings.probe_gateways || self.facts.mode() != NodeMode::DvrSnat {
             return;
         }
         let view = self.view.load();
