@@ -18,7 +18,9 @@
 //!   ([`DISPLACED_HOLDDOWN`], doubling on each repeat up to [`MAX_HOLDDOWN`], or the preemption
 //!   delay if longer): a holder that was paused or could not be heard was taken over for a
 //!   reason, and one-way loss of adverts must not make two nodes trade the router back and forth.
-//! - A release (a holder giving a router up on purpose) lets the best backup claim at once.
+//! - A release (a holder giving a router up on purpose) lets the best backup claim at once: the
+//!   releaser is not counted as a candidate by the others for [`STOOD_DOWN`] unless it claims
+//!   again, so they need not wait for its drain or lost gateway to arrive by gossip.
 //! - Fencing: a node claims only while a majority of the cluster is alive in its view, and a holder
 //!   that loses the majority, stops being a candidate, or sees a claim that outranks its own
 //!   withdraws at once. See `docs/architecture.md` for the safety argument.
@@ -34,6 +36,9 @@ use tokio::time::Instant;
 pub const DISPLACED_HOLDDOWN: Duration = Duration::from_secs(30);
 /// The longest hold-down.
 pub const MAX_HOLDDOWN: Duration = Duration::from_secs(480);
+/// How long a node that released a router is not counted as a candidate for it by others, unless
+/// it claims again: long enough for its drain or lost gateway to reach every view by gossip.
+pub const STOOD_DOWN: Duration = Duration::from_secs(5);
 
 /// Timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +118,9 @@ struct RouterState {
     released: BTreeMap<NodeId, u64>,
     /// The last node that released the router, for the next claim's reason.
     released_by: Option<NodeId>,
+    /// Nodes that released the router, and until when they are not counted as candidates here
+    /// (their drain or lost gateway may not have reached this node's view yet).
+    stood_down: BTreeMap<NodeId, Instant>,
 }
 
 /// The election of one node over every router.
@@ -199,6 +207,7 @@ impl Election {
         }
         let st = self.routers.entry(claim.router.clone()).or_default();
         st.max_epoch = st.max_epoch.max(claim.epoch);
+        st.stood_down.remove(from);
         let entry = st
             .heard
             .entry(from.clone())
@@ -221,6 +230,7 @@ impl Election {
         let released = st.released.entry(from.clone()).or_insert(0);
         *released = (*released).max(claim.epoch);
         st.released_by = Some(from.clone());
+        st.stood_down.insert(from.clone(), now + STOOD_DOWN);
         if st
             .heard
             .get(from)
@@ -402,10 +412,11 @@ impl Election {
             None => {
                 // No live holder: the best candidate that is not silent claims.
                 let silent = |n: &NodeId| st.heard.get(n).is_some_and(|(_, t)| !alive(n, t));
+                let stood_down = |n: &NodeId| st.stood_down.get(n).is_some_and(|t| now < *t);
                 let best = ri
                     .candidates
                     .iter()
-                    .filter(|(n, _)| *n == me || !silent(n))
+                    .filter(|(n, _)| *n == me || (!silent(n) && !stood_down(n)))
                     .fold(None::<&(NodeId, Priority)>, |b, c| match b {
                         Some(b) if !better(c, b) => Some(b),
                         _ => Some(c),

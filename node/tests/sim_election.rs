@@ -351,3 +351,50 @@ fn a_paused_holder_that_resumes_does_not_take_the_router_back() {
         .count();
     assert_eq!(a_took, 1, "a took the router back: {:#?}", net.log);
 }
+
+#[test]
+fn a_release_lets_the_backup_claim_before_the_releaser_leaves_its_view() {
+    // b still lists a (better) as a candidate: a's drain has not reached b's view yet.
+    let cfg = ElectionConfig {
+        advert_interval: Duration::from_millis(50),
+        multiplier: 3,
+    };
+    let mut b = Election::new(n("b"), cfg);
+    let t0 = Instant::now();
+    let a_claim = SnatClaim {
+        router: router(),
+        epoch: 4,
+        priority: Priority::new(200).expect("prio"),
+        node: n("a"),
+    };
+    let input = ElectionInput {
+        majority: true,
+        routers: vec![RouterInput {
+            router: router(),
+            candidates: vec![
+                (n("a"), Priority::new(200).expect("prio")),
+                (n("b"), Priority::new(150).expect("prio")),
+            ],
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            claims: vec![a_claim.clone()],
+        }],
+    };
+    b.handle_input(t0, input.clone());
+    b.handle_advert(t0, &n("a"), a_claim.clone());
+    assert!(b.claims().is_empty(), "a holds and adverts");
+    let t1 = t0 + Duration::from_millis(10);
+    b.handle_release(t1, &n("a"), a_claim.clone());
+    let claims = b.claims();
+    assert_eq!(claims.len(), 1, "b claims at once on the release");
+    assert_eq!(claims[0].epoch, 5);
+    match b.poll_event() {
+        Some(ElectionEvent::Took { reason, .. }) => {
+            assert!(reason.contains("released"), "{reason}")
+        }
+        other => panic!("expected a takeover, got {other:?}"),
+    }
+    // Stale gossip still carrying a's released claim does not bring it back.
+    b.handle_input(t1 + Duration::from_millis(5), input);
+    assert_eq!(b.claims().len(), 1);
+}

@@ -27,22 +27,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::Chitchat;
-use mesh_proto::{ElectionMessage, NodeFacts, NodeId, NodeMode, ObjectId, Priority, SnatClaim};
-use serde::Serialize;
+use mesh_proto::{ElectionMessage, NodeFacts, NodeId, ObjectId, Priority, SnatClaim};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::election::{Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput};
+use crate::election::{Election, ElectionConfig, ElectionEvent, ElectionInput};
 use crate::gossip::KEY_NODE_FACTS;
 use crate::reconcile::{wait_until_ready, Readiness};
 use crate::transport::{DatagramPort, DatagramSender};
-use crate::view::{
-    ClusterView, MemberState, ViewHandle, KEY_EXT_DOWN_PREFIX, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
-};
+use crate::view::{ClusterView, ViewHandle, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX};
 
-/// The SNAT holder of each router with a gateway.
-pub type Holders = BTreeMap<ObjectId, NodeId>;
+mod health;
+mod input;
+mod status;
+
+use health::Health;
+pub use health::{DOWN_AFTER, PROBE_INTERVAL};
+pub use input::{election_input, resolve_holders, Holders, LocalState};
+use status::Seen;
+pub use status::{CandidateStatus, HaCounters, HaStatus, RouterHaStatus, Transition};
 
 /// How many times a takeover notice is sent, an advert interval apart.
 const NOTICE_REPEATS: u32 = 3;
@@ -52,31 +56,6 @@ const COMMAND_QUEUE: usize = 16;
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// File under `data_dir` marking a drained node, so a restart keeps it drained.
 pub const DRAIN_FILE: &str = "draining";
-/// How often each external gateway is probed.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a probe waits for an answer (three requests, a third of this apart).
-const PROBE_WAIT: Duration = Duration::from_millis(300);
-/// Unanswered probes in a row before a gateway counts as unreachable.
-pub const DOWN_AFTER: u32 = 3;
-/// Answered probes in a row before it counts as reachable again.
-const UP_AFTER: u32 = 2;
-
-/// What this node knows of itself before its facts and keys have gone round.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LocalState {
-    /// Whether it is draining.
-    pub draining: bool,
-    /// External networks whose gateway it cannot reach.
-    pub external_down: BTreeSet<ObjectId>,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Health {
-    fails: u32,
-    oks: u32,
-    down: bool,
-    in_flight: bool,
-}
 
 /// What the HA task needs.
 #[derive(Clone, Debug)]
@@ -94,84 +73,6 @@ pub struct HaSettings {
     /// Whether to probe external gateways: only when this node programs its datapath, so an agent
     /// with `datapath = "off"` never sends on a host interface its configuration merely names.
     pub probe_gateways: bool,
-}
-
-/// Candidate state shown by `router show`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CandidateStatus {
-    /// The node.
-    pub node: NodeId,
-    /// Its effective priority for this router.
-    pub priority: Priority,
-    /// `holder`, `backup`, `draining`, `unhealthy` (its external gateway does not answer) or
-    /// `dead`.
-    pub state: &'static str,
-}
-
-/// A change of holder as this node saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Transition {
-    /// When (Unix ms).
-    pub at_unix_ms: u64,
-    /// The previous holder.
-    pub from: Option<NodeId>,
-    /// The new holder (none: nobody holds the router).
-    pub to: Option<NodeId>,
-    /// The new holder's epoch.
-    pub epoch: u64,
-    /// Why.
-    pub reason: String,
-}
-
-/// One router's HA state as this node sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RouterHaStatus {
-    /// The holder.
-    pub holder: Option<NodeId>,
-    /// The holder's epoch.
-    pub epoch: u64,
-    /// Whether a better candidate takes over from a live holder.
-    pub preempt: bool,
-    /// How long it waits, in ms.
-    pub preempt_delay_ms: u64,
-    /// Candidates, best first.
-    pub candidates: Vec<CandidateStatus>,
-    /// The last change of holder seen here.
-    pub last_transition: Option<Transition>,
-    /// Changes of holder seen here since the agent started.
-    pub transitions: u64,
-    /// If this node is held down from preempting, for how many more ms.
-    pub holddown_ms: Option<u64>,
-}
-
-/// Counters of this node's own transitions.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct HaCounters {
-    /// Routers taken.
-    pub took: u64,
-    /// Routers given up.
-    pub withdrew: u64,
-    /// Election datagrams refused (undecodable, or claims not of their sender).
-    pub rejected_datagrams: u64,
-}
-
-/// Everything `router show` and `status` report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct HaStatus {
-    /// Whether the election runs yet (it waits for a settled view).
-    pub ready: bool,
-    /// Whether this node is draining.
-    pub draining: bool,
-    /// External networks whose gateway this node cannot reach.
-    pub external_down: Vec<ObjectId>,
-    /// Whether this node sees a majority of the cluster alive.
-    pub majority: bool,
-    /// Routers held by this node.
-    pub held: Vec<ObjectId>,
-    /// By router.
-    pub routers: BTreeMap<ObjectId, RouterHaStatus>,
-    /// Counters.
-    pub counters: HaCounters,
 }
 
 enum HaCommand {
@@ -210,111 +111,6 @@ impl HaHandle {
             .map_err(|_| "the HA task has stopped".to_string())?;
         rx.await.map_err(|_| "the HA task has stopped".to_string())
     }
-}
-
-/// The election's input from a view. Pure. `local` replaces what the view says of this node
-/// itself (a drain or a lost gateway takes effect here before gossip has carried it).
-///
-/// Candidates of a router are the live `dvr_snat` nodes mapping its external network, not
-/// draining, with their effective priority (per-router override first). Nodes that cannot reach
-/// the external gateway are left out while at least one candidate can.
-pub fn election_input(view: &ClusterView, local: Option<&LocalState>) -> ElectionInput {
-    let alive = view.alive().count();
-    let majority = alive * 2 > view.members.len();
-    let mut routers = Vec::new();
-    for r in view.tenant.routers() {
-        let Some(gw) = &r.gateway else { continue };
-        let Some(ext) = view
-            .tenant
-            .external_networks()
-            .find(|e| e.id == gw.external_network)
-        else {
-            continue;
-        };
-        let mine = |id: &NodeId| local.filter(|_| *id == view.me);
-        let eligible: Vec<(&NodeId, &crate::view::Member)> = view
-            .members
-            .iter()
-            .filter(|(id, m)| {
-                let draining = mine(id).map_or(m.facts.draining(), |l| l.draining);
-                m.state == MemberState::Alive
-                    && m.facts.mode() == NodeMode::DvrSnat
-                    && !draining
-                    && m.facts.external().contains_key(&ext.name)
-            })
-            .collect();
-        let reaches = |id: &NodeId, m: &crate::view::Member| {
-            !mine(id)
-                .map_or(&m.external_down, |l| &l.external_down)
-                .contains(&ext.id)
-        };
-        let any_reaches = eligible.iter().any(|(id, m)| reaches(id, m));
-        let candidates = eligible
-            .into_iter()
-            .filter(|(id, m)| !any_reaches || reaches(id, m))
-            .map(|(id, m)| {
-                let p =
-                    r.ha.priorities
-                        .get(id)
-                        .copied()
-                        .unwrap_or(m.facts.snat_priority());
-                (id.clone(), p)
-            })
-            .collect();
-        let claims = view
-            .alive()
-            .filter_map(|m| m.snat_claims.get(&r.id))
-            .map(|p| p.claim.clone())
-            .collect();
-        routers.push(RouterInput {
-            router: r.id.clone(),
-            candidates,
-            preempt: r.ha.preempt,
-            preempt_delay: Duration::from_millis(u64::from(r.ha.preempt_delay_ms)),
-            claims,
-        });
-    }
-    ElectionInput { majority, routers }
-}
-
-/// The holder of every router in `input`, as the datapath should see it. Pure.
-///
-/// `mine` are this node's claims; `recent` claims heard in datagrams that still count; `released`
-/// the highest epoch each node has released per router. This node's gossip claims are ignored (the
-/// election alone says whether it holds).
-pub fn resolve_holders(
-    me: &NodeId,
-    input: &ElectionInput,
-    mine: &[SnatClaim],
-    recent: &BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>>,
-    released: &BTreeMap<(ObjectId, NodeId), u64>,
-) -> Holders {
-    let mut out = Holders::new();
-    for ri in &input.routers {
-        if let Some(c) = mine.iter().find(|c| c.router == ri.router) {
-            out.insert(ri.router.clone(), c.node.clone());
-            continue;
-        }
-        let not_released = |c: &&SnatClaim| {
-            released
-                .get(&(c.router.clone(), c.node.clone()))
-                .is_none_or(|e| c.epoch > *e)
-        };
-        let best = ri
-            .claims
-            .iter()
-            .chain(recent.get(&ri.router).into_iter().flat_map(|m| m.values()))
-            .filter(|c| &c.node != me)
-            .filter(not_released)
-            .fold(None::<&SnatClaim>, |best, c| match best {
-                Some(b) if !c.outranks(b) => Some(b),
-                _ => Some(c),
-            });
-        if let Some(c) = best {
-            out.insert(ri.router.clone(), c.node.clone());
-        }
-    }
-    out
 }
 
 /// Starts the HA task. `facts` are this node's published facts (drain republishes them).
@@ -371,17 +167,6 @@ pub fn spawn(
         probe_rx,
     )));
     (handle, join)
-}
-
-/// What this node saw of one router's holders.
-#[derive(Clone, Debug, Default)]
-struct Seen {
-    /// The holder now (none between a release and the next claim).
-    holder: Option<NodeId>,
-    /// The last holder there was, for the next transition's `from`.
-    last_holder: Option<NodeId>,
-    transition: Option<Transition>,
-    count: u64,
 }
 
 struct HaTask {
@@ -534,84 +319,6 @@ impl HaTask {
                 }
             }
         }
-    }
-
-    /// Starts one ARP probe per external network this SNAT node maps, beside the task.
-    fn start_probes(&mut self) {
-        if !self.settings.probe_gateways || self.facts.mode() != NodeMode::DvrSnat {
-            return;
-        }
-        let view = self.view.load();
-        for ext in view.tenant.external_networks() {
-            let Some(mapping) = self.facts.external().get(&ext.name) else {
-                continue;
-            };
-            let h = self.health.entry(ext.id.clone()).or_default();
-            if h.in_flight {
-                continue;
-            }
-            h.in_flight = true;
-            let (dev, gw, id, tx) = (
-                mapping.interface.to_string(),
-                ext.gateway,
-                ext.id.clone(),
-                self.probe_tx.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let r = datapath::linux::arp_probe::answers(&dev, gw, PROBE_WAIT);
-                let _ = tx.blocking_send((id, r));
-            });
-        }
-    }
-
-    /// A probe's result: after [`DOWN_AFTER`] misses the gateway is down, after [`UP_AFTER`]
-    /// answers up again. A probe that could not run (no such device, no permission) changes
-    /// nothing.
-    async fn on_probe(&mut self, ext: ObjectId, result: Result<bool, String>) {
-        let h = self.health.entry(ext.clone()).or_default();
-        h.in_flight = false;
-        let answered = match result {
-            Ok(a) => a,
-            Err(e) => {
-                debug!(external_network = %ext, error = %e, "gateway probe could not run");
-                return;
-            }
-        };
-        if answered {
-            h.oks += 1;
-            h.fails = 0;
-        } else {
-            h.fails += 1;
-            h.oks = 0;
-        }
-        let down = if h.down {
-            h.oks < UP_AFTER
-        } else {
-            h.fails >= DOWN_AFTER
-        };
-        if down == h.down {
-            return;
-        }
-        h.down = down;
-        if down {
-            warn!(external_network = %ext, misses = DOWN_AFTER,
-                "external gateway does not answer: handing its routers to a candidate that reaches it");
-            self.local.external_down.insert(ext.clone());
-        } else {
-            info!(external_network = %ext, "external gateway answers again");
-            self.local.external_down.remove(&ext);
-        }
-        {
-            let key = format!("{KEY_EXT_DOWN_PREFIX}{ext}");
-            let mut cc = self.chitchat.lock().await;
-            let st = cc.self_node_state();
-            if down {
-                st.set(key, "1".to_string());
-            } else if st.get(&key).is_some() {
-                st.delete(&key);
-            }
-        }
-        self.on_view(Instant::now());
     }
 
     async fn set_draining(&mut self, draining: bool) {
@@ -829,229 +536,5 @@ impl HaTask {
                 st.set(k, v);
             }
         }
-    }
-
-    fn note_transitions(
-        &mut self,
-        view: &ClusterView,
-        holders: &Holders,
-        mine: &[SnatClaim],
-        recent: &BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>>,
-    ) {
-        for ri in &self.input.routers {
-            let now_holder = holders.get(&ri.router).cloned();
-            let entry = self.last.entry(ri.router.clone()).or_default();
-            if entry.holder == now_holder && entry.transition.is_some() {
-                // The holder's own reason arrives by gossip after its notice: prefer it.
-                let published = now_holder
-                    .as_ref()
-                    .filter(|h| *h != &self.me)
-                    .and_then(|h| view.members.get(h))
-                    .and_then(|m| m.snat_claims.get(&ri.router))
-                    .and_then(|p| p.why.as_ref().map(|(_, w)| (p.claim.epoch, w.clone())));
-                if let (Some(t), Some((epoch, why))) = (entry.transition.as_mut(), published) {
-                    if t.epoch == epoch && t.reason != why && !why.is_empty() {
-                        t.reason = why;
-                    }
-                }
-                continue;
-            }
-            if entry.holder == now_holder && now_holder.is_none() {
-                continue;
-            }
-            let epoch = now_holder
-                .as_ref()
-                .and_then(|h| {
-                    mine.iter()
-                        .chain(ri.claims.iter())
-                        .chain(recent.get(&ri.router).into_iter().flat_map(|m| m.values()))
-                        .filter(|c| &c.node == h)
-                        .map(|c| c.epoch)
-                        .max()
-                })
-                .unwrap_or(0);
-            let reason = match &now_holder {
-                Some(h) if h == &self.me => self
-                    .reasons
-                    .get(&ri.router)
-                    .cloned()
-                    .unwrap_or_else(|| "took over".into()),
-                Some(h) => view
-                    .members
-                    .get(h)
-                    .and_then(|m| m.snat_claims.get(&ri.router))
-                    .and_then(|p| p.why.as_ref().map(|(_, w)| w.clone()))
-                    .unwrap_or_else(|| format!("{h} took over with epoch {epoch}")),
-                None => self
-                    .reasons
-                    .get(&ri.router)
-                    .cloned()
-                    .unwrap_or_else(|| "no candidate holds it".into()),
-            };
-            info!(router = %ri.router, from = ?entry.holder, to = ?now_holder, epoch, reason = %reason,
-                "SNAT holder changed");
-            entry.transition = Some(Transition {
-                at_unix_ms: unix_ms(),
-                from: entry.holder.clone().or(entry.last_holder.clone()),
-                to: now_holder.clone(),
-                epoch,
-                reason,
-            });
-            // After a gap with no holder, the next transition still names the one that let go.
-            if entry.holder.is_some() {
-                entry.last_holder = entry.holder.take();
-            }
-            entry.holder = now_holder;
-            entry.count += 1;
-        }
-        let present: BTreeSet<&ObjectId> = self.input.routers.iter().map(|r| &r.router).collect();
-        self.last.retain(|r, _| present.contains(r));
-    }
-
-    fn report(&self, now: Instant, view: &ClusterView, holders: &Holders, mine: &[SnatClaim]) {
-        let mut routers = BTreeMap::new();
-        for ri in &self.input.routers {
-            let holder = holders.get(&ri.router).cloned();
-            let mut candidates: Vec<CandidateStatus> = ri
-                .candidates
-                .iter()
-                .map(|(n, p)| CandidateStatus {
-                    node: n.clone(),
-                    priority: *p,
-                    state: if Some(n) == holder.as_ref() {
-                        "holder"
-                    } else {
-                        "backup"
-                    },
-                })
-                .collect();
-            // Draining or dead SNAT nodes that would otherwise be candidates.
-            let ext = view
-                .tenant
-                .routers()
-                .find(|r| r.id == ri.router)
-                .and_then(|r| r.gateway.as_ref())
-                .and_then(|g| {
-                    view.tenant
-                        .external_networks()
-                        .find(|e| e.id == g.external_network)
-                });
-            if let (Some(ext), Some(r)) = (ext, view.tenant.routers().find(|r| r.id == ri.router)) {
-                for (id, m) in &view.members {
-                    if m.facts.mode() != NodeMode::DvrSnat
-                        || !m.facts.external().contains_key(&ext.name)
-                        || ri.candidates.iter().any(|(n, _)| n == id)
-                    {
-                        continue;
-                    }
-                    candidates.push(CandidateStatus {
-                        node: id.clone(),
-                        priority: r
-                            .ha
-                            .priorities
-                            .get(id)
-                            .copied()
-                            .unwrap_or(m.facts.snat_priority()),
-                        state: if m.state != MemberState::Alive {
-                            "dead"
-                        } else if m.facts.draining() || (id == &self.me && self.local.draining) {
-                            "draining"
-                        } else {
-                            "unhealthy"
-                        },
-                    });
-                }
-            }
-            candidates.sort_by(|a, b| {
-                (b.priority, std::cmp::Reverse(&b.node))
-                    .cmp(&(a.priority, std::cmp::Reverse(&a.node)))
-            });
-            let seen = self.last.get(&ri.router).cloned().unwrap_or_default();
-            let (last_transition, transitions) = (seen.transition, seen.count);
-            routers.insert(
-                ri.router.clone(),
-                RouterHaStatus {
-                    epoch: last_transition.as_ref().map_or(0, |t| t.epoch),
-                    holder,
-                    preempt: ri.preempt,
-                    preempt_delay_ms: ri.preempt_delay.as_millis() as u64,
-                    candidates,
-                    last_transition,
-                    transitions,
-                    holddown_ms: self
-                        .election
-                        .holddown(now, &ri.router)
-                        .map(|d| d.as_millis() as u64),
-                },
-            );
-        }
-        let status = HaStatus {
-            ready: self.ready,
-            draining: self.local.draining,
-            external_down: self.local.external_down.iter().cloned().collect(),
-            majority: self.input.majority,
-            held: mine.iter().map(|c| c.router.clone()).collect(),
-            routers,
-            counters: self.counters.clone(),
-        };
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn n(s: &str) -> NodeId {
-        NodeId::new(s).unwrap()
-    }
-    fn claim(r: &str, node: &str, epoch: u64) -> SnatClaim {
-        SnatClaim {
-            router: ObjectId::new(r).unwrap(),
-            epoch,
-            priority: Priority::new(100).unwrap(),
-            node: n(node),
-        }
-    }
-    fn input(claims: Vec<SnatClaim>) -> ElectionInput {
-        ElectionInput {
-            majority: true,
-            routers: vec![RouterInput {
-                router: ObjectId::new("r1").unwrap(),
-                candidates: vec![(n("a"), Priority::new(200).unwrap())],
-                preempt: true,
-                preempt_delay: Duration::ZERO,
-                claims,
-            }],
-        }
-    }
-
-    #[test]
-    fn the_newest_claim_heard_by_any_path_is_the_holder() {
-        let r1 = ObjectId::new("r1").unwrap();
-        let gossip = input(vec![claim("r1", "a", 3)]);
-        let mut recent = BTreeMap::new();
-        recent.insert(
-            r1.clone(),
-            [(n("b"), claim("r1", "b", 4))].into_iter().collect(),
-        );
-        let h = resolve_holders(&n("c"), &gossip, &[], &recent, &BTreeMap::new());
-        assert_eq!(h.get(&r1), Some(&n("b")));
-        // Gossip alone: the gossiped claim.
-        let h = resolve_holders(&n("c"), &gossip, &[], &BTreeMap::new(), &BTreeMap::new());
-        assert_eq!(h.get(&r1), Some(&n("a")));
-    }
-
-    #[test]
-    fn released_and_own_gossip_claims_do_not_count() {
-        let r1 = ObjectId::new("r1").unwrap();
-        let gossip = input(vec![claim("r1", "a", 3), claim("r1", "me", 9)]);
-        let released = [((r1.clone(), n("a")), 3)].into_iter().collect();
-        let h = resolve_holders(&n("me"), &gossip, &[], &BTreeMap::new(), &released);
-        assert_eq!(h.get(&r1), None, "a released and my stale claim ignored");
-        // This node's own live claim always wins on this node.
-        let mine = [claim("r1", "me", 2)];
-        let h = resolve_holders(&n("me"), &gossip, &mine, &BTreeMap::new(), &released);
-        assert_eq!(h.get(&r1), Some(&n("me")));
     }
 }

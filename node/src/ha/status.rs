@@ -1,0 +1,274 @@
+//! What the HA task reports: `router show`'s status, the transitions seen, the counters.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mesh_proto::{NodeId, NodeMode, ObjectId, Priority, SnatClaim};
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::{unix_ms, HaTask, Holders};
+use crate::view::{ClusterView, MemberState};
+
+/// Candidate state shown by `router show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CandidateStatus {
+    /// The node.
+    pub node: NodeId,
+    /// Its effective priority for this router.
+    pub priority: Priority,
+    /// `holder`, `backup`, `draining`, `unhealthy` (its external gateway does not answer) or
+    /// `dead`.
+    pub state: &'static str,
+}
+
+/// A change of holder as this node saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// The previous holder.
+    pub from: Option<NodeId>,
+    /// The new holder (none: nobody holds the router).
+    pub to: Option<NodeId>,
+    /// The new holder's epoch.
+    pub epoch: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// One router's HA state as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouterHaStatus {
+    /// The holder.
+    pub holder: Option<NodeId>,
+    /// The holder's epoch.
+    pub epoch: u64,
+    /// Whether a better candidate takes over from a live holder.
+    pub preempt: bool,
+    /// How long it waits, in ms.
+    pub preempt_delay_ms: u64,
+    /// Candidates, best first.
+    pub candidates: Vec<CandidateStatus>,
+    /// The last change of holder seen here.
+    pub last_transition: Option<Transition>,
+    /// Changes of holder seen here since the agent started.
+    pub transitions: u64,
+    /// If this node is held down from preempting, for how many more ms.
+    pub holddown_ms: Option<u64>,
+}
+
+/// Counters of this node's own transitions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HaCounters {
+    /// Routers taken.
+    pub took: u64,
+    /// Routers given up.
+    pub withdrew: u64,
+    /// Election datagrams refused (undecodable, or claims not of their sender).
+    pub rejected_datagrams: u64,
+}
+
+/// Everything `router show` and `status` report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HaStatus {
+    /// Whether the election runs yet (it waits for a settled view).
+    pub ready: bool,
+    /// Whether this node is draining.
+    pub draining: bool,
+    /// External networks whose gateway this node cannot reach.
+    pub external_down: Vec<ObjectId>,
+    /// Whether this node sees a majority of the cluster alive.
+    pub majority: bool,
+    /// Routers held by this node.
+    pub held: Vec<ObjectId>,
+    /// By router.
+    pub routers: BTreeMap<ObjectId, RouterHaStatus>,
+    /// Counters.
+    pub counters: HaCounters,
+}
+
+/// What this node saw of one router's holders.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Seen {
+    /// The holder now (none between a release and the next claim).
+    holder: Option<NodeId>,
+    /// The last holder there was, for the next transition's `from`.
+    last_holder: Option<NodeId>,
+    transition: Option<Transition>,
+    count: u64,
+}
+
+impl HaTask {
+    pub(super) fn note_transitions(
+        &mut self,
+        view: &ClusterView,
+        holders: &Holders,
+        mine: &[SnatClaim],
+        recent: &BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>>,
+    ) {
+        for ri in &self.input.routers {
+            let now_holder = holders.get(&ri.router).cloned();
+            let entry = self.last.entry(ri.router.clone()).or_default();
+            if entry.holder == now_holder && entry.transition.is_some() {
+                // The holder's own reason arrives by gossip after its notice: prefer it.
+                let published = now_holder
+                    .as_ref()
+                    .filter(|h| *h != &self.me)
+                    .and_then(|h| view.members.get(h))
+                    .and_then(|m| m.snat_claims.get(&ri.router))
+                    .and_then(|p| p.why.as_ref().map(|(_, w)| (p.claim.epoch, w.clone())));
+                if let (Some(t), Some((epoch, why))) = (entry.transition.as_mut(), published) {
+                    if t.epoch == epoch && t.reason != why && !why.is_empty() {
+                        t.reason = why;
+                    }
+                }
+                continue;
+            }
+            if entry.holder == now_holder && now_holder.is_none() {
+                continue;
+            }
+            let epoch = now_holder
+                .as_ref()
+                .and_then(|h| {
+                    mine.iter()
+                        .chain(ri.claims.iter())
+                        .chain(recent.get(&ri.router).into_iter().flat_map(|m| m.values()))
+                        .filter(|c| &c.node == h)
+                        .map(|c| c.epoch)
+                        .max()
+                })
+                .unwrap_or(0);
+            let reason = match &now_holder {
+                Some(h) if h == &self.me => self
+                    .reasons
+                    .get(&ri.router)
+                    .cloned()
+                    .unwrap_or_else(|| "took over".into()),
+                Some(h) => view
+                    .members
+                    .get(h)
+                    .and_then(|m| m.snat_claims.get(&ri.router))
+                    .and_then(|p| p.why.as_ref().map(|(_, w)| w.clone()))
+                    .unwrap_or_else(|| format!("{h} took over with epoch {epoch}")),
+                None => self
+                    .reasons
+                    .get(&ri.router)
+                    .cloned()
+                    .unwrap_or_else(|| "no candidate holds it".into()),
+            };
+            info!(router = %ri.router, from = ?entry.holder, to = ?now_holder, epoch, reason = %reason,
+                "SNAT holder changed");
+            entry.transition = Some(Transition {
+                at_unix_ms: unix_ms(),
+                from: entry.holder.clone().or(entry.last_holder.clone()),
+                to: now_holder.clone(),
+                epoch,
+                reason,
+            });
+            // After a gap with no holder, the next transition still names the one that let go.
+            if entry.holder.is_some() {
+                entry.last_holder = entry.holder.take();
+            }
+            entry.holder = now_holder;
+            entry.count += 1;
+        }
+        let present: BTreeSet<&ObjectId> = self.input.routers.iter().map(|r| &r.router).collect();
+        self.last.retain(|r, _| present.contains(r));
+    }
+
+    pub(super) fn report(
+        &self,
+        now: Instant,
+        view: &ClusterView,
+        holders: &Holders,
+        mine: &[SnatClaim],
+    ) {
+        let mut routers = BTreeMap::new();
+        for ri in &self.input.routers {
+            let holder = holders.get(&ri.router).cloned();
+            let mut candidates: Vec<CandidateStatus> = ri
+                .candidates
+                .iter()
+                .map(|(n, p)| CandidateStatus {
+                    node: n.clone(),
+                    priority: *p,
+                    state: if Some(n) == holder.as_ref() {
+                        "holder"
+                    } else {
+                        "backup"
+                    },
+                })
+                .collect();
+            // Draining or dead SNAT nodes that would otherwise be candidates.
+            let ext = view
+                .tenant
+                .routers()
+                .find(|r| r.id == ri.router)
+                .and_then(|r| r.gateway.as_ref())
+                .and_then(|g| {
+                    view.tenant
+                        .external_networks()
+                        .find(|e| e.id == g.external_network)
+                });
+            if let (Some(ext), Some(r)) = (ext, view.tenant.routers().find(|r| r.id == ri.router)) {
+                for (id, m) in &view.members {
+                    if m.facts.mode() != NodeMode::DvrSnat
+                        || !m.facts.external().contains_key(&ext.name)
+                        || ri.candidates.iter().any(|(n, _)| n == id)
+                    {
+                        continue;
+                    }
+                    candidates.push(CandidateStatus {
+                        node: id.clone(),
+                        priority: r
+                            .ha
+                            .priorities
+                            .get(id)
+                            .copied()
+                            .unwrap_or(m.facts.snat_priority()),
+                        state: if m.state != MemberState::Alive {
+                            "dead"
+                        } else if m.facts.draining() || (id == &self.me && self.local.draining) {
+                            "draining"
+                        } else {
+                            "unhealthy"
+                        },
+                    });
+                }
+            }
+            candidates.sort_by(|a, b| {
+                (b.priority, std::cmp::Reverse(&b.node))
+                    .cmp(&(a.priority, std::cmp::Reverse(&a.node)))
+            });
+            let seen = self.last.get(&ri.router).cloned().unwrap_or_default();
+            let (last_transition, transitions) = (seen.transition, seen.count);
+            routers.insert(
+                ri.router.clone(),
+                RouterHaStatus {
+                    epoch: last_transition.as_ref().map_or(0, |t| t.epoch),
+                    holder,
+                    preempt: ri.preempt,
+                    preempt_delay_ms: ri.preempt_delay.as_millis() as u64,
+                    candidates,
+                    last_transition,
+                    transitions,
+                    holddown_ms: self
+                        .election
+                        .holddown(now, &ri.router)
+                        .map(|d| d.as_millis() as u64),
+                },
+            );
+        }
+        let status = HaStatus {
+            ready: self.ready,
+            draining: self.local.draining,
+            external_down: self.local.external_down.iter().cloned().collect(),
+            majority: self.input.majority,
+            held: mine.iter().map(|c| c.router.clone()).collect(),
+            routers,
+            counters: self.counters.clone(),
+        };
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+}
