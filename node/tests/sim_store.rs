@@ -441,3 +441,102 @@ async fn a_tombstone_wins_over_an_older_write() {
             .is_some_and(|r| r.body().is_none()));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_landing_while_its_writer_hands_off_to_the_replicas_is_kept() {
+    // The writer of a router is not one of its replicas. It adds an interface, then at once sets
+    // the gateway, whose address claims hold the write lock for a claim window. Meanwhile the
+    // replicas copy the interface version, and the writer's replication pass decides, from that
+    // view, to stop publishing the router. That decision must not delete the newer write.
+    let sim = Sim::start(NODES).await;
+    sim.call(
+        0,
+        ConfigRequest::ExternalNetworkCreate {
+            name: "public".into(),
+            cidr: "203.0.113.0/24".into(),
+            gateway: "203.0.113.1".into(),
+            pool: None,
+        },
+    )
+    .await
+    .expect("external network");
+    for i in 0..4u32 {
+        let net = oid(&sim
+            .call(0, net_req(&format!("n{i}"), 20 + i))
+            .await
+            .expect("net"));
+        sim.call(
+            0,
+            ConfigRequest::SubnetCreate {
+                name: format!("s{i}"),
+                network: net.to_string(),
+                cidr: format!("10.7.{i}.0/24"),
+                gateway: None,
+                pool: None,
+            },
+        )
+        .await
+        .expect("subnet");
+    }
+    sim.wait("subnets everywhere", Duration::from_secs(30), |s| {
+        s.running()
+            .all(|n| n.view.load().tenant.subnets().count() == 4)
+    })
+    .await;
+    let live: BTreeSet<NodeId> = sim.nodes.iter().map(|n| n.id.clone()).collect();
+    let mut tried = 0;
+    for attempt in 0..4 {
+        let name = format!("r{attempt}");
+        let r = oid(&sim
+            .call(0, ConfigRequest::RouterCreate { name: name.clone() })
+            .await
+            .expect("router"));
+        let replicas = replica_set(r.as_str(), &live, REPLICAS);
+        let Some(writer) = (1..NODES).find(|i| !replicas.contains(&&sim.nodes[*i].id)) else {
+            continue;
+        };
+        sim.wait("router at the writer", Duration::from_secs(30), |s| {
+            s.nodes[writer]
+                .view
+                .load()
+                .tenant
+                .get(ObjectKind::Router, &r)
+                .is_some()
+        })
+        .await;
+        sim.call(
+            writer,
+            ConfigRequest::RouterAddInterface {
+                router: name.clone(),
+                subnet: format!("s{attempt}"),
+            },
+        )
+        .await
+        .expect("iface");
+        sim.call(
+            writer,
+            ConfigRequest::RouterSetGateway {
+                router: name.clone(),
+                external_network: "public".into(),
+                snat: true,
+            },
+        )
+        .await
+        .expect("gateway");
+        tried += 1;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for n in sim.running() {
+            let v = n.view.load();
+            let Some(TenantObject::Router(x)) = v.tenant.get(ObjectKind::Router, &r) else {
+                panic!("{}: router {name} missing", n.id)
+            };
+            assert!(
+                x.gateway.as_ref().is_some_and(|g| g.external_ip.is_some()),
+                "{}: router {name} lost its gateway (written at {})",
+                n.id,
+                sim.nodes[writer].id
+            );
+        }
+    }
+    assert!(tried > 0);
+}

@@ -20,8 +20,10 @@ pub const REPLICAS: usize = 3;
 pub enum Duty {
     /// Publish this record under its key.
     Publish(Box<Record>),
-    /// Stop publishing this key.
-    Withdraw(String),
+    /// Stop publishing this key, if what this node publishes there is still no newer than this
+    /// version: the duty was computed from a view that may lag a write made since, and deleting
+    /// that write before any replica copied it would lose it.
+    Withdraw(String, mesh_proto::Version),
 }
 
 /// The `k` nodes of `live` ranked highest for `object`.
@@ -64,8 +66,8 @@ pub fn duties(
         let expired = rec.body().is_none()
             && now_ms.saturating_sub(rec.version().hlc.physical_ms()) > tombstone_ttl_ms;
         if expired {
-            if mine.is_some() {
-                out.push(Duty::Withdraw(rec.key()));
+            if let Some(v) = mine {
+                out.push(Duty::Withdraw(rec.key(), v.clone()));
             }
             continue;
         }
@@ -87,7 +89,7 @@ pub fn duties(
                     .iter()
                     .all(|r| publishers.get(*r).is_some_and(|v| v >= my_version));
             if covered {
-                out.push(Duty::Withdraw(rec.key()));
+                out.push(Duty::Withdraw(rec.key(), my_version.clone()));
             }
         }
     }

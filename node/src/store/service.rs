@@ -520,6 +520,23 @@ impl ConfigService {
         }
     }
 
+    /// Deletes each key unless this node now publishes a newer record there than the version the
+    /// withdrawal was decided on (a write landed after the view it was computed from).
+    async fn withdraw_unless_newer(&self, keys: &[(String, mesh_proto::Version)]) {
+        let mut cc = self.chitchat.lock().await;
+        let st = cc.self_node_state();
+        for (k, decided_on) in keys {
+            let Some(current) = st.get(k) else { continue };
+            let newer =
+                mesh_proto::decode_value::<Record>(current).is_ok_and(|r| r.version() > decided_on);
+            if newer {
+                tracing::debug!(key = %k, "not withdrawn: a newer write landed since the view it was decided on");
+            } else {
+                st.delete(k);
+            }
+        }
+    }
+
     async fn delete_keys(&self, keys: &[String]) {
         let mut cc = self.chitchat.lock().await;
         let st = cc.self_node_state();
@@ -581,12 +598,24 @@ impl ConfigService {
                 continue;
             }
             let _one_at_a_time = self.writes.lock().await;
+            // A write may have held the lock (claim windows take a while) and landed since that
+            // view: decide again from the view as it is now. Withdrawals also re-check the version
+            // at delete time, for a write whose view has not caught up yet.
+            let view = self.view.load();
+            let live: BTreeSet<NodeId> = view.alive().map(|m| m.facts.node_id().clone()).collect();
+            let duties = replicate::duties(
+                &view.tenant,
+                &self.me,
+                &live,
+                wall_ms(),
+                self.settings.tombstone_ttl.as_millis() as u64,
+            );
             let mut publish = Vec::new();
             let mut withdraw = Vec::new();
             for d in duties {
                 match d {
                     Duty::Publish(r) => publish.push(*r),
-                    Duty::Withdraw(k) => withdraw.push(k),
+                    Duty::Withdraw(k, v) => withdraw.push((k, v)),
                 }
             }
             if !publish.is_empty() {
@@ -595,7 +624,7 @@ impl ConfigService {
                 }
             }
             if !withdraw.is_empty() {
-                self.delete_keys(&withdraw).await;
+                self.withdraw_unless_newer(&withdraw).await;
                 self.persist().await;
             }
         }
