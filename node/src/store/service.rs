@@ -571,6 +571,23 @@ impl ConfigService {
         }
     }
 
+    /// What this node must publish or withdraw according to the current view (nothing while it
+    /// sees no live member).
+    fn current_duties(&self) -> Vec<Duty> {
+        let view = self.view.load();
+        let live: BTreeSet<NodeId> = view.alive().map(|m| m.facts.node_id().clone()).collect();
+        if live.is_empty() {
+            return Vec::new();
+        }
+        replicate::duties(
+            &view.tenant,
+            &self.me,
+            &live,
+            wall_ms(),
+            self.settings.tombstone_ttl.as_millis() as u64,
+        )
+    }
+
     /// Runs replication until the task is aborted: on every view change and every resync, publish
     /// or withdraw what rendezvous ranking asks of this node.
     pub async fn run_replication(self: Arc<Self>) {
@@ -582,34 +599,14 @@ impl ConfigService {
                 r = rx.changed() => if r.is_err() { return },
                 _ = tick.tick() => {},
             }
-            let view = self.view.load();
-            let live: BTreeSet<NodeId> = view.alive().map(|m| m.facts.node_id().clone()).collect();
-            if live.is_empty() {
-                continue;
-            }
-            let duties = replicate::duties(
-                &view.tenant,
-                &self.me,
-                &live,
-                wall_ms(),
-                self.settings.tombstone_ttl.as_millis() as u64,
-            );
-            if duties.is_empty() {
+            if self.current_duties().is_empty() {
                 continue;
             }
             let _one_at_a_time = self.writes.lock().await;
             // A write may have held the lock (claim windows take a while) and landed since that
             // view: decide again from the view as it is now. Withdrawals also re-check the version
             // at delete time, for a write whose view has not caught up yet.
-            let view = self.view.load();
-            let live: BTreeSet<NodeId> = view.alive().map(|m| m.facts.node_id().clone()).collect();
-            let duties = replicate::duties(
-                &view.tenant,
-                &self.me,
-                &live,
-                wall_ms(),
-                self.settings.tombstone_ttl.as_millis() as u64,
-            );
+            let duties = self.current_duties();
             let mut publish = Vec::new();
             let mut withdraw = Vec::new();
             for d in duties {
