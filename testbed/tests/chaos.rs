@@ -8,13 +8,12 @@
 mod common;
 
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use testbed::lab::spec::{EXT_GATEWAY, INTERNET_IP};
-use testbed::lab::{find_lab_bin, wait, Lab};
+use testbed::lab::{find_lab_bin, wait, Lab, ProbeStream};
 use testbed::probe::ProbeReport;
 
 use common::{reach_within, TestLab};
@@ -172,31 +171,12 @@ fn assert_one_answers(lab: &Lab) -> Result<()> {
 }
 
 /// Starts a 100 packets/s stream of `count` datagrams from the VM to the internet host.
-fn stream(lab: &Lab, count: u32) -> Result<JoinHandle<Result<ProbeReport>>> {
-    let ns = lab.member_ns(VM)?;
-    let bin = find_lab_bin()?;
-    let to = format!("{INTERNET_IP}:{}", testbed::probe::PORT);
-    Ok(std::thread::spawn(move || {
-        let out = std::process::Command::new("nsenter")
-            .arg(format!("--net={}", ns.display()))
-            .arg(bin)
-            .args([
-                "probe",
-                &to,
-                "--count",
-                &count.to_string(),
-                "--interval-ms",
-                "10",
-                "--wait-ms",
-                "1000",
-            ])
-            .output()?;
-        serde_json::from_slice(&out.stdout).context("stream report")
-    }))
+fn stream(lab: &Lab, count: u32) -> Result<ProbeStream> {
+    lab.probe_stream(VM, INTERNET_IP, count, 10)
 }
 
-fn finish(s: JoinHandle<Result<ProbeReport>>) -> Result<ProbeReport> {
-    s.join().map_err(|_| anyhow!("stream thread panicked"))?
+fn finish(s: ProbeStream) -> Result<ProbeReport> {
+    s.finish()
 }
 
 fn router_id(lab: &Lab) -> Result<String> {

@@ -292,38 +292,14 @@ fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
     let vm2 = lab.vm_create("a-vm2", "compute-2", "a-net2", false)?;
     let mut server = lab.probe_server("a-vm2", 60)?;
     reach(lab, "a-vm1", &vm2.ip)?;
-    let stream = {
-        let ns = lab.member_ns("a-vm1")?;
-        let bin = testbed::lab::find_lab_bin()?;
-        let to = format!("{}:{}", vm2.ip, testbed::probe::PORT);
-        std::thread::spawn(move || {
-            std::process::Command::new("nsenter")
-                .arg(format!("--net={}", ns.display()))
-                .arg(bin)
-                .args([
-                    "probe",
-                    &to,
-                    "--count",
-                    "800",
-                    "--interval-ms",
-                    "10",
-                    "--wait-ms",
-                    "1000",
-                ])
-                .output()
-        })
-    };
+    let stream = lab.probe_stream("a-vm1", &vm2.ip, 800, 10)?;
     std::thread::sleep(Duration::from_millis(1500));
     for node in ["compute-1", "compute-2"] {
         lab.stop_agent(node, "TERM")?;
         lab.start_agent(node)?;
         std::thread::sleep(Duration::from_millis(1500));
     }
-    let out = stream
-        .join()
-        .map_err(|_| anyhow!("stream thread panicked"))??;
-    let report: testbed::probe::ProbeReport =
-        serde_json::from_slice(&out.stdout).context("stream report")?;
+    let report = stream.finish()?;
     println!(
         "stream through two agent restarts: {} sent, {} received, lost {:?}",
         report.sent, report.received, report.lost

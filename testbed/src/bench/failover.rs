@@ -20,7 +20,7 @@ use datapath::linux::netns;
 
 use crate::lab::exec::{output_in, run_in};
 use crate::lab::spec::INTERNET_IP;
-use crate::lab::{find_lab_bin, wait, Lab};
+use crate::lab::{wait, Lab, ProbeStream};
 use crate::probe::ProbeReport;
 
 /// Stream interval: 200 packets/s, so outages resolve to 5 ms.
@@ -85,39 +85,17 @@ impl Default for Phase {
     }
 }
 
-/// Starts the stream from namespace `ns` to the internet host's echo server.
-fn stream(
-    ns: &Path,
-    expected_outage: Duration,
-    phase_max: Duration,
-) -> Result<std::thread::JoinHandle<Result<ProbeReport>>> {
+/// Starts the stream from namespace `ns` to the internet host's echo server, long enough to
+/// cover the fault, an outage of up to twice `expected_outage`, and the recovery.
+fn stream(ns: &Path, expected_outage: Duration, phase_max: Duration) -> Result<ProbeStream> {
     let span = KILL_AFTER + phase_max + expected_outage * 2 + AFTER_FAULT;
     let count = (span.as_millis() as u64 / INTERVAL_MS) as u32;
-    let ns = ns.to_path_buf();
-    let bin = find_lab_bin()?;
-    let to = format!("{INTERNET_IP}:{}", crate::probe::PORT);
-    Ok(std::thread::spawn(move || {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", ns.display()))
-            .arg(bin)
-            .args([
-                "probe",
-                &to,
-                "--count",
-                &count.to_string(),
-                "--interval-ms",
-                &INTERVAL_MS.to_string(),
-                "--wait-ms",
-                "1000",
-            ])
-            .output()?;
-        serde_json::from_slice(&out.stdout).context("stream report")
-    }))
+    ProbeStream::start(ns, INTERNET_IP, count, INTERVAL_MS)
 }
 
 /// The stream's report; an error when the stream never recovered (the outage would be cut short).
-fn finish(h: std::thread::JoinHandle<Result<ProbeReport>>) -> Result<ProbeReport> {
-    let r = h.join().map_err(|_| anyhow!("stream thread panicked"))??;
+fn finish(s: ProbeStream) -> Result<ProbeReport> {
+    let r = s.finish()?;
     if r.lost.last() == Some(&(r.sent - 1)) || r.received == 0 {
         bail!(
             "the stream had not recovered when it ended ({} of {} lost)",
@@ -199,19 +177,6 @@ pub fn dvrmesh_trials(
             },
         )?;
         std::thread::sleep(Duration::from_millis(500));
-        if std::env::var_os("FAILOVER_DEBUG").is_some() {
-            for n in ["network-1", "network-2"] {
-                let held = lab.cli(n, &["status"]).map(|v| v["ha"]["held"].clone());
-                let ns: Vec<String> = std::fs::read_dir(lab.node_dir(n).join("netns"))
-                    .map(|d| {
-                        d.flatten()
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                progress(&format!("  {n}: held {held:?} namespaces {ns:?}"));
-            }
-        }
         let s = stream(&vm, advert_interval * 10, advert_interval)?;
         std::thread::sleep(KILL_AFTER + phase.next(advert_interval));
         lab.chaos_pause(&current, None)?;
@@ -224,24 +189,6 @@ pub fn dvrmesh_trials(
             r.longest_gap_ms
         ));
         out.push(r.longest_gap_ms);
-        if std::env::var_os("FAILOVER_DEBUG").is_some() {
-            std::thread::sleep(Duration::from_millis(300));
-            for n in ["network-1", "network-2", "compute-1"] {
-                let log =
-                    std::fs::read_to_string(lab.node_dir(n).join("agent.log")).unwrap_or_default();
-                let lines: Vec<&str> = log
-                    .lines()
-                    .filter(|l| {
-                        l.contains("took SNAT")
-                            || l.contains("reconciled")
-                            || l.contains("holder changed")
-                    })
-                    .collect();
-                for l in &lines[lines.len().saturating_sub(4)..] {
-                    progress(&format!("  [{n}] {l}"));
-                }
-            }
-        }
         lab.chaos_heal(&current)?;
         lab.start_agent(&current)?;
     }

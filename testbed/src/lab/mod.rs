@@ -634,24 +634,18 @@ impl Lab {
         count: u32,
         interval_ms: u64,
     ) -> Result<crate::probe::ProbeReport> {
-        let ns = self.member_ns(from)?;
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", ns.display()))
-            .arg(find_lab_bin()?)
-            .args([
-                "probe",
-                &format!("{to}:{}", crate::probe::PORT),
-                "--count",
-                &count.to_string(),
-                "--interval-ms",
-                &interval_ms.to_string(),
-                "--wait-ms",
-                "800",
-            ])
-            .output()
-            .context("running a probe")?;
-        serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("probe output: {}", String::from_utf8_lossy(&out.stderr)))
+        run_probe(&self.member_ns(from)?, to, count, interval_ms, 800)
+    }
+
+    /// Starts `count` probes from a lab member to `to`, one per `interval_ms`, beside the caller.
+    pub fn probe_stream(
+        &self,
+        from: &str,
+        to: &str,
+        count: u32,
+        interval_ms: u64,
+    ) -> Result<ProbeStream> {
+        ProbeStream::start(&self.member_ns(from)?, to, count, interval_ms)
     }
 
     /// Tears down the lab in `dir`: stops every agent, deletes every namespace (the agents' too),
@@ -755,4 +749,55 @@ pub fn succeeds_in(ns: &Path, args: &[&str]) -> bool {
     output_in(ns, args)
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Runs the lab binary's probe client inside namespace `ns` against `to` (port 7777) and reads its
+/// report.
+pub fn run_probe(
+    ns: &Path,
+    to: &str,
+    count: u32,
+    interval_ms: u64,
+    wait_ms: u64,
+) -> Result<crate::probe::ProbeReport> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg(find_lab_bin()?)
+        .args([
+            "probe",
+            &format!("{to}:{}", crate::probe::PORT),
+            "--count",
+            &count.to_string(),
+            "--interval-ms",
+            &interval_ms.to_string(),
+            "--wait-ms",
+            &wait_ms.to_string(),
+        ])
+        .output()
+        .context("running a probe")?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("probe output: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A probe stream running beside the caller (a thread waiting on the probe client).
+pub struct ProbeStream(std::thread::JoinHandle<Result<crate::probe::ProbeReport>>);
+
+impl ProbeStream {
+    /// Starts `count` probes from namespace `ns` to `to`, one per `interval_ms`; replies are
+    /// awaited for a second after the last.
+    pub fn start(ns: &Path, to: &str, count: u32, interval_ms: u64) -> Result<ProbeStream> {
+        let (ns, to) = (ns.to_path_buf(), to.to_string());
+        // Fail here, not in the thread, when the lab binary cannot be found.
+        find_lab_bin()?;
+        Ok(ProbeStream(std::thread::spawn(move || {
+            run_probe(&ns, &to, count, interval_ms, 1000)
+        })))
+    }
+
+    /// Waits for the stream to end and returns its report.
+    pub fn finish(self) -> Result<crate::probe::ProbeReport> {
+        self.0
+            .join()
+            .map_err(|_| anyhow!("probe stream thread panicked"))?
+    }
 }
