@@ -7,7 +7,9 @@
 //! - [`Kernel`]: `observe` reads back only objects dvrmesh owns (name prefixes, route protocol
 //!   [`ROUTE_PROTOCOL`], nft tables named `dvrmesh*`); `apply` is idempotent. [`fake::FakeKernel`]
 //!   keeps ordered maps for tests; the Linux backend ([`linux::LinuxKernel`]) talks netlink from
-//!   threads inside each namespace and loads one `nft -f` batch per namespace per pass.
+//!   threads inside each namespace and loads one atomic nft batch per namespace per pass.
+//! - [`reconcile_pass`]: observe, diff, apply; scoped to the namespaces whose desired objects
+//!   changed since the last clean pass, or everything.
 //!
 //! It does not know about gossip or the agent: it depends on `mesh-proto` only.
 
@@ -18,8 +20,12 @@ pub mod fake;
 pub mod linux;
 pub mod model;
 pub mod plan;
+mod scope;
 
 pub use diff::diff;
 pub use error::Error;
 pub use model::*;
 pub use plan::{default_snat_holders, plan, NodeInfo, Plan, Topology};
+pub use scope::{
+    changed_namespaces, reconcile_pass, scope_of, sysctl_device, Part, PassOutcome, Scope,
+};

@@ -385,6 +385,15 @@ pub trait Kernel {
     /// Reads back the objects dvrmesh owns. `hint` names the sysctls to read (sysctls cannot be
     /// listed by owner).
     fn observe(&mut self, hint: &Desired) -> Result<Observed, crate::Error>;
+    /// [`Kernel::observe`] of the namespaces in `scope` only (see [`crate::reconcile_pass`]).
+    /// The default observes everything and keeps the scope.
+    fn observe_scoped(
+        &mut self,
+        hint: &Desired,
+        scope: &crate::Scope,
+    ) -> Result<Observed, crate::Error> {
+        Ok(self.observe(hint)?.restricted_to(scope))
+    }
     /// Applies ops in order. Adding what exists and deleting what is gone count as success.
     fn apply(&mut self, ops: &[Op]) -> Result<ApplyReport, crate::Error>;
 }

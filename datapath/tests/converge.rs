@@ -139,6 +139,71 @@ proptest! {
         let left = k.observe(&Desired::default()).expect("observe");
         prop_assert!(left.links.is_empty() && left.namespaces.is_empty() && left.nft.is_empty());
     }
+
+    /// A pass scoped to the namespaces that changed since a clean pass reaches the same state as
+    /// a full one, observes only those namespaces, and the next scoped pass reads nothing.
+    #[test]
+    fn a_scoped_pass_reaches_what_a_full_pass_reaches(a in variation(), b in variation(), me in 0usize..4) {
+        let me = node(NODES[me]);
+        let mut k = fresh_kernel();
+        let first = plan(&apply_variation(&a), &me).desired;
+        converge(&mut k, &first)?;
+        let second = plan(&apply_variation(&b), &me).desired;
+        let scope = datapath::scope_of(&first, &second);
+        let full_ops = diff(&second, &k.observe(&second).expect("observe"));
+        let out = datapath::reconcile_pass(&mut k, &second, Some(&first)).expect("pass");
+        prop_assert_eq!(&out.ops, &full_ops, "the scoped pass does what a full pass would");
+        prop_assert!(out.report.failed.is_empty(), "failed ops: {:?}", out.report.failed);
+        prop_assert_eq!(out.observed_namespaces, Some(scope.namespaces()));
+        let full = k.observe(&second).expect("observe");
+        prop_assert_eq!(&full, &second);
+        let again = datapath::reconcile_pass(&mut k, &second, Some(&second)).expect("pass");
+        prop_assert!(again.ops.is_empty());
+        prop_assert_eq!(again.observed_namespaces, Some(0));
+    }
+}
+
+#[test]
+fn changed_namespaces_names_exactly_the_namespaces_that_differ() {
+    let me = node("c1");
+    let t = topology();
+    let full = plan(&t, &me).desired;
+    assert!(datapath::changed_namespaces(&full, &full).is_empty());
+    let mut without = t.clone();
+    without.routers.remove(&oid("rtr-two"));
+    let smaller = plan(&without, &me).desired;
+    let changed = datapath::changed_namespaces(&full, &smaller);
+    assert!(
+        changed.contains(&Netns::Named("qrouter-rtr-two".into())),
+        "{changed:?}"
+    );
+    assert!(changed.contains(&Netns::Host), "{changed:?}");
+    assert!(
+        !changed.contains(&Netns::Named("qrouter-rtr-one".into())),
+        "rtr-one is untouched: {changed:?}"
+    );
+    let scope = datapath::scope_of(&full, &smaller);
+    assert!(
+        scope
+            .whole
+            .contains(&Netns::Named("qrouter-rtr-two".into())),
+        "{scope:?}"
+    );
+    let host = scope
+        .parts
+        .get(&Netns::Host)
+        .expect("the host is taken by device");
+    assert!(host.devices.contains("tqrsub-c"), "{host:?}");
+    assert!(
+        !host.devices.contains("tqrsub-a"),
+        "rtr-one's port is untouched: {host:?}"
+    );
+    let restricted = smaller.restricted_to(&scope);
+    assert!(restricted
+        .links
+        .keys()
+        .all(|(ns, name)| scope.holds(ns, Some(name))));
+    assert!(!restricted.namespaces.contains("qrouter-rtr-one"));
 }
 
 #[test]

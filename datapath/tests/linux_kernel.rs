@@ -38,6 +38,7 @@ impl Lab {
         let kernel = LinuxKernel::new(LinuxConfig {
             host: HostNs::Path(dir.path().join("host/lab")),
             netns_dir: dir.path().join("netns"),
+            ..LinuxConfig::default()
         });
         Lab { dir, kernel }
     }
@@ -643,6 +644,61 @@ fn nft_replace_is_detected_by_digest_and_atomic() {
     assert_eq!(
         lab.kernel.observe(&want(body_b)).expect("observe"),
         want(body_b)
+    );
+}
+
+/// A table in the planner's dialect goes to the kernel as netlink messages; when the kernel
+/// refuses one of them (here a rule looking up a set that does not exist), the whole namespace's
+/// batch is refused, the error names the rule, and the previous tables stay as they were.
+#[test]
+fn netlink_nft_batch_is_atomic_and_names_what_the_kernel_refused() {
+    let mut lab = Lab::new();
+    let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
+    let good = "table ip dvrmesh-t {\n  set s { type ipv4_addr; elements = { 10.0.0.1 }; }\n  chain c {\n    type filter hook prerouting priority raw; policy accept;\n    ip saddr @s counter accept\n  }\n}\n";
+    assert_eq!(nft::compiled_natively(good), Ok(()));
+    let want = Desired {
+        nft: BTreeMap::from([(key.clone(), good.to_string())]),
+        ..Desired::default()
+    };
+    lab.apply_ok(&[Op::ReplaceNft {
+        key: key.clone(),
+        body: good.into(),
+    }]);
+    assert_eq!(lab.kernel.observe(&want).expect("observe"), want);
+    let listed = lab.sh(&Netns::Host, &["nft", "list", "table", "ip", "dvrmesh-t"]);
+    assert!(
+        listed.contains("ip saddr @s counter packets 0 bytes 0 accept"),
+        "{listed}"
+    );
+
+    let other = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-v");
+    let missing_set = "table ip dvrmesh-v {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    ip daddr @nosuchset drop\n  }\n}\n";
+    assert_eq!(nft::compiled_natively(missing_set), Ok(()));
+    let changed = good.replace("10.0.0.1", "10.0.0.2");
+    let report = lab
+        .kernel
+        .apply(&[
+            Op::ReplaceNft {
+                key: key.clone(),
+                body: changed,
+            },
+            Op::ReplaceNft {
+                key: other,
+                body: missing_set.into(),
+            },
+        ])
+        .expect("a refused batch is not a fatal error");
+    assert_eq!(report.applied, 0);
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    assert!(
+        report.failed[0].1.contains("chain in: rule 1"),
+        "the error names what was refused: {:?}",
+        report.failed
+    );
+    assert_eq!(
+        lab.kernel.observe(&want).expect("observe"),
+        want,
+        "the old table is still there, unchanged"
     );
 }
 

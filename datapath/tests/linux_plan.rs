@@ -55,6 +55,58 @@ fn a_full_plan_applies_and_a_second_pass_changes_nothing() {
     }
 }
 
+/// Every table the planner writes is in the dialect the backend sends as netlink messages, and
+/// what the kernel then holds lists exactly as what nft itself loads from the same text.
+#[test]
+fn nft_tables_sent_as_netlink_list_exactly_as_nft_loads_them() {
+    require_root();
+    let mut compared = 0;
+    let mut everything = String::new();
+    for me in ["c1", "c2", "n1", "c3"] {
+        let desired = desired_of(&topology(), me);
+        for (key, body) in &desired.nft {
+            if let Err(why) = datapath::linux::nft::compiled_natively(body) {
+                panic!("{me}: {key:?} is not compiled natively: {why}\n{body}");
+            }
+        }
+        let ours = Sandbox::new(&["eth1"]).expect("sandbox");
+        let mut nfts = Sandbox::new(&["eth1"]).expect("sandbox");
+        nfts.config.nft = datapath::linux::NftLoader::Text;
+        pass(&mut ours.kernel(), &desired);
+        pass(&mut nfts.kernel(), &desired);
+        let namespaces: std::collections::BTreeSet<&Netns> =
+            desired.nft.keys().map(|k| &k.ns).collect();
+        for ns in namespaces {
+            let list = |s: &Sandbox| s.sh(ns, &["nft", "list", "ruleset"]).expect("nft list");
+            let (a, b) = (list(&ours), list(&nfts));
+            assert!(a.contains("table "), "{me} {ns}: nothing listed");
+            assert_eq!(a, b, "{me} {ns}: netlink-built tables differ from nft's");
+            everything.push_str(&a);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "only {compared} namespaces compared");
+    for shape in [
+        "ether saddr @remote_dvr ip daddr",
+        "ether saddr set",
+        "arp operation request arp daddr ip",
+        "elements = {",
+        "notrack",
+        "meta mark set",
+        "dnat to ip daddr map @fip_dnat",
+        "snat to ip saddr map @fip_snat",
+        "ip saddr @router_subnets snat to ",
+        "ip daddr @cfip_fips dnat to ip daddr map @cfip_dnat",
+        "flags interval",
+        "comment \"dvrmesh:",
+    ] {
+        assert!(
+            everything.contains(shape),
+            "no table had `{shape}`:\n{everything}"
+        );
+    }
+}
+
 #[test]
 fn deleting_a_router_removes_everything_it_owned() {
     require_root();
@@ -79,6 +131,89 @@ fn deleting_a_router_removes_everything_it_owned() {
             .exists(),
         "namespace file is gone"
     );
+}
+
+/// On the kernel, a pass scoped to what changed since the last clean pass (what the agent runs on
+/// a view change) does exactly what a full pass would, and reaches the new plan. Covers a router
+/// removed (its namespace deleted, veth peers in the host resolved across the scope) and added
+/// back, and a VM moved to another node and back (host devices and FDB entries only).
+#[test]
+fn scoped_passes_reach_the_plan_on_the_kernel() {
+    require_root();
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    let mut k = sandbox.kernel();
+    let t = topology();
+    let full = desired_of(&t, "c1");
+    pass(&mut k, &full);
+    let mut without = t.clone();
+    without.routers.remove(&oid("rtr-two"));
+    let smaller = desired_of(&without, "c1");
+    let mut moved = t.clone();
+    let vm3 = oid("vm3");
+    let mut spec = moved.ports[&vm3].clone().into_spec();
+    spec.host = node("c2");
+    moved
+        .ports
+        .insert(vm3, mesh_proto::Port::new(spec).expect("port"));
+    let elsewhere = desired_of(&moved, "c1");
+    for (from, to) in [
+        (&full, &smaller),
+        (&smaller, &full),
+        (&full, &elsewhere),
+        (&elsewhere, &full),
+    ] {
+        let full_ops = diff(to, &k.observe(to).expect("observe"));
+        let out = datapath::reconcile_pass(&mut k, to, Some(from)).expect("scoped pass");
+        assert_eq!(
+            out.ops, full_ops,
+            "the scoped pass does what a full pass would"
+        );
+        assert!(out.report.failed.is_empty(), "{:?}", out.report.failed);
+        assert!(!out.ops.is_empty());
+        let changed = datapath::changed_namespaces(from, to);
+        assert_eq!(
+            out.observed_namespaces,
+            Some(datapath::scope_of(from, to).namespaces())
+        );
+        assert!(
+            !changed.contains(&Netns::Named("qrouter-rtr-one".into())),
+            "the untouched router is not observed: {changed:?}"
+        );
+        assert_eq!(&k.observe(to).expect("observe"), to);
+        assert_eq!(pass(&mut k, to), 0, "a full pass finds nothing left to do");
+        let idle = datapath::reconcile_pass(&mut k, to, Some(to)).expect("idle pass");
+        assert!(idle.ops.is_empty());
+    }
+}
+
+/// A port whose tap the hypervisor made (`device`) is attached to its bridge with a sticky FDB
+/// entry, and that entry is seen as in place by the next observe: the second pass is empty.
+#[test]
+fn a_hypervisor_tap_is_attached_and_the_plan_converges() {
+    require_root();
+    let mut t = topology();
+    let vm1 = oid("vm1");
+    let mut spec = t.ports[&vm1].clone().into_spec();
+    spec.device = Some(mesh_proto::InterfaceName::new("vmtap1").expect("ifname"));
+    t.ports
+        .insert(vm1, mesh_proto::Port::new(spec).expect("port"));
+    let sandbox = Sandbox::new(&["eth1", "vmtap1"]).expect("sandbox");
+    let mut k = sandbox.kernel();
+    let desired = desired_of(&t, "c1");
+    assert!(
+        desired.fdb.iter().any(|f| f.dev == "vmtap1"),
+        "the plan pins the VM's MAC on its tap"
+    );
+    assert!(pass(&mut k, &desired) > 0);
+    assert_eq!(pass(&mut k, &desired), 0, "second pass must be empty");
+    let fdb = sandbox
+        .sh(&Netns::Host, &["bridge", "fdb", "show", "dev", "vmtap1"])
+        .expect("bridge fdb");
+    assert!(fdb.contains("fa:16:3e:00:01:10"), "{fdb}");
+    let link = sandbox
+        .sh(&Netns::Host, &["ip", "link", "show", "vmtap1"])
+        .expect("ip link");
+    assert!(link.contains("master br-"), "{link}");
 }
 
 #[test]

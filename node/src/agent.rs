@@ -188,6 +188,7 @@ fn start_datapath(
             let backend = LinuxKernel::new(LinuxConfig {
                 host: HostNs::Current,
                 netns_dir: config.netns_dir.clone(),
+                ..LinuxConfig::default()
             });
             let kernel: SharedKernel =
                 std::sync::Arc::new(std::sync::Mutex::new(Box::new(backend)));

@@ -3,12 +3,20 @@
 //! Level-triggered: it runs on every view change and at least every `resync`, never two passes at
 //! once, and after a pass with errors it retries with exponential back-off (100 ms doubling to
 //! 10 s). Kernel calls block, so each pass runs on the blocking pool.
+//!
+//! A pass woken by a change of the view or of the SNAT holders observes only the namespaces whose
+//! plan changed since the last clean pass (`datapath::reconcile_pass`), so its cost follows the
+//! change, not the number of routers on the node. The first pass, every resync and every pass
+//! after a failure observe everything, which finds drift made by anyone else within one resync.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datapath::{default_snat_holders, diff, plan, Kernel, NodeInfo, Op, Plan, Topology};
+use datapath::{
+    default_snat_holders, diff, plan, reconcile_pass, Desired, Kernel, NodeInfo, Op, PassOutcome,
+    Plan, Topology,
+};
 use mesh_proto::{NodeId, ObjectId};
 use serde::Serialize;
 use tracing::{debug, info, warn};
@@ -127,6 +135,8 @@ pub struct Reconciler {
     resync: Duration,
     readiness: Readiness,
     last: Mutex<PassReport>,
+    /// The plan of the last pass that applied cleanly: what the kernel is taken to hold.
+    last_clean: Mutex<Option<Box<Desired>>>,
 }
 
 impl Reconciler {
@@ -149,6 +159,7 @@ impl Reconciler {
             resync,
             readiness,
             last: Mutex::new(PassReport::default()),
+            last_clean: Mutex::new(None),
         })
     }
 
@@ -202,8 +213,11 @@ impl Reconciler {
             let _ = tokio::time::timeout(self.readiness.max_wait, h.changed()).await;
         }
         let mut backoff = Duration::from_millis(100);
+        // The first pass, the periodic resync and any pass after a failure observe everything; a
+        // pass woken by a change observes only the namespaces whose plan changed.
+        let mut full = true;
         loop {
-            let ok = self.pass().await;
+            let ok = self.pass(full).await;
             let wait = if ok {
                 backoff = Duration::from_millis(100);
                 self.resync
@@ -212,19 +226,20 @@ impl Reconciler {
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 w
             };
-            tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
+            full = tokio::select! {
+                r = changes.changed() => if r.is_err() { return } else { !ok },
                 r = async { match holders.as_mut() {
                     Some(h) => h.changed().await,
                     None => std::future::pending().await,
-                } } => if r.is_err() { return },
-                _ = tokio::time::sleep(wait) => {},
-            }
+                } } => if r.is_err() { return } else { !ok },
+                _ = tokio::time::sleep(wait) => true,
+            };
         }
     }
 
-    /// One pass; true when everything applied.
-    async fn pass(&self) -> bool {
+    /// One pass (scoped to what changed since the last clean pass unless `full`); true when
+    /// everything applied.
+    async fn pass(&self, full: bool) -> bool {
         let view = self.view.load();
         let holders = self.current_holders();
         let topo = topology_from_view(&view, holders.as_ref());
@@ -240,17 +255,19 @@ impl Reconciler {
         }
         let Plan { desired, problems } = plan(&topo, &self.me);
         let kernel = self.kernel.clone();
+        // Taken, so that a pass that fails leaves the next one nothing to trust.
+        let last_clean = self
+            .last_clean
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let since = if full { None } else { last_clean };
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let mut k = kernel.lock().unwrap_or_else(|p| p.into_inner());
-            let observed = k.observe(&desired).map_err(|e| e.to_string())?;
-            let ops = diff(&desired, &observed);
-            let report = if ops.is_empty() {
-                Default::default()
-            } else {
-                k.apply(&ops).map_err(|e| e.to_string())?
-            };
-            Ok::<_, String>((ops, report))
+            let out = reconcile_pass(&mut **k, &desired, since.as_ref().map(|d| d.as_ref()))
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((out, desired))
         })
         .await;
         let millis = started.elapsed().as_millis() as u64;
@@ -260,16 +277,27 @@ impl Reconciler {
         last.problems = problems;
         last.millis = millis;
         match result {
-            Ok(Ok((ops, report))) => {
+            Ok(Ok((out, desired))) => {
+                let PassOutcome {
+                    ops,
+                    report,
+                    observed_namespaces,
+                } = out;
+                let scope = observed_namespaces.map_or("all".to_string(), |n| n.to_string());
                 if !ops.is_empty() {
                     info!(
                         op = ops.len(),
                         failed = report.failed.len(),
                         millis,
+                        observed_namespaces = %scope,
                         "datapath reconciled"
                     );
                 } else {
-                    debug!(millis, "datapath in sync");
+                    debug!(millis, observed_namespaces = %scope, "datapath in sync");
+                }
+                if report.failed.is_empty() {
+                    *self.last_clean.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Box::new(desired));
                 }
                 for (op, err) in &report.failed {
                     warn!(op = %op, error = %err, "datapath op failed");

@@ -7,7 +7,10 @@
 use std::collections::BTreeSet;
 
 use super::socket::{nl, NlError};
-use super::{addrs_routes, garp, links, neigh_fdb, netns, nft, rules, sysctl, Pass};
+use super::{
+    addrs_routes, garp, links, neigh_fdb, netns, nft, nft_text, nft_wire, ns_pool, rules, sysctl,
+    Pass,
+};
 use crate::{ApplyReport, Error, LinkKind, Netns, Op};
 
 /// Applies `ops` in order.
@@ -164,6 +167,14 @@ fn apply_sysctls(
 fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> {
     let result: Result<(), NlError> = match op {
         Op::AddNamespace { name } => {
+            // A spare made ahead of time comes with `lo` up; otherwise create one here.
+            if let Some(spare) = ns_pool::take() {
+                match netns::adopt(pass.netns_dir(), name, &spare) {
+                    Ok(true) => return Ok(Ok(())),
+                    Ok(false) => {}
+                    Err(e) => return Ok(Err(e.to_string())),
+                }
+            }
             if let Err(e) = netns::create(pass.netns_dir(), name) {
                 return Ok(Err(e.to_string()));
             }
@@ -204,7 +215,9 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
     })
 }
 
-/// Runs every nft op of `ns` in `ops` as one batch.
+/// Runs every nft op of `ns` in `ops` as one atomic batch: built as nfnetlink messages when every
+/// table is in the planner's dialect (no parser, no cache dumps), else as nft text through
+/// libnftables.
 fn apply_nft(
     pass: &mut Pass<'_>,
     ops: &[Op],
@@ -212,19 +225,18 @@ fn apply_nft(
     report: &mut ApplyReport,
 ) -> Result<(), Error> {
     let file = pass.open_ns(ns)?;
-    let mut present: BTreeSet<(crate::NftFamily, String)> = {
-        let mut conn = super::socket::Conn::open(
-            netlink_sys::protocols::NETLINK_NETFILTER,
-            &file,
-            &ns.to_string(),
-        )?;
-        nft::list_tables(&mut conn)
-            .map_err(nl(ns, "list nft tables"))?
-            .into_iter()
-            .map(|t| (t.family, t.name))
-            .collect()
-    };
+    let mut conn = super::socket::Conn::open(
+        netlink_sys::protocols::NETLINK_NETFILTER,
+        &file,
+        &ns.to_string(),
+    )?;
+    let mut present: BTreeSet<(crate::NftFamily, String)> = nft::list_tables(&mut conn)
+        .map_err(nl(ns, "list nft tables"))?
+        .into_iter()
+        .map(|t| (t.family, t.name))
+        .collect();
     let mut text = String::new();
+    let mut wire = (pass.nft_loader() == super::NftLoader::Netlink).then(nft_wire::Batch::default);
     let mut batched = Vec::new();
     for op in ops {
         let (key, body) = match op {
@@ -232,12 +244,31 @@ fn apply_nft(
             Op::DelNft(key) if key.ns == *ns => (key, None),
             _ => continue,
         };
+        let was_present = present.contains(&(key.family, key.name.clone()));
         match nft::batch(&[(key, body)], &mut present) {
             Ok(part) => {
                 text.push_str(&part);
                 batched.push(op);
             }
-            Err(message) => report.failed.push((format!("{op:?}"), message)),
+            Err(message) => {
+                report.failed.push((format!("{op:?}"), message));
+                continue;
+            }
+        }
+        if let Some(batch) = wire.as_mut() {
+            if was_present {
+                batch.delete_table(key.family, &key.name);
+            }
+            if let Some(body) = body {
+                match nft_text::compile(body, Some(nft::comment_for(body))) {
+                    Ok(t) if t.family == key.family && t.name == key.name => batch.add_table(&t),
+                    Ok(_) => wire = None,
+                    Err(why) => {
+                        tracing::debug!(ns = %ns, table = %key.name, why, "nft table loaded as text");
+                        wire = None;
+                    }
+                }
+            }
         }
     }
     if batched.is_empty() {
@@ -248,10 +279,14 @@ fn apply_nft(
         report.applied += batched.len();
         return Ok(());
     }
-    match nft::run(&file, &ns.to_string(), &text) {
+    let result = match wire {
+        Some(batch) => conn.nft_batch(&batch).map_err(|e| e.message),
+        None => nft::run(&file, &ns.to_string(), &text).map_err(|e| e.to_string()),
+    };
+    match result {
         Ok(()) => report.applied += batched.len(),
-        Err(e) => {
-            let message = e.to_string();
+        Err(message) => {
+            let message = format!("nft in {ns}: {message}");
             for op in batched {
                 report.failed.push((format!("{op:?}"), message.clone()));
             }

@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkProtoInfoBridge,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -61,34 +61,189 @@ pub(crate) struct RawLink {
 /// Links of one namespace by ifindex.
 pub(crate) type ByIndex = HashMap<u32, RawLink>;
 
-/// Every link of the connection's namespace.
+/// `RTM_NEWLINK`, `RTM_GETLINK`.
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+/// `IFLA_*` attributes read here.
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_EXT_MASK: u16 = 29;
+const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+const IFLA_VXLAN_ID: u16 = 1;
+const IFLA_VXLAN_LOCAL: u16 = 4;
+const IFLA_VXLAN_PORT: u16 = 15;
+/// `RTEXT_FILTER_SKIP_STATS`.
+const SKIP_STATS: u32 = 1 << 3;
+const IFF_UP: u32 = 1;
+
+/// An `ifinfomsg` (any family, no index) followed by `IFLA_EXT_MASK` skipping statistics, and
+/// `extra` attributes.
+fn link_request(extra: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut out = vec![0u8; 16];
+    let mut put = |kind: u16, value: &[u8]| {
+        out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        out.resize((out.len() + 3) & !3, 0);
+    };
+    put(IFLA_EXT_MASK, &SKIP_STATS.to_ne_bytes());
+    for (kind, value) in extra {
+        put(*kind, value);
+    }
+    out
+}
+
+/// Every link of the connection's namespace. Replies are parsed here for just the fields
+/// dvrmesh reads: a link dump message carries kilobytes of per-protocol settings that a general
+/// parser would decode for nothing.
 pub(crate) fn dump(conn: &mut Conn) -> Result<Vec<RawLink>, NlError> {
-    let mut msg = LinkMessage::default();
-    msg.attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     Ok(conn
-        .dump(RouteNetlinkMessage::GetLink(msg))?
+        .raw_dump(RTM_GETLINK, &link_request(&[]))?
         .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(parse(l)),
-            _ => None,
-        })
+        .filter(|(t, _)| *t == RTM_NEWLINK)
+        .filter_map(|(_, body)| parse_raw(&body))
         .collect())
 }
 
 /// The link called `name`, if it exists.
 pub(crate) fn get(conn: &mut Conn, name: &str) -> Result<Option<RawLink>, NlError> {
-    let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    msg.attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    match conn.request(RouteNetlinkMessage::GetLink(msg), 0) {
-        Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(parse(l)),
-            _ => None,
-        })),
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    match conn.raw_request(RTM_GETLINK, 0, &link_request(&[(IFLA_IFNAME, &ifname)])) {
+        Ok(replies) => Ok(replies
+            .into_iter()
+            .filter(|(t, _)| *t == RTM_NEWLINK)
+            .find_map(|(_, body)| parse_raw(&body))),
         Err(e) if e.is(&[libc::ENODEV]) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// The link with ifindex `index`, if it exists.
+pub(crate) fn get_by_index(conn: &mut Conn, index: u32) -> Result<Option<RawLink>, NlError> {
+    let mut request = link_request(&[]);
+    request[4..8].copy_from_slice(&index.to_ne_bytes());
+    match conn.raw_request(RTM_GETLINK, 0, &request) {
+        Ok(replies) => Ok(replies
+            .into_iter()
+            .filter(|(t, _)| *t == RTM_NEWLINK)
+            .find_map(|(_, body)| parse_raw(&body))),
+        Err(e) if e.is(&[libc::ENODEV]) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The netlink attributes of `buf` as `(type, value)`; a malformed tail ends the list.
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = buf.get((len + 3) & !3..).unwrap_or_default();
+        Some((kind, value))
+    })
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+fn str_of(v: &[u8]) -> &str {
+    let v = v.split(|b| *b == 0).next().unwrap_or_default();
+    std::str::from_utf8(v).unwrap_or_default()
+}
+
+/// One `RTM_NEWLINK` payload (`ifinfomsg` and attributes); `None` when it is too short or has no
+/// name.
+fn parse_raw(body: &[u8]) -> Option<RawLink> {
+    let header = body.get(..16)?;
+    let index = u32_of(&header[4..8])?;
+    let flags = u32_of(&header[8..12])?;
+    let mut link = RawLink {
+        index,
+        name: String::new(),
+        kind: RawKind::Other,
+        up: flags & IFF_UP != 0,
+        mtu: None,
+        mac: None,
+        master: None,
+        learning: None,
+        peer_index: None,
+        peer_nsid: None,
+    };
+    for (kind, value) in attrs(&body[16..]) {
+        match kind {
+            IFLA_IFNAME => link.name = str_of(value).to_string(),
+            IFLA_MTU => link.mtu = u32_of(value),
+            IFLA_ADDRESS => link.mac = value.try_into().ok(),
+            IFLA_MASTER => link.master = u32_of(value),
+            IFLA_LINK => link.peer_index = u32_of(value),
+            IFLA_LINK_NETNSID => link.peer_nsid = u32_of(value).map(|v| v as i32),
+            IFLA_LINKINFO => parse_raw_info(value, &mut link),
+            _ => {}
+        }
+    }
+    if link.kind != RawKind::Veth {
+        link.peer_index = None;
+        link.peer_nsid = None;
+    }
+    (!link.name.is_empty()).then_some(link)
+}
+
+fn parse_raw_info(info: &[u8], link: &mut RawLink) {
+    let (mut kind, mut data, mut port_kind, mut port_data) = ("", None, "", None);
+    for (k, v) in attrs(info) {
+        match k {
+            IFLA_INFO_KIND => kind = str_of(v),
+            IFLA_INFO_DATA => data = Some(v),
+            IFLA_INFO_SLAVE_KIND => port_kind = str_of(v),
+            IFLA_INFO_SLAVE_DATA => port_data = Some(v),
+            _ => {}
+        }
+    }
+    link.kind = match kind {
+        "bridge" => RawKind::Bridge,
+        "veth" => RawKind::Veth,
+        "vxlan" => {
+            let (mut vni, mut local, mut port) = (0, Ipv4Addr::UNSPECIFIED, 0);
+            for (k, v) in attrs(data.unwrap_or_default()) {
+                match k {
+                    IFLA_VXLAN_ID => vni = u32_of(v).unwrap_or(0),
+                    IFLA_VXLAN_LOCAL => {
+                        if let Ok(o) = <[u8; 4]>::try_from(v) {
+                            local = Ipv4Addr::from(o);
+                        }
+                    }
+                    IFLA_VXLAN_PORT => {
+                        if let Ok(o) = <[u8; 2]>::try_from(v) {
+                            port = u16::from_be_bytes(o);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            RawKind::Vxlan { vni, local, port }
+        }
+        _ => RawKind::Other,
+    };
+    if port_kind == "bridge" {
+        link.learning = attrs(port_data.unwrap_or_default())
+            .find(|(k, _)| *k == IFLA_BRPORT_LEARNING)
+            .and_then(|(_, v)| v.first().map(|b| *b != 0));
     }
 }
 
@@ -99,60 +254,86 @@ pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
         .ok_or_else(|| no_device(name))
 }
 
-/// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`), then sets its
-/// attributes and brings it up. A link that exists already only gets its attributes set, so a
-/// repeated add converges. `External` links are never created: they only get attributes.
+/// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`) with its MAC, MTU
+/// (bridges excepted), master and up in the same request, then sets bridge-port learning. A link
+/// that exists already only gets its attributes set, so a repeated add converges. `External`
+/// links are never created: they only get attributes. (A veth's peer cannot be brought up in the
+/// same request: the kernel pairs the two only after both exist, so its own `SetLink` follows.)
 pub(crate) fn add(
     conn: &mut Conn,
     name: &str,
     spec: &LinkSpec,
     peer_ns: Option<&File>,
 ) -> Result<(), NlError> {
-    if spec.kind != LinkKind::External && get(conn, name)?.is_none() {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        let info = match &spec.kind {
-            LinkKind::Bridge => vec![LinkInfo::Kind(InfoKind::Bridge)],
-            LinkKind::Vxlan { vni, local, port } => vec![
-                LinkInfo::Kind(InfoKind::Vxlan),
-                LinkInfo::Data(InfoData::Vxlan(vec![
-                    InfoVxlan::Id(*vni),
-                    InfoVxlan::Local(*local),
-                    InfoVxlan::Port(*port),
-                    InfoVxlan::Learning(false),
-                ])),
-            ],
-            LinkKind::Veth { peer, .. } => {
-                let mut peer_msg = LinkMessage::default();
+    if spec.kind == LinkKind::External {
+        return set(conn, name, spec);
+    }
+    let master = match &spec.master {
+        Some(m) => Some(index(conn, m)?),
+        None => None,
+    };
+    let mut msg = LinkMessage::default();
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    let info = match &spec.kind {
+        LinkKind::Bridge => vec![LinkInfo::Kind(InfoKind::Bridge)],
+        LinkKind::Vxlan { vni, local, port } => vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(*vni),
+                InfoVxlan::Local(*local),
+                InfoVxlan::Port(*port),
+                InfoVxlan::Learning(false),
+            ])),
+        ],
+        LinkKind::Veth { peer, .. } => {
+            let mut peer_msg = LinkMessage::default();
+            peer_msg
+                .attributes
+                .push(LinkAttribute::IfName(peer.clone()));
+            if let Some(ns) = peer_ns {
                 peer_msg
                     .attributes
-                    .push(LinkAttribute::IfName(peer.clone()));
-                if let Some(ns) = peer_ns {
-                    peer_msg
-                        .attributes
-                        .push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
-                }
-                vec![
-                    LinkInfo::Kind(InfoKind::Veth),
-                    LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
-                ]
+                    .push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
             }
-            LinkKind::External => Vec::new(),
-        };
-        msg.attributes.push(LinkAttribute::LinkInfo(info));
-        // The MTU is set afterwards: an MTU given at creation does not count as set by the user,
-        // and a bridge would then follow its ports' MTU.
-        if let Some(mac) = &spec.mac {
-            msg.attributes
-                .push(LinkAttribute::Address(mac.octets().to_vec()));
+            vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+            ]
         }
-        match conn.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
-            Ok(_) => {}
-            Err(e) if e.is(&[libc::EEXIST]) => {}
-            Err(e) => return Err(e),
-        }
+        LinkKind::External => Vec::new(),
+    };
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    if let Some(mac) = &spec.mac {
+        msg.attributes
+            .push(LinkAttribute::Address(mac.octets().to_vec()));
     }
-    set(conn, name, spec)
+    // A bridge's MTU is set afterwards: given at creation it does not count as set by the user,
+    // and the bridge would follow its ports' MTU.
+    let is_bridge = spec.kind == LinkKind::Bridge;
+    if let Some(mtu) = spec.mtu.filter(|_| !is_bridge) {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(m) = master {
+        msg.attributes.push(LinkAttribute::Controller(m));
+    }
+    match conn.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
+        Ok(_) => {}
+        Err(e) if e.is(&[libc::EEXIST]) => return set(conn, name, spec),
+        Err(e) => return Err(e),
+    }
+    if let Some(mtu) = spec.mtu.filter(|_| is_bridge) {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        conn.request(RouteNetlinkMessage::SetLink(msg), 0)?;
+    }
+    if let Some(learning) = spec.learning {
+        let at = index(conn, name)?;
+        set_learning(conn, at, learning)?;
+    }
+    Ok(())
 }
 
 /// Sets what `spec` asks for (MTU, MAC, master, learning; `None` fields are left alone) on the
@@ -246,76 +427,71 @@ fn no_device(name: &str) -> NlError {
     }
 }
 
-fn parse(msg: LinkMessage) -> RawLink {
-    let mut link = RawLink {
-        index: msg.header.index,
-        name: String::new(),
-        kind: RawKind::Other,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        mtu: None,
-        mac: None,
-        master: None,
-        learning: None,
-        peer_index: None,
-        peer_nsid: None,
-    };
-    for attr in msg.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => link.name = n,
-            LinkAttribute::Mtu(m) => link.mtu = Some(m),
-            LinkAttribute::Address(a) => link.mac = a.try_into().ok(),
-            LinkAttribute::Controller(m) => link.master = Some(m),
-            LinkAttribute::Link(i) => link.peer_index = Some(i),
-            LinkAttribute::LinkNetNsId(id) => link.peer_nsid = Some(id),
-            LinkAttribute::LinkInfo(infos) => parse_info(infos, &mut link),
-            _ => {}
-        }
-    }
-    if link.kind != RawKind::Veth {
-        link.peer_index = None;
-        link.peer_nsid = None;
-    }
-    link
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn parse_info(infos: Vec<LinkInfo>, link: &mut RawLink) {
-    let mut bridge_port = false;
-    let mut learning = None;
-    for info in infos {
-        match info {
-            LinkInfo::Kind(InfoKind::Bridge) => link.kind = RawKind::Bridge,
-            LinkInfo::Kind(InfoKind::Veth) => link.kind = RawKind::Veth,
-            LinkInfo::Kind(InfoKind::Vxlan) if !matches!(link.kind, RawKind::Vxlan { .. }) => {
-                link.kind = RawKind::Vxlan {
-                    vni: 0,
-                    local: Ipv4Addr::UNSPECIFIED,
-                    port: 0,
-                };
-            }
-            LinkInfo::Data(InfoData::Vxlan(data)) => {
-                let (mut vni, mut local, mut port) = (0, Ipv4Addr::UNSPECIFIED, 0);
-                for d in data {
-                    match d {
-                        InfoVxlan::Id(v) => vni = v,
-                        InfoVxlan::Local(l) => local = l,
-                        InfoVxlan::Port(p) => port = p,
-                        _ => {}
-                    }
-                }
-                link.kind = RawKind::Vxlan { vni, local, port };
-            }
-            LinkInfo::PortKind(InfoPortKind::Bridge) => bridge_port = true,
-            LinkInfo::PortData(InfoPortData::BridgePort(data)) => {
-                for d in data {
-                    if let InfoBridgePort::Learning(l) = d {
-                        learning = Some(l);
-                    }
-                }
-            }
-            _ => {}
-        }
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        out.resize((out.len() + 3) & !3, 0);
+        out
     }
-    if bridge_port {
-        link.learning = learning;
+
+    fn vxlan_message() -> Vec<u8> {
+        let mut body = vec![0u8; 16];
+        body[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        body[8..12].copy_from_slice(&IFF_UP.to_ne_bytes());
+        body.extend(attr(IFLA_IFNAME, b"vx-100\0"));
+        body.extend(attr(IFLA_MTU, &1450u32.to_ne_bytes()));
+        body.extend(attr(IFLA_MASTER, &3u32.to_ne_bytes()));
+        let mut data = attr(IFLA_VXLAN_ID, &100u32.to_ne_bytes());
+        data.extend(attr(IFLA_VXLAN_LOCAL, &[192, 0, 2, 1]));
+        data.extend(attr(IFLA_VXLAN_PORT, &4789u16.to_be_bytes()));
+        let mut info = attr(IFLA_INFO_KIND, b"vxlan\0");
+        info.extend(attr(IFLA_INFO_DATA, &data));
+        info.extend(attr(IFLA_INFO_SLAVE_KIND, b"bridge\0"));
+        info.extend(attr(
+            IFLA_INFO_SLAVE_DATA,
+            &attr(IFLA_BRPORT_LEARNING, &[0]),
+        ));
+        body.extend(attr(IFLA_LINKINFO, &info));
+        body
+    }
+
+    #[test]
+    fn parses_the_fields_dvrmesh_reads() {
+        let link = parse_raw(&vxlan_message()).expect("parsed");
+        assert_eq!(link.index, 7);
+        assert_eq!(link.name, "vx-100");
+        assert!(link.up);
+        assert_eq!(link.mtu, Some(1450));
+        assert_eq!(link.master, Some(3));
+        assert_eq!(link.learning, Some(false));
+        assert_eq!(
+            link.kind,
+            RawKind::Vxlan {
+                vni: 100,
+                local: Ipv4Addr::new(192, 0, 2, 1),
+                port: 4789
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_or_corrupted_messages_never_panic() {
+        let good = vxlan_message();
+        for cut in 0..good.len() {
+            let _ = parse_raw(&good[..cut]);
+        }
+        let mut x: u32 = 0x9e37_79b9;
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            bad[i] = (x >> 24) as u8;
+            let _ = parse_raw(&bad);
+        }
+        assert!(parse_raw(&[0u8; 16]).is_none(), "no name, no link");
     }
 }

@@ -21,6 +21,9 @@ mod links;
 mod neigh_fdb;
 pub mod netns;
 pub mod nft;
+mod nft_text;
+mod nft_wire;
+mod ns_pool;
 mod observe;
 mod rules;
 pub mod sandbox;
@@ -57,6 +60,8 @@ pub struct LinuxConfig {
     pub host: HostNs,
     /// Directory of the named namespaces' files (`/run/netns` in production, like `ip netns`).
     pub netns_dir: PathBuf,
+    /// How nft tables are loaded.
+    pub nft: NftLoader,
 }
 
 impl Default for LinuxConfig {
@@ -64,12 +69,24 @@ impl Default for LinuxConfig {
         LinuxConfig {
             host: HostNs::Current,
             netns_dir: PathBuf::from("/run/netns"),
+            nft: NftLoader::default(),
         }
     }
 }
 
+/// How nft tables are loaded. Either way one namespace's tables change in one atomic transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NftLoader {
+    /// Tables in the planner's dialect are sent as nfnetlink messages built here; any other text
+    /// goes through libnftables (or the `nft` binary).
+    #[default]
+    Netlink,
+    /// Every table goes through libnftables (or the `nft` binary), as nft text.
+    Text,
+}
+
 /// [`Kernel`] on the running Linux kernel. Needs `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (setns,
-/// mount), and the `nft` binary for `apply` of nft ops.
+/// mount); libnftables or the `nft` binary only for nft text outside the planner's dialect.
 #[derive(Debug)]
 pub struct LinuxKernel {
     config: LinuxConfig,
@@ -78,6 +95,7 @@ pub struct LinuxKernel {
 impl LinuxKernel {
     /// A backend working in `config`'s namespaces. Nothing is opened until the first pass.
     pub fn new(config: LinuxConfig) -> Self {
+        ns_pool::refill();
         LinuxKernel { config }
     }
 
@@ -90,7 +108,12 @@ impl LinuxKernel {
 impl Kernel for LinuxKernel {
     fn observe(&mut self, hint: &Desired) -> Result<Observed, Error> {
         let mut pass = Pass::new(&self.config)?;
-        observe::observe(&mut pass, hint)
+        observe::observe(&mut pass, hint, None)
+    }
+
+    fn observe_scoped(&mut self, hint: &Desired, scope: &crate::Scope) -> Result<Observed, Error> {
+        let mut pass = Pass::new(&self.config)?;
+        observe::observe(&mut pass, hint, Some(scope))
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<ApplyReport, Error> {
@@ -119,6 +142,11 @@ impl<'a> Pass<'a> {
             host,
             conns: HashMap::new(),
         })
+    }
+
+    /// How nft tables are loaded.
+    pub(crate) fn nft_loader(&self) -> NftLoader {
+        self.config.nft
     }
 
     /// The directory of named namespaces.

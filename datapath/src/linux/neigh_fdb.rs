@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use mesh_proto::MacAddr;
-use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{ParseableParametrized, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -96,24 +96,42 @@ pub(crate) fn del_neigh(conn: &mut Conn, n: &NeighSpec) -> Result<(), NlError> {
     }
 }
 
-/// FDB entries dvrmesh owns: on owned VXLAN devices the `self` entries with a destination
-/// (all-zero MAC → `Flood`, else `Vtep`); on owned bridge ports the sticky `master` entries.
+/// FDB entries dvrmesh owns (of the device with ifindex `port` only, when given): on owned VXLAN
+/// devices the `self` entries with a destination
+/// (all-zero MAC → `Flood`, else `Vtep`); on owned bridge ports the sticky `master` entries. On a
+/// device someone else made that the plan attaches (a VM's tap), only the sticky entries `wanted`
+/// names are reported: other entries there are not dvrmesh's to judge.
 pub(crate) fn dump_fdb(
     conn: &mut Conn,
     ns: &Netns,
     by_index: &ByIndex,
+    wanted: &std::collections::BTreeSet<FdbSpec>,
+    port: Option<u32>,
 ) -> Result<Vec<FdbSpec>, NlError> {
     let mut out = Vec::new();
-    for n in dump(conn, AddressFamily::Bridge)? {
-        let Some(link) = by_index
-            .get(&n.header.ifindex)
-            .filter(|l| is_owned(&l.name))
-        else {
+    let messages = match port {
+        None => dump(conn, AddressFamily::Bridge)?,
+        Some(index) => dump_fdb_of(conn, index)?,
+    };
+    for n in messages {
+        let Some(link) = by_index.get(&n.header.ifindex) else {
             continue;
+        };
+        let owned = is_owned(&link.name);
+        let foreign_but_wanted = |mac: [u8; 6]| {
+            wanted.contains(&FdbSpec {
+                ns: ns.clone(),
+                dev: link.name.clone(),
+                mac,
+                target: FdbTarget::Bridge,
+            })
         };
         let Some(mac) = lladdr(&n) else {
             continue;
         };
+        if !owned && !foreign_but_wanted(mac) {
+            continue;
+        }
         let flags = n.header.flags;
         let has_master = n
             .attributes
@@ -202,6 +220,29 @@ fn dump(conn: &mut Conn, family: AddressFamily) -> Result<Vec<NeighbourMessage>,
             RouteNetlinkMessage::NewNeighbour(n) if n.header.family == family => Some(n),
             _ => None,
         })
+        .collect())
+}
+
+/// The FDB entries of one device: its own (`self`) and its bridge's for it (`master`). The
+/// request carries an `ifinfomsg` naming the port, which the kernel reads as a filter, so the
+/// cost follows that device's entries, not the namespace's.
+fn dump_fdb_of(conn: &mut Conn, index: u32) -> Result<Vec<NeighbourMessage>, NlError> {
+    const RTM_NEWNEIGH: u16 = 28;
+    const RTM_GETNEIGH: u16 = 30;
+    const AF_BRIDGE: u8 = 7;
+    let mut request = vec![0u8; 16];
+    request[0] = AF_BRIDGE;
+    request[4..8].copy_from_slice(&index.to_ne_bytes());
+    Ok(conn
+        .raw_dump(RTM_GETNEIGH, &request)?
+        .into_iter()
+        .filter(|(t, _)| *t == RTM_NEWNEIGH)
+        .filter_map(
+            |(t, body)| match RouteNetlinkMessage::parse_with_param(&body[..], t) {
+                Ok(RouteNetlinkMessage::NewNeighbour(n)) if n.header.ifindex == index => Some(n),
+                _ => None,
+            },
+        )
         .collect())
 }
 

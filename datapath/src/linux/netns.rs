@@ -118,6 +118,40 @@ pub fn create(dir: &Path, name: &str) -> Result<(), Error> {
     result.map_err(fail)
 }
 
+/// Names the unnamed namespace behind `spare` (see [`super::ns_pool`]) `name` in `dir`: binds it
+/// onto a new file. `Ok(false)` when `name` exists already (the spare is then left unused).
+pub(crate) fn adopt(dir: &Path, name: &str, spare: &File) -> Result<bool, Error> {
+    use std::os::fd::AsRawFd;
+    let path = path_of(dir, name)?;
+    let fail = |message: String| Error::Namespace {
+        ns: name.to_string(),
+        message,
+    };
+    if is_netns(&path) {
+        return Ok(false);
+    }
+    fs::create_dir_all(dir).map_err(|e| fail(format!("create {}: {e}", dir.display())))?;
+    let created = match OpenOptions::new().write(true).create_new(true).open(&path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(fail(format!("create {}: {e}", path.display()))),
+    };
+    let source = format!("/proc/self/fd/{}", spare.as_raw_fd());
+    if let Err(e) = mount(
+        Some(source.as_str()),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        if created {
+            let _ = fs::remove_file(&path);
+        }
+        return Err(fail(format!("bind-mount onto {}: {e}", path.display())));
+    }
+    Ok(true)
+}
+
 /// Deletes the named namespace `name` from `dir`: lazy unmount, then remove the file. Deleting
 /// one that does not exist is a no-op.
 pub fn delete(dir: &Path, name: &str) -> Result<(), Error> {

@@ -183,6 +183,12 @@ fn is_one_block(text: &str) -> bool {
     false
 }
 
+/// Whether `body` is in the planner's dialect, so the backend sends it as netlink messages
+/// rather than through libnftables; the reason when it is not.
+pub fn compiled_natively(body: &str) -> Result<(), String> {
+    super::nft_text::compile(body, None).map(|_| ())
+}
+
 /// Runs `text` as one nft transaction inside the namespace: in-process through libnftables
 /// when it loads, else `nft -f -`; nft's error text on failure.
 pub(crate) fn run(ns: &File, label: &str, text: &str) -> Result<(), Error> {

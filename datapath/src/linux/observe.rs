@@ -1,11 +1,12 @@
-//! `observe`: dump every owned object of the host and of each owned named namespace.
+//! `observe`: dump every owned object of the host and of each owned named namespace (or of those
+//! a scoped pass names).
 //!
 //! The hint is used in three places: it names the sysctls to read; it supplies the text of an nft
 //! table whose digest comment matches; and for a link it names, the link fields the hint leaves
 //! `None` (attributes dvrmesh does not manage on that link) are reported `None`, and a link the
 //! hint calls `External` is reported `External` whatever its kernel type.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_proto::MacAddr;
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
@@ -15,39 +16,98 @@ use netlink_sys::protocols::NETLINK_NETFILTER;
 use super::links::{self, is_owned, ByIndex, RawKind, RawLink};
 use super::socket::{nl, Conn, NlError};
 use super::{addrs_routes, neigh_fdb, netns, nft, rules, sysctl, Pass, OWNED_NAMESPACE_PREFIXES};
-use crate::{Desired, Error, LinkKind, LinkSpec, Netns, NftKey, Observed};
+use crate::{Desired, Error, LinkKind, LinkSpec, Netns, NftKey, Observed, Scope};
 
-/// Reads back everything dvrmesh owns.
-pub(crate) fn observe(pass: &mut Pass<'_>, hint: &Desired) -> Result<Observed, Error> {
+/// Reads back everything dvrmesh owns, or (`scope`) what a scoped pass takes: whole namespaces,
+/// and in a namespace taken in part only its scoped devices (fetched by name, with their masters
+/// and same-namespace veth peers fetched by index to name them) and scoped nft tables.
+///
+/// A veth whose peer lies in a namespace outside the scope is reported with the hinted peer (see
+/// `resolve_peer`).
+pub(crate) fn observe(
+    pass: &mut Pass<'_>,
+    hint: &Desired,
+    scope: Option<&Scope>,
+) -> Result<Observed, Error> {
+    let takes = |ns: &Netns| scope.is_none_or(|s| s.whole.contains(ns) || s.parts.contains_key(ns));
     let mut out = Observed {
-        namespaces: netns::list(pass.netns_dir(), OWNED_NAMESPACE_PREFIXES)?,
+        namespaces: netns::list(pass.netns_dir(), OWNED_NAMESPACE_PREFIXES)?
+            .into_iter()
+            .filter(|n| scope.is_none_or(|s| s.whole.contains(&Netns::Named(n.clone()))))
+            .collect(),
         ..Observed::default()
     };
     let all: Vec<Netns> = std::iter::once(Netns::Host)
+        .filter(|h| takes(h))
         .chain(out.namespaces.iter().cloned().map(Netns::Named))
         .collect();
+    // Whether an object of `ns` on `dev` is reported.
+    let reports = |ns: &Netns, dev: Option<&str>| scope.is_none_or(|s| s.holds(ns, dev));
 
     let mut links_by_ns: Vec<(Netns, ByIndex)> = Vec::with_capacity(all.len());
     for ns in &all {
+        let started = std::time::Instant::now();
+        let part = scope.and_then(|s| s.parts.get(ns));
         let conn = pass.conn(ns)?;
-        let by_index: ByIndex = links::dump(conn)
-            .map_err(nl(ns, "dump links"))?
-            .into_iter()
-            .map(|l| (l.index, l))
-            .collect();
+        let by_index: ByIndex = match part {
+            None => links::dump(conn)
+                .map_err(nl(ns, "dump links"))?
+                .into_iter()
+                .map(|l| (l.index, l))
+                .collect(),
+            Some(part) => links_of(conn, &part.devices).map_err(nl(ns, "get links"))?,
+        };
+        let on_device = |dev: &str| reports(ns, Some(dev));
         out.addrs.extend(
-            addrs_routes::dump_addrs(conn, ns, &by_index).map_err(nl(ns, "dump addresses"))?,
+            addrs_routes::dump_addrs(conn, ns, &by_index)
+                .map_err(nl(ns, "dump addresses"))?
+                .into_iter()
+                .filter(|a| on_device(&a.dev)),
         );
-        out.routes
-            .extend(addrs_routes::dump_routes(conn, ns, &by_index).map_err(nl(ns, "dump routes"))?);
-        out.rules
-            .extend(rules::dump(conn, ns).map_err(nl(ns, "dump rules"))?);
+        out.routes.extend(
+            addrs_routes::dump_routes(conn, ns, &by_index)
+                .map_err(nl(ns, "dump routes"))?
+                .into_iter()
+                .filter(|r| on_device(&r.dev)),
+        );
+        if reports(ns, None) {
+            out.rules
+                .extend(rules::dump(conn, ns).map_err(nl(ns, "dump rules"))?);
+        }
         out.neighs.extend(
-            neigh_fdb::dump_neighs(conn, ns, &by_index).map_err(nl(ns, "dump neighbours"))?,
+            neigh_fdb::dump_neighs(conn, ns, &by_index)
+                .map_err(nl(ns, "dump neighbours"))?
+                .into_iter()
+                .filter(|n| on_device(&n.dev)),
         );
-        out.fdb
-            .extend(neigh_fdb::dump_fdb(conn, ns, &by_index).map_err(nl(ns, "dump fdb"))?);
-        observe_nft(pass, ns, hint, &mut out)?;
+        let fdb = match part {
+            None => neigh_fdb::dump_fdb(conn, ns, &by_index, &hint.fdb, None),
+            Some(part) => (|| {
+                let mut all_fdb = Vec::new();
+                for link in by_index.values().filter(|l| part.devices.contains(&l.name)) {
+                    all_fdb.extend(neigh_fdb::dump_fdb(
+                        conn,
+                        ns,
+                        &by_index,
+                        &hint.fdb,
+                        Some(link.index),
+                    )?);
+                }
+                Ok(all_fdb)
+            })(),
+        };
+        out.fdb.extend(
+            fdb.map_err(nl(ns, "dump fdb"))?
+                .into_iter()
+                .filter(|f| on_device(&f.dev)),
+        );
+        observe_nft(pass, ns, hint, scope, &mut out)?;
+        tracing::debug!(
+            ns = %ns,
+            links = by_index.len(),
+            millis = started.elapsed().as_secs_f64() * 1000.0,
+            "observed"
+        );
         links_by_ns.push((ns.clone(), by_index));
     }
 
@@ -62,18 +122,50 @@ pub(crate) fn observe(pass: &mut Pass<'_>, hint: &Desired) -> Result<Observed, E
                 })
             )
         };
-        for link in by_index
-            .values()
-            .filter(|l| is_owned(&l.name) || hinted_external(&l.name))
-        {
+        for link in by_index.values().filter(|l| {
+            (is_owned(&l.name) || hinted_external(&l.name)) && reports(ns, Some(&l.name))
+        }) {
             let key = (ns.clone(), link.name.clone());
-            let spec = link_spec(pass, &links_by_ns, i, link, hint.links.get(&key));
+            let spec = link_spec(
+                pass,
+                &links_by_ns,
+                i,
+                link,
+                hint.links.get(&key),
+                scope.is_none(),
+            );
             out.links.insert(key, spec);
         }
     }
 
-    observe_sysctls(pass, hint, &mut out)?;
+    observe_sysctls(pass, hint, &all, scope, &mut out)?;
     Ok(out)
+}
+
+/// The links named `devices` that exist, with what naming them needs: their masters and their
+/// veth peers in the same namespace (fetched by index).
+fn links_of(conn: &mut Conn, devices: &BTreeSet<String>) -> Result<ByIndex, NlError> {
+    let mut by_index = ByIndex::new();
+    for name in devices {
+        if let Some(link) = links::get(conn, name)? {
+            by_index.insert(link.index, link);
+        }
+    }
+    let wanted: Vec<u32> = by_index
+        .values()
+        .flat_map(|l| {
+            let peer = l.peer_index.filter(|_| l.peer_nsid.is_none());
+            l.master.into_iter().chain(peer)
+        })
+        .collect();
+    for index in wanted {
+        if let std::collections::hash_map::Entry::Vacant(slot) = by_index.entry(index) {
+            if let Some(link) = links::get_by_index(conn, index)? {
+                slot.insert(link);
+            }
+        }
+    }
+    Ok(by_index)
 }
 
 /// The model's view of one owned link.
@@ -83,6 +175,7 @@ fn link_spec(
     at: usize,
     link: &RawLink,
     hint: Option<&LinkSpec>,
+    complete: bool,
 ) -> LinkSpec {
     let kind = match (&link.kind, hint.map(|h| &h.kind)) {
         (_, Some(LinkKind::External)) | (RawKind::Other, _) => LinkKind::External,
@@ -92,9 +185,9 @@ fn link_spec(
             local: *local,
             port: *port,
         },
-        (RawKind::Veth, _) => {
-            let (peer, peer_ns) =
-                resolve_peer(pass, all, at, link).unwrap_or((String::new(), Netns::Host));
+        (RawKind::Veth, hinted) => {
+            let (peer, peer_ns) = resolve_peer(pass, all, at, link, hinted, complete)
+                .unwrap_or((String::new(), Netns::Host));
             LinkKind::Veth { peer, peer_ns }
         }
     };
@@ -129,11 +222,18 @@ fn link_spec(
 /// The name and namespace of a veth's peer: the link in the namespace the peer's nsid names
 /// whose index is the peer index and whose own peer is this link. When several namespaces have
 /// such a link (ifindexes are per namespace), the nsid decides.
+///
+/// A scoped pass (`complete` false) trusts the namespaces it does not observe to hold what the
+/// last clean pass left there, as it trusts everything else in them: a veth whose peer is in
+/// another namespace and whose hinted peer namespace is not observed is reported with the hinted
+/// peer. The periodic full pass checks those too.
 fn resolve_peer(
     pass: &mut Pass<'_>,
     all: &[(Netns, ByIndex)],
     at: usize,
     link: &RawLink,
+    hinted: Option<&LinkKind>,
+    complete: bool,
 ) -> Option<(String, Netns)> {
     let (ns, _) = &all[at];
     let peer_index = link.peer_index?;
@@ -141,6 +241,17 @@ fn resolve_peer(
         let peer = all[at].1.get(&peer_index)?;
         return Some((peer.name.clone(), ns.clone()));
     };
+    let hinted = match hinted {
+        Some(LinkKind::Veth { peer, peer_ns }) => Some((peer, peer_ns)),
+        _ => None,
+    };
+    if !complete {
+        if let Some((peer, peer_ns)) = hinted {
+            if peer_ns != ns && !all.iter().any(|(o, _)| o == peer_ns) {
+                return Some((peer.clone(), peer_ns.clone()));
+            }
+        }
+    }
     let candidates: Vec<(&Netns, &RawLink)> = all
         .iter()
         .enumerate()
@@ -152,8 +263,12 @@ fn resolve_peer(
                 .map(|p| (other, p))
         })
         .collect();
+    // With every namespace observed a single candidate must be the peer; in a scoped pass it
+    // must also be where the plan put it.
     if let [(other, peer)] = candidates.as_slice() {
-        return Some((peer.name.clone(), (*other).clone()));
+        if complete || hinted.is_some_and(|(_, peer_ns)| peer_ns == *other) {
+            return Some((peer.name.clone(), (*other).clone()));
+        }
     }
     for (other, peer) in candidates {
         let file = pass.open_ns(other).ok()?;
@@ -190,8 +305,14 @@ fn observe_nft(
     pass: &mut Pass<'_>,
     ns: &Netns,
     hint: &Desired,
+    scope: Option<&Scope>,
     out: &mut Observed,
 ) -> Result<(), Error> {
+    if scope.is_some_and(|s| {
+        !s.whole.contains(ns) && s.parts.get(ns).is_none_or(|p| p.tables.is_empty())
+    }) {
+        return Ok(());
+    }
     let file = pass.open_ns(ns)?;
     let mut conn = Conn::open(NETLINK_NETFILTER, &file, &ns.to_string())?;
     for table in nft::list_tables(&mut conn).map_err(nl(ns, "list nft tables"))? {
@@ -200,6 +321,9 @@ fn observe_nft(
             family: table.family,
             name: table.name,
         };
+        if scope.is_some_and(|s| !s.holds_table(&key)) {
+            continue;
+        }
         let text = match (hint.nft.get(&key), &table.comment) {
             (Some(body), Some(c)) if *c == nft::comment_for(body) => body.clone(),
             (_, c) => format!("<unknown digest {}>", c.as_deref().unwrap_or("none")),
@@ -211,14 +335,16 @@ fn observe_nft(
 
 /// The sysctls the hint names, in namespaces that exist; keys whose file is missing are left
 /// out.
-fn observe_sysctls(pass: &mut Pass<'_>, hint: &Desired, out: &mut Observed) -> Result<(), Error> {
+fn observe_sysctls(
+    pass: &mut Pass<'_>,
+    hint: &Desired,
+    observed: &[Netns],
+    scope: Option<&Scope>,
+    out: &mut Observed,
+) -> Result<(), Error> {
     let mut by_ns: BTreeMap<&Netns, Vec<String>> = BTreeMap::new();
     for (ns, key) in hint.sysctls.keys() {
-        let exists = match ns {
-            Netns::Host => true,
-            Netns::Named(n) => out.namespaces.contains(n),
-        };
-        if exists {
+        if observed.contains(ns) && scope.is_none_or(|s| s.holds_sysctl(ns, key)) {
             by_ns.entry(ns).or_default().push(key.clone());
         }
     }

@@ -26,6 +26,7 @@ impl Sandbox {
         let config = LinuxConfig {
             host: HostNs::Path(dir.path().join("host")),
             netns_dir: dir.path().join("ns"),
+            nft: Default::default(),
         };
         let sandbox = Sandbox { dir, config };
         let ops: Vec<Op> = external

@@ -134,6 +134,17 @@ impl Conn {
         parse_route(raw)
     }
 
+    /// Sends one raw request with `flags` (plus `NLM_F_REQUEST | NLM_F_ACK`); returns
+    /// `(message type, payload)` of the messages the kernel sent before its ack.
+    pub(crate) fn raw_request(
+        &mut self,
+        msg_type: u16,
+        flags: u16,
+        payload: &[u8],
+    ) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
+        self.raw_exchange(msg_type, flags | NLM_F_ACK, payload)
+    }
+
     /// Dumps with an rtnetlink request (`NLM_F_DUMP`), retrying when the dump was interrupted.
     pub(crate) fn dump(
         &mut self,
@@ -159,6 +170,100 @@ impl Conn {
             }
         }
         Err(last)
+    }
+
+    /// Sends `batch` as one atomic nfnetlink transaction and reads the kernel's answers. The
+    /// kernel handles a netlink message inside `sendmsg`, so every answer is queued when it
+    /// returns: the error of each refused message, or the ack of the last one.
+    pub(crate) fn nft_batch(&mut self, batch: &super::nft_wire::Batch) -> Result<(), NlError> {
+        if batch.messages.is_empty() {
+            return Ok(());
+        }
+        let first = self.seq.wrapping_add(1);
+        let count = u32::try_from(batch.messages.len() + 2)
+            .map_err(|_| NlError::other("batch too large"))?;
+        self.seq = self.seq.wrapping_add(count);
+        let bytes = super::nft_wire::frame(batch, first);
+        self.grow_send_buffer(bytes.len())?;
+        self.sock.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
+        let last_seq = first.wrapping_add(batch.messages.len() as u32);
+        let mut acked = false;
+        let mut refused: Option<NlError> = None;
+        loop {
+            self.buf.clear();
+            let n = match self
+                .sock
+                .recv(&mut self.buf, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            };
+            if n > self.buf.len() {
+                return Err(NlError::other("netlink reply truncated"));
+            }
+            let mut off = 0;
+            while off + NLMSG_HDR_LEN <= n {
+                let hdr = &self.buf[off..];
+                let mlen = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+                let mtype = u16::from_ne_bytes([hdr[4], hdr[5]]);
+                let mflags = u16::from_ne_bytes([hdr[6], hdr[7]]);
+                let mseq = u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+                if mlen < NLMSG_HDR_LEN || off + mlen > n {
+                    return Err(NlError::other("malformed netlink message"));
+                }
+                let body = &self.buf[off + NLMSG_HDR_LEN..off + mlen];
+                off += (mlen + 3) & !3;
+                if mtype != NLMSG_ERROR {
+                    continue;
+                }
+                let code = read_i32(body).ok_or_else(|| NlError::other("short error"))?;
+                if code == 0 {
+                    acked |= mseq == last_seq;
+                } else if refused.is_none() {
+                    let index = mseq.wrapping_sub(first).wrapping_sub(1) as usize;
+                    let what = batch
+                        .messages
+                        .get(index)
+                        .map(|m| m.what.as_str())
+                        .unwrap_or("the batch");
+                    let mut e = NlError::from_errno(-code, extack_message(mflags, body));
+                    e.message = format!("{what}: {}", e.message);
+                    refused = Some(e);
+                }
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None if acked => Ok(()),
+            None => Err(NlError::other("the kernel did not answer the nft batch")),
+        }
+    }
+
+    /// Makes the send buffer hold a datagram of `len` bytes (a large nft batch is one datagram).
+    fn grow_send_buffer(&mut self, len: usize) -> Result<(), NlError> {
+        const DEFAULT_HEADROOM: usize = 200 * 1024;
+        if len < DEFAULT_HEADROOM {
+            return Ok(());
+        }
+        let size = libc::c_int::try_from(len + 64 * 1024)
+            .map_err(|_| NlError::other("batch too large"))?;
+        // SAFETY: setsockopt on a socket this struct owns, with a pointer to a live c_int and
+        // its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(())
     }
 
     /// Sends one message and collects replies until the ack (`NLM_F_ACK` requests) or

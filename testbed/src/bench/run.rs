@@ -39,6 +39,23 @@ pub fn dvrmesh(desired: &Desired) -> Result<DvrmeshRun> {
     })
 }
 
+/// A cold programming of `desired`, then one scoped pass to `then` (what the agent does when one
+/// more router appears on a busy node). Returns both passes.
+pub fn dvrmesh_then(desired: &Desired, then: &Desired) -> Result<(DvrmeshRun, Pass)> {
+    let passes = run_passes(&[desired.clone(), then.clone()])?;
+    match passes.as_slice() {
+        [cold, next] => Ok((
+            DvrmeshRun {
+                cold: cold.took,
+                ops: cold.ops,
+                steady: cold.steady,
+            },
+            *next,
+        )),
+        _ => anyhow::bail!("expected two passes"),
+    }
+}
+
 /// One cold programming with one process per object, in a private mount and network namespace.
 /// Returns the time the commands took and how many there were.
 pub fn one_process_per_object(desired: &Desired, work: &Path) -> Result<(Duration, usize)> {
@@ -54,6 +71,19 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// The host devices the plans attach but never create (the external interface, VM taps): made
+/// by the harness before anything is timed, as the operator and the hypervisor would.
+fn provided_devices(steps: &[Desired]) -> std::collections::BTreeSet<String> {
+    steps
+        .iter()
+        .flat_map(|d| d.links.iter())
+        .filter(|((ns, _), spec)| {
+            *ns == datapath::Netns::Host && spec.kind == datapath::LinkKind::External
+        })
+        .map(|((_, name), _)| name.clone())
+        .collect()
+}
+
 /// One measured pass.
 #[derive(Clone, Copy, Debug)]
 pub struct Pass {
@@ -66,23 +96,27 @@ pub struct Pass {
 }
 
 /// Programs `steps` one after another into one sandbox (nothing is torn down in between, so the
-/// kernel's asynchronous namespace teardown never lands in a measurement). Every pass must
-/// succeed and leave a second pass empty.
+/// kernel's asynchronous namespace teardown never lands in a measurement), each step with
+/// [`datapath::reconcile_pass`] scoped to what changed since the previous one, as the agent does.
+/// Every pass must succeed and leave a second, full pass empty.
 fn run_passes(steps: &[Desired]) -> Result<Vec<Pass>> {
-    let sandbox = Sandbox::new(&["eth1"])?;
+    let devices = provided_devices(steps);
+    let names: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let sandbox = Sandbox::new(&names)?;
     settle();
     let mut k = sandbox.kernel();
     let mut out = Vec::new();
     for (i, desired) in steps.iter().enumerate() {
+        // As the agent does: the first pass observes everything, each later one (woken by a
+        // change) only the namespaces whose plan changed since.
+        let since = i.checked_sub(1).map(|p| &steps[p]);
         let start = Instant::now();
-        let observed = k.observe(desired)?;
-        let observed_at = start.elapsed();
-        let ops = diff(desired, &observed);
-        let report = k.apply(&ops)?;
+        let pass = datapath::reconcile_pass(&mut k, desired, since)?;
         let took = start.elapsed();
+        let (ops, report) = (pass.ops, pass.report);
         tracing::debug!(
             step = i,
-            observe_ms = observed_at.as_secs_f64() * 1000.0,
+            observed_namespaces = ?pass.observed_namespaces,
             total_ms = took.as_secs_f64() * 1000.0,
             "pass"
         );
@@ -121,7 +155,10 @@ pub fn dvrmesh_incremental(steps: &[Desired]) -> Result<Vec<(Duration, usize)>> 
 /// The same steps with one process per object, in one private mount and network namespace,
 /// timing each step's commands. Returns each step's time and process count.
 pub fn per_object_incremental(steps: &[Desired], work: &Path) -> Result<Vec<(Duration, usize)>> {
-    let mut text = String::from("set -e\nip link add eth1 type veth peer name eth1p\n");
+    let mut text = String::from("set -e\n");
+    for dev in provided_devices(steps) {
+        text.push_str(&format!("ip link add {dev} type veth peer name {dev}p\n"));
+    }
     let mut counts = Vec::new();
     let mut prev = Desired::default();
     for desired in steps {

@@ -44,7 +44,7 @@ fn node(name: &str, mode: NodeMode, tip: Ipv4Addr) -> (NodeId, NodeInfo) {
 }
 
 /// `routers` routers on this node, each with `subnets_per_router` subnets (own network each), one
-/// local port per subnet, `remote_per_subnet` ports on ten other nodes, a gateway with SNAT held
+/// local port per subnet (a VM tap `vm<k>` the harness creates, as a hypervisor would), `remote_per_subnet` ports on ten other nodes, a gateway with SNAT held
 /// elsewhere, and `fips_per_router` FIPs on its local ports.
 pub fn build(
     routers: u32,
@@ -144,8 +144,10 @@ pub fn build(
                     network: net_id.clone(),
                     mac: mac(0x3e, seq),
                     fixed_ips: vec![ip(10 + p)],
+                    // A local port is a VM's tap, made by the hypervisor (the harness makes
+                    // it before timing); dvrmesh only attaches it to its network's bridge.
+                    device: (p == 0).then(|| InterfaceName::new(format!("vm{k}")).expect("ifname")),
                     host,
-                    device: None,
                     allowed_address_pairs: vec![],
                 })
                 .expect("port");

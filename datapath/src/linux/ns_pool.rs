@@ -1,0 +1,100 @@
+//! Network namespaces made ahead of need.
+//!
+//! Creating a namespace costs about a millisecond of kernel work (every per-namespace subsystem
+//! initialises). So a few are made beforehand on a background thread, with `lo` already up, and a
+//! pass that needs a namespace only names a spare ([`super::netns::adopt`]). Spares are held by
+//! file descriptor only: nothing lists them, nothing else can enter them, and they vanish with the
+//! process. When none is left the pass creates its namespace itself, as before.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use netlink_sys::protocols::NETLINK_ROUTE;
+use nix::sched::{unshare, CloneFlags};
+
+use super::links;
+use super::socket::Conn;
+
+/// How many spares are kept.
+const SPARES: usize = 2;
+
+static POOL: Mutex<Vec<File>> = Mutex::new(Vec::new());
+static REFILLING: AtomicBool = AtomicBool::new(false);
+
+/// A spare namespace, if one is ready. Starts a refill either way.
+pub(crate) fn take() -> Option<File> {
+    let spare = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    refill();
+    spare
+}
+
+/// Tops the pool up to [`SPARES`] on a background thread (one at a time).
+pub(crate) fn refill() {
+    if POOL.lock().unwrap_or_else(|p| p.into_inner()).len() >= SPARES
+        || REFILLING.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("dvrmesh-nspool".into())
+        .spawn(|| {
+            while POOL.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARES {
+                match make() {
+                    Ok(ns) => POOL.lock().unwrap_or_else(|p| p.into_inner()).push(ns),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no spare namespace");
+                        break;
+                    }
+                }
+            }
+            REFILLING.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        REFILLING.store(false, Ordering::Release);
+    }
+}
+
+/// A new namespace with `lo` up, held by its file.
+fn make() -> Result<File, String> {
+    let file = std::thread::scope(|s| {
+        s.spawn(|| -> Result<File, String> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+            File::open("/proc/thread-self/ns/net").map_err(|e| format!("open: {e}"))
+        })
+        .join()
+        .map_err(|_| "namespace thread panicked".to_string())?
+    })?;
+    let mut conn = Conn::open(NETLINK_ROUTE, &file, "spare").map_err(|e| e.to_string())?;
+    links::set_up(&mut conn, "lo").map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linux::netns;
+
+    #[test]
+    fn a_spare_is_adopted_under_its_name_with_lo_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spare = make().expect("spare namespace (needs root)");
+        assert!(netns::adopt(dir.path(), "qrouter-pool", &spare).expect("adopt"));
+        drop(spare);
+        let path = dir.path().join("qrouter-pool");
+        assert!(
+            netns::is_netns(&path),
+            "named, and alive without the spare's fd"
+        );
+        let ns = netns::open(&path, "qrouter-pool").expect("open");
+        let mut conn = Conn::open(NETLINK_ROUTE, &ns, "qrouter-pool").expect("conn");
+        let lo = links::get(&mut conn, "lo").expect("get").expect("lo");
+        assert!(lo.up, "lo is up already");
+        let other = make().expect("spare");
+        assert!(
+            !netns::adopt(dir.path(), "qrouter-pool", &other).expect("adopt"),
+            "an existing name is left alone"
+        );
+        netns::delete(dir.path(), "qrouter-pool").expect("delete");
+    }
+}
