@@ -378,6 +378,9 @@ pub struct ApplyReport {
     pub applied: usize,
     /// Ops that failed, with the error; the rest of the batch was still attempted.
     pub failed: Vec<(String, String)>,
+    /// Where the backend measures it: per kind of op, how many and how long (microseconds).
+    #[serde(default)]
+    pub time_by_kind: BTreeMap<String, (u32, u64)>,
 }
 
 /// Access to one node's kernel: the Linux backend, or an in-memory fake for tests.

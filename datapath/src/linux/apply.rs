@@ -61,6 +61,9 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
     }
     announce_all(pass, pending_garp);
     for (op, (count, took)) in prof {
+        report
+            .time_by_kind
+            .insert(op.to_string(), (count, took.as_micros() as u64));
         tracing::debug!(
             op,
             count,
