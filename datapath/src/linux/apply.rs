@@ -186,10 +186,13 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
         Op::DelNamespace { name } => {
             let ns = Netns::Named(name.clone());
             pass.forget(&ns);
+            // Veths whose peers were inside go with it.
+            pass.forget_all_links();
             return Ok(netns::delete(pass.netns_dir(), name).map_err(|e| e.to_string()));
         }
         Op::SetSysctl { .. } => return Ok(Err("sysctls are written in runs".into())),
         Op::AddLink { ns, name, spec } => {
+            forget_pair(pass, name, spec);
             let peer_file = match &spec.kind {
                 LinkKind::Veth { peer_ns, .. } if peer_ns != ns => Some(pass.open_ns(peer_ns)?),
                 _ => None,
@@ -197,7 +200,11 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
             links::add(pass.conn(ns)?, name, spec, peer_file.as_ref())
         }
         Op::SetLink { ns, name, spec } => links::set(pass.conn(ns)?, name, spec),
-        Op::DelLink { ns, name } => links::del(pass.conn(ns)?, name),
+        Op::DelLink { ns, name } => {
+            // Its peer goes with a veth, under a name this op does not know: forget all.
+            pass.forget_all_links();
+            links::del(pass.conn(ns)?, name)
+        }
         Op::AddAddr(a) => addrs_routes::add_addr(pass.conn(&a.ns)?, a),
         Op::DelAddr(a) => addrs_routes::del_addr(pass.conn(&a.ns)?, a),
         Op::AddRoute(r) => addrs_routes::add_route(pass.conn(&r.ns)?, r),
@@ -296,6 +303,14 @@ fn apply_nft(
         }
     }
     Ok(())
+}
+
+/// Forgets the remembered ifindexes of a link about to be created and of its veth peer.
+fn forget_pair(pass: &mut Pass<'_>, name: &str, spec: &crate::LinkSpec) {
+    match &spec.kind {
+        LinkKind::Veth { peer, .. } => pass.forget_links(&[name, peer]),
+        _ => pass.forget_links(&[name]),
+    }
 }
 
 fn is_add(op: &Op) -> bool {

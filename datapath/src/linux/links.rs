@@ -247,11 +247,18 @@ fn parse_raw_info(info: &[u8], link: &mut RawLink) {
     }
 }
 
-/// The ifindex of `name`, or `ENODEV`.
+/// The ifindex of `name`, or `ENODEV`. Remembered for the rest of the pass: the ops of one pass
+/// name the same few devices many times (every FDB entry, address and neighbour names its
+/// device), and apply forgets a name whenever a link of that name is created or deleted.
 pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
-    get(conn, name)?
+    if let Some(i) = conn.indexes.get(name) {
+        return Ok(*i);
+    }
+    let i = get(conn, name)?
         .map(|l| l.index)
-        .ok_or_else(|| no_device(name))
+        .ok_or_else(|| no_device(name))?;
+    conn.indexes.insert(name.to_string(), i);
+    Ok(i)
 }
 
 /// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`) with its MAC, MTU

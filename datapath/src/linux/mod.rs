@@ -191,4 +191,21 @@ impl<'a> Pass<'a> {
     pub(crate) fn forget(&mut self, ns: &Netns) {
         self.conns.remove(ns);
     }
+
+    /// Forgets every remembered ifindex.
+    pub(crate) fn forget_all_links(&mut self) {
+        for conn in self.conns.values_mut() {
+            conn.indexes.clear();
+        }
+    }
+
+    /// Forgets the remembered ifindex of `names` in every namespace (a link of that name is
+    /// being created or deleted; a veth takes its peer, in another namespace, with it).
+    pub(crate) fn forget_links(&mut self, names: &[&str]) {
+        for conn in self.conns.values_mut() {
+            for name in names {
+                conn.indexes.remove(*name);
+            }
+        }
+    }
 }

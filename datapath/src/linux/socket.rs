@@ -95,6 +95,9 @@ pub(crate) struct Conn {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Ifindexes looked up by name in this pass (see `links::index`); forgotten when a link of
+    /// that name is created or deleted.
+    pub(crate) indexes: std::collections::HashMap<String, u32>,
 }
 
 impl Conn {
@@ -117,6 +120,7 @@ impl Conn {
             sock,
             seq: 0,
             buf: Vec::with_capacity(RECV_BUF),
+            indexes: std::collections::HashMap::new(),
         })
     }
 
