@@ -7,7 +7,7 @@
 //! - [`Kernel`]: `observe` reads back only objects dvrmesh owns (name prefixes, route protocol
 //!   [`ROUTE_PROTOCOL`], nft tables named `dvrmesh*`); `apply` is idempotent. [`fake::FakeKernel`]
 //!   keeps ordered maps for tests; the Linux backend ([`linux::LinuxKernel`]) talks netlink from
-//!   threads inside each namespace and loads one atomic nft batch per namespace per pass.
+//!   inside each namespace and loads one atomic nft batch per namespace per pass.
 //! - [`reconcile_pass`]: observe, diff, apply; scoped to the namespaces whose desired objects
 //!   changed since the last clean pass, or everything.
 //!

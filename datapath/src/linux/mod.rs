@@ -1,11 +1,13 @@
-//! The Linux backend of [`Kernel`]: netlink from inside each namespace, one `nft -f -` batch per
+//! The Linux backend of [`Kernel`]: netlink from inside each namespace, one atomic nft batch per
 //! namespace per pass.
 //!
 //! Each `observe` or `apply` is one *pass*: it opens the host namespace and every named namespace
-//! it touches, creates one synchronous rtnetlink socket per namespace on a short-lived thread that
-//! has entered it (a socket keeps the namespace it was created in), and uses those sockets from
-//! the caller's thread. Sysctls are read and written, and `nft` is run, from threads inside the
-//! namespace. Nothing is kept between passes, so a deleted namespace is never held alive.
+//! it touches, creates one synchronous rtnetlink socket per namespace while the calling thread has
+//! switched into it (a socket keeps the namespace it was created in), and uses those sockets
+//! after. Sysctls are read and written the same way. nft tables in the planner's dialect are sent
+//! as nfnetlink batches (`nft_text`, `nft_wire`), any other text through libnftables. Nothing is
+//! kept between passes (but a pool of unnamed spare namespaces, `ns_pool`), so a deleted
+//! namespace is never held alive. `observe` can be scoped (see [`crate::Scope`]).
 //!
 //! What dvrmesh owns, and so what `observe` reports and `apply` may delete: links named with one
 //! of [`OWNED_LINK_PREFIXES`], namespaces named with one of [`OWNED_NAMESPACE_PREFIXES`], routes

@@ -1,8 +1,8 @@
 //! One synchronous netlink socket opened inside a namespace: request/ack, dumps, errno.
 //!
 //! A netlink socket belongs to the namespace of the thread that created it, so [`Conn::open`]
-//! creates it on a short-lived thread that has entered the namespace and hands it back; after
-//! that it is used from the caller's thread. Framing is done here (it is the same for rtnetlink
+//! creates it while the calling thread has switched into the namespace; after that it is used
+//! from anywhere. Framing is done here (it is the same for rtnetlink
 //! and nfnetlink); rtnetlink payloads are built and parsed with `netlink-packet-route`.
 
 use std::fs::File;
