@@ -117,21 +117,19 @@ pub(crate) fn dump(conn: &mut Conn) -> Result<Vec<RawLink>, NlError> {
 pub(crate) fn get(conn: &mut Conn, name: &str) -> Result<Option<RawLink>, NlError> {
     let mut ifname = name.as_bytes().to_vec();
     ifname.push(0);
-    match conn.raw_request(RTM_GETLINK, 0, &link_request(&[(IFLA_IFNAME, &ifname)])) {
-        Ok(replies) => Ok(replies
-            .into_iter()
-            .filter(|(t, _)| *t == RTM_NEWLINK)
-            .find_map(|(_, body)| parse_raw(&body))),
-        Err(e) if e.is(&[libc::ENODEV]) => Ok(None),
-        Err(e) => Err(e),
-    }
+    get_one(conn, &link_request(&[(IFLA_IFNAME, &ifname)]))
 }
 
 /// The link with ifindex `index`, if it exists.
 pub(crate) fn get_by_index(conn: &mut Conn, index: u32) -> Result<Option<RawLink>, NlError> {
     let mut request = link_request(&[]);
     request[4..8].copy_from_slice(&index.to_ne_bytes());
-    match conn.raw_request(RTM_GETLINK, 0, &request) {
+    get_one(conn, &request)
+}
+
+/// The link a `RTM_GETLINK` request names, or `None` on `ENODEV`.
+fn get_one(conn: &mut Conn, request: &[u8]) -> Result<Option<RawLink>, NlError> {
+    match conn.raw_request(RTM_GETLINK, 0, request) {
         Ok(replies) => Ok(replies
             .into_iter()
             .filter(|(t, _)| *t == RTM_NEWLINK)

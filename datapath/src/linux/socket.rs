@@ -193,32 +193,15 @@ impl Conn {
         let last_seq = first.wrapping_add(batch.messages.len() as u32);
         let mut acked = false;
         let mut refused: Option<NlError> = None;
-        loop {
-            self.buf.clear();
-            let n = match self
-                .sock
-                .recv(&mut self.buf, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
-            {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e.into()),
-            };
-            if n > self.buf.len() {
-                return Err(NlError::other("netlink reply truncated"));
-            }
-            let mut off = 0;
-            while off + NLMSG_HDR_LEN <= n {
-                let hdr = &self.buf[off..];
-                let mlen = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-                let mtype = u16::from_ne_bytes([hdr[4], hdr[5]]);
-                let mflags = u16::from_ne_bytes([hdr[6], hdr[7]]);
-                let mseq = u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
-                if mlen < NLMSG_HDR_LEN || off + mlen > n {
-                    return Err(NlError::other("malformed netlink message"));
-                }
-                let body = &self.buf[off + NLMSG_HDR_LEN..off + mlen];
-                off += (mlen + 3) & !3;
+        // Every answer is queued already: read until there is none.
+        while let Some(n) = self.receive(libc::MSG_DONTWAIT)? {
+            for message in messages(&self.buf[..n]) {
+                let Header {
+                    mtype,
+                    mflags,
+                    mseq,
+                    body,
+                } = message?;
                 if mtype != NLMSG_ERROR {
                     continue;
                 }
@@ -243,6 +226,25 @@ impl Conn {
             None if acked => Ok(()),
             None => Err(NlError::other("the kernel did not answer the nft batch")),
         }
+    }
+
+    /// Receives one datagram into the buffer; its length, or `None` when `flags` has
+    /// `MSG_DONTWAIT` and nothing is queued. A datagram larger than the buffer is an error
+    /// (`MSG_TRUNC` makes the kernel report the full length, so truncation shows).
+    fn receive(&mut self, flags: libc::c_int) -> Result<Option<usize>, NlError> {
+        self.buf.clear();
+        let n = loop {
+            match self.sock.recv(&mut self.buf, libc::MSG_TRUNC | flags) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if n > self.buf.len() {
+            return Err(NlError::other("netlink reply truncated"));
+        }
+        Ok(Some(n))
     }
 
     /// Makes the send buffer hold a datagram of `len` bytes (a large nft batch is one datagram).
@@ -294,29 +296,16 @@ impl Conn {
         let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
-            self.buf.clear();
-            let n = loop {
-                // MSG_TRUNC: the kernel returns the datagram's full length, so truncation shows.
-                match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other?,
-                }
+            let Some(n) = self.receive(0)? else {
+                continue;
             };
-            if n > self.buf.len() {
-                return Err(NlError::other("netlink reply truncated"));
-            }
-            let mut off = 0;
-            while off + NLMSG_HDR_LEN <= n {
-                let hdr = &self.buf[off..];
-                let mlen = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-                let mtype = u16::from_ne_bytes([hdr[4], hdr[5]]);
-                let mflags = u16::from_ne_bytes([hdr[6], hdr[7]]);
-                let mseq = u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
-                if mlen < NLMSG_HDR_LEN || off + mlen > n {
-                    return Err(NlError::other("malformed netlink message"));
-                }
-                let body = &self.buf[off + NLMSG_HDR_LEN..off + mlen];
-                off += (mlen + 3) & !3;
+            for message in messages(&self.buf[..n]) {
+                let Header {
+                    mtype,
+                    mflags,
+                    mseq,
+                    body,
+                } = message?;
                 if mseq != seq {
                     continue; // a late answer to an earlier request
                 }
@@ -348,6 +337,38 @@ impl Conn {
             }
         }
     }
+}
+
+/// One netlink message of a received datagram.
+struct Header<'a> {
+    mtype: u16,
+    mflags: u16,
+    mseq: u32,
+    body: &'a [u8],
+}
+
+/// The messages of one datagram, in order; a length that does not fit is an error.
+fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Header<'_>, NlError>> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off + NLMSG_HDR_LEN > buf.len() {
+            return None;
+        }
+        let hdr = &buf[off..];
+        let mlen = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+        if mlen < NLMSG_HDR_LEN || off + mlen > buf.len() {
+            off = buf.len();
+            return Some(Err(NlError::other("malformed netlink message")));
+        }
+        let message = Header {
+            mtype: u16::from_ne_bytes([hdr[4], hdr[5]]),
+            mflags: u16::from_ne_bytes([hdr[6], hdr[7]]),
+            mseq: u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]),
+            body: &buf[off + NLMSG_HDR_LEN..off + mlen],
+        };
+        off += (mlen + 3) & !3;
+        Some(Ok(message))
+    })
 }
 
 fn read_i32(b: &[u8]) -> Option<i32> {

@@ -180,6 +180,14 @@ pub fn per_object_incremental(steps: &[Desired], work: &Path) -> Result<Vec<(Dur
     }
     let script = work.join("per-object-steps.sh");
     std::fs::write(&script, text)?;
+    let times = timed_script(&script, work, "per-object", steps.len())?;
+    Ok(times.into_iter().zip(counts).collect())
+}
+
+/// Runs `script` with `sh` in a private mount and network namespace (its own `/run/netns`), with
+/// `$W` set to `work`; each line it prints holding a number is a time in nanoseconds, and there
+/// must be `expect` of them.
+fn timed_script(script: &Path, work: &Path, what: &str, expect: usize) -> Result<Vec<Duration>> {
     let out = Command::new("unshare")
         .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
         .arg(format!(
@@ -191,7 +199,7 @@ pub fn per_object_incremental(steps: &[Desired], work: &Path) -> Result<Vec<(Dur
         .context("running unshare")?;
     if !out.status.success() {
         bail!(
-            "per-object script failed: {}",
+            "{what} script failed: {}",
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .last()
@@ -203,14 +211,13 @@ pub fn per_object_incremental(steps: &[Desired], work: &Path) -> Result<Vec<(Dur
         .filter_map(|l| l.trim().parse::<u64>().ok())
         .map(Duration::from_nanos)
         .collect();
-    if times.len() != steps.len() {
+    if times.len() != expect {
         bail!(
-            "per-object script printed {} timings for {} steps",
-            times.len(),
-            steps.len()
+            "{what} script printed {} timings, expected {expect}",
+            times.len()
         );
     }
-    Ok(times.into_iter().zip(counts).collect())
+    Ok(times)
 }
 
 /// [`per_object_incremental`] `runs` times; per step, the median.
@@ -266,30 +273,10 @@ pub fn kernel_floor_one_router(work: &Path) -> Result<Duration> {
     }
     let path = work.join("kernel-floor.sh");
     std::fs::write(&path, script)?;
-    let out = Command::new("unshare")
-        .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && sh {}",
-            path.display()
-        ))
-        .output()
-        .context("running unshare")?;
-    if !out.status.success() {
-        bail!(
-            "kernel floor script failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .map(Duration::from_nanos)
-        .collect();
-    if times.len() != ROUTERS as usize {
-        bail!("kernel floor script printed {} timings", times.len());
-    }
-    Ok(median(times))
+    Ok(median(timed_script(
+        &path,
+        work,
+        "kernel floor",
+        ROUTERS as usize,
+    )?))
 }
