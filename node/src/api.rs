@@ -260,7 +260,7 @@ impl ApiContext {
                     "ha": self.ha.as_ref().map(|h| {
                         let s = h.status();
                         json!({"ready": s.ready, "draining": s.draining, "majority": s.majority,
-                            "held": s.held, "counters": s.counters})
+                            "held": s.held, "counters": s.counters, "stale_ms": s.stale_ms})
                     }),
                     "peers": self.peers.as_ref().map(|p| p.snapshot().into_iter()
                         .map(|(addr, r)| json!({"addr": addr.to_string(), "certified": r.certified.as_str(), "refused_claim": r.refused_claim}))

@@ -83,7 +83,7 @@ enum HaCommand {
 #[derive(Clone)]
 pub struct HaHandle {
     holders: watch::Receiver<Holders>,
-    status: Arc<Mutex<HaStatus>>,
+    status: Arc<Mutex<status::StatusCell>>,
     commands: mpsc::Sender<HaCommand>,
 }
 
@@ -93,12 +93,13 @@ impl HaHandle {
         self.holders.clone()
     }
 
-    /// The current status.
+    /// The current status (stale, claiming nothing, when the election has not run for longer
+    /// than it should: see [`HaStatus::stale_ms`]).
     pub fn status(&self) -> HaStatus {
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .read(tokio::time::Instant::now())
     }
 
     /// Starts or stops draining: a draining node is no candidate, so it hands every router it
@@ -126,10 +127,10 @@ pub fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let draining = facts.draining();
     let (probe_tx, probe_rx) = mpsc::channel(64);
-    let status = Arc::new(Mutex::new(HaStatus {
+    let status = Arc::new(Mutex::new(status::StatusCell::new(HaStatus {
         draining,
         ..Default::default()
-    }));
+    })));
     let task = HaTask {
         election: Election::new(me.clone(), settings.election),
         me,
@@ -178,7 +179,7 @@ struct HaTask {
     sender: DatagramSender,
     settings: HaSettings,
     holders: watch::Sender<Holders>,
-    status: Arc<Mutex<HaStatus>>,
+    status: Arc<Mutex<status::StatusCell>>,
     /// Claims heard in datagrams, with when.
     recent: BTreeMap<ObjectId, BTreeMap<NodeId, (SnatClaim, Instant)>>,
     released: BTreeMap<(ObjectId, NodeId), u64>,

@@ -86,6 +86,44 @@ pub struct HaStatus {
     pub routers: BTreeMap<ObjectId, RouterHaStatus>,
     /// Counters.
     pub counters: HaCounters,
+    /// How long ago the election last ran, when that is longer than it ever should be (the agent
+    /// was paused or starved). Other nodes may have taken its routers meanwhile, so `held` is
+    /// then empty until the election catches up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_ms: Option<u64>,
+}
+
+/// A status older than this is stale: the task refreshes it every 100 ms, and the other nodes
+/// declare a silent holder down after 8 advert intervals (160 ms by default).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// The status as the HA task last wrote it, and when.
+#[derive(Debug)]
+pub struct StatusCell {
+    status: HaStatus,
+    written: tokio::time::Instant,
+}
+
+impl StatusCell {
+    /// A first status, written now.
+    pub fn new(status: HaStatus) -> StatusCell {
+        StatusCell {
+            status,
+            written: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The status as of `now`: stale (see [`HaStatus::stale_ms`]) when it was written longer than
+    /// [`STALE_AFTER`] ago by an election that was running.
+    pub fn read(&self, now: tokio::time::Instant) -> HaStatus {
+        let mut status = self.status.clone();
+        let age = now.saturating_duration_since(self.written);
+        if status.ready && age > STALE_AFTER {
+            status.stale_ms = Some(age.as_millis() as u64);
+            status.held.clear();
+        }
+        status
+    }
 }
 
 /// What this node saw of one router's holders.
@@ -268,7 +306,29 @@ impl HaTask {
             held: mine.iter().map(|c| c.router.clone()).collect(),
             routers,
             counters: self.counters.clone(),
+            stale_ms: None,
         };
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = StatusCell::new(status);
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_status_not_refreshed_for_long_claims_nothing() {
+        let cell = StatusCell::new(HaStatus {
+            ready: true,
+            held: vec![ObjectId::new("r1".to_string()).expect("id")],
+            ..HaStatus::default()
+        });
+        let fresh = cell.read(tokio::time::Instant::now());
+        assert_eq!(fresh.held.len(), 1);
+        assert_eq!(fresh.stale_ms, None);
+        tokio::time::advance(STALE_AFTER + std::time::Duration::from_millis(100)).await;
+        let stale = cell.read(tokio::time::Instant::now());
+        assert!(stale.held.is_empty(), "a stalled election claims nothing");
+        assert_eq!(stale.stale_ms, Some(500));
     }
 }
