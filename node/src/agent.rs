@@ -13,6 +13,7 @@ use crate::config::{Config, DatapathMode};
 use crate::election::ElectionConfig;
 use crate::gossip::{self, GossipSettings};
 use crate::ha::{self, HaHandle, HaSettings};
+use crate::peers;
 use crate::reconcile::{Readiness, Reconciler, SharedKernel};
 use crate::signing::KEY_CERT;
 use crate::store::service::{load_records, ConfigService, StoreSettings};
@@ -63,6 +64,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         info!("this node is drained (agent undrain to take part in SNAT elections again)");
     }
     let generation = next_generation(&config.data_dir)?;
+    let remembered = peers::load(&config.data_dir);
     let transport = QuicTransport::new(&creds)?;
     let datagrams = transport
         .datagrams()
@@ -72,7 +74,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         generation,
         listen: config.listen,
         advertise: config.advertise,
-        seeds: config.seeds.clone(),
+        seeds: seeds_with(&config, &remembered),
         cluster_id: config.cluster_id.clone(),
         gossip_interval: config.gossip_interval,
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
@@ -96,7 +98,12 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
     );
     let replication_task = tokio::spawn(store.clone().run_replication().in_current_span());
-    let readiness = readiness_of(&config);
+    let readiness = readiness_of(&config, &remembered);
+    let peers_task = peers::spawn_recorder(
+        view.clone(),
+        config.node_id.clone(),
+        config.data_dir.clone(),
+    );
     let (ha, ha_task) = ha::spawn(
         config.node_id.clone(),
         facts.clone(),
@@ -129,6 +136,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         Err(e) => {
             view_task.abort();
             replication_task.abort();
+            peers_task.abort();
             ha_task.abort();
             if let Some((_, task)) = &reconciler {
                 task.abort();
@@ -145,6 +153,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     info!("shutting down");
     api_task.abort();
     replication_task.abort();
+    peers_task.abort();
     ha_task.abort();
     view_task.abort();
     // The kernel state stays as it is: a restarted agent finds it in sync and traffic never stops.
@@ -159,13 +168,24 @@ async fn run_inner(config: Config) -> Result<(), Error> {
 /// How often the reconciler re-checks the kernel without a view change.
 const DATAPATH_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// When the reconciler and the election may act on the view (see [`Readiness`]).
-fn readiness_of(config: &Config) -> Readiness {
+/// The configured seeds plus the peers remembered from the last life (see [`peers`]).
+fn seeds_with(config: &Config, remembered: &[String]) -> Vec<String> {
+    let mut seeds = config.seeds.clone();
+    let me = config.advertise.to_string();
+    for p in remembered {
+        if *p != me && !seeds.contains(p) {
+            seeds.push(p.clone());
+        }
+    }
+    seeds
+}
+
+/// When the reconciler and the election may act on the view (see [`Readiness`]): peers are
+/// expected when a seed other than this node is configured, or when the last life saw some.
+fn readiness_of(config: &Config, remembered: &[String]) -> Readiness {
+    let me = config.advertise.to_string();
     Readiness {
-        expect_peers: config
-            .seeds
-            .iter()
-            .any(|s| *s != config.advertise.to_string()),
+        expect_peers: config.seeds.iter().chain(remembered).any(|s| *s != me),
         settle: (config.gossip_interval * 5).max(std::time::Duration::from_secs(1)),
         max_wait: std::time::Duration::from_secs(30),
     }

@@ -16,6 +16,7 @@ pub mod gossip;
 pub mod gossip_wire;
 pub mod ha;
 pub mod logging;
+pub mod peers;
 pub mod reconcile;
 pub mod signing;
 pub mod store;

@@ -334,6 +334,8 @@ pub async fn wait_until_ready(view: &ViewHandle, me: &NodeId, readiness: &Readin
         if me_known && peers_ok && last_change.elapsed() >= readiness.settle {
             info!(
                 waited_ms = start.elapsed().as_millis() as u64,
+                members = v.members.len(),
+                alive = v.alive().count(),
                 "view settled; {what}"
             );
             return;
