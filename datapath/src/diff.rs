@@ -194,8 +194,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
 /// Interface-specific sysctls (`net.ipv4.conf.<dev>.…`, `net.ipv4.neigh.<dev>.…`) need the
 /// interface; namespace-wide ones (`all`, `default`, or no interface part) must come before it.
 fn is_interface_sysctl(key: &str) -> bool {
-    let parts: Vec<&str> = key.split('.').collect();
-    matches!(parts.as_slice(), [_, _, "conf" | "neigh", dev, ..] if *dev != "all" && *dev != "default")
+    crate::scope::sysctl_device(key).is_some()
 }
 
 fn kind_rank(k: &LinkKind) -> u8 {

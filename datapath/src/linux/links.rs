@@ -13,7 +13,7 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::socket::{Conn, NlError};
+use super::socket::{attrs, Conn, NlError};
 use crate::{LinkKind, LinkSpec};
 
 pub use crate::model::OWNED_LINK_PREFIXES;
@@ -137,23 +137,6 @@ fn get_one(conn: &mut Conn, request: &[u8]) -> Result<Option<RawLink>, NlError> 
         Err(e) if e.is(&[libc::ENODEV]) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// The netlink attributes of `buf` as `(type, value)`; a malformed tail ends the list.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = buf.get((len + 3) & !3..).unwrap_or_default();
-        Some((kind, value))
-    })
 }
 
 fn u32_of(v: &[u8]) -> Option<u32> {

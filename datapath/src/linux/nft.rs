@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::netns;
-use super::socket::{Conn, NlError};
+use super::socket::{attrs, Conn, NlError};
 use crate::{Error, NftFamily, NftKey, NFT_TABLE_PREFIX};
 
 /// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE`.
@@ -227,21 +227,6 @@ pub(crate) fn run(ns: &File, label: &str, text: &str) -> Result<(), Error> {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         Err(fail(format!("{} ({})", stderr, output.status)))
     }
-}
-
-/// The netlink attributes of a payload as `(type, value)`.
-fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[4..len]));
-        buf = buf.get((len + 3) & !3..).unwrap_or_default();
-    }
-    out
 }
 
 /// The comment in libnftnl's user-data TLVs (`u8 type, u8 len, value`).

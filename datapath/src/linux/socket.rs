@@ -371,6 +371,24 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Header<'_>, NlError>> {
     })
 }
 
+/// The netlink attributes of `buf` as `(type, value)`, flags masked off; a malformed tail ends
+/// the list.
+pub(crate) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = buf.get((len + 3) & !3..).unwrap_or_default();
+        Some((kind, value))
+    })
+}
+
 fn read_i32(b: &[u8]) -> Option<i32> {
     Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
 }
