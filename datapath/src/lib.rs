@@ -8,8 +8,8 @@
 //!   [`ROUTE_PROTOCOL`], nft tables named `dvrmesh*`); `apply` is idempotent. [`fake::FakeKernel`]
 //!   keeps ordered maps for tests; the Linux backend ([`linux::LinuxKernel`]) talks netlink from
 //!   inside each namespace and loads one atomic nft batch per namespace per pass.
-//! - [`reconcile_pass`]: observe, diff, apply; scoped to the namespaces whose desired objects
-//!   changed since the last clean pass, or everything.
+//! - [`reconcile_pass`]: observe, diff, apply; scoped ([`Scope`]) to the namespaces, and the host
+//!   devices, whose desired objects changed since the last clean pass, or everything.
 //!
 //! It does not know about gossip or the agent: it depends on `mesh-proto` only.
 

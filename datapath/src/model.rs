@@ -388,8 +388,9 @@ pub trait Kernel {
     /// Reads back the objects dvrmesh owns. `hint` names the sysctls to read (sysctls cannot be
     /// listed by owner).
     fn observe(&mut self, hint: &Desired) -> Result<Observed, crate::Error>;
-    /// [`Kernel::observe`] of the namespaces in `scope` only (see [`crate::reconcile_pass`]).
-    /// The default observes everything and keeps the scope.
+    /// [`Kernel::observe`] of what `scope` takes only: whole namespaces, and devices and nft
+    /// tables of others (see [`crate::reconcile_pass`]). The default observes everything and
+    /// keeps the scope.
     fn observe_scoped(
         &mut self,
         hint: &Desired,
