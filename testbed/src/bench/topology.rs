@@ -193,3 +193,28 @@ pub fn build(
     t.snat_holders = datapath::default_snat_holders(&t);
     t
 }
+
+/// [`build`] without its last router and that router's FIPs: the node already has the router's
+/// networks and VM ports (a VM booted before the tenant added the router).
+pub fn build_before_last_router(
+    routers: u32,
+    subnets_per_router: u32,
+    remote_per_subnet: u32,
+    fips_per_router: u32,
+) -> Topology {
+    let mut t = build(
+        routers,
+        subnets_per_router,
+        remote_per_subnet,
+        fips_per_router,
+    );
+    if let Some(last) = routers.checked_sub(1) {
+        t.routers.remove(&id(format!("rtr-{last:011}")));
+        for f in 0..fips_per_router {
+            t.fips
+                .remove(&id(format!("fip-{:011}", last * fips_per_router + f)));
+        }
+    }
+    t.snat_holders = datapath::default_snat_holders(&t);
+    t
+}

@@ -95,6 +95,25 @@ fn main() -> Result<()> {
         ms(floor)
     );
 
+    eprintln!("== one router, 3 subnets, 2 FIPs, onto networks and VMs the node already has");
+    run::settle();
+    let mut onto: Vec<datapath::Desired> = Vec::new();
+    for n in 1..=args.trials {
+        for t in [
+            topology::build_before_last_router(n, 3, 1, 2),
+            topology::build(n, 3, 1, 2),
+        ] {
+            let p = datapath::plan(&t, &me);
+            anyhow::ensure!(p.problems.is_empty(), "plan problems: {:?}", p.problems);
+            onto.push(p.desired);
+        }
+    }
+    let onto_passes = run::dvrmesh_incremental(&onto)?;
+    let router_only: Vec<&run::Pass> = onto_passes.iter().skip(1).step_by(2).collect();
+    let onto_median = run::median(router_only.iter().map(|p| p.took).collect());
+    let onto_ops = router_only.iter().map(|p| p.ops).max().unwrap_or(0);
+    eprintln!("   dvrmesh median {} (≤ {} ops)", ms(onto_median), onto_ops);
+
     eprintln!(
         "== {} routers / {} ports, cold full reconcile, both methods",
         args.compare_routers,
@@ -165,6 +184,10 @@ fn main() -> Result<()> {
     md.push_str(&format!(
         "| the first router into an empty node (3 networks, qrouter and fip namespaces from nothing) | **{}** | {} | {:.1}× | |\n",
         ms(first_ours), ms(first_theirs), ratio(first_theirs, first_ours)
+    ));
+    md.push_str(&format!(
+        "| one router, 3 subnets, 2 FIPs, onto networks and VMs the node already has (median of {}) | **{}** (≤ {onto_ops} ops) | | | |\n",
+        args.trials, ms(onto_median)
     ));
     md.push_str(&format!(
         "| {} routers / {} ports, cold full reconcile | **{}** ({} ops) | {} ({} processes) | {:.1}× | |\n",
