@@ -90,14 +90,6 @@ pub struct Part {
 }
 
 impl Scope {
-    /// Every namespace of `set`, whole.
-    pub fn whole(set: BTreeSet<Netns>) -> Scope {
-        Scope {
-            whole: set,
-            parts: BTreeMap::new(),
-        }
-    }
-
     /// Whether nothing is in scope.
     pub fn is_empty(&self) -> bool {
         self.whole.is_empty() && self.parts.is_empty()
