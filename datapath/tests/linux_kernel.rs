@@ -428,9 +428,21 @@ fn set_link_changes_attributes() {
     // (`neigh_changeaddr`), so the next pass adds it again.
     let mut expected = desired.clone();
     expected.neighs.clear();
+    // A bridge given its MTU at creation follows its ports' smallest MTU, as the kernel does by
+    // default; the pass puts it back, and from then on it keeps the MTU it was set to.
+    let bridge = (Netns::Host, "br-100".to_string());
+    let bridge_spec = desired.links.get(&bridge).expect("bridge").clone();
+    if let Some(spec) = expected.links.get_mut(&bridge) {
+        spec.mtu = Some(1400);
+    }
     assert_eq!(lab.kernel.observe(&desired).expect("observe"), expected);
-    let neighs: Vec<Op> = desired.neighs.iter().cloned().map(Op::AddNeigh).collect();
-    lab.apply_ok(&neighs);
+    let mut ops: Vec<Op> = desired.neighs.iter().cloned().map(Op::AddNeigh).collect();
+    ops.push(Op::SetLink {
+        ns: bridge.0.clone(),
+        name: bridge.1.clone(),
+        spec: bridge_spec,
+    });
+    lab.apply_ok(&ops);
     assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
 }
 

@@ -4,62 +4,81 @@
 //! An op the kernel refuses goes to [`ApplyReport::failed`] and the batch goes on; a namespace
 //! that cannot be entered ends the pass with an [`Error`].
 
-use std::collections::BTreeSet;
-
 use super::socket::{nl, NlError};
-use super::{
-    addrs_routes, garp, links, neigh_fdb, netns, nft, nft_text, nft_wire, ns_pool, rules, sysctl,
-    Pass,
-};
+use super::{addrs_routes, garp, links, neigh_fdb, netns, nft_apply, ns_pool, rules, sysctl, Pass};
+use crate::plan::NAMESPACE_SYSCTLS;
 use crate::{ApplyReport, Error, LinkKind, Netns, Op};
 
-/// Applies `ops` in order.
+/// Applies `ops` in order; each namespace's nft batch runs beside the others (see
+/// [`nft_apply`]).
 pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Error> {
     let mut report = ApplyReport::default();
-    let mut nft_done: BTreeSet<Netns> = BTreeSet::new();
     let mut pending_garp = Vec::new();
     // Time per kind of op, logged at debug level: where a slow pass spends its time.
     let mut prof: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
         Default::default();
-    let mut i = 0;
-    while i < ops.len() {
-        let op = &ops[i];
-        i += 1;
-        let t0 = std::time::Instant::now();
-        if let Op::SetSysctl { ns, .. } = op {
-            // Consecutive sysctls of one namespace are written from one thread inside it.
-            let mut run = vec![op];
-            while let Some(next @ Op::SetSysctl { ns: n2, .. }) = ops.get(i) {
-                if n2 != ns {
-                    break;
+    let starts = nft_apply::schedule(ops);
+    std::thread::scope(|s| -> Result<(), Error> {
+        let mut lane = (!starts.is_empty()).then(|| nft_apply::Lane::start(s, ops));
+        let mut launched = 0;
+        let mut i = 0;
+        while i < ops.len() {
+            // Hand over every batch whose namespace is ready before this op.
+            for (_, namespaces) in starts.range(launched..=i) {
+                for ns in namespaces {
+                    if let Some(lane) = lane.as_mut() {
+                        lane.send(nft_apply::job(pass, ns)?)?;
+                    }
                 }
-                run.push(next);
-                i += 1;
             }
-            apply_sysctls(pass, ns, &run, &mut report)?;
-            let e = prof.entry(op_name(op)).or_default();
-            e.0 += run.len() as u32;
-            e.1 += t0.elapsed();
-            continue;
-        }
-        if let Op::ReplaceNft { key, .. } | Op::DelNft(key) = op {
-            if nft_done.insert(key.ns.clone()) {
-                apply_nft(pass, ops, &key.ns, &mut report)?;
+            launched = i + 1;
+            let op = &ops[i];
+            i += 1;
+            if nft_apply::is_deletion(op) {
+                if let Some(lane) = lane.as_mut() {
+                    collect_nft(lane, &mut report, &mut prof)?;
+                }
             }
-        } else {
-            match apply_one(pass, op)? {
+            let t0 = std::time::Instant::now();
+            if let Op::SetSysctl { ns, .. } = op {
+                // Consecutive sysctls of one namespace are written from one thread inside it.
+                let mut run = vec![op];
+                while let Some(next @ Op::SetSysctl { ns: n2, .. }) = ops.get(i) {
+                    if n2 != ns {
+                        break;
+                    }
+                    run.push(next);
+                    i += 1;
+                }
+                apply_sysctls(pass, ns, &run, &mut report)?;
+                let e = prof.entry(op_name(op)).or_default();
+                e.0 += run.len() as u32;
+                e.1 += t0.elapsed();
+                continue;
+            }
+            if matches!(op, Op::ReplaceNft { .. } | Op::DelNft(_)) {
+                continue; // in its namespace's batch
+            }
+            match apply_one(pass, op, &ops[i..])? {
                 Ok(()) => {
                     report.applied += 1;
                     pending_garp.extend(announcement(op));
                 }
                 Err(message) => report.failed.push((format!("{op:?}"), message)),
             }
+            let took = t0.elapsed();
+            tracing::trace!(?op, micros = took.as_micros() as u64, "applied");
+            let e = prof.entry(op_name(op)).or_default();
+            e.0 += 1;
+            e.1 += took;
         }
-        let e = prof.entry(op_name(op)).or_default();
-        e.0 += 1;
-        e.1 += t0.elapsed();
-    }
+        match lane.as_mut() {
+            Some(lane) => collect_nft(lane, &mut report, &mut prof),
+            None => Ok(()),
+        }
+    })?;
     announce_all(pass, pending_garp);
+    ns_pool::refill();
     for (op, (count, took)) in prof {
         report
             .time_by_kind
@@ -72,6 +91,23 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
         );
     }
     Ok(report)
+}
+
+/// Waits for the nft batches handed over so far and counts what they did (their time is the
+/// helper's, spent beside the pass).
+fn collect_nft(
+    lane: &mut nft_apply::Lane,
+    report: &mut ApplyReport,
+    prof: &mut std::collections::BTreeMap<&'static str, (u32, std::time::Duration)>,
+) -> Result<(), Error> {
+    for outcome in lane.wait()? {
+        report.applied += outcome.applied;
+        report.failed.extend(outcome.failed);
+        let e = prof.entry("replace nft table").or_default();
+        e.0 += outcome.ops;
+        e.1 += outcome.took;
+    }
+    Ok(())
 }
 
 /// The announcement an op calls for, if it makes an address appear on this node: an address on a
@@ -145,6 +181,17 @@ fn apply_sysctls(
     run: &[&Op],
     report: &mut ApplyReport,
 ) -> Result<(), Error> {
+    // A spare namespace adopted in this pass holds the common sysctls already.
+    let preset = pass.is_preset(ns);
+    let (done, run): (Vec<&Op>, Vec<&Op>) = run.iter().partition(|op| {
+        preset
+            && matches!(op, Op::SetSysctl { key, value, .. }
+                if NAMESPACE_SYSCTLS.contains(&(key.as_str(), value.as_str())))
+    });
+    report.applied += done.len();
+    if run.is_empty() {
+        return Ok(());
+    }
     let kvs: Vec<(&str, &str)> = run
         .iter()
         .filter_map(|op| match op {
@@ -167,13 +214,16 @@ fn apply_sysctls(
 
 /// One non-nft op. The outer error is fatal (a namespace that cannot be entered); the inner one
 /// is this op's failure.
-fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> {
+fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), String>, Error> {
     let result: Result<(), NlError> = match op {
         Op::AddNamespace { name } => {
             // A spare made ahead of time comes with `lo` up; otherwise create one here.
             if let Some(spare) = ns_pool::take() {
                 match netns::adopt(pass.netns_dir(), name, &spare) {
-                    Ok(true) => return Ok(Ok(())),
+                    Ok(true) => {
+                        pass.created(Netns::Named(name.clone()), true);
+                        return Ok(Ok(()));
+                    }
                     Ok(false) => {}
                     Err(e) => return Ok(Err(e.to_string())),
                 }
@@ -181,6 +231,7 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
             if let Err(e) = netns::create(pass.netns_dir(), name) {
                 return Ok(Err(e.to_string()));
             }
+            pass.created(Netns::Named(name.clone()), false);
             links::set_up(pass.conn(&Netns::Named(name.clone()))?, "lo")
         }
         Op::DelNamespace { name } => {
@@ -197,7 +248,25 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
                 LinkKind::Veth { peer_ns, .. } if peer_ns != ns => Some(pass.open_ns(peer_ns)?),
                 _ => None,
             };
-            links::add(pass.conn(ns)?, name, spec, peer_file.as_ref())
+            // The peer's own attributes (its `SetLink` follows) are given at creation too.
+            let peer = match &spec.kind {
+                LinkKind::Veth { peer, peer_ns } => rest.iter().find_map(|o| match o {
+                    Op::SetLink { ns, name, spec } if ns == peer_ns && name == peer => {
+                        Some((ns, name, spec))
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            };
+            let peer_spec = peer.map(|(_, _, spec)| spec);
+            let created = links::add(pass.conn(ns)?, name, spec, peer_file.as_ref(), peer_spec);
+            if let (Ok(true), Some((peer_ns, peer, _))) = (&created, peer) {
+                pass.fresh_peer(peer_ns, peer);
+            }
+            created.map(drop)
+        }
+        Op::SetLink { ns, name, spec } if pass.take_fresh_peer(ns, name) => {
+            links::set_fresh_peer(pass.conn(ns)?, name, spec)
         }
         Op::SetLink { ns, name, spec } => links::set(pass.conn(ns)?, name, spec),
         Op::DelLink { ns, name } => {
@@ -223,86 +292,6 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op) -> Result<Result<(), String>, Error> 
         Err(e) if e.is(&[libc::EEXIST]) && is_add(op) => Ok(()),
         Err(e) => Err(nl(&op_ns(op), op_name(op))(e).to_string()),
     })
-}
-
-/// Runs every nft op of `ns` in `ops` as one atomic batch: built as nfnetlink messages when every
-/// table is in the planner's dialect (no parser, no cache dumps), else as nft text through
-/// libnftables.
-fn apply_nft(
-    pass: &mut Pass<'_>,
-    ops: &[Op],
-    ns: &Netns,
-    report: &mut ApplyReport,
-) -> Result<(), Error> {
-    let file = pass.open_ns(ns)?;
-    let mut conn = super::socket::Conn::open(
-        netlink_sys::protocols::NETLINK_NETFILTER,
-        &file,
-        &ns.to_string(),
-    )?;
-    let mut present: BTreeSet<(crate::NftFamily, String)> = nft::list_tables(&mut conn)
-        .map_err(nl(ns, "list nft tables"))?
-        .into_iter()
-        .map(|t| (t.family, t.name))
-        .collect();
-    let mut text = String::new();
-    let mut wire = (pass.nft_loader() == super::NftLoader::Netlink).then(nft_wire::Batch::default);
-    let mut batched = Vec::new();
-    for op in ops {
-        let (key, body) = match op {
-            Op::ReplaceNft { key, body } if key.ns == *ns => (key, Some(body.as_str())),
-            Op::DelNft(key) if key.ns == *ns => (key, None),
-            _ => continue,
-        };
-        let was_present = present.contains(&(key.family, key.name.clone()));
-        match nft::batch(&[(key, body)], &mut present) {
-            Ok(part) => {
-                text.push_str(&part);
-                batched.push(op);
-            }
-            Err(message) => {
-                report.failed.push((format!("{op:?}"), message));
-                continue;
-            }
-        }
-        if let Some(batch) = wire.as_mut() {
-            if was_present {
-                batch.delete_table(key.family, &key.name);
-            }
-            if let Some(body) = body {
-                match nft_text::compile(body, Some(nft::comment_for(body))) {
-                    Ok(t) if t.family == key.family && t.name == key.name => batch.add_table(&t),
-                    Ok(_) => wire = None,
-                    Err(why) => {
-                        tracing::debug!(ns = %ns, table = %key.name, why, "nft table loaded as text");
-                        wire = None;
-                    }
-                }
-            }
-        }
-    }
-    if batched.is_empty() {
-        return Ok(());
-    }
-    if text.is_empty() {
-        // Only deletions of tables that are already gone.
-        report.applied += batched.len();
-        return Ok(());
-    }
-    let result = match wire {
-        Some(batch) => conn.nft_batch(&batch).map_err(|e| e.message),
-        None => nft::run(&file, &ns.to_string(), &text).map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(()) => report.applied += batched.len(),
-        Err(message) => {
-            let message = format!("nft in {ns}: {message}");
-            for op in batched {
-                report.failed.push((format!("{op:?}"), message.clone()));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Forgets the remembered ifindexes of a link about to be created and of its veth peer.

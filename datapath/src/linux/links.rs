@@ -6,7 +6,7 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
-use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, Emitable, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
     LinkProtoInfoBridge,
@@ -61,6 +61,8 @@ pub(crate) struct RawLink {
 /// Links of one namespace by ifindex.
 pub(crate) type ByIndex = HashMap<u32, RawLink>;
 
+/// `NLM_F_ECHO`: the kernel also sends the object a request made back to its sender.
+const NLM_F_ECHO: u16 = 0x08;
 /// `RTM_NEWLINK`, `RTM_GETLINK`.
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -242,19 +244,21 @@ pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
     Ok(i)
 }
 
-/// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`) with its MAC, MTU
-/// (bridges excepted), master and up in the same request, then sets bridge-port learning. A link
-/// that exists already only gets its attributes set, so a repeated add converges. `External`
-/// links are never created: they only get attributes. (A veth's peer cannot be brought up in the
-/// same request: the kernel pairs the two only after both exist, so its own `SetLink` follows.)
+/// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`, with the MAC and MTU
+/// of `peer_spec`) with its MAC, MTU, master and up in the same request, then sets bridge-port
+/// learning. `Ok(true)` when it was created; a link that exists already only gets its attributes
+/// set (`Ok(false)`), so a repeated add converges. `External` links are never created: they only
+/// get attributes. (A veth's peer cannot be brought up in the same request: the kernel pairs the
+/// two only after both exist, so [`set_fresh_peer`] follows.)
 pub(crate) fn add(
     conn: &mut Conn,
     name: &str,
     spec: &LinkSpec,
     peer_ns: Option<&File>,
-) -> Result<(), NlError> {
+    peer_spec: Option<&LinkSpec>,
+) -> Result<bool, NlError> {
     if spec.kind == LinkKind::External {
-        return set(conn, name, spec);
+        return set(conn, name, spec).map(|()| false);
     }
     let master = match &spec.master {
         Some(m) => Some(index(conn, m)?),
@@ -280,6 +284,16 @@ pub(crate) fn add(
             peer_msg
                 .attributes
                 .push(LinkAttribute::IfName(peer.clone()));
+            peer_msg.attributes.extend(one_queue());
+            msg.attributes.extend(one_queue());
+            if let Some(mac) = peer_spec.and_then(|p| p.mac) {
+                peer_msg
+                    .attributes
+                    .push(LinkAttribute::Address(mac.octets().to_vec()));
+            }
+            if let Some(mtu) = peer_spec.and_then(|p| p.mtu) {
+                peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+            }
             if let Some(ns) = peer_ns {
                 peer_msg
                     .attributes
@@ -297,26 +311,56 @@ pub(crate) fn add(
         msg.attributes
             .push(LinkAttribute::Address(mac.octets().to_vec()));
     }
-    // A bridge's MTU is set afterwards: given at creation it does not count as set by the user,
-    // and the bridge would follow its ports' MTU.
-    let is_bridge = spec.kind == LinkKind::Bridge;
-    if let Some(mtu) = spec.mtu.filter(|_| !is_bridge) {
+    // A bridge given its MTU at creation follows its ports' smallest MTU from then on; every
+    // port dvrmesh attaches carries the network MTU, so it stays there (and a pass puts it back,
+    // as set by the user then, should a foreign port pull it down).
+    if let Some(mtu) = spec.mtu {
         msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
     if let Some(m) = master {
         msg.attributes.push(LinkAttribute::Controller(m));
     }
-    match conn.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
-        Ok(_) => {}
-        Err(e) if e.is(&[libc::EEXIST]) => return set(conn, name, spec),
+    // With NLM_F_ECHO the kernel answers with the new link, so its ifindex is known without
+    // asking again (for its learning flag below, and for links made later with it as master).
+    let mut payload = vec![0u8; msg.buffer_len()];
+    msg.emit(&mut payload);
+    match conn.raw_request(
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        &payload,
+    ) {
+        Ok(replies) => {
+            let echoed = replies
+                .iter()
+                .filter(|(t, _)| *t == RTM_NEWLINK)
+                .filter_map(|(_, body)| parse_raw(body))
+                .find(|l| l.name == name);
+            if let Some(link) = echoed {
+                conn.indexes.insert(name.to_string(), link.index);
+            }
+        }
+        Err(e) if e.is(&[libc::EEXIST]) => return set(conn, name, spec).map(|()| false),
         Err(e) => return Err(e),
     }
-    if let Some(mtu) = spec.mtu.filter(|_| is_bridge) {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        msg.attributes.push(LinkAttribute::Mtu(mtu));
-        conn.request(RouteNetlinkMessage::SetLink(msg), 0)?;
+    if let Some(learning) = spec.learning {
+        let at = index(conn, name)?;
+        set_learning(conn, at, learning)?;
     }
+    Ok(true)
+}
+
+/// Brings up the veth end `name` that [`add`] just created with its MAC and MTU, attaching it to
+/// its master and setting its learning if `spec` asks: one request, without reading it back.
+pub(crate) fn set_fresh_peer(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
+    let mut msg = LinkMessage::default();
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    if let Some(m) = &spec.master {
+        msg.attributes
+            .push(LinkAttribute::Controller(index(conn, m)?));
+    }
+    conn.request(RouteNetlinkMessage::SetLink(msg), 0)?;
     if let Some(learning) = spec.learning {
         let at = index(conn, name)?;
         set_learning(conn, at, learning)?;
@@ -406,6 +450,13 @@ pub(crate) fn del(conn: &mut Conn, name: &str) -> Result<(), NlError> {
         Err(e) if e.is(&[libc::ENODEV]) => Ok(()),
         other => other.map(drop),
     }
+}
+
+/// One transmit and one receive queue, asked for at creation. Left to itself a veth is made
+/// with a queue per possible CPU and then cut down to one, and each cut waits for an RCU grace
+/// period under the RTNL lock.
+fn one_queue() -> [LinkAttribute; 2] {
+    [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]
 }
 
 fn no_device(name: &str) -> NlError {

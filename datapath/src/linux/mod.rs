@@ -23,6 +23,7 @@ mod links;
 mod neigh_fdb;
 pub mod netns;
 pub mod nft;
+mod nft_apply;
 mod nft_text;
 mod nft_wire;
 mod ns_pool;
@@ -131,6 +132,11 @@ pub(crate) struct Pass<'a> {
     config: &'a LinuxConfig,
     host: File,
     conns: HashMap<Netns, Conn>,
+    /// Namespaces made in this pass; `true` for those adopted from the spare pool, which carry
+    /// [`crate::plan::NAMESPACE_SYSCTLS`] already.
+    created: HashMap<Netns, bool>,
+    /// Veth peers created in this pass with their own attributes, still to be brought up.
+    fresh_peers: std::collections::HashSet<(Netns, String)>,
 }
 
 impl<'a> Pass<'a> {
@@ -143,7 +149,35 @@ impl<'a> Pass<'a> {
             config,
             host,
             conns: HashMap::new(),
+            created: HashMap::new(),
+            fresh_peers: Default::default(),
         })
+    }
+
+    /// Records that `ns` was made in this pass (`from_pool`: a spare with its common sysctls).
+    pub(crate) fn created(&mut self, ns: Netns, from_pool: bool) {
+        self.created.insert(ns, from_pool);
+    }
+
+    /// Whether `ns` was made in this pass (so it holds nothing dvrmesh has not put there since).
+    pub(crate) fn is_created(&self, ns: &Netns) -> bool {
+        self.created.contains_key(ns)
+    }
+
+    /// Whether `ns` was adopted from the spare pool in this pass.
+    pub(crate) fn is_preset(&self, ns: &Netns) -> bool {
+        self.created.get(ns).copied().unwrap_or(false)
+    }
+
+    /// Records that the veth end `name` in `ns` was just created with its MAC and MTU.
+    pub(crate) fn fresh_peer(&mut self, ns: &Netns, name: &str) {
+        self.fresh_peers.insert((ns.clone(), name.to_string()));
+    }
+
+    /// Whether `name` in `ns` is a veth end created in this pass with its attributes (asked
+    /// once: the answer is forgotten).
+    pub(crate) fn take_fresh_peer(&mut self, ns: &Netns, name: &str) -> bool {
+        self.fresh_peers.remove(&(ns.clone(), name.to_string()))
     }
 
     /// How nft tables are loaded.
@@ -192,6 +226,8 @@ impl<'a> Pass<'a> {
     /// Drops the socket of `ns` (it would keep a deleted namespace alive).
     pub(crate) fn forget(&mut self, ns: &Netns) {
         self.conns.remove(ns);
+        self.created.remove(ns);
+        self.fresh_peers.retain(|(n, _)| n != ns);
     }
 
     /// Forgets every remembered ifindex.
@@ -199,6 +235,7 @@ impl<'a> Pass<'a> {
         for conn in self.conns.values_mut() {
             conn.indexes.clear();
         }
+        self.fresh_peers.clear();
     }
 
     /// Forgets the remembered ifindex of `names` in every namespace (a link of that name is

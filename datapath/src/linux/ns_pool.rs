@@ -4,7 +4,8 @@
 //! initialises). So a few are made beforehand on a background thread, with `lo` already up, and a
 //! pass that needs a namespace only names a spare ([`super::netns::adopt`]). Spares are held by
 //! file descriptor only: nothing lists them, nothing else can enter them, and they vanish with the
-//! process. When none is left the pass creates its namespace itself, as before.
+//! process. When none is left the pass creates its namespace itself, as before. Spares also carry
+//! [`crate::plan::NAMESPACE_SYSCTLS`] already, so a pass that adopts one skips those writes.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +14,9 @@ use std::sync::Mutex;
 use netlink_sys::protocols::NETLINK_ROUTE;
 use nix::sched::{unshare, CloneFlags};
 
-use super::links;
 use super::socket::Conn;
+use super::{links, sysctl};
+use crate::plan::NAMESPACE_SYSCTLS;
 
 /// How many spares are kept.
 const SPARES: usize = 2;
@@ -22,11 +24,11 @@ const SPARES: usize = 2;
 static POOL: Mutex<Vec<File>> = Mutex::new(Vec::new());
 static REFILLING: AtomicBool = AtomicBool::new(false);
 
-/// A spare namespace, if one is ready. Starts a refill either way.
+/// A spare namespace, if one is ready. The pool is topped up after the pass ([`refill`]): making
+/// a namespace takes kernel locks the pass needs (the RTNL among them), so a refill running beside
+/// the pass would slow it down.
 pub(crate) fn take() -> Option<File> {
-    let spare = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    refill();
-    spare
+    POOL.lock().unwrap_or_else(|p| p.into_inner()).pop()
 }
 
 /// Tops the pool up to [`SPARES`] on a background thread (one at a time).
@@ -55,7 +57,7 @@ pub(crate) fn refill() {
     }
 }
 
-/// A new namespace with `lo` up, held by its file.
+/// A new namespace with `lo` up and the sysctls every dvrmesh namespace carries, held by its file.
 fn make() -> Result<File, String> {
     let file = std::thread::scope(|s| {
         s.spawn(|| -> Result<File, String> {
@@ -67,6 +69,11 @@ fn make() -> Result<File, String> {
     })?;
     let mut conn = Conn::open(NETLINK_ROUTE, &file, "spare").map_err(|e| e.to_string())?;
     links::set_up(&mut conn, "lo").map_err(|e| e.to_string())?;
+    for result in
+        sysctl::write_all(&file, "spare", &NAMESPACE_SYSCTLS).map_err(|e| e.to_string())?
+    {
+        result?;
+    }
     Ok(file)
 }
 
@@ -90,6 +97,15 @@ mod tests {
         let mut conn = Conn::open(NETLINK_ROUTE, &ns, "qrouter-pool").expect("conn");
         let lo = links::get(&mut conn, "lo").expect("get").expect("lo");
         assert!(lo.up, "lo is up already");
+        let keys: Vec<String> = NAMESPACE_SYSCTLS
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let read = sysctl::read_all(&ns, "qrouter-pool", &keys).expect("read sysctls");
+        for ((key, value), (want_key, want)) in read.iter().zip(NAMESPACE_SYSCTLS) {
+            assert_eq!(key, want_key);
+            assert_eq!(value.as_deref(), Some(want), "{key} is preset");
+        }
         let other = make().expect("spare");
         assert!(
             !netns::adopt(dir.path(), "qrouter-pool", &other).expect("adopt"),

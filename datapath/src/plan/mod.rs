@@ -275,6 +275,19 @@ pub fn plan(t: &Topology, me: &NodeId) -> Plan {
     b.finish()
 }
 
+/// The sysctls every namespace dvrmesh makes carries: forwarding on, no reverse-path filter, no
+/// ICMP redirects, no IPv6 (the `default` ones also cover interfaces made afterwards). The Linux
+/// backend sets them on spare namespaces ahead of need.
+pub const NAMESPACE_SYSCTLS: [(&str, &str); 7] = [
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.default.send_redirects", "0"),
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+];
+
 /// Accumulates desired objects.
 #[derive(Default)]
 pub(crate) struct Builder {
@@ -300,13 +313,9 @@ impl Builder {
                 .sysctls
                 .insert((ns.clone(), k.to_string()), v.to_string());
         };
-        set("net.ipv4.ip_forward", "1");
-        set("net.ipv4.conf.all.rp_filter", "0");
-        set("net.ipv4.conf.default.rp_filter", "0");
-        set("net.ipv4.conf.all.send_redirects", "0");
-        set("net.ipv4.conf.default.send_redirects", "0");
-        set("net.ipv6.conf.all.disable_ipv6", "1");
-        set("net.ipv6.conf.default.disable_ipv6", "1");
+        for (k, v) in NAMESPACE_SYSCTLS {
+            set(k, v);
+        }
         if router {
             set("net.ipv4.conf.all.arp_ignore", "1");
             set("net.ipv4.conf.all.arp_announce", "2");

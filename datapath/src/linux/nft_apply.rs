@@ -1,0 +1,331 @@
+//! Loading a pass's nft tables beside its other ops.
+//!
+//! Each namespace's nft ops go to the kernel as one atomic batch. A batch only needs its
+//! namespace and the devices its netdev chains hook, and the kernel commits it under nf_tables'
+//! own lock, not the RTNL. So [`schedule`] finds, for each namespace, the earliest op before
+//! which its batch may start: after every namespace or link op of that namespace and every
+//! deletion that comes before its first nft op. The pass starts the batch on a helper thread
+//! there ([`run`]) and goes on with addresses, routes, neighbours and FDB entries meanwhile; it
+//! waits for every running batch before a deletion and before it ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use netlink_sys::protocols::NETLINK_NETFILTER;
+
+use super::socket::{nl, Conn};
+use super::{nft, nft_text, nft_wire, NftLoader, Pass};
+use crate::{Error, LinkKind, Netns, Op};
+
+/// For each op index, the namespaces whose nft batch starts just before that op.
+pub(crate) fn schedule(ops: &[Op]) -> BTreeMap<usize, Vec<Netns>> {
+    let mut first: BTreeMap<&Netns, usize> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::ReplaceNft { key, .. } | Op::DelNft(key) = op {
+            first.entry(&key.ns).or_insert(i);
+        }
+    }
+    let mut starts: BTreeMap<usize, Vec<Netns>> = BTreeMap::new();
+    for (ns, first) in first {
+        let start = ops[..first]
+            .iter()
+            .rposition(|op| is_deletion(op) || prepares(op, ns))
+            .map_or(0, |j| j + 1);
+        starts.entry(start).or_default().push(ns.clone());
+    }
+    starts
+}
+
+/// Whether `op` deletes something (every batch started before it must be done first).
+pub(crate) fn is_deletion(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::DelNamespace { .. }
+            | Op::DelLink { .. }
+            | Op::DelAddr(_)
+            | Op::DelRoute(_)
+            | Op::DelRule(_)
+            | Op::DelNeigh(_)
+            | Op::DelFdb(_)
+    )
+}
+
+/// Whether `op` makes or changes the namespace `ns` or a device in it.
+fn prepares(op: &Op, ns: &Netns) -> bool {
+    match op {
+        Op::AddNamespace { name } => matches!(ns, Netns::Named(n) if n == name),
+        Op::AddLink { ns: at, spec, .. } => {
+            at == ns || matches!(&spec.kind, LinkKind::Veth { peer_ns, .. } if peer_ns == ns)
+        }
+        Op::SetLink { ns: at, .. } => at == ns,
+        _ => false,
+    }
+}
+
+/// One helper thread that runs the batches it is handed, one after another (one at a time: the
+/// pass's own thread keeps the other CPU busy).
+pub(crate) struct Lane {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<Result<Outcome, Error>>,
+    in_flight: usize,
+}
+
+impl Lane {
+    /// Starts the helper in `scope`; it ends when the lane is dropped.
+    pub(crate) fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        ops: &'env [Op],
+    ) -> Lane {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (outbox, done) = mpsc::channel();
+        scope.spawn(move || {
+            for job in inbox {
+                if outbox.send(run(job, ops)).is_err() {
+                    break;
+                }
+            }
+        });
+        Lane {
+            jobs: Some(jobs),
+            done,
+            in_flight: 0,
+        }
+    }
+
+    /// Hands a batch to the helper.
+    pub(crate) fn send(&mut self, job: Job) -> Result<(), Error> {
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(helper_gone)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Waits for every batch handed over so far.
+    pub(crate) fn wait(&mut self) -> Result<Vec<Outcome>, Error> {
+        let mut out = Vec::with_capacity(self.in_flight);
+        while self.in_flight > 0 {
+            let outcome = self.done.recv().map_err(|_| helper_gone())?;
+            self.in_flight -= 1;
+            out.push(outcome?);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Closing the channel ends the helper's loop.
+        self.jobs = None;
+    }
+}
+
+fn helper_gone() -> Error {
+    Error::Namespace {
+        ns: "nft".into(),
+        message: "the nft helper thread ended early".into(),
+    }
+}
+
+/// What one namespace's batch needs, gathered on the pass's thread.
+pub(crate) struct Job {
+    ns: Netns,
+    file: File,
+    /// Made in this pass: it has no tables, so there is nothing to list.
+    fresh: bool,
+    loader: NftLoader,
+}
+
+/// What a batch did.
+pub(crate) struct Outcome {
+    /// nft ops applied.
+    pub(crate) applied: usize,
+    /// nft ops that failed, with why.
+    pub(crate) failed: Vec<(String, String)>,
+    /// How long the batch took on its thread.
+    pub(crate) took: Duration,
+    /// How many nft ops of the namespace there were.
+    pub(crate) ops: u32,
+}
+
+/// The job of `ns`'s batch.
+pub(crate) fn job(pass: &Pass<'_>, ns: &Netns) -> Result<Job, Error> {
+    Ok(Job {
+        ns: ns.clone(),
+        file: pass.open_ns(ns)?,
+        fresh: pass.is_created(ns),
+        loader: pass.nft_loader(),
+    })
+}
+
+/// Runs every nft op of the job's namespace in `ops` as one atomic batch: built as nfnetlink
+/// messages when every table is in the planner's dialect (no parser, no cache dumps), else as
+/// nft text through libnftables. An `Err` is fatal (the namespace cannot be entered); a refused
+/// batch fails its ops.
+pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let Job {
+        ns,
+        file,
+        fresh,
+        loader,
+    } = job;
+    let mine: Vec<&Op> = ops
+        .iter()
+        .filter(|op| matches!(op, Op::ReplaceNft { key, .. } | Op::DelNft(key) if key.ns == ns))
+        .collect();
+    let mut outcome = Outcome {
+        applied: 0,
+        failed: Vec::new(),
+        took: Duration::ZERO,
+        ops: mine.len() as u32,
+    };
+    let mut conn = Conn::open(NETLINK_NETFILTER, &file, &ns.to_string())?;
+    let mut present: BTreeSet<(crate::NftFamily, String)> = if fresh {
+        BTreeSet::new()
+    } else {
+        nft::list_tables(&mut conn)
+            .map_err(nl(&ns, "list nft tables"))?
+            .into_iter()
+            .map(|t| (t.family, t.name))
+            .collect()
+    };
+    let mut text = String::new();
+    let mut wire = (loader == NftLoader::Netlink).then(nft_wire::Batch::default);
+    let mut batched = Vec::new();
+    for op in mine {
+        let (key, body) = match op {
+            Op::ReplaceNft { key, body } => (key, Some(body.as_str())),
+            Op::DelNft(key) => (key, None),
+            _ => continue,
+        };
+        let was_present = present.contains(&(key.family, key.name.clone()));
+        match nft::batch(&[(key, body)], &mut present) {
+            Ok(part) => {
+                text.push_str(&part);
+                batched.push(op);
+            }
+            Err(message) => {
+                outcome.failed.push((format!("{op:?}"), message));
+                continue;
+            }
+        }
+        if let Some(batch) = wire.as_mut() {
+            if was_present {
+                batch.delete_table(key.family, &key.name);
+            }
+            if let Some(body) = body {
+                match nft_text::compile(body, Some(nft::comment_for(body))) {
+                    Ok(t) if t.family == key.family && t.name == key.name => batch.add_table(&t),
+                    Ok(_) => wire = None,
+                    Err(why) => {
+                        tracing::debug!(ns = %ns, table = %key.name, why, "nft table loaded as text");
+                        wire = None;
+                    }
+                }
+            }
+        }
+    }
+    if text.is_empty() {
+        // Nothing, or only deletions of tables that are already gone.
+        outcome.applied += batched.len();
+    } else {
+        let result = match wire {
+            Some(batch) => conn.nft_batch(&batch).map_err(|e| e.message),
+            None => nft::run(&file, &ns.to_string(), &text).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => outcome.applied += batched.len(),
+            Err(message) => {
+                let message = format!("nft in {ns}: {message}");
+                for op in batched {
+                    outcome.failed.push((format!("{op:?}"), message.clone()));
+                }
+            }
+        }
+    }
+    outcome.took = started.elapsed();
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LinkSpec, NftFamily, NftKey};
+
+    fn nft(ns: &Netns) -> Op {
+        Op::ReplaceNft {
+            key: NftKey {
+                ns: ns.clone(),
+                family: NftFamily::Ip,
+                name: "dvrmesh".into(),
+            },
+            body: String::new(),
+        }
+    }
+
+    fn link(ns: &Netns, name: &str) -> Op {
+        Op::AddLink {
+            ns: ns.clone(),
+            name: name.into(),
+            spec: LinkSpec {
+                kind: LinkKind::Bridge,
+                mtu: None,
+                mac: None,
+                master: None,
+                learning: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_starts_after_the_last_link_op_of_its_namespace_and_any_deletion_before_it() {
+        let a = Netns::Named("qrouter-a".into());
+        let host = Netns::Host;
+        let ops = vec![
+            Op::AddNamespace {
+                name: "qrouter-a".into(),
+            }, // 0
+            link(&host, "br-1"), // 1
+            link(&a, "qr-1"),    // 2
+            link(&host, "br-2"), // 3
+            Op::DelLink {
+                ns: host.clone(),
+                name: "br-9".into(),
+            }, // 4
+            link(&host, "br-3"), // 5
+            nft(&a),             // 6
+            nft(&host),          // 7
+        ];
+        let starts = schedule(&ops);
+        // `a`: its last link op is 2, but the deletion at 4 comes before its first nft op.
+        assert_eq!(starts.get(&5), Some(&vec![a.clone()]));
+        // host: after its last link op, 5.
+        assert_eq!(starts.get(&6), Some(&vec![host.clone()]));
+        assert_eq!(starts.len(), 2);
+    }
+
+    #[test]
+    fn a_namespace_with_nothing_before_its_batch_starts_at_once() {
+        let a = Netns::Named("fip-x".into());
+        let ops = vec![link(&Netns::Host, "br-1"), nft(&a)];
+        assert_eq!(schedule(&ops).get(&0), Some(&vec![a]));
+    }
+
+    #[test]
+    fn a_veth_whose_peer_lands_in_the_namespace_prepares_it() {
+        let a = Netns::Named("qrouter-a".into());
+        let mut veth = link(&Netns::Host, "tqr1");
+        if let Op::AddLink { spec, .. } = &mut veth {
+            spec.kind = LinkKind::Veth {
+                peer: "qr-1".into(),
+                peer_ns: a.clone(),
+            };
+        }
+        let ops = vec![veth, link(&Netns::Host, "br-1"), nft(&a)];
+        assert_eq!(schedule(&ops).get(&1), Some(&vec![a]));
+    }
+}
