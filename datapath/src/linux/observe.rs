@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mesh_proto::MacAddr;
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::protocols::{NETLINK_NETFILTER, NETLINK_ROUTE};
 
 use super::links::{self, is_owned, ByIndex, RawKind, RawLink};
 use super::socket::{nl, Conn, NlError};
@@ -30,11 +30,24 @@ pub(crate) fn observe(
     scope: Option<&Scope>,
 ) -> Result<Observed, Error> {
     let takes = |ns: &Netns| scope.is_none_or(|s| s.whole.contains(ns) || s.parts.contains_key(ns));
-    let mut out = Observed {
-        namespaces: netns::list(pass.netns_dir(), OWNED_NAMESPACE_PREFIXES)?
-            .into_iter()
-            .filter(|n| scope.is_none_or(|s| s.whole.contains(&Netns::Named(n.clone()))))
+    // A scoped pass only looks for the namespaces it takes (a full one lists them all).
+    let namespaces = match scope {
+        None => netns::list(pass.netns_dir(), OWNED_NAMESPACE_PREFIXES)?,
+        Some(s) => s
+            .whole
+            .iter()
+            .filter_map(|ns| match ns {
+                Netns::Named(n) if OWNED_NAMESPACE_PREFIXES.iter().any(|p| n.starts_with(p)) => {
+                    netns::path_of(pass.netns_dir(), n)
+                        .is_ok_and(|path| netns::is_netns(&path))
+                        .then(|| n.clone())
+                }
+                _ => None,
+            })
             .collect(),
+    };
+    let mut out = Observed {
+        namespaces,
         ..Observed::default()
     };
     let all: Vec<Netns> = std::iter::once(Netns::Host)
@@ -44,71 +57,28 @@ pub(crate) fn observe(
     // Whether an object of `ns` on `dev` is reported.
     let reports = |ns: &Netns, dev: Option<&str>| scope.is_none_or(|s| s.holds(ns, dev));
 
+    // Each namespace is read on its own socket; two threads share the work (the kernel answers
+    // dumps without the RTNL, so they do not wait for each other).
+    let jobs: Vec<(Netns, std::fs::File)> = all
+        .iter()
+        .map(|ns| Ok((ns.clone(), pass.open_ns(ns)?)))
+        .collect::<Result<_, Error>>()?;
+    let sysctl_keys = sysctl_keys(hint, &all, scope);
+    let read = |(ns, file): &(Netns, std::fs::File)| {
+        let keys = sysctl_keys.get(ns).map(Vec::as_slice).unwrap_or_default();
+        observe_ns(ns, file, hint, scope, keys)
+    };
     let mut links_by_ns: Vec<(Netns, ByIndex)> = Vec::with_capacity(all.len());
-    for ns in &all {
-        let started = std::time::Instant::now();
-        let part = scope.and_then(|s| s.parts.get(ns));
-        let conn = pass.conn(ns)?;
-        let by_index: ByIndex = match part {
-            None => links::dump(conn)
-                .map_err(nl(ns, "dump links"))?
-                .into_iter()
-                .map(|l| (l.index, l))
-                .collect(),
-            Some(part) => links_of(conn, &part.devices).map_err(nl(ns, "get links"))?,
-        };
-        let on_device = |dev: &str| reports(ns, Some(dev));
-        out.addrs.extend(
-            addrs_routes::dump_addrs(conn, ns, &by_index)
-                .map_err(nl(ns, "dump addresses"))?
-                .into_iter()
-                .filter(|a| on_device(&a.dev)),
-        );
-        out.routes.extend(
-            addrs_routes::dump_routes(conn, ns, &by_index)
-                .map_err(nl(ns, "dump routes"))?
-                .into_iter()
-                .filter(|r| on_device(&r.dev)),
-        );
-        if reports(ns, None) {
-            out.rules
-                .extend(rules::dump(conn, ns).map_err(nl(ns, "dump rules"))?);
-        }
-        out.neighs.extend(
-            neigh_fdb::dump_neighs(conn, ns, &by_index)
-                .map_err(nl(ns, "dump neighbours"))?
-                .into_iter()
-                .filter(|n| on_device(&n.dev)),
-        );
-        let fdb = match part {
-            None => neigh_fdb::dump_fdb(conn, ns, &by_index, &hint.fdb, None),
-            Some(part) => (|| {
-                let mut all_fdb = Vec::new();
-                for link in by_index.values().filter(|l| part.devices.contains(&l.name)) {
-                    all_fdb.extend(neigh_fdb::dump_fdb(
-                        conn,
-                        ns,
-                        &by_index,
-                        &hint.fdb,
-                        Some(link.index),
-                    )?);
-                }
-                Ok(all_fdb)
-            })(),
-        };
-        out.fdb.extend(
-            fdb.map_err(nl(ns, "dump fdb"))?
-                .into_iter()
-                .filter(|f| on_device(&f.dev)),
-        );
-        observe_nft(pass, ns, hint, scope, &mut out)?;
-        tracing::debug!(
-            ns = %ns,
-            links = by_index.len(),
-            millis = started.elapsed().as_secs_f64() * 1000.0,
-            "observed"
-        );
-        links_by_ns.push((ns.clone(), by_index));
+    for (ns, seen) in all.iter().zip(on_two_threads(&jobs, read)) {
+        let seen = seen?;
+        out.addrs.extend(seen.addrs);
+        out.routes.extend(seen.routes);
+        out.rules.extend(seen.rules);
+        out.neighs.extend(seen.neighs);
+        out.fdb.extend(seen.fdb);
+        out.nft.extend(seen.nft);
+        out.sysctls.extend(seen.sysctls);
+        links_by_ns.push((ns.clone(), seen.by_index));
     }
 
     for (i, (ns, by_index)) in links_by_ns.iter().enumerate() {
@@ -137,9 +107,136 @@ pub(crate) fn observe(
             out.links.insert(key, spec);
         }
     }
-
-    observe_sysctls(pass, hint, &all, scope, &mut out)?;
     Ok(out)
+}
+
+/// What one namespace holds (of what the pass looks at).
+struct NsObserved {
+    by_index: ByIndex,
+    addrs: Vec<crate::AddrSpec>,
+    routes: Vec<crate::RouteSpec>,
+    rules: Vec<crate::RuleSpec>,
+    neighs: Vec<crate::NeighSpec>,
+    fdb: Vec<crate::FdbSpec>,
+    nft: Vec<(NftKey, String)>,
+    sysctls: Vec<((Netns, String), String)>,
+}
+
+/// Runs `f` on every item, on this thread and one more, each taking the next item not taken;
+/// the results come back in the items' order.
+fn on_two_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let (mut all, theirs) = std::thread::scope(|s| {
+        let helper = s.spawn(work);
+        let mine = work();
+        (mine, helper.join())
+    });
+    // A panic on the helper is resumed here, as it would have been on one thread.
+    all.extend(theirs.unwrap_or_else(|p| std::panic::resume_unwind(p)));
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Reads one namespace on a socket of its own.
+fn observe_ns(
+    ns: &Netns,
+    file: &std::fs::File,
+    hint: &Desired,
+    scope: Option<&Scope>,
+    sysctl_keys: &[String],
+) -> Result<NsObserved, Error> {
+    let started = std::time::Instant::now();
+    let reports = |dev: Option<&str>| scope.is_none_or(|s| s.holds(ns, dev));
+    let part = scope.and_then(|s| s.parts.get(ns));
+    let mut conn = Conn::open(NETLINK_ROUTE, file, &ns.to_string())?;
+    let conn = &mut conn;
+    let by_index: ByIndex = match part {
+        None => links::dump(conn)
+            .map_err(nl(ns, "dump links"))?
+            .into_iter()
+            .map(|l| (l.index, l))
+            .collect(),
+        Some(part) => links_of(conn, &part.devices).map_err(nl(ns, "get links"))?,
+    };
+    let addrs = addrs_routes::dump_addrs(conn, ns, &by_index)
+        .map_err(nl(ns, "dump addresses"))?
+        .into_iter()
+        .filter(|a| reports(Some(&a.dev)))
+        .collect();
+    let routes = addrs_routes::dump_routes(conn, ns, &by_index)
+        .map_err(nl(ns, "dump routes"))?
+        .into_iter()
+        .filter(|r| reports(Some(&r.dev)))
+        .collect();
+    let rules = if reports(None) {
+        rules::dump(conn, ns).map_err(nl(ns, "dump rules"))?
+    } else {
+        Vec::new()
+    };
+    let neighs = neigh_fdb::dump_neighs(conn, ns, &by_index)
+        .map_err(nl(ns, "dump neighbours"))?
+        .into_iter()
+        .filter(|n| reports(Some(&n.dev)))
+        .collect();
+    let fdb = match part {
+        None => neigh_fdb::dump_fdb(conn, ns, &by_index, &hint.fdb, None),
+        Some(part) => (|| {
+            let mut all_fdb = Vec::new();
+            for link in by_index.values().filter(|l| part.devices.contains(&l.name)) {
+                all_fdb.extend(neigh_fdb::dump_fdb(
+                    conn,
+                    ns,
+                    &by_index,
+                    &hint.fdb,
+                    Some(link.index),
+                )?);
+            }
+            Ok(all_fdb)
+        })(),
+    }
+    .map_err(nl(ns, "dump fdb"))?
+    .into_iter()
+    .filter(|f| reports(Some(&f.dev)))
+    .collect();
+    let nft = observe_nft(ns, file, hint, scope)?;
+    let mut sysctls = Vec::new();
+    if !sysctl_keys.is_empty() {
+        for (key, value) in sysctl::read_all(file, &ns.to_string(), sysctl_keys)? {
+            if let Some(value) = value {
+                sysctls.push(((ns.clone(), key), value));
+            }
+        }
+    }
+    tracing::debug!(
+        ns = %ns,
+        links = by_index.len(),
+        millis = started.elapsed().as_secs_f64() * 1000.0,
+        "observed"
+    );
+    Ok(NsObserved {
+        by_index,
+        addrs,
+        routes,
+        rules,
+        neighs,
+        fdb,
+        nft,
+        sysctls,
+    })
 }
 
 /// The links named `devices` that exist, with what naming them needs: their masters and their
@@ -302,19 +399,18 @@ fn nsid_of(conn: &mut Conn, file: &std::fs::File) -> Result<Option<i32>, NlError
 /// nft tables named `dvrmesh*` in `ns`: the hint's text when the digest comment matches it, a
 /// placeholder otherwise.
 fn observe_nft(
-    pass: &mut Pass<'_>,
     ns: &Netns,
+    file: &std::fs::File,
     hint: &Desired,
     scope: Option<&Scope>,
-    out: &mut Observed,
-) -> Result<(), Error> {
+) -> Result<Vec<(NftKey, String)>, Error> {
     if scope.is_some_and(|s| {
         !s.whole.contains(ns) && s.parts.get(ns).is_none_or(|p| p.tables.is_empty())
     }) {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let file = pass.open_ns(ns)?;
-    let mut conn = Conn::open(NETLINK_NETFILTER, &file, &ns.to_string())?;
+    let mut conn = Conn::open(NETLINK_NETFILTER, file, &ns.to_string())?;
+    let mut out = Vec::new();
     for table in nft::list_tables(&mut conn).map_err(nl(ns, "list nft tables"))? {
         let key = NftKey {
             ns: ns.clone(),
@@ -328,33 +424,22 @@ fn observe_nft(
             (Some(body), Some(c)) if *c == nft::comment_for(body) => body.clone(),
             (_, c) => format!("<unknown digest {}>", c.as_deref().unwrap_or("none")),
         };
-        out.nft.insert(key, text);
+        out.push((key, text));
     }
-    Ok(())
+    Ok(out)
 }
 
-/// The sysctls the hint names, in namespaces that exist; keys whose file is missing are left
-/// out.
-fn observe_sysctls(
-    pass: &mut Pass<'_>,
+/// The sysctls the hint names, by namespace, in the namespaces observed (and the scope).
+fn sysctl_keys(
     hint: &Desired,
     observed: &[Netns],
     scope: Option<&Scope>,
-    out: &mut Observed,
-) -> Result<(), Error> {
-    let mut by_ns: BTreeMap<&Netns, Vec<String>> = BTreeMap::new();
+) -> BTreeMap<Netns, Vec<String>> {
+    let mut by_ns: BTreeMap<Netns, Vec<String>> = BTreeMap::new();
     for (ns, key) in hint.sysctls.keys() {
         if observed.contains(ns) && scope.is_none_or(|s| s.holds_sysctl(ns, key)) {
-            by_ns.entry(ns).or_default().push(key.clone());
+            by_ns.entry(ns.clone()).or_default().push(key.clone());
         }
     }
-    for (ns, keys) in by_ns {
-        let file = pass.open_ns(ns)?;
-        for (key, value) in sysctl::read_all(&file, &ns.to_string(), &keys)? {
-            if let Some(value) = value {
-                out.sysctls.insert((ns.clone(), key), value);
-            }
-        }
-    }
-    Ok(())
+    by_ns
 }
