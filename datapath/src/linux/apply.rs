@@ -128,8 +128,10 @@ fn announcement(op: &Op) -> Option<(Netns, Option<String>, std::net::Ipv4Addr)> 
     }
 }
 
-/// Sends the gratuitous ARPs of a pass, after its ops: per namespace one link dump and one thread.
-/// A failure is logged, never fatal.
+/// Sends the gratuitous ARPs of a pass, after its ops, beside the pass: per namespace one thread
+/// that looks the devices up and sends. Announcing runs the receive path of every bridge port
+/// inline, which would otherwise hold the pass up by milliseconds per address. A failure is
+/// logged, never fatal.
 fn announce_all(pass: &mut Pass<'_>, pending: Vec<(Netns, Option<String>, std::net::Ipv4Addr)>) {
     let mut by_ns: std::collections::BTreeMap<Netns, Vec<(Option<String>, std::net::Ipv4Addr)>> =
         Default::default();
@@ -137,41 +139,44 @@ fn announce_all(pass: &mut Pass<'_>, pending: Vec<(Netns, Option<String>, std::n
         by_ns.entry(ns).or_default().push((dev, ip));
     }
     for (ns, items) in by_ns {
-        let result = (|| -> Result<usize, String> {
-            let links = links::dump(pass.conn(&ns).map_err(|e| e.to_string())?)
-                .map_err(|e| format!("{e:?}"))?;
-            let fg = links.iter().find(|l| l.name.starts_with("fg-"));
-            let mut frames = Vec::new();
-            for (dev, ip) in &items {
-                let link = match dev {
-                    Some(d) => links.iter().find(|l| &l.name == d),
-                    None => fg,
-                };
-                if let Some((index, mac)) = link.and_then(|l| l.mac.map(|m| (l.index, m))) {
-                    frames.push((index, mac, *ip));
-                }
+        let label = ns.to_string();
+        let file = match pass.open_ns(&ns) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(ns = %label, error = %e, "gratuitous ARP failed");
+                continue;
             }
-            // Sent beside the pass: announcing runs the receive path of every bridge port inline,
-            // which would otherwise hold the pass up by milliseconds per address.
-            let file = pass
-                .open_ns(&ns)
-                .map_err(|e| e.to_string())?
-                .try_clone()
-                .map_err(|e| e.to_string())?;
-            let label = ns.to_string();
-            let count = frames.len();
-            std::thread::spawn(move || {
-                if let Err(e) = garp::announce_all(&file, &label, &frames) {
-                    tracing::warn!(ns = %label, error = %e, "gratuitous ARP failed");
-                }
-            });
-            Ok(count)
-        })();
-        match result {
-            Ok(n) => tracing::debug!(ns = %ns, count = n, "gratuitous ARP queued"),
-            Err(e) => tracing::warn!(ns = %ns, error = %e, "gratuitous ARP failed"),
+        };
+        std::thread::spawn(move || match announce_ns(&file, &label, &items) {
+            Ok(count) => tracing::debug!(ns = %label, count, "gratuitous ARP sent"),
+            Err(e) => tracing::warn!(ns = %label, error = %e, "gratuitous ARP failed"),
+        });
+    }
+}
+
+/// Announces `items` in one namespace: each address from its device, or (no device named) from
+/// the namespace's `fg-` device. Returns how many were sent.
+fn announce_ns(
+    file: &std::fs::File,
+    label: &str,
+    items: &[(Option<String>, std::net::Ipv4Addr)],
+) -> Result<usize, String> {
+    let mut conn = super::socket::Conn::open(netlink_sys::protocols::NETLINK_ROUTE, file, label)
+        .map_err(|e| e.to_string())?;
+    let links = links::dump(&mut conn).map_err(|e| format!("{e:?}"))?;
+    let fg = links.iter().find(|l| l.name.starts_with("fg-"));
+    let mut frames = Vec::new();
+    for (dev, ip) in items {
+        let link = match dev {
+            Some(d) => links.iter().find(|l| &l.name == d),
+            None => fg,
+        };
+        if let Some((index, mac)) = link.and_then(|l| l.mac.map(|m| (l.index, m))) {
+            frames.push((index, mac, *ip));
         }
     }
+    garp::announce_all(file, label, &frames)?;
+    Ok(frames.len())
 }
 
 /// Writes a run of sysctls of one namespace.

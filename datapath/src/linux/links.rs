@@ -371,6 +371,9 @@ pub(crate) fn set_fresh_peer(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Re
 /// Sets what `spec` asks for (MTU, MAC, master, learning; `None` fields are left alone) on the
 /// existing link `name` and brings it up. Only what differs is sent.
 pub(crate) fn set(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
+    if spec.mac.is_none() && spec.learning.is_none() {
+        return set_blind(conn, name, spec);
+    }
     let link = get(conn, name)?.ok_or_else(|| no_device(name))?;
     let master = match &spec.master {
         Some(m) => Some(index(conn, m)?),
@@ -402,6 +405,27 @@ pub(crate) fn set(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), Nl
         }
     }
     Ok(())
+}
+
+/// [`set`] without reading the link first, for a spec with no MAC and no learning flag: the
+/// kernel leaves an MTU, master or up state that is already so as it is (a MAC, by contrast, is
+/// set again and flushes the device's neighbours, so a spec with one goes through [`set`]).
+fn set_blind(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
+    let mut msg = LinkMessage::default();
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    if let Some(mtu) = spec.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(m) = &spec.master {
+        msg.attributes
+            .push(LinkAttribute::Controller(index(conn, m)?));
+    }
+    match conn.request(RouteNetlinkMessage::SetLink(msg), 0) {
+        Err(e) if e.is(&[libc::ENODEV]) => Err(no_device(name)),
+        other => other.map(drop),
+    }
 }
 
 /// `bridge link set dev X learning on|off`: an `AF_BRIDGE` setlink with `IFLA_PROTINFO`.
