@@ -10,63 +10,96 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::*;
 use crate::{diff, Error};
 
-/// The objects of one namespace, borrowed, in a form that compares cheaply.
-#[derive(Default, PartialEq, Eq)]
-struct Slice<'a> {
-    exists: bool,
-    sysctls: Vec<(&'a String, &'a String)>,
-    links: Vec<(&'a String, &'a LinkSpec)>,
-    addrs: Vec<&'a AddrSpec>,
-    routes: Vec<&'a RouteSpec>,
-    rules: Vec<&'a RuleSpec>,
-    neighs: Vec<&'a NeighSpec>,
-    fdb: Vec<&'a FdbSpec>,
-    nft: Vec<(&'a NftKey, &'a String)>,
-}
-
-fn slices(s: &KernelState) -> BTreeMap<Netns, Slice<'_>> {
-    let mut out: BTreeMap<Netns, Slice<'_>> = BTreeMap::new();
-    out.entry(Netns::Host).or_default().exists = true;
-    for n in &s.namespaces {
-        out.entry(Netns::Named(n.clone())).or_default().exists = true;
-    }
-    for ((ns, k), v) in &s.sysctls {
-        out.entry(ns.clone()).or_default().sysctls.push((k, v));
-    }
-    for ((ns, k), v) in &s.links {
-        out.entry(ns.clone()).or_default().links.push((k, v));
-    }
-    for a in &s.addrs {
-        out.entry(a.ns.clone()).or_default().addrs.push(a);
-    }
-    for r in &s.routes {
-        out.entry(r.ns.clone()).or_default().routes.push(r);
-    }
-    for r in &s.rules {
-        out.entry(r.ns.clone()).or_default().rules.push(r);
-    }
-    for n in &s.neighs {
-        out.entry(n.ns.clone()).or_default().neighs.push(n);
-    }
-    for f in &s.fdb {
-        out.entry(f.ns.clone()).or_default().fdb.push(f);
-    }
-    for (k, v) in &s.nft {
-        out.entry(k.ns.clone()).or_default().nft.push((k, v));
-    }
-    out
-}
-
 /// The namespaces whose objects differ between `before` and `after` (including namespaces that
 /// appear or disappear).
 pub fn changed_namespaces(before: &Desired, after: &Desired) -> BTreeSet<Netns> {
-    let (a, b) = (slices(before), slices(after));
-    let empty = Slice::default();
-    a.keys()
-        .chain(b.keys())
-        .filter(|ns| a.get(*ns).unwrap_or(&empty) != b.get(*ns).unwrap_or(&empty))
-        .cloned()
-        .collect()
+    walk(before, after).changed
+}
+
+/// What differs between two desired states, found in one walk over each pair of sorted
+/// collections (each object compared once).
+struct Differences {
+    /// Namespaces with an object that differs (or that appear or disappear).
+    changed: BTreeSet<Netns>,
+    /// The host's devices and tables with an object that differs; `None` once something not on
+    /// a device differs there (a rule, a namespace-wide sysctl).
+    host: Option<Part>,
+}
+
+fn walk(before: &Desired, after: &Desired) -> Differences {
+    let mut d = Differences {
+        changed: BTreeSet::new(),
+        host: Some(Part::default()),
+    };
+    // Marks `ns` changed; in the host, what the object sits on goes in the host's part.
+    fn mark(d: &mut Differences, ns: &Netns, on: On<'_>) {
+        if !d.changed.contains(ns) {
+            d.changed.insert(ns.clone());
+        }
+        if *ns != Netns::Host {
+            return;
+        }
+        match (on, d.host.as_mut()) {
+            (On::Device(dev), Some(part)) => {
+                if !part.devices.contains(dev) {
+                    part.devices.insert(dev.to_string());
+                }
+            }
+            (On::Table(key), Some(part)) => {
+                part.tables.insert(key.clone());
+            }
+            (On::Namespace, _) => d.host = None,
+            (_, None) => {}
+        }
+    }
+    for n in before.namespaces.symmetric_difference(&after.namespaces) {
+        d.changed.insert(Netns::Named(n.clone()));
+    }
+    for ((ns, key), _) in sym_diff_map(&before.sysctls, &after.sysctls) {
+        mark(
+            &mut d,
+            ns,
+            sysctl_device(key).map_or(On::Namespace, On::Device),
+        );
+    }
+    for ((ns, name), spec) in sym_diff_map(&before.links, &after.links) {
+        mark(&mut d, ns, On::Device(name));
+        // A veth pair inside the host is taken with both ends.
+        if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
+            if *ns == Netns::Host && *peer_ns == Netns::Host {
+                mark(&mut d, ns, On::Device(peer));
+            }
+        }
+    }
+    for (key, _) in sym_diff_map(&before.nft, &after.nft) {
+        mark(&mut d, &key.ns, On::Table(key));
+    }
+    for a in before.addrs.symmetric_difference(&after.addrs) {
+        mark(&mut d, &a.ns, On::Device(&a.dev));
+    }
+    for r in before.routes.symmetric_difference(&after.routes) {
+        mark(&mut d, &r.ns, On::Device(&r.dev));
+    }
+    for r in before.rules.symmetric_difference(&after.rules) {
+        mark(&mut d, &r.ns, On::Namespace);
+    }
+    for n in before.neighs.symmetric_difference(&after.neighs) {
+        mark(&mut d, &n.ns, On::Device(&n.dev));
+    }
+    for f in before.fdb.symmetric_difference(&after.fdb) {
+        mark(&mut d, &f.ns, On::Device(&f.dev));
+    }
+    d
+}
+
+/// What a differing object sits on.
+enum On<'a> {
+    /// A device.
+    Device(&'a str),
+    /// Itself an nft table.
+    Table(&'a NftKey),
+    /// The namespace as a whole (a rule, a namespace-wide sysctl).
+    Namespace,
 }
 
 /// What a scoped pass observes and reconciles: whole namespaces, and in others (the host) only
@@ -136,19 +169,18 @@ pub fn sysctl_device(key: &str) -> Option<&str> {
 
 /// The scope of a pass from `before` to `after`: every namespace whose objects differ, whole,
 /// except the host, which is taken by device when everything that differs there is on a device
-/// or is an nft table (a veth pair inside the host is taken with both ends).
+/// or is an nft table (a veth pair inside the host is taken with both ends). A link's master and
+/// a veth's peer are looked up by the observer; a device that is only someone's master need not
+/// be in scope.
 pub fn scope_of(before: &Desired, after: &Desired) -> Scope {
+    let Differences { changed, host } = walk(before, after);
     let mut scope = Scope::default();
-    for ns in changed_namespaces(before, after) {
-        if ns != Netns::Host {
-            scope.whole.insert(ns);
-            continue;
-        }
-        match host_part(before, after) {
-            Some(part) => {
-                scope.parts.insert(ns, part);
+    for ns in changed {
+        match (&ns, &host) {
+            (Netns::Host, Some(part)) => {
+                scope.parts.insert(ns, part.clone());
             }
-            None => {
+            _ => {
                 scope.whole.insert(ns);
             }
         }
@@ -156,66 +188,35 @@ pub fn scope_of(before: &Desired, after: &Desired) -> Scope {
     scope
 }
 
-/// The devices and tables of the host whose objects differ; `None` when something not on a
-/// device differs (a rule, a namespace-wide sysctl).
-fn host_part(before: &Desired, after: &Desired) -> Option<Part> {
-    let host = Netns::Host;
-    let mut part = Part::default();
-    let mut dev = |d: &str| {
-        part.devices.insert(d.to_string());
-    };
-    for ((ns, name), spec) in sym_diff_map(&before.links, &after.links) {
-        if *ns == host {
-            dev(name);
-            if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
-                if *peer_ns == host {
-                    dev(peer);
+/// Entries of either map that the other lacks or holds with another value (one walk over both,
+/// in key order).
+fn sym_diff_map<'a, K: Ord, V: PartialEq>(
+    a: &'a BTreeMap<K, V>,
+    b: &'a BTreeMap<K, V>,
+) -> Vec<(&'a K, &'a V)> {
+    use std::cmp::Ordering;
+    let mut out = Vec::new();
+    let (mut left, mut right) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let order = match (left.peek(), right.peek()) {
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return out,
+        };
+        match order {
+            Ordering::Less => out.extend(left.next()),
+            Ordering::Greater => out.extend(right.next()),
+            Ordering::Equal => {
+                if let (Some(x), Some(y)) = (left.next(), right.next()) {
+                    if x.1 != y.1 {
+                        out.push(x);
+                        out.push(y);
+                    }
                 }
             }
         }
     }
-    for a in sym_diff_set(&before.addrs, &after.addrs).filter(|a| a.ns == host) {
-        dev(&a.dev);
-    }
-    for r in sym_diff_set(&before.routes, &after.routes).filter(|r| r.ns == host) {
-        dev(&r.dev);
-    }
-    for n in sym_diff_set(&before.neighs, &after.neighs).filter(|n| n.ns == host) {
-        dev(&n.dev);
-    }
-    for f in sym_diff_set(&before.fdb, &after.fdb).filter(|f| f.ns == host) {
-        dev(&f.dev);
-    }
-    for ((ns, key), _) in sym_diff_map(&before.sysctls, &after.sysctls) {
-        if *ns == host {
-            dev(sysctl_device(key)?);
-        }
-    }
-    if sym_diff_set(&before.rules, &after.rules).any(|r| r.ns == host) {
-        return None;
-    }
-    for (key, _) in sym_diff_map(&before.nft, &after.nft) {
-        if key.ns == host {
-            part.tables.insert(key.clone());
-        }
-    }
-    // A link's master and a veth's peer are looked up by the observer; a device that is only
-    // someone's master need not be in scope.
-    Some(part)
-}
-
-/// Entries of either map that the other lacks or holds with another value.
-fn sym_diff_map<'a, K: Ord, V: PartialEq>(
-    a: &'a BTreeMap<K, V>,
-    b: &'a BTreeMap<K, V>,
-) -> impl Iterator<Item = (&'a K, &'a V)> {
-    let left = a.iter().filter(move |(k, v)| b.get(k) != Some(*v));
-    let right = b.iter().filter(move |(k, v)| a.get(k) != Some(*v));
-    left.chain(right)
-}
-
-fn sym_diff_set<'a, T: Ord>(a: &'a BTreeSet<T>, b: &'a BTreeSet<T>) -> impl Iterator<Item = &'a T> {
-    a.symmetric_difference(b)
 }
 
 impl KernelState {
