@@ -1,5 +1,6 @@
 //! `apply`: ops in the given order, except that all nft ops of one namespace run as one atomic
-//! `nft -f -` batch at the position of the first of them.
+//! batch, on a helper thread, from the earliest point its namespace is ready (see
+//! [`nft_apply`]).
 //!
 //! An op the kernel refuses goes to [`ApplyReport::failed`] and the batch goes on; a namespace
 //! that cannot be entered ends the pass with an [`Error`].

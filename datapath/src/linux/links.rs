@@ -350,17 +350,9 @@ pub(crate) fn add(
 }
 
 /// Brings up the veth end `name` that [`add`] just created with its MAC and MTU, attaching it to
-/// its master and setting its learning if `spec` asks: one request, without reading it back.
+/// its master and setting its learning if `spec` asks, without reading it back.
 pub(crate) fn set_fresh_peer(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
-    let mut msg = LinkMessage::default();
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
-    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    if let Some(m) = &spec.master {
-        msg.attributes
-            .push(LinkAttribute::Controller(index(conn, m)?));
-    }
-    conn.request(RouteNetlinkMessage::SetLink(msg), 0)?;
+    up_unread(conn, name, None, spec.master.as_deref())?;
     if let Some(learning) = spec.learning {
         let at = index(conn, name)?;
         set_learning(conn, at, learning)?;
@@ -372,7 +364,10 @@ pub(crate) fn set_fresh_peer(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Re
 /// existing link `name` and brings it up. Only what differs is sent.
 pub(crate) fn set(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
     if spec.mac.is_none() && spec.learning.is_none() {
-        return set_blind(conn, name, spec);
+        // Nothing that must be compared first: the kernel leaves an MTU, master or up state that
+        // is already so as it is (a MAC, by contrast, is set again and flushes the device's
+        // neighbours).
+        return up_unread(conn, name, spec.mtu, spec.master.as_deref());
     }
     let link = get(conn, name)?.ok_or_else(|| no_device(name))?;
     let master = match &spec.master {
@@ -407,18 +402,22 @@ pub(crate) fn set(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), Nl
     Ok(())
 }
 
-/// [`set`] without reading the link first, for a spec with no MAC and no learning flag: the
-/// kernel leaves an MTU, master or up state that is already so as it is (a MAC, by contrast, is
-/// set again and flushes the device's neighbours, so a spec with one goes through [`set`]).
-fn set_blind(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
+/// Brings `name` up with `mtu` and `master` (when given) in one request, without reading it
+/// first.
+fn up_unread(
+    conn: &mut Conn,
+    name: &str,
+    mtu: Option<u32>,
+    master: Option<&str>,
+) -> Result<(), NlError> {
     let mut msg = LinkMessage::default();
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    if let Some(mtu) = spec.mtu {
+    if let Some(mtu) = mtu {
         msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
-    if let Some(m) = &spec.master {
+    if let Some(m) = master {
         msg.attributes
             .push(LinkAttribute::Controller(index(conn, m)?));
     }
