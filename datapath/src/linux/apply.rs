@@ -101,7 +101,14 @@ fn collect_nft(
     report: &mut ApplyReport,
     prof: &mut std::collections::BTreeMap<&'static str, (u32, std::time::Duration)>,
 ) -> Result<(), Error> {
-    for outcome in lane.wait()? {
+    let waiting = std::time::Instant::now();
+    let outcomes = lane.wait()?;
+    tracing::debug!(
+        batches = outcomes.len(),
+        millis = waiting.elapsed().as_secs_f64() * 1000.0,
+        "waited for nft batches"
+    );
+    for outcome in outcomes {
         report.applied += outcome.applied;
         report.failed.extend(outcome.failed);
         let e = prof.entry("replace nft table").or_default();
