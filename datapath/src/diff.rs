@@ -220,6 +220,7 @@ fn attrs_match(want: &LinkSpec, have: &LinkSpec) -> bool {
         && (want.mac.is_none() || want.mac == have.mac)
         && want.master == have.master
         && (want.learning.is_none() || want.learning == have.learning)
+        && (want.ipv6.is_none() || want.ipv6 == have.ipv6)
 }
 
 fn link_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
@@ -325,6 +326,7 @@ mod tests {
             mac: Some(mac.parse().expect("mac")),
             master: None,
             learning: None,
+            ipv6: None,
         };
         let neigh = NeighSpec {
             ns: ns.clone(),

@@ -132,6 +132,7 @@ impl FakeKernel {
                         mac: None,
                         master: None,
                         learning: None,
+                        ipv6: None,
                     };
                     self.state
                         .links

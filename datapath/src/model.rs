@@ -85,6 +85,10 @@ pub struct LinkSpec {
     pub master: Option<String>,
     /// Bridge-port learning, for ports of a bridge (`Some(false)` = off).
     pub learning: Option<bool>,
+    /// IPv6 on the device (`Some(false)` = disabled before it first comes up). The planner
+    /// disables it on every device it makes in the host namespace (see [`crate::plan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
 }
 
 /// An IPv4 address on an interface.

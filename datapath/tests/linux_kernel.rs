@@ -129,6 +129,7 @@ fn link(kind: LinkKind) -> LinkSpec {
         mac: None,
         master: None,
         learning: None,
+        ipv6: None,
     }
 }
 
@@ -857,4 +858,74 @@ fn veth_peers_resolve_across_namespaces_with_colliding_ifindexes() {
     // The situation the test is about (if the kernel numbered globally, it would be vacuous).
     assert_eq!(index(&Netns::Host, "tqr-a"), index(&b, "rfp-b"));
     assert_eq!(index(&a, "qr-a"), index(&c, "fpr-b"));
+}
+
+/// Devices whose spec disables IPv6 (the planner's host devices) never get a link-local address,
+/// even in a namespace where IPv6 is on by default; a device left alone does. Someone switching
+/// IPv6 back on is drift: the next pass's diff switches it off again.
+#[test]
+fn host_devices_come_up_without_ipv6_and_drift_is_undone() {
+    let mut lab = Lab::new();
+    let host = Netns::Host;
+    lab.sh(
+        &host,
+        &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=0"],
+    );
+    let off = |kind: LinkKind| LinkSpec {
+        ipv6: Some(false),
+        ..link(kind)
+    };
+    let mut desired = Desired::default();
+    desired
+        .links
+        .insert((host.clone(), "br-7".into()), off(LinkKind::Bridge));
+    let mut port = off(LinkKind::Veth {
+        peer: "vm-7".into(),
+        peer_ns: host.clone(),
+    });
+    port.master = Some("br-7".into());
+    desired.links.insert((host.clone(), "tap-7".into()), port);
+    lab.apply_ok(&add_ops(&desired));
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
+    // The VM's end of the pair is not dvrmesh's to configure: IPv6 there is as the kernel makes
+    // it (here up by hand, as a hypervisor would).
+    lab.sh(&host, &["ip", "link", "set", "vm-7", "up"]);
+    let v6 = |lab: &Lab, dev: &str| lab.sh(&Netns::Host, &["ip", "-6", "addr", "show", "dev", dev]);
+    let disabled = |lab: &Lab, dev: &str| {
+        lab.sh(
+            &Netns::Host,
+            &["sysctl", "-n", &format!("net.ipv6.conf.{dev}.disable_ipv6")],
+        )
+        .trim()
+        .to_string()
+    };
+    for dev in ["br-7", "tap-7"] {
+        assert_eq!(disabled(&lab, dev), "1", "{dev}");
+        assert!(v6(&lab, dev).trim().is_empty(), "{dev}: {}", v6(&lab, dev));
+        assert!(
+            lab.sh(&host, &["ip", "link", "show", dev]).contains(",UP"),
+            "{dev} is up"
+        );
+    }
+    assert_eq!(disabled(&lab, "vm-7"), "0");
+    // Its link-local comes once the kernel has seen the carrier (asynchronously).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !v6(&lab, "vm-7").contains("fe80::") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(v6(&lab, "vm-7").contains("fe80::"), "{}", v6(&lab, "vm-7"));
+
+    // Drift: IPv6 switched back on by hand.
+    lab.sh(
+        &host,
+        &["sysctl", "-qw", "net.ipv6.conf.br-7.disable_ipv6=0"],
+    );
+    let ops = datapath::diff(&desired, &lab.kernel.observe(&desired).expect("observe"));
+    assert!(
+        matches!(ops.as_slice(), [Op::SetLink { name, .. }] if name == "br-7"),
+        "{ops:?}"
+    );
+    lab.apply_ok(&ops);
+    assert_eq!(disabled(&lab, "br-7"), "1");
+    assert_eq!(lab.kernel.observe(&desired).expect("observe"), desired);
 }

@@ -276,12 +276,34 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), Str
             if let (Ok(true), Some((peer_ns, peer, _))) = (&created, peer) {
                 pass.fresh_peer(peer_ns, peer);
             }
-            created.map(drop)
+            match created {
+                // Created down: IPv6 off first, then up.
+                Ok(true) if spec.ipv6 == Some(false) => {
+                    if let Err(e) = disable_ipv6(pass, ns, name)? {
+                        return Ok(Err(e));
+                    }
+                    links::up(pass.conn(ns)?, name)
+                }
+                // It existed and got its other attributes: IPv6 too.
+                Ok(false) if spec.ipv6 == Some(false) => {
+                    return disable_ipv6(pass, ns, name);
+                }
+                other => other.map(drop),
+            }
         }
-        Op::SetLink { ns, name, spec } if pass.take_fresh_peer(ns, name) => {
-            links::set_fresh_peer(pass.conn(ns)?, name, spec)
+        Op::SetLink { ns, name, spec } => {
+            // IPv6 goes off before the device comes up (a fresh veth end is still down).
+            if spec.ipv6 == Some(false) {
+                if let Err(e) = disable_ipv6(pass, ns, name)? {
+                    return Ok(Err(e));
+                }
+            }
+            if pass.take_fresh_peer(ns, name) {
+                links::set_fresh_peer(pass.conn(ns)?, name, spec)
+            } else {
+                links::set(pass.conn(ns)?, name, spec)
+            }
         }
-        Op::SetLink { ns, name, spec } => links::set(pass.conn(ns)?, name, spec),
         Op::DelLink { ns, name } => {
             // Its peer goes with a veth, under a name this op does not know: forget all.
             pass.forget_all_links();
@@ -305,6 +327,13 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), Str
         Err(e) if e.is(&[libc::EEXIST]) && is_add(op) => Ok(()),
         Err(e) => Err(nl(&op_ns(op), op_name(op))(e).to_string()),
     })
+}
+
+/// Disables IPv6 on the device `name` of `ns` (writing its `disable_ipv6` sysctl from a thread
+/// inside the namespace). The outer error ends the pass (the namespace cannot be entered); the
+/// inner one is this op's failure.
+fn disable_ipv6(pass: &mut Pass<'_>, ns: &Netns, name: &str) -> Result<Result<(), String>, Error> {
+    sysctl::disable_ipv6(&pass.open_ns(ns)?, &ns.to_string(), name)
 }
 
 /// Forgets the remembered ifindexes of a link about to be created and of its veth peer.

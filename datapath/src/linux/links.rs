@@ -53,6 +53,8 @@ pub(crate) struct RawLink {
     pub(crate) master: Option<u32>,
     /// Bridge-port learning (ports of a bridge only).
     pub(crate) learning: Option<bool>,
+    /// Whether IPv6 is enabled on it (`None`: the dump did not say).
+    pub(crate) ipv6: Option<bool>,
     /// A veth's peer ifindex (`IFLA_LINK`), in the namespace `peer_nsid` names (or this one).
     pub(crate) peer_index: Option<u32>,
     pub(crate) peer_nsid: Option<i32>,
@@ -73,7 +75,13 @@ const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_AF_SPEC: u16 = 26;
 const IFLA_EXT_MASK: u16 = 29;
+/// In `IFLA_AF_SPEC`: `AF_INET6`, its `IFLA_INET6_CONF` (an array of `s32` devconf values), and
+/// the index of `disable_ipv6` in it.
+const AF_INET6: u16 = 10;
+const IFLA_INET6_CONF: u16 = 2;
+const DEVCONF_DISABLE_IPV6: usize = 26;
 const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -165,6 +173,7 @@ fn parse_raw(body: &[u8]) -> Option<RawLink> {
         mac: None,
         master: None,
         learning: None,
+        ipv6: None,
         peer_index: None,
         peer_nsid: None,
     };
@@ -177,6 +186,7 @@ fn parse_raw(body: &[u8]) -> Option<RawLink> {
             IFLA_LINK => link.peer_index = u32_of(value),
             IFLA_LINK_NETNSID => link.peer_nsid = u32_of(value).map(|v| v as i32),
             IFLA_LINKINFO => parse_raw_info(value, &mut link),
+            IFLA_AF_SPEC => link.ipv6 = ipv6_enabled(value),
             _ => {}
         }
     }
@@ -185,6 +195,19 @@ fn parse_raw(body: &[u8]) -> Option<RawLink> {
         link.peer_nsid = None;
     }
     (!link.name.is_empty()).then_some(link)
+}
+
+/// Whether IPv6 is enabled, from a link's `IFLA_AF_SPEC`: its `AF_INET6` devconf array holds
+/// `disable_ipv6`. No `AF_INET6` part at all means no IPv6 on the device (a kernel without IPv6,
+/// or a device whose MTU is below IPv6's minimum).
+fn ipv6_enabled(af_spec: &[u8]) -> Option<bool> {
+    let Some((_, inet6)) = attrs(af_spec).find(|(k, _)| *k == AF_INET6) else {
+        return Some(false);
+    };
+    let (_, conf) = attrs(inet6).find(|(k, _)| *k == IFLA_INET6_CONF)?;
+    let at = DEVCONF_DISABLE_IPV6 * 4;
+    let value = i32::from_ne_bytes(conf.get(at..at + 4)?.try_into().ok()?);
+    Some(value == 0)
 }
 
 fn parse_raw_info(info: &[u8], link: &mut RawLink) {
@@ -250,6 +273,10 @@ pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
 /// set (`Ok(false)`), so a repeated add converges. `External` links are never created: they only
 /// get attributes. (A veth's peer cannot be brought up in the same request: the kernel pairs the
 /// two only after both exist, so [`set_fresh_peer`] follows.)
+///
+/// A link whose spec disables IPv6 is created down: the caller disables IPv6 (a sysctl), then
+/// brings it up with [`up`]. Disabled before it first comes up, it never gets a link-local
+/// address, so no DAD, MLD, router solicitation or IPv6 route is ever made for it.
 pub(crate) fn add(
     conn: &mut Conn,
     name: &str,
@@ -265,8 +292,11 @@ pub(crate) fn add(
         None => None,
     };
     let mut msg = LinkMessage::default();
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
+    // A device whose IPv6 is to be disabled stays down until it is (see [`add`]).
+    if spec.ipv6 != Some(false) {
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+    }
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
     let info = match &spec.kind {
         LinkKind::Bridge => vec![LinkInfo::Kind(InfoKind::Bridge)],
@@ -427,6 +457,11 @@ fn up_unread(
     }
 }
 
+/// Brings `name` up, without reading it first.
+pub(crate) fn up(conn: &mut Conn, name: &str) -> Result<(), NlError> {
+    up_unread(conn, name, None, None)
+}
+
 /// `bridge link set dev X learning on|off`: an `AF_BRIDGE` setlink with `IFLA_PROTINFO`.
 fn set_learning(conn: &mut Conn, index: u32, learning: bool) -> Result<(), NlError> {
     let mut msg = LinkMessage::default();
@@ -449,6 +484,7 @@ pub(crate) fn set_up(conn: &mut Conn, name: &str) -> Result<(), NlError> {
         mac: None,
         master: None,
         learning: None,
+        ipv6: None,
     };
     set(conn, name, &spec)
 }
@@ -519,6 +555,14 @@ mod tests {
             &attr(IFLA_BRPORT_LEARNING, &[0]),
         ));
         body.extend(attr(IFLA_LINKINFO, &info));
+        // IPv6 disabled: `disable_ipv6` = 1 in the `AF_INET6` devconf array (forwarding = 1 first,
+        // so the index matters).
+        let mut conf = vec![0u8; 4 * (DEVCONF_DISABLE_IPV6 + 4)];
+        conf[..4].copy_from_slice(&1i32.to_ne_bytes());
+        let at = 4 * DEVCONF_DISABLE_IPV6;
+        conf[at..at + 4].copy_from_slice(&1i32.to_ne_bytes());
+        let inet6 = attr(AF_INET6, &attr(IFLA_INET6_CONF, &conf));
+        body.extend(attr(IFLA_AF_SPEC, &inet6));
         body
     }
 
@@ -531,6 +575,7 @@ mod tests {
         assert_eq!(link.mtu, Some(1450));
         assert_eq!(link.master, Some(3));
         assert_eq!(link.learning, Some(false));
+        assert_eq!(link.ipv6, Some(false));
         assert_eq!(
             link.kind,
             RawKind::Vxlan {

@@ -277,6 +277,7 @@ mod tests {
                 mac: None,
                 master: None,
                 learning: None,
+                ipv6: None,
             },
         }
     }

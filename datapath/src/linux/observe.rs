@@ -298,6 +298,7 @@ fn link_spec(
             .and_then(|m| by_index.get(&m))
             .map(|m| m.name.clone()),
         learning: link.learning,
+        ipv6: link.ipv6,
     };
     if let Some(h) = hint {
         if h.mtu.is_none() {
@@ -311,6 +312,9 @@ fn link_spec(
         }
         if h.learning.is_none() {
             spec.learning = None;
+        }
+        if h.ipv6.is_none() {
+            spec.ipv6 = None;
         }
     }
     spec

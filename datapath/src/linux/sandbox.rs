@@ -43,6 +43,7 @@ impl Sandbox {
                     mac: None,
                     master: None,
                     learning: None,
+                    ipv6: None,
                 },
             })
             .collect();

@@ -77,6 +77,21 @@ pub(crate) fn write_all(
     })
 }
 
+/// Disables IPv6 on the device `dev`, from a thread inside the namespace. A device without IPv6
+/// state (a kernel without IPv6, or an MTU below IPv6's minimum) has nothing to disable: that is
+/// success. The outer error: the namespace could not be entered; the inner one: the write failed.
+pub(crate) fn disable_ipv6(ns: &File, label: &str, dev: &str) -> Result<Result<(), String>, Error> {
+    let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
+    let path = match key_path(&key) {
+        Ok(path) => path,
+        Err(e) => return Ok(Err(e)),
+    };
+    netns::in_netns(ns, label, || match std::fs::write(&path, "1\n") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| format!("sysctl {key}: {e}")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::key_path;

@@ -184,6 +184,7 @@ pub(super) fn external_uplink(
             mac: None,
             master: None,
             learning: None,
+            ipv6: None,
         },
     );
     b.link(
@@ -195,6 +196,7 @@ pub(super) fn external_uplink(
             mac: None,
             master: Some(bridge.clone()),
             learning: None,
+            ipv6: None,
         },
     );
     Some(bridge)

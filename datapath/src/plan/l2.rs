@@ -33,6 +33,7 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 mac: None,
                 master: None,
                 learning: None,
+                ipv6: None,
             },
         );
         b.link(
@@ -48,6 +49,7 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 mac: None,
                 master: Some(br.clone()),
                 learning: Some(false),
+                ipv6: None,
             },
         );
         for (mac, host) in endpoints(ctx, net) {
@@ -145,6 +147,7 @@ pub(super) fn plan_ports(ctx: &Ctx<'_>, b: &mut Builder) {
                         mac: None,
                         master: Some(br),
                         learning: None,
+                        ipv6: None,
                     },
                 );
                 dev.to_string()
@@ -163,6 +166,7 @@ pub(super) fn plan_ports(ctx: &Ctx<'_>, b: &mut Builder) {
                         mac: None,
                         master: Some(br),
                         learning: None,
+                        ipv6: None,
                     },
                 );
                 tap

@@ -326,7 +326,16 @@ impl Builder {
         self.d.sysctls.insert((ns.clone(), key), value.to_string());
     }
 
-    pub(crate) fn link(&mut self, ns: &Netns, name: &str, spec: LinkSpec) {
+    /// A link. Every device dvrmesh makes in the host namespace (bridges, VXLAN devices, the
+    /// host ends of veths) has IPv6 disabled: they carry no addresses, and with IPv6 each would
+    /// send DAD, MLD and router solicitations from a link-local address into its tenant network
+    /// (over the tunnel to every node), and grow the host's IPv6 routing table, which the kernel
+    /// walks on every device that comes up. Devices of dvrmesh's own namespaces need nothing:
+    /// those namespaces disable IPv6 by default ([`NAMESPACE_SYSCTLS`]).
+    pub(crate) fn link(&mut self, ns: &Netns, name: &str, mut spec: LinkSpec) {
+        if *ns == Netns::Host && spec.kind != LinkKind::External {
+            spec.ipv6 = Some(false);
+        }
         self.d.links.insert((ns.clone(), name.to_string()), spec);
     }
 
@@ -424,6 +433,7 @@ impl VethEnd {
             mac: self.mac,
             master: self.master,
             learning: None,
+            ipv6: None,
         }
     }
 }

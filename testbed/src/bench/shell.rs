@@ -56,6 +56,12 @@ pub fn commands(ops: &[Op]) -> Vec<String> {
                         LinkKind::External => {}
                     }
                 }
+                if spec.ipv6 == Some(false) {
+                    out.push(format!(
+                        "{}sysctl -qw net.ipv6.conf.{name}.disable_ipv6=1",
+                        exec_in(ns)
+                    ));
+                }
                 let mut set = format!("ip {n}link set {name}");
                 if let Some(m) = spec.mac {
                     set.push_str(&format!(" address {m}"));
