@@ -1,6 +1,7 @@
 //! Scoped passes: after a pass that applied cleanly, the next one only needs to look at the
-//! namespaces whose desired objects changed since, and in the host namespace (where every network
-//! has devices) only at the devices whose objects changed. The agent's periodic resync (and any pass after
+//! namespaces whose desired objects changed since, and in the namespaces every router shares (the
+//! host, where every network has devices, and each `fip-` namespace, where every router with a
+//! FIP has its `fpr-` device) only at the devices whose objects changed. The agent's periodic resync (and any pass after
 //! a failure) still observes everything, so drift made by someone else is found within one resync
 //! interval; a change of the view reaches the kernel at a cost that grows with the change, not
 //! with the number of routers on the node.
@@ -21,25 +22,50 @@ pub fn changed_namespaces(before: &Desired, after: &Desired) -> BTreeSet<Netns> 
 struct Differences {
     /// Namespaces with an object that differs (or that appear or disappear).
     changed: BTreeSet<Netns>,
-    /// The host's devices and tables with an object that differs; `None` once something not on
-    /// a device differs there (a rule, a namespace-wide sysctl).
-    host: Option<Part>,
+    /// In each shared namespace ([`by_device`]) with a difference, the devices and tables with an
+    /// object that differs; `None` once something not on a device differs there (a rule not tied
+    /// to an input device, a namespace-wide sysctl) or the namespace itself appears or goes.
+    parts: BTreeMap<Netns, Option<Part>>,
+}
+
+/// Whether a scoped pass may take `ns` by device: the namespaces shared by every router (the host
+/// and the `fip-` namespaces), which grow with the number of routers. A router's own namespaces
+/// are small and taken whole.
+fn by_device(ns: &Netns) -> bool {
+    match ns {
+        Netns::Host => true,
+        Netns::Named(n) => n.starts_with("fip-"),
+    }
+}
+
+/// The device a rule is tied to (`iif <dev>`), if any.
+pub(crate) fn rule_device(rule: &RuleSpec) -> Option<&str> {
+    match &rule.selector {
+        RuleSelector::Iif(dev) => Some(dev),
+        _ => None,
+    }
 }
 
 fn walk(before: &Desired, after: &Desired) -> Differences {
     let mut d = Differences {
         changed: BTreeSet::new(),
-        host: Some(Part::default()),
+        parts: BTreeMap::new(),
     };
-    // Marks `ns` changed; in the host, what the object sits on goes in the host's part.
+    // Marks `ns` changed; in a namespace taken by device, what the object sits on goes in its part.
     fn mark(d: &mut Differences, ns: &Netns, on: On<'_>) {
         if !d.changed.contains(ns) {
             d.changed.insert(ns.clone());
         }
-        if *ns != Netns::Host {
+        if !by_device(ns) {
             return;
         }
-        match (on, d.host.as_mut()) {
+        if !d.parts.contains_key(ns) {
+            d.parts.insert(ns.clone(), Some(Part::default()));
+        }
+        let Some(slot) = d.parts.get_mut(ns) else {
+            return;
+        };
+        match (on, slot.as_mut()) {
             (On::Device(dev), Some(part)) => {
                 if !part.devices.contains(dev) {
                     part.devices.insert(dev.to_string());
@@ -48,12 +74,12 @@ fn walk(before: &Desired, after: &Desired) -> Differences {
             (On::Table(key), Some(part)) => {
                 part.tables.insert(key.clone());
             }
-            (On::Namespace, _) => d.host = None,
+            (On::Namespace, _) => *slot = None,
             (_, None) => {}
         }
     }
     for n in before.namespaces.symmetric_difference(&after.namespaces) {
-        d.changed.insert(Netns::Named(n.clone()));
+        mark(&mut d, &Netns::Named(n.clone()), On::Namespace);
     }
     for ((ns, key), _) in sym_diff_map(&before.sysctls, &after.sysctls) {
         mark(
@@ -81,7 +107,11 @@ fn walk(before: &Desired, after: &Desired) -> Differences {
         mark(&mut d, &r.ns, On::Device(&r.dev));
     }
     for r in before.rules.symmetric_difference(&after.rules) {
-        mark(&mut d, &r.ns, On::Namespace);
+        mark(
+            &mut d,
+            &r.ns,
+            rule_device(r).map_or(On::Namespace, On::Device),
+        );
     }
     for n in before.neighs.symmetric_difference(&after.neighs) {
         mark(&mut d, &n.ns, On::Device(&n.dev));
@@ -98,13 +128,14 @@ enum On<'a> {
     Device(&'a str),
     /// Itself an nft table.
     Table(&'a NftKey),
-    /// The namespace as a whole (a rule, a namespace-wide sysctl).
+    /// The namespace as a whole (a rule without an input device, a namespace-wide sysctl, the
+    /// namespace itself).
     Namespace,
 }
 
-/// What a scoped pass observes and reconciles: whole namespaces, and in others (the host) only
-/// some devices (with the addresses, routes, neighbours, FDB entries and interface sysctls on
-/// them) and some nft tables.
+/// What a scoped pass observes and reconciles: whole namespaces, and in others (the host, `fip-`
+/// namespaces) only some devices (with the addresses, routes, `iif` rules, neighbours, FDB entries
+/// and interface sysctls on them) and some nft tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
     /// Namespaces taken whole.
@@ -168,19 +199,19 @@ pub fn sysctl_device(key: &str) -> Option<&str> {
 }
 
 /// The scope of a pass from `before` to `after`: every namespace whose objects differ, whole,
-/// except the host, which is taken by device when everything that differs there is on a device
-/// or is an nft table (a veth pair inside the host is taken with both ends). A link's master and
-/// a veth's peer are looked up by the observer; a device that is only someone's master need not
-/// be in scope.
+/// except the shared ones (the host, `fip-` namespaces), which are taken by device when everything
+/// that differs there is on a device or is an nft table (a veth pair inside the host is taken with
+/// both ends). A link's master and a veth's peer are looked up by the observer; a device that is
+/// only someone's master need not be in scope.
 pub fn scope_of(before: &Desired, after: &Desired) -> Scope {
-    let Differences { changed, host } = walk(before, after);
+    let Differences { changed, mut parts } = walk(before, after);
     let mut scope = Scope::default();
     for ns in changed {
-        match (&ns, &host) {
-            (Netns::Host, Some(part)) => {
-                scope.parts.insert(ns, part.clone());
+        match parts.remove(&ns).flatten() {
+            Some(part) => {
+                scope.parts.insert(ns, part);
             }
-            _ => {
+            None => {
                 scope.whole.insert(ns);
             }
         }
@@ -233,7 +264,7 @@ impl KernelState {
             links: filter_map(&self.links, |(ns, name)| scope.holds(ns, Some(name))),
             addrs: filter_set(&self.addrs, |a| scope.holds(&a.ns, Some(&a.dev))),
             routes: filter_set(&self.routes, |r| scope.holds(&r.ns, Some(&r.dev))),
-            rules: filter_set(&self.rules, |r| scope.holds(&r.ns, None)),
+            rules: filter_set(&self.rules, |r| scope.holds(&r.ns, rule_device(r))),
             neighs: filter_set(&self.neighs, |n| scope.holds(&n.ns, Some(&n.dev))),
             fdb: filter_set(&self.fdb, |f| scope.holds(&f.ns, Some(&f.dev))),
             nft: filter_map(&self.nft, |k| scope.holds_table(k)),

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use datapath::linux::sandbox::Sandbox;
-use datapath::{diff, plan, Desired, Kernel, Netns, Topology};
+use datapath::{diff, plan, Desired, Kernel, Netns, Op, Topology};
 
 fn require_root() {
     assert!(
@@ -469,4 +469,80 @@ fn a_fip_that_appears_is_announced_by_gratuitous_arp() {
         seen.contains(&"203.0.113.12".parse().expect("ip")),
         "no gratuitous ARP for the FIP gateway address: {seen:?}"
     );
+}
+
+/// On the kernel, the fip namespace every router shares is taken by device in a scoped pass: a
+/// FIP appearing on a second router (its `fpr-` device, `iif` rule, routes and the namespace's
+/// tables) and going again is reconciled without reading the other routers' devices, and the
+/// scoped pass does exactly what a full pass would.
+#[test]
+fn the_fip_namespace_is_taken_by_device_in_scoped_passes() {
+    require_root();
+    let sandbox = Sandbox::new(&["eth1"]).expect("sandbox");
+    let mut k = sandbox.kernel();
+    let with_fip = |t: &Topology, fip: &str, port: &str, ip: &str| {
+        let mut t = t.clone();
+        let mut spec = t.fips.get(&oid(fip)).expect("fip").clone().into_spec();
+        spec.port = Some(oid(port));
+        spec.fixed_ip = Some(ip.parse().expect("ip"));
+        t.fips
+            .insert(oid(fip), mesh_proto::FloatingIp::new(spec).expect("fip"));
+        t
+    };
+    // rtr-two gets an external gateway too; c1 serves f1 for vm1 (rtr-one), then also f3 for
+    // vm3 (rtr-two: a second `fpr-` device in the fip namespace).
+    let mut t = topology();
+    let mut r2 = t
+        .routers
+        .get(&oid("rtr-two"))
+        .expect("rtr-two")
+        .clone()
+        .into_spec();
+    r2.gateway = Some(mesh_proto::RouterGateway {
+        external_network: oid("ext-public"),
+        enable_snat: true,
+        external_ip: Some("203.0.113.6".parse().expect("ip")),
+    });
+    r2.snat_ports.insert(
+        oid("sub-c"),
+        mesh_proto::SnatPort {
+            ip: "10.3.0.3".parse().expect("ip"),
+            mac: "fa:16:3e:00:03:03".parse().expect("mac"),
+        },
+    );
+    t.routers
+        .insert(oid("rtr-two"), mesh_proto::Router::new(r2).expect("router"));
+    let one = with_fip(&t, "f1", "vm1", "10.1.0.10");
+    let two = with_fip(&one, "f3", "vm3", "10.3.0.30");
+    let (one, two) = (desired_of(&one, "c1"), desired_of(&two, "c1"));
+    pass(&mut k, &one);
+    let fip_ns = Netns::Named("fip-ext-public".into());
+    for (from, to) in [(&one, &two), (&two, &one)] {
+        let scope = datapath::scope_of(from, to);
+        let part = scope
+            .parts
+            .get(&fip_ns)
+            .expect("the fip namespace is taken by device");
+        assert!(!scope.whole.contains(&fip_ns), "{scope:?}");
+        assert!(
+            part.devices.iter().any(|d| d.starts_with("fpr-")),
+            "{part:?}"
+        );
+        let full_ops = diff(to, &k.observe(to).expect("observe"));
+        let out = datapath::reconcile_pass(&mut k, to, Some(from)).expect("scoped pass");
+        assert_eq!(
+            out.ops, full_ops,
+            "the scoped pass does what a full pass would"
+        );
+        assert!(out.report.failed.is_empty(), "{:?}", out.report.failed);
+        assert!(
+            out.ops
+                .iter()
+                .any(|op| matches!(op, Op::AddRule(_) | Op::DelRule(_))),
+            "an iif rule of the fip namespace changes: {:?}",
+            out.ops
+        );
+        assert_eq!(&k.observe(to).expect("observe"), to);
+        assert_eq!(pass(&mut k, to), 0, "a full pass finds nothing left to do");
+    }
 }

@@ -50,9 +50,21 @@ pub(crate) fn observe(
         namespaces,
         ..Observed::default()
     };
+    // Named namespaces taken by device (a scoped pass's `fip-` namespaces) are read too, but not
+    // listed: their existence is not in question.
+    let parts_named = scope
+        .into_iter()
+        .flat_map(|s| s.parts.keys())
+        .filter(|ns| match ns {
+            Netns::Named(n) => {
+                netns::path_of(pass.netns_dir(), n).is_ok_and(|p| netns::is_netns(&p))
+            }
+            Netns::Host => false,
+        });
     let all: Vec<Netns> = std::iter::once(Netns::Host)
         .filter(|h| takes(h))
         .chain(out.namespaces.iter().cloned().map(Netns::Named))
+        .chain(parts_named.cloned())
         .collect();
     // Whether an object of `ns` on `dev` is reported.
     let reports = |ns: &Netns, dev: Option<&str>| scope.is_none_or(|s| s.holds(ns, dev));
@@ -182,11 +194,11 @@ fn observe_ns(
         .into_iter()
         .filter(|r| reports(Some(&r.dev)))
         .collect();
-    let rules = if reports(None) {
-        rules::dump(conn, ns).map_err(nl(ns, "dump rules"))?
-    } else {
-        Vec::new()
-    };
+    let rules = rules::dump(conn, ns)
+        .map_err(nl(ns, "dump rules"))?
+        .into_iter()
+        .filter(|r| reports(crate::scope::rule_device(r)))
+        .collect();
     let neighs = neigh_fdb::dump_neighs(conn, ns, &by_index)
         .map_err(nl(ns, "dump neighbours"))?
         .into_iter()
