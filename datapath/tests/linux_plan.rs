@@ -133,6 +133,19 @@ fn deleting_a_router_removes_everything_it_owned() {
     );
 }
 
+/// Runs the pass scoped from `from` to `to` and checks it does exactly what a full pass would
+/// have done, without failures.
+fn scoped_pass_as_full(k: &mut impl Kernel, from: &Desired, to: &Desired) -> datapath::PassOutcome {
+    let full_ops = diff(to, &k.observe(to).expect("observe"));
+    let out = datapath::reconcile_pass(k, to, Some(from)).expect("scoped pass");
+    assert_eq!(
+        out.ops, full_ops,
+        "the scoped pass does what a full pass would"
+    );
+    assert!(out.report.failed.is_empty(), "{:?}", out.report.failed);
+    out
+}
+
 /// On the kernel, a pass scoped to what changed since the last clean pass (what the agent runs on
 /// a view change) does exactly what a full pass would, and reaches the new plan. Covers a router
 /// removed (its namespace deleted, veth peers in the host resolved across the scope) and added
@@ -162,13 +175,7 @@ fn scoped_passes_reach_the_plan_on_the_kernel() {
         (&full, &elsewhere),
         (&elsewhere, &full),
     ] {
-        let full_ops = diff(to, &k.observe(to).expect("observe"));
-        let out = datapath::reconcile_pass(&mut k, to, Some(from)).expect("scoped pass");
-        assert_eq!(
-            out.ops, full_ops,
-            "the scoped pass does what a full pass would"
-        );
-        assert!(out.report.failed.is_empty(), "{:?}", out.report.failed);
+        let out = scoped_pass_as_full(&mut k, from, to);
         assert!(!out.ops.is_empty());
         let changed = datapath::changed_namespaces(from, to);
         assert_eq!(
@@ -528,13 +535,7 @@ fn the_fip_namespace_is_taken_by_device_in_scoped_passes() {
             part.devices.iter().any(|d| d.starts_with("fpr-")),
             "{part:?}"
         );
-        let full_ops = diff(to, &k.observe(to).expect("observe"));
-        let out = datapath::reconcile_pass(&mut k, to, Some(from)).expect("scoped pass");
-        assert_eq!(
-            out.ops, full_ops,
-            "the scoped pass does what a full pass would"
-        );
-        assert!(out.report.failed.is_empty(), "{:?}", out.report.failed);
+        let out = scoped_pass_as_full(&mut k, from, to);
         assert!(
             out.ops
                 .iter()
