@@ -123,17 +123,10 @@ impl FakeKernel {
                     if self.dev_exists(peer_ns, peer) {
                         return Ok(()); // EEXIST on the peer name: nothing created
                     }
-                    let peer_spec = LinkSpec {
-                        kind: LinkKind::Veth {
-                            peer: name.clone(),
-                            peer_ns: ns.clone(),
-                        },
-                        mtu: None,
-                        mac: None,
-                        master: None,
-                        learning: None,
-                        ipv6: None,
-                    };
+                    let peer_spec = LinkSpec::of(LinkKind::Veth {
+                        peer: name.clone(),
+                        peer_ns: ns.clone(),
+                    });
                     self.state
                         .links
                         .insert((peer_ns.clone(), peer.clone()), peer_spec);

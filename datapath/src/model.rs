@@ -91,6 +91,20 @@ pub struct LinkSpec {
     pub ipv6: Option<bool>,
 }
 
+impl LinkSpec {
+    /// A link of `kind` with no attribute set (each is left as the kernel makes it).
+    pub fn of(kind: LinkKind) -> LinkSpec {
+        LinkSpec {
+            kind,
+            mtu: None,
+            mac: None,
+            master: None,
+            learning: None,
+            ipv6: None,
+        }
+    }
+}
+
 /// An IPv4 address on an interface.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct AddrSpec {

@@ -123,14 +123,7 @@ fn named() -> Netns {
 }
 
 fn link(kind: LinkKind) -> LinkSpec {
-    LinkSpec {
-        kind,
-        mtu: None,
-        mac: None,
-        master: None,
-        learning: None,
-        ipv6: None,
-    }
+    LinkSpec::of(kind)
 }
 
 const QR_BODY: &str = "table ip dvrmesh-qr {\n\

@@ -478,14 +478,7 @@ fn set_learning(conn: &mut Conn, index: u32, learning: bool) -> Result<(), NlErr
 
 /// Brings `name` up (used for `lo` of a new namespace).
 pub(crate) fn set_up(conn: &mut Conn, name: &str) -> Result<(), NlError> {
-    let spec = LinkSpec {
-        kind: LinkKind::External,
-        mtu: None,
-        mac: None,
-        master: None,
-        learning: None,
-        ipv6: None,
-    };
+    let spec = LinkSpec::of(LinkKind::External);
     set(conn, name, &spec)
 }
 

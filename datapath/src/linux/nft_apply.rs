@@ -271,14 +271,7 @@ mod tests {
         Op::AddLink {
             ns: ns.clone(),
             name: name.into(),
-            spec: LinkSpec {
-                kind: LinkKind::Bridge,
-                mtu: None,
-                mac: None,
-                master: None,
-                learning: None,
-                ipv6: None,
-            },
+            spec: LinkSpec::of(LinkKind::Bridge),
         }
     }
 

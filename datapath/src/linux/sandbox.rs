@@ -34,17 +34,10 @@ impl Sandbox {
             .map(|name| Op::AddLink {
                 ns: Netns::Host,
                 name: name.to_string(),
-                spec: LinkSpec {
-                    kind: LinkKind::Veth {
-                        peer: format!("{name}p"),
-                        peer_ns: Netns::Host,
-                    },
-                    mtu: None,
-                    mac: None,
-                    master: None,
-                    learning: None,
-                    ipv6: None,
-                },
+                spec: LinkSpec::of(LinkKind::Veth {
+                    peer: format!("{name}p"),
+                    peer_ns: Netns::Host,
+                }),
             })
             .collect();
         let report = sandbox.kernel().apply(&ops)?;

@@ -175,28 +175,13 @@ pub(super) fn external_uplink(
         return None;
     };
     let bridge = names::ext_bridge(&ext.id);
-    b.link(
-        &Netns::Host,
-        &bridge,
-        LinkSpec {
-            kind: LinkKind::Bridge,
-            mtu: None,
-            mac: None,
-            master: None,
-            learning: None,
-            ipv6: None,
-        },
-    );
+    b.link(&Netns::Host, &bridge, LinkSpec::of(LinkKind::Bridge));
     b.link(
         &Netns::Host,
         mapping.interface.as_str(),
         LinkSpec {
-            kind: LinkKind::External,
-            mtu: None,
-            mac: None,
             master: Some(bridge.clone()),
-            learning: None,
-            ipv6: None,
+            ..LinkSpec::of(LinkKind::External)
         },
     );
     Some(bridge)
