@@ -1,9 +1,9 @@
 //! Scoped passes: after a pass that applied cleanly, the next one only needs to look at the
 //! namespaces whose desired objects changed since, and in the namespaces every router shares (the
 //! host, where every network has devices, and each `fip-` namespace, where every router with a
-//! FIP has its `fpr-` device) only at the devices whose objects changed. The agent's periodic resync (and any pass after
-//! a failure) still observes everything, so drift made by someone else is found within one resync
-//! interval; a change of the view reaches the kernel at a cost that grows with the change, not
+//! FIP has its `fpr-` device) only at the devices whose objects changed. The agent's periodic
+//! resync (and any pass after a failure) still observes everything, so drift made by someone else
+//! is found within one resync interval; a change of the view reaches the kernel at a cost that grows with the change, not
 //! with the number of routers on the node.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,10 +32,7 @@ struct Differences {
 /// and the `fip-` namespaces), which grow with the number of routers. A router's own namespaces
 /// are small and taken whole.
 fn by_device(ns: &Netns) -> bool {
-    match ns {
-        Netns::Host => true,
-        Netns::Named(n) => n.starts_with("fip-"),
-    }
+    *ns == Netns::Host || crate::plan::names::is_fip_ns(ns)
 }
 
 /// The device a rule is tied to (`iif <dev>`), if any.

@@ -126,10 +126,7 @@ fn announcement(op: &Op) -> Option<(Netns, Option<String>, std::net::Ipv4Addr)> 
         Op::AddAddr(a) if ["qg-", "sg-", "fg-"].iter().any(|p| a.dev.starts_with(p)) => {
             Some((a.ns.clone(), Some(a.dev.clone()), a.ip))
         }
-        Op::AddRoute(r)
-            if r.dst.prefix() == 32
-                && matches!(&r.ns, Netns::Named(n) if n.starts_with("fip-")) =>
-        {
+        Op::AddRoute(r) if r.dst.prefix() == 32 && crate::plan::names::is_fip_ns(&r.ns) => {
             Some((r.ns.clone(), None, r.dst.network()))
         }
         _ => None,
@@ -245,7 +242,7 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), Str
                 return Ok(Err(e.to_string()));
             }
             pass.created(Netns::Named(name.clone()), false);
-            links::set_up(pass.conn(&Netns::Named(name.clone()))?, "lo")
+            links::up(pass.conn(&Netns::Named(name.clone()))?, "lo")
         }
         Op::DelNamespace { name } => {
             let ns = Netns::Named(name.clone());

@@ -292,7 +292,7 @@ pub(crate) fn add(
         None => None,
     };
     let mut msg = LinkMessage::default();
-    // A device whose IPv6 is to be disabled stays down until it is (see [`add`]).
+    // A device whose IPv6 is to be disabled stays down: the caller brings it up once it is.
     if spec.ipv6 != Some(false) {
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
@@ -457,7 +457,7 @@ fn up_unread(
     }
 }
 
-/// Brings `name` up, without reading it first.
+/// Brings `name` up, without reading it first (a device created down, `lo` of a new namespace).
 pub(crate) fn up(conn: &mut Conn, name: &str) -> Result<(), NlError> {
     up_unread(conn, name, None, None)
 }
@@ -474,12 +474,6 @@ fn set_learning(conn: &mut Conn, index: u32, learning: bool) -> Result<(), NlErr
         )),
     ]));
     conn.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
-}
-
-/// Brings `name` up (used for `lo` of a new namespace).
-pub(crate) fn set_up(conn: &mut Conn, name: &str) -> Result<(), NlError> {
-    let spec = LinkSpec::of(LinkKind::External);
-    set(conn, name, &spec)
 }
 
 /// Deletes `name` (a veth takes its peer with it). A missing link is fine; a link of a kind

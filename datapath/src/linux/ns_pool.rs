@@ -68,7 +68,7 @@ fn make() -> Result<File, String> {
         .map_err(|_| "namespace thread panicked".to_string())?
     })?;
     let mut conn = Conn::open(NETLINK_ROUTE, &file, "spare").map_err(|e| e.to_string())?;
-    links::set_up(&mut conn, "lo").map_err(|e| e.to_string())?;
+    links::up(&mut conn, "lo").map_err(|e| e.to_string())?;
     for result in
         sysctl::write_all(&file, "spare", &NAMESPACE_SYSCTLS).map_err(|e| e.to_string())?
     {

@@ -32,7 +32,13 @@ pub(crate) fn snat_ns(router: &ObjectId) -> String {
     format!("snat-{router}")
 }
 pub(crate) fn fip_ns(ext: &ObjectId) -> String {
-    format!("fip-{ext}")
+    format!("{FIP_NS_PREFIX}{ext}")
+}
+/// What every fip namespace's name starts with.
+pub(crate) const FIP_NS_PREFIX: &str = "fip-";
+/// Whether `ns` is a fip namespace.
+pub(crate) fn is_fip_ns(ns: &crate::Netns) -> bool {
+    matches!(ns, crate::Netns::Named(n) if n.starts_with(FIP_NS_PREFIX))
 }
 /// Router interface on a subnet (in qrouter) and its host end.
 pub(crate) fn qr(subnet: &ObjectId) -> (String, String) {
