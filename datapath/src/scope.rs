@@ -6,6 +6,8 @@
 //! is found within one resync interval; a change of the view reaches the kernel at a cost that grows with the change, not
 //! with the number of routers on the node.
 
+mod restrict;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::*;
@@ -245,42 +247,6 @@ fn sym_diff_map<'a, K: Ord, V: PartialEq>(
             }
         }
     }
-}
-
-impl KernelState {
-    /// Only the objects in `scope`.
-    pub fn restricted_to(&self, scope: &Scope) -> KernelState {
-        KernelState {
-            namespaces: self
-                .namespaces
-                .iter()
-                .filter(|n| scope.whole.contains(&Netns::Named((*n).clone())))
-                .cloned()
-                .collect(),
-            sysctls: filter_map(&self.sysctls, |(ns, k)| scope.holds_sysctl(ns, k)),
-            links: filter_map(&self.links, |(ns, name)| scope.holds(ns, Some(name))),
-            addrs: filter_set(&self.addrs, |a| scope.holds(&a.ns, Some(&a.dev))),
-            routes: filter_set(&self.routes, |r| scope.holds(&r.ns, Some(&r.dev))),
-            rules: filter_set(&self.rules, |r| scope.holds(&r.ns, rule_device(r))),
-            neighs: filter_set(&self.neighs, |n| scope.holds(&n.ns, Some(&n.dev))),
-            fdb: filter_set(&self.fdb, |f| scope.holds(&f.ns, Some(&f.dev))),
-            nft: filter_map(&self.nft, |k| scope.holds_table(k)),
-        }
-    }
-}
-
-fn filter_map<K: Ord + Clone, V: Clone>(
-    m: &BTreeMap<K, V>,
-    keep: impl Fn(&K) -> bool,
-) -> BTreeMap<K, V> {
-    m.iter()
-        .filter(|(k, _)| keep(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-fn filter_set<T: Ord + Clone>(s: &BTreeSet<T>, keep: impl Fn(&T) -> bool) -> BTreeSet<T> {
-    s.iter().filter(|t| keep(t)).cloned().collect()
 }
 
 /// What one reconcile pass did.

@@ -140,6 +140,31 @@ proptest! {
         prop_assert!(left.links.is_empty() && left.namespaces.is_empty() && left.nft.is_empty());
     }
 
+    /// Restricting a state to a scope (by ranges of the ordered collections) keeps exactly the
+    /// objects the scope holds, tested object by object.
+    #[test]
+    fn restricting_to_a_scope_keeps_exactly_what_it_holds(a in variation(), b in variation(), me in 0usize..4) {
+        let me = node(NODES[me]);
+        let first = plan(&apply_variation(&a), &me).desired;
+        let second = plan(&apply_variation(&b), &me).desired;
+        let scope = datapath::scope_of(&first, &second);
+        for state in [&first, &second] {
+            prop_assert_eq!(state.restricted_to(&scope), held(state, &scope));
+        }
+        // The host and every namespace whole, and each namespace by its first device.
+        let mut wide = datapath::Scope::default();
+        wide.whole.insert(Netns::Host);
+        wide.whole.extend(second.namespaces.iter().cloned().map(Netns::Named));
+        prop_assert_eq!(second.restricted_to(&wide), held(&second, &wide));
+        prop_assert_eq!(second.restricted_to(&wide), second.clone());
+        let mut narrow = datapath::Scope::default();
+        for (ns, name) in second.links.keys() {
+            narrow.parts.entry(ns.clone()).or_default().devices.insert(name.clone());
+            if narrow.parts.len() > 3 { break; }
+        }
+        prop_assert_eq!(second.restricted_to(&narrow), held(&second, &narrow));
+    }
+
     /// A pass scoped to the namespaces that changed since a clean pass reaches the same state as
     /// a full one, observes only those namespaces, and the next scoped pass reads nothing.
     #[test]
@@ -231,4 +256,68 @@ fn deleting_a_router_removes_everything_it_owned() {
         .nft
         .keys()
         .any(|k| k.ns == Netns::Named("qrouter-rtr-two".into())));
+}
+
+/// The objects of `state` that `scope` holds, tested one by one (what `restricted_to` must keep).
+fn held(state: &Desired, scope: &datapath::Scope) -> Desired {
+    let on = |ns: &Netns, dev: &str| scope.holds(ns, Some(dev));
+    Desired {
+        namespaces: state
+            .namespaces
+            .iter()
+            .filter(|n| scope.whole.contains(&Netns::Named((*n).clone())))
+            .cloned()
+            .collect(),
+        sysctls: state
+            .sysctls
+            .iter()
+            .filter(|((ns, key), _)| scope.holds_sysctl(ns, key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        links: state
+            .links
+            .iter()
+            .filter(|((ns, name), _)| on(ns, name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        addrs: state
+            .addrs
+            .iter()
+            .filter(|a| on(&a.ns, &a.dev))
+            .cloned()
+            .collect(),
+        routes: state
+            .routes
+            .iter()
+            .filter(|r| on(&r.ns, &r.dev))
+            .cloned()
+            .collect(),
+        rules: state
+            .rules
+            .iter()
+            .filter(|r| match &r.selector {
+                datapath::RuleSelector::Iif(dev) => on(&r.ns, dev),
+                _ => scope.holds(&r.ns, None),
+            })
+            .cloned()
+            .collect(),
+        neighs: state
+            .neighs
+            .iter()
+            .filter(|n| on(&n.ns, &n.dev))
+            .cloned()
+            .collect(),
+        fdb: state
+            .fdb
+            .iter()
+            .filter(|f| on(&f.ns, &f.dev))
+            .cloned()
+            .collect(),
+        nft: state
+            .nft
+            .iter()
+            .filter(|(k, _)| scope.holds_table(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
 }

@@ -169,10 +169,13 @@ fn sample() -> Desired {
         (
             Netns::Host,
             "vx-100",
+            // Created down, IPv6 off, then up with its learning in one request; `tqr-t1` below
+            // gets its learning right after creation.
             LinkSpec {
                 mtu: Some(1450),
                 master: Some("br-100".into()),
                 learning: Some(false),
+                ipv6: Some(false),
                 ..link(LinkKind::Vxlan {
                     vni: 100,
                     local: ip("127.0.0.1"),

@@ -279,7 +279,7 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), Str
                     if let Err(e) = disable_ipv6(pass, ns, name)? {
                         return Ok(Err(e));
                     }
-                    links::up(pass.conn(ns)?, name)
+                    links::up_created(pass.conn(ns)?, name, spec)
                 }
                 // It existed and got its other attributes: IPv6 too.
                 Ok(false) if spec.ipv6 == Some(false) => {

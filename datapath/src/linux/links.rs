@@ -98,16 +98,8 @@ const IFF_UP: u32 = 1;
 /// `extra` attributes.
 fn link_request(extra: &[(u16, &[u8])]) -> Vec<u8> {
     let mut out = vec![0u8; 16];
-    let mut put = |kind: u16, value: &[u8]| {
-        out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(value);
-        out.resize((out.len() + 3) & !3, 0);
-    };
-    put(IFLA_EXT_MASK, &SKIP_STATS.to_ne_bytes());
-    for (kind, value) in extra {
-        put(*kind, value);
-    }
+    out.extend(nested(&[(IFLA_EXT_MASK, &SKIP_STATS.to_ne_bytes())]));
+    out.extend(nested(extra));
     out
 }
 
@@ -269,13 +261,13 @@ pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
 
 /// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`, with the MAC and MTU
 /// of `peer_spec`) with its MAC, MTU, master and up in the same request, then sets bridge-port
-/// learning. `Ok(true)` when it was created; a link that exists already only gets its attributes
+/// learning (for a port created down, [`up_created`] does). `Ok(true)` when it was created; a link that exists already only gets its attributes
 /// set (`Ok(false)`), so a repeated add converges. `External` links are never created: they only
 /// get attributes. (A veth's peer cannot be brought up in the same request: the kernel pairs the
 /// two only after both exist, so [`set_fresh_peer`] follows.)
 ///
 /// A link whose spec disables IPv6 is created down: the caller disables IPv6 (a sysctl), then
-/// brings it up with [`up`]. Disabled before it first comes up, it never gets a link-local
+/// brings it up with [`up_created`]. Disabled before it first comes up, it never gets a link-local
 /// address, so no DAD, MLD, router solicitation or IPv6 route is ever made for it.
 pub(crate) fn add(
     conn: &mut Conn,
@@ -372,11 +364,54 @@ pub(crate) fn add(
         Err(e) if e.is(&[libc::EEXIST]) => return set(conn, name, spec).map(|()| false),
         Err(e) => return Err(e),
     }
-    if let Some(learning) = spec.learning {
+    if let Some(learning) = spec.learning.filter(|_| !learning_goes_up_with(spec)) {
         let at = index(conn, name)?;
         set_learning(conn, at, learning)?;
     }
     Ok(true)
+}
+
+/// Brings up `name`, which [`add`] created down as `spec` asks, and sets its bridge-port
+/// learning in the same request: an `RTM_NEWLINK` on the existing link with the port's
+/// settings (`IFLA_INFO_SLAVE_DATA`), which the kernel applies before the flags. Neither the
+/// link nor its ifindex is read first.
+pub(crate) fn up_created(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
+    let Some(learning) = spec.learning.filter(|_| learning_goes_up_with(spec)) else {
+        return up(conn, name);
+    };
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    let port = nested(&[(IFLA_BRPORT_LEARNING, &[u8::from(learning)])]);
+    let info = nested(&[
+        (IFLA_INFO_SLAVE_KIND, b"bridge\0"),
+        (IFLA_INFO_SLAVE_DATA, &port),
+    ]);
+    let mut request = link_request(&[(IFLA_IFNAME, &ifname), (IFLA_LINKINFO, &info)]);
+    request[8..12].copy_from_slice(&IFF_UP.to_ne_bytes());
+    request[12..16].copy_from_slice(&IFF_UP.to_ne_bytes());
+    match conn.raw_request(RTM_NEWLINK, 0, &request) {
+        Err(e) if e.is(&[libc::ENODEV]) => Err(no_device(name)),
+        other => other.map(drop),
+    }
+}
+
+/// Whether a link `spec` describes gets its bridge-port learning with its "up" after creation
+/// ([`up_created`]) rather than right after [`add`]: a bridge port created down.
+fn learning_goes_up_with(spec: &LinkSpec) -> bool {
+    spec.ipv6 == Some(false) && spec.master.is_some()
+}
+
+/// Attributes laid out one after another, each padded to four bytes: the body of a nested
+/// attribute.
+fn nested(items: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (kind, value) in items {
+        out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        out.resize((out.len() + 3) & !3, 0);
+    }
+    out
 }
 
 /// Brings up the veth end `name` that [`add`] just created with its MAC and MTU, attaching it to

@@ -16,16 +16,19 @@ use crate::{FdbSpec, FdbTarget, NeighSpec, Netns};
 
 const NUD_PERMANENT: u16 = 0x80;
 
-/// Permanent IPv4 neighbours on owned links.
+/// Permanent IPv4 neighbours on owned links; with `device`, only that link's (the kernel
+/// filters).
 pub(crate) fn dump_neighs(
     conn: &mut Conn,
     ns: &Netns,
     by_index: &ByIndex,
+    device: Option<u32>,
 ) -> Result<Vec<NeighSpec>, NlError> {
     let mut out = Vec::new();
-    for n in dump(conn, AddressFamily::Inet)? {
-        let Some(link) = by_index
-            .get(&n.header.ifindex)
+    for n in dump(conn, AddressFamily::Inet, device)? {
+        let Some(link) = Some(n.header.ifindex)
+            .filter(|i| device.is_none_or(|d| d == *i))
+            .and_then(|i| by_index.get(&i))
             .filter(|l| is_owned(&l.name))
         else {
             continue;
@@ -75,11 +78,13 @@ pub(crate) fn del_neigh(conn: &mut Conn, n: &NeighSpec) -> Result<(), NlError> {
         Err(e) if e.is(&[libc::ENODEV]) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let current = dump(conn, AddressFamily::Inet)?.into_iter().find(|m| {
-        m.header.ifindex == index
-            && ipv4_dst(m) == Some(n.ip)
-            && u16::from(m.header.state) & NUD_PERMANENT != 0
-    });
+    let current = dump(conn, AddressFamily::Inet, Some(index))?
+        .into_iter()
+        .find(|m| {
+            m.header.ifindex == index
+                && ipv4_dst(m) == Some(n.ip)
+                && u16::from(m.header.state) & NUD_PERMANENT != 0
+        });
     if current.as_ref().and_then(lladdr) != Some(n.mac.octets()) {
         return Ok(());
     }
@@ -110,7 +115,7 @@ pub(crate) fn dump_fdb(
 ) -> Result<Vec<FdbSpec>, NlError> {
     let mut out = Vec::new();
     let messages = match port {
-        None => dump(conn, AddressFamily::Bridge)?,
+        None => dump(conn, AddressFamily::Bridge, None)?,
         Some(index) => dump_fdb_of(conn, index)?,
     };
     for n in messages {
@@ -210,11 +215,21 @@ fn fdb_message(conn: &mut Conn, f: &FdbSpec) -> Result<NeighbourMessage, NlError
     Ok(msg)
 }
 
-fn dump(conn: &mut Conn, family: AddressFamily) -> Result<Vec<NeighbourMessage>, NlError> {
+fn dump(
+    conn: &mut Conn,
+    family: AddressFamily,
+    device: Option<u32>,
+) -> Result<Vec<NeighbourMessage>, NlError> {
     let mut msg = NeighbourMessage::default();
     msg.header.family = family;
-    Ok(conn
-        .dump(RouteNetlinkMessage::GetNeighbour(msg))?
+    let replies = match device {
+        None => conn.dump(RouteNetlinkMessage::GetNeighbour(msg))?,
+        Some(index) => {
+            msg.attributes.push(NeighbourAttribute::IfIndex(index));
+            conn.filtered_dump(RouteNetlinkMessage::GetNeighbour(msg))?
+        }
+    };
+    Ok(replies
         .into_iter()
         .filter_map(|m| match m {
             RouteNetlinkMessage::NewNeighbour(n) if n.header.family == family => Some(n),

@@ -184,42 +184,44 @@ fn observe_ns(
             .collect(),
         Some(part) => links_of(conn, &part.devices).map_err(nl(ns, "get links"))?,
     };
-    let addrs = addrs_routes::dump_addrs(conn, ns, &by_index)
-        .map_err(nl(ns, "dump addresses"))?
-        .into_iter()
-        .filter(|a| reports(Some(&a.dev)))
-        .collect();
-    let routes = addrs_routes::dump_routes(conn, ns, &by_index)
-        .map_err(nl(ns, "dump routes"))?
-        .into_iter()
-        .filter(|r| reports(Some(&r.dev)))
-        .collect();
+    // Taken by device: each scoped device that exists is dumped on its own, the kernel
+    // filtering, instead of the whole namespace (a `fip-` namespace holds an address and two
+    // routes per router).
+    let devices: Option<Vec<u32>> = part.map(|part| {
+        by_index
+            .values()
+            .filter(|l| part.devices.contains(&l.name))
+            .map(|l| l.index)
+            .collect()
+    });
+    let devices = devices.as_deref();
+    let addrs = each_device(devices, |d| {
+        addrs_routes::dump_addrs(conn, ns, &by_index, d)
+    })
+    .map_err(nl(ns, "dump addresses"))?
+    .into_iter()
+    .filter(|a| reports(Some(&a.dev)))
+    .collect();
+    let routes = each_device(devices, |d| {
+        addrs_routes::dump_routes(conn, ns, &by_index, d)
+    })
+    .map_err(nl(ns, "dump routes"))?
+    .into_iter()
+    .filter(|r| reports(Some(&r.dev)))
+    .collect();
     let rules = rules::dump(conn, ns)
         .map_err(nl(ns, "dump rules"))?
         .into_iter()
         .filter(|r| reports(crate::scope::rule_device(r)))
         .collect();
-    let neighs = neigh_fdb::dump_neighs(conn, ns, &by_index)
+    let neighs = each_device(devices, |d| neigh_fdb::dump_neighs(conn, ns, &by_index, d))
         .map_err(nl(ns, "dump neighbours"))?
         .into_iter()
         .filter(|n| reports(Some(&n.dev)))
         .collect();
-    let fdb = match part {
-        None => neigh_fdb::dump_fdb(conn, ns, &by_index, &hint.fdb, None),
-        Some(part) => (|| {
-            let mut all_fdb = Vec::new();
-            for link in by_index.values().filter(|l| part.devices.contains(&l.name)) {
-                all_fdb.extend(neigh_fdb::dump_fdb(
-                    conn,
-                    ns,
-                    &by_index,
-                    &hint.fdb,
-                    Some(link.index),
-                )?);
-            }
-            Ok(all_fdb)
-        })(),
-    }
+    let fdb = each_device(devices, |d| {
+        neigh_fdb::dump_fdb(conn, ns, &by_index, &hint.fdb, d)
+    })
     .map_err(nl(ns, "dump fdb"))?
     .into_iter()
     .filter(|f| reports(Some(&f.dev)))
@@ -249,6 +251,24 @@ fn observe_ns(
         nft,
         sysctls,
     })
+}
+
+/// `dump(None)` for the whole namespace, or (`devices`: a namespace taken by device) `dump` of
+/// each of those devices in turn.
+fn each_device<T>(
+    devices: Option<&[u32]>,
+    mut dump: impl FnMut(Option<u32>) -> Result<Vec<T>, NlError>,
+) -> Result<Vec<T>, NlError> {
+    match devices {
+        None => dump(None),
+        Some(list) => {
+            let mut out = Vec::new();
+            for index in list {
+                out.extend(dump(Some(*index))?);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// The links named `devices` that exist, with what naming them needs: their masters and their

@@ -160,6 +160,23 @@ impl Conn {
         parse_route(self.raw_dump(msg_type, &payload)?)
     }
 
+    /// [`Conn::dump`] with the kernel's strict checking of dump requests on for this one
+    /// request: the kernel then applies the filters the request carries (an address dump's
+    /// interface index, a route dump's output device, a neighbour dump's `NDA_IFINDEX`) instead of
+    /// sending everything. A kernel that cannot check strictly sends everything, so callers still
+    /// filter what comes back.
+    pub(crate) fn filtered_dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let strict = self.sock.set_netlink_get_strict_chk(true).is_ok();
+        let out = self.dump(msg);
+        if strict {
+            self.sock.set_netlink_get_strict_chk(false)?;
+        }
+        out
+    }
+
     /// Dumps with a raw request; returns `(message type, payload)` of every reply.
     pub(crate) fn raw_dump(
         &mut self,
