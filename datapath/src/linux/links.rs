@@ -261,14 +261,14 @@ pub(crate) fn index(conn: &mut Conn, name: &str) -> Result<u32, NlError> {
 
 /// Creates `name` as `spec.kind` says (a veth's peer directly in `peer_ns`, with the MAC and MTU
 /// of `peer_spec`) with its MAC, MTU, master and up in the same request, then sets bridge-port
-/// learning (for a port created down, [`up_created`] does). `Ok(true)` when it was created; a link that exists already only gets its attributes
-/// set (`Ok(false)`), so a repeated add converges. `External` links are never created: they only
-/// get attributes. (A veth's peer cannot be brought up in the same request: the kernel pairs the
+/// learning (for a port created down, [`up_created`] does). `Ok(true)` when it was created; a
+/// link that exists already only gets its attributes set (`Ok(false)`), so a repeated add
+/// converges. `External` links are never created: they only get attributes. (A veth's peer cannot be brought up in the same request: the kernel pairs the
 /// two only after both exist, so [`set_fresh_peer`] follows.)
 ///
 /// A link whose spec disables IPv6 is created down: the caller disables IPv6 (a sysctl), then
-/// brings it up with [`up_created`]. Disabled before it first comes up, it never gets a link-local
-/// address, so no DAD, MLD, router solicitation or IPv6 route is ever made for it.
+/// brings it up with [`up_created`]. Disabled before it first comes up, it never gets a
+/// link-local address, so no DAD, MLD, router solicitation or IPv6 route is ever made for it.
 pub(crate) fn add(
     conn: &mut Conn,
     name: &str,
@@ -552,11 +552,7 @@ mod tests {
     use super::*;
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut out = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(value);
-        out.resize((out.len() + 3) & !3, 0);
-        out
+        nested(&[(kind, value)])
     }
 
     fn vxlan_message() -> Vec<u8> {
