@@ -20,9 +20,92 @@ pub struct DvrmeshRun {
 }
 
 /// Lets the kernel finish tearing down the previous trial's namespaces (it does so
-/// asynchronously, and its RCU work would land in the next measurement).
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(400));
+/// asynchronously, and its work would land in the next measurement), and lets whatever else
+/// the machine is doing pass: waits until two 200 ms windows in a row find every CPU at least
+/// 95 % idle (`/proc/stat`), at most 20 s. Returns how long it waited.
+pub fn settle() -> Duration {
+    const WINDOW: Duration = Duration::from_millis(200);
+    const LIMIT: Duration = Duration::from_secs(20);
+    let started = Instant::now();
+    let mut quiet_windows = 0;
+    let mut before = cpu_ticks();
+    while quiet_windows < 2 && started.elapsed() < LIMIT {
+        std::thread::sleep(WINDOW);
+        let now = cpu_ticks();
+        quiet_windows = match (before, now) {
+            (Some(a), Some(b)) if busy_share(a, b) <= 0.05 => quiet_windows + 1,
+            (Some(_), Some(_)) => 0,
+            // No /proc/stat: fall back to a fixed pause.
+            _ => 2,
+        };
+        before = now;
+    }
+    let waited = started.elapsed();
+    tracing::debug!(millis = waited.as_millis() as u64, "settled");
+    waited
+}
+
+/// [`settle`], then waits until the kernel's RTNL is free as well: tearing namespaces down holds
+/// it across RCU grace periods with the CPUs idle, and a measured pass would wait for it. A
+/// request that takes it and changes nothing (`lo` of the sandbox's host set up) must answer
+/// within 2 ms twice in a row; at most 30 s.
+pub fn settle_in(sandbox: &Sandbox) -> Result<Duration> {
+    const FREE: Duration = Duration::from_millis(2);
+    const LIMIT: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    settle();
+    let mut k = sandbox.kernel();
+    let probe = [datapath::Op::SetLink {
+        ns: datapath::Netns::Host,
+        name: "lo".into(),
+        spec: datapath::LinkSpec::of(datapath::LinkKind::External),
+    }];
+    let mut free = 0;
+    while free < 2 && started.elapsed() < LIMIT {
+        let t = Instant::now();
+        let report = k.apply(&probe)?;
+        if let Some((op, e)) = report.failed.first() {
+            bail!("RTNL probe {op}: {e}");
+        }
+        free = if t.elapsed() <= FREE { free + 1 } else { 0 };
+        if free < 2 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let waited = started.elapsed();
+    tracing::debug!(millis = waited.as_millis() as u64, "RTNL free");
+    Ok(waited)
+}
+
+/// `(busy, all)` clock ticks of every CPU since boot, from the first line of `/proc/stat`
+/// (busy = all but idle, iowait and steal: time the hypervisor gave to others is not this
+/// machine's work).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_ticks(stat.lines().next()?)
+}
+
+fn parse_cpu_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = v.try_into().ok()?;
+    let busy = user + nice + system + irq + softirq;
+    Some((busy, busy + idle + iowait + steal))
+}
+
+/// The busy share of the ticks between two readings.
+fn busy_share((busy_a, all_a): (u64, u64), (busy_b, all_b): (u64, u64)) -> f64 {
+    let all = all_b.saturating_sub(all_a);
+    if all == 0 {
+        return 0.0;
+    }
+    busy_b.saturating_sub(busy_a) as f64 / all as f64
 }
 
 /// Programs `desired` into a fresh sandbox with the Linux backend.
@@ -105,7 +188,7 @@ fn run_passes(steps: &[Desired]) -> Result<Vec<Pass>> {
     let devices = provided_devices(steps);
     let names: Vec<&str> = devices.iter().map(String::as_str).collect();
     let sandbox = Sandbox::new(&names)?;
-    settle();
+    settle_in(&sandbox)?;
     let mut k = sandbox.kernel();
     let mut out = Vec::new();
     for (i, desired) in steps.iter().enumerate() {
@@ -279,4 +362,29 @@ pub fn kernel_floor_one_router(work: &Path) -> Result<Duration> {
         "kernel floor",
         ROUTERS as usize,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_count_steal_and_iowait_as_not_busy() {
+        let line = "cpu  10 1 5 100 7 2 3 40 0 0";
+        assert_eq!(parse_cpu_ticks(line), Some((21, 168)));
+        assert_eq!(
+            parse_cpu_ticks("cpu0 1 2 3 4 5 6 7 8"),
+            None,
+            "a single CPU's line"
+        );
+        assert_eq!(parse_cpu_ticks("cpu 1 2 3"), None, "too few fields");
+        assert_eq!(parse_cpu_ticks("cpu 1 x 3 4 5 6 7 8"), None);
+    }
+
+    #[test]
+    fn the_busy_share_is_of_the_ticks_between_two_readings() {
+        assert_eq!(busy_share((10, 100), (15, 200)), 0.05);
+        assert_eq!(busy_share((10, 100), (10, 100)), 0.0, "no ticks passed");
+        assert_eq!(busy_share((10, 100), (60, 200)), 0.5);
+    }
 }
