@@ -87,8 +87,9 @@ pub struct HaStatus {
     /// Counters.
     pub counters: HaCounters,
     /// How long ago the election last ran, when that is longer than it ever should be (the agent
-    /// was paused or starved). Other nodes may have taken its routers meanwhile, so `held` is
-    /// then empty until the election catches up.
+    /// was paused or starved), or, for [`CATCH_UP`] after such a stall, how long the stall was.
+    /// Other nodes may have taken its routers meanwhile, so `held` is then empty until the
+    /// election catches up: it hears the others' newer claims within an advert interval or two.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_ms: Option<u64>,
 }
@@ -97,11 +98,18 @@ pub struct HaStatus {
 /// declare a silent holder down after 8 advert intervals (160 ms by default).
 pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_millis(400);
 
+/// How long a status written after a stall still claims nothing: the election runs every
+/// 100 ms and hears the other nodes' adverts every 20 ms (by default), so by then it has met any
+/// newer claim made while this node was stalled and given its own up.
+pub const CATCH_UP: std::time::Duration = STALE_AFTER;
+
 /// The status as the HA task last wrote it, and when.
 #[derive(Debug)]
 pub struct StatusCell {
     status: HaStatus,
     written: tokio::time::Instant,
+    /// After a stall: how long it was, and until when the status claims nothing.
+    catching_up: Option<(std::time::Duration, tokio::time::Instant)>,
 }
 
 impl StatusCell {
@@ -110,16 +118,33 @@ impl StatusCell {
         StatusCell {
             status,
             written: tokio::time::Instant::now(),
+            catching_up: None,
         }
     }
 
+    /// Replaces the status, written at `now`. If the election was running and the last write is
+    /// older than [`STALE_AFTER`], the node was stalled: the new status claims nothing for
+    /// [`CATCH_UP`].
+    pub fn write(&mut self, status: HaStatus, now: tokio::time::Instant) {
+        let gap = now.saturating_duration_since(self.written);
+        if self.status.ready && status.ready && gap > STALE_AFTER {
+            self.catching_up = Some((gap, now + CATCH_UP));
+        }
+        self.status = status;
+        self.written = now;
+    }
+
     /// The status as of `now`: stale (see [`HaStatus::stale_ms`]) when it was written longer than
-    /// [`STALE_AFTER`] ago by an election that was running.
+    /// [`STALE_AFTER`] ago by an election that was running, or when it is catching up after such
+    /// a stall.
     pub fn read(&self, now: tokio::time::Instant) -> HaStatus {
         let mut status = self.status.clone();
         let age = now.saturating_duration_since(self.written);
         if status.ready && age > STALE_AFTER {
             status.stale_ms = Some(age.as_millis() as u64);
+            status.held.clear();
+        } else if let Some((stall, _)) = self.catching_up.filter(|(_, until)| now < *until) {
+            status.stale_ms = Some(stall.as_millis() as u64);
             status.held.clear();
         }
         status
@@ -308,7 +333,10 @@ impl HaTask {
             counters: self.counters.clone(),
             stale_ms: None,
         };
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = StatusCell::new(status);
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(status, tokio::time::Instant::now());
     }
 }
 
@@ -330,5 +358,60 @@ mod stale_tests {
         let stale = cell.read(tokio::time::Instant::now());
         assert!(stale.held.is_empty(), "a stalled election claims nothing");
         assert_eq!(stale.stale_ms, Some(500));
+    }
+
+    fn holding() -> HaStatus {
+        HaStatus {
+            ready: true,
+            held: vec![ObjectId::new("r1".to_string()).expect("id")],
+            ..HaStatus::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_stall_the_status_claims_nothing_until_the_election_caught_up() {
+        use std::time::Duration;
+        let mut cell = StatusCell::new(holding());
+        // Paused for a second; the first write after it still holds (nothing heard yet).
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cell.write(holding(), tokio::time::Instant::now());
+        let resumed = cell.read(tokio::time::Instant::now());
+        assert!(
+            resumed.held.is_empty(),
+            "not confirmed right after the stall"
+        );
+        assert_eq!(
+            resumed.stale_ms,
+            Some(1000),
+            "reports how long the stall was"
+        );
+        // Written every 100 ms as usual: still catching up within CATCH_UP.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            cell.write(holding(), tokio::time::Instant::now());
+            assert!(cell.read(tokio::time::Instant::now()).held.is_empty());
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        cell.write(holding(), tokio::time::Instant::now());
+        let caught_up = cell.read(tokio::time::Instant::now());
+        assert_eq!(caught_up.held.len(), 1, "held again once caught up");
+        assert_eq!(caught_up.stale_ms, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_on_time_never_hide_what_is_held() {
+        use std::time::Duration;
+        let mut cell = StatusCell::new(holding());
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_millis(150)).await;
+            cell.write(holding(), tokio::time::Instant::now());
+            let s = cell.read(tokio::time::Instant::now());
+            assert_eq!((s.held.len(), s.stale_ms), (1, None));
+        }
+        // An election that was not running yet has nothing to catch up on.
+        let mut waiting = StatusCell::new(HaStatus::default());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        waiting.write(holding(), tokio::time::Instant::now());
+        assert_eq!(waiting.read(tokio::time::Instant::now()).held.len(), 1);
     }
 }
