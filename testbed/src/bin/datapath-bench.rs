@@ -76,34 +76,24 @@ fn main() -> Result<()> {
     }
     let theirs_steps =
         run::one_process_per_object_steps(&steps, work.path(), args.baseline_trials)?;
-    let added = |r: &[run::Pass]| r.iter().skip(1).copied().collect::<Vec<run::Pass>>();
-    let ours: Vec<Duration> = rounds
+    // Each round's routers after its first (which goes into an empty node), and all of them.
+    let added: Vec<&[run::Pass]> = rounds
         .iter()
-        .flat_map(|r| added(r))
-        .map(|p| p.took)
+        .map(|r| r.get(1..).unwrap_or_default())
         .collect();
-    let round_medians: Vec<String> = rounds
+    let pooled: Vec<run::Pass> = added.iter().flat_map(|r| r.iter().copied()).collect();
+    let ours: Vec<Duration> = pooled.iter().map(|p| p.took).collect();
+    let round_medians: Vec<String> = added
         .iter()
-        .map(|r| ms(run::median(added(r).iter().map(|p| p.took).collect())))
+        .map(|r| ms(run::median(r.iter().map(|p| p.took).collect())))
         .collect();
     let firsts: Vec<Duration> = rounds
         .iter()
         .filter_map(|r| r.first().map(|p| p.took))
         .collect();
     let theirs: Vec<Duration> = theirs_steps.iter().skip(1).map(|(d, _)| *d).collect();
-    let ops = rounds
-        .iter()
-        .flat_map(|r| added(r))
-        .map(|p| p.ops)
-        .max()
-        .unwrap_or(0);
-    let links_median = run::median(
-        rounds
-            .iter()
-            .flat_map(|r| added(r))
-            .map(|p| p.link_creation)
-            .collect(),
-    );
+    let ops = pooled.iter().map(|p| p.ops).max().unwrap_or(0);
+    let links_median = run::median(pooled.iter().map(|p| p.link_creation).collect());
     let floor = run::kernel_floor_one_router(work.path())?;
     let procs = theirs_steps
         .iter()
