@@ -22,8 +22,8 @@ pub struct DvrmeshRun {
 /// Lets the kernel finish tearing down the previous trial's namespaces (it does so
 /// asynchronously, and its work would land in the next measurement), and lets whatever else
 /// the machine is doing pass: waits until two 200 ms windows in a row find every CPU at least
-/// 95 % idle (`/proc/stat`), at most 20 s. Returns how long it waited.
-pub fn settle() -> Duration {
+/// 95 % idle (`/proc/stat`), at most 20 s.
+fn settle() {
     const WINDOW: Duration = Duration::from_millis(200);
     const LIMIT: Duration = Duration::from_secs(20);
     let started = Instant::now();
@@ -40,16 +40,14 @@ pub fn settle() -> Duration {
         };
         before = now;
     }
-    let waited = started.elapsed();
-    tracing::debug!(millis = waited.as_millis() as u64, "settled");
-    waited
+    tracing::debug!(millis = started.elapsed().as_millis() as u64, "settled");
 }
 
 /// [`settle`], then waits until the kernel's RTNL is free as well: tearing namespaces down holds
 /// it across RCU grace periods with the CPUs idle, and a measured pass would wait for it. A
 /// request that takes it and changes nothing (`lo` of the sandbox's host set up) must answer
-/// within 2 ms twice in a row; at most 30 s.
-pub fn settle_in(sandbox: &Sandbox) -> Result<Duration> {
+/// within 2 ms twice in a row; at most 30 s. Every measured sequence of passes starts with it.
+fn settle_in(sandbox: &Sandbox) -> Result<()> {
     const FREE: Duration = Duration::from_millis(2);
     const LIMIT: Duration = Duration::from_secs(30);
     let started = Instant::now();
@@ -72,9 +70,8 @@ pub fn settle_in(sandbox: &Sandbox) -> Result<Duration> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let waited = started.elapsed();
-    tracing::debug!(millis = waited.as_millis() as u64, "RTNL free");
-    Ok(waited)
+    tracing::debug!(millis = started.elapsed().as_millis() as u64, "RTNL free");
+    Ok(())
 }
 
 /// `(busy, all)` clock ticks of every CPU since boot, from the first line of `/proc/stat`

@@ -127,7 +127,6 @@ fn main() -> Result<()> {
     );
 
     eprintln!("== one router, 3 subnets, 2 FIPs, onto networks and VMs the node already has");
-    run::settle();
     let mut onto: Vec<datapath::Desired> = Vec::new();
     for n in 1..=args.trials {
         for t in [
@@ -150,7 +149,6 @@ fn main() -> Result<()> {
         args.compare_routers,
         args.compare_routers * 10
     );
-    run::settle();
     let mid = datapath::plan(&topology::build(args.compare_routers, 1, 9, 1), &me);
     let mid_ours = run::dvrmesh(&mid.desired)?;
     let mid_theirs = run::one_process_per_object(&mid.desired, work.path())?;
@@ -166,7 +164,6 @@ fn main() -> Result<()> {
         args.routers,
         args.routers * 10
     );
-    run::settle();
     let built = Instant::now();
     let large = datapath::plan(&topology::build(args.routers, 1, 9, 1), &me);
     let planned = built.elapsed();
