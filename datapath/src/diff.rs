@@ -87,11 +87,14 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
             .cloned()
             .map(Op::AddFdb),
     );
-    for (key, body) in &desired.nft {
-        if observed.nft.get(key) != Some(body) {
+    for (key, content) in &desired.nft {
+        let NftContent::Table(table) = content else {
+            continue; // nothing to load: a plan only holds tables
+        };
+        if observed.nft.get(key) != Some(content) {
             ops.push(Op::ReplaceNft {
                 key: key.clone(),
-                body: body.clone(),
+                table: table.clone(),
             });
         }
     }
@@ -194,7 +197,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
 /// Interface-specific sysctls (`net.ipv4.conf.<dev>.…`, `net.ipv4.neigh.<dev>.…`) need the
 /// interface; namespace-wide ones (`all`, `default`, or no interface part) must come before it.
 fn is_interface_sysctl(key: &str) -> bool {
-    crate::scope::sysctl_device(key).is_some()
+    sysctl_device(key).is_some()
 }
 
 fn kind_rank(k: &LinkKind) -> u8 {

@@ -209,11 +209,14 @@ impl FakeKernel {
             Op::DelFdb(f) => {
                 self.state.fdb.remove(f);
             }
-            Op::ReplaceNft { key, body } => {
+            Op::ReplaceNft { key, table } => {
                 if !self.ns_exists(&key.ns) {
                     return Err(format!("ENOENT: namespace {}", key.ns));
                 }
-                self.state.nft.insert(key.clone(), body.clone());
+                table.check().map_err(|e| format!("EINVAL: {e}"))?;
+                self.state
+                    .nft
+                    .insert(key.clone(), NftContent::Table(table.clone()));
             }
             Op::DelNft(key) => {
                 self.state.nft.remove(key);

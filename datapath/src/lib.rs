@@ -19,6 +19,7 @@ pub mod fake;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod model;
+pub mod nft;
 pub mod plan;
 mod scope;
 
@@ -26,6 +27,4 @@ pub use diff::diff;
 pub use error::Error;
 pub use model::*;
 pub use plan::{default_snat_holders, plan, NodeInfo, Plan, Topology};
-pub use scope::{
-    changed_namespaces, reconcile_pass, scope_of, sysctl_device, Part, PassOutcome, Scope,
-};
+pub use scope::{changed_namespaces, reconcile_pass, scope_of, Part, PassOutcome, Scope};

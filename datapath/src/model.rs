@@ -202,6 +202,19 @@ pub struct FdbSpec {
     pub target: FdbTarget,
 }
 
+/// The device of an interface sysctl (`net.ipv4.conf.<dev>.…`, `net.ipv4.neigh.<dev>.…`).
+pub fn sysctl_device(key: &str) -> Option<&str> {
+    let mut parts = key.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some("conf" | "neigh"), Some(dev))
+            if dev != "all" && dev != "default" =>
+        {
+            Some(dev)
+        }
+        _ => None,
+    }
+}
+
 /// nft table family.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,8 +246,41 @@ pub struct NftKey {
     pub name: String,
 }
 
+/// An nft table dvrmesh owns: in `Desired`, the table to load; in `Observed`, the same table when
+/// the kernel's copy carries that table's digest (the Linux backend stores it in the table's
+/// comment, as the kernel cannot give the text back), else what was found instead.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum NftContent {
+    /// This table.
+    Table(crate::nft::Table),
+    /// Something else: a table with another digest (its comment, if any).
+    Unknown(Option<String>),
+}
+
+impl std::fmt::Display for NftContent {
+    /// A table's text, or what stands in its place.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NftContent::Table(t) => write!(f, "{t}"),
+            NftContent::Unknown(c) => {
+                write!(f, "<unknown digest {}>", c.as_deref().unwrap_or("none"))
+            }
+        }
+    }
+}
+
+impl Serialize for NftContent {
+    /// A table as the text `nft -f` reads (the printer's output).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NftContent::Table(t) => t.serialize(s),
+            NftContent::Unknown(_) => s.collect_str(self),
+        }
+    }
+}
+
 /// Everything dvrmesh wants (or found) in the kernel of one node.
-#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize)]
 pub struct KernelState {
     /// Named namespaces.
     pub namespaces: BTreeSet<String>,
@@ -254,35 +300,22 @@ pub struct KernelState {
     pub neighs: BTreeSet<NeighSpec>,
     /// FDB entries.
     pub fdb: BTreeSet<FdbSpec>,
-    /// nft tables: the table's full text in `Desired`; in `Observed`, the text as far as the backend
-    /// can tell (the Linux backend stores a digest of the text it loaded in the table's comment
-    /// and reports the desired text when the digest matches).
+    /// nft tables.
     #[serde(with = "entries")]
-    pub nft: BTreeMap<NftKey, String>,
+    pub nft: BTreeMap<NftKey, NftContent>,
 }
 
 /// Maps with structured keys serialise as lists of `[key, value]` pairs (JSON keys must be text).
 mod entries {
     use std::collections::BTreeMap;
 
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Serialize, Serializer};
 
     pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
         m: &BTreeMap<K, V>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.collect_seq(m.iter())
-    }
-
-    pub(super) fn deserialize<
-        'de,
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-        D: Deserializer<'de>,
-    >(
-        d: D,
-    ) -> Result<BTreeMap<K, V>, D::Error> {
-        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 
@@ -311,7 +344,7 @@ pub type Observed = KernelState;
 
 /// One change to the kernel. `diff` orders them so that namespaces and links exist before what
 /// lives on them, and deletions come after additions (make before break).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum Op {
     /// Create a named namespace.
@@ -360,8 +393,8 @@ pub enum Op {
     ReplaceNft {
         /// Table.
         key: NftKey,
-        /// Full text.
-        body: String,
+        /// Its content (serialised as its text).
+        table: crate::nft::Table,
     },
     /// Delete an nft table.
     DelNft(NftKey),

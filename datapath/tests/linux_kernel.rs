@@ -12,10 +12,13 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use datapath::linux::{netns, nft, HostNs, LinuxConfig, LinuxKernel};
+use datapath::linux::{netns, nft, HostNs, LinuxConfig, LinuxKernel, NftLoader};
+use datapath::nft::{
+    Against, Chain, ChainKind, Elements, Field, Hook, Nat, Priority, Rule, Set, Stmt, Table,
+};
 use datapath::{
     AddrSpec, Desired, Error, FdbSpec, FdbTarget, Kernel, LinkKind, LinkSpec, NeighSpec, Netns,
-    NftFamily, NftKey, Op, RouteSpec, RuleSelector, RuleSpec,
+    NftContent, NftFamily, NftKey, Op, RouteSpec, RuleSelector, RuleSpec,
 };
 use mesh_proto::{Ipv4Cidr, MacAddr};
 
@@ -126,20 +129,65 @@ fn link(kind: LinkKind) -> LinkSpec {
     LinkSpec::of(kind)
 }
 
-const QR_BODY: &str = "table ip dvrmesh-qr {\n\
-\tset router_subnets { type ipv4_addr; flags interval; elements = { 10.1.0.0/24 } }\n\
-\tchain raw_pre {\n\
-\t\ttype filter hook prerouting priority raw; policy accept;\n\
-\t\tip saddr @router_subnets ip daddr @router_subnets notrack\n\
-\t}\n\
-}";
+/// A table of a qrouter: an interval set and a raw chain.
+fn qr_table() -> Table {
+    Table {
+        family: NftFamily::Ip,
+        name: "dvrmesh-qr".into(),
+        sets: vec![Set {
+            name: "router_subnets".into(),
+            elements: Elements::Prefixes(vec![cidr("10.1.0.0/24")]),
+        }],
+        chains: vec![chain(
+            "raw_pre",
+            Hook::Prerouting,
+            Priority::Raw,
+            vec![Rule(vec![
+                Stmt::Ip(Field::Saddr, Against::Set("router_subnets".into())),
+                Stmt::Ip(Field::Daddr, Against::Set("router_subnets".into())),
+                Stmt::Notrack,
+            ])],
+        )],
+    }
+}
 
-const VX_BODY: &str = "table netdev dvrmesh-vx100 {\n\
-\tchain out {\n\
-\t\ttype filter hook egress device \"vx-100\" priority 0; policy accept;\n\
-\t\tether daddr fa:16:3e:00:01:01 drop\n\
-\t}\n\
-}";
+/// A table of a VXLAN device: an egress chain on `vx-100`.
+fn vx_table() -> Table {
+    Table {
+        family: NftFamily::Netdev,
+        name: "dvrmesh-vx100".into(),
+        sets: vec![],
+        chains: vec![chain(
+            "out",
+            Hook::Egress("vx-100".into()),
+            Priority::Value(0),
+            vec![Rule(vec![
+                Stmt::Ether(Field::Daddr, Against::Value(mac("fa:16:3e:00:01:01"))),
+                Stmt::Drop,
+            ])],
+        )],
+    }
+}
+
+fn chain(name: &str, hook: Hook, priority: Priority, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.into(),
+        kind: ChainKind::Filter,
+        hook,
+        priority,
+        rules,
+    }
+}
+
+/// A table `name` in the ip family with one empty chain `chain_name`.
+fn ip_table(name: &str, chain_name: &str) -> Table {
+    Table {
+        family: NftFamily::Ip,
+        name: name.into(),
+        sets: vec![],
+        chains: vec![chain(chain_name, Hook::Prerouting, Priority::Raw, vec![])],
+    }
+}
 
 /// One of everything: bridge + VXLAN + a host↔qrouter veth, an address, routes (one in a big
 /// table, with a gateway), rules of all three selectors, a permanent neighbour, FDB entries of
@@ -277,11 +325,11 @@ fn sample() -> Desired {
     }
     d.nft.insert(
         nft_key(named(), NftFamily::Ip, "dvrmesh-qr"),
-        QR_BODY.into(),
+        NftContent::Table(qr_table()),
     );
     d.nft.insert(
         nft_key(Netns::Host, NftFamily::Netdev, "dvrmesh-vx100"),
-        VX_BODY.into(),
+        NftContent::Table(vx_table()),
     );
     d
 }
@@ -316,9 +364,12 @@ fn add_ops(d: &Desired) -> Vec<Op> {
     ops.extend(d.rules.iter().cloned().map(Op::AddRule));
     ops.extend(d.neighs.iter().cloned().map(Op::AddNeigh));
     ops.extend(d.fdb.iter().cloned().map(Op::AddFdb));
-    ops.extend(d.nft.iter().map(|(key, body)| Op::ReplaceNft {
-        key: key.clone(),
-        body: body.clone(),
+    ops.extend(d.nft.iter().filter_map(|(key, content)| match content {
+        NftContent::Table(table) => Some(Op::ReplaceNft {
+            key: key.clone(),
+            table: table.clone(),
+        }),
+        NftContent::Unknown(_) => None,
     }));
     ops
 }
@@ -593,42 +644,44 @@ fn sysctls_write_and_read_back() {
     assert_eq!(lab.kernel.observe(&hint).expect("observe"), desired);
 }
 
-/// A changed table body is detected through the digest comment and replaced; a good and a bad
-/// table in one namespace fail together (one atomic batch).
+/// A changed table is detected through the digest comment and replaced; a good and a bad table
+/// in one namespace fail together (one atomic batch).
 #[test]
 fn nft_replace_is_detected_by_digest_and_atomic() {
     let mut lab = Lab::new();
     let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
-    let body_a = "table ip dvrmesh-t {\n\tchain version_a {\n\t}\n}";
-    let body_b = "table ip dvrmesh-t {\n\tchain version_b {\n\t}\n}";
-    let want = |body: &str| Desired {
-        nft: BTreeMap::from([(key.clone(), body.to_string())]),
+    let table_a = ip_table("dvrmesh-t", "version_a");
+    let table_b = ip_table("dvrmesh-t", "version_b");
+    let want = |table: &Table| Desired {
+        nft: BTreeMap::from([(key.clone(), NftContent::Table(table.clone()))]),
         ..Desired::default()
     };
-    let replace = |body: &str| Op::ReplaceNft {
+    let replace = |table: &Table| Op::ReplaceNft {
         key: key.clone(),
-        body: body.to_string(),
+        table: table.clone(),
     };
 
-    lab.apply_ok(&[replace(body_a)]);
+    lab.apply_ok(&[replace(&table_a)]);
     assert_eq!(
-        lab.kernel.observe(&want(body_a)).expect("observe"),
-        want(body_a)
+        lab.kernel.observe(&want(&table_a)).expect("observe"),
+        want(&table_a)
     );
     let listed = lab.sh(&Netns::Host, &["nft", "list", "table", "ip", "dvrmesh-t"]);
     assert!(
-        listed.contains(&format!("comment \"{}\"", nft::comment_for(body_a))),
+        listed.contains(&format!("comment \"{}\"", nft::comment_for(&table_a))),
         "{listed}"
     );
 
-    // The desired text changed: observe reports something else, so diff replaces it.
-    let seen = lab.kernel.observe(&want(body_b)).expect("observe");
-    let seen_text = seen.nft.get(&key).expect("table observed");
-    assert!(seen_text.starts_with("<unknown digest"), "{seen_text}");
-    lab.apply_ok(&[replace(body_b)]);
+    // The desired table changed: observe reports something else, so diff replaces it.
+    let seen = lab.kernel.observe(&want(&table_b)).expect("observe");
     assert_eq!(
-        lab.kernel.observe(&want(body_b)).expect("observe"),
-        want(body_b)
+        seen.nft.get(&key),
+        Some(&NftContent::Unknown(Some(nft::comment_for(&table_a))))
+    );
+    lab.apply_ok(&[replace(&table_b)]);
+    assert_eq!(
+        lab.kernel.observe(&want(&table_b)).expect("observe"),
+        want(&table_b)
     );
     let listed = lab.sh(&Netns::Host, &["nft", "list", "table", "ip", "dvrmesh-t"]);
     assert!(
@@ -637,64 +690,90 @@ fn nft_replace_is_detected_by_digest_and_atomic() {
     );
 
     // One batch per namespace: the good replacement of dvrmesh-t does not happen either.
-    let other = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-u");
     let report = lab
         .kernel
-        .apply(&[
-            replace(body_a),
-            Op::ReplaceNft {
-                key: other,
-                body: "table ip dvrmesh-u {\n\tchain c {\n\t\tbogus\n\t}\n}".into(),
-            },
-        ])
+        .apply(&[replace(&table_a), refused_by_kernel("dvrmesh-u")])
         .expect("apply");
     assert_eq!(report.applied, 0);
     assert_eq!(report.failed.len(), 2);
     assert_eq!(
-        lab.kernel.observe(&want(body_b)).expect("observe"),
-        want(body_b)
+        lab.kernel.observe(&want(&table_b)).expect("observe"),
+        want(&table_b)
     );
 }
 
-/// A table in the planner's dialect goes to the kernel as netlink messages; when the kernel
-/// refuses one of them (here a rule looking up a set that does not exist), the whole namespace's
-/// batch is refused, the error names the rule, and the previous tables stay as they were.
+/// A replacement of an ip table `name` with `dnat` in a postrouting chain: a table the printer
+/// and the compiler accept and the kernel refuses (routing has been decided by then).
+fn refused_by_kernel(name: &str) -> Op {
+    let table = Table {
+        family: NftFamily::Ip,
+        name: name.into(),
+        sets: vec![],
+        chains: vec![Chain {
+            kind: ChainKind::Nat,
+            ..chain(
+                "in",
+                Hook::Postrouting,
+                Priority::SrcNat,
+                vec![Rule(vec![Stmt::NatTo(Nat::Dnat, ip("192.0.2.1"))])],
+            )
+        }],
+    };
+    Op::ReplaceNft {
+        key: nft_key(Netns::Host, NftFamily::Ip, name),
+        table,
+    }
+}
+
+/// Tables go to the kernel as netlink messages; when the kernel refuses one of them (here
+/// `dnat` after routing), the whole namespace's batch is refused, the error names the rule,
+/// and the previous tables stay as they were.
 #[test]
 fn netlink_nft_batch_is_atomic_and_names_what_the_kernel_refused() {
     let mut lab = Lab::new();
     let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
-    let good = "table ip dvrmesh-t {\n  set s { type ipv4_addr; elements = { 10.0.0.1 }; }\n  chain c {\n    type filter hook prerouting priority raw; policy accept;\n    ip saddr @s counter accept\n  }\n}\n";
-    assert_eq!(nft::compiled_natively(good), Ok(()));
+    let with_element = |addr: &str| Table {
+        family: NftFamily::Ip,
+        name: "dvrmesh-t".into(),
+        sets: vec![Set {
+            name: "s".into(),
+            elements: Elements::Addrs(vec![ip(addr)]),
+        }],
+        chains: vec![chain(
+            "c",
+            Hook::Prerouting,
+            Priority::Raw,
+            vec![Rule(vec![
+                Stmt::Ip(Field::Saddr, Against::Set("s".into())),
+                Stmt::Counter,
+                Stmt::Notrack,
+            ])],
+        )],
+    };
+    let good = with_element("10.0.0.1");
     let want = Desired {
-        nft: BTreeMap::from([(key.clone(), good.to_string())]),
+        nft: BTreeMap::from([(key.clone(), NftContent::Table(good.clone()))]),
         ..Desired::default()
     };
     lab.apply_ok(&[Op::ReplaceNft {
         key: key.clone(),
-        body: good.into(),
+        table: good,
     }]);
     assert_eq!(lab.kernel.observe(&want).expect("observe"), want);
     let listed = lab.sh(&Netns::Host, &["nft", "list", "table", "ip", "dvrmesh-t"]);
     assert!(
-        listed.contains("ip saddr @s counter packets 0 bytes 0 accept"),
+        listed.contains("ip saddr @s counter packets 0 bytes 0 notrack"),
         "{listed}"
     );
 
-    let other = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-v");
-    let missing_set = "table ip dvrmesh-v {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    ip daddr @nosuchset drop\n  }\n}\n";
-    assert_eq!(nft::compiled_natively(missing_set), Ok(()));
-    let changed = good.replace("10.0.0.1", "10.0.0.2");
     let report = lab
         .kernel
         .apply(&[
             Op::ReplaceNft {
                 key: key.clone(),
-                body: changed,
+                table: with_element("10.0.0.2"),
             },
-            Op::ReplaceNft {
-                key: other,
-                body: missing_set.into(),
-            },
+            refused_by_kernel("dvrmesh-v"),
         ])
         .expect("a refused batch is not a fatal error");
     assert_eq!(report.applied, 0);
@@ -711,56 +790,60 @@ fn netlink_nft_batch_is_atomic_and_names_what_the_kernel_refused() {
     );
 }
 
-/// A body nft rejects is an error in the report (with nft's words), not a panic, and the
-/// previous table stays; a body for another table and a non-dvrmesh name are refused too.
+/// A table the kernel or the checks refuse is an error in the report, not a panic, and the
+/// previous table stays: one nft refuses (with nft's words when loaded as text), one planned
+/// under another table's key, one with a device name nft would misread; a non-dvrmesh name is
+/// refused too.
 #[test]
-fn bad_nft_body_fails_and_keeps_previous_table() {
-    let mut lab = Lab::new();
-    let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
-    let good = "table ip dvrmesh-t {\n\tchain c {\n\t}\n}";
-    let want = Desired {
-        nft: BTreeMap::from([(key.clone(), good.to_string())]),
-        ..Desired::default()
-    };
-    lab.apply_ok(&[Op::ReplaceNft {
-        key: key.clone(),
-        body: good.into(),
-    }]);
-
-    for body in [
-        "table ip dvrmesh-t {\n\tchain c {\n\t\tnot a rule\n\t}\n}",
-        "table ip dvrmesh-elsewhere { }",
-        "no table here",
-    ] {
-        let report = lab
-            .kernel
-            .apply(&[Op::ReplaceNft {
-                key: key.clone(),
-                body: body.into(),
-            }])
-            .expect("a bad body is not a fatal error");
-        assert_eq!(report.applied, 0);
-        assert_eq!(report.failed.len(), 1, "{report:?}");
-        assert_eq!(lab.kernel.observe(&want).expect("observe"), want);
-    }
-    let report = lab
-        .kernel
-        .apply(&[Op::ReplaceNft {
+fn bad_nft_table_fails_and_keeps_previous_table() {
+    for loader in [NftLoader::Netlink, NftLoader::Text] {
+        let mut lab = Lab::new();
+        lab.kernel = LinuxKernel::new(LinuxConfig {
+            nft: loader,
+            ..lab.kernel.config().clone()
+        });
+        let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-t");
+        let good = ip_table("dvrmesh-t", "c");
+        let want = Desired {
+            nft: BTreeMap::from([(key.clone(), NftContent::Table(good.clone()))]),
+            ..Desired::default()
+        };
+        lab.apply_ok(&[Op::ReplaceNft {
             key: key.clone(),
-            body: "table ip dvrmesh-t {\n\tchain c {\n\t\tnot a rule\n\t}\n}".into(),
-        }])
-        .expect("apply");
-    assert!(report.failed[0].1.contains("Error"), "{:?}", report.failed);
+            table: good.clone(),
+        }]);
+        let Op::ReplaceNft { table: refused, .. } = refused_by_kernel("dvrmesh-t") else {
+            unreachable!()
+        };
+        let mut quoted = good.clone();
+        quoted.chains[0].rules = vec![Rule(vec![Stmt::Iifname("lo\" ; flush ruleset".into())])];
+        let bad = [refused, ip_table("dvrmesh-elsewhere", "c"), quoted];
+        for (i, table) in bad.into_iter().enumerate() {
+            let report = lab
+                .kernel
+                .apply(&[Op::ReplaceNft {
+                    key: key.clone(),
+                    table,
+                }])
+                .expect("a bad table is not a fatal error");
+            assert_eq!(report.applied, 0, "{loader:?}");
+            assert_eq!(report.failed.len(), 1, "{loader:?}: {report:?}");
+            assert_eq!(lab.kernel.observe(&want).expect("observe"), want);
+            if loader == NftLoader::Text && i == 0 {
+                // The kernel's refusal in nft's words.
+                assert!(report.failed[0].1.contains("Error"), "{:?}", report.failed);
+            }
+        }
+        let foreign = nft_key(Netns::Host, NftFamily::Ip, "filter");
+        let report = lab.kernel.apply(&[Op::DelNft(foreign)]).expect("apply");
+        assert_eq!(report.failed.len(), 1);
 
-    let foreign = nft_key(Netns::Host, NftFamily::Ip, "filter");
-    let report = lab.kernel.apply(&[Op::DelNft(foreign)]).expect("apply");
-    assert_eq!(report.failed.len(), 1);
-
-    lab.apply_ok(&[Op::DelNft(key.clone()), Op::DelNft(key)]);
-    assert_eq!(
-        lab.kernel.observe(&want).expect("observe"),
-        Desired::default()
-    );
+        lab.apply_ok(&[Op::DelNft(key.clone()), Op::DelNft(key)]);
+        assert_eq!(
+            lab.kernel.observe(&want).expect("observe"),
+            Desired::default()
+        );
+    }
 }
 
 /// Ops into a namespace that does not exist end the pass with a namespace error; ops the kernel

@@ -55,8 +55,8 @@ fn a_full_plan_applies_and_a_second_pass_changes_nothing() {
     }
 }
 
-/// Every table the planner writes is in the dialect the backend sends as netlink messages, and
-/// what the kernel then holds lists exactly as what nft itself loads from the same text.
+/// Every table the planner builds passes its checks, and what the kernel holds after the
+/// backend sends it as netlink messages lists exactly as what nft itself loads from its text.
 #[test]
 fn nft_tables_sent_as_netlink_list_exactly_as_nft_loads_them() {
     require_root();
@@ -64,9 +64,12 @@ fn nft_tables_sent_as_netlink_list_exactly_as_nft_loads_them() {
     let mut everything = String::new();
     for me in ["c1", "c2", "n1", "c3"] {
         let desired = desired_of(&topology(), me);
-        for (key, body) in &desired.nft {
-            if let Err(why) = datapath::linux::nft::compiled_natively(body) {
-                panic!("{me}: {key:?} is not compiled natively: {why}\n{body}");
+        for (key, content) in &desired.nft {
+            let datapath::NftContent::Table(table) = content else {
+                panic!("{me}: {key:?} is planned without a table");
+            };
+            if let Err(why) = table.check() {
+                panic!("{me}: {key:?} does not pass its checks: {why}\n{table}");
             }
         }
         let ours = Sandbox::new(&["eth1"]).expect("sandbox");

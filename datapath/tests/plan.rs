@@ -171,7 +171,8 @@ fn l2population_points_every_remote_mac_at_its_vtep() {
             family: NftFamily::Netdev,
             name: "dvrmesh_vx100".into(),
         })
-        .expect("netdev table");
+        .expect("netdev table")
+        .to_string();
     assert!(
         table.contains("hook egress device \"vx-100\"")
             && table.contains("hook ingress device \"vx-100\"")
@@ -229,7 +230,8 @@ fn fips_are_served_on_the_ports_host_with_maps_and_one_fwmark_rule() {
             family: NftFamily::Ip,
             name: "dvrmesh".into(),
         })
-        .expect("qrouter table");
+        .expect("qrouter table")
+        .to_string();
     assert!(
         table.contains("203.0.113.50 : 10.2.0.20") && table.contains("10.2.0.20 : 203.0.113.50")
     );
@@ -304,7 +306,8 @@ fn the_snat_holder_gets_sg_qg_snat_and_centralized_fips() {
             family: NftFamily::Ip,
             name: "dvrmesh".into(),
         })
-        .expect("snat table");
+        .expect("snat table")
+        .to_string();
     assert!(table.contains("snat to 203.0.113.5") && table.contains("203.0.113.51 : 10.1.0.40"));
     assert!(p
         .routes

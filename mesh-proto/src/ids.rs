@@ -54,7 +54,18 @@ impl ObjectId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The last [`SHORT_ID_CHARS`] characters (the whole id when shorter): what device names
+    /// embed, since a Linux interface name holds at most 15 bytes. Ids dvrmesh generates end in
+    /// 12 hex digits, so their short forms differ.
+    pub fn short(&self) -> &str {
+        // Ids are ASCII (checked at construction), so any byte offset is a character boundary.
+        &self.0[self.0.len().saturating_sub(SHORT_ID_CHARS)..]
+    }
 }
+
+/// How many trailing characters of an object id device names embed (`qr-` + 11 = 14 bytes).
+pub const SHORT_ID_CHARS: usize = 11;
 
 /// A human-chosen name: 1–64 characters of `[A-Za-z0-9._-]`, starting with a letter or digit.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ mod codec;
 mod election;
 mod error;
 mod frame;
+pub mod hash;
 mod ids;
 mod net;
 mod node;
@@ -29,7 +30,7 @@ pub use election::{
 };
 pub use error::Error;
 pub use frame::{decode_frame, encode_frame, FrameHeader, MAX_FRAME_BYTES};
-pub use ids::{Name, NodeId, ObjectId};
+pub use ids::{Name, NodeId, ObjectId, SHORT_ID_CHARS};
 pub use net::{Ipv4Cidr, Ipv4Range, MacAddr, Mtu, Vni};
 pub use node::{dvr_mac_for, ExternalMapping, InterfaceName, NodeFacts, NodeMode, Priority};
 pub use record::{

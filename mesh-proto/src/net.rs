@@ -199,6 +199,19 @@ impl MacAddr {
     pub fn octets(&self) -> [u8; 6] {
         self.0
     }
+
+    /// The next address under the same three-octet prefix: the low 24 bits plus one, wrapping
+    /// within the prefix. Used to resolve clashes of MACs derived from hashes.
+    pub fn next_in_prefix(&self) -> MacAddr {
+        let o = self.0;
+        let mut n = (u32::from_be_bytes([0, o[3], o[4], o[5]]).wrapping_add(1)) & 0xff_ffff;
+        if n == 0 && o[..3] == [0, 0, 0] {
+            n = 1; // never the all-zero address
+        }
+        let [_, a, b, c] = n.to_be_bytes();
+        // The prefix is unchanged, so the address stays unicast.
+        MacAddr([o[0], o[1], o[2], a, b, c])
+    }
 }
 
 impl FromStr for MacAddr {

@@ -282,20 +282,10 @@ impl NodeFacts {
 /// `fa` has the locally administered bit set and the multicast bit clear. Two ids can hash alike;
 /// the cluster view resolves such a clash deterministically.
 pub fn dvr_mac_for(node_id: &NodeId) -> MacAddr {
-    let h = fnv1a(node_id.as_str().as_bytes());
-    let [_, a, b, c] = h.to_be_bytes();
+    let [a, b, c] = crate::hash::fnv24(&[node_id.as_str().as_bytes()]);
     // The fixed prefix is unicast and locally administered, so `new` cannot fail; the suffix is
     // never all-zero in the prefix bytes.
     MacAddr::new([0xfa, 0x16, 0x3f, a, b, c]).unwrap_or_else(|_| unreachable!())
-}
-
-fn fnv1a(bytes: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
 }
 
 #[cfg(test)]

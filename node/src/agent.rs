@@ -3,27 +3,24 @@
 //! This module only wires the libraries together; each piece lives in its own module.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use mesh_proto::{dvr_mac_for, NodeFacts};
 use tracing::{info, info_span, Instrument};
 
 use crate::api::{self, ApiContext};
 use crate::config::{Config, DatapathMode};
-use crate::election::ElectionConfig;
-use crate::gossip::{self, GossipSettings};
+use crate::ha::election::ElectionConfig;
 use crate::ha::{self, HaHandle, HaSettings};
-use crate::peers;
-use crate::reconcile::{Readiness, Reconciler, SharedKernel};
-use crate::signing::KEY_CERT;
-use crate::store::service::{load_records, ConfigService, StoreSettings};
-use crate::tls::Credentials;
-use crate::transport::QuicTransport;
-use crate::{view, Error};
+use crate::mesh::gossip::{self, GossipSettings};
+use crate::mesh::keys::KEY_CERT;
+use crate::mesh::peers;
+use crate::mesh::pki::Credentials;
+use crate::mesh::transport::QuicTransport;
+use crate::mesh::view::{self, Readiness};
+use crate::reconcile::{Reconciler, SharedKernel};
+use crate::store::{load_records, ConfigService, StoreSettings};
+use crate::Error;
 use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
-
-/// File under `data_dir` holding the last gossip generation used.
-const GENERATION_FILE: &str = "generation";
 
 /// Checks that the configuration and the certificate name the same node; loads the credentials.
 pub fn verify_identity(config: &Config) -> Result<Credentials, Error> {
@@ -63,7 +60,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     if draining {
         info!("this node is drained (agent undrain to take part in SNAT elections again)");
     }
-    let generation = next_generation(&config.data_dir)?;
+    let generation = gossip::next_generation(&config.data_dir)?;
     let remembered = peers::load(&config.data_dir);
     let transport = QuicTransport::new(&creds)?;
     let datagrams = transport
@@ -249,50 +246,4 @@ fn create_private_dir(dir: &Path) -> Result<(), Error> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::io("creating data_dir", dir, e))
-}
-
-/// A gossip generation larger than any this node used before: the wall clock in milliseconds, or
-/// one more than the last one persisted if the clock went backwards.
-fn next_generation(data_dir: &Path) -> Result<u64, Error> {
-    let path = data_dir.join(GENERATION_FILE);
-    let last = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let generation = now.max(last + 1);
-    write_atomic(&path, generation.to_string().as_bytes())?;
-    Ok(generation)
-}
-
-/// Writes a file through a temporary file and a rename, so readers see the old or the new content.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("writing", &tmp, e))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", path, e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generations_increase_even_if_the_clock_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = next_generation(dir.path()).unwrap();
-        std::fs::write(
-            dir.path().join(GENERATION_FILE),
-            (a + 1_000_000).to_string(),
-        )
-        .unwrap();
-        let b = next_generation(dir.path()).unwrap();
-        assert_eq!(b, a + 1_000_001);
-    }
 }

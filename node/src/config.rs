@@ -88,15 +88,18 @@ pub enum DatapathMode {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io("configuration", path, e))?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(Error::Config {
-                path: path.to_path_buf(),
-                problems: format!("file is over {MAX_CONFIG_BYTES} bytes"),
-            });
-        }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io("configuration", path, e))?;
+        let data = crate::files::read_limited("configuration", path, MAX_CONFIG_BYTES)?
+            .ok_or_else(|| {
+                Error::io(
+                    "configuration",
+                    path,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )
+            })?;
+        let text = String::from_utf8(data).map_err(|_| Error::Config {
+            path: path.to_path_buf(),
+            problems: "the file is not UTF-8 text".into(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|problems| Error::Config {
             path: path.to_path_buf(),

@@ -1,3 +1,5 @@
+//! The error type of the agent library.
+
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -39,6 +41,24 @@ pub enum Error {
         configured: String,
         /// The id the certificate carries.
         certified: String,
+    },
+    /// A file is larger than dvrmesh ever writes it; it was not read.
+    #[error("{what} {path}: larger than {max} bytes")]
+    TooLarge {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max: u64,
+    },
+    /// A file dvrmesh wrote does not parse; nothing was taken from it.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Refusing to overwrite existing credentials.
     #[error("{0} already exists; remove it first or pick another directory")]

@@ -1,27 +1,35 @@
-//! The dvrmesh agent as a library: configuration, the cluster PKI, the QUIC transport under
-//! chitchat, the converged cluster view and the local API. The `dvrmesh` binary only parses the
-//! command line and calls into this crate.
+//! The dvrmesh agent as a library. The `dvrmesh` binary parses the command line and calls in.
 //!
-//! It does not program the kernel (that is the `datapath` crate) and holds no domain types of its
-//! own (those are `mesh-proto`).
+//! The modules, from the wire up (each depends only on those above it):
+//!
+//! - [`config`]: the agent's configuration file, parsed into validated types.
+//! - [`files`]: atomic writes and bounded reads of the files under `data_dir`.
+//! - [`mesh`]: the cluster PKI, the QUIC transport under chitchat, gossip, and the one writer of
+//!   the converged [`mesh::view::ClusterView`].
+//! - [`tenant`]: the replicated tenant configuration as pure functions: merge, IPAM, operator
+//!   requests, replica duties.
+//! - [`store`]: the I/O shell of the tenant configuration: publishing, address claims,
+//!   replication, persistence.
+//! - [`ha`]: the SNAT election (a sans-IO state machine, [`ha::election`]) and the task that runs
+//!   it against the view and the transport's datagrams.
+//! - [`reconcile`]: the view and the SNAT holders → `datapath::plan` → the kernel, level-triggered.
+//! - [`api`]: the local API: its protocol, and the server the CLI talks to.
+//! - [`agent`]: wires all of the above into one running node, and nothing more.
+//!
+//! Domain types and the wire format are `mesh-proto`'s; the kernel is `datapath`'s.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod api;
 pub mod config;
-pub mod election;
 mod error;
-pub mod gossip;
-pub mod gossip_wire;
+pub mod files;
 pub mod ha;
 pub mod logging;
-pub mod peers;
+pub mod mesh;
 pub mod reconcile;
-pub mod signing;
 pub mod store;
-pub mod tls;
-pub mod transport;
-pub mod view;
+pub mod tenant;
 
 pub use error::Error;

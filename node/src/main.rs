@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-mod output;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use dvrmesh_node::gossip::{self, GossipSettings};
-use dvrmesh_node::tls::{self, Credentials};
-use dvrmesh_node::transport::{QuicTransport, TransportStats};
-use dvrmesh_node::view::{self, MemberState, ViewHandle};
+use dvrmesh_node::mesh::gossip::{self, GossipSettings};
+use dvrmesh_node::mesh::pki::{self as tls, Credentials};
+use dvrmesh_node::mesh::transport::{QuicTransport, TransportStats};
+use dvrmesh_node::mesh::view::{self, MemberState, ViewHandle};
 use mesh_proto::{dvr_mac_for, NodeFacts, NodeId, NodeMode, Priority};
 
 struct Node {
@@ -75,7 +75,7 @@ async fn start_node(
         handle.chitchat(),
         id,
         Duration::from_millis(50),
-        std::sync::Arc::new(dvrmesh_node::signing::TrustAll),
+        std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
     );
     Ok(Node {
         _handle: handle,

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use dvrmesh_node::election::{Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput};
+use dvrmesh_node::ha::election::{
+    Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput,
+};
 use mesh_proto::{NodeId, ObjectId, Priority, SnatClaim};
 use tokio::time::Instant;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use chitchat::ChitchatHandle;
-use dvrmesh_node::gossip::{self, GossipSettings};
-use dvrmesh_node::view::{self, MemberState, ViewHandle};
+use dvrmesh_node::mesh::gossip::{self, GossipSettings};
+use dvrmesh_node::mesh::view::{self, MemberState, ViewHandle};
 use mesh_proto::{
     dvr_mac_for, ExternalMapping, InterfaceName, Name, NodeFacts, NodeId, NodeMode, Priority,
 };
@@ -92,7 +92,7 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
             handle.chitchat(),
             facts.node_id().clone(),
             GOSSIP,
-            std::sync::Arc::new(dvrmesh_node::signing::TrustAll),
+            std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
         );
         nodes.push(SimNode {
             facts,

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use chitchat::ChitchatHandle;
-use dvrmesh_node::gossip::{self, GossipSettings};
-use dvrmesh_node::store::ops::ConfigRequest;
-use dvrmesh_node::store::replicate::{replica_set, REPLICAS};
-use dvrmesh_node::store::service::{ConfigService, StoreSettings};
-use dvrmesh_node::view::{self, ViewHandle};
+use dvrmesh_node::mesh::gossip::{self, GossipSettings};
+use dvrmesh_node::mesh::view::{self, ViewHandle};
+use dvrmesh_node::store::{ConfigService, StoreSettings};
+use dvrmesh_node::tenant::ops::ConfigRequest;
+use dvrmesh_node::tenant::replicate::{replica_set, REPLICAS};
 use mesh_proto::{
     dvr_mac_for, NodeFacts, NodeId, NodeMode, ObjectId, ObjectKind, Priority, Record, TenantObject,
 };
@@ -72,7 +72,7 @@ impl Sim {
                 handle.chitchat(),
                 id.clone(),
                 GOSSIP,
-                std::sync::Arc::new(dvrmesh_node::signing::TrustAll),
+                std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
             );
             let store = ConfigService::new(
                 id.clone(),

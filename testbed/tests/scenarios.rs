@@ -55,14 +55,9 @@ fn id_of(lab: &Lab, kind: &str, name: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("{kind} {name} has no id"))
 }
 
-fn short(id: &str) -> String {
-    id.chars()
-        .rev()
-        .take(11)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect()
+/// The short form of an object id that device names embed.
+fn short(id: &str) -> Result<String> {
+    Ok(mesh_proto::ObjectId::new(id)?.short().to_string())
 }
 
 fn vni_of(lab: &Lab, net: &str) -> Result<u64> {
@@ -97,8 +92,8 @@ fn east_west_snat_fip_and_tenant_isolation() -> Result<()> {
     reach(lab, "a-vm2", &vm1.ip)?;
     let router = id_of(lab, "router", "a-router")?;
     let (sub1, sub2) = (
-        short(&id_of(lab, "subnet", "a-net1-sub")?),
-        short(&id_of(lab, "subnet", "a-net2-sub")?),
+        short(&id_of(lab, "subnet", "a-net1-sub")?)?,
+        short(&id_of(lab, "subnet", "a-net2-sub")?)?,
     );
     let q1 = lab.agent_ns("compute-1", &format!("qrouter-{router}"));
     let q2 = lab.agent_ns("compute-2", &format!("qrouter-{router}"));

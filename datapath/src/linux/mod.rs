@@ -4,8 +4,8 @@
 //! Each `observe` or `apply` is one *pass*: it opens the host namespace and every named namespace
 //! it touches, creates one synchronous rtnetlink socket per namespace while the calling thread has
 //! switched into it (a socket keeps the namespace it was created in), and uses those sockets
-//! after. Sysctls are read and written the same way. nft tables in the planner's dialect are sent
-//! as nfnetlink batches (`nft_text`, `nft_wire`), any other text through libnftables. Nothing is
+//! after. Sysctls are read and written the same way. nft tables are compiled from their typed
+//! trees into nfnetlink batches (`nft_compile`, `nft_wire`), or printed for libnftables. Nothing is
 //! kept between passes (but a pool of unnamed spare namespaces, `ns_pool`), so a deleted
 //! namespace is never held alive. `observe` can be scoped (see [`crate::Scope`]).
 //!
@@ -24,7 +24,7 @@ mod neigh_fdb;
 pub mod netns;
 pub mod nft;
 mod nft_apply;
-mod nft_text;
+mod nft_compile;
 mod nft_wire;
 mod ns_pool;
 mod observe;
@@ -80,16 +80,17 @@ impl Default for LinuxConfig {
 /// How nft tables are loaded. Either way one namespace's tables change in one atomic transaction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NftLoader {
-    /// Tables in the planner's dialect are sent as nfnetlink messages built here; any other text
-    /// goes through libnftables (or the `nft` binary).
+    /// Tables are compiled into nfnetlink messages here: no parser, no process.
     #[default]
     Netlink,
-    /// Every table goes through libnftables (or the `nft` binary), as nft text.
+    /// Tables are printed as nft text and loaded through libnftables (or the `nft` binary): the
+    /// reference the compiled form is tested against, and a way out should the kernel refuse
+    /// the compiled messages.
     Text,
 }
 
 /// [`Kernel`] on the running Linux kernel. Needs `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (setns,
-/// mount); libnftables or the `nft` binary only for nft text outside the planner's dialect.
+/// mount); libnftables or the `nft` binary only with [`NftLoader::Text`].
 #[derive(Debug)]
 pub struct LinuxKernel {
     config: LinuxConfig,

@@ -1,9 +1,9 @@
 //! nftables: tables are listed over nfnetlink (no process), and replaced by one `nft -f -` batch
 //! per namespace per pass.
 //!
-//! The text of a table cannot be read back in the form it was written, so every table the backend
-//! loads carries `comment "dvrmesh:<digest>"`, the FNV-1a 64 digest of the desired text. `observe`
-//! compares that digest with the digest of the hint's text.
+//! A table cannot be read back in the form it was written, so every table the backend loads
+//! carries `comment "dvrmesh:<digest>"`, the FNV-1a 64 digest of its text (the printer's output,
+//! [`crate::nft::Table`]). `observe` compares that digest with the digest of the hint's table.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use super::netns;
 use super::socket::{attrs, Conn, NlError};
+use crate::nft::Table;
 use crate::{Error, NftFamily, NftKey, NFT_TABLE_PREFIX};
 
 /// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE`.
@@ -41,17 +42,12 @@ pub(crate) struct NftTable {
 
 /// FNV-1a 64 of `text`, as 16 lowercase hex digits. Stable across builds and platforms.
 pub fn digest(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", mesh_proto::hash::fnv1a64(&[text.as_bytes()]))
 }
 
-/// The comment the backend puts on a table whose desired text is `body`.
-pub fn comment_for(body: &str) -> String {
-    format!("{NFT_TABLE_PREFIX}:{}", digest(body))
+/// The comment the backend puts on `table`: the digest of its text.
+pub fn comment_for(table: &Table) -> String {
+    format!("{NFT_TABLE_PREFIX}:{}", digest(&table.to_string()))
 }
 
 /// Lists the `ip` and `netdev` tables whose names start with [`NFT_TABLE_PREFIX`].
@@ -88,105 +84,53 @@ pub(crate) fn list_tables(conn: &mut Conn) -> Result<Vec<NftTable>, NlError> {
     Ok(tables)
 }
 
-/// The batch text for one namespace: each `(key, Some(body))` replaces the table with `body`
-/// (commented with its digest), each `(key, None)` deletes it. Every table is first declared
-/// empty so that deleting works whether or not it exists; nft applies the batch atomically.
-/// `present` holds the tables that exist before the batch and is kept current as the batch
-/// deletes and creates them.
+/// The batch text for one namespace: each `(key, Some(table))` replaces the table (commented
+/// with its digest), each `(key, None)` deletes it. A table that does not exist is not deleted
+/// first: nft would refuse, and a delete makes the kernel wait for an RCU grace period at commit
+/// (~10 ms here). `present` holds the tables that exist before the batch and is kept current as
+/// the batch deletes and creates them. nft applies the batch atomically.
 pub(crate) fn batch(
-    ops: &[(&NftKey, Option<&str>)],
+    ops: &[(&NftKey, Option<&Table>)],
     present: &mut BTreeSet<(NftFamily, String)>,
 ) -> Result<String, String> {
     let mut text = String::new();
-    for (key, body) in ops {
-        if !key.name.starts_with(NFT_TABLE_PREFIX)
-            || !key
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!("table name {:?} is not a dvrmesh table", key.name));
-        }
-        let family = key.family.keyword();
-        // A delete makes the kernel wait for an RCU grace period at commit (~10 ms here); a
-        // table that does not exist yet is simply created.
+    for (key, table) in ops {
+        check_owned(key, *table)?;
         let id = (key.family, key.name.clone());
-        let table = match body {
-            Some(body) => Some(with_comment(key, body)?),
-            None => None,
-        };
         if present.remove(&id) {
-            text.push_str(&format!("delete table {family} {}\n", key.name));
+            text.push_str(&format!(
+                "delete table {} {}\n",
+                key.family.keyword(),
+                key.name
+            ));
         }
         if let Some(table) = table {
-            text.push_str(&table);
-            text.push('\n');
+            text.push_str(&table.text_with_comment(&comment_for(table)));
             present.insert(id);
         }
     }
     Ok(text)
 }
 
-/// `body` with the digest comment inserted as the first statement of its table block. `body`
-/// must define exactly the table `key` (it starts with `table <family> <name> {`).
-fn with_comment(key: &NftKey, body: &str) -> Result<String, String> {
-    let open = body
-        .find('{')
-        .ok_or_else(|| format!("nft body for {} has no table block", key.name))?;
-    let head: Vec<&str> = body[..open].split_whitespace().collect();
-    if head != ["table", key.family.keyword(), key.name.as_str()] {
+/// Refuses a key that is not a dvrmesh table, or a table that does not fit its key or that
+/// [`Table::check`] refuses.
+pub(crate) fn check_owned(key: &NftKey, table: Option<&Table>) -> Result<(), String> {
+    if !key.name.starts_with(NFT_TABLE_PREFIX) {
+        return Err(format!("table name {:?} is not a dvrmesh table", key.name));
+    }
+    let Some(table) = table else {
+        return Ok(());
+    };
+    if table.family != key.family || table.name != key.name {
         return Err(format!(
-            "nft body does not start with `table {} {} {{`",
+            "table {} {} planned under the key of {} {}",
+            table.family.keyword(),
+            table.name,
             key.family.keyword(),
             key.name
         ));
     }
-    if !is_one_block(&body[open..]) {
-        return Err(format!(
-            "nft body for {} has text after its table block",
-            key.name
-        ));
-    }
-    Ok(format!(
-        "{}\n\tcomment \"{}\"\n{}",
-        &body[..=open],
-        comment_for(body),
-        &body[open + 1..]
-    ))
-}
-
-/// Whether `text` (starting at a `{`) is one balanced block followed only by blanks, so a body
-/// cannot go on to change tables dvrmesh does not own. Quoted strings and `#` comments are
-/// skipped.
-fn is_one_block(text: &str) -> bool {
-    let (mut depth, mut in_quote, mut in_comment) = (0usize, false, false);
-    for (i, c) in text.char_indices() {
-        match c {
-            '\n' if in_comment => in_comment = false,
-            _ if in_comment => {}
-            '"' => in_quote = !in_quote,
-            _ if in_quote => {}
-            '#' => in_comment = true,
-            '{' => depth += 1,
-            '}' => {
-                depth = match depth.checked_sub(1) {
-                    Some(d) => d,
-                    None => return false,
-                };
-                if depth == 0 {
-                    return text[i + 1..].trim().is_empty();
-                }
-            }
-            _ => {}
-        }
-    }
-    false
-}
-
-/// Whether `body` is in the planner's dialect, so the backend sends it as netlink messages
-/// rather than through libnftables; the reason when it is not.
-pub fn compiled_natively(body: &str) -> Result<(), String> {
-    super::nft_text::compile(body, None).map(|_| ())
+    table.check()
 }
 
 /// Runs `text` as one nft transaction inside the namespace: in-process through libnftables
@@ -250,6 +194,7 @@ fn c_string(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nft::{Chain, ChainKind, Hook, Priority};
     use crate::Netns;
 
     #[test]
@@ -259,20 +204,35 @@ mod tests {
     }
 
     #[test]
-    fn comment_goes_inside_the_table_block() {
+    fn a_batch_replaces_existing_tables_and_deletes_each_once() {
         let key = NftKey {
             ns: Netns::Host,
             family: NftFamily::Ip,
             name: "dvrmesh-x".into(),
         };
-        let body = "table ip dvrmesh-x {\n\tchain c { }\n}";
+        let table = Table {
+            family: NftFamily::Ip,
+            name: "dvrmesh-x".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: "c".into(),
+                kind: ChainKind::Filter,
+                hook: Hook::Prerouting,
+                priority: Priority::Raw,
+                rules: vec![],
+            }],
+        };
         let present = || BTreeSet::from([(NftFamily::Ip, "dvrmesh-x".to_string())]);
-        let text = batch(&[(&key, Some(body))], &mut present()).unwrap();
+        let text = batch(&[(&key, Some(&table))], &mut present()).unwrap();
         assert!(
             text.starts_with("delete table ip dvrmesh-x\n"),
             "an existing table is replaced"
         );
-        let fresh = batch(&[(&key, Some(body))], &mut BTreeSet::new()).unwrap();
+        assert!(text.contains(&format!(
+            "table ip dvrmesh-x {{\n\tcomment \"dvrmesh:{}\"\n",
+            digest(&table.to_string())
+        )));
+        let fresh = batch(&[(&key, Some(&table))], &mut BTreeSet::new()).unwrap();
         assert!(
             fresh.starts_with("table ip dvrmesh-x {"),
             "a missing table is just created: {fresh}"
@@ -287,20 +247,14 @@ mod tests {
             twice, "delete table ip dvrmesh-x\n",
             "a table is deleted once"
         );
-        assert!(text.contains(&format!(
-            "table ip dvrmesh-x {{\n\tcomment \"dvrmesh:{}\"\n",
-            digest(body)
-        )));
-        assert!(batch(&[(&key, Some("table ip other { }"))], &mut present()).is_err());
-        let smuggled = "table ip dvrmesh-x { chain c { } }\ndelete table ip filter";
-        assert!(batch(&[(&key, Some(smuggled))], &mut present()).is_err());
-        let quoted = "table ip dvrmesh-x { comment \"}\" # }\n chain c { } }\n";
-        assert!(batch(&[(&key, Some(quoted))], &mut present()).is_ok());
-        assert!(batch(
-            &[(&key, Some("table ip dvrmesh-x { chain c {"))],
-            &mut present()
-        )
-        .is_err());
+        let other = NftKey {
+            name: "dvrmesh-y".into(),
+            ..key.clone()
+        };
+        assert!(
+            batch(&[(&other, Some(&table))], &mut present()).is_err(),
+            "a table under another table's key"
+        );
         let foreign = NftKey {
             name: "filter".into(),
             ..key

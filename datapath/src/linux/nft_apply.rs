@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::socket::{nl, Conn};
-use super::{nft, nft_text, nft_wire, NftLoader, Pass};
+use super::{nft, nft_compile, nft_wire, NftLoader, Pass};
 use crate::{Error, LinkKind, Netns, Op};
 
 /// For each op index, the namespaces whose nft batch starts just before that op.
@@ -161,10 +161,10 @@ pub(crate) fn job(pass: &Pass<'_>, ns: &Netns) -> Result<Job, Error> {
     })
 }
 
-/// Runs every nft op of the job's namespace in `ops` as one atomic batch: built as nfnetlink
-/// messages when every table is in the planner's dialect (no parser, no cache dumps), else as
-/// nft text through libnftables. An `Err` is fatal (the namespace cannot be entered); a refused
-/// batch fails its ops.
+/// Runs every nft op of the job's namespace in `ops` as one atomic batch: compiled to nfnetlink
+/// messages (no parser, no cache dumps), or, with [`NftLoader::Text`], printed as nft text for
+/// libnftables. An `Err` is fatal (the namespace cannot be entered); a refused batch fails its
+/// ops.
 pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     let started = Instant::now();
     let Job {
@@ -197,35 +197,32 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     let mut wire = (loader == NftLoader::Netlink).then(nft_wire::Batch::default);
     let mut batched = Vec::new();
     for op in mine {
-        let (key, body) = match op {
-            Op::ReplaceNft { key, body } => (key, Some(body.as_str())),
+        let (key, table) = match op {
+            Op::ReplaceNft { key, table } => (key, Some(table)),
             Op::DelNft(key) => (key, None),
             _ => continue,
         };
         let was_present = present.contains(&(key.family, key.name.clone()));
-        match nft::batch(&[(key, body)], &mut present) {
-            Ok(part) => {
-                text.push_str(&part);
-                batched.push(op);
-            }
+        let compiled = match (wire.is_some(), table) {
+            (true, Some(t)) => nft_compile::compile(t, nft::comment_for(t)).map(Some),
+            _ => Ok(None),
+        };
+        let part = compiled.and_then(|c| Ok((c, nft::batch(&[(key, table)], &mut present)?)));
+        let (compiled, part) = match part {
+            Ok(x) => x,
             Err(message) => {
                 outcome.failed.push((format!("{op:?}"), message));
                 continue;
             }
-        }
+        };
+        text.push_str(&part);
+        batched.push(op);
         if let Some(batch) = wire.as_mut() {
             if was_present {
                 batch.delete_table(key.family, &key.name);
             }
-            if let Some(body) = body {
-                match nft_text::compile(body, Some(nft::comment_for(body))) {
-                    Ok(t) if t.family == key.family && t.name == key.name => batch.add_table(&t),
-                    Ok(_) => wire = None,
-                    Err(why) => {
-                        tracing::debug!(ns = %ns, table = %key.name, why, "nft table loaded as text");
-                        wire = None;
-                    }
-                }
+            if let Some(t) = compiled {
+                batch.add_table(&t);
             }
         }
     }
@@ -263,7 +260,12 @@ mod tests {
                 family: NftFamily::Ip,
                 name: "dvrmesh".into(),
             },
-            body: String::new(),
+            table: crate::nft::Table {
+                family: NftFamily::Ip,
+                name: "dvrmesh".into(),
+                sets: vec![],
+                chains: vec![],
+            },
         }
     }
 

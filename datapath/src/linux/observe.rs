@@ -16,7 +16,7 @@ use netlink_sys::protocols::{NETLINK_NETFILTER, NETLINK_ROUTE};
 use super::links::{self, is_owned, ByIndex, RawKind, RawLink};
 use super::socket::{nl, Conn, NlError};
 use super::{addrs_routes, neigh_fdb, netns, nft, rules, sysctl, Pass, OWNED_NAMESPACE_PREFIXES};
-use crate::{Desired, Error, LinkKind, LinkSpec, Netns, NftKey, Observed, Scope};
+use crate::{Desired, Error, LinkKind, LinkSpec, Netns, NftContent, NftKey, Observed, Scope};
 
 /// Reads back everything dvrmesh owns, or (`scope`) what a scoped pass takes: whole namespaces,
 /// and in a namespace taken in part only its scoped devices (fetched by name, with their masters
@@ -130,7 +130,7 @@ struct NsObserved {
     rules: Vec<crate::RuleSpec>,
     neighs: Vec<crate::NeighSpec>,
     fdb: Vec<crate::FdbSpec>,
-    nft: Vec<(NftKey, String)>,
+    nft: Vec<(NftKey, NftContent)>,
     sysctls: Vec<((Netns, String), String)>,
 }
 
@@ -439,7 +439,7 @@ fn observe_nft(
     file: &std::fs::File,
     hint: &Desired,
     scope: Option<&Scope>,
-) -> Result<Vec<(NftKey, String)>, Error> {
+) -> Result<Vec<(NftKey, NftContent)>, Error> {
     if scope.is_some_and(|s| {
         !s.whole.contains(ns) && s.parts.get(ns).is_none_or(|p| p.tables.is_empty())
     }) {
@@ -456,11 +456,13 @@ fn observe_nft(
         if scope.is_some_and(|s| !s.holds_table(&key)) {
             continue;
         }
-        let text = match (hint.nft.get(&key), &table.comment) {
-            (Some(body), Some(c)) if *c == nft::comment_for(body) => body.clone(),
-            (_, c) => format!("<unknown digest {}>", c.as_deref().unwrap_or("none")),
+        let content = match (hint.nft.get(&key), table.comment) {
+            (Some(NftContent::Table(t)), Some(c)) if c == nft::comment_for(t) => {
+                NftContent::Table(t.clone())
+            }
+            (_, comment) => NftContent::Unknown(comment),
         };
-        out.push((key, text));
+        out.push((key, content));
     }
     Ok(out)
 }

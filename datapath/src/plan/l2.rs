@@ -97,8 +97,6 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 .unwrap_or(ctx.facts.dvr_mac());
             b.nft(
                 &Netns::Host,
-                NftFamily::Netdev,
-                &names::vx_table(vni),
                 nft::vxlan_table(&names::vx_table(vni), &vx, &remote_dvr, &gws, my_dvr),
             );
         }

@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::*;
 
+/// The VM end of the veth pair dvrmesh creates for a port that names no device of its own: the
+/// host's VM manager moves it into the VM.
+pub fn vm_device(port: &ObjectId) -> String {
+    names::tap(port).1
+}
+
 /// One node as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -51,7 +57,7 @@ pub struct Topology {
 }
 
 /// The plan for one node: desired kernel state, and what could not be planned and why.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// Desired kernel state.
     pub desired: Desired,
@@ -402,15 +408,13 @@ impl Builder {
         });
     }
 
-    pub(crate) fn nft(&mut self, ns: &Netns, family: NftFamily, name: &str, body: String) {
-        self.d.nft.insert(
-            NftKey {
-                ns: ns.clone(),
-                family,
-                name: name.to_string(),
-            },
-            body,
-        );
+    pub(crate) fn nft(&mut self, ns: &Netns, table: crate::nft::Table) {
+        let key = NftKey {
+            ns: ns.clone(),
+            family: table.family,
+            name: table.name.clone(),
+        };
+        self.d.nft.insert(key, NftContent::Table(table));
     }
 }
 

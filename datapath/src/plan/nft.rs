@@ -1,9 +1,14 @@
-//! The text of the nft tables dvrmesh loads. Each is one whole table, replaced atomically.
+//! The nft tables the DVR recipe needs, as typed trees ([`crate::nft`]). Each is one whole
+//! table, replaced atomically.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use mesh_proto::{Ipv4Cidr, MacAddr, Subnet};
+
+use crate::nft::{
+    Against, Chain, ChainKind, Elements, Field, Hook, Nat, Priority, Rule, Set, Stmt, Table,
+};
+use crate::NftFamily;
 
 /// The DVR MAC rewrite and gateway isolation on one VXLAN device (netdev family).
 ///
@@ -17,45 +22,58 @@ pub(crate) fn vxlan_table(
     remote_dvr: &[MacAddr],
     gws: &[(&Subnet, MacAddr)],
     my_dvr: MacAddr,
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "table netdev {table} {{");
-    let _ = writeln!(
-        s,
-        "  set remote_dvr {{ type ether_addr;{} }}",
-        elements(remote_dvr.iter().map(|m| m.to_string()))
-    );
-    let _ = writeln!(s, "  chain in {{");
-    let _ = writeln!(
-        s,
-        "    type filter hook ingress device \"{dev}\" priority 0; policy accept;"
-    );
-    for (subnet, gw) in gws {
-        let _ = writeln!(
-            s,
-            "    ether saddr @remote_dvr ip daddr {} counter ether saddr set {gw}",
-            subnet.cidr
-        );
+) -> Table {
+    let ingress = gws
+        .iter()
+        .map(|(subnet, gw)| {
+            Rule(vec![
+                Stmt::Ether(Field::Saddr, set("remote_dvr")),
+                Stmt::Ip(Field::Daddr, Against::Value(subnet.cidr)),
+                Stmt::Counter,
+                Stmt::SetEtherSaddr(*gw),
+            ])
+        })
+        .collect();
+    let egress = gws
+        .iter()
+        .flat_map(|(subnet, gw)| {
+            [
+                Rule(vec![
+                    Stmt::Ether(Field::Daddr, Against::Value(*gw)),
+                    Stmt::Drop,
+                ]),
+                Rule(vec![
+                    Stmt::ArpRequest,
+                    Stmt::ArpTargetIp(subnet.gateway),
+                    Stmt::Drop,
+                ]),
+                Rule(vec![
+                    Stmt::Ether(Field::Saddr, Against::Value(*gw)),
+                    Stmt::Counter,
+                    Stmt::SetEtherSaddr(my_dvr),
+                ]),
+            ]
+        })
+        .collect();
+    Table {
+        family: NftFamily::Netdev,
+        name: table.to_string(),
+        sets: vec![named("remote_dvr", Elements::Macs(remote_dvr.to_vec()))],
+        chains: vec![
+            filter(
+                "in",
+                Hook::Ingress(dev.to_string()),
+                Priority::Value(0),
+                ingress,
+            ),
+            filter(
+                "out",
+                Hook::Egress(dev.to_string()),
+                Priority::Value(0),
+                egress,
+            ),
+        ],
     }
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(s, "  chain out {{");
-    let _ = writeln!(
-        s,
-        "    type filter hook egress device \"{dev}\" priority 0; policy accept;"
-    );
-    for (subnet, gw) in gws {
-        let _ = writeln!(s, "    ether daddr {gw} drop");
-        let _ = writeln!(
-            s,
-            "    arp operation request arp daddr ip {} drop",
-            subnet.gateway
-        );
-        let _ = writeln!(s, "    ether saddr {gw} counter ether saddr set {my_dvr}");
-    }
-    let _ = writeln!(s, "  }}");
-    s.push('}');
-    s.push('\n');
-    s
 }
 
 /// What a qrouter's table needs to know.
@@ -70,140 +88,150 @@ pub(crate) struct QrouterNft<'a> {
 
 /// The qrouter table: east-west untracked, FIP'd fixed IPs marked (one set lookup per packet, one
 /// fwmark rule, whatever the number of FIPs), DNAT/SNAT through maps on the `rfp-` device.
-pub(crate) fn qrouter_table(table: &str, q: &QrouterNft<'_>) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "table ip {table} {{");
-    let _ = writeln!(
-        s,
-        "  set router_subnets {{ type ipv4_addr; flags interval;{} }}",
-        elements(q.subnets.iter().map(|c| c.to_string()))
-    );
-    let _ = writeln!(
-        s,
-        "  set fip_fixed {{ type ipv4_addr;{} }}",
-        elements(q.fips.iter().map(|(_, f)| f.to_string()))
-    );
-    let _ = writeln!(
-        s,
-        "  map fip_dnat {{ type ipv4_addr : ipv4_addr;{} }}",
-        elements(q.fips.iter().map(|(fip, f)| format!("{fip} : {f}")))
-    );
-    let _ = writeln!(
-        s,
-        "  map fip_snat {{ type ipv4_addr : ipv4_addr;{} }}",
-        elements(q.fips.iter().map(|(fip, f)| format!("{f} : {fip}")))
-    );
-    let _ = writeln!(s, "  chain raw_pre {{");
-    let _ = writeln!(
-        s,
-        "    type filter hook prerouting priority raw; policy accept;"
-    );
-    let _ = writeln!(
-        s,
-        "    ip saddr @router_subnets ip daddr @router_subnets notrack"
-    );
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(s, "  chain mangle_pre {{");
-    let _ = writeln!(
-        s,
-        "    type filter hook prerouting priority mangle; policy accept;"
-    );
-    let _ = writeln!(s, "    ip saddr @fip_fixed meta mark set {:#x}", q.mark);
-    let _ = writeln!(s, "  }}");
+pub(crate) fn qrouter_table(table: &str, q: &QrouterNft<'_>) -> Table {
+    let mut chains = vec![
+        filter(
+            "raw_pre",
+            Hook::Prerouting,
+            Priority::Raw,
+            vec![Rule(vec![
+                Stmt::Ip(Field::Saddr, set("router_subnets")),
+                Stmt::Ip(Field::Daddr, set("router_subnets")),
+                Stmt::Notrack,
+            ])],
+        ),
+        filter(
+            "mangle_pre",
+            Hook::Prerouting,
+            Priority::Mangle,
+            vec![Rule(vec![
+                Stmt::Ip(Field::Saddr, set("fip_fixed")),
+                Stmt::SetMark(q.mark),
+            ])],
+        ),
+    ];
     if let Some(rfp) = q.rfp {
-        let _ = writeln!(s, "  chain nat_pre {{");
-        let _ = writeln!(
-            s,
-            "    type nat hook prerouting priority dstnat; policy accept;"
-        );
-        let _ = writeln!(s, "    iifname \"{rfp}\" dnat to ip daddr map @fip_dnat");
-        let _ = writeln!(s, "  }}");
-        let _ = writeln!(s, "  chain nat_post {{");
-        let _ = writeln!(
-            s,
-            "    type nat hook postrouting priority srcnat; policy accept;"
-        );
-        let _ = writeln!(s, "    oifname \"{rfp}\" snat to ip saddr map @fip_snat");
-        let _ = writeln!(s, "  }}");
+        chains.push(nat(
+            "nat_pre",
+            Hook::Prerouting,
+            Priority::DstNat,
+            vec![Rule(vec![
+                Stmt::Iifname(rfp.to_string()),
+                Stmt::NatMap(Nat::Dnat, Field::Daddr, "fip_dnat".into()),
+            ])],
+        ));
+        chains.push(nat(
+            "nat_post",
+            Hook::Postrouting,
+            Priority::SrcNat,
+            vec![Rule(vec![
+                Stmt::Oifname(rfp.to_string()),
+                Stmt::NatMap(Nat::Snat, Field::Saddr, "fip_snat".into()),
+            ])],
+        ));
     }
-    s.push('}');
-    s.push('\n');
-    s
+    Table {
+        family: NftFamily::Ip,
+        name: table.to_string(),
+        sets: vec![
+            named("router_subnets", Elements::Prefixes(q.subnets.clone())),
+            named(
+                "fip_fixed",
+                Elements::Addrs(q.fips.iter().map(|(_, f)| *f).collect()),
+            ),
+            named("fip_dnat", Elements::AddrMap(q.fips.clone())),
+            named("fip_snat", Elements::AddrMap(swapped(&q.fips))),
+        ],
+        chains,
+    }
+}
+
+/// What a SNAT namespace's table needs to know.
+pub(crate) struct SnatNft<'a> {
+    /// The `qg-` device.
+    pub(crate) qg: &'a str,
+    pub(crate) subnets: &'a [Ipv4Cidr],
+    pub(crate) external_ip: Ipv4Addr,
+    /// Whether source NAT is on (the router's gateway setting).
+    pub(crate) snat: bool,
+    /// Centralized (FIP, fixed IP) pairs.
+    pub(crate) fips: &'a [(Ipv4Addr, Ipv4Addr)],
 }
 
 /// The SNAT namespace table: centralized FIPs (for ports on `dvr_no_external` nodes) first, then
 /// source NAT of the router's subnets to its external address.
-pub(crate) fn snat_table(
-    table: &str,
-    qg: &str,
-    subnets: &[Ipv4Cidr],
-    external_ip: Ipv4Addr,
-    snat: bool,
-    fips: &[(Ipv4Addr, Ipv4Addr)],
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "table ip {table} {{");
-    let _ = writeln!(
-        s,
-        "  set router_subnets {{ type ipv4_addr; flags interval;{} }}",
-        elements(subnets.iter().map(|c| c.to_string()))
-    );
-    let _ = writeln!(
-        s,
-        "  set cfip_fips {{ type ipv4_addr;{} }}",
-        elements(fips.iter().map(|(fip, _)| fip.to_string()))
-    );
-    let _ = writeln!(
-        s,
-        "  set cfip_fixed {{ type ipv4_addr;{} }}",
-        elements(fips.iter().map(|(_, f)| f.to_string()))
-    );
-    let _ = writeln!(
-        s,
-        "  map cfip_dnat {{ type ipv4_addr : ipv4_addr;{} }}",
-        elements(fips.iter().map(|(fip, f)| format!("{fip} : {f}")))
-    );
-    let _ = writeln!(
-        s,
-        "  map cfip_snat {{ type ipv4_addr : ipv4_addr;{} }}",
-        elements(fips.iter().map(|(fip, f)| format!("{f} : {fip}")))
-    );
-    let _ = writeln!(s, "  chain pre {{");
-    let _ = writeln!(
-        s,
-        "    type nat hook prerouting priority dstnat; policy accept;"
-    );
-    let _ = writeln!(
-        s,
-        "    iifname \"{qg}\" ip daddr @cfip_fips dnat to ip daddr map @cfip_dnat"
-    );
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(s, "  chain post {{");
-    let _ = writeln!(
-        s,
-        "    type nat hook postrouting priority srcnat; policy accept;"
-    );
-    let _ = writeln!(
-        s,
-        "    oifname \"{qg}\" ip saddr @cfip_fixed snat to ip saddr map @cfip_snat"
-    );
-    if snat {
-        let _ = writeln!(
-            s,
-            "    oifname \"{qg}\" ip saddr @router_subnets snat to {external_ip}"
-        );
+pub(crate) fn snat_table(table: &str, s: &SnatNft<'_>) -> Table {
+    let qg = s.qg.to_string();
+    let mut post = vec![Rule(vec![
+        Stmt::Oifname(qg.clone()),
+        Stmt::Ip(Field::Saddr, set("cfip_fixed")),
+        Stmt::NatMap(Nat::Snat, Field::Saddr, "cfip_snat".into()),
+    ])];
+    if s.snat {
+        post.push(Rule(vec![
+            Stmt::Oifname(qg.clone()),
+            Stmt::Ip(Field::Saddr, set("router_subnets")),
+            Stmt::NatTo(Nat::Snat, s.external_ip),
+        ]));
     }
-    let _ = writeln!(s, "  }}");
-    s.push('}');
-    s.push('\n');
-    s
+    let pre = vec![Rule(vec![
+        Stmt::Iifname(qg),
+        Stmt::Ip(Field::Daddr, set("cfip_fips")),
+        Stmt::NatMap(Nat::Dnat, Field::Daddr, "cfip_dnat".into()),
+    ])];
+    Table {
+        family: NftFamily::Ip,
+        name: table.to_string(),
+        sets: vec![
+            named("router_subnets", Elements::Prefixes(s.subnets.to_vec())),
+            named(
+                "cfip_fips",
+                Elements::Addrs(s.fips.iter().map(|(fip, _)| *fip).collect()),
+            ),
+            named(
+                "cfip_fixed",
+                Elements::Addrs(s.fips.iter().map(|(_, f)| *f).collect()),
+            ),
+            named("cfip_dnat", Elements::AddrMap(s.fips.to_vec())),
+            named("cfip_snat", Elements::AddrMap(swapped(s.fips))),
+        ],
+        chains: vec![
+            nat("pre", Hook::Prerouting, Priority::DstNat, pre),
+            nat("post", Hook::Postrouting, Priority::SrcNat, post),
+        ],
+    }
 }
 
-fn elements(items: impl Iterator<Item = String>) -> String {
-    let v: Vec<String> = items.collect();
-    if v.is_empty() {
-        String::new()
-    } else {
-        format!(" elements = {{ {} }};", v.join(", "))
+fn set<T>(name: &str) -> Against<T> {
+    Against::Set(name.to_string())
+}
+
+fn named(name: &str, elements: Elements) -> Set {
+    Set {
+        name: name.to_string(),
+        elements,
     }
+}
+
+fn filter(name: &str, hook: Hook, priority: Priority, rules: Vec<Rule>) -> Chain {
+    chain(name, ChainKind::Filter, hook, priority, rules)
+}
+
+fn nat(name: &str, hook: Hook, priority: Priority, rules: Vec<Rule>) -> Chain {
+    chain(name, ChainKind::Nat, hook, priority, rules)
+}
+
+fn chain(name: &str, kind: ChainKind, hook: Hook, priority: Priority, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.to_string(),
+        kind,
+        hook,
+        priority,
+        rules,
+    }
+}
+
+/// (a, b) pairs as (b, a): the SNAT map of a DNAT map.
+fn swapped(pairs: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    pairs.iter().map(|(a, b)| (*b, *a)).collect()
 }

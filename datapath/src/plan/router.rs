@@ -99,10 +99,5 @@ pub(super) fn plan_qrouter(ctx: &Ctx<'_>, r: &Router, fip: Option<&FipLink>, b: 
         fips: fip.map(|f| f.fips.clone()).unwrap_or_default(),
         mark: FIP_MARK,
     };
-    b.nft(
-        &ns,
-        NftFamily::Ip,
-        names::ROUTER_TABLE,
-        nft::qrouter_table(names::ROUTER_TABLE, &q),
-    );
+    b.nft(&ns, nft::qrouter_table(names::ROUTER_TABLE, &q));
 }

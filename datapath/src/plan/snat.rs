@@ -93,19 +93,17 @@ pub(super) fn plan_snat(ctx: &Ctx<'_>, r: &Router, b: &mut Builder) {
     for (fip, _) in &central {
         b.addr(&ns, &qg, *fip, 32);
     }
-    b.nft(
-        &ns,
-        NftFamily::Ip,
+    let table = nft::snat_table(
         names::ROUTER_TABLE,
-        nft::snat_table(
-            names::ROUTER_TABLE,
-            &qg,
-            &cidrs,
+        &nft::SnatNft {
+            qg: &qg,
+            subnets: &cidrs,
             external_ip,
-            gw.enable_snat,
-            &central,
-        ),
+            snat: gw.enable_snat,
+            fips: &central,
+        },
     );
+    b.nft(&ns, table);
 }
 
 /// FIPs of the router's subnets whose port lives on a `dvr_no_external` node: (FIP, fixed IP).

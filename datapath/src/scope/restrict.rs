@@ -62,7 +62,7 @@ fn restrict_part(state: &KernelState, ns: &Netns, part: &Part, out: &mut KernelS
     let on = |dev: &str| part.devices.contains(dev);
     out.sysctls.extend(
         map_of_ns(&state.sysctls, ns)
-            .filter(|((_, key), _)| crate::scope::sysctl_device(key).is_some_and(on)),
+            .filter(|((_, key), _)| crate::sysctl_device(key).is_some_and(on)),
     );
     for dev in &part.devices {
         let key = (ns.clone(), dev.clone());
@@ -93,8 +93,8 @@ fn restrict_part(state: &KernelState, ns: &Netns, part: &Part, out: &mut KernelS
             .filter(|r| rule_device(r).is_some_and(on)),
     );
     for key in &part.tables {
-        if let Some(text) = state.nft.get(key).filter(|_| key.ns == *ns) {
-            out.nft.insert(key.clone(), text.clone());
+        if let Some(content) = state.nft.get(key).filter(|_| key.ns == *ns) {
+            out.nft.insert(key.clone(), content.clone());
         }
     }
 }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::HaTask;
-use crate::view::KEY_EXT_DOWN_PREFIX;
+use crate::mesh::keys::KEY_EXT_DOWN_PREFIX;
 
 /// How often each external gateway is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use mesh_proto::{NodeId, NodeMode, ObjectId, SnatClaim};
 
-use crate::election::{ElectionInput, RouterInput};
-use crate::view::{ClusterView, Member, MemberState};
+use super::election::{ElectionInput, RouterInput};
+use crate::mesh::view::{ClusterView, Member, MemberState};
 
 /// The SNAT holder of each router with a gateway.
 pub type Holders = BTreeMap<ObjectId, NodeId>;

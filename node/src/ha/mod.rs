@@ -32,12 +32,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::election::{Election, ElectionConfig, ElectionEvent, ElectionInput};
-use crate::gossip::KEY_NODE_FACTS;
-use crate::reconcile::{wait_until_ready, Readiness};
-use crate::transport::{DatagramPort, DatagramSender};
-use crate::view::{ClusterView, ViewHandle, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX};
+use crate::mesh::keys::{KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX};
+use crate::mesh::transport::{DatagramPort, DatagramSender};
+use crate::mesh::view::{wait_until_ready, ClusterView, Readiness, ViewHandle};
+use election::{Election, ElectionConfig, ElectionEvent, ElectionInput};
 
+pub mod election;
 mod health;
 mod input;
 mod status;
@@ -69,7 +69,7 @@ pub struct HaSettings {
     /// Where the drain marker lives (`None`: not persisted).
     pub data_dir: Option<PathBuf>,
     /// Signs the claims this node publishes.
-    pub signer: Arc<crate::signing::Signer>,
+    pub signer: Arc<crate::mesh::pki::signing::Signer>,
     /// Whether to probe external gateways: only when this node programs its datapath, so an agent
     /// with `datapath = "off"` never sends on a host interface its configuration merely names.
     pub probe_gateways: bool,
@@ -335,7 +335,7 @@ impl HaTask {
         if let Some(dir) = &self.settings.data_dir {
             let path = dir.join(DRAIN_FILE);
             let r = if draining {
-                crate::agent::write_atomic(&path, b"1\n").map_err(|e| e.to_string())
+                crate::files::write_atomic(&path, b"1\n").map_err(|e| e.to_string())
             } else {
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
@@ -499,7 +499,7 @@ impl HaTask {
         let at = unix_ms();
         let mut kvs = Vec::new();
         for c in mine {
-            let signed = crate::signing::claim_message(c)
+            let signed = crate::mesh::pki::signing::claim_message(c)
                 .and_then(|m| self.settings.signer.sign(&m))
                 .and_then(|signature| {
                     Ok(mesh_proto::encode_value(&mesh_proto::SignedClaim {

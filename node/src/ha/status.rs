@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::{unix_ms, HaTask, Holders};
-use crate::view::{ClusterView, MemberState};
+use crate::mesh::view::{ClusterView, MemberState};
 
 /// Candidate state shown by `router show`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

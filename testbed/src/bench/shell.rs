@@ -134,8 +134,8 @@ pub fn commands(ops: &[Op]) -> Vec<String> {
                     f.dev
                 ),
             }),
-            Op::ReplaceNft { key, body } => {
-                let (skeleton, elements) = split_elements(body);
+            Op::ReplaceNft { key, table } => {
+                let (skeleton, elements) = split_elements(table);
                 let file = format!("$W/nft-{}-{}.nft", key.ns, key.name);
                 out.push(format!("cat > {file} <<'EOF'\n{skeleton}EOF"));
                 out.push(format!("{}nft -f {file}", exec_in(&key.ns)));
@@ -156,26 +156,14 @@ pub fn commands(ops: &[Op]) -> Vec<String> {
 
 /// The table text without set/map elements, and every (set, element) pair, so each element can be
 /// added by its own process.
-fn split_elements(body: &str) -> (String, Vec<(String, String)>) {
-    let mut skeleton = String::new();
+fn split_elements(table: &datapath::nft::Table) -> (String, Vec<(String, String)>) {
+    let mut skeleton = table.clone();
     let mut elements = Vec::new();
-    for line in body.lines() {
-        if let (Some(start), Some(name)) =
-            (line.find(" elements = { "), line.split_whitespace().nth(1))
-        {
-            let rest = &line[start + " elements = { ".len()..];
-            if let Some(end) = rest.find(" };") {
-                for e in rest[..end].split(", ") {
-                    elements.push((name.to_string(), e.to_string()));
-                }
-                skeleton.push_str(&line[..start]);
-                skeleton.push_str(&rest[end + " };".len()..]);
-                skeleton.push('\n');
-                continue;
-            }
+    for set in &mut skeleton.sets {
+        for e in set.elements.texts() {
+            elements.push((set.name.clone(), e));
         }
-        skeleton.push_str(line);
-        skeleton.push('\n');
+        set.elements = set.elements.emptied();
     }
-    (skeleton, elements)
+    (skeleton.to_string(), elements)
 }

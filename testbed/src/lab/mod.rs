@@ -517,15 +517,7 @@ impl Lab {
             .as_u64()
             .unwrap_or(1450)
             .to_string();
-        let short: String = port_id
-            .chars()
-            .rev()
-            .take(11)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let vm_end = format!("ve{short}");
+        let vm_end = datapath::plan::vm_device(&mesh_proto::ObjectId::new(port_id.as_str())?);
         let node_ns = self.node_ns(node);
         wait(
             Duration::from_secs(15),

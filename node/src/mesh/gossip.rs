@@ -1,16 +1,18 @@
 //! Starting chitchat for a node: its settings, the keys it publishes, and failure detection.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::transport::Transport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use mesh_proto::{NodeFacts, NodeId};
 
+use crate::mesh::keys::KEY_NODE_FACTS;
 use crate::Error;
 
-/// Gossip key holding a node's [`NodeFacts`].
-pub const KEY_NODE_FACTS: &str = "node";
+/// File under `data_dir` holding the last gossip generation used.
+const GENERATION_FILE: &str = "generation";
 
 /// What chitchat needs to run one node.
 #[derive(Clone, Debug)]
@@ -72,4 +74,39 @@ pub async fn start(
     spawn_chitchat(settings.chitchat_config(), keys, transport)
         .await
         .map_err(|e| Error::Transport(format!("{e:#}")))
+}
+
+/// A gossip generation larger than any this node used before: the wall clock in milliseconds, or
+/// one more than the last one persisted if the clock went backwards.
+pub fn next_generation(data_dir: &Path) -> Result<u64, Error> {
+    let path = data_dir.join(GENERATION_FILE);
+    let last = crate::files::read_limited("reading the last generation", &path, 64)?
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let generation = now.max(last.saturating_add(1));
+    crate::files::write_atomic(&path, generation.to_string().as_bytes())?;
+    Ok(generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_increase_even_if_the_clock_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = next_generation(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join(GENERATION_FILE),
+            (a + 1_000_000).to_string(),
+        )
+        .unwrap();
+        let b = next_generation(dir.path()).unwrap();
+        assert_eq!(b, a + 1_000_001);
+    }
 }

@@ -1,7 +1,19 @@
-//! Human-readable output of configuration commands.
+//! What the commands print for people: tables for lists, `key: value` lines for objects, the
+//! datapath plan and diff, SNAT status; and the JSON that `--json` prints instead.
 
+use std::path::Path;
+
+use dvrmesh_node::api::MemberInfo;
 use mesh_proto::ObjectKind;
 use serde_json::Value;
+
+/// Prints a result as pretty JSON.
+pub(crate) fn print_json(v: &Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(text) => println!("{text}"),
+        Err(_) => println!("{v}"),
+    }
+}
 
 /// Prints a configuration command's result for people: a table for lists, `key: value` lines for
 /// one object.
@@ -264,4 +276,74 @@ pub(crate) fn print_drain(v: &Value) {
         },
         scalar(v.get("waited_ms").unwrap_or(&Value::Null))
     );
+}
+
+pub(crate) fn print_paths(json: bool, cert: &Path, key: &Path) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"cert": cert.display().to_string(), "key": key.display().to_string()})
+        );
+    } else {
+        println!("wrote {}\nwrote {}", cert.display(), key.display());
+    }
+}
+
+pub(crate) fn print_members(members: &[MemberInfo]) {
+    let rows: Vec<[String; 6]> = members
+        .iter()
+        .map(|m| {
+            [
+                m.node_id.clone(),
+                m.mode.clone(),
+                m.tunnel_ip.clone(),
+                m.state.clone(),
+                m.snat_priority.to_string(),
+                m.gossip_addr.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["NODE", "MODE", "TUNNEL IP", "STATE", "PRIORITY", "GOSSIP"],
+        &rows,
+    );
+}
+
+pub(crate) fn print_status(v: &Value) {
+    let get = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_default();
+    println!("node            {}", get("node_id").trim_matches('"'));
+    println!("view generation {}", get("view_generation"));
+    println!(
+        "members         {} ({} alive)",
+        get("members"),
+        get("alive")
+    );
+    if let Some(t) = v.get("transport").and_then(|t| t.as_object()) {
+        for (k, val) in t {
+            println!("transport.{k:<20} {val}");
+        }
+    }
+}
+
+pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut width: [usize; N] = header.map(str::len);
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(header.to_vec()));
+    for r in rows {
+        println!("{}", line(r.iter().map(String::as_str).collect()));
+    }
 }

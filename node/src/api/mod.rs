@@ -19,11 +19,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::ha::HaHandle;
+use crate::mesh::transport::{PeerDirectory, TransportStats};
+use crate::mesh::view::{MemberState, ViewHandle};
 use crate::reconcile::Reconciler;
-use crate::store::ops::ConfigRequest;
-use crate::store::service::ConfigService;
-use crate::transport::{PeerDirectory, TransportStats};
-use crate::view::{MemberState, ViewHandle};
+use crate::store::ConfigService;
+use crate::tenant::ops::ConfigRequest;
 use crate::Error;
 
 /// Frame kind of a request.

@@ -1,160 +1,17 @@
-//! The converged cluster view: one writer builds an immutable [`ClusterView`] from chitchat state
-//! and publishes it; any number of readers load it without locks and wait for changes on a watch
-//! channel carrying the view's generation.
+//! Building a [`ClusterView`] from chitchat's node states: pure, the same input gives the same
+//! view on every node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use chitchat::{Chitchat, ChitchatId, NodeState};
-use mesh_proto::{NodeFacts, NodeId, ObjectId, SignedClaim, SnatClaim};
-use serde::Serialize;
-use tokio::sync::{watch, Mutex};
-use tokio::task::JoinHandle;
-use tracing::Instrument;
+use chitchat::{ChitchatId, NodeState};
+use mesh_proto::{NodeFacts, NodeId, ObjectId, SignedClaim};
 
-use crate::gossip::KEY_NODE_FACTS;
-use crate::signing::{claim_message, ClaimAuthority, KEY_CERT};
-use crate::store::TenantState;
-
-/// Whether a member is currently considered up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberState {
-    /// The failure detector hears its heartbeats.
-    Alive,
-    /// Its heartbeats stopped.
-    Dead,
-}
-
-/// One node of the cluster as this node sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    /// What the node published about itself.
-    pub facts: NodeFacts,
-    /// Up or down.
-    pub state: MemberState,
-    /// The gossip generation (start time) of the node's current life.
-    pub generation: u64,
-    /// Where it gossips.
-    pub gossip_addr: SocketAddr,
-    /// The SNAT claims it publishes (see [`crate::ha`]), by router.
-    pub snat_claims: BTreeMap<ObjectId, PublishedClaim>,
-    /// External networks whose gateway does not answer this node's probes.
-    pub external_down: BTreeSet<ObjectId>,
-}
-
-/// Gossip key prefix marking an external network whose gateway a node cannot reach:
-/// `ext-down/<external network id>`.
-pub const KEY_EXT_DOWN_PREFIX: &str = "ext-down/";
-
-/// The external networks a node reports unreachable.
-fn external_down(state: &NodeState) -> BTreeSet<ObjectId> {
-    state
-        .key_values()
-        .filter_map(|(k, _)| k.strip_prefix(KEY_EXT_DOWN_PREFIX))
-        .filter_map(|id| ObjectId::new(id).ok())
-        .collect()
-}
-
-/// A SNAT claim as a node publishes it in gossip, with why and when it was made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PublishedClaim {
-    /// The claim.
-    pub claim: SnatClaim,
-    /// Why the node took the router, and when (Unix ms), if it said.
-    pub why: Option<(u64, String)>,
-}
-
-/// Gossip key prefix of a node's SNAT claims: `snat/<router>`.
-pub const KEY_SNAT_PREFIX: &str = "snat/";
-/// Gossip key prefix of the reason of each claim: `snat-why/<router>` = `<unix ms> <reason>`.
-pub const KEY_SNAT_WHY_PREFIX: &str = "snat-why/";
-/// Longest reason kept from gossip.
-const MAX_WHY_CHARS: usize = 200;
-
-/// The SNAT claims a node publishes. A claim that does not decode, names another router than its
-/// key or another node than its publisher, or whose signature `authority` does not accept for the
-/// certificate the node publishes, is ignored: a node can only claim for itself.
-fn published_claims(
-    node: &NodeId,
-    state: &NodeState,
-    authority: &dyn ClaimAuthority,
-) -> BTreeMap<ObjectId, PublishedClaim> {
-    let mut out = BTreeMap::new();
-    let cert = state.get(KEY_CERT);
-    for (key, value) in state.key_values() {
-        let Some(router) = key.strip_prefix(KEY_SNAT_PREFIX) else {
-            continue;
-        };
-        let Ok(signed) = mesh_proto::decode_value::<SignedClaim>(value) else {
-            continue;
-        };
-        let claim = signed.claim;
-        if &claim.node != node || claim.router.as_str() != router {
-            continue;
-        }
-        let Ok(msg) = claim_message(&claim) else {
-            continue;
-        };
-        if !authority.verify(node, cert, &msg, &signed.signature) {
-            continue;
-        }
-        let why = state
-            .get(&format!("{KEY_SNAT_WHY_PREFIX}{router}"))
-            .and_then(|w| {
-                let (at, reason) = w.split_once(' ')?;
-                let reason: String = reason.chars().take(MAX_WHY_CHARS).collect();
-                Some((at.parse().ok()?, reason))
-            });
-        out.insert(claim.router.clone(), PublishedClaim { claim, why });
-    }
-    out
-}
-
-/// An immutable snapshot of the cluster. Built only by the view writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterView {
-    /// Increases by one each time the content changes.
-    pub generation: u64,
-    /// The node that built this view.
-    pub me: NodeId,
-    /// Every known member, by id.
-    pub members: BTreeMap<NodeId, Member>,
-    /// Nodes seen in gossip but left out, with the reason (e.g. undecodable facts).
-    pub excluded: BTreeMap<String, String>,
-    /// The tenant configuration merged from every node's published records.
-    pub tenant: TenantState,
-}
-
-impl ClusterView {
-    /// An empty view for `me`, generation 0.
-    pub fn empty(me: NodeId) -> Self {
-        ClusterView {
-            generation: 0,
-            me,
-            members: BTreeMap::new(),
-            excluded: BTreeMap::new(),
-            tenant: TenantState::default(),
-        }
-    }
-
-    /// Members currently alive.
-    pub fn alive(&self) -> impl Iterator<Item = &Member> {
-        self.members
-            .values()
-            .filter(|m| m.state == MemberState::Alive)
-    }
-
-    fn same_content(&self, other: &ClusterView) -> bool {
-        self.me == other.me
-            && self.members == other.members
-            && self.excluded == other.excluded
-            && self.tenant == other.tenant
-    }
-}
+use super::{ClusterView, Member, MemberState, PublishedClaim};
+use crate::mesh::keys::{
+    KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
+};
+use crate::mesh::pki::signing::{claim_message, ClaimAuthority};
+use crate::tenant::TenantState;
 
 /// Builds a view from chitchat's node states and live set. Pure: same input, same view.
 ///
@@ -245,83 +102,62 @@ pub fn build_view<'a>(
     }
 }
 
-/// The reading side of the view: cheap to clone, lock-free to read.
-#[derive(Clone)]
-pub struct ViewHandle {
-    current: Arc<ArcSwap<ClusterView>>,
-    changes: watch::Receiver<u64>,
+/// The external networks a node reports unreachable.
+fn external_down(state: &NodeState) -> BTreeSet<ObjectId> {
+    state
+        .key_values()
+        .filter_map(|(k, _)| k.strip_prefix(KEY_EXT_DOWN_PREFIX))
+        .filter_map(|id| ObjectId::new(id).ok())
+        .collect()
 }
 
-impl ViewHandle {
-    /// The current view.
-    pub fn load(&self) -> Arc<ClusterView> {
-        self.current.load_full()
-    }
+/// Longest reason kept from gossip.
+const MAX_WHY_CHARS: usize = 200;
 
-    /// A receiver that is notified with the new generation on every change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.clone()
-    }
-}
-
-/// Starts the single view writer for a chitchat instance.
-///
-/// It rebuilds on every membership notification from chitchat and at least every `resync`
-/// (liveness changes and key updates do not all notify), and publishes only when the content
-/// changed.
-pub fn spawn_writer(
-    chitchat: Arc<Mutex<Chitchat>>,
-    me: NodeId,
-    resync: Duration,
-    authority: Arc<dyn ClaimAuthority>,
-) -> (ViewHandle, JoinHandle<()>) {
-    let current = Arc::new(ArcSwap::from_pointee(ClusterView::empty(me.clone())));
-    let (tx, rx) = watch::channel(0u64);
-    let handle = ViewHandle {
-        current: current.clone(),
-        changes: rx,
-    };
-    let writer = async move {
-        let mut live_watch = chitchat.lock().await.live_nodes_watcher();
-        let mut ever_live: BTreeSet<ChitchatId> = BTreeSet::new();
-        let mut tick = tokio::time::interval(resync);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                changed = live_watch.changed() => if changed.is_err() { return },
-                _ = tick.tick() => {},
-            }
-            let prev = current.load_full();
-            let next = {
-                let guard = chitchat.lock().await;
-                let live: BTreeSet<ChitchatId> = guard.live_nodes().cloned().collect();
-                // Forget lives chitchat itself has garbage-collected.
-                ever_live.retain(|id| guard.node_states().contains_key(id));
-                ever_live.extend(live.iter().cloned());
-                build_view(
-                    &me,
-                    prev.generation + 1,
-                    guard.node_states(),
-                    &live,
-                    &ever_live,
-                    authority.as_ref(),
-                )
-            };
-            if !next.same_content(&prev) {
-                let generation = next.generation;
-                current.store(Arc::new(next));
-                let _ = tx.send(generation);
-            }
+/// The SNAT claims a node publishes. A claim that does not decode, names another router than its
+/// key or another node than its publisher, or whose signature `authority` does not accept for the
+/// certificate the node publishes, is ignored: a node can only claim for itself.
+fn published_claims(
+    node: &NodeId,
+    state: &NodeState,
+    authority: &dyn ClaimAuthority,
+) -> BTreeMap<ObjectId, PublishedClaim> {
+    let mut out = BTreeMap::new();
+    let cert = state.get(KEY_CERT);
+    for (key, value) in state.key_values() {
+        let Some(router) = key.strip_prefix(KEY_SNAT_PREFIX) else {
+            continue;
+        };
+        let Ok(signed) = mesh_proto::decode_value::<SignedClaim>(value) else {
+            continue;
+        };
+        let claim = signed.claim;
+        if &claim.node != node || claim.router.as_str() != router {
+            continue;
         }
-    };
-    let task = tokio::spawn(writer.in_current_span());
-    (handle, task)
+        let Ok(msg) = claim_message(&claim) else {
+            continue;
+        };
+        if !authority.verify(node, cert, &msg, &signed.signature) {
+            continue;
+        }
+        let why = state
+            .get(&format!("{KEY_SNAT_WHY_PREFIX}{router}"))
+            .and_then(|w| {
+                let (at, reason) = w.split_once(' ')?;
+                let reason: String = reason.chars().take(MAX_WHY_CHARS).collect();
+                Some((at.parse().ok()?, reason))
+            });
+        out.insert(claim.router.clone(), PublishedClaim { claim, why });
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_proto::{dvr_mac_for, NodeMode, Priority};
+    use crate::mesh::keys::KEY_NODE_FACTS;
+    use mesh_proto::{dvr_mac_for, NodeMode, Priority, SnatClaim};
 
     fn facts(id: &str) -> NodeFacts {
         let id = NodeId::new(id).unwrap();
@@ -367,7 +203,7 @@ mod tests {
             states.iter().map(|(i, s)| (i, s)),
             &live,
             &ever,
-            &crate::signing::TrustAll,
+            &crate::mesh::pki::signing::TrustAll,
         );
         assert_eq!(v.generation, 7);
         assert_eq!(v.members.len(), 1);
@@ -388,7 +224,7 @@ mod tests {
             [(&a, &s)],
             &BTreeSet::new(),
             &ever,
-            &crate::signing::TrustAll,
+            &crate::mesh::pki::signing::TrustAll,
         );
         assert_eq!(v.members.values().next().unwrap().state, MemberState::Dead);
     }
@@ -403,7 +239,7 @@ mod tests {
             [(&a, &s)],
             &BTreeSet::new(),
             &BTreeSet::new(),
-            &crate::signing::TrustAll,
+            &crate::mesh::pki::signing::TrustAll,
         );
         assert!(v.members.is_empty());
     }
@@ -420,7 +256,7 @@ mod tests {
             [(&old, &s), (&new, &s)],
             &BTreeSet::new(),
             &ever,
-            &crate::signing::TrustAll,
+            &crate::mesh::pki::signing::TrustAll,
         );
         assert_eq!(v.members.values().next().unwrap().generation, 1);
     }
@@ -460,7 +296,14 @@ mod tests {
         );
         let live: BTreeSet<_> = [a.clone()].into_iter().collect();
         let me = NodeId::new("a").unwrap();
-        let v = build_view(&me, 1, [(&a, &s)], &live, &live, &crate::signing::TrustAll);
+        let v = build_view(
+            &me,
+            1,
+            [(&a, &s)],
+            &live,
+            &live,
+            &crate::mesh::pki::signing::TrustAll,
+        );
         let claims = &v.members[&me].snat_claims;
         assert_eq!(
             claims.keys().map(|r| r.as_str()).collect::<Vec<_>>(),

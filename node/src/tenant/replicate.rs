@@ -37,12 +37,8 @@ pub fn replica_set<'a>(object: &str, live: &'a BTreeSet<NodeId>, k: usize) -> Ve
 }
 
 fn rendezvous_weight(object: &str, node: &str) -> u64 {
-    // FNV-1a over object, a separator, node; then a 64-bit finaliser for good spread.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in object.bytes().chain([0xff]).chain(node.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    // FNV-1a over object and node, then a 64-bit finaliser for good spread.
+    let mut h = mesh_proto::hash::fnv1a64(&[object.as_bytes(), node.as_bytes()]);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

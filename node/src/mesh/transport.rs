@@ -30,10 +30,10 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn, Instrument};
 
-use crate::gossip_wire::{
+use crate::mesh::pki::{peer_node_id, Credentials};
+use crate::mesh::wire::{
     claimed_identity_mismatch, decode_gossip, encode_gossip, MAX_GOSSIP_FRAME,
 };
-use crate::tls::{peer_node_id, Credentials};
 use crate::Error;
 
 /// Frames queued per peer before new ones are dropped.

@@ -5,6 +5,8 @@
 //! [`KEY_CERT`]) and signs each claim with the private key of that certificate; a reader accepts a
 //! claim only if the certificate chains to the cluster CA, names the claimant, and the signature
 //! over the claim verifies. Certificates are checked once and cached.
+//!
+//! [`KEY_CERT`]: crate::mesh::keys::KEY_CERT
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,11 +19,8 @@ use ring::signature::{
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 
-use crate::tls::node_id_from_cert;
+use super::identity::node_id_from_cert;
 use crate::Error;
-
-/// Gossip key holding a node's certificate (DER, encoded like every value).
-pub const KEY_CERT: &str = "cert";
 /// Most certificates remembered by a verifier.
 const MAX_CACHED: usize = 4096;
 
@@ -61,14 +60,17 @@ impl Signer {
 /// Verifies what other nodes signed, against the certificates they publish.
 pub trait ClaimAuthority: Send + Sync {
     /// Whether `sig` is `node`'s signature over `msg`, per the certificate `node` publishes
-    /// (`cert`: its [`KEY_CERT`] gossip value).
+    /// (`cert`: its [`crate::mesh::keys::KEY_CERT`] gossip value).
     fn verify(&self, node: &NodeId, cert: Option<&str>, msg: &[u8], sig: &[u8]) -> bool;
 }
 
-/// Accepts everything: for simulations that run without TLS.
+/// Accepts everything: for simulations that run without TLS. Only in test builds (the
+/// `testsuite` feature).
+#[cfg(any(test, feature = "testsuite"))]
 #[derive(Debug, Clone, Copy)]
 pub struct TrustAll;
 
+#[cfg(any(test, feature = "testsuite"))]
 impl ClaimAuthority for TrustAll {
     fn verify(&self, _: &NodeId, _: Option<&str>, _: &[u8], _: &[u8]) -> bool {
         true
@@ -150,7 +152,7 @@ pub fn claim_message(claim: &mesh_proto::SnatClaim) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::{init_ca, issue_node_cert, Credentials};
+    use crate::mesh::pki::{init_ca, issue_node_cert, Credentials};
     use mesh_proto::{ObjectId, Priority, SnatClaim};
 
     fn creds(dir: &std::path::Path, ca: &std::path::Path, node: &str) -> Credentials {

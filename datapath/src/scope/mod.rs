@@ -184,19 +184,6 @@ impl Scope {
     }
 }
 
-/// The device of an interface sysctl (`net.ipv4.conf.<dev>.…`, `net.ipv4.neigh.<dev>.…`).
-pub fn sysctl_device(key: &str) -> Option<&str> {
-    let mut parts = key.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some(_), Some("conf" | "neigh"), Some(dev))
-            if dev != "all" && dev != "default" =>
-        {
-            Some(dev)
-        }
-        _ => None,
-    }
-}
-
 /// The scope of a pass from `before` to `after`: every namespace whose objects differ, whole,
 /// except the shared ones (the host, `fip-` namespaces), which are taken by device when everything
 /// that differs there is on a device or is an nft table (a veth pair inside the host is taken with

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use tracing::{debug, warn};
 
-use crate::view::ViewHandle;
+use crate::mesh::view::ViewHandle;
 use mesh_proto::NodeId;
 
 /// File under `data_dir`.
@@ -25,17 +25,11 @@ const MAX_PEERS: usize = 4096;
 /// not a list of addresses (a warning says which).
 pub fn load(data_dir: &Path) -> Vec<String> {
     let path = data_dir.join(PEERS_FILE);
-    match std::fs::metadata(&path) {
-        Err(_) => return Vec::new(),
-        Ok(m) if m.len() > MAX_FILE => {
-            warn!(path = %path.display(), "remembered peers file is too large; ignored");
-            return Vec::new();
-        }
-        Ok(_) => {}
-    }
-    let parsed = std::fs::read(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string()));
+    let parsed = match crate::files::read_limited("reading remembered peers", &path, MAX_FILE) {
+        Ok(None) => return Vec::new(),
+        Ok(Some(b)) => serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     match parsed {
         Ok(mut peers) => {
             peers.retain(|p| p.parse::<std::net::SocketAddr>().is_ok());
@@ -70,7 +64,7 @@ pub fn spawn_recorder(
             if now != last && !now.is_empty() {
                 let list: Vec<&String> = now.iter().collect();
                 match serde_json::to_vec(&list) {
-                    Ok(data) => match crate::agent::write_atomic(&data_dir.join(PEERS_FILE), &data)
+                    Ok(data) => match crate::files::write_atomic(&data_dir.join(PEERS_FILE), &data)
                     {
                         Ok(()) => debug!(peers = now.len(), "remembered the live peers"),
                         Err(e) => warn!(error = %e, "cannot remember the live peers"),

@@ -9,85 +9,21 @@
 //! change, not the number of routers on the node. The first pass, every resync and every pass
 //! after a failure observe everything, which finds drift made by anyone else within one resync.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datapath::{
-    default_snat_holders, diff, plan, reconcile_pass, Desired, Kernel, NodeInfo, Op, PassOutcome,
-    Plan, Topology,
-};
-use mesh_proto::{NodeId, ObjectId};
+use datapath::{diff, plan, reconcile_pass, Desired, Kernel, Op, PassOutcome, Plan};
+use mesh_proto::NodeId;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::ha::Holders;
-use crate::store::service::ConfigService;
-use crate::view::{ClusterView, MemberState, ViewHandle};
+use crate::mesh::view::{wait_until_ready, Readiness, ViewHandle};
+use crate::store::ConfigService;
 
-/// The planner's input, from the converged view and the SNAT holders the election resolved
-/// (`None`: no election runs, as in tests; the best live candidate is taken). Pure.
-pub fn topology_from_view(view: &ClusterView, holders: Option<&Holders>) -> Topology {
-    let t = &view.tenant;
-    let mut topo = Topology {
-        nodes: view
-            .members
-            .iter()
-            .map(|(id, m)| {
-                (
-                    id.clone(),
-                    NodeInfo {
-                        facts: m.facts.clone(),
-                        alive: m.state == MemberState::Alive,
-                    },
-                )
-            })
-            .collect(),
-        networks: t.networks().map(|x| (x.id.clone(), x.clone())).collect(),
-        subnets: t.subnets().map(|x| (x.id.clone(), x.clone())).collect(),
-        external_networks: t
-            .external_networks()
-            .map(|x| (x.id.clone(), x.clone()))
-            .collect(),
-        routers: t.routers().map(|x| (x.id.clone(), x.clone())).collect(),
-        ports: t.ports().map(|x| (x.id.clone(), x.clone())).collect(),
-        fips: t
-            .floating_ips()
-            .map(|x| (x.id.clone(), x.clone()))
-            .collect(),
-        snat_holders: Default::default(),
-    };
-    topo.snat_holders = match holders {
-        Some(h) => h
-            .iter()
-            .filter(|(r, _)| topo.routers.get(*r).is_some_and(|r| r.gateway.is_some()))
-            .map(|(r, n)| (r.clone(), n.clone()))
-            .collect(),
-        None => default_snat_holders(&topo),
-    };
-    topo
-}
+mod topology;
 
-/// External networks on which `me` serves a FIP but has no FIP gateway port yet.
-pub fn missing_fip_gateways(t: &Topology, me: &NodeId) -> BTreeSet<ObjectId> {
-    let mut out = BTreeSet::new();
-    for f in t.fips.values() {
-        let Some(port) = f.port.as_ref().and_then(|p| t.ports.get(p)) else {
-            continue;
-        };
-        if &port.host != me {
-            continue;
-        }
-        let has_gateway = t
-            .ports
-            .values()
-            .any(|p| p.network == f.external_network && &p.host == me);
-        if !has_gateway {
-            out.insert(f.external_network.clone());
-        }
-    }
-    out
-}
+pub use topology::{missing_fip_gateways, topology_from_view};
 
 /// What the last pass did, for `dvrmesh status` and `datapath diff`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -110,20 +46,6 @@ pub struct PassReport {
 
 /// A kernel shared between the loop and the API (for `datapath diff`).
 pub type SharedKernel = Arc<Mutex<Box<dyn Kernel + Send>>>;
-
-/// When the first pass may run. A restarted agent starts with a view holding little more than
-/// itself; planning from it would tear down a datapath that is carrying traffic. So the first pass
-/// waits until this node is a member, sees a peer (when it was given seeds), and the view has not
-/// changed for `settle` — or until `max_wait`, after which it goes ahead with what it has.
-#[derive(Clone, Debug)]
-pub struct Readiness {
-    /// Whether other nodes are expected (the agent has seeds other than itself).
-    pub expect_peers: bool,
-    /// How long the view must be unchanged.
-    pub settle: Duration,
-    /// The longest wait.
-    pub max_wait: Duration,
-}
 
 /// The reconciler of one node.
 pub struct Reconciler {
@@ -318,41 +240,6 @@ impl Reconciler {
                 last.error = Some(e.to_string());
                 false
             }
-        }
-    }
-}
-
-/// Waits until the view is ready for a first pass or a first claim (see [`Readiness`]).
-pub async fn wait_until_ready(view: &ViewHandle, me: &NodeId, readiness: &Readiness, what: &str) {
-    let start = tokio::time::Instant::now();
-    let mut changes = view.subscribe();
-    let mut last_change = tokio::time::Instant::now();
-    loop {
-        let v = view.load();
-        let me_known = v.members.contains_key(me);
-        let peers_ok = !readiness.expect_peers || v.alive().any(|m| m.facts.node_id() != me);
-        if me_known && peers_ok && last_change.elapsed() >= readiness.settle {
-            info!(
-                waited_ms = start.elapsed().as_millis() as u64,
-                members = v.members.len(),
-                alive = v.alive().count(),
-                "view settled; {what}"
-            );
-            return;
-        }
-        if start.elapsed() >= readiness.max_wait {
-            warn!(
-                me_known,
-                peers_ok, "view did not settle in time; {what} with what it holds"
-            );
-            return;
-        }
-        tokio::select! {
-            r = changes.changed() => {
-                if r.is_err() { return; }
-                last_change = tokio::time::Instant::now();
-            }
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
 }

@@ -1,0 +1,438 @@
+//! Compiles a typed table ([`crate::nft::Table`]) into the kernel's form ([`wire::Table`]):
+//! nftables VM expressions for every statement, and the implicit dependencies nft adds the way nft
+//! adds them (`meta iiftype ether` before the first `ether` field of a netdev rule; then
+//! `ether type`, or `meta protocol` when no `ether` field came first, before an `ip` or `arp`
+//! field).
+
+use std::net::Ipv4Addr;
+
+use mesh_proto::Ipv4Cidr;
+
+use super::nft_wire::{self as wire, Base, DataType, Element, Expr};
+use crate::nft::{Against, ChainKind, Elements, Field, Hook, Nat, Priority, Stmt, Table};
+use crate::NftFamily;
+
+/// `NFT_META_PROTOCOL`, `NFT_META_MARK`, `NFT_META_IIFNAME`, `NFT_META_OIFNAME`,
+/// `NFT_META_IIFTYPE`.
+const META_PROTOCOL: u32 = 1;
+const META_MARK: u32 = 3;
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+const META_IIFTYPE: u32 = 8;
+/// `ARPHRD_ETHER`, host order, as `meta iiftype` holds it.
+const ARPHRD_ETHER: [u8; 2] = 1u16.to_ne_bytes();
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+/// `IFNAMSIZ`.
+const IFNAMSIZ: usize = 16;
+/// `ARPOP_REQUEST`.
+const ARP_REQUEST: u16 = 1;
+
+/// The kernel form of `table`, commented with `comment`. Fails on what [`Table::check`] refuses
+/// and on overlapping prefixes in an interval set.
+pub(crate) fn compile(table: &Table, comment: String) -> Result<wire::Table, String> {
+    table.check()?;
+    if comment.len() > 127 {
+        return Err("comment too long".into());
+    }
+    let mut sets = Vec::with_capacity(table.sets.len());
+    for set in &table.sets {
+        sets.push(compile_set(&set.name, &set.elements)?);
+    }
+    let chains = table
+        .chains
+        .iter()
+        .map(|c| wire::Chain {
+            name: c.name.clone(),
+            hook: Some(hook(c.kind, &c.hook, c.priority)),
+            rules: c
+                .rules
+                .iter()
+                .map(|r| compile_rule(&r.0, table.family))
+                .collect(),
+        })
+        .collect();
+    Ok(wire::Table {
+        family: table.family,
+        name: table.name.clone(),
+        comment: Some(comment),
+        sets,
+        chains,
+    })
+}
+
+fn compile_set(name: &str, elements: &Elements) -> Result<wire::Set, String> {
+    let plain = |key: Vec<u8>| Element {
+        key,
+        end: None,
+        data: None,
+    };
+    let (key, data, interval, elements) = match elements {
+        Elements::Macs(v) => (
+            DataType::Ether,
+            None,
+            false,
+            v.iter().map(|m| plain(m.octets().to_vec())).collect(),
+        ),
+        Elements::Addrs(v) => (
+            DataType::Ipv4,
+            None,
+            false,
+            v.iter().map(|a| plain(a.octets().to_vec())).collect(),
+        ),
+        Elements::Prefixes(v) => (DataType::Ipv4, None, true, ranges(name, v)?),
+        Elements::AddrMap(v) => (
+            DataType::Ipv4,
+            Some(DataType::Ipv4),
+            false,
+            v.iter()
+                .map(|(k, d)| Element {
+                    key: k.octets().to_vec(),
+                    end: None,
+                    data: Some(d.octets().to_vec()),
+                })
+                .collect(),
+        ),
+    };
+    Ok(wire::Set {
+        name: name.to_string(),
+        key,
+        data,
+        interval,
+        elements,
+    })
+}
+
+/// Prefixes as sorted ranges `[start, end)`; `end` is `None` for a range that runs to the top of
+/// the address space. Overlaps are refused, as nft refuses them.
+fn ranges(set: &str, prefixes: &[Ipv4Cidr]) -> Result<Vec<Element>, String> {
+    let mut out: Vec<(u32, Option<u32>)> = prefixes
+        .iter()
+        .map(|c| {
+            let start = u32::from(c.network());
+            let end = u64::from(start) + (1u64 << (32 - u32::from(c.prefix())));
+            (start, u32::try_from(end).ok())
+        })
+        .collect();
+    out.sort();
+    for pair in out.windows(2) {
+        if pair[0].1.is_none_or(|end| end > pair[1].0) {
+            return Err(format!("overlapping prefixes in set {set}"));
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(start, end)| Element {
+            key: start.to_be_bytes().to_vec(),
+            end: end.map(|e| e.to_be_bytes().to_vec()),
+            data: None,
+        })
+        .collect())
+}
+
+fn hook(kind: ChainKind, hook: &Hook, priority: Priority) -> wire::Hook {
+    let (hooknum, device) = match hook {
+        Hook::Prerouting => (0, None),
+        Hook::Postrouting => (4, None),
+        Hook::Ingress(dev) => (0, Some(dev.clone())),
+        Hook::Egress(dev) => (1, Some(dev.clone())),
+    };
+    wire::Hook {
+        chain_type: match kind {
+            ChainKind::Filter => "filter",
+            ChainKind::Nat => "nat",
+        },
+        hooknum,
+        priority: match priority {
+            Priority::Raw => -300,
+            Priority::Mangle => -150,
+            Priority::DstNat => -100,
+            Priority::SrcNat => 100,
+            Priority::Value(v) => v,
+        },
+        device,
+        accept: true,
+    }
+}
+
+/// What a rule has matched so far, for nft's implicit dependencies.
+#[derive(Default)]
+struct Deps {
+    ether: bool,
+    l3: Option<[u8; 2]>,
+}
+
+impl Deps {
+    fn ether(&mut self, out: &mut Vec<Expr>) {
+        if !self.ether {
+            out.push(Expr::MetaLoad(META_IIFTYPE));
+            out.push(Expr::CmpEq(ARPHRD_ETHER.to_vec()));
+            self.ether = true;
+        }
+    }
+
+    /// The protocol check before an `ip` or `arp` field: none in an `ip` table for `ip` (the
+    /// family implies it), once per rule elsewhere.
+    fn l3(&mut self, family: NftFamily, proto: [u8; 2], out: &mut Vec<Expr>) {
+        if (family == NftFamily::Ip && proto == ETH_P_IP) || self.l3 == Some(proto) {
+            return;
+        }
+        if self.ether {
+            out.push(Expr::PayloadLoad {
+                base: Base::Link,
+                offset: 12,
+                len: 2,
+            });
+        } else {
+            out.push(Expr::MetaLoad(META_PROTOCOL));
+        }
+        out.push(Expr::CmpEq(proto.to_vec()));
+        self.l3 = Some(proto);
+    }
+}
+
+/// The expressions of one rule. [`Table::check`] has made sure every statement exists in
+/// `family` and names a set of the right type.
+fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
+    let mut out = Vec::new();
+    let mut deps = Deps::default();
+    for stmt in stmts {
+        match stmt {
+            Stmt::Ether(field, what) => {
+                deps.ether(&mut out);
+                let offset = match field {
+                    Field::Daddr => 0,
+                    Field::Saddr => 6,
+                };
+                out.push(link_field(offset, 6));
+                out.push(match what {
+                    Against::Value(mac) => Expr::CmpEq(mac.octets().to_vec()),
+                    Against::Set(s) => lookup(s, false),
+                });
+            }
+            Stmt::Ip(field, what) => {
+                deps.l3(family, ETH_P_IP, &mut out);
+                let offset = ip_offset(*field);
+                match what {
+                    Against::Value(prefix) => prefix_match(*prefix, offset, &mut out),
+                    Against::Set(s) => {
+                        out.push(network_field(offset, 4));
+                        out.push(lookup(s, false));
+                    }
+                }
+            }
+            Stmt::ArpRequest => {
+                deps.l3(family, ETH_P_ARP, &mut out);
+                out.push(network_field(6, 2));
+                out.push(Expr::CmpEq(ARP_REQUEST.to_be_bytes().to_vec()));
+            }
+            Stmt::ArpTargetIp(ip) => {
+                deps.l3(family, ETH_P_ARP, &mut out);
+                prefix_match(host(*ip), 24, &mut out);
+            }
+            Stmt::Iifname(dev) => if_name(META_IIFNAME, dev, &mut out),
+            Stmt::Oifname(dev) => if_name(META_OIFNAME, dev, &mut out),
+            Stmt::Counter => out.push(Expr::Counter),
+            Stmt::Drop => out.push(Expr::Verdict(0)),
+            Stmt::Notrack => out.push(Expr::Notrack),
+            Stmt::SetEtherSaddr(mac) => {
+                deps.ether(&mut out);
+                out.push(Expr::Immediate(mac.octets().to_vec()));
+                out.push(Expr::PayloadWrite {
+                    base: Base::Link,
+                    offset: 6,
+                    len: 6,
+                });
+            }
+            Stmt::SetMark(mark) => {
+                out.push(Expr::Immediate(mark.to_ne_bytes().to_vec()));
+                out.push(Expr::MetaSet(META_MARK));
+            }
+            Stmt::NatMap(nat, field, map) => {
+                out.push(network_field(ip_offset(*field), 4));
+                out.push(lookup(map, true));
+                out.push(Expr::Nat {
+                    dnat: *nat == Nat::Dnat,
+                });
+            }
+            Stmt::NatTo(nat, addr) => {
+                out.push(Expr::Immediate(addr.octets().to_vec()));
+                out.push(Expr::Nat {
+                    dnat: *nat == Nat::Dnat,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn link_field(offset: u32, len: u32) -> Expr {
+    Expr::PayloadLoad {
+        base: Base::Link,
+        offset,
+        len,
+    }
+}
+
+fn network_field(offset: u32, len: u32) -> Expr {
+    Expr::PayloadLoad {
+        base: Base::Network,
+        offset,
+        len,
+    }
+}
+
+fn ip_offset(field: Field) -> u32 {
+    match field {
+        Field::Saddr => 12,
+        Field::Daddr => 16,
+    }
+}
+
+fn host(ip: Ipv4Addr) -> Ipv4Cidr {
+    // A /32 of any address is a valid prefix.
+    Ipv4Cidr::new(ip, 32).unwrap_or_else(|_| unreachable!())
+}
+
+fn lookup(set: &str, map: bool) -> Expr {
+    Expr::Lookup {
+        set: set.to_string(),
+        map,
+    }
+}
+
+fn if_name(key: u32, dev: &str, out: &mut Vec<Expr>) {
+    out.push(Expr::MetaLoad(key));
+    let mut padded = dev.as_bytes().to_vec();
+    padded.resize(IFNAMSIZ, 0);
+    out.push(Expr::CmpEq(padded));
+}
+
+/// Matches the 4-byte field at network `offset` against a prefix, as nft does: the whole bytes of
+/// the prefix, masked when it ends inside a byte. (`Table::check` refuses /0.)
+fn prefix_match(prefix: Ipv4Cidr, offset: u32, out: &mut Vec<Expr>) {
+    let bits = u32::from(prefix.prefix());
+    let bytes = bits.div_ceil(8);
+    out.push(network_field(offset, bytes));
+    let value = prefix.network().octets()[..bytes as usize].to_vec();
+    if bits % 8 != 0 {
+        let mask = (u32::MAX << (32 - bits)).to_be_bytes()[..bytes as usize].to_vec();
+        out.push(Expr::Mask(mask));
+    }
+    out.push(Expr::CmpEq(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::{Chain, Rule, Set};
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        s.parse().expect("cidr")
+    }
+
+    fn netdev(rules: Vec<Rule>, sets: Vec<Set>) -> Table {
+        Table {
+            family: NftFamily::Netdev,
+            name: "dvrmesh_vx1".into(),
+            sets,
+            chains: vec![Chain {
+                name: "in".into(),
+                kind: ChainKind::Filter,
+                hook: Hook::Ingress("vx1".into()),
+                priority: Priority::Value(0),
+                rules,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_netdev_rule_gets_nfts_implicit_dependencies() {
+        let t = netdev(
+            vec![
+                Rule(vec![
+                    Stmt::Ether(Field::Saddr, Against::Set("remote_dvr".into())),
+                    Stmt::Ip(Field::Daddr, Against::Value(cidr("10.0.1.0/24"))),
+                    Stmt::Counter,
+                    Stmt::SetEtherSaddr("fa:16:3e:00:00:01".parse().expect("mac")),
+                ]),
+                Rule(vec![
+                    Stmt::ArpRequest,
+                    Stmt::ArpTargetIp("10.0.1.1".parse().expect("ip")),
+                    Stmt::Drop,
+                ]),
+            ],
+            vec![Set {
+                name: "remote_dvr".into(),
+                elements: Elements::Macs(vec!["fa:16:3f:00:00:01".parse().expect("mac")]),
+            }],
+        );
+        let w = compile(&t, "dvrmesh:1".into()).expect("compiles");
+        assert_eq!(w.comment.as_deref(), Some("dvrmesh:1"));
+        assert_eq!(w.sets[0].elements[0].key, vec![0xfa, 0x16, 0x3f, 0, 0, 1]);
+        let hook = w.chains[0].hook.as_ref().expect("hook");
+        assert_eq!((hook.hooknum, hook.device.as_deref()), (0, Some("vx1")));
+        assert_eq!(
+            w.chains[0].rules[0],
+            vec![
+                Expr::MetaLoad(META_IIFTYPE),
+                Expr::CmpEq(ARPHRD_ETHER.to_vec()),
+                link_field(6, 6),
+                lookup("remote_dvr", false),
+                link_field(12, 2),
+                Expr::CmpEq(vec![8, 0]),
+                network_field(16, 3),
+                Expr::CmpEq(vec![10, 0, 1]),
+                Expr::Counter,
+                Expr::Immediate(vec![0xfa, 0x16, 0x3e, 0, 0, 1]),
+                Expr::PayloadWrite {
+                    base: Base::Link,
+                    offset: 6,
+                    len: 6
+                },
+            ]
+        );
+        let arp = &w.chains[0].rules[1];
+        assert_eq!(arp[0], Expr::MetaLoad(META_PROTOCOL));
+        assert_eq!(arp[1], Expr::CmpEq(vec![8, 6]));
+        assert_eq!(arp[4], network_field(24, 4), "the ARP target address");
+        assert_eq!(arp.last(), Some(&Expr::Verdict(0)));
+    }
+
+    #[test]
+    fn prefix_sets_become_sorted_ranges_and_overlaps_are_refused() {
+        let set = |v: &[&str]| Elements::Prefixes(v.iter().map(|c| cidr(c)).collect());
+        let s = compile_set(
+            "s",
+            &set(&["10.0.2.0/23", "10.0.1.0/24", "255.255.255.0/24"]),
+        )
+        .expect("disjoint");
+        assert!(s.interval);
+        assert_eq!(s.elements[0].key, vec![10, 0, 1, 0]);
+        assert_eq!(s.elements[0].end, Some(vec![10, 0, 2, 0]));
+        assert_eq!(s.elements[1].end, Some(vec![10, 0, 4, 0]));
+        assert_eq!(s.elements[2].end, None, "a range to the top has no end");
+        assert!(compile_set("s", &set(&["10.0.0.0/16", "10.0.1.0/24"])).is_err());
+    }
+
+    #[test]
+    fn a_prefix_ending_inside_a_byte_is_masked() {
+        let mut out = Vec::new();
+        prefix_match(cidr("10.0.0.0/12"), 12, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                network_field(12, 2),
+                Expr::Mask(vec![0xff, 0xf0]),
+                Expr::CmpEq(vec![10, 0])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_check_refuses_is_not_compiled() {
+        let mut t = netdev(vec![], vec![]);
+        t.chains[0].hook = Hook::Ingress("a-very-long-device-name".into());
+        assert!(compile(&t, "dvrmesh:1".into()).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! The mesh: how nodes find, authenticate and hear each other, and the converged view they build.
+//!
+//! - [`pki`]: the cluster CA, node certificates, the TLS configurations, owner signatures.
+//! - [`transport`]: QUIC under chitchat (one uni stream per gossip message), election datagrams.
+//! - [`wire`]: the checks on every gossip frame before chitchat parses it.
+//! - [`gossip`]: starting chitchat with this node's settings and keys; its generation.
+//! - [`keys`]: the names of the gossip keys a node publishes.
+//! - [`view`]: the one writer of the immutable [`view::ClusterView`]; readiness of a new view.
+//! - [`peers`]: the peers remembered across restarts.
+//!
+//! It knows nothing of the datapath, the SNAT election or the API, which all read the view.
+
+pub mod gossip;
+pub mod keys;
+pub mod peers;
+pub mod pki;
+pub mod transport;
+pub mod view;
+pub mod wire;

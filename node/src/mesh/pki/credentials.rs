@@ -1,0 +1,172 @@
+//! A node's loaded credentials and the rustls configurations that make every gossip connection
+//! mutually authenticated: both ends verify the peer's chain against the cluster CA and read the
+//! peer's node id from its certificate; the transport then refuses gossip that claims another id
+//! from that peer's connection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mesh_proto::NodeId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::identity::{load_certs, node_id_from_cert, provider};
+use super::signing::{PeerCerts, Signer};
+use crate::Error;
+
+/// ALPN protocol id of the gossip transport.
+pub const ALPN: &[u8] = b"dvrmesh/1";
+
+/// A node's loaded credentials.
+#[derive(Debug)]
+pub struct Credentials {
+    /// The node id its certificate is issued to.
+    pub node_id: NodeId,
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Credentials {
+    /// Loads the CA certificate, the node certificate and its key, and reads the node id from the
+    /// certificate.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, Error> {
+        let ca_der = load_certs(ca)?;
+        let mut roots = RootCertStore::empty();
+        for c in ca_der {
+            roots
+                .add(c)
+                .map_err(|e| Error::Tls(format!("CA certificate {}: {e}", ca.display())))?;
+        }
+        let chain = load_certs(cert)?;
+        let node_id = node_id_from_cert(&chain[0])
+            .map_err(|e| Error::Tls(format!("certificate {}: {e}", cert.display())))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| Error::Tls(format!("private key {}: {e}", key.display())))?;
+        Ok(Credentials {
+            node_id,
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
+    }
+
+    /// A signer with this node's key, for owner-signed gossip values.
+    pub fn signer(&self) -> Result<Signer, Error> {
+        match &self.key {
+            PrivateKeyDer::Pkcs8(k) => Signer::from_pkcs8(k.secret_pkcs8_der()),
+            _ => Err(Error::Tls(
+                "node key must be PKCS#8 (as `dvrmesh cert issue` writes it) to sign claims".into(),
+            )),
+        }
+    }
+
+    /// Verifies other nodes' signatures against the certificates they publish.
+    pub fn peer_certs(&self) -> Result<PeerCerts, Error> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider(),
+        )
+        .build()
+        .map_err(|e| Error::Tls(format!("client verifier: {e}")))?;
+        Ok(PeerCerts::new(verifier))
+    }
+
+    /// This node's certificate as published in gossip.
+    pub fn published_cert(&self) -> Result<String, Error> {
+        Ok(mesh_proto::encode_value(&self.chain[0].as_ref().to_vec())?)
+    }
+
+    /// The rustls server side: TLS 1.3, a client certificate from the cluster CA required.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, Error> {
+        let provider = provider();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::Tls(format!("client verifier: {e}")))?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| Error::Tls(format!("node certificate: {e}")))?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+
+    /// The rustls client side: TLS 1.3, presents the node certificate, accepts any server whose
+    /// chain leads to the cluster CA and whose certificate names a valid node id.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
+        let provider = provider();
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::Tls(format!("server verifier: {e}")))?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NodeCertVerifier { inner }))
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| Error::Tls(format!("node certificate: {e}")))?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// Verifies a server certificate against the cluster CA using the node id it names as the
+/// expected server name: the dialer may know only an address, never a name.
+#[derive(Debug)]
+struct NodeCertVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for NodeCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let node = node_id_from_cert(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(std::io::Error::other(e)),
+            )))
+        })?;
+        let name = ServerName::try_from(node.as_str().to_string()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

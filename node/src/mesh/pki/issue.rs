@@ -1,0 +1,135 @@
+//! The offline side of the cluster PKI: `dvrmesh ca init` and `dvrmesh cert issue`.
+//!
+//! A node certificate carries exactly one DNS subject alternative name, the node id, and both the
+//! server and the client extended key usages: every node both accepts and dials.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use mesh_proto::NodeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::Error;
+
+/// File names inside a CA directory and a node credential directory.
+pub const CA_CERT: &str = "ca.pem";
+/// The CA's private key.
+pub const CA_KEY: &str = "ca.key";
+/// A node's certificate.
+pub const NODE_CERT: &str = "node.pem";
+/// A node's private key.
+pub const NODE_KEY: &str = "node.key";
+/// How long new certificates are valid by default.
+pub const DEFAULT_NODE_CERT_DAYS: u32 = 365;
+/// How long a new CA is valid by default.
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+
+/// Creates a cluster CA in `dir` (`ca.pem`, `ca.key` with mode 0600). Refuses to overwrite.
+pub fn init_ca(dir: &Path, days: u32) -> Result<(PathBuf, PathBuf), Error> {
+    let cert_path = dir.join(CA_CERT);
+    let key_path = dir.join(CA_KEY);
+    refuse_existing(&[&cert_path, &key_path])?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "dvrmesh cluster CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, days);
+    let key = KeyPair::generate().map_err(|e| Error::Tls(format!("generating CA key: {e}")))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| Error::Tls(format!("signing CA certificate: {e}")))?;
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok((cert_path, key_path))
+}
+
+/// Issues a certificate for `node` signed by the CA in `ca_dir`, into `out` (`node.pem`,
+/// `node.key` with mode 0600). Refuses to overwrite.
+pub fn issue_node_cert(
+    ca_dir: &Path,
+    node: &NodeId,
+    out: &Path,
+    days: u32,
+) -> Result<(PathBuf, PathBuf), Error> {
+    let cert_path = out.join(NODE_CERT);
+    let key_path = out.join(NODE_KEY);
+    refuse_existing(&[&cert_path, &key_path])?;
+    let ca_cert_pem = read_text("CA certificate", &ca_dir.join(CA_CERT))?;
+    let ca_key_pem = read_text("CA key", &ca_dir.join(CA_KEY))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .map_err(|e| Error::Tls(format!("CA key {}: {e}", ca_dir.join(CA_KEY).display())))?;
+    let ca_params = CertificateParams::from_ca_cert_pem(&ca_cert_pem).map_err(|e| {
+        Error::Tls(format!(
+            "CA certificate {}: {e}",
+            ca_dir.join(CA_CERT).display()
+        ))
+    })?;
+    // Re-create the issuer from its own parameters and key: the signature on the node
+    // certificate is made by the CA key and names the CA's subject, which is all a verifier checks.
+    let issuer = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| Error::Tls(format!("loading CA: {e}")))?;
+
+    let mut params = CertificateParams::new(vec![node.as_str().to_string()])
+        .map_err(|e| Error::Tls(format!("node certificate parameters: {e}")))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node.as_str());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    set_validity(&mut params, days);
+    let key = KeyPair::generate().map_err(|e| Error::Tls(format!("generating node key: {e}")))?;
+    let cert = params
+        .signed_by(&key, &issuer, &ca_key)
+        .map_err(|e| Error::Tls(format!("signing node certificate: {e}")))?;
+    fs::create_dir_all(out).map_err(|e| Error::io("creating directory", out, e))?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok((cert_path, key_path))
+}
+
+fn set_validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+}
+
+fn refuse_existing(paths: &[&Path]) -> Result<(), Error> {
+    for p in paths {
+        if p.exists() {
+            return Err(Error::AlreadyExists(p.to_path_buf()));
+        }
+    }
+    Ok(())
+}
+
+fn read_text(what: &'static str, path: &Path) -> Result<String, Error> {
+    fs::read_to_string(path).map_err(|e| Error::io(what, path, e))
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::io("writing", path, e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing", path, e))
+}

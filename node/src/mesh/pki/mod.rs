@@ -1,0 +1,16 @@
+//! The cluster PKI: issuing the CA and node certificates offline ([`issue`]), reading a node's
+//! identity from its certificate ([`identity`]), the credentials and TLS configurations of the
+//! transport ([`credentials`]), and owner signatures on gossip values ([`signing`]).
+
+pub mod credentials;
+pub mod identity;
+pub mod issue;
+pub mod signing;
+
+pub use credentials::{Credentials, ALPN};
+pub use identity::{node_id_from_cert, peer_node_id};
+pub use issue::{
+    init_ca, issue_node_cert, CA_CERT, CA_KEY, DEFAULT_CA_DAYS, DEFAULT_NODE_CERT_DAYS, NODE_CERT,
+    NODE_KEY,
+};
+pub use signing::{PeerCerts, Signer};

@@ -1,0 +1,176 @@
+//! The converged cluster view: one writer builds an immutable [`ClusterView`] from chitchat state
+//! and publishes it; any number of readers load it without locks and wait for changes on a watch
+//! channel carrying the view's generation.
+
+mod build;
+mod readiness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chitchat::{Chitchat, ChitchatId};
+use mesh_proto::{NodeFacts, NodeId, ObjectId, SnatClaim};
+use serde::Serialize;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::mesh::pki::signing::ClaimAuthority;
+use crate::tenant::TenantState;
+
+pub use build::build_view;
+pub use readiness::{wait_until_ready, Readiness};
+
+/// Whether a member is currently considered up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// The failure detector hears its heartbeats.
+    Alive,
+    /// Its heartbeats stopped.
+    Dead,
+}
+
+/// One node of the cluster as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// What the node published about itself.
+    pub facts: NodeFacts,
+    /// Up or down.
+    pub state: MemberState,
+    /// The gossip generation (start time) of the node's current life.
+    pub generation: u64,
+    /// Where it gossips.
+    pub gossip_addr: SocketAddr,
+    /// The SNAT claims it publishes (see `crate::ha`), by router.
+    pub snat_claims: BTreeMap<ObjectId, PublishedClaim>,
+    /// External networks whose gateway does not answer this node's probes.
+    pub external_down: BTreeSet<ObjectId>,
+}
+
+/// A SNAT claim as a node publishes it in gossip, with why and when it was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedClaim {
+    /// The claim.
+    pub claim: SnatClaim,
+    /// Why the node took the router, and when (Unix ms), if it said.
+    pub why: Option<(u64, String)>,
+}
+
+/// An immutable snapshot of the cluster. Built only by the view writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Increases by one each time the content changes.
+    pub generation: u64,
+    /// The node that built this view.
+    pub me: NodeId,
+    /// Every known member, by id.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Nodes seen in gossip but left out, with the reason (e.g. undecodable facts).
+    pub excluded: BTreeMap<String, String>,
+    /// The tenant configuration merged from every node's published records.
+    pub tenant: TenantState,
+}
+
+impl ClusterView {
+    /// An empty view for `me`, generation 0.
+    pub fn empty(me: NodeId) -> Self {
+        ClusterView {
+            generation: 0,
+            me,
+            members: BTreeMap::new(),
+            excluded: BTreeMap::new(),
+            tenant: TenantState::default(),
+        }
+    }
+
+    /// Members currently alive.
+    pub fn alive(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .values()
+            .filter(|m| m.state == MemberState::Alive)
+    }
+
+    pub(super) fn same_content(&self, other: &ClusterView) -> bool {
+        self.me == other.me
+            && self.members == other.members
+            && self.excluded == other.excluded
+            && self.tenant == other.tenant
+    }
+}
+
+/// The reading side of the view: cheap to clone, lock-free to read.
+#[derive(Clone)]
+pub struct ViewHandle {
+    current: Arc<ArcSwap<ClusterView>>,
+    changes: watch::Receiver<u64>,
+}
+
+impl ViewHandle {
+    /// The current view.
+    pub fn load(&self) -> Arc<ClusterView> {
+        self.current.load_full()
+    }
+
+    /// A receiver that is notified with the new generation on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+}
+
+/// Starts the single view writer for a chitchat instance.
+///
+/// It rebuilds on every membership notification from chitchat and at least every `resync`
+/// (liveness changes and key updates do not all notify), and publishes only when the content
+/// changed.
+pub fn spawn_writer(
+    chitchat: Arc<Mutex<Chitchat>>,
+    me: NodeId,
+    resync: Duration,
+    authority: Arc<dyn ClaimAuthority>,
+) -> (ViewHandle, JoinHandle<()>) {
+    let current = Arc::new(ArcSwap::from_pointee(ClusterView::empty(me.clone())));
+    let (tx, rx) = watch::channel(0u64);
+    let handle = ViewHandle {
+        current: current.clone(),
+        changes: rx,
+    };
+    let writer = async move {
+        let mut live_watch = chitchat.lock().await.live_nodes_watcher();
+        let mut ever_live: BTreeSet<ChitchatId> = BTreeSet::new();
+        let mut tick = tokio::time::interval(resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = live_watch.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {},
+            }
+            let prev = current.load_full();
+            let next = {
+                let guard = chitchat.lock().await;
+                let live: BTreeSet<ChitchatId> = guard.live_nodes().cloned().collect();
+                // Forget lives chitchat itself has garbage-collected.
+                ever_live.retain(|id| guard.node_states().contains_key(id));
+                ever_live.extend(live.iter().cloned());
+                build_view(
+                    &me,
+                    prev.generation + 1,
+                    guard.node_states(),
+                    &live,
+                    &ever_live,
+                    authority.as_ref(),
+                )
+            };
+            if !next.same_content(&prev) {
+                let generation = next.generation;
+                current.store(Arc::new(next));
+                let _ = tx.send(generation);
+            }
+        }
+    };
+    let task = tokio::spawn(writer.in_current_span());
+    (handle, task)
+}

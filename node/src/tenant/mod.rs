@@ -1,0 +1,17 @@
+//! The replicated tenant configuration, as pure functions over what nodes publish.
+//!
+//! - [`state`] merges every node's published records into one [`TenantState`] (last writer wins,
+//!   tombstones, ports only from their host).
+//! - [`replicate`] decides what this node must publish or withdraw so every object lives on the
+//!   k live nodes ranked highest by rendezvous hashing.
+//! - [`ipam`] picks free addresses and decides address and MAC claims.
+//! - [`ops`] validates operator requests against the state and turns them into writes.
+//!
+//! No I/O and no clock: the time is passed in. The I/O shell that publishes is [`crate::store`].
+
+pub mod ipam;
+pub mod ops;
+pub mod replicate;
+pub mod state;
+
+pub use state::TenantState;
