@@ -9,9 +9,17 @@ use std::collections::BTreeSet;
 
 use crate::model::*;
 
-/// The ops that take `observed` to `desired`.
+/// The ops that take `observed` to `desired`: every addition in dependency order, then every
+/// deletion, innermost first.
 pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
     let mut ops = Vec::new();
+    add_ops(desired, observed, &mut ops);
+    delete_ops(desired, observed, &mut ops);
+    ops
+}
+
+/// What `desired` has and `observed` lacks (or holds differently), namespaces first.
+fn add_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
     for name in desired.namespaces.difference(&observed.namespaces) {
         ops.push(Op::AddNamespace { name: name.clone() });
     }
@@ -20,44 +28,43 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
         .iter()
         .filter(|(k, v)| observed.sysctls.get(*k) != Some(*v))
         .partition(|((_, key), _)| !is_interface_sysctl(key));
-    for ((ns, key), value) in early {
-        ops.push(Op::SetSysctl {
-            ns: ns.clone(),
-            key: key.clone(),
-            value: value.clone(),
-        });
+    let set_sysctl = |((ns, key), value): (&(Netns, String), &String)| Op::SetSysctl {
+        ns: ns.clone(),
+        key: key.clone(),
+        value: value.clone(),
+    };
+    ops.extend(early.into_iter().map(set_sysctl));
+    link_ops(desired, observed, ops);
+    ops.extend(late.into_iter().map(set_sysctl));
+    ops.extend(added(&desired.addrs, &observed.addrs).map(Op::AddAddr));
+    ops.extend(added(&desired.routes, &observed.routes).map(Op::AddRoute));
+    ops.extend(added(&desired.rules, &observed.rules).map(Op::AddRule));
+    neigh_ops(desired, observed, ops);
+    ops.extend(added(&desired.fdb, &observed.fdb).map(Op::AddFdb));
+    for (key, content) in &desired.nft {
+        let NftContent::Table(table) = content else {
+            continue; // nothing to load: a plan only holds tables
+        };
+        if observed.nft.get(key) != Some(content) {
+            ops.push(Op::ReplaceNft {
+                key: key.clone(),
+                table: table.clone(),
+            });
+        }
     }
-    link_ops(desired, observed, &mut ops);
-    for ((ns, key), value) in late {
-        ops.push(Op::SetSysctl {
-            ns: ns.clone(),
-            key: key.clone(),
-            value: value.clone(),
-        });
-    }
-    ops.extend(
-        desired
-            .addrs
-            .difference(&observed.addrs)
-            .cloned()
-            .map(Op::AddAddr),
-    );
-    ops.extend(
-        desired
-            .routes
-            .difference(&observed.routes)
-            .cloned()
-            .map(Op::AddRoute),
-    );
-    ops.extend(
-        desired
-            .rules
-            .difference(&observed.rules)
-            .cloned()
-            .map(Op::AddRule),
-    );
-    // Changing a device's MAC makes the kernel flush its neighbours, permanent ones included:
-    // re-add them in the same pass.
+}
+
+/// What `want` has and `have` lacks.
+fn added<'a, T: Ord + Clone>(
+    want: &'a BTreeSet<T>,
+    have: &'a BTreeSet<T>,
+) -> impl Iterator<Item = T> + 'a {
+    want.difference(have).cloned()
+}
+
+/// Neighbours to add: missing ones, and every one on a device whose MAC changes (the kernel
+/// flushes a device's neighbours, permanent ones included, when its MAC changes).
+fn neigh_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
     let mac_changed: BTreeSet<(Netns, String)> = desired
         .links
         .iter()
@@ -80,26 +87,11 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
             .cloned()
             .map(Op::AddNeigh),
     );
-    ops.extend(
-        desired
-            .fdb
-            .difference(&observed.fdb)
-            .cloned()
-            .map(Op::AddFdb),
-    );
-    for (key, content) in &desired.nft {
-        let NftContent::Table(table) = content else {
-            continue; // nothing to load: a plan only holds tables
-        };
-        if observed.nft.get(key) != Some(content) {
-            ops.push(Op::ReplaceNft {
-                key: key.clone(),
-                table: table.clone(),
-            });
-        }
-    }
+}
 
-    // Deletions. Nothing inside a namespace that goes away is deleted on its own.
+/// What `observed` has and `desired` lacks, innermost first. Nothing inside a namespace that goes
+/// away is deleted on its own, nor anything on a link that goes away.
+fn delete_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
     let dying: BTreeSet<Netns> = observed
         .namespaces
         .difference(&desired.namespaces)
@@ -119,79 +111,66 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Vec<Op> {
         .filter(|k| !desired.links.contains_key(*k))
         .cloned()
         .collect();
-    // Entries on a link that is deleted go with it.
     let on_kept_link =
         |ns: &Netns, dev: &str| keep(ns) && !gone_links.contains(&(ns.clone(), dev.to_string()));
     ops.extend(
-        observed
-            .fdb
-            .difference(&desired.fdb)
+        added(&observed.fdb, &desired.fdb)
             .filter(|f| on_kept_link(&f.ns, &f.dev))
-            .cloned()
             .map(Op::DelFdb),
     );
     ops.extend(
-        observed
-            .neighs
-            .difference(&desired.neighs)
+        added(&observed.neighs, &desired.neighs)
             .filter(|n| on_kept_link(&n.ns, &n.dev))
-            .cloned()
             .map(Op::DelNeigh),
     );
     ops.extend(
-        observed
-            .rules
-            .difference(&desired.rules)
+        added(&observed.rules, &desired.rules)
             .filter(|r| keep(&r.ns))
-            .cloned()
             .map(Op::DelRule),
     );
     ops.extend(
-        observed
-            .routes
-            .difference(&desired.routes)
+        added(&observed.routes, &desired.routes)
             .filter(|r| on_kept_link(&r.ns, &r.dev))
-            .cloned()
             .map(Op::DelRoute),
     );
     ops.extend(
-        observed
-            .addrs
-            .difference(&desired.addrs)
+        added(&observed.addrs, &desired.addrs)
             .filter(|a| on_kept_link(&a.ns, &a.dev))
-            .cloned()
             .map(Op::DelAddr),
     );
+    link_deletions(observed, &gone_links, &keep, ops);
+    for name in observed.namespaces.difference(&desired.namespaces) {
+        ops.push(Op::DelNamespace { name: name.clone() });
+    }
+}
+
+/// Deletes of links that go away in namespaces that stay: never an external device (not
+/// dvrmesh's), and a veth once (its peer goes with it).
+fn link_deletions(
+    observed: &Observed,
+    gone_links: &BTreeSet<(Netns, String)>,
+    keep: &dyn Fn(&Netns) -> bool,
+    ops: &mut Vec<Op>,
+) {
     let mut deleted: BTreeSet<(Netns, String)> = BTreeSet::new();
-    for (ns, name) in &gone_links {
-        if !keep(ns) || deleted.contains(&(ns.clone(), name.clone())) {
+    for (ns, name) in gone_links {
+        let key = (ns.clone(), name.clone());
+        if !keep(ns) || deleted.contains(&key) {
             continue;
         }
-        if let Some(LinkSpec {
-            kind: LinkKind::External,
-            ..
-        }) = observed.links.get(&(ns.clone(), name.clone()))
-        {
-            continue; // never dvrmesh's to delete
+        match observed.links.get(&key).map(|l| &l.kind) {
+            Some(LinkKind::External) => continue,
+            Some(LinkKind::Veth { peer, peer_ns }) => {
+                deleted.insert((peer_ns.clone(), peer.clone()));
+            }
+            _ => {}
         }
-        // A veth's peer goes with it.
-        if let Some(LinkSpec {
-            kind: LinkKind::Veth { peer, peer_ns },
-            ..
-        }) = observed.links.get(&(ns.clone(), name.clone()))
-        {
-            deleted.insert((peer_ns.clone(), peer.clone()));
-        }
-        deleted.insert((ns.clone(), name.clone()));
+        deleted.insert(key);
         ops.push(Op::DelLink {
             ns: ns.clone(),
             name: name.clone(),
         });
     }
-    for name in observed.namespaces.difference(&desired.namespaces) {
-        ops.push(Op::DelNamespace { name: name.clone() });
-    }
-    ops
 }
 
 /// Interface-specific sysctls (`net.ipv4.conf.<dev>.…`, `net.ipv4.neigh.<dev>.…`) need the

@@ -71,92 +71,10 @@ impl FakeKernel {
             Op::AddNamespace { name } => {
                 self.state.namespaces.insert(name.clone());
             }
-            Op::DelNamespace { name } => {
-                let ns = Netns::Named(name.clone());
-                self.state.namespaces.remove(name);
-                let names: Vec<String> = self
-                    .state
-                    .links
-                    .keys()
-                    .filter(|(n, _)| *n == ns)
-                    .map(|(_, l)| l.clone())
-                    .collect();
-                for l in names {
-                    self.remove_link(&ns, &l);
-                }
-                self.state.sysctls.retain(|(n, _), _| *n != ns);
-                self.state.rules.retain(|r| r.ns != ns);
-                self.state.nft.retain(|k, _| k.ns != ns);
-            }
-            Op::SetSysctl { ns, key, value } => {
-                if !self.ns_exists(ns) {
-                    return Err(format!("ENOENT: namespace {ns}"));
-                }
-                if key.split('.').nth(3).is_some_and(|dev| {
-                    dev != "all"
-                        && dev != "default"
-                        && (key.contains(".conf.") || key.contains(".neigh."))
-                        && !self.dev_exists(ns, dev)
-                }) {
-                    return Err(format!("ENOENT: {key}: no such interface"));
-                }
-                self.state
-                    .sysctls
-                    .insert((ns.clone(), key.clone()), value.clone());
-            }
-            Op::AddLink { ns, name, spec } => {
-                if !self.ns_exists(ns) {
-                    return Err(format!("ENOENT: namespace {ns}"));
-                }
-                if let Some(m) = &spec.master {
-                    if !self.dev_exists(ns, m) {
-                        return Err(format!("ENODEV: master {m} of {name}"));
-                    }
-                }
-                if self.dev_exists(ns, name) {
-                    return Ok(()); // EEXIST counts as done
-                }
-                if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
-                    if !self.ns_exists(peer_ns) {
-                        return Err(format!("ENOENT: namespace {peer_ns}"));
-                    }
-                    if self.dev_exists(peer_ns, peer) {
-                        return Ok(()); // EEXIST on the peer name: nothing created
-                    }
-                    let peer_spec = LinkSpec::of(LinkKind::Veth {
-                        peer: name.clone(),
-                        peer_ns: ns.clone(),
-                    });
-                    self.state
-                        .links
-                        .insert((peer_ns.clone(), peer.clone()), peer_spec);
-                }
-                if spec.kind == LinkKind::External {
-                    return Err(format!("EPERM: {name} is someone else's device"));
-                }
-                self.state
-                    .links
-                    .insert((ns.clone(), name.clone()), spec.clone());
-            }
-            Op::SetLink { ns, name, spec } => {
-                if let Some(m) = &spec.master {
-                    if !self.dev_exists(ns, m) {
-                        return Err(format!("ENODEV: master {m} of {name}"));
-                    }
-                }
-                let key = (ns.clone(), name.clone());
-                if let Some(have) = self.state.links.get_mut(&key) {
-                    let kind = have.kind.clone();
-                    *have = LinkSpec {
-                        kind,
-                        ..spec.clone()
-                    };
-                } else if self.external.contains(&key) {
-                    self.state.links.insert(key, spec.clone());
-                } else {
-                    return Err(format!("ENODEV: {name} in {ns}"));
-                }
-            }
+            Op::DelNamespace { name } => self.del_namespace(name),
+            Op::SetSysctl { ns, key, value } => self.set_sysctl(ns, key, value)?,
+            Op::AddLink { ns, name, spec } => self.add_link(ns, name, spec)?,
+            Op::SetLink { ns, name, spec } => self.set_link(ns, name, spec)?,
             Op::DelLink { ns, name } => self.remove_link(ns, name),
             Op::AddAddr(a) => {
                 self.need_dev(&a.ns, &a.dev)?;
@@ -165,28 +83,12 @@ impl FakeKernel {
             Op::DelAddr(a) => {
                 self.state.addrs.remove(a);
             }
-            Op::AddRoute(r) => {
-                self.need_dev(&r.ns, &r.dev)?;
-                if let Some(via) = r.via {
-                    let reachable = self.state.addrs.iter().any(|a| {
-                        a.ns == r.ns
-                            && a.dev == r.dev
-                            && mesh_proto::Ipv4Cidr::new(mask(a.ip, a.prefix), a.prefix)
-                                .is_ok_and(|c| c.contains(via))
-                    });
-                    if !reachable {
-                        return Err(format!("ENETUNREACH: {via} via {}", r.dev));
-                    }
-                }
-                self.state.routes.insert(r.clone());
-            }
+            Op::AddRoute(r) => self.add_route(r)?,
             Op::DelRoute(r) => {
                 self.state.routes.remove(r);
             }
             Op::AddRule(r) => {
-                if !self.ns_exists(&r.ns) {
-                    return Err(format!("ENOENT: namespace {}", r.ns));
-                }
+                self.need_ns(&r.ns)?;
                 self.state.rules.insert(r.clone());
             }
             Op::DelRule(r) => {
@@ -210,9 +112,7 @@ impl FakeKernel {
                 self.state.fdb.remove(f);
             }
             Op::ReplaceNft { key, table } => {
-                if !self.ns_exists(&key.ns) {
-                    return Err(format!("ENOENT: namespace {}", key.ns));
-                }
+                self.need_ns(&key.ns)?;
                 table.check().map_err(|e| format!("EINVAL: {e}"))?;
                 self.state
                     .nft
@@ -223,6 +123,119 @@ impl FakeKernel {
             }
         }
         Ok(())
+    }
+
+    /// Everything in the namespace goes with it.
+    fn del_namespace(&mut self, name: &str) {
+        let ns = Netns::Named(name.to_string());
+        self.state.namespaces.remove(name);
+        let names: Vec<String> = self
+            .state
+            .links
+            .keys()
+            .filter(|(n, _)| *n == ns)
+            .map(|(_, l)| l.clone())
+            .collect();
+        for l in names {
+            self.remove_link(&ns, &l);
+        }
+        self.state.sysctls.retain(|(n, _), _| *n != ns);
+        self.state.rules.retain(|r| r.ns != ns);
+        self.state.nft.retain(|k, _| k.ns != ns);
+    }
+
+    /// An interface sysctl needs its interface, as `/proc/sys` does.
+    fn set_sysctl(&mut self, ns: &Netns, key: &str, value: &str) -> Result<(), String> {
+        self.need_ns(ns)?;
+        if sysctl_device(key).is_some_and(|dev| !self.dev_exists(ns, dev)) {
+            return Err(format!("ENOENT: {key}: no such interface"));
+        }
+        self.state
+            .sysctls
+            .insert((ns.clone(), key.to_string()), value.to_string());
+        Ok(())
+    }
+
+    /// Like the kernel: EEXIST (on the name or a veth's peer) counts as done, a master must
+    /// exist, and an external device is never created.
+    fn add_link(&mut self, ns: &Netns, name: &str, spec: &LinkSpec) -> Result<(), String> {
+        self.need_ns(ns)?;
+        if let Some(m) = &spec.master {
+            if !self.dev_exists(ns, m) {
+                return Err(format!("ENODEV: master {m} of {name}"));
+            }
+        }
+        if self.dev_exists(ns, name) {
+            return Ok(());
+        }
+        if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
+            self.need_ns(peer_ns)?;
+            if self.dev_exists(peer_ns, peer) {
+                return Ok(());
+            }
+            let peer_spec = LinkSpec::of(LinkKind::Veth {
+                peer: name.to_string(),
+                peer_ns: ns.clone(),
+            });
+            self.state
+                .links
+                .insert((peer_ns.clone(), peer.clone()), peer_spec);
+        }
+        if spec.kind == LinkKind::External {
+            return Err(format!("EPERM: {name} is someone else's device"));
+        }
+        self.state
+            .links
+            .insert((ns.clone(), name.to_string()), spec.clone());
+        Ok(())
+    }
+
+    /// Changes attributes, never the kind; an external device becomes known once set.
+    fn set_link(&mut self, ns: &Netns, name: &str, spec: &LinkSpec) -> Result<(), String> {
+        if let Some(m) = &spec.master {
+            if !self.dev_exists(ns, m) {
+                return Err(format!("ENODEV: master {m} of {name}"));
+            }
+        }
+        let key = (ns.clone(), name.to_string());
+        if let Some(have) = self.state.links.get_mut(&key) {
+            let kind = have.kind.clone();
+            *have = LinkSpec {
+                kind,
+                ..spec.clone()
+            };
+        } else if self.external.contains(&key) {
+            self.state.links.insert(key, spec.clone());
+        } else {
+            return Err(format!("ENODEV: {name} in {ns}"));
+        }
+        Ok(())
+    }
+
+    /// A gateway must be on a subnet of the route's device.
+    fn add_route(&mut self, r: &RouteSpec) -> Result<(), String> {
+        self.need_dev(&r.ns, &r.dev)?;
+        if let Some(via) = r.via {
+            let reachable = self.state.addrs.iter().any(|a| {
+                a.ns == r.ns
+                    && a.dev == r.dev
+                    && mesh_proto::Ipv4Cidr::new(mask(a.ip, a.prefix), a.prefix)
+                        .is_ok_and(|c| c.contains(via))
+            });
+            if !reachable {
+                return Err(format!("ENETUNREACH: {via} via {}", r.dev));
+            }
+        }
+        self.state.routes.insert(r.clone());
+        Ok(())
+    }
+
+    fn need_ns(&self, ns: &Netns) -> Result<(), String> {
+        if self.ns_exists(ns) {
+            Ok(())
+        } else {
+            Err(format!("ENOENT: namespace {ns}"))
+        }
     }
 
     fn need_dev(&self, ns: &Netns, dev: &str) -> Result<(), String> {

@@ -4,7 +4,8 @@
 //! decoded under [`MAX_ELECTION_DATAGRAM`]. The sender is never read from the message: the receiver
 //! takes it from the connection's certificate, and every claim must name that sender.
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{Error, SnatClaim};
 
@@ -21,71 +22,67 @@ pub const MAX_SIGNATURE_BYTES: usize = 128;
 /// A SNAT claim as published in gossip: signed by the claimant, whose certificate is published
 /// beside it, so no other member can forge it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "SignedClaimFields")]
 pub struct SignedClaim {
     /// The claim.
     pub claim: SnatClaim,
-    /// The claimant's signature over the claim's signing message.
+    /// The claimant's signature over the claim's signing message (1 to
+    /// [`MAX_SIGNATURE_BYTES`] bytes when decoded).
+    #[serde(deserialize_with = "signature")]
     pub signature: Vec<u8>,
 }
 
-#[derive(Deserialize)]
-struct SignedClaimFields {
-    claim: SnatClaim,
-    signature: Vec<u8>,
-}
-
-impl TryFrom<SignedClaimFields> for SignedClaim {
-    type Error = Error;
-    fn try_from(f: SignedClaimFields) -> Result<Self, Error> {
-        if f.signature.is_empty() || f.signature.len() > MAX_SIGNATURE_BYTES {
-            return Err(Error::Invalid {
-                field: "signed claim.signature",
-                reason: format!(
-                    "{} bytes; 1..={MAX_SIGNATURE_BYTES} allowed",
-                    f.signature.len()
-                ),
-            });
-        }
-        Ok(SignedClaim {
-            claim: f.claim,
-            signature: f.signature,
-        })
+/// A signature of 1 to [`MAX_SIGNATURE_BYTES`] bytes.
+fn signature<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = Vec::<u8>::deserialize(d)?;
+    if s.is_empty() || s.len() > MAX_SIGNATURE_BYTES {
+        return Err(D::Error::custom(Error::Invalid {
+            field: "signed claim.signature",
+            reason: format!("{} bytes; 1..={MAX_SIGNATURE_BYTES} allowed", s.len()),
+        }));
     }
+    Ok(s)
 }
 
 /// What one election datagram says.
+/// Each variant's claims are checked when decoded ([`check_claims`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ElectionMessageFields")]
 pub enum ElectionMessage {
     /// A holder's periodic advert to the other candidates: it still holds these.
-    Advert(Vec<SnatClaim>),
+    Advert(#[serde(deserialize_with = "claims")] Vec<SnatClaim>),
     /// A node has just taken these routers; sent once to every live node so compute nodes
     /// re-point their `sg-` entries without waiting for gossip.
-    Takeover(Vec<SnatClaim>),
+    Takeover(#[serde(deserialize_with = "claims")] Vec<SnatClaim>),
     /// A node has just given these routers up (drain, lost health, lost majority): candidates
     /// may claim at once instead of waiting for silence.
-    Release(Vec<SnatClaim>),
+    Release(#[serde(deserialize_with = "claims")] Vec<SnatClaim>),
 }
 
-#[derive(Deserialize)]
-enum ElectionMessageFields {
-    Advert(Vec<SnatClaim>),
-    Takeover(Vec<SnatClaim>),
-    Release(Vec<SnatClaim>),
+/// The claims of one message, checked ([`check_claims`]).
+fn claims<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SnatClaim>, D::Error> {
+    let claims = Vec::<SnatClaim>::deserialize(d)?;
+    check_claims(&claims).map_err(D::Error::custom)?;
+    Ok(claims)
 }
 
-impl TryFrom<ElectionMessageFields> for ElectionMessage {
-    type Error = Error;
-    fn try_from(f: ElectionMessageFields) -> Result<Self, Error> {
-        let m = match f {
-            ElectionMessageFields::Advert(c) => ElectionMessage::Advert(c),
-            ElectionMessageFields::Takeover(c) => ElectionMessage::Takeover(c),
-            ElectionMessageFields::Release(c) => ElectionMessage::Release(c),
-        };
-        m.check()?;
-        Ok(m)
+/// One message carries 1 to [`MAX_CLAIMS_PER_DATAGRAM`] claims, all of one node.
+fn check_claims(claims: &[SnatClaim]) -> Result<(), Error> {
+    if claims.is_empty() || claims.len() > MAX_CLAIMS_PER_DATAGRAM {
+        return Err(Error::Invalid {
+            field: "election message",
+            reason: format!(
+                "carries {} claims; 1..={MAX_CLAIMS_PER_DATAGRAM} allowed",
+                claims.len()
+            ),
+        });
     }
+    let node = &claims[0].node;
+    if claims.iter().any(|c| &c.node != node) {
+        return Err(Error::Invalid {
+            field: "election message",
+            reason: "claims of more than one node".into(),
+        });
+    }
+    Ok(())
 }
 
 impl ElectionMessage {
@@ -98,30 +95,9 @@ impl ElectionMessage {
         }
     }
 
-    fn check(&self) -> Result<(), Error> {
-        let claims = self.claims();
-        if claims.is_empty() || claims.len() > MAX_CLAIMS_PER_DATAGRAM {
-            return Err(Error::Invalid {
-                field: "election message",
-                reason: format!(
-                    "carries {} claims; 1..={MAX_CLAIMS_PER_DATAGRAM} allowed",
-                    claims.len()
-                ),
-            });
-        }
-        let node = &claims[0].node;
-        if claims.iter().any(|c| &c.node != node) {
-            return Err(Error::Invalid {
-                field: "election message",
-                reason: "claims of more than one node".into(),
-            });
-        }
-        Ok(())
-    }
-
     /// Encodes the message for one datagram.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        self.check()?;
+        check_claims(self.claims())?;
         let bytes = crate::encode(self)?;
         if bytes.len() > MAX_ELECTION_DATAGRAM {
             return Err(Error::TooLarge {

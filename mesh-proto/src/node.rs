@@ -74,6 +74,9 @@ impl Priority {
     pub fn get(&self) -> u8 {
         self.0
     }
+
+    /// The lowest priority, 1.
+    pub const LOWEST: Priority = Priority(1);
 }
 
 impl TryFrom<u8> for Priority {
@@ -159,20 +162,12 @@ pub struct ExternalMapping {
 
 /// The facts a node publishes about itself under its own gossip key space.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(try_from = "NodeFactsFields")]
-pub struct NodeFacts {
-    node_id: NodeId,
-    mode: NodeMode,
-    tunnel_ip: Ipv4Addr,
-    dvr_mac: MacAddr,
-    snat_priority: Priority,
-    external: BTreeMap<Name, ExternalMapping>,
-    draining: bool,
-}
+#[serde(try_from = "NodeFactsFields", into = "NodeFactsFields")]
+pub struct NodeFacts(NodeFactsFields);
 
-/// The unchecked field set behind [`NodeFacts`]; deserialisation goes through
-/// [`NodeFacts::new`].
-#[derive(Deserialize)]
+/// The field set behind [`NodeFacts`], as it is encoded; it becomes a `NodeFacts` only through
+/// [`NodeFactsFields::check`], whether built in code or decoded.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 struct NodeFactsFields {
     node_id: NodeId,
     mode: NodeMode,
@@ -183,19 +178,44 @@ struct NodeFactsFields {
     draining: bool,
 }
 
+impl NodeFactsFields {
+    /// The tunnel IP must be a unicast host address; the DVR MAC must be locally administered;
+    /// a `dvr_no_external` node cannot map external networks.
+    fn check(&self) -> Result<(), Error> {
+        let ip = self.tunnel_ip;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(Error::invalid(
+                "tunnel_ip",
+                format!("{ip} is not a unicast host address"),
+            ));
+        }
+        if self.dvr_mac.octets()[0] & 0b10 == 0 {
+            return Err(Error::invalid(
+                "dvr_mac",
+                format!("{} is not a locally administered address", self.dvr_mac),
+            ));
+        }
+        if self.mode == NodeMode::DvrNoExternal && !self.external.is_empty() {
+            return Err(Error::invalid(
+                "external",
+                "a dvr_no_external node cannot map external networks",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl TryFrom<NodeFactsFields> for NodeFacts {
     type Error = Error;
     fn try_from(f: NodeFactsFields) -> Result<Self, Error> {
-        let mut facts = NodeFacts::new(
-            f.node_id,
-            f.mode,
-            f.tunnel_ip,
-            f.dvr_mac,
-            f.snat_priority,
-            f.external,
-        )?;
-        facts.draining = f.draining;
-        Ok(facts)
+        f.check()?;
+        Ok(NodeFacts(f))
+    }
+}
+
+impl From<NodeFacts> for NodeFactsFields {
+    fn from(f: NodeFacts) -> Self {
+        f.0
     }
 }
 
@@ -212,25 +232,7 @@ impl NodeFacts {
         snat_priority: Priority,
         external: BTreeMap<Name, ExternalMapping>,
     ) -> Result<Self, Error> {
-        if tunnel_ip.is_unspecified() || tunnel_ip.is_multicast() || tunnel_ip.is_broadcast() {
-            return Err(Error::invalid(
-                "tunnel_ip",
-                format!("{tunnel_ip} is not a unicast host address"),
-            ));
-        }
-        if dvr_mac.octets()[0] & 0b10 == 0 {
-            return Err(Error::invalid(
-                "dvr_mac",
-                format!("{dvr_mac} is not a locally administered address"),
-            ));
-        }
-        if mode == NodeMode::DvrNoExternal && !external.is_empty() {
-            return Err(Error::invalid(
-                "external",
-                "a dvr_no_external node cannot map external networks",
-            ));
-        }
-        Ok(NodeFacts {
+        NodeFacts::try_from(NodeFactsFields {
             node_id,
             mode,
             tunnel_ip,
@@ -243,37 +245,37 @@ impl NodeFacts {
 
     /// Marks the node as draining (no new SNAT holdership) or not.
     pub fn with_draining(mut self, draining: bool) -> Self {
-        self.draining = draining;
+        self.0.draining = draining;
         self
     }
 
     /// The node's id.
     pub fn node_id(&self) -> &NodeId {
-        &self.node_id
+        &self.0.node_id
     }
     /// The node's mode.
     pub fn mode(&self) -> NodeMode {
-        self.mode
+        self.0.mode
     }
     /// The node's VXLAN tunnel endpoint address.
     pub fn tunnel_ip(&self) -> Ipv4Addr {
-        self.tunnel_ip
+        self.0.tunnel_ip
     }
     /// The source MAC of frames this node routes onto the tunnel.
     pub fn dvr_mac(&self) -> MacAddr {
-        self.dvr_mac
+        self.0.dvr_mac
     }
     /// The node's default SNAT priority.
     pub fn snat_priority(&self) -> Priority {
-        self.snat_priority
+        self.0.snat_priority
     }
     /// External networks this node reaches, by name.
     pub fn external(&self) -> &BTreeMap<Name, ExternalMapping> {
-        &self.external
+        &self.0.external
     }
     /// Whether the node is handing off SNAT for maintenance.
     pub fn draining(&self) -> bool {
-        self.draining
+        self.0.draining
     }
 }
 

@@ -160,15 +160,12 @@ impl TenantObject {
 
 /// One published write: an object at a version, or its tombstone.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(try_from = "RecordFields")]
-pub struct Record {
-    kind: ObjectKind,
-    id: ObjectId,
-    version: Version,
-    body: Option<TenantObject>,
-}
+#[serde(try_from = "RecordFields", into = "RecordFields")]
+pub struct Record(RecordFields);
 
-#[derive(Deserialize)]
+/// The field set behind [`Record`], as it is encoded: a header that names the object even for a
+/// tombstone, and the body, which must match the header.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 struct RecordFields {
     kind: ObjectKind,
     id: ObjectId,
@@ -179,60 +176,62 @@ struct RecordFields {
 impl TryFrom<RecordFields> for Record {
     type Error = Error;
     fn try_from(f: RecordFields) -> Result<Self, Error> {
-        match f.body {
-            Some(body) => {
-                let r = Record::object(body, f.version);
-                if r.kind != f.kind || r.id != f.id {
-                    return Err(Error::invalid("record", "header does not match its body"));
-                }
-                Ok(r)
+        if let Some(body) = &f.body {
+            if body.kind() != f.kind || body.id() != &f.id {
+                return Err(Error::invalid("record", "header does not match its body"));
             }
-            None => Ok(Record::tombstone(f.kind, f.id, f.version)),
         }
+        Ok(Record(f))
+    }
+}
+
+impl From<Record> for RecordFields {
+    fn from(r: Record) -> Self {
+        r.0
     }
 }
 
 impl Record {
     /// A write of `body` at `version`.
     pub fn object(body: TenantObject, version: Version) -> Self {
-        Record {
+        Record(RecordFields {
             kind: body.kind(),
             id: body.id().clone(),
             version,
             body: Some(body),
-        }
+        })
     }
 
     /// The deletion of an object at `version`.
     pub fn tombstone(kind: ObjectKind, id: ObjectId, version: Version) -> Self {
-        Record {
+        Record(RecordFields {
             kind,
             id,
             version,
             body: None,
-        }
+        })
     }
 
     /// The object's kind.
     pub fn kind(&self) -> ObjectKind {
-        self.kind
+        self.0.kind
     }
     /// The object's id.
     pub fn id(&self) -> &ObjectId {
-        &self.id
+        &self.0.id
     }
     /// The write's version.
     pub fn version(&self) -> &Version {
-        &self.version
+        &self.0.version
     }
     /// The object, or `None` for a tombstone.
     pub fn body(&self) -> Option<&TenantObject> {
-        self.body.as_ref()
+        self.0.body.as_ref()
     }
 
     /// The gossip key this record lives under: `o/<kind tag>/<id>`.
     pub fn key(&self) -> String {
-        record_key(self.kind, &self.id)
+        record_key(self.0.kind, &self.0.id)
     }
 }
 
@@ -324,6 +323,32 @@ mod tests {
         assert!(c(1, 200, "z").outranks(&c(1, 100, "a")));
         assert!(c(1, 100, "a").outranks(&c(1, 100, "b")));
         assert!(!c(1, 100, "a").outranks(&c(1, 100, "a")));
+    }
+
+    #[test]
+    fn a_record_whose_header_names_another_object_than_its_body_does_not_decode() {
+        let net = crate::Network::new(crate::NetworkSpec {
+            id: ObjectId::new("net-1").unwrap(),
+            name: crate::Name::new("n").unwrap(),
+            vni: crate::Vni::new(7).unwrap(),
+            mtu: crate::Mtu::VXLAN_DEFAULT,
+        })
+        .unwrap();
+        let version = Version {
+            hlc: HlcTimestamp(1),
+            writer: NodeId::new("a").unwrap(),
+        };
+        let good = Record::object(TenantObject::Network(net), version);
+        let text = crate::encode_value(&good).unwrap();
+        assert_eq!(crate::decode_value::<Record>(&text).unwrap(), good);
+        let mut forged = good.0.clone();
+        forged.id = ObjectId::new("net-2").unwrap();
+        let text = crate::encode_value(&forged).unwrap();
+        assert!(crate::decode_value::<Record>(&text).is_err());
+        forged.id = good.id().clone();
+        forged.kind = ObjectKind::Router;
+        let text = crate::encode_value(&forged).unwrap();
+        assert!(crate::decode_value::<Record>(&text).is_err());
     }
 
     #[test]

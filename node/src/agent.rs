@@ -1,11 +1,21 @@
-//! The agent's lifecycle: check identity, publish facts, gossip, keep the view, serve the API.
+//! The agent's lifecycle: check identity, publish facts, gossip, keep the view, run the store,
+//! the SNAT election and the datapath, serve the API, and stop them all together.
 //!
-//! This module only wires the libraries together; each piece lives in its own module.
+//! This module only wires the libraries together; each piece lives in its own module. Every
+//! long-lived task is supervised: if one ends or panics, the agent logs which and why and exits
+//! with an error (so systemd restarts it) rather than serving an API while nothing programs the
+//! kernel or answers elections.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use mesh_proto::{dvr_mac_for, NodeFacts};
-use tracing::{info, info_span, Instrument};
+use tokio::task::JoinHandle;
+use tracing::{error, info, info_span, Instrument};
 
 use crate::api::{self, ApiContext};
 use crate::config::{Config, DatapathMode};
@@ -15,12 +25,15 @@ use crate::mesh::gossip::{self, GossipSettings};
 use crate::mesh::keys::KEY_CERT;
 use crate::mesh::peers;
 use crate::mesh::pki::Credentials;
-use crate::mesh::transport::QuicTransport;
-use crate::mesh::view::{self, Readiness};
+use crate::mesh::transport::{DatagramPort, QuicTransport};
+use crate::mesh::view::{self, Readiness, ViewHandle};
 use crate::reconcile::{Reconciler, SharedKernel};
 use crate::store::{load_records, ConfigService, StoreSettings};
 use crate::Error;
 use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
+
+/// How often the reconciler re-checks the kernel without a view change.
+const DATAPATH_RESYNC: Duration = Duration::from_secs(30);
 
 /// Checks that the configuration and the certificate name the same node; loads the credentials.
 pub fn verify_identity(config: &Config) -> Result<Credentials, Error> {
@@ -46,7 +59,7 @@ pub fn facts_of(config: &Config) -> Result<NodeFacts, Error> {
     )?)
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
+/// Runs the agent until SIGINT or SIGTERM (`Ok`), or until one of its tasks ends (`Err`).
 pub async fn run(config: Config) -> Result<(), Error> {
     let span = info_span!("node", id = %config.node_id);
     run_inner(config).instrument(span).await
@@ -60,9 +73,87 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     if draining {
         info!("this node is drained (agent undrain to take part in SNAT elections again)");
     }
-    let generation = gossip::next_generation(&config.data_dir)?;
     let remembered = peers::load(&config.data_dir);
-    let transport = QuicTransport::new(&creds)?;
+    let mut tasks = Tasks::default();
+    let mesh = start_mesh(&config, &creds, &facts, &remembered, &mut tasks).await?;
+    let readiness = readiness_of(&config, &remembered);
+    let (ha, ha_task) = ha::spawn(
+        config.node_id.clone(),
+        facts,
+        mesh.view.clone(),
+        mesh.chitchat.chitchat(),
+        mesh.datagrams,
+        ha_settings(&config, &creds, readiness.clone())?,
+    );
+    tasks.add("SNAT election", ha_task);
+    let reconciler = start_datapath(&config, &mesh.view, &mesh.store, &ha, readiness).map(
+        |(reconciler, task)| {
+            tasks.add("datapath reconciler", task);
+            reconciler
+        },
+    );
+    let ctx = ApiContext {
+        view: mesh.view.clone(),
+        stats: Some(mesh.transport.stats()),
+        peers: Some(mesh.transport.directory()),
+        store: Some(mesh.store.clone()),
+        reconciler,
+        ha: Some(ha),
+    };
+    let served = api::serve(&config.api_socket, ctx).await;
+    let (api_task, socket_guard) = match served {
+        Ok(x) => x,
+        Err(e) => {
+            tasks.abort_all();
+            let _ = mesh.chitchat.shutdown().await;
+            return Err(e);
+        }
+    };
+    tasks.add("API server", api_task);
+    info!(
+        listen = %config.listen, advertise = %config.advertise, mode = %config.mode,
+        generation = mesh.generation, restored = mesh.restored,
+        api = %config.api_socket.display(), "agent running"
+    );
+    let outcome = tokio::select! {
+        _ = wait_for_shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
+        (name, why) = tasks.first_to_end() => {
+            error!(task = name, reason = %why, "a task of the agent ended; stopping");
+            Err(Error::TaskEnded { task: name, reason: why })
+        }
+    };
+    // The kernel state stays as it is: a restarted agent finds it in sync and traffic never stops.
+    tasks.abort_all();
+    drop(socket_guard);
+    let _ = mesh.chitchat.shutdown().await;
+    outcome
+}
+
+/// The running mesh: transport, gossip, the view and the store on top of it.
+struct Mesh {
+    transport: QuicTransport,
+    datagrams: DatagramPort,
+    chitchat: chitchat::ChitchatHandle,
+    view: ViewHandle,
+    store: Arc<ConfigService>,
+    generation: u64,
+    restored: usize,
+}
+
+/// Starts the transport, gossip (with this node's facts, certificate and persisted records), the
+/// view writer, replication and the peer recorder.
+async fn start_mesh(
+    config: &Config,
+    creds: &Credentials,
+    facts: &NodeFacts,
+    remembered: &[String],
+    tasks: &mut Tasks,
+) -> Result<Mesh, Error> {
+    let generation = gossip::next_generation(&config.data_dir)?;
+    let transport = QuicTransport::new(creds)?;
     let datagrams = transport
         .datagrams()
         .ok_or_else(|| Error::Transport("datagram port already taken".into()))?;
@@ -71,99 +162,112 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         generation,
         listen: config.listen,
         advertise: config.advertise,
-        seeds: seeds_with(&config, &remembered),
+        seeds: seeds_with(config, remembered),
         cluster_id: config.cluster_id.clone(),
         gossip_interval: config.gossip_interval,
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
-    let records = load_records(&config.data_dir)?;
-    let restored = records.len();
-    let signer = std::sync::Arc::new(creds.signer()?);
-    let mut keys = records;
+    let mut keys = load_records(&config.data_dir)?;
+    let restored = keys.len();
     keys.push((KEY_CERT.to_string(), creds.published_cert()?));
-    let chitchat = gossip::start(&settings, &facts, keys, &transport).await?;
+    let chitchat = gossip::start(&settings, facts, keys, &transport).await?;
     let (view, view_task) = view::spawn_writer(
         chitchat.chitchat(),
         config.node_id.clone(),
         config.gossip_interval,
-        std::sync::Arc::new(creds.peer_certs()?),
+        Arc::new(creds.peer_certs()?),
     );
+    tasks.add("view writer", view_task);
     let store = ConfigService::new(
         config.node_id.clone(),
         chitchat.chitchat(),
         view.clone(),
         StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
     );
-    let replication_task = tokio::spawn(store.clone().run_replication().in_current_span());
-    let readiness = readiness_of(&config, &remembered);
-    let peers_task = peers::spawn_recorder(
+    let replication = tokio::spawn(store.clone().run_replication().in_current_span());
+    tasks.add("replication", replication);
+    let recorder = peers::spawn_recorder(
         view.clone(),
         config.node_id.clone(),
         config.data_dir.clone(),
     );
-    let (ha, ha_task) = ha::spawn(
-        config.node_id.clone(),
-        facts.clone(),
-        view.clone(),
-        chitchat.chitchat(),
+    tasks.add("peer recorder", recorder);
+    Ok(Mesh {
+        transport,
         datagrams,
-        HaSettings {
-            election: ElectionConfig {
-                advert_interval: config.advert_interval,
-                multiplier: config.advert_multiplier,
-            },
-            readiness: readiness.clone(),
-            notice_ttl: (config.gossip_interval * 10).max(std::time::Duration::from_secs(2)),
-            data_dir: Some(config.data_dir.clone()),
-            signer,
-            probe_gateways: config.datapath == DatapathMode::Linux,
-        },
-    );
-    let reconciler = start_datapath(&config, &view, &store, &ha, readiness);
-    let ctx = ApiContext {
+        chitchat,
         view,
-        stats: Some(transport.stats()),
-        peers: Some(transport.directory()),
-        store: Some(store),
-        reconciler: reconciler.as_ref().map(|(r, _)| r.clone()),
-        ha: Some(ha),
-    };
-    let (api_task, socket_guard) = match api::serve(&config.api_socket, ctx).await {
-        Ok(x) => x,
-        Err(e) => {
-            view_task.abort();
-            replication_task.abort();
-            peers_task.abort();
-            ha_task.abort();
-            if let Some((_, task)) = &reconciler {
-                task.abort();
-            }
-            let _ = chitchat.shutdown().await;
-            return Err(e);
-        }
-    };
-    info!(
-        listen = %config.listen, advertise = %config.advertise, mode = %config.mode,
-        generation, restored, api = %config.api_socket.display(), "agent running"
-    );
-    wait_for_shutdown_signal().await;
-    info!("shutting down");
-    api_task.abort();
-    replication_task.abort();
-    peers_task.abort();
-    ha_task.abort();
-    view_task.abort();
-    // The kernel state stays as it is: a restarted agent finds it in sync and traffic never stops.
-    if let Some((_, task)) = &reconciler {
-        task.abort();
-    }
-    drop(socket_guard);
-    let _ = chitchat.shutdown().await;
-    Ok(())
+        store,
+        generation,
+        restored,
+    })
 }
 
-/// How often the reconciler re-checks the kernel without a view change.
-const DATAPATH_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+/// The election's settings from the configuration.
+fn ha_settings(
+    config: &Config,
+    creds: &Credentials,
+    readiness: Readiness,
+) -> Result<HaSettings, Error> {
+    Ok(HaSettings {
+        election: ElectionConfig {
+            advert_interval: config.advert_interval,
+            multiplier: config.advert_multiplier,
+        },
+        readiness,
+        notice_ttl: (config.gossip_interval * 10).max(Duration::from_secs(2)),
+        data_dir: Some(config.data_dir.clone()),
+        signer: Arc::new(creds.signer()?),
+        probe_gateways: config.datapath == DatapathMode::Linux,
+    })
+}
+
+/// The agent's long-lived tasks, by name.
+#[derive(Default)]
+struct Tasks {
+    running: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Tasks {
+    fn add(&mut self, name: &'static str, task: JoinHandle<()>) {
+        self.running.push((name, task));
+    }
+
+    /// The first task to end, and why (a panic's message, or that it returned). Pending while
+    /// all run. Called once: the agent stops after it.
+    async fn first_to_end(&mut self) -> (&'static str, String) {
+        std::future::poll_fn(|cx| {
+            for (name, task) in self.running.iter_mut() {
+                if let Poll::Ready(result) = Pin::new(task).poll(cx) {
+                    let why = match result {
+                        Ok(()) => "it returned".to_string(),
+                        Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(e)),
+                        Err(e) => format!("it was cancelled: {e}"),
+                    };
+                    return Poll::Ready((*name, why));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn abort_all(&self) {
+        for (_, t) in &self.running {
+            t.abort();
+        }
+    }
+}
+
+/// The message a panicking task left, if it was text.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
 
 /// The configured seeds plus the peers remembered from the last life (see [`peers`]).
 fn seeds_with(config: &Config, remembered: &[String]) -> Vec<String> {
@@ -183,19 +287,19 @@ fn readiness_of(config: &Config, remembered: &[String]) -> Readiness {
     let me = config.advertise.to_string();
     Readiness {
         expect_peers: config.seeds.iter().chain(remembered).any(|s| *s != me),
-        settle: (config.gossip_interval * 5).max(std::time::Duration::from_secs(1)),
-        max_wait: std::time::Duration::from_secs(30),
+        settle: (config.gossip_interval * 5).max(Duration::from_secs(1)),
+        max_wait: Duration::from_secs(30),
     }
 }
 
 /// Starts the datapath reconciler when this node programs its kernel.
 fn start_datapath(
     config: &Config,
-    view: &view::ViewHandle,
-    store: &std::sync::Arc<ConfigService>,
+    view: &ViewHandle,
+    store: &Arc<ConfigService>,
     ha: &HaHandle,
     readiness: Readiness,
-) -> Option<(std::sync::Arc<Reconciler>, tokio::task::JoinHandle<()>)> {
+) -> Option<(Arc<Reconciler>, JoinHandle<()>)> {
     match config.datapath {
         DatapathMode::Off => {
             info!("datapath = off: not programming the kernel");
@@ -207,8 +311,7 @@ fn start_datapath(
                 netns_dir: config.netns_dir.clone(),
                 ..LinuxConfig::default()
             });
-            let kernel: SharedKernel =
-                std::sync::Arc::new(std::sync::Mutex::new(Box::new(backend)));
+            let kernel: SharedKernel = Arc::new(std::sync::Mutex::new(Box::new(backend)));
             let r = Reconciler::new(
                 config.node_id.clone(),
                 view.clone(),
@@ -246,4 +349,34 @@ fn create_private_dir(dir: &Path) -> Result<(), Error> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::io("creating data_dir", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_task_to_end_is_named_with_why() {
+        let mut tasks = Tasks::default();
+        tasks.add(
+            "sleeper",
+            tokio::spawn(tokio::time::sleep(Duration::from_secs(60))),
+        );
+        tasks.add(
+            "crasher",
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                panic!("boom");
+            }),
+        );
+        let (name, why) = tokio::time::timeout(Duration::from_secs(5), tasks.first_to_end())
+            .await
+            .expect("a task ended");
+        assert_eq!(name, "crasher");
+        assert_eq!(why, "it panicked: boom");
+        tasks.abort_all();
+        let mut quiet = Tasks::default();
+        quiet.add("returner", tokio::spawn(async {}));
+        assert_eq!(quiet.first_to_end().await, ("returner", "it returned".into()));
+    }
 }

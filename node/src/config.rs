@@ -111,121 +111,46 @@ impl Config {
     /// problem, one per line.
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let table: Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let t = &table;
         let mut p = Parser {
             problems: Vec::new(),
             base,
         };
-        let node_id = p.required(&table, "node_id", |v| {
-            p_str(v).and_then(|s| NodeId::new(s).map_err(|e| e.to_string()))
-        });
-        let mode = p.required(&table, "mode", |v| {
-            p_str(v).and_then(|s| s.parse::<NodeMode>().map_err(|e| e.to_string()))
-        });
-        let listen = p.required(&table, "listen", p_sockaddr);
-        let advertise = p.optional(&table, "advertise", p_sockaddr);
-        let seeds = p
-            .optional(&table, "seeds", |v| {
-                let arr = v
-                    .as_array()
-                    .ok_or("must be an array of \"host:port\" strings")?;
-                arr.iter().map(p_seed).collect::<Result<Vec<_>, _>>()
-            })
-            .unwrap_or_default();
-        let tunnel_ip = p.required(&table, "tunnel_ip", |v| {
-            let ip: Ipv4Addr = p_str(v)?
-                .parse()
-                .map_err(|_| "is not an IPv4 address".to_string())?;
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
-                return Err(format!("{ip} is not a unicast host address"));
-            }
-            Ok(ip)
-        });
+        let node_id = p.required(t, "node_id", p_node_id);
+        let mode = p.required(t, "mode", p_mode);
+        let listen = p.required(t, "listen", p_sockaddr);
+        let advertise = p.optional(t, "advertise", p_sockaddr);
+        let seeds = p.optional(t, "seeds", p_seeds).unwrap_or_default();
+        let tunnel_ip = p.required(t, "tunnel_ip", p_tunnel_ip);
         let snat_priority = p
-            .optional(&table, "snat_priority", |v| {
-                let n = v.as_integer().ok_or("must be an integer from 1 to 254")?;
-                u8::try_from(n)
-                    .ok()
-                    .and_then(|n| Priority::new(n).ok())
-                    .ok_or_else(|| format!("{n} is outside 1..=254"))
-            })
+            .optional(t, "snat_priority", p_priority)
             .unwrap_or_else(|| {
                 Priority::new(DEFAULT_SNAT_PRIORITY).unwrap_or_else(|_| unreachable!())
             });
-        let api_socket = p.required(&table, "api_socket", |v| p_path(v, base));
-        let data_dir = p.required(&table, "data_dir", |v| p_path(v, base));
+        let api_socket = p.required(t, "api_socket", |v| p_path(v, base));
+        let data_dir = p.required(t, "data_dir", |v| p_path(v, base));
         let gossip_interval = p
-            .optional(&table, "gossip_interval_ms", |v| {
-                let n = v
-                    .as_integer()
-                    .ok_or("must be an integer number of milliseconds")?;
-                if !(10..=10_000).contains(&n) {
-                    return Err(format!("{n} is outside 10..=10000"));
-                }
-                Ok(Duration::from_millis(n as u64))
-            })
+            .optional(t, "gossip_interval_ms", |v| p_millis(v, 10..=10_000))
             .unwrap_or(Duration::from_millis(DEFAULT_GOSSIP_INTERVAL_MS));
         let cluster_id = p
-            .optional(&table, "cluster_id", |v| {
-                let s = p_str(v)?;
-                if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic()) {
-                    return Err("must be 1 to 64 printable ASCII characters".into());
-                }
-                Ok(s.to_string())
-            })
+            .optional(t, "cluster_id", p_cluster_id)
             .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_string());
         let datapath = p
-            .optional(&table, "datapath", |v| match p_str(v)? {
-                "linux" => Ok(DatapathMode::Linux),
-                "off" => Ok(DatapathMode::Off),
-                other => Err(format!("{other:?} is not one of \"linux\", \"off\"")),
-            })
+            .optional(t, "datapath", p_datapath)
             .unwrap_or(DatapathMode::Linux);
         let netns_dir = p
-            .optional(&table, "netns_dir", |v| p_path(v, base))
+            .optional(t, "netns_dir", |v| p_path(v, base))
             .unwrap_or_else(|| PathBuf::from("/run/netns"));
         let advert_interval = p
-            .optional(&table, "snat_advert_interval_ms", |v| {
-                let n = v
-                    .as_integer()
-                    .ok_or("must be an integer number of milliseconds")?;
-                if !(5..=5_000).contains(&n) {
-                    return Err(format!("{n} is outside 5..=5000"));
-                }
-                Ok(Duration::from_millis(n as u64))
-            })
+            .optional(t, "snat_advert_interval_ms", |v| p_millis(v, 5..=5_000))
             .unwrap_or(Duration::from_millis(DEFAULT_ADVERT_INTERVAL_MS));
         let advert_multiplier = p
-            .optional(&table, "snat_advert_multiplier", |v| {
-                let n = v.as_integer().ok_or("must be an integer from 2 to 50")?;
-                if !(2..=50).contains(&n) {
-                    return Err(format!("{n} is outside 2..=50"));
-                }
-                Ok(n as u32)
-            })
-            .unwrap_or(DEFAULT_ADVERT_MULTIPLIER);
-        let tls = p.tls(&table);
-        let external = p.external(&table);
-        for key in table.keys() {
-            if !KNOWN_KEYS.contains(&key.as_str()) {
-                p.problems.push(format!(
-                    "{key}: unknown key (known keys: {})",
-                    KNOWN_KEYS.join(", ")
-                ));
-            }
-        }
-        if let (Some(NodeMode::DvrNoExternal), Some(ext)) = (mode, &external) {
-            if !ext.is_empty() {
-                p.problems
-                    .push("external: a dvr_no_external node cannot map external networks".into());
-            }
-        }
-        if let (Some(l), None) = (listen, advertise) {
-            if l.ip().is_unspecified() {
-                p.problems.push(format!(
-                    "advertise: required when listen ({l}) is a wildcard address, so peers know where to reach this node"
-                ));
-            }
-        }
+            .optional(t, "snat_advert_multiplier", |v| p_int(v, 2..=50))
+            .map_or(DEFAULT_ADVERT_MULTIPLIER, |n| n as u32);
+        let tls = p.tls(t);
+        let external = p.external(t);
+        p.unknown_keys(t);
+        p.cross_check(mode, external.as_ref(), listen, advertise);
         if !p.problems.is_empty() {
             return Err(p.problems.join("\n"));
         }
@@ -308,6 +233,40 @@ impl Parser<'_> {
             .ok()
     }
 
+    /// Every key the file has that the agent does not know.
+    fn unknown_keys(&mut self, t: &Table) {
+        for key in t.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                self.problems.push(format!(
+                    "{key}: unknown key (known keys: {})",
+                    KNOWN_KEYS.join(", ")
+                ));
+            }
+        }
+    }
+
+    /// The rules between keys: a `dvr_no_external` node maps no external network; a wildcard
+    /// `listen` needs an `advertise`.
+    fn cross_check(
+        &mut self,
+        mode: Option<NodeMode>,
+        external: Option<&BTreeMap<Name, ExternalMapping>>,
+        listen: Option<SocketAddr>,
+        advertise: Option<SocketAddr>,
+    ) {
+        if mode == Some(NodeMode::DvrNoExternal) && external.is_some_and(|e| !e.is_empty()) {
+            self.problems
+                .push("external: a dvr_no_external node cannot map external networks".into());
+        }
+        if let (Some(l), None) = (listen, advertise) {
+            if l.ip().is_unspecified() {
+                self.problems.push(format!(
+                    "advertise: required when listen ({l}) is a wildcard address, so peers know where to reach this node"
+                ));
+            }
+        }
+    }
+
     fn tls(&mut self, t: &Table) -> Option<TlsPaths> {
         let Some(v) = t.get("tls") else {
             self.problems
@@ -357,48 +316,121 @@ impl Parser<'_> {
         let mut ok = true;
         for (name, v) in ext {
             let key = format!("external.{name}");
-            let name = match Name::new(name.as_str()) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.problems.push(format!("{key}: {e}"));
-                    ok = false;
-                    continue;
+            match mapping(name, v) {
+                Ok(m) => {
+                    out.insert(m.0, m.1);
                 }
-            };
-            let Some(m) = v.as_table() else {
-                self.problems
-                    .push(format!("{key}: must be a table with an interface key"));
-                ok = false;
-                continue;
-            };
-            for k in m.keys() {
-                if k != "interface" {
+                Err(problems) => {
                     self.problems
-                        .push(format!("{key}.{k}: unknown key (known keys: interface)"));
+                        .extend(problems.into_iter().map(|p| format!("{key}{p}")));
                     ok = false;
                 }
-            }
-            match m.get("interface").map(p_str) {
-                None => {
-                    self.problems.push(format!("{key}.interface: missing"));
-                    ok = false;
-                }
-                Some(Err(e)) => {
-                    self.problems.push(format!("{key}.interface: {e}"));
-                    ok = false;
-                }
-                Some(Ok(s)) => match InterfaceName::new(s) {
-                    Ok(interface) => {
-                        out.insert(name, ExternalMapping { interface });
-                    }
-                    Err(e) => {
-                        self.problems.push(format!("{key}.interface: {e}"));
-                        ok = false;
-                    }
-                },
             }
         }
         ok.then_some(out)
+    }
+}
+
+/// One `[external.NAME]` table: `interface = "…"` and nothing else. Problems are suffixes of the
+/// table's key (`: …` or `.interface: …`).
+fn mapping(name: &str, v: &Value) -> Result<(Name, ExternalMapping), Vec<String>> {
+    let name = Name::new(name).map_err(|e| vec![format!(": {e}")])?;
+    let m = v
+        .as_table()
+        .ok_or_else(|| vec![": must be a table with an interface key".to_string()])?;
+    let mut problems: Vec<String> = m
+        .keys()
+        .filter(|k| *k != "interface")
+        .map(|k| format!(".{k}: unknown key (known keys: interface)"))
+        .collect();
+    let interface = match m.get("interface").map(p_str) {
+        None => Err("missing".to_string()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(s)) => InterfaceName::new(s).map_err(|e| e.to_string()),
+    };
+    match interface {
+        Ok(interface) if problems.is_empty() => Ok((name, ExternalMapping { interface })),
+        Ok(_) => Err(problems),
+        Err(e) => {
+            problems.push(format!(".interface: {e}"));
+            Err(problems)
+        }
+    }
+}
+
+fn p_node_id(v: &Value) -> Result<NodeId, String> {
+    p_str(v).and_then(|s| NodeId::new(s).map_err(|e| e.to_string()))
+}
+
+fn p_mode(v: &Value) -> Result<NodeMode, String> {
+    p_str(v).and_then(|s| s.parse::<NodeMode>().map_err(|e| e.to_string()))
+}
+
+fn p_seeds(v: &Value) -> Result<Vec<String>, String> {
+    let arr = v
+        .as_array()
+        .ok_or("must be an array of \"host:port\" strings")?;
+    arr.iter().map(p_seed).collect()
+}
+
+fn p_tunnel_ip(v: &Value) -> Result<Ipv4Addr, String> {
+    let ip: Ipv4Addr = p_str(v)?
+        .parse()
+        .map_err(|_| "is not an IPv4 address".to_string())?;
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+        return Err(format!("{ip} is not a unicast host address"));
+    }
+    Ok(ip)
+}
+
+fn p_priority(v: &Value) -> Result<Priority, String> {
+    let n = v.as_integer().ok_or("must be an integer from 1 to 254")?;
+    u8::try_from(n)
+        .ok()
+        .and_then(|n| Priority::new(n).ok())
+        .ok_or_else(|| format!("{n} is outside 1..=254"))
+}
+
+/// An integer in `range`.
+fn p_int(v: &Value, range: std::ops::RangeInclusive<i64>) -> Result<i64, String> {
+    let n = v.as_integer().ok_or_else(|| {
+        format!(
+            "must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        )
+    })?;
+    if !range.contains(&n) {
+        return Err(format!(
+            "{n} is outside {}..={}",
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(n)
+}
+
+/// A whole number of milliseconds in `range`.
+fn p_millis(v: &Value, range: std::ops::RangeInclusive<i64>) -> Result<Duration, String> {
+    if !v.is_integer() {
+        return Err("must be an integer number of milliseconds".into());
+    }
+    p_int(v, range).map(|n| Duration::from_millis(n.unsigned_abs()))
+}
+
+fn p_cluster_id(v: &Value) -> Result<String, String> {
+    let s = p_str(v)?;
+    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("must be 1 to 64 printable ASCII characters".into());
+    }
+    Ok(s.to_string())
+}
+
+fn p_datapath(v: &Value) -> Result<DatapathMode, String> {
+    match p_str(v)? {
+        "linux" => Ok(DatapathMode::Linux),
+        "off" => Ok(DatapathMode::Off),
+        other => Err(format!("{other:?} is not one of \"linux\", \"off\"")),
     }
 }
 

@@ -66,6 +66,14 @@ pub enum Error {
     /// The gossip transport could not start.
     #[error("transport: {0}")]
     Transport(String),
+    /// One of the agent's tasks ended while the agent was running; the agent stopped.
+    #[error("the {task} stopped ({reason}); the agent stopped with it")]
+    TaskEnded {
+        /// Which task.
+        task: &'static str,
+        /// Why: it returned, panicked (with the message) or was cancelled.
+        reason: String,
+    },
     /// A value failed domain validation or decoding.
     #[error(transparent)]
     Proto(#[from] mesh_proto::Error),

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 
 use netlink_packet_core::{
     Emitable, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
@@ -211,33 +212,24 @@ impl Conn {
         let mut acked = false;
         let mut refused: Option<NlError> = None;
         // Every answer is queued already: read until there is none.
-        while let Some(n) = self.receive(libc::MSG_DONTWAIT)? {
-            for message in messages(&self.buf[..n]) {
-                let Header {
-                    mtype,
-                    mflags,
-                    mseq,
-                    body,
-                } = message?;
-                if mtype != NLMSG_ERROR {
-                    continue;
-                }
-                let code = read_i32(body).ok_or_else(|| NlError::other("short error"))?;
-                if code == 0 {
-                    acked |= mseq == last_seq;
-                } else if refused.is_none() {
-                    let index = mseq.wrapping_sub(first).wrapping_sub(1) as usize;
+        self.read_replies(libc::MSG_DONTWAIT, |m| {
+            match m.status() {
+                None => {}
+                Some(Ok(())) => acked |= m.mseq == last_seq,
+                Some(Err(mut e)) if refused.is_none() => {
+                    let index = m.mseq.wrapping_sub(first).wrapping_sub(1) as usize;
                     let what = batch
                         .messages
                         .get(index)
-                        .map(|m| m.what.as_str())
+                        .map(|msg| msg.what.as_str())
                         .unwrap_or("the batch");
-                    let mut e = NlError::from_errno(-code, extack_message(mflags, body));
                     e.message = format!("{what}: {}", e.message);
                     refused = Some(e);
                 }
+                Some(Err(_)) => {} // the first refusal is the one that says why
             }
-        }
+            Ok(ControlFlow::<()>::Continue(()))
+        })?;
         match refused {
             Some(e) => Err(e),
             None if acked => Ok(()),
@@ -312,44 +304,48 @@ impl Conn {
 
         let mut replies = Vec::new();
         let mut interrupted = false;
+        self.read_replies(0, |m| {
+            if m.mseq != seq {
+                return Ok(ControlFlow::Continue(())); // a late answer to an earlier request
+            }
+            interrupted |= m.mflags & NLM_F_DUMP_INTR != 0;
+            match m.mtype {
+                NLMSG_NOOP => Ok(ControlFlow::Continue(())),
+                NLMSG_OVERRUN => Err(NlError::other("netlink overrun")),
+                NLMSG_DONE => match read_i32(m.body).unwrap_or(0) {
+                    code if code < 0 => Err(NlError::from_errno(-code, None)),
+                    _ if interrupted => Err(NlError::from_errno(libc::EINTR, None)),
+                    _ => Ok(ControlFlow::Break(())),
+                },
+                _ => match m.status() {
+                    Some(result) => result.map(ControlFlow::Break),
+                    None => {
+                        replies.push((m.mtype, m.body.to_vec()));
+                        Ok(ControlFlow::Continue(()))
+                    }
+                },
+            }
+        })?;
+        Ok(replies)
+    }
+
+    /// Reads datagrams and hands each message to `on` until `on` breaks, or — with
+    /// `MSG_DONTWAIT` in `flags` — until nothing more is queued.
+    fn read_replies(
+        &mut self,
+        flags: libc::c_int,
+        mut on: impl FnMut(Header<'_>) -> Result<ControlFlow<()>, NlError>,
+    ) -> Result<(), NlError> {
         loop {
-            let Some(n) = self.receive(0)? else {
+            let Some(n) = self.receive(flags)? else {
+                if flags & libc::MSG_DONTWAIT != 0 {
+                    return Ok(());
+                }
                 continue;
             };
             for message in messages(&self.buf[..n]) {
-                let Header {
-                    mtype,
-                    mflags,
-                    mseq,
-                    body,
-                } = message?;
-                if mseq != seq {
-                    continue; // a late answer to an earlier request
-                }
-                if mflags & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match mtype {
-                    NLMSG_NOOP => {}
-                    NLMSG_OVERRUN => return Err(NlError::other("netlink overrun")),
-                    NLMSG_ERROR => {
-                        let code = read_i32(body).ok_or_else(|| NlError::other("short error"))?;
-                        if code == 0 {
-                            return Ok(replies);
-                        }
-                        return Err(NlError::from_errno(-code, extack_message(mflags, body)));
-                    }
-                    NLMSG_DONE => {
-                        let code = read_i32(body).unwrap_or(0);
-                        if code < 0 {
-                            return Err(NlError::from_errno(-code, None));
-                        }
-                        if interrupted {
-                            return Err(NlError::from_errno(libc::EINTR, None));
-                        }
-                        return Ok(replies);
-                    }
-                    _ => replies.push((mtype, body.to_vec())),
+                if on(message?)?.is_break() {
+                    return Ok(());
                 }
             }
         }
@@ -362,6 +358,24 @@ struct Header<'a> {
     mflags: u16,
     mseq: u32,
     body: &'a [u8],
+}
+
+impl Header<'_> {
+    /// For an `NLMSG_ERROR` message, the ack (`Ok`) or the error it reports, with the kernel's
+    /// extended-ack text; `None` for any other message.
+    fn status(&self) -> Option<Result<(), NlError>> {
+        if self.mtype != NLMSG_ERROR {
+            return None;
+        }
+        Some(match read_i32(self.body) {
+            None => Err(NlError::other("short error")),
+            Some(0) => Ok(()),
+            Some(code) => Err(NlError::from_errno(
+                -code,
+                extack_message(self.mflags, self.body),
+            )),
+        })
+    }
 }
 
 /// The messages of one datagram, in order; a length that does not fit is an error.
@@ -422,21 +436,9 @@ fn extack_message(flags: u16, body: &[u8]) -> Option<String> {
         let len = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?) as usize;
         (len + 3) & !3
     };
-    let mut tlvs = body.get(4 + echoed..)?;
-    while tlvs.len() >= 4 {
-        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
-        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            break;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &tlvs[4..len];
-            let text = text.split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        tlvs = tlvs.get((len + 3) & !3..).unwrap_or_default();
-    }
-    None
+    let (_, text) = attrs(body.get(4 + echoed..)?).find(|(kind, _)| *kind == NLMSGERR_ATTR_MSG)?;
+    let text = text.split(|b| *b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(text).into_owned())
 }
 
 /// Parses rtnetlink replies. Messages the library cannot decode are skipped: a foreign object

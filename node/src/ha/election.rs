@@ -49,15 +49,6 @@ pub struct ElectionConfig {
     pub multiplier: u32,
 }
 
-impl Default for ElectionConfig {
-    fn default() -> Self {
-        ElectionConfig {
-            advert_interval: Duration::from_millis(50),
-            multiplier: 3,
-        }
-    }
-}
-
 /// What the election needs to know about one router, from the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterInput {
@@ -295,10 +286,7 @@ impl Election {
         if let Some(m) = &st.mine {
             return Some(m.node.clone());
         }
-        let prio = self
-            .my_priority(router)
-            .unwrap_or(Priority::new(1).unwrap_or_else(|_| unreachable!()));
-        let down = self.down_interval(prio);
+        let down = self.down_interval(self.my_priority(router).unwrap_or(LOWEST));
         st.heard
             .values()
             .filter(|(_, t)| t.is_none_or(|t| now.saturating_duration_since(t) <= down))
@@ -329,141 +317,209 @@ impl Election {
     }
 
     fn decide_router(&mut self, now: Instant, ri: &RouterInput) {
-        let me = self.me.clone();
         let my_prio = ri
             .candidates
             .iter()
-            .find(|(n, _)| *n == me)
+            .find(|(n, _)| *n == self.me)
             .map(|(_, p)| *p);
-        let down = self
-            .down_interval(my_prio.unwrap_or(Priority::new(1).unwrap_or_else(|_| unreachable!())));
-        let majority = self.input.majority;
-        let interval = self.cfg.advert_interval;
+        let d = Decision {
+            now,
+            me: &self.me,
+            ri,
+            my_prio,
+            down: self.down_interval(my_prio.unwrap_or(LOWEST)),
+            majority: self.input.majority,
+            interval: self.cfg.advert_interval,
+        };
         let Some(st) = self.routers.get_mut(&ri.router) else {
             return;
         };
-        // Held down after a displacement, this node may be hearing the holder one way only: its
-        // adverts do not arrive, yet its claim is refreshed in gossip. Then silence of adverts is
-        // no proof of death; the holder counts as alive while a live node publishes its claim.
-        let held_down = st.holddown_until.is_some_and(|t| now < t);
-        let in_gossip = |n: &NodeId| held_down && ri.claims.iter().any(|c| &c.node == n);
-        let alive = |n: &NodeId, t: &Option<Instant>| {
-            t.is_none_or(|t| now.saturating_duration_since(t) <= down) || in_gossip(n)
+        let mut out = Outputs {
+            adverts: &mut self.outbox,
+            events: &mut self.events,
         };
-        // The best live claim of another node.
-        let other = st
-            .heard
-            .iter()
-            .filter(|(n, (_, t))| alive(n, t))
-            .map(|(_, v)| v)
-            .map(|(c, _)| c.clone())
-            .fold(None::<SnatClaim>, |best, c| match best {
-                Some(b) if !c.outranks(&b) => Some(b),
-                _ => Some(c),
-            });
-        if let Some(mine) = st.mine.clone() {
-            let displaced_by = st
-                .heard
-                .values()
-                .map(|(c, _)| c)
-                .find(|c| c.outranks(&mine))
-                .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch));
-            let reason = if !majority {
-                Some("lost the majority of the cluster".to_string())
-            } else if my_prio.is_none() {
-                Some("no longer a candidate".to_string())
-            } else {
-                displaced_by.clone()
-            };
-            if let Some(reason) = reason {
-                st.mine = None;
-                st.last_sent = None;
-                // Displaced, or cut off from the majority (paused, partitioned): either way this
-                // node was unreliable, so it does not take the router back at once.
-                if displaced_by.is_some() || !majority {
-                    let hold = DISPLACED_HOLDDOWN
-                        .saturating_mul(1 << st.displaced.min(4))
-                        .min(MAX_HOLDDOWN);
-                    st.displaced = st.displaced.saturating_add(1);
-                    st.holddown_until = Some(now + ri.preempt_delay.max(hold));
+        match st.mine.clone() {
+            Some(mine) => d.hold_or_withdraw(st, mine, &mut out),
+            None => {
+                if let Some(reason) = d.reason_to_claim(st) {
+                    d.claim(st, reason, &mut out);
                 }
-                self.events.push_back(ElectionEvent::Withdrew {
-                    router: ri.router.clone(),
-                    reason,
-                });
-                return;
             }
+        }
+    }
+}
+
+/// The priority a node that is no candidate waits with.
+const LOWEST: Priority = Priority::LOWEST;
+
+/// Where a decision's results go.
+struct Outputs<'a> {
+    adverts: &'a mut VecDeque<(NodeId, SnatClaim)>,
+    events: &'a mut VecDeque<ElectionEvent>,
+}
+
+/// What deciding one router at one instant reads.
+struct Decision<'a> {
+    now: Instant,
+    me: &'a NodeId,
+    ri: &'a RouterInput,
+    /// This node's priority, when it is a candidate.
+    my_prio: Option<Priority>,
+    /// How long a silent holder is still taken to be alive.
+    down: Duration,
+    majority: bool,
+    interval: Duration,
+}
+
+impl Decision<'_> {
+    /// Whether this node is held down after a displacement.
+    fn held_down(&self, st: &RouterState) -> bool {
+        st.holddown_until.is_some_and(|t| self.now < t)
+    }
+
+    /// Whether a node heard at `t` counts as alive. Held down after a displacement, this node
+    /// may be hearing the holder one way only: its adverts do not arrive, yet its claim is
+    /// refreshed in gossip. Then silence of adverts is no proof of death; the holder counts as
+    /// alive while a live node publishes its claim.
+    fn alive(&self, st: &RouterState, n: &NodeId, t: &Option<Instant>) -> bool {
+        let in_gossip = || self.held_down(st) && self.ri.claims.iter().any(|c| &c.node == n);
+        t.is_none_or(|t| self.now.saturating_duration_since(t) <= self.down) || in_gossip()
+    }
+
+    /// The best live claim of another node.
+    fn live_holder(&self, st: &RouterState) -> Option<SnatClaim> {
+        st.heard
+            .iter()
+            .filter(|(n, (_, t))| self.alive(st, n, t))
+            .map(|(_, (c, _))| c)
+            .fold(None::<&SnatClaim>, |best, c| match best {
+                Some(b) if !c.outranks(b) => Some(b),
+                _ => Some(c),
+            })
+            .cloned()
+    }
+
+    /// This node holds the router: it withdraws when it lost the majority, is no candidate any
+    /// more, or sees a claim that outranks its own; else it adverts when an interval has passed.
+    fn hold_or_withdraw(&self, st: &mut RouterState, mine: SnatClaim, out: &mut Outputs<'_>) {
+        let displaced_by = st
+            .heard
+            .values()
+            .map(|(c, _)| c)
+            .find(|c| c.outranks(&mine))
+            .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch));
+        let reason = if !self.majority {
+            Some("lost the majority of the cluster".to_string())
+        } else if self.my_prio.is_none() {
+            Some("no longer a candidate".to_string())
+        } else {
+            displaced_by.clone()
+        };
+        let Some(reason) = reason else {
             if st
                 .last_sent
-                .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+                .is_none_or(|t| self.now.saturating_duration_since(t) >= self.interval)
             {
-                st.last_sent = Some(now);
-                for (n, _) in ri.candidates.iter().filter(|(n, _)| *n != me) {
-                    self.outbox.push_back((n.clone(), mine.clone()));
-                }
+                st.last_sent = Some(self.now);
+                self.advert(&mine, out);
             }
             return;
+        };
+        st.mine = None;
+        st.last_sent = None;
+        // Displaced, or cut off from the majority (paused, partitioned): either way this node was
+        // unreliable, so it does not take the router back at once.
+        if displaced_by.is_some() || !self.majority {
+            let hold = DISPLACED_HOLDDOWN
+                .saturating_mul(1 << st.displaced.min(4))
+                .min(MAX_HOLDDOWN);
+            st.displaced = st.displaced.saturating_add(1);
+            st.holddown_until = Some(self.now + self.ri.preempt_delay.max(hold));
         }
-        let Some(my_prio) = my_prio.filter(|_| majority) else {
+        out.events.push_back(ElectionEvent::Withdrew {
+            router: self.ri.router.clone(),
+            reason,
+        });
+    }
+
+    /// Why this node should claim the router now, if it should: it is a candidate with the
+    /// majority, and either no live holder exists and it is the best candidate that is not
+    /// silent, or it preempts a worse holder after the preemption delay.
+    fn reason_to_claim(&self, st: &mut RouterState) -> Option<String> {
+        let Some(my_prio) = self.my_prio.filter(|_| self.majority) else {
             st.better_since = None;
+            return None;
+        };
+        let Some(h) = self.live_holder(st) else {
+            st.better_since = None;
+            return self.is_best_awake(st).then(|| vacancy_reason(st));
+        };
+        let i_am_better = better(&(self.me.clone(), my_prio), &(h.node.clone(), h.priority));
+        if !(self.ri.preempt && i_am_better && !self.held_down(st)) {
+            st.better_since = None;
+            return None;
+        }
+        let since = *st.better_since.get_or_insert(self.now);
+        (self.now.saturating_duration_since(since) >= self.ri.preempt_delay).then(|| {
+            format!(
+                "preempting {} (priority {} over {})",
+                h.node, my_prio, h.priority
+            )
+        })
+    }
+
+    /// Whether this node is the best candidate among those that are neither silent nor standing
+    /// down after a release.
+    fn is_best_awake(&self, st: &RouterState) -> bool {
+        let silent = |n: &NodeId| st.heard.get(n).is_some_and(|(_, t)| !self.alive(st, n, t));
+        let stood_down = |n: &NodeId| st.stood_down.get(n).is_some_and(|t| self.now < *t);
+        let best = self
+            .ri
+            .candidates
+            .iter()
+            .filter(|(n, _)| n == self.me || (!silent(n) && !stood_down(n)))
+            .fold(None::<&(NodeId, Priority)>, |b, c| match b {
+                Some(b) if !better(c, b) => Some(b),
+                _ => Some(c),
+            });
+        best.map(|b| &b.0) == Some(self.me)
+    }
+
+    /// Claims the router with an epoch above every epoch seen, and adverts it at once.
+    fn claim(&self, st: &mut RouterState, reason: String, out: &mut Outputs<'_>) {
+        let Some(priority) = self.my_prio else {
             return;
         };
-        let reason = match &other {
-            None => {
-                // No live holder: the best candidate that is not silent claims.
-                let silent = |n: &NodeId| st.heard.get(n).is_some_and(|(_, t)| !alive(n, t));
-                let stood_down = |n: &NodeId| st.stood_down.get(n).is_some_and(|t| now < *t);
-                let best = ri
-                    .candidates
-                    .iter()
-                    .filter(|(n, _)| *n == me || (!silent(n) && !stood_down(n)))
-                    .fold(None::<&(NodeId, Priority)>, |b, c| match b {
-                        Some(b) if !better(c, b) => Some(b),
-                        _ => Some(c),
-                    });
-                st.better_since = None;
-                (best.map(|b| &b.0) == Some(&me)).then(|| {
-                    match (
-                        st.heard.values().max_by_key(|(c, _)| c.epoch),
-                        &st.released_by,
-                    ) {
-                        (Some((c, _)), _) => format!("holder {} went silent", c.node),
-                        (None, Some(n)) => format!("holder {n} released it"),
-                        (None, None) => "no holder".to_string(),
-                    }
-                })
-            }
-            Some(h) => {
-                let i_am_better = better(&(me.clone(), my_prio), &(h.node.clone(), h.priority));
-                if ri.preempt && i_am_better && !held_down {
-                    let since = *st.better_since.get_or_insert(now);
-                    (now.saturating_duration_since(since) >= ri.preempt_delay).then(|| {
-                        format!(
-                            "preempting {} (priority {} over {})",
-                            h.node, my_prio, h.priority
-                        )
-                    })
-                } else {
-                    st.better_since = None;
-                    None
-                }
-            }
+        let claim = SnatClaim {
+            router: self.ri.router.clone(),
+            epoch: st.max_epoch.saturating_add(1),
+            priority,
+            node: self.me.clone(),
         };
-        if let Some(reason) = reason {
-            let claim = SnatClaim {
-                router: ri.router.clone(),
-                epoch: st.max_epoch + 1,
-                priority: my_prio,
-                node: me.clone(),
-            };
-            st.max_epoch = claim.epoch;
-            st.mine = Some(claim.clone());
-            st.better_since = None;
-            st.last_sent = Some(now);
-            for (n, _) in ri.candidates.iter().filter(|(n, _)| *n != me) {
-                self.outbox.push_back((n.clone(), claim.clone()));
-            }
-            self.events.push_back(ElectionEvent::Took { claim, reason });
+        st.max_epoch = claim.epoch;
+        st.mine = Some(claim.clone());
+        st.better_since = None;
+        st.last_sent = Some(self.now);
+        self.advert(&claim, out);
+        out.events.push_back(ElectionEvent::Took { claim, reason });
+    }
+
+    /// The claim, to every other candidate.
+    fn advert(&self, claim: &SnatClaim, out: &mut Outputs<'_>) {
+        for (n, _) in self.ri.candidates.iter().filter(|(n, _)| n != self.me) {
+            out.adverts.push_back((n.clone(), claim.clone()));
         }
+    }
+}
+
+/// Why a router without a live holder is claimed: its last holder went silent or released it.
+fn vacancy_reason(st: &RouterState) -> String {
+    match (
+        st.heard.values().max_by_key(|(c, _)| c.epoch),
+        &st.released_by,
+    ) {
+        (Some((c, _)), _) => format!("holder {} went silent", c.node),
+        (None, Some(n)) => format!("holder {n} released it"),
+        (None, None) => "no holder".to_string(),
     }
 }

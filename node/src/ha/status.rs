@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::{unix_ms, HaTask, Holders};
+use super::task::{unix_ms, HaTask};
+use super::Holders;
 use crate::mesh::view::{ClusterView, MemberState};
 
 /// Candidate state shown by `router show`.

@@ -1,79 +1,37 @@
-//! The I/O shell of the replicated store: publishing through chitchat, address claims with their
-//! waiting window, the replication loop, and persistence under `data_dir`.
+//! The I/O shell of the replicated tenant configuration ([`crate::tenant`] is its pure half):
+//! requests in, records published in this node's gossip key space.
+//!
+//! - this module: the service, its clock and ids, publishing and waiting for the view;
+//! - [`allocate`]: objects that need addresses or MACs (ports, floating IPs, router gateways, a
+//!   node's FIP gateway port);
+//! - [`claims`]: claiming addresses and MACs: claim, wait the window, keep or retry;
+//! - [`replication`]: publishing and withdrawing what rendezvous ranking asks of this node;
+//! - [`persist`]: the records file under `data_dir`, so a restart re-announces them.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod allocate;
+mod claims;
+mod persist;
+mod replication;
+
+pub use persist::{load_records, RECORDS_FILE};
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::Chitchat;
-use mesh_proto::{
-    AddressClaim, Hlc, MacClaim, NodeId, ObjectId, ObjectKind, Record, TenantObject, Version,
-};
+use mesh_proto::{Hlc, NodeId, ObjectId, ObjectKind, Record, Version};
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::mesh::view::ViewHandle;
 use crate::tenant::ipam;
-use crate::tenant::ops::{self, ConfigRequest, FipPlan, Outcome, PortPlan, Write};
-use crate::tenant::replicate::{self, Duty};
+use crate::tenant::ops::{self, ConfigRequest, Outcome, Write};
 use crate::tenant::TenantState;
 
-/// File under `data_dir` holding the records this node publishes.
-pub const RECORDS_FILE: &str = "records.json";
-/// Largest records file loaded.
-const MAX_RECORDS_FILE: u64 = 64 << 20;
-/// How many times an allocation is retried after losing a claim.
-const MAX_CLAIM_ATTEMPTS: u64 = 8;
 /// How long a write waits to show up in the local view.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One value to allocate.
-enum Want {
-    /// An address of a subnet or external network pool.
-    Address {
-        pool: ObjectId,
-        explicit: Option<std::net::Ipv4Addr>,
-    },
-    /// A MAC address.
-    Mac {
-        explicit: Option<mesh_proto::MacAddr>,
-    },
-}
-
-/// One allocated value.
-enum Got {
-    Address(ObjectId, std::net::Ipv4Addr),
-    Mac(mesh_proto::MacAddr),
-}
-
-impl std::fmt::Display for Got {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Got::Address(pool, ip) => write!(f, "{ip} in {pool}"),
-            Got::Mac(m) => write!(f, "MAC {m}"),
-        }
-    }
-}
-
-/// What `claim_all` allocated, in the order asked.
-struct Claimed(Vec<Got>);
-
-impl Claimed {
-    fn address(&self, i: usize) -> Option<std::net::Ipv4Addr> {
-        match self.0.get(i) {
-            Some(Got::Address(_, ip)) => Some(*ip),
-            _ => None,
-        }
-    }
-    fn mac(&self, i: usize) -> Option<mesh_proto::MacAddr> {
-        match self.0.get(i) {
-            Some(Got::Mac(m)) => Some(*m),
-            _ => None,
-        }
-    }
-}
 
 /// Timing of the store.
 #[derive(Clone, Debug)]
@@ -107,6 +65,7 @@ pub struct ConfigService {
     chitchat: Arc<Mutex<Chitchat>>,
     view: ViewHandle,
     hlc: std::sync::Mutex<Hlc>,
+    /// One write at a time on this node (claim windows included).
     writes: Mutex<()>,
     settings: StoreSettings,
 }
@@ -202,285 +161,6 @@ impl ConfigService {
         })
     }
 
-    async fn create_port(&self, plan: PortPlan) -> Result<Value, String> {
-        let wants = [
-            Want::Address {
-                pool: plan.subnet.clone(),
-                explicit: plan.ip,
-            },
-            Want::Mac { explicit: plan.mac },
-        ];
-        let (got, claims) = self.claim_all(&plan.id, &wants).await?;
-        let (Some(ip), Some(mac)) = (got.address(0), got.mac(1)) else {
-            return Err("internal: allocation returned the wrong shape".into());
-        };
-        let port = ops::finish_port(&plan, ip, mac)?;
-        self.publish_after_claims(TenantObject::Port(port.clone()), &claims)
-            .await?;
-        info!(port = %port.id, ip = %ip, mac = %mac, "port created");
-        Ok(ops::object_json(&TenantObject::Port(port)))
-    }
-
-    async fn create_fip(&self, plan: FipPlan) -> Result<Value, String> {
-        let wants = [Want::Address {
-            pool: plan.external_network.clone(),
-            explicit: plan.ip,
-        }];
-        let (got, claims) = self.claim_all(&plan.id, &wants).await?;
-        let ip = got
-            .address(0)
-            .ok_or("internal: allocation returned the wrong shape")?;
-        let fip = ops::finish_fip(&plan, ip)?;
-        self.publish_after_claims(TenantObject::FloatingIp(fip.clone()), &claims)
-            .await?;
-        Ok(ops::object_json(&TenantObject::FloatingIp(fip)))
-    }
-
-    /// Allocates a router's external address and missing SNAT ports, then publishes it.
-    async fn allocate_router(&self, mut spec: mesh_proto::RouterSpec) -> Result<Value, String> {
-        let Some(gw) = spec.gateway.clone() else {
-            return Err("internal: router without gateway needs no allocation".into());
-        };
-        let mut wants = Vec::new();
-        if gw.external_ip.is_none() {
-            wants.push(Want::Address {
-                pool: gw.external_network.clone(),
-                explicit: None,
-            });
-        }
-        let missing: Vec<ObjectId> = spec
-            .interfaces
-            .iter()
-            .filter(|s| !spec.snat_ports.contains_key(*s))
-            .cloned()
-            .collect();
-        for subnet in &missing {
-            wants.push(Want::Address {
-                pool: subnet.clone(),
-                explicit: None,
-            });
-            wants.push(Want::Mac { explicit: None });
-        }
-        let (got, claims) = self.claim_all(&spec.id, &wants).await?;
-        let mut i = 0;
-        if let Some(g) = spec.gateway.as_mut().filter(|g| g.external_ip.is_none()) {
-            g.external_ip = got.address(i);
-            i += 1;
-        }
-        for subnet in missing {
-            let (Some(ip), Some(mac)) = (got.address(i), got.mac(i + 1)) else {
-                return Err("internal: allocation returned the wrong shape".into());
-            };
-            spec.snat_ports
-                .insert(subnet, mesh_proto::SnatPort { ip, mac });
-            i += 2;
-        }
-        let router = mesh_proto::Router::new(spec).map_err(|e| e.to_string())?;
-        self.publish_after_claims(TenantObject::Router(router.clone()), &claims)
-            .await?;
-        Ok(ops::object_json(&TenantObject::Router(router)))
-    }
-
-    /// Makes sure this node has a FIP gateway port (`fg-`) on `external_network`: a port on the
-    /// external network hosted here, with an address and MAC claimed like any other. Returns it.
-    pub async fn ensure_fip_gateway(
-        &self,
-        external_network: &ObjectId,
-    ) -> Result<mesh_proto::Port, String> {
-        let _one_at_a_time = self.writes.lock().await;
-        let view = self.view.load();
-        if let Some(p) = view
-            .tenant
-            .ports()
-            .find(|p| &p.network == external_network && p.host == self.me)
-        {
-            return Ok(p.clone());
-        }
-        if view
-            .tenant
-            .get(ObjectKind::ExternalNetwork, external_network)
-            .is_none()
-        {
-            return Err(format!("no external network {external_network}"));
-        }
-        let id = self.new_id(ObjectKind::Port, &view.tenant);
-        let wants = [
-            Want::Address {
-                pool: external_network.clone(),
-                explicit: None,
-            },
-            Want::Mac { explicit: None },
-        ];
-        let (got, claims) = self.claim_all(&id, &wants).await?;
-        let (Some(ip), Some(mac)) = (got.address(0), got.mac(1)) else {
-            return Err("internal: allocation returned the wrong shape".into());
-        };
-        let name = mesh_proto::Name::new(format!("fg.{}.{}", self.me, external_network.short()))
-            .map_err(|e| e.to_string())?;
-        let port = mesh_proto::Port::new(mesh_proto::PortSpec {
-            id,
-            name,
-            network: external_network.clone(),
-            mac,
-            fixed_ips: vec![ip],
-            host: self.me.clone(),
-            device: None,
-            allowed_address_pairs: Vec::new(),
-        })
-        .map_err(|e| e.to_string())?;
-        self.publish_after_claims(TenantObject::Port(port.clone()), &claims)
-            .await?;
-        info!(port = %port.id, ip = %ip, "FIP gateway port created");
-        Ok(port)
-    }
-
-    /// Publishes an object whose addresses were just claimed, then withdraws the claims (in that
-    /// order, so a peer sees the claim or the object, never neither), and waits until the local
-    /// view shows it.
-    async fn publish_after_claims(
-        &self,
-        obj: TenantObject,
-        claims: &[String],
-    ) -> Result<(), String> {
-        let (kind, id) = (obj.kind(), obj.id().clone());
-        let view = self.view.load();
-        let rec = Record::object(obj, self.version(&view.tenant));
-        self.publish_records(std::slice::from_ref(&rec)).await?;
-        self.delete_keys(claims).await;
-        let v = rec.version().clone();
-        self.wait_visible(|t| t.record(kind, &id).is_some_and(|r| r.version() >= &v))
-            .await;
-        Ok(())
-    }
-
-    /// Claims addresses and MACs for `holder`: pick what looks free, publish claims, wait the
-    /// claim window, and keep them only if every claim won; otherwise withdraw and try again
-    /// (an explicitly requested value that lost is an error). Returns what was claimed and the
-    /// claim keys, which the caller withdraws once the object holding them is published.
-    async fn claim_all(
-        &self,
-        holder: &ObjectId,
-        wants: &[Want],
-    ) -> Result<(Claimed, Vec<String>), String> {
-        let mut last_reason = String::new();
-        for attempt in 0..MAX_CLAIM_ATTEMPTS {
-            let view = self.view.load();
-            let tenant = &view.tenant;
-            let now = wall_ms();
-            let v = self.version(tenant);
-            let mut got = Vec::with_capacity(wants.len());
-            let mut kvs = Vec::with_capacity(wants.len());
-            let mut taken_ips: BTreeSet<(ObjectId, std::net::Ipv4Addr)> = BTreeSet::new();
-            let mut taken_macs: BTreeSet<mesh_proto::MacAddr> = BTreeSet::new();
-            for (i, want) in wants.iter().enumerate() {
-                let seed = ipam::seed(self.me.as_str(), v.hlc, attempt * 64 + i as u64);
-                match want {
-                    Want::Address { pool, explicit } => {
-                        let range = ipam::pool_range(tenant, pool)
-                            .ok_or_else(|| format!("{pool} was deleted meanwhile"))?;
-                        let ip = match explicit {
-                            Some(ip) => *ip,
-                            None => {
-                                let mut used = ipam::unavailable(tenant, pool, holder, now);
-                                used.extend(
-                                    taken_ips
-                                        .iter()
-                                        .filter(|(p, _)| p == pool)
-                                        .map(|(_, ip)| *ip),
-                                );
-                                ipam::pick(range, &used, seed)
-                                    .ok_or_else(|| format!("no free address left in {pool}"))?
-                            }
-                        };
-                        taken_ips.insert((pool.clone(), ip));
-                        let c = AddressClaim {
-                            pool: pool.clone(),
-                            ip,
-                            holder: holder.clone(),
-                            version: v.clone(),
-                        };
-                        kvs.push((
-                            c.key(),
-                            mesh_proto::encode_value(&c).map_err(|e| e.to_string())?,
-                        ));
-                        got.push(Got::Address(pool.clone(), ip));
-                    }
-                    Want::Mac { explicit } => {
-                        let mac = match explicit {
-                            Some(m) => *m,
-                            None => (0..64u64)
-                                .map(|k| {
-                                    ipam::mac_from_seed(ipam::seed(
-                                        self.me.as_str(),
-                                        v.hlc,
-                                        (attempt * 64 + i as u64) * 64 + k + 1,
-                                    ))
-                                })
-                                .find(|m| {
-                                    !taken_macs.contains(m)
-                                        && !ipam::mac_unavailable(tenant, *m, holder, now)
-                                })
-                                .ok_or("no free MAC found")?,
-                        };
-                        taken_macs.insert(mac);
-                        let c = MacClaim {
-                            mac,
-                            holder: holder.clone(),
-                            version: v.clone(),
-                        };
-                        kvs.push((
-                            c.key(),
-                            mesh_proto::encode_value(&c).map_err(|e| e.to_string())?,
-                        ));
-                        got.push(Got::Mac(mac));
-                    }
-                }
-            }
-            let keys: Vec<String> = kvs.iter().map(|(k, _)| k.clone()).collect();
-            self.set_keys(&kvs).await;
-            tokio::time::sleep(self.settings.claim_window).await;
-            self.next_view().await;
-            let view = self.view.load();
-            let now = wall_ms();
-            let mut lost_explicit = None;
-            let mut all_won = true;
-            for (want, g) in wants.iter().zip(&got) {
-                let won = match g {
-                    Got::Address(pool, ip) => {
-                        ipam::address_claim_won(&view.tenant, pool, *ip, holder, now)
-                    }
-                    Got::Mac(mac) => ipam::mac_claim_won(&view.tenant, *mac, holder, now),
-                };
-                if !won {
-                    all_won = false;
-                    let explicit = matches!(
-                        want,
-                        Want::Address {
-                            explicit: Some(_),
-                            ..
-                        } | Want::Mac { explicit: Some(_) }
-                    );
-                    last_reason = format!("lost the claim on {g}");
-                    if explicit {
-                        lost_explicit = Some(format!(
-                            "{g} was claimed concurrently by another node; pick another"
-                        ));
-                    }
-                }
-            }
-            if all_won {
-                return Ok((Claimed(got), keys));
-            }
-            self.delete_keys(&keys).await;
-            if let Some(e) = lost_explicit {
-                return Err(e);
-            }
-        }
-        Err(format!(
-            "could not settle an allocation after {MAX_CLAIM_ATTEMPTS} attempts ({last_reason})"
-        ))
-    }
-
     /// Publishes records in this node's key space, never replacing a newer version of the same key.
     async fn publish_records(&self, records: &[Record]) -> Result<(), String> {
         let mut encoded = Vec::with_capacity(records.len());
@@ -508,23 +188,6 @@ impl ConfigService {
         let st = cc.self_node_state();
         for (k, v) in kvs {
             st.set(k.clone(), v.clone());
-        }
-    }
-
-    /// Deletes each key unless this node now publishes a newer record there than the version the
-    /// withdrawal was decided on (a write landed after the view it was computed from).
-    async fn withdraw_unless_newer(&self, keys: &[(String, mesh_proto::Version)]) {
-        let mut cc = self.chitchat.lock().await;
-        let st = cc.self_node_state();
-        for (k, decided_on) in keys {
-            let Some(current) = st.get(k) else { continue };
-            let newer =
-                mesh_proto::decode_value::<Record>(current).is_ok_and(|r| r.version() > decided_on);
-            if newer {
-                tracing::debug!(key = %k, "not withdrawn: a newer write landed since the view it was decided on");
-            } else {
-                st.delete(k);
-            }
         }
     }
 
@@ -561,109 +224,4 @@ impl ConfigService {
             }
         }
     }
-
-    /// What this node must publish or withdraw according to the current view (nothing while it
-    /// sees no live member).
-    fn current_duties(&self) -> Vec<Duty> {
-        let view = self.view.load();
-        let live: BTreeSet<NodeId> = view.alive().map(|m| m.facts.node_id().clone()).collect();
-        if live.is_empty() {
-            return Vec::new();
-        }
-        replicate::duties(
-            &view.tenant,
-            &self.me,
-            &live,
-            wall_ms(),
-            self.settings.tombstone_ttl.as_millis() as u64,
-        )
-    }
-
-    /// Runs replication until the task is aborted: on every view change and every resync, publish
-    /// or withdraw what rendezvous ranking asks of this node.
-    pub async fn run_replication(self: Arc<Self>) {
-        let mut rx = self.view.subscribe();
-        let mut tick = tokio::time::interval(self.settings.resync);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                _ = tick.tick() => {},
-            }
-            if self.current_duties().is_empty() {
-                continue;
-            }
-            let _one_at_a_time = self.writes.lock().await;
-            // A write may have held the lock (claim windows take a while) and landed since that
-            // view: decide again from the view as it is now. Withdrawals also re-check the version
-            // at delete time, for a write whose view has not caught up yet.
-            let duties = self.current_duties();
-            let mut publish = Vec::new();
-            let mut withdraw = Vec::new();
-            for d in duties {
-                match d {
-                    Duty::Publish(r) => publish.push(*r),
-                    Duty::Withdraw(k, v) => withdraw.push((k, v)),
-                }
-            }
-            if !publish.is_empty() {
-                if let Err(e) = self.publish_records(&publish).await {
-                    warn!(error = %e, "replication publish failed");
-                }
-            }
-            if !withdraw.is_empty() {
-                self.withdraw_unless_newer(&withdraw).await;
-                self.persist().await;
-            }
-        }
-    }
-
-    /// Writes the records this node publishes to `data_dir`, atomically.
-    async fn persist(&self) {
-        let Some(dir) = &self.settings.data_dir else {
-            return;
-        };
-        let entries: Vec<(String, String)> = {
-            let mut cc = self.chitchat.lock().await;
-            cc.self_node_state()
-                .key_values()
-                .filter(|(k, _)| k.starts_with("o/"))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let data = match serde_json::to_vec(&entries) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "cannot serialise records");
-                return;
-            }
-        };
-        if let Err(e) = crate::files::write_atomic(&dir.join(RECORDS_FILE), &data) {
-            warn!(error = %e, "cannot persist records");
-        }
-    }
-}
-
-/// Loads the records a node persisted, keeping only entries that decode to a record stored under
-/// its own key. Returns them as gossip key/value pairs to publish at start.
-pub fn load_records(data_dir: &Path) -> Result<Vec<(String, String)>, crate::Error> {
-    let path = data_dir.join(RECORDS_FILE);
-    let Some(data) = crate::files::read_limited("reading records", &path, MAX_RECORDS_FILE)? else {
-        return Ok(Vec::new());
-    };
-    let entries: Vec<(String, String)> =
-        serde_json::from_slice(&data).map_err(|e| crate::Error::Unreadable {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(entries
-        .into_iter()
-        .filter(|(k, v)| {
-            let ok = mesh_proto::decode_value::<Record>(v).is_ok_and(|r| &r.key() == k);
-            if !ok {
-                warn!(key = %k, "skipping an unreadable persisted record");
-            }
-            ok
-        })
-        .collect())
 }

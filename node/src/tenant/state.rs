@@ -75,9 +75,9 @@ impl TenantState {
             let result = if key.starts_with("o/") {
                 s.merge_record(publisher, key, value)
             } else if key.starts_with("a/") {
-                s.merge_address_claim(publisher, key, value, &mut seen_claims)
+                s.merge_claim::<AddressClaim>(publisher, key, value, &mut seen_claims)
             } else if key.starts_with("m/") {
-                s.merge_mac_claim(publisher, key, value, &mut seen_claims)
+                s.merge_claim::<MacClaim>(publisher, key, value, &mut seen_claims)
             } else {
                 Ok(())
             };
@@ -130,60 +130,26 @@ impl TenantState {
         Ok(())
     }
 
-    fn merge_address_claim(
+    /// Decodes a claim, checks it sits under its own key in its writer's key space, and files it
+    /// unless already seen (same key and version, e.g. from another life of the node): each claim
+    /// counts once.
+    fn merge_claim<C: Claim>(
         &mut self,
         publisher: &NodeId,
         key: &str,
         value: &str,
         seen: &mut BTreeSet<(String, Version)>,
     ) -> Result<(), String> {
-        let claim = self.checked_claim(publisher, key, value, seen, |c: &AddressClaim| {
-            (c.key(), &c.version)
-        })?;
-        if let Some(c) = claim {
-            self.address_claims
-                .entry((c.pool.clone(), c.ip))
-                .or_default()
-                .push(c);
-        }
-        Ok(())
-    }
-
-    fn merge_mac_claim(
-        &mut self,
-        publisher: &NodeId,
-        key: &str,
-        value: &str,
-        seen: &mut BTreeSet<(String, Version)>,
-    ) -> Result<(), String> {
-        let claim = self.checked_claim(publisher, key, value, seen, |c: &MacClaim| {
-            (c.key(), &c.version)
-        })?;
-        if let Some(c) = claim {
-            self.mac_claims.entry(c.mac).or_default().push(c);
-        }
-        Ok(())
-    }
-
-    /// Decodes a claim and checks it sits under its own key in its writer's key space. Returns
-    /// `None` for a claim already seen (same key and version, e.g. from another life of the node),
-    /// so each claim is counted once.
-    fn checked_claim<T: serde::de::DeserializeOwned>(
-        &mut self,
-        publisher: &NodeId,
-        key: &str,
-        value: &str,
-        seen: &mut BTreeSet<(String, Version)>,
-        parts: impl Fn(&T) -> (String, &Version),
-    ) -> Result<Option<T>, String> {
-        let c: T = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
-        let (own_key, version) = parts(&c);
-        if own_key != key || &version.writer != publisher {
+        let c: C = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
+        let version = c.version();
+        if c.own_key() != key || &version.writer != publisher {
             return Err("claim stored under another key or by another node".into());
         }
         self.max_hlc = self.max_hlc.max(version.hlc);
-        let first_time = seen.insert((key.to_string(), version.clone()));
-        Ok(first_time.then_some(c))
+        if seen.insert((key.to_string(), version.clone())) {
+            c.file(self);
+        }
+        Ok(())
     }
 
     /// Every live (not deleted) object of one kind.
@@ -262,4 +228,36 @@ impl TenantState {
 fn min_id() -> ObjectId {
     // "0" is the smallest valid id in byte order among ids ("-" cannot start one).
     ObjectId::new("0").unwrap_or_else(|_| unreachable!())
+}
+
+/// What merging needs of a claim: the key it must sit under, its version, and where it goes.
+trait Claim: serde::de::DeserializeOwned {
+    fn own_key(&self) -> String;
+    fn version(&self) -> &Version;
+    fn file(self, state: &mut TenantState);
+}
+
+impl Claim for AddressClaim {
+    fn own_key(&self) -> String {
+        self.key()
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+    fn file(self, state: &mut TenantState) {
+        let at = (self.pool.clone(), self.ip);
+        state.address_claims.entry(at).or_default().push(self);
+    }
+}
+
+impl Claim for MacClaim {
+    fn own_key(&self) -> String {
+        self.key()
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+    fn file(self, state: &mut TenantState) {
+        state.mac_claims.entry(self.mac).or_default().push(self);
+    }
 }

@@ -1,0 +1,224 @@
+//! The HA task's state and its event loop: the view, datagrams, probes, drain commands and the
+//! clock go in; the election decides; [`HaTask::flush`] sends and publishes what it decided.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::Chitchat;
+use mesh_proto::{ElectionMessage, NodeFacts, NodeId, ObjectId, SnatClaim};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::election::{Election, ElectionInput};
+use super::health::{Health, PROBE_INTERVAL};
+use super::input::{election_input, Holders, LocalState};
+use super::status::{HaCounters, Seen, StatusCell};
+use super::{HaCommand, HaSettings, DRAIN_FILE};
+use crate::mesh::keys::KEY_NODE_FACTS;
+use crate::mesh::transport::DatagramSender;
+use crate::mesh::view::{wait_until_ready, ViewHandle};
+
+/// What the election did since the last flush.
+#[derive(Default)]
+pub(super) struct Events {
+    /// Routers this node took.
+    pub(super) took: Vec<SnatClaim>,
+    /// Routers this node gave up on purpose.
+    pub(super) released: Vec<SnatClaim>,
+    /// Whether anything happened (so the published claims change).
+    pub(super) any: bool,
+}
+
+pub(super) struct HaTask {
+    pub(super) me: NodeId,
+    pub(super) facts: NodeFacts,
+    pub(super) election: Election,
+    pub(super) view: ViewHandle,
+    pub(super) chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    pub(super) sender: DatagramSender,
+    pub(super) settings: HaSettings,
+    pub(super) holders: watch::Sender<Holders>,
+    pub(super) status: Arc<Mutex<StatusCell>>,
+    /// Claims heard in datagrams, with when.
+    pub(super) recent: BTreeMap<ObjectId, BTreeMap<NodeId, (SnatClaim, Instant)>>,
+    pub(super) released: BTreeMap<(ObjectId, NodeId), u64>,
+    /// Takeover notices still to repeat: (when, claims).
+    pub(super) notices: Vec<(Instant, u32, Vec<SnatClaim>)>,
+    pub(super) input: ElectionInput,
+    pub(super) ready: bool,
+    pub(super) local: LocalState,
+    /// Gateway reachability per external network this node maps.
+    pub(super) health: BTreeMap<ObjectId, Health>,
+    pub(super) probe_tx: mpsc::Sender<(ObjectId, Result<bool, String>)>,
+    /// The last holder and transition seen per router.
+    pub(super) last: BTreeMap<ObjectId, Seen>,
+    pub(super) counters: HaCounters,
+    pub(super) last_report: Option<Instant>,
+    /// Reasons of this node's own takeovers, for the transition log.
+    pub(super) reasons: BTreeMap<ObjectId, String>,
+}
+
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl HaTask {
+    pub(super) async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<(NodeId, Vec<u8>)>,
+        mut commands: mpsc::Receiver<HaCommand>,
+        mut probes: mpsc::Receiver<(ObjectId, Result<bool, String>)>,
+    ) {
+        let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.view.subscribe();
+        let tick_every = (self.settings.election.advert_interval / 4).max(Duration::from_millis(2));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let view = self.view.clone();
+        let me = self.me.clone();
+        let readiness = self.settings.readiness.clone();
+        let ready = wait_until_ready(&view, &me, &readiness, "electing SNAT holders");
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                _ = &mut ready, if !self.ready => {
+                    self.ready = true;
+                    self.on_view(Instant::now());
+                    self.flush(Instant::now()).await;
+                    // Tell the reconciler the holders are known now, changed or not.
+                    self.holders.send_modify(|_| {});
+                    continue;
+                }
+                r = changes.changed() => {
+                    if r.is_err() { return; }
+                    self.on_view(Instant::now());
+                }
+                d = inbound.recv() => {
+                    let Some((from, bytes)) = d else { return };
+                    let now = Instant::now();
+                    self.on_datagram(now, &from, &bytes);
+                    // Take everything queued before deciding on silence.
+                    while let Ok((from, bytes)) = inbound.try_recv() {
+                        self.on_datagram(now, &from, &bytes);
+                    }
+                }
+                _ = probe_tick.tick() => self.start_probes(),
+                p = probes.recv() => {
+                    let Some((ext, result)) = p else { return };
+                    self.on_probe(ext, result).await;
+                }
+                c = commands.recv() => {
+                    let Some(HaCommand::Drain(d, done)) = c else { return };
+                    self.set_draining(d).await;
+                    let _ = done.send(());
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    while let Ok((from, bytes)) = inbound.try_recv() {
+                        self.on_datagram(now, &from, &bytes);
+                    }
+                    self.election.handle_tick(now);
+                }
+            }
+            self.flush(Instant::now()).await;
+        }
+    }
+
+    pub(super) fn on_view(&mut self, now: Instant) {
+        let view = self.view.load();
+        self.input = election_input(&view, Some(&self.local));
+        if self.ready {
+            self.election.handle_input(now, self.input.clone());
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: &NodeId, bytes: &[u8]) {
+        let msg = match ElectionMessage::decode(bytes) {
+            Ok(m) if m.claims().iter().all(|c| &c.node == from) => m,
+            Ok(_) => {
+                self.counters.rejected_datagrams += 1;
+                warn!(from = %from, "election datagram claims for another node; ignored");
+                return;
+            }
+            Err(e) => {
+                self.counters.rejected_datagrams += 1;
+                debug!(from = %from, error = %e, "election datagram refused");
+                return;
+            }
+        };
+        match msg {
+            ElectionMessage::Advert(claims) | ElectionMessage::Takeover(claims) => {
+                for c in claims {
+                    if self
+                        .released
+                        .get(&(c.router.clone(), c.node.clone()))
+                        .is_some_and(|e| c.epoch <= *e)
+                    {
+                        continue;
+                    }
+                    self.recent
+                        .entry(c.router.clone())
+                        .or_default()
+                        .insert(c.node.clone(), (c.clone(), now));
+                    self.election.handle_advert(now, from, c);
+                }
+            }
+            ElectionMessage::Release(claims) => {
+                for c in claims {
+                    let key = (c.router.clone(), c.node.clone());
+                    let e = self.released.entry(key).or_insert(0);
+                    *e = (*e).max(c.epoch);
+                    if let Some(m) = self.recent.get_mut(&c.router) {
+                        m.remove(&c.node);
+                    }
+                    self.election.handle_release(now, from, c);
+                }
+            }
+        }
+    }
+
+    async fn set_draining(&mut self, draining: bool) {
+        if draining == self.draining() {
+            return;
+        }
+        self.local.draining = draining;
+        info!(
+            draining,
+            "SNAT drain {}",
+            if draining { "on" } else { "off" }
+        );
+        if let Some(dir) = &self.settings.data_dir {
+            let path = dir.join(DRAIN_FILE);
+            let r = if draining {
+                crate::files::write_atomic(&path, b"1\n").map_err(|e| e.to_string())
+            } else {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                }
+            };
+            if let Err(e) = r {
+                warn!(error = %e, "cannot persist the drain state");
+            }
+        }
+        self.facts = self.facts.clone().with_draining(draining);
+        match mesh_proto::encode_value(&self.facts) {
+            Ok(v) => {
+                let mut cc = self.chitchat.lock().await;
+                cc.self_node_state().set(KEY_NODE_FACTS, v);
+            }
+            Err(e) => warn!(error = %e, "cannot publish facts"),
+        }
+        self.on_view(Instant::now());
+    }
+
+    fn draining(&self) -> bool {
+        self.local.draining
+    }
+}
