@@ -19,6 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "error: cargo is not installed (install a Rust toolchain, 1.85 or newer)" >&2
+  echo "error: cargo is not installed (install a Rust toolchain, 1.88 or newer)" >&2
   exit 1
 fi

@@ -4,8 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: scripts/test.sh must run as root: the datapath and lab tests create network" >&2
+  echo "       namespaces, veth pairs and nftables tables (run: sudo scripts/test.sh)" >&2
+  exit 1
+fi
+
 scripts/setup.sh
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "==> rustup component add rustfmt clippy"
+  if ! rustup component add rustfmt clippy; then
+    echo "error: rustfmt and clippy are missing and rustup could not add them" >&2
+    exit 1
+  fi
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -377,6 +377,9 @@ mod tests {
         tasks.abort_all();
         let mut quiet = Tasks::default();
         quiet.add("returner", tokio::spawn(async {}));
-        assert_eq!(quiet.first_to_end().await, ("returner", "it returned".into()));
+        assert_eq!(
+            quiet.first_to_end().await,
+            ("returner", "it returned".into())
+        );
     }
 }

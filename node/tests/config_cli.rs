@@ -1,6 +1,7 @@
-//! Multi-process, through the real CLI: objects created through one agent are listed by the
-//! others; a table of bad inputs is refused with a clear message and changes nothing; an agent
-//! restarted with its data_dir keeps its ports, which the others never see disappear.
+//! Multi-process, through the real CLI, on three agents: objects created through one agent are
+//! listed by the others; allocation fills in router gateways and ports; a table of bad inputs is
+//! refused with a clear message and changes nothing; an agent restarted with its data_dir keeps
+//! its ports, which the others never see disappear. Each test starts its own cluster.
 
 mod common;
 
@@ -40,13 +41,20 @@ fn names(v: &Value, field: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
-    let tmp = pki(&["n1", "n2", "n3"])?;
-    let mut agents = cluster(tmp.path(), &["n1", "n2", "n3"])?;
-    let (n1, n3) = (&agents[0], &agents[2]);
+/// The base configuration, written through different agents: networks and subnets (two with
+/// overlapping CIDRs on different networks), an external network, router `r1` on `sub-a` with a
+/// gateway, ports `vm1` (10.1.0.10) and `vm2` on n2 and `vm-b` on n1, and two FIPs, the first
+/// associated with `vm1`. Returns r1 and vm1 as created.
+fn base(agents: &[Agent]) -> Result<(Value, Value)> {
+    base_networks(agents)?;
+    let r1 = must(&agents[0], &["router", "show", "r1"])?;
+    let vm1 = base_ports(agents)?;
+    Ok((r1, vm1))
+}
 
-    // A base configuration, written through different agents.
+/// Networks, subnets, the external network and router r1 with its gateway.
+fn base_networks(agents: &[Agent]) -> Result<()> {
+    let (n1, n3) = (&agents[0], &agents[2]);
     must(n1, &["network", "create", "net-a", "--vni", "100"])?;
     must(
         n1,
@@ -111,24 +119,12 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
             "public",
         ],
     )?;
-    // Setting the gateway allocated the router's external address and a SNAT port on sub-a.
-    let r1 = must(n1, &["router", "show", "r1"])?;
-    let ext_ip = r1["gateway"]["external_ip"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        ext_ip.starts_with("203.0.113."),
-        "no external address: {r1}"
-    );
-    let sub_a = must(n1, &["subnet", "show", "sub-a"])?;
-    let sg = &r1["snat_ports"][sub_a["id"].as_str().unwrap_or_default()];
-    assert!(
-        sg["ip"]
-            .as_str()
-            .is_some_and(|ip| ip.starts_with("10.1.0.") && ip != "10.1.0.1"),
-        "no SNAT port: {r1}"
-    );
+    Ok(())
+}
+
+/// The ports and FIPs of the base configuration; returns vm1.
+fn base_ports(agents: &[Agent]) -> Result<Value> {
+    let (n1, n3) = (&agents[0], &agents[2]);
     let vm1 = must(
         &agents[1],
         &[
@@ -172,7 +168,21 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
     )?;
     must(n1, &["fip", "associate", "203.0.113.50", "--port", "vm1"])?;
 
-    // Every agent lists the same configuration.
+    Ok(vm1)
+}
+
+/// Three agents with the base configuration.
+fn cluster_with_base() -> Result<(tempfile::TempDir, Vec<Agent>, Value, Value)> {
+    let tmp = pki(&["n1", "n2", "n3"])?;
+    let agents = cluster(tmp.path(), &["n1", "n2", "n3"])?;
+    let (r1, vm1) = base(&agents)?;
+    Ok((tmp, agents, r1, vm1))
+}
+
+#[test]
+fn objects_written_through_different_agents_are_listed_by_all() -> Result<()> {
+    let (_tmp, agents, _r1, vm1) = cluster_with_base()?;
+    let n3 = &agents[2];
     wait_until(
         Duration::from_secs(10),
         "every agent sees the whole configuration",
@@ -199,7 +209,56 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
         "FIP served by its port's host"
     );
 
-    // The datapath plan of vm1's host holds r1's router namespace with the shared gateway address.
+    Ok(())
+}
+
+#[test]
+fn a_router_gateway_allocates_its_external_address_and_a_snat_port_per_subnet() -> Result<()> {
+    let (_tmp, agents, r1, _vm1) = cluster_with_base()?;
+    let n1 = &agents[0];
+    let ext_ip = r1["gateway"]["external_ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ext_ip.starts_with("203.0.113."),
+        "no external address: {r1}"
+    );
+    let sub_a = must(n1, &["subnet", "show", "sub-a"])?;
+    let sg = &r1["snat_ports"][sub_a["id"].as_str().unwrap_or_default()];
+    assert!(
+        sg["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.1.0.") && ip != "10.1.0.1"),
+        "no SNAT port: {r1}"
+    );
+    Ok(())
+}
+
+#[test]
+fn ports_get_their_host_and_an_allocated_mac() -> Result<()> {
+    let (_tmp, agents, _r1, vm1) = cluster_with_base()?;
+    assert_eq!(vm1["host"], "n2");
+    assert_eq!(vm1["fixed_ips"][0], "10.1.0.10");
+    let vm2 = must(&agents[1], &["port", "show", "vm2"])?;
+    assert!(
+        vm2["mac"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("fa:16:3e")),
+        "{vm2}"
+    );
+    assert!(
+        vm2["fixed_ips"][0]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.1.0.")),
+        "{vm2}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_datapath_plan_of_a_ports_host_holds_its_router() -> Result<()> {
+    let (_tmp, agents, r1, _vm1) = cluster_with_base()?;
     let r1_id = r1["id"].as_str().unwrap_or_default().to_string();
     let plan = must(&agents[1], &["datapath", "plan"])?;
     let namespaces = names_of_plain(&plan["desired"]["namespaces"]);
@@ -216,9 +275,112 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
         "an agent that does not program the kernel has nothing to diff"
     );
 
-    // Bad input: each refused with a message naming the problem, and nothing changes.
+    Ok(())
+}
+
+#[test]
+fn bad_inputs_are_refused_with_their_reason_and_change_nothing() -> Result<()> {
+    let (_tmp, agents, _r1, vm1) = cluster_with_base()?;
+    let n1 = &agents[0];
     let mac1 = vm1["mac"].as_str().unwrap_or_default().to_string();
-    let bad: Vec<(Vec<&str>, &str)> = vec![
+    let bad = bad_inputs(&mac1);
+    assert!(bad.len() >= 25);
+    let before = must(n1, &["view"])?;
+    for (args, expect) in &bad {
+        match n1.cli(args) {
+            Ok(v) => panic!("dvrmesh {args:?} was accepted: {v}"),
+            Err(e) => assert!(
+                e.to_lowercase().contains(&expect.to_lowercase()),
+                "dvrmesh {args:?}: expected {expect:?} in: {e}"
+            ),
+        }
+        let after = must(n1, &["view"])?;
+        assert_eq!(after, before, "dvrmesh {args:?} changed the configuration");
+    }
+    println!(
+        "{} bad inputs refused, configuration unchanged after each",
+        bad.len()
+    );
+
+    Ok(())
+}
+
+#[test]
+fn ha_settings_land_on_the_router() -> Result<()> {
+    let (_tmp, agents, _r1, _vm1) = cluster_with_base()?;
+    let n1 = &agents[0];
+    let r = must(
+        n1,
+        &[
+            "router",
+            "set-ha",
+            "r1",
+            "--priority",
+            "n2=250",
+            "--no-preempt",
+            "--preempt-delay",
+            "1500ms",
+        ],
+    )?;
+    assert_eq!(r["ha"]["priorities"]["n2"], 250, "{r}");
+    assert_eq!(r["ha"]["preempt"], false, "{r}");
+    assert_eq!(r["ha"]["preempt_delay_ms"], 1500, "{r}");
+    Ok(())
+}
+
+#[test]
+fn a_restarted_host_keeps_its_ports_and_the_others_never_lose_them() -> Result<()> {
+    let (tmp, mut agents, _r1, _vm1) = cluster_with_base()?;
+    // Restart n2 (host of vm1, vm2): n1 never sees its ports disappear, and n2 still has them.
+    agents[1].terminate();
+    let cfg = agents[1].config.clone();
+    let restarted_at = Instant::now();
+    let mut checks = 0;
+    while restarted_at.elapsed() < Duration::from_millis(1500) {
+        let ports = names(&must(&agents[0], &["port", "list"])?, "name");
+        assert!(
+            ports.contains(&"vm1".to_string()) && ports.contains(&"vm2".to_string()),
+            "ports vanished while their host was down: {ports:?}"
+        );
+        checks += 1;
+    }
+    agents[1] = start(tmp.path(), "n2", &cfg)?;
+    wait_until(
+        Duration::from_secs(10),
+        "n2 back and listing its ports",
+        || {
+            agents[1]
+                .cli(&["port", "list", "--host", "n2"])
+                .map(|v| names(&v, "name") == ["vm1", "vm2"])
+                .unwrap_or(false)
+        },
+    )?;
+    while restarted_at.elapsed() < Duration::from_secs(4) {
+        let ports = names(&must(&agents[0], &["port", "list"])?, "name");
+        assert!(
+            ports.contains(&"vm1".to_string()),
+            "vm1 vanished after its host restarted: {ports:?}"
+        );
+        checks += 1;
+    }
+    // The restarted host can still manage its port.
+    must(&agents[1], &["port", "show", "vm2"])?;
+    must(&agents[1], &["port", "delete", "vm2"])?;
+    wait_until(Duration::from_secs(10), "vm2 deleted everywhere", || {
+        agents.iter().all(|a| {
+            a.cli(&["port", "list"])
+                .map(|v| !names(&v, "name").contains(&"vm2".to_string()))
+                .unwrap_or(false)
+        })
+    })?;
+    println!("restart: ports present in {checks} checks while their host restarted");
+    Ok(())
+}
+
+/// Commands that must be refused, each with a word of the reason it must give (`mac1`: vm1's MAC,
+/// already in use).
+fn bad_inputs(mac1: &str) -> Vec<(Vec<&str>, &'static str)> {
+    vec![
         (vec!["network", "create", "x", "--vni", "0"], "vni"),
         (vec!["network", "create", "x", "--vni", "16777216"], "vni"),
         (
@@ -485,15 +647,7 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
             "multicast",
         ),
         (
-            vec![
-                "port",
-                "create",
-                "p",
-                "--network",
-                "net-a",
-                "--mac",
-                mac1.as_str(),
-            ],
+            vec!["port", "create", "p", "--network", "net-a", "--mac", mac1],
             "already in use",
         ),
         (
@@ -555,84 +709,5 @@ fn configuration_replicates_validates_and_survives_restarts() -> Result<()> {
             vec!["router", "clear-gateway", "r1"],
             "disassociate it first",
         ),
-    ];
-    assert!(bad.len() >= 25);
-    // Valid HA settings land on the router.
-    let r = must(
-        n1,
-        &[
-            "router",
-            "set-ha",
-            "r1",
-            "--priority",
-            "n2=250",
-            "--no-preempt",
-            "--preempt-delay",
-            "1500ms",
-        ],
-    )?;
-    assert_eq!(r["ha"]["priorities"]["n2"], 250, "{r}");
-    assert_eq!(r["ha"]["preempt"], false, "{r}");
-    assert_eq!(r["ha"]["preempt_delay_ms"], 1500, "{r}");
-    let before = must(n1, &["view"])?;
-    for (args, expect) in &bad {
-        match n1.cli(args) {
-            Ok(v) => panic!("dvrmesh {args:?} was accepted: {v}"),
-            Err(e) => assert!(
-                e.to_lowercase().contains(&expect.to_lowercase()),
-                "dvrmesh {args:?}: expected {expect:?} in: {e}"
-            ),
-        }
-        let after = must(n1, &["view"])?;
-        assert_eq!(after, before, "dvrmesh {args:?} changed the configuration");
-    }
-    println!(
-        "{} bad inputs refused, configuration unchanged after each",
-        bad.len()
-    );
-
-    // Restart n2 (host of vm1, vm2): n1 never sees its ports disappear, and n2 still has them.
-    agents[1].terminate();
-    let cfg = agents[1].config.clone();
-    let restarted_at = Instant::now();
-    let mut checks = 0;
-    while restarted_at.elapsed() < Duration::from_millis(1500) {
-        let ports = names(&must(&agents[0], &["port", "list"])?, "name");
-        assert!(
-            ports.contains(&"vm1".to_string()) && ports.contains(&"vm2".to_string()),
-            "ports vanished while their host was down: {ports:?}"
-        );
-        checks += 1;
-    }
-    agents[1] = start(tmp.path(), "n2", &cfg)?;
-    wait_until(
-        Duration::from_secs(10),
-        "n2 back and listing its ports",
-        || {
-            agents[1]
-                .cli(&["port", "list", "--host", "n2"])
-                .map(|v| names(&v, "name") == ["vm1", "vm2"])
-                .unwrap_or(false)
-        },
-    )?;
-    while restarted_at.elapsed() < Duration::from_secs(4) {
-        let ports = names(&must(&agents[0], &["port", "list"])?, "name");
-        assert!(
-            ports.contains(&"vm1".to_string()),
-            "vm1 vanished after its host restarted: {ports:?}"
-        );
-        checks += 1;
-    }
-    // The restarted host can still manage its port.
-    must(&agents[1], &["port", "show", "vm2"])?;
-    must(&agents[1], &["port", "delete", "vm2"])?;
-    wait_until(Duration::from_secs(10), "vm2 deleted everywhere", || {
-        agents.iter().all(|a| {
-            a.cli(&["port", "list"])
-                .map(|v| !names(&v, "name").contains(&"vm2".to_string()))
-                .unwrap_or(false)
-        })
-    })?;
-    println!("restart: ports present in {checks} checks while their host restarted");
-    Ok(())
+    ]
 }

@@ -118,6 +118,19 @@ pub fn run(dir: &Path, keep: bool) -> Result<()> {
     result
 }
 
+impl Check {
+    /// `from` reaches `to` and is seen there as `seen_as`.
+    fn reach(from: &str, to: &str, path: &'static str, seen_as: &str) -> Check {
+        Check {
+            from: from.to_string(),
+            to: to.to_string(),
+            path,
+            expect_seen_as: Some(seen_as.to_string()),
+            expect_reach: true,
+        }
+    }
+}
+
 fn router_ip(lab: &Lab, router: &str) -> Result<String> {
     let r = lab.cli(&lab.state.nodes[0].name, &["router", "show", router])?;
     r["gateway"]["external_ip"]
@@ -127,72 +140,7 @@ fn router_ip(lab: &Lab, router: &str) -> Result<String> {
 }
 
 fn matrix(lab: &Lab, start: Instant) -> Result<()> {
-    let mut checks = Vec::new();
-    let tenants: Vec<(char, Vec<&crate::lab::VmState>)> = ['a', 'b']
-        .into_iter()
-        .map(|t| {
-            (
-                t,
-                lab.state
-                    .vms
-                    .iter()
-                    .filter(|v| v.name.starts_with(t))
-                    .collect(),
-            )
-        })
-        .collect();
-    for (t, vms) in &tenants {
-        let snat_ip = router_ip(lab, &format!("{t}-router"))?;
-        for a in vms {
-            for b in vms.iter().filter(|b| b.name != a.name) {
-                let path = if a.node == b.node {
-                    "east-west, same host"
-                } else {
-                    "east-west, across hosts"
-                };
-                checks.push(Check {
-                    from: a.name.clone(),
-                    to: b.name.clone(),
-                    path,
-                    expect_seen_as: Some(a.ip.clone()),
-                    expect_reach: true,
-                });
-            }
-            let (path, seen) = match &a.fip {
-                Some(f) => ("north-south via its FIP", f.clone()),
-                None => ("north-south via SNAT", snat_ip.clone()),
-            };
-            checks.push(Check {
-                from: a.name.clone(),
-                to: "internet".into(),
-                path,
-                expect_seen_as: Some(seen),
-                expect_reach: true,
-            });
-            if a.fip.is_some() {
-                checks.push(Check {
-                    from: "internet".into(),
-                    to: a.name.clone(),
-                    path: "internet to FIP",
-                    expect_seen_as: Some(INTERNET_IP.into()),
-                    expect_reach: true,
-                });
-            }
-        }
-    }
-    // Isolation: tenant a cannot reach tenant b, not even at an address inside its own CIDR.
-    if let (Some(a), Some(b)) = (
-        lab.state.vms.iter().find(|v| v.name == "a-vm1"),
-        lab.state.vms.iter().find(|v| v.name == "b-vm1"),
-    ) {
-        checks.push(Check {
-            from: a.name.clone(),
-            to: b.name.clone(),
-            path: "tenant isolation (must fail)",
-            expect_seen_as: None,
-            expect_reach: false,
-        });
-    }
+    let checks = checks(lab)?;
     let mut servers = Vec::new();
     for v in &lab.state.vms {
         servers.push(lab.probe_server(&v.name, 120)?);
@@ -214,26 +162,68 @@ fn matrix(lab: &Lab, start: Instant) -> Result<()> {
         "from", "to", "path", "result"
     );
     for (c, (pass, seen)) in checks.iter().zip(&outcome) {
+        let result = if *pass { "ok" } else { "FAIL" };
         println!(
-            "{:<8} {:<10} {:<30} {:<6} {}",
-            c.from,
-            c.to,
-            c.path,
-            if *pass { "ok" } else { "FAIL" },
-            seen
+            "{:<8} {:<10} {:<30} {result:<6} {seen}",
+            c.from, c.to, c.path
         );
     }
-    match ok {
-        Ok(()) => {
-            println!(
-                "full connectivity {:.1}s after start ({} paths)",
-                connected_at.as_secs_f64(),
-                checks.len()
-            );
-            Ok(())
+    ok.map_err(|e| e.context("the traffic matrix did not pass"))?;
+    println!(
+        "full connectivity {:.1}s after start ({} paths)",
+        connected_at.as_secs_f64(),
+        checks.len()
+    );
+    Ok(())
+}
+
+/// Every path of the demo: east-west between each tenant's VMs, north-south through SNAT or the
+/// VM's FIP, the internet to each FIP, and one isolation check between the tenants.
+fn checks(lab: &Lab) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    for t in ['a', 'b'] {
+        let vms: Vec<&crate::lab::VmState> = lab
+            .state
+            .vms
+            .iter()
+            .filter(|v| v.name.starts_with(t))
+            .collect();
+        let snat_ip = router_ip(lab, &format!("{t}-router"))?;
+        for a in &vms {
+            for b in vms.iter().filter(|b| b.name != a.name) {
+                let path = if a.node == b.node {
+                    "east-west, same host"
+                } else {
+                    "east-west, across hosts"
+                };
+                checks.push(Check::reach(&a.name, &b.name, path, &a.ip));
+            }
+            let (path, seen) = match &a.fip {
+                Some(f) => ("north-south via its FIP", f),
+                None => ("north-south via SNAT", &snat_ip),
+            };
+            checks.push(Check::reach(&a.name, "internet", path, seen));
+            if a.fip.is_some() {
+                checks.push(Check::reach(
+                    "internet",
+                    &a.name,
+                    "internet to FIP",
+                    INTERNET_IP,
+                ));
+            }
         }
-        Err(e) => Err(e.context("the traffic matrix did not pass")),
     }
+    // Isolation: tenant a cannot reach tenant b, not even at an address inside its own CIDR.
+    if let (Ok(a), Ok(b)) = (lab.vm("a-vm1"), lab.vm("b-vm1")) {
+        checks.push(Check {
+            from: a.name.clone(),
+            to: b.name.clone(),
+            path: "tenant isolation (must fail)",
+            expect_seen_as: None,
+            expect_reach: false,
+        });
+    }
+    Ok(checks)
 }
 
 fn run_check(lab: &Lab, c: &Check) -> (bool, String) {

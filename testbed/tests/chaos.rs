@@ -3,11 +3,11 @@
 //! from a VM through SNAT to the internet host, injects a fault with the same verbs as
 //! `dvrmesh-lab chaos`, prints the measured outage, and checks from the external side (ARP from
 //! the upstream router) that at most one node answers for the router's external IP once the
-//! window has passed. The tests run one at a time: their timings must not compete for 2 cores.
+//! window has passed. The tests run one at a time (`TestLab::alone`): their timings must not
+//! compete for 2 cores.
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,14 +18,8 @@ use testbed::probe::ProbeReport;
 
 use common::{reach_within, TestLab};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 const ROUTER: &str = "a-router";
 const VM: &str = "a-vm1";
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Prints the network nodes' election log lines (a failing test shows what the election did).
 fn election_log(lab: &Lab) {
@@ -42,7 +36,7 @@ fn election_log(lab: &Lab) {
 
 /// A lab with the demo configuration, a VM reaching the internet through SNAT, and an echo server.
 fn setup() -> Result<(TestLab, std::process::Child)> {
-    let mut t = TestLab::new(2, 2)?;
+    let mut t = TestLab::alone(2, 2)?;
     let lab = t.lab();
     lab.vm_create(VM, "compute-1", "a-net1", false)?;
     let server = lab.probe_server("internet", 180)?;
@@ -167,7 +161,40 @@ fn assert_one_answers(lab: &Lab) -> Result<()> {
         if Instant::now() >= end {
             bail!("nobody answers for the external IP");
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Lets a running stream carry traffic for `d` before the fault: the outage is measured against
+/// a path that was flowing, not one just opened.
+fn traffic_flows_for(d: Duration) {
+    std::thread::sleep(d);
+}
+
+/// Waits until both network nodes see the router's HA setting `key` at `want`.
+fn wait_ha_setting(lab: &Lab, key: &str, want: &Value) -> Result<()> {
+    wait(
+        Duration::from_secs(5),
+        &format!("the network nodes seeing {key} = {want}"),
+        || {
+            ["network-1", "network-2"].iter().all(|n| {
+                lab.cli(n, &["router", "show", ROUTER])
+                    .is_ok_and(|v| &v["ha"][key] == want)
+            })
+        },
+    )
+}
+
+/// Whether `f` holds at any sample within `d` (sampled every 50 ms).
+fn within(d: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Starts a 100 packets/s stream of `count` datagrams from the VM to the internet host.
@@ -188,11 +215,10 @@ fn router_id(lab: &Lab) -> Result<String> {
 
 #[test]
 fn hard_failure_of_the_holder_fails_over_within_a_second() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let s = stream(lab, 300)?;
-    std::thread::sleep(Duration::from_millis(1000));
+    traffic_flows_for(Duration::from_secs(1));
     lab.chaos_kill("network-1")?;
     lab.chaos_cut("network-1")?;
     let r = finish(s)?;
@@ -216,28 +242,20 @@ fn hard_failure_of_the_holder_fails_over_within_a_second() -> Result<()> {
 
 #[test]
 fn a_paused_holder_is_replaced_once_and_does_not_take_the_router_back() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let before = transitions(lab, "network-2")?;
     let seen_before = holder_changes(lab, "compute-1")?;
     let s = stream(lab, 600)?;
-    std::thread::sleep(Duration::from_millis(1000));
+    traffic_flows_for(Duration::from_secs(1));
     lab.chaos_pause("network-1", Some(Duration::from_secs(2)))?;
     // Watch both network nodes for 2.5 s after the pause: one handover, no flapping back.
-    let end = Instant::now() + Duration::from_millis(2500);
-    let mut both = 0u32;
-    while Instant::now() < end {
-        if holds(lab, "network-1") && holds(lab, "network-2") {
-            both += 1;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let both = both_holding_ms(lab, Duration::from_millis(2500));
     let r = finish(s)?;
     let after = transitions(lab, "network-2")?;
     let seen = holder_changes(lab, "compute-1")? - seen_before;
     println!(
-        "holder paused 2 s: outage {} ms; compute-1 saw {seen} change(s) of holder; network-2 gave up {} times; both holding in {both} samples after resume",
+        "holder paused 2 s: outage {} ms; compute-1 saw {seen} change(s) of holder; network-2 gave up {} times; both holding for {both} ms after resume",
         r.longest_gap_ms,
         after.1 - before.1
     );
@@ -252,28 +270,35 @@ fn a_paused_holder_is_replaced_once_and_does_not_take_the_router_back() -> Resul
     Ok(())
 }
 
-/// Samples both network nodes for `dur`; returns how long both held at once (ms, sampled).
+/// Watches both network nodes for `dur`; returns how long both held the router at once (ms):
+/// the real time between a sample that saw both holding and the next sample, summed (each
+/// sample asks both agents, which takes what it takes).
 fn both_holding_ms(lab: &Lab, dur: Duration) -> u64 {
     let end = Instant::now() + dur;
-    let mut both = 0u64;
+    let mut both = Duration::ZERO;
+    let mut last: Option<(Instant, bool)> = None;
     while Instant::now() < end {
-        let t = Instant::now();
-        if holds(lab, "network-1") && holds(lab, "network-2") {
-            both += 1;
+        let now_both = holds(lab, "network-1") && holds(lab, "network-2");
+        let at = Instant::now();
+        if let Some((then, true)) = last {
+            both += at - then;
         }
-        std::thread::sleep(Duration::from_millis(25).saturating_sub(t.elapsed()));
+        last = Some((at, now_both));
+        std::thread::sleep(Duration::from_millis(25));
     }
-    both * 25
+    if let Some((then, true)) = last {
+        both += Instant::now() - then;
+    }
+    both.as_millis() as u64
 }
 
 #[test]
 fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     // The holder's packets to the backup are lost; the backup's reach the holder.
     let s = stream(lab, 500)?;
-    std::thread::sleep(Duration::from_millis(500));
+    traffic_flows_for(Duration::from_millis(500));
     lab.chaos_partition(&["network-1".into()], &["network-2".into()], true)?;
     let both = both_holding_ms(lab, Duration::from_secs(4));
     let r = finish(s)?;
@@ -287,7 +312,9 @@ fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Resu
         "two holders for {both} ms: beyond the bounded window"
     );
     lab.chaos_heal_all()?;
-    std::thread::sleep(Duration::from_secs(1));
+    wait(Duration::from_secs(10), "one holder after healing", || {
+        holds(lab, "network-1") != holds(lab, "network-2")
+    })?;
     // Halves: 2 of 4 nodes on each side; neither has a majority, so nobody holds.
     lab.chaos_partition(
         &["compute-1".into(), "network-1".into()],
@@ -305,7 +332,6 @@ fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Resu
     wait(Duration::from_secs(10), "one holder after healing", || {
         holds(lab, "network-1") != holds(lab, "network-2")
     })?;
-    std::thread::sleep(Duration::from_millis(500));
     assert_one_answers(lab)?;
     let _ = server.kill();
     Ok(())
@@ -313,7 +339,6 @@ fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Resu
 
 #[test]
 fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let nodes = ["network-1", "network-2"];
@@ -346,11 +371,10 @@ fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<(
 
 #[test]
 fn a_graceful_drain_hands_over_within_200_ms() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let s = stream(lab, 300)?;
-    std::thread::sleep(Duration::from_millis(1000));
+    traffic_flows_for(Duration::from_secs(1));
     let d = lab.cli("network-1", &["agent", "drain"])?;
     let r = finish(s)?;
     println!(
@@ -375,14 +399,13 @@ fn a_graceful_drain_hands_over_within_200_ms() -> Result<()> {
 
 #[test]
 fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     lab.cli(
         "compute-1",
         &["router", "set-ha", ROUTER, "--preempt-delay", "2s"],
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    wait_ha_setting(lab, "preempt_delay_ms", &Value::from(2000))?;
     lab.chaos_kill("network-1")?;
     wait_holder(lab, "network-2", Duration::from_secs(5))?;
     let s = stream(lab, 800)?;
@@ -409,15 +432,12 @@ fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()
     wait_holder(lab, "network-1", Duration::from_secs(5))?;
     // No preemption: the returning node stays a backup.
     lab.cli("compute-1", &["router", "set-ha", ROUTER, "--no-preempt"])?;
-    std::thread::sleep(Duration::from_millis(500));
+    wait_ha_setting(lab, "preempt", &Value::Bool(false))?;
     lab.chaos_kill("network-1")?;
     wait_holder(lab, "network-2", Duration::from_secs(5))?;
     lab.chaos_restart("network-1")?;
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        !holds(lab, "network-1"),
-        "network-1 preempted with preemption off"
-    );
+    let preempted = within(Duration::from_secs(5), || holds(lab, "network-1"));
+    assert!(!preempted, "network-1 preempted with preemption off");
     assert_eq!(holder(lab, "compute-1").as_deref(), Some("network-2"));
     let show = lab.cli("network-1", &["router", "show", ROUTER])?;
     println!(
@@ -432,11 +452,10 @@ fn a_returning_better_node_preempts_after_the_delay_or_not_at_all() -> Result<()
 
 #[test]
 fn a_holder_whose_external_gateway_stops_answering_hands_over() -> Result<()> {
-    let _g = serial();
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let s = stream(lab, 600)?;
-    std::thread::sleep(Duration::from_millis(1000));
+    traffic_flows_for(Duration::from_secs(1));
     // Only the external link: the holder still gossips and adverts, but its SNAT leads nowhere.
     lab.chaos_cut_external("network-1")?;
     let r = finish(s)?;

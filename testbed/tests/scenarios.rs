@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use testbed::demo;
 use testbed::lab::exec::run_in;
 use testbed::lab::spec::{LabSpec, INTERNET_IP};
 use testbed::lab::{wait, Lab};
@@ -281,18 +280,26 @@ fn a_node_joining_a_running_lab_serves_new_vms() -> Result<()> {
 
 #[test]
 fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
-    let mut t = TestLab::new(2, 1)?;
+    // A stream that must lose nothing needs the CPU: no other lab runs meanwhile.
+    let mut t = TestLab::alone(2, 1)?;
     let lab = t.lab();
     lab.vm_create("a-vm1", "compute-1", "a-net1", false)?;
     let vm2 = lab.vm_create("a-vm2", "compute-2", "a-net2", false)?;
     let mut server = lab.probe_server("a-vm2", 60)?;
     reach(lab, "a-vm1", &vm2.ip)?;
     let stream = lab.probe_stream("a-vm1", &vm2.ip, 800, 10)?;
-    std::thread::sleep(Duration::from_millis(1500));
     for node in ["compute-1", "compute-2"] {
         lab.stop_agent(node, "TERM")?;
         lab.start_agent(node)?;
-        std::thread::sleep(Duration::from_millis(1500));
+        // Restarted: its first datapath pass has run (the one that could have broken the path).
+        wait(
+            Duration::from_secs(30),
+            &format!("{node}'s first datapath pass"),
+            || {
+                lab.cli(node, &["status"])
+                    .is_ok_and(|s| s["datapath"]["passes"].as_u64().is_some_and(|p| p >= 1))
+            },
+        )?;
     }
     let report = stream.finish()?;
     println!(
@@ -321,10 +328,6 @@ fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
 
 #[test]
 fn a_fip_of_a_port_on_a_node_without_external_access_is_served_centrally() -> Result<()> {
-    std::env::set_var("DVRMESH_LAB_BIN", env!("CARGO_BIN_EXE_dvrmesh-lab"));
-    let dir = tempfile::Builder::new()
-        .prefix("dvrmesh-lab-test")
-        .tempdir()?;
     let spec = LabSpec {
         nodes: vec![
             testbed::lab::spec::NodeSpec {
@@ -344,12 +347,7 @@ fn a_fip_of_a_port_on_a_node_without_external_access_is_served_centrally() -> Re
             },
         ],
     };
-    let lab = Lab::up(dir.path(), &spec, &mut |_| {})?;
-    demo::configure(&lab)?;
-    let mut t = TestLab {
-        lab: Some(lab),
-        dir,
-    };
+    let mut t = TestLab::of(&spec)?;
     let lab = t.lab();
     let vm = lab.vm_create("a-vm5", "compute-3", "a-net1", true)?;
     let other = lab.vm_create("a-vm1", "compute-1", "a-net2", false)?;

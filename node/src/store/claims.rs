@@ -209,11 +209,7 @@ impl Picker<'_> {
     }
 
     /// The MAC asked for, or one in `fa:16:3e` that looks free, and its claim.
-    fn mac(
-        &mut self,
-        explicit: Option<MacAddr>,
-        salt: u64,
-    ) -> Result<(Got, KeyValue), String> {
+    fn mac(&mut self, explicit: Option<MacAddr>, salt: u64) -> Result<(Got, KeyValue), String> {
         let mac = match explicit {
             Some(m) => m,
             None => (0..64u64)

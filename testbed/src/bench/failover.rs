@@ -209,118 +209,82 @@ struct Keepalived {
 /// Prepares the lab for keepalived: stops the dvrmesh agents, adds the VM namespace on the
 /// underlay and the upstream route. Installs keepalived when missing.
 pub fn keepalived_prepare(lab: &mut Lab) -> Result<PathBuf> {
-    if Command::new("keepalived")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        let ok = Command::new("sh")
-            .args([
-                "-c",
-                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived",
-            ])
-            .status()?
-            .success();
-        if !ok {
-            bail!("keepalived is not installed and apt-get could not install it");
-        }
+    install_keepalived()?;
+    let running: Vec<String> = lab
+        .state
+        .nodes
+        .iter()
+        .filter(|n| n.pid.is_some())
+        .map(|n| n.name.clone())
+        .collect();
+    for n in running {
+        lab.stop_agent(&n, "TERM")?;
     }
-    let names: Vec<String> = lab.state.nodes.iter().map(|n| n.name.clone()).collect();
-    for n in names {
-        if lab
-            .state
-            .nodes
-            .iter()
-            .any(|x| x.name == n && x.pid.is_some())
-        {
-            lab.stop_agent(&n, "TERM")?;
-        }
-    }
-    let nsdir = lab.dir.join("ns");
-    netns::create(&nsdir, "ka-vm")?;
+    netns::create(&lab.dir.join("ns"), "ka-vm")?;
     let vm = lab.ns("ka-vm");
     let fabric = lab.ns("fabric");
-    run_in(
+    let vm_path = vm.to_string_lossy().to_string();
+    run_line(
         &fabric,
-        &[
-            "ip",
-            "link",
-            "add",
-            "kavm",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &vm.to_string_lossy(),
-        ],
+        &format!("ip link add kavm type veth peer name eth0 netns {vm_path}"),
     )?;
-    run_in(
-        &fabric,
-        &["ip", "link", "set", "kavm", "master", "br-ul", "up"],
-    )?;
-    run_in(&vm, &["ip", "link", "set", "lo", "up"])?;
-    run_in(
-        &vm,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{KA_VM_IP}/24"),
-            "dev",
-            "eth0",
-        ],
-    )?;
-    run_in(&vm, &["ip", "link", "set", "eth0", "up"])?;
-    run_in(&vm, &["ip", "route", "add", "default", "via", KA_VIP_LAN])?;
-    run_in(
-        &lab.ns("upstream"),
-        &["ip", "route", "replace", "10.99.0.0/24", "via", KA_VIP_WAN],
+    run_line(&fabric, "ip link set kavm master br-ul up")?;
+    run_line(&vm, "ip link set lo up")?;
+    run_line(&vm, &format!("ip addr add {KA_VM_IP}/24 dev eth0"))?;
+    run_line(&vm, "ip link set eth0 up")?;
+    run_line(&vm, &format!("ip route add default via {KA_VIP_LAN}"))?;
+    let upstream = lab.ns("upstream");
+    run_line(
+        &upstream,
+        &format!("ip route replace 10.99.0.0/24 via {KA_VIP_WAN}"),
     )?;
     for (i, (n, _)) in KA_NODES.iter().enumerate() {
         let ns = lab.node_ns(n);
         // The stopped agent had made eth1 a port of its external bridge: give it back, with an
         // address of its own (a device losing its last address loses its routes).
-        run_in(&ns, &["ip", "link", "set", "eth1", "nomaster"])?;
-        run_in(
+        run_line(&ns, "ip link set eth1 nomaster")?;
+        run_line(
             &ns,
-            &[
-                "ip",
-                "addr",
-                "replace",
-                &format!("203.0.113.{}/24", 2 + i),
-                "dev",
-                "eth1",
-            ],
+            &format!("ip addr replace 203.0.113.{}/24 dev eth1", 2 + i),
         )?;
-        run_in(
+        let gw = crate::lab::spec::EXT_GATEWAY;
+        run_line(
             &ns,
-            &[
-                "ip",
-                "route",
-                "replace",
-                "198.51.100.0/24",
-                "via",
-                crate::lab::spec::EXT_GATEWAY,
-                "dev",
-                "eth1",
-            ],
+            &format!("ip route replace 198.51.100.0/24 via {gw} dev eth1"),
         )?;
-        run_in(
+        run_line(
             &ns,
-            &[
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv4.conf.ul0.rp_filter=0",
-                "net.ipv4.conf.eth1.rp_filter=0",
-            ],
+            "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+             net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.ul0.rp_filter=0 \
+             net.ipv4.conf.eth1.rp_filter=0",
         )?;
     }
     Ok(vm)
+}
+
+/// Installs keepalived from Debian's packages unless it is there.
+fn install_keepalived() -> Result<()> {
+    if Command::new("keepalived").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived",
+        ])
+        .status()?
+        .success();
+    if !ok {
+        bail!("keepalived is not installed and apt-get could not install it");
+    }
+    Ok(())
+}
+
+/// Runs one command line (words split on blanks, no quoting) in a namespace.
+fn run_line(ns: &Path, line: &str) -> Result<()> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    run_in(ns, &words)?;
+    Ok(())
 }
 
 fn ka_conf(s: &KaSetting, node: &str, prio: u8) -> String {

@@ -1,7 +1,7 @@
 //! The same kernel objects as one `ip`, `bridge`, `sysctl` or `nft` process per object: how the
 //! Neutron L3 agent programs a router. Used only as the benchmark's point of comparison.
 
-use datapath::{FdbTarget, LinkKind, Netns, Op, RuleSelector};
+use datapath::{FdbSpec, FdbTarget, LinkKind, LinkSpec, Netns, NftKey, Op, RuleSelector, RuleSpec};
 
 fn ns_arg(ns: &Netns) -> String {
     match ns {
@@ -33,51 +33,11 @@ pub fn commands(ops: &[Op]) -> Vec<String> {
             Op::SetSysctl { ns, key, value } => {
                 out.push(format!("{}sysctl -qw {key}={value}", exec_in(ns)))
             }
-            Op::AddLink { ns, name, spec } | Op::SetLink { ns, name, spec } => {
-                let n = ns_arg(ns);
-                if let Op::AddLink { .. } = op {
-                    match &spec.kind {
-                        LinkKind::Bridge => out.push(format!("ip {n}link add {name} type bridge")),
-                        LinkKind::Vxlan { vni, local, port } => out.push(format!("ip {n}link add {name} type vxlan id {vni} local {local} dstport {port} nolearning")),
-                        LinkKind::Veth { peer, peer_ns } => {
-                            let pn = match peer_ns {
-                                Netns::Host => String::new(),
-                                Netns::Named(p) => format!(" netns {p}"),
-                            };
-                            // A peer in the host namespace of `ip -n X` must be named by the
-                            // host's namespace: create in the host and move instead.
-                            match (ns, peer_ns) {
-                                (Netns::Named(a), Netns::Host) => {
-                                    out.push(format!("ip link add {peer} type veth peer name {name} netns {a}"));
-                                }
-                                _ => out.push(format!("ip {n}link add {name} type veth peer name {peer}{pn}")),
-                            }
-                        }
-                        LinkKind::External => {}
-                    }
-                }
-                if spec.ipv6 == Some(false) {
-                    out.push(format!(
-                        "{}sysctl -qw net.ipv6.conf.{name}.disable_ipv6=1",
-                        exec_in(ns)
-                    ));
-                }
-                let mut set = format!("ip {n}link set {name}");
-                if let Some(m) = spec.mac {
-                    set.push_str(&format!(" address {m}"));
-                }
-                if let Some(mtu) = spec.mtu {
-                    set.push_str(&format!(" mtu {mtu}"));
-                }
-                if let Some(master) = &spec.master {
-                    set.push_str(&format!(" master {master}"));
-                }
-                set.push_str(" up");
-                out.push(set);
-                if spec.learning == Some(false) {
-                    out.push(format!("bridge {n}link set dev {name} learning off"));
-                }
+            Op::AddLink { ns, name, spec } => {
+                out.extend(create_link(ns, name, &spec.kind));
+                out.extend(set_link(ns, name, spec));
             }
+            Op::SetLink { ns, name, spec } => out.extend(set_link(ns, name, spec)),
             Op::AddAddr(a) => out.push(format!(
                 "ip {}addr add {}/{} dev {}",
                 ns_arg(&a.ns),
@@ -95,19 +55,7 @@ pub fn commands(ops: &[Op]) -> Vec<String> {
                     r.table
                 ));
             }
-            Op::AddRule(r) => {
-                let sel = match &r.selector {
-                    RuleSelector::From(c) => format!("from {c}"),
-                    RuleSelector::Fwmark { mark, mask } => format!("fwmark {mark:#x}/{mask:#x}"),
-                    RuleSelector::Iif(d) => format!("iif {d}"),
-                };
-                out.push(format!(
-                    "ip {}rule add {sel} lookup {} priority {} proto 147",
-                    ns_arg(&r.ns),
-                    r.table,
-                    r.priority
-                ));
-            }
+            Op::AddRule(r) => out.push(rule(r)),
             Op::AddNeigh(n) => out.push(format!(
                 "ip {}neigh replace {} lladdr {} dev {} nud permanent",
                 ns_arg(&n.ns),
@@ -115,41 +63,119 @@ pub fn commands(ops: &[Op]) -> Vec<String> {
                 n.mac,
                 n.dev
             )),
-            Op::AddFdb(f) => out.push(match f.target {
-                FdbTarget::Vtep(ip) => format!(
-                    "bridge {}fdb replace {} dev {} dst {ip} self permanent",
-                    ns_arg(&f.ns),
-                    mac(f.mac),
-                    f.dev
-                ),
-                FdbTarget::Flood(ip) => format!(
-                    "bridge {}fdb append 00:00:00:00:00:00 dev {} dst {ip} self permanent",
-                    ns_arg(&f.ns),
-                    f.dev
-                ),
-                FdbTarget::Bridge => format!(
-                    "bridge {}fdb replace {} dev {} master static sticky",
-                    ns_arg(&f.ns),
-                    mac(f.mac),
-                    f.dev
-                ),
-            }),
-            Op::ReplaceNft { key, table } => {
-                let (skeleton, elements) = split_elements(table);
-                let file = format!("$W/nft-{}-{}.nft", key.ns, key.name);
-                out.push(format!("cat > {file} <<'EOF'\n{skeleton}EOF"));
-                out.push(format!("{}nft -f {file}", exec_in(&key.ns)));
-                for (set, e) in elements {
-                    out.push(format!(
-                        "{}nft add element {} {} {set} '{{ {e} }}'",
-                        exec_in(&key.ns),
-                        key.family.keyword(),
-                        key.name
-                    ));
-                }
-            }
+            Op::AddFdb(f) => out.push(fdb(f)),
+            Op::ReplaceNft { key, table } => out.extend(nft(key, table)),
             _ => {}
         }
+    }
+    out
+}
+
+/// The `ip link add` of a device (nothing for an external device, which exists already).
+fn create_link(ns: &Netns, name: &str, kind: &LinkKind) -> Option<String> {
+    let n = ns_arg(ns);
+    Some(match kind {
+        LinkKind::Bridge => format!("ip {n}link add {name} type bridge"),
+        LinkKind::Vxlan { vni, local, port } => format!(
+            "ip {n}link add {name} type vxlan id {vni} local {local} dstport {port} nolearning"
+        ),
+        // A peer in the host namespace of `ip -n X` must be named by the host's namespace:
+        // create in the host and move instead.
+        LinkKind::Veth {
+            peer,
+            peer_ns: Netns::Host,
+        } if *ns != Netns::Host => {
+            let Netns::Named(a) = ns else { return None };
+            format!("ip link add {peer} type veth peer name {name} netns {a}")
+        }
+        LinkKind::Veth { peer, peer_ns } => {
+            let pn = match peer_ns {
+                Netns::Host => String::new(),
+                Netns::Named(p) => format!(" netns {p}"),
+            };
+            format!("ip {n}link add {name} type veth peer name {peer}{pn}")
+        }
+        LinkKind::External => return None,
+    })
+}
+
+/// A device's attributes and up, one process each (IPv6 off, `ip link set`, bridge learning).
+fn set_link(ns: &Netns, name: &str, spec: &LinkSpec) -> Vec<String> {
+    let n = ns_arg(ns);
+    let mut out = Vec::new();
+    if spec.ipv6 == Some(false) {
+        out.push(format!(
+            "{}sysctl -qw net.ipv6.conf.{name}.disable_ipv6=1",
+            exec_in(ns)
+        ));
+    }
+    let mut set = format!("ip {n}link set {name}");
+    if let Some(m) = spec.mac {
+        set.push_str(&format!(" address {m}"));
+    }
+    if let Some(mtu) = spec.mtu {
+        set.push_str(&format!(" mtu {mtu}"));
+    }
+    if let Some(master) = &spec.master {
+        set.push_str(&format!(" master {master}"));
+    }
+    set.push_str(" up");
+    out.push(set);
+    if spec.learning == Some(false) {
+        out.push(format!("bridge {n}link set dev {name} learning off"));
+    }
+    out
+}
+
+fn rule(r: &RuleSpec) -> String {
+    let sel = match &r.selector {
+        RuleSelector::From(c) => format!("from {c}"),
+        RuleSelector::Fwmark { mark, mask } => format!("fwmark {mark:#x}/{mask:#x}"),
+        RuleSelector::Iif(d) => format!("iif {d}"),
+    };
+    format!(
+        "ip {}rule add {sel} lookup {} priority {} proto 147",
+        ns_arg(&r.ns),
+        r.table,
+        r.priority
+    )
+}
+
+fn fdb(f: &FdbSpec) -> String {
+    let n = ns_arg(&f.ns);
+    match f.target {
+        FdbTarget::Vtep(ip) => format!(
+            "bridge {n}fdb replace {} dev {} dst {ip} self permanent",
+            mac(f.mac),
+            f.dev
+        ),
+        FdbTarget::Flood(ip) => format!(
+            "bridge {n}fdb append 00:00:00:00:00:00 dev {} dst {ip} self permanent",
+            f.dev
+        ),
+        FdbTarget::Bridge => format!(
+            "bridge {n}fdb replace {} dev {} master static sticky",
+            mac(f.mac),
+            f.dev
+        ),
+    }
+}
+
+/// The table without its elements from a file, then each element by its own `nft` process.
+fn nft(key: &NftKey, table: &datapath::nft::Table) -> Vec<String> {
+    let (skeleton, elements) = split_elements(table);
+    let file = format!("$W/nft-{}-{}.nft", key.ns, key.name);
+    let mut out = vec![
+        format!("cat > {file} <<'EOF'\n{skeleton}EOF"),
+        format!("{}nft -f {file}", exec_in(&key.ns)),
+    ];
+    for (set, e) in elements {
+        out.push(format!(
+            "{}nft add element {} {} {set} '{{ {e} }}'",
+            exec_in(&key.ns),
+            key.family.keyword(),
+            key.name
+        ));
     }
     out
 }

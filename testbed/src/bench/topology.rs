@@ -44,118 +44,92 @@ fn node(name: &str, mode: NodeMode, tip: Ipv4Addr) -> (NodeId, NodeInfo) {
 }
 
 /// `routers` routers on this node, each with `subnets_per_router` subnets (own network each), one
-/// local port per subnet (a VM tap `vm<k>` the harness creates, as a hypervisor would), `remote_per_subnet` ports on ten other nodes, a gateway with SNAT held
-/// elsewhere, and `fips_per_router` FIPs on its local ports.
+/// local port per subnet (a VM tap `vm<k>` the harness creates, as a hypervisor would),
+/// `remote_per_subnet` ports on ten other nodes, a gateway with SNAT held elsewhere, and
+/// `fips_per_router` FIPs on its local ports.
 pub fn build(
     routers: u32,
     subnets_per_router: u32,
     remote_per_subnet: u32,
     fips_per_router: u32,
 ) -> Topology {
-    let mut t = Topology::default();
-    let (me, info) = node(ME, NodeMode::Dvr, Ipv4Addr::new(192, 0, 2, 1));
-    t.nodes.insert(me.clone(), info);
-    let remotes: Vec<NodeId> = (0..10)
-        .map(|i| {
-            let (n, info) = node(
-                &format!("c{i}"),
-                NodeMode::Dvr,
-                Ipv4Addr::new(192, 0, 2, 10 + i),
-            );
-            t.nodes.insert(n.clone(), info);
-            n
-        })
-        .collect();
-    let (snat, info) = node("net1", NodeMode::DvrSnat, Ipv4Addr::new(192, 0, 2, 100));
-    t.nodes.insert(snat.clone(), info);
-    let ext = ExternalNetwork::new(ExternalNetworkSpec {
-        id: id("ext-public".into()),
-        name: nm("public".into()),
-        cidr: "198.18.0.0/15".parse().expect("cidr"),
-        gateway: "198.18.0.1".parse().expect("gw"),
-        pool: "198.18.0.2-198.19.255.254".parse().expect("pool"),
-    })
-    .expect("ext");
-    let ext_id = ext.id.clone();
-    t.external_networks.insert(ext_id.clone(), ext);
-    let fg = Port::new(PortSpec {
-        id: id("fgw-bench".into()),
-        name: nm("fg.bench".into()),
-        network: ext_id.clone(),
-        mac: mac(0x3b, 1),
-        fixed_ips: vec!["198.18.0.2".parse().expect("ip")],
-        host: me.clone(),
-        device: None,
-        allowed_address_pairs: vec![],
-    })
-    .expect("fg port");
-    t.ports.insert(fg.id.clone(), fg);
-    let mut seq = 0u32;
+    let mut b = Builder::new();
     for r in 0..routers {
+        b.router(r, subnets_per_router, remote_per_subnet, fips_per_router);
+    }
+    let mut t = b.t;
+    t.snat_holders = datapath::default_snat_holders(&t);
+    t
+}
+
+/// A topology being built: this node, ten remote compute nodes, a network node, the external
+/// network and this node's FIP gateway port.
+struct Builder {
+    t: Topology,
+    me: NodeId,
+    remotes: Vec<NodeId>,
+    ext: ObjectId,
+    /// Ports made so far.
+    ports: u32,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        let mut t = Topology::default();
+        let (me, info) = node(ME, NodeMode::Dvr, Ipv4Addr::new(192, 0, 2, 1));
+        t.nodes.insert(me.clone(), info);
+        let remotes: Vec<NodeId> = (0..10)
+            .map(|i| {
+                let tip = Ipv4Addr::new(192, 0, 2, 10 + i);
+                let (n, info) = node(&format!("c{i}"), NodeMode::Dvr, tip);
+                t.nodes.insert(n.clone(), info);
+                n
+            })
+            .collect();
+        let (snat, info) = node("net1", NodeMode::DvrSnat, Ipv4Addr::new(192, 0, 2, 100));
+        t.nodes.insert(snat, info);
+        let ext = ExternalNetwork::new(ExternalNetworkSpec {
+            id: id("ext-public".into()),
+            name: nm("public".into()),
+            cidr: "198.18.0.0/15".parse().expect("cidr"),
+            gateway: "198.18.0.1".parse().expect("gw"),
+            pool: "198.18.0.2-198.19.255.254".parse().expect("pool"),
+        })
+        .expect("ext");
+        let ext_id = ext.id.clone();
+        t.external_networks.insert(ext_id.clone(), ext);
+        let fg = Port::new(PortSpec {
+            id: id("fgw-bench".into()),
+            name: nm("fg.bench".into()),
+            network: ext_id.clone(),
+            mac: mac(0x3b, 1),
+            fixed_ips: vec!["198.18.0.2".parse().expect("ip")],
+            host: me.clone(),
+            device: None,
+            allowed_address_pairs: vec![],
+        })
+        .expect("fg port");
+        t.ports.insert(fg.id.clone(), fg);
+        Builder {
+            t,
+            me,
+            remotes,
+            ext: ext_id,
+            ports: 0,
+        }
+    }
+
+    /// Router `r` with its subnets, ports and FIPs.
+    fn router(&mut self, r: u32, subnets: u32, remote_per_subnet: u32, fips: u32) {
         let mut interfaces = BTreeSet::new();
         let mut snat_ports = BTreeMap::new();
         let mut local_ports = Vec::new();
-        for s in 0..subnets_per_router {
-            let k = r * subnets_per_router + s;
-            let (net_id, sub_id) = (id(format!("net-{k:011}")), id(format!("sub-{k:011}")));
-            t.networks.insert(
-                net_id.clone(),
-                Network::new(NetworkSpec {
-                    id: net_id.clone(),
-                    name: nm(format!("net{k}")),
-                    vni: Vni::new(1000 + k).expect("vni"),
-                    mtu: Mtu::VXLAN_DEFAULT,
-                })
-                .expect("net"),
-            );
-            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (k << 8);
-            let ip = |h: u32| Ipv4Addr::from(base + h);
-            let cidr = Ipv4Cidr::new(ip(0), 24).expect("cidr");
-            t.subnets.insert(
-                sub_id.clone(),
-                Subnet::new(SubnetSpec {
-                    id: sub_id.clone(),
-                    name: nm(format!("sub{k}")),
-                    network: net_id.clone(),
-                    cidr,
-                    gateway: ip(1),
-                    pool: Ipv4Range::new(ip(10), ip(250)).expect("pool"),
-                })
-                .expect("subnet"),
-            );
+        for s in 0..subnets {
+            let k = r * subnets + s;
+            let (sub_id, snat_port, local) = self.subnet(k, remote_per_subnet);
             interfaces.insert(sub_id.clone());
-            snat_ports.insert(
-                sub_id.clone(),
-                SnatPort {
-                    ip: ip(3),
-                    mac: mac(0x3c, k),
-                },
-            );
-            for p in 0..=remote_per_subnet {
-                seq += 1;
-                let host = if p == 0 {
-                    me.clone()
-                } else {
-                    remotes[(p as usize - 1) % remotes.len()].clone()
-                };
-                let port = Port::new(PortSpec {
-                    id: id(format!("port-{seq:011}")),
-                    name: nm(format!("p{seq}")),
-                    network: net_id.clone(),
-                    mac: mac(0x3e, seq),
-                    fixed_ips: vec![ip(10 + p)],
-                    // A local port is a VM's tap, made by the hypervisor (the harness makes
-                    // it before timing); dvrmesh only attaches it to its network's bridge.
-                    device: (p == 0).then(|| InterfaceName::new(format!("vm{k}")).expect("ifname")),
-                    host,
-                    allowed_address_pairs: vec![],
-                })
-                .expect("port");
-                if p == 0 {
-                    local_ports.push((port.id.clone(), ip(10)));
-                }
-                t.ports.insert(port.id.clone(), port);
-            }
+            snat_ports.insert(sub_id, snat_port);
+            local_ports.push(local);
         }
         let rid = id(format!("rtr-{r:011}"));
         let router = Router::new(RouterSpec {
@@ -163,7 +137,7 @@ pub fn build(
             name: nm(format!("r{r}")),
             interfaces,
             gateway: Some(RouterGateway {
-                external_network: ext_id.clone(),
+                external_network: self.ext.clone(),
                 enable_snat: true,
                 external_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + r)),
             }),
@@ -172,26 +146,78 @@ pub fn build(
             snat_ports,
         })
         .expect("router");
-        t.routers.insert(rid, router);
-        for (f, (pid, fixed)) in local_ports
-            .into_iter()
-            .take(fips_per_router as usize)
-            .enumerate()
-        {
-            let n = r * fips_per_router + f as u32;
+        self.t.routers.insert(rid, router);
+        for (f, (pid, fixed)) in local_ports.into_iter().take(fips as usize).enumerate() {
+            let n = r * fips + f as u32;
             let fip = FloatingIp::new(FloatingIpSpec {
                 id: id(format!("fip-{n:011}")),
-                external_network: ext_id.clone(),
+                external_network: self.ext.clone(),
                 ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + n),
                 port: Some(pid),
                 fixed_ip: Some(fixed),
             })
             .expect("fip");
-            t.fips.insert(fip.id.clone(), fip);
+            self.t.fips.insert(fip.id.clone(), fip);
         }
     }
-    t.snat_holders = datapath::default_snat_holders(&t);
-    t
+
+    /// Network and subnet `k` (10.0.k.0/24) with one local port and `remote` remote ones:
+    /// returns the subnet, the router's SNAT port on it, and the local port with its address.
+    fn subnet(&mut self, k: u32, remote: u32) -> (ObjectId, SnatPort, (ObjectId, Ipv4Addr)) {
+        let (net_id, sub_id) = (id(format!("net-{k:011}")), id(format!("sub-{k:011}")));
+        let net = Network::new(NetworkSpec {
+            id: net_id.clone(),
+            name: nm(format!("net{k}")),
+            vni: Vni::new(1000 + k).expect("vni"),
+            mtu: Mtu::VXLAN_DEFAULT,
+        })
+        .expect("net");
+        self.t.networks.insert(net_id.clone(), net);
+        let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (k << 8);
+        let ip = |h: u32| Ipv4Addr::from(base + h);
+        let subnet = Subnet::new(SubnetSpec {
+            id: sub_id.clone(),
+            name: nm(format!("sub{k}")),
+            network: net_id.clone(),
+            cidr: Ipv4Cidr::new(ip(0), 24).expect("cidr"),
+            gateway: ip(1),
+            pool: Ipv4Range::new(ip(10), ip(250)).expect("pool"),
+        })
+        .expect("subnet");
+        self.t.subnets.insert(sub_id.clone(), subnet);
+        let mut local = None;
+        for p in 0..=remote {
+            self.ports += 1;
+            let seq = self.ports;
+            let host = match p {
+                0 => self.me.clone(),
+                _ => self.remotes[(p as usize - 1) % self.remotes.len()].clone(),
+            };
+            let port = Port::new(PortSpec {
+                id: id(format!("port-{seq:011}")),
+                name: nm(format!("p{seq}")),
+                network: net_id.clone(),
+                mac: mac(0x3e, seq),
+                fixed_ips: vec![ip(10 + p)],
+                // A local port is a VM's tap, made by the hypervisor (the harness makes it
+                // before timing); dvrmesh only attaches it to its network's bridge.
+                device: (p == 0).then(|| InterfaceName::new(format!("vm{k}")).expect("ifname")),
+                host,
+                allowed_address_pairs: vec![],
+            })
+            .expect("port");
+            if p == 0 {
+                local = Some((port.id.clone(), ip(10)));
+            }
+            self.t.ports.insert(port.id.clone(), port);
+        }
+        let snat_port = SnatPort {
+            ip: ip(3),
+            mac: mac(0x3c, k),
+        };
+        let local = local.expect("the loop makes the local port first");
+        (sub_id, snat_port, local)
+    }
 }
 
 /// [`build`] without its last router and that router's FIPs: the node already has the router's

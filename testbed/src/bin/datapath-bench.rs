@@ -59,23 +59,51 @@ fn main() -> Result<()> {
         .try_init();
     let work = tempfile::tempdir()?;
     let me = mesh_proto::NodeId::new(topology::ME)?;
+    let one = one_router(&args, work.path(), &me)?;
+    let onto = onto_existing(&args, &me)?;
+    let scale = at_scale(&args, work.path(), &me)?;
+    let md = report(&args, &one, &onto, &scale);
+    testbed::bench::report::write_section(&args.out, "datapath", &md)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
 
-    eprintln!("== one router, 3 subnets, 2 FIPs: {} rounds of {} routers added to one node one by one (the first into an empty node)", args.rounds, args.trials);
-    let steps: Vec<datapath::Desired> = (1..=args.trials)
+/// The one-router figures: routers added one by one to fresh nodes, both methods.
+struct OneRouter {
+    samples: usize,
+    round_medians: Vec<String>,
+    ours: Duration,
+    ours_min: Duration,
+    ours_max: Duration,
+    theirs: Duration,
+    ops: usize,
+    procs: usize,
+    links: Duration,
+    floor: Duration,
+    first_ours: Duration,
+    first_theirs: Duration,
+}
+
+/// The desired state after each of `trials` routers, from a plan with no problems.
+fn router_steps(trials: u32, me: &mesh_proto::NodeId) -> Result<Vec<datapath::Desired>> {
+    (1..=trials)
         .map(|n| {
-            let p = datapath::plan(&topology::build(n, 3, 1, 2), &me);
+            let p = datapath::plan(&topology::build(n, 3, 1, 2), me);
             anyhow::ensure!(p.problems.is_empty(), "plan problems: {:?}", p.problems);
             Ok(p.desired)
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+fn one_router(args: &Args, work: &std::path::Path, me: &mesh_proto::NodeId) -> Result<OneRouter> {
+    eprintln!("== one router, 3 subnets, 2 FIPs: {} rounds of {} routers added to one node one by one (the first into an empty node)", args.rounds, args.trials);
+    let steps = router_steps(args.trials, me)?;
     // Each round on a fresh node: the VM's speed drifts over a minute, and the rounds show by
     // how much. Samples of all rounds are pooled.
-    let mut rounds: Vec<Vec<run::Pass>> = Vec::new();
-    for _ in 0..args.rounds {
-        rounds.push(run::dvrmesh_incremental(&steps)?);
-    }
-    let theirs_steps =
-        run::one_process_per_object_steps(&steps, work.path(), args.baseline_trials)?;
+    let rounds: Vec<Vec<run::Pass>> = (0..args.rounds)
+        .map(|_| run::dvrmesh_incremental(&steps))
+        .collect::<Result<_>>()?;
+    let theirs_steps = run::one_process_per_object_steps(&steps, work, args.baseline_trials)?;
     // Each round's routers after its first (which goes into an empty node), and all of them.
     let added: Vec<&[run::Pass]> = rounds
         .iter()
@@ -83,49 +111,51 @@ fn main() -> Result<()> {
         .collect();
     let pooled: Vec<run::Pass> = added.iter().flat_map(|r| r.iter().copied()).collect();
     let ours: Vec<Duration> = pooled.iter().map(|p| p.took).collect();
-    let round_medians: Vec<String> = added
-        .iter()
-        .map(|r| ms(run::median(r.iter().map(|p| p.took).collect())))
-        .collect();
-    let firsts: Vec<Duration> = rounds
-        .iter()
-        .filter_map(|r| r.first().map(|p| p.took))
-        .collect();
-    let theirs: Vec<Duration> = theirs_steps.iter().skip(1).map(|(d, _)| *d).collect();
-    let ops = pooled.iter().map(|p| p.ops).max().unwrap_or(0);
-    let links_median = run::median(pooled.iter().map(|p| p.link_creation).collect());
-    let floor = run::kernel_floor_one_router(work.path())?;
-    let procs = theirs_steps
-        .iter()
-        .skip(1)
-        .map(|(_, n)| *n)
-        .max()
-        .unwrap_or(0);
-    let first_ours = run::median(firsts);
     let first_theirs = theirs_steps
         .first()
         .map(|(d, _)| *d)
         .ok_or_else(|| anyhow::anyhow!("the per-object baseline ran no step"))?;
-    let (ours_min, ours_max) = (
-        ours.iter().min().copied().unwrap_or_default(),
-        ours.iter().max().copied().unwrap_or_default(),
-    );
-    let samples = ours.len();
-    let (m_ours, m_theirs) = (run::median(ours), run::median(theirs));
+    let r = OneRouter {
+        samples: ours.len(),
+        round_medians: added
+            .iter()
+            .map(|r| ms(run::median(r.iter().map(|p| p.took).collect())))
+            .collect(),
+        ours_min: ours.iter().min().copied().unwrap_or_default(),
+        ours_max: ours.iter().max().copied().unwrap_or_default(),
+        ours: run::median(ours),
+        theirs: run::median(theirs_steps.iter().skip(1).map(|(d, _)| *d).collect()),
+        ops: pooled.iter().map(|p| p.ops).max().unwrap_or(0),
+        procs: theirs_steps
+            .iter()
+            .skip(1)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0),
+        links: run::median(pooled.iter().map(|p| p.link_creation).collect()),
+        floor: run::kernel_floor_one_router(work)?,
+        first_ours: run::median(
+            rounds
+                .iter()
+                .filter_map(|r| r.first().map(|p| p.took))
+                .collect(),
+        ),
+        first_theirs,
+    };
     eprintln!(
-        "   dvrmesh median {} of {samples} (rounds: {}; first, into an empty node: {}) vs per-object median {} (first {})",
-        ms(m_ours),
-        round_medians.join(", "),
-        ms(first_ours),
-        ms(m_theirs),
-        ms(first_theirs)
+        "   dvrmesh median {} of {} (rounds: {}; first, into an empty node: {}) vs per-object median {} (first {})",
+        ms(r.ours), r.samples, r.round_medians.join(", "), ms(r.first_ours), ms(r.theirs), ms(r.first_theirs)
     );
     eprintln!(
         "   of which creating the router's ten netdevs: median {}; the same netdevs by one `ip -batch` process: median {}",
-        ms(links_median),
-        ms(floor)
+        ms(r.links),
+        ms(r.floor)
     );
+    Ok(r)
+}
 
+/// One router onto networks and VMs the node already has: (median, most ops).
+fn onto_existing(args: &Args, me: &mesh_proto::NodeId) -> Result<(Duration, usize)> {
     eprintln!("== one router, 3 subnets, 2 FIPs, onto networks and VMs the node already has");
     let mut onto: Vec<datapath::Desired> = Vec::new();
     for n in 1..=args.trials {
@@ -133,25 +163,39 @@ fn main() -> Result<()> {
             topology::build_before_last_router(n, 3, 1, 2),
             topology::build(n, 3, 1, 2),
         ] {
-            let p = datapath::plan(&t, &me);
+            let p = datapath::plan(&t, me);
             anyhow::ensure!(p.problems.is_empty(), "plan problems: {:?}", p.problems);
             onto.push(p.desired);
         }
     }
-    let onto_passes = run::dvrmesh_incremental(&onto)?;
-    let router_only: Vec<&run::Pass> = onto_passes.iter().skip(1).step_by(2).collect();
-    let onto_median = run::median(router_only.iter().map(|p| p.took).collect());
-    let onto_ops = router_only.iter().map(|p| p.ops).max().unwrap_or(0);
-    eprintln!("   dvrmesh median {} (≤ {} ops)", ms(onto_median), onto_ops);
+    let passes = run::dvrmesh_incremental(&onto)?;
+    let router_only: Vec<&run::Pass> = passes.iter().skip(1).step_by(2).collect();
+    let median = run::median(router_only.iter().map(|p| p.took).collect());
+    let ops = router_only.iter().map(|p| p.ops).max().unwrap_or(0);
+    eprintln!("   dvrmesh median {} (≤ {} ops)", ms(median), ops);
+    Ok((median, ops))
+}
 
+/// The cold reconciles: a mid-size one by both methods, the large one, and one more router there.
+struct Scale {
+    mid_ours: run::DvrmeshRun,
+    mid_theirs: (Duration, usize),
+    planned: Duration,
+    big: run::DvrmeshRun,
+    one_more: run::Pass,
+    big_base: Option<(Duration, usize)>,
+    counts: String,
+}
+
+fn at_scale(args: &Args, work: &std::path::Path, me: &mesh_proto::NodeId) -> Result<Scale> {
     eprintln!(
         "== {} routers / {} ports, cold full reconcile, both methods",
         args.compare_routers,
         args.compare_routers * 10
     );
-    let mid = datapath::plan(&topology::build(args.compare_routers, 1, 9, 1), &me);
+    let mid = datapath::plan(&topology::build(args.compare_routers, 1, 9, 1), me);
     let mid_ours = run::dvrmesh(&mid.desired)?;
-    let mid_theirs = run::one_process_per_object(&mid.desired, work.path())?;
+    let mid_theirs = run::one_process_per_object(&mid.desired, work)?;
     eprintln!(
         "   dvrmesh {} ({} ops) vs per-object {} ({} processes)",
         ms(mid_ours.cold),
@@ -165,7 +209,7 @@ fn main() -> Result<()> {
         args.routers * 10
     );
     let built = Instant::now();
-    let large = datapath::plan(&topology::build(args.routers, 1, 9, 1), &me);
+    let large = datapath::plan(&topology::build(args.routers, 1, 9, 1), me);
     let planned = built.elapsed();
     eprintln!("   planned in {} : {}", ms(planned), large.desired.counts());
     anyhow::ensure!(
@@ -173,7 +217,7 @@ fn main() -> Result<()> {
         "plan problems: {:?}",
         large.problems
     );
-    let larger = datapath::plan(&topology::build(args.routers + 1, 1, 9, 1), &me);
+    let larger = datapath::plan(&topology::build(args.routers + 1, 1, 9, 1), me);
     let (big, one_more) = run::dvrmesh_then(&large.desired, &larger.desired)?;
     eprintln!(
         "   dvrmesh: cold {} ({} ops), steady-state pass {}; then one more router: {} ({} ops)",
@@ -184,67 +228,78 @@ fn main() -> Result<()> {
         one_more.ops
     );
     let big_base = if args.large_baseline {
-        let r = run::one_process_per_object(&large.desired, work.path())?;
+        let r = run::one_process_per_object(&large.desired, work)?;
         eprintln!("   per-object: {} ({} processes)", ms(r.0), r.1);
         Some(r)
     } else {
         None
     };
+    Ok(Scale {
+        mid_ours,
+        mid_theirs,
+        planned,
+        big,
+        one_more,
+        big_base,
+        counts: large.desired.counts(),
+    })
+}
 
+/// The datapath section of BENCHMARKS.md.
+fn report(args: &Args, one: &OneRouter, onto: &(Duration, usize), s: &Scale) -> String {
     let mut md = String::new();
     md.push_str("## Datapath programming (issue 4)\n\n");
     md.push_str("Reproduce (root, 2-core VM, about two minutes; everything happens in throwaway namespaces):\n\n");
     md.push_str("```sh\ncargo run --release -p testbed --bin datapath-bench\n```\n\n");
-    md.push_str("dvrmesh = `datapath::reconcile_pass` of the Linux backend, as the agent runs it: the first pass observes everything; each later one (woken by a change) observes only what changed since the last clean pass (whole namespaces, and in the host and the fip namespace only the devices concerned), diffs and applies (rtnetlink from a thread inside each namespace; each namespace's nft tables as one nfnetlink batch on a helper thread beside the rest; namespaces from a pool of two made ahead, with their sysctls; the devices it makes in the host come up with IPv6 disabled, as the per-object script does with one `sysctl` each). Per-object = the same objects created by one `ip`/`bridge`/`sysctl`/`nft` process each (the Neutron L3 agent pattern), run by `sh` in a private mount and network namespace. Same run, same machine. VM taps and the external interface are made by the harness before anything is timed (a hypervisor and the operator make them; both methods only attach them). One-router samples are routers added one by one to the same node, because tearing namespaces down keeps the kernel busy for a while afterwards; each sequence of passes starts on a fresh sandbox once both CPUs are idle and the RTNL is free (a no-op request that takes it answers within 2 ms twice in a row).\n\n");
+    md.push_str(METHOD);
     md.push_str("| benchmark | dvrmesh | one process per object | ratio | target |\n|---|---|---|---|---|\n");
     md.push_str(&format!(
-        "| one router, 3 subnets, 2 FIPs (median of {samples}: {} rounds of {} routers added one by one to a fresh node, the first of each not counted; per-round medians {}; min {}, max {}) | **{}** (≤ {ops} ops) | {} (≤ {procs} processes; one round) | {:.1}× | ≤ 5 ms |\n",
-        args.rounds, args.trials, round_medians.join(", "), ms(ours_min), ms(ours_max), ms(m_ours), ms(m_theirs), ratio(m_theirs, m_ours)
+        "| one router, 3 subnets, 2 FIPs (median of {}: {} rounds of {} routers added one by one to a fresh node, the first of each not counted; per-round medians {}; min {}, max {}) | **{}** (≤ {} ops) | {} (≤ {} processes; one round) | {:.1}× | ≤ 5 ms |\n",
+        one.samples, args.rounds, args.trials, one.round_medians.join(", "), ms(one.ours_min), ms(one.ours_max), ms(one.ours), one.ops, ms(one.theirs), one.procs, ratio(one.theirs, one.ours)
     ));
     md.push_str(&format!(
         "| … of which creating its ten netdevs (3 bridges, 3 VXLAN, 4 veth pairs; median) | {} | | | |\n",
-        ms(links_median)
+        ms(one.links)
     ));
     md.push_str(&format!(
         "| … for comparison, the same ten netdevs created, enslaved and set up by one `ip -batch` process (no process per object: the least iproute2 can take; median of 20 routers) | {} | | | |\n",
-        ms(floor)
+        ms(one.floor)
     ));
     md.push_str(&format!(
         "| the first router into an empty node (3 networks, qrouter and fip namespaces from nothing; median of the rounds) | **{}** | {} | {:.1}× | |\n",
-        ms(first_ours), ms(first_theirs), ratio(first_theirs, first_ours)
+        ms(one.first_ours), ms(one.first_theirs), ratio(one.first_theirs, one.first_ours)
     ));
     md.push_str(&format!(
-        "| one router, 3 subnets, 2 FIPs, onto networks and VMs the node already has (median of {}) | **{}** (≤ {onto_ops} ops) | | | |\n",
-        args.trials, ms(onto_median)
+        "| one router, 3 subnets, 2 FIPs, onto networks and VMs the node already has (median of {}) | **{}** (≤ {} ops) | | | |\n",
+        args.trials, ms(onto.0), onto.1
     ));
     md.push_str(&format!(
         "| {} routers / {} ports, cold full reconcile | **{}** ({} ops) | {} ({} processes) | {:.1}× | |\n",
-        args.compare_routers, args.compare_routers * 10, ms(mid_ours.cold), mid_ours.ops, ms(mid_theirs.0), mid_theirs.1, ratio(mid_theirs.0, mid_ours.cold)
+        args.compare_routers, args.compare_routers * 10, ms(s.mid_ours.cold), s.mid_ours.ops, ms(s.mid_theirs.0), s.mid_theirs.1, ratio(s.mid_theirs.0, s.mid_ours.cold)
     ));
-    match &big_base {
+    let total = s.big.cold + s.planned;
+    match &s.big_base {
         Some((d, p)) => md.push_str(&format!(
             "| {} routers / {} ports, cold full reconcile (plan {} + program) | **{}** ({} ops) | {} ({p} processes) | {:.1}× | ≤ 10 s |\n",
-            args.routers, args.routers * 10, ms(planned), ms(big.cold + planned), big.ops, ms(*d), ratio(*d, big.cold + planned)
+            args.routers, args.routers * 10, ms(s.planned), ms(total), s.big.ops, ms(*d), ratio(*d, total)
         )),
         None => md.push_str(&format!(
             "| {} routers / {} ports, cold full reconcile (plan {} + program) | **{}** ({} ops) | not run by default (`--large-baseline`; an earlier run did not finish in 41 min: each `ip`/`bridge` process re-reads every link, so the per-object pattern grows quadratically) | | ≤ 10 s |\n",
-            args.routers, args.routers * 10, ms(planned), ms(big.cold + planned), big.ops
+            args.routers, args.routers * 10, ms(s.planned), ms(total), s.big.ops
         )),
     }
     md.push_str(&format!(
         "| steady-state full pass at that scale (observe everything + diff, nothing to do; the agent's periodic resync) | {} | | | |\n",
-        ms(big.steady)
+        ms(s.big.steady)
     ));
     md.push_str(&format!(
         "| one more router (1 subnet, 1 FIP) on that node: the scoped pass a view change triggers | **{}** ({} ops) | | | |\n\n",
-        ms(one_more.took),
-        one_more.ops
+        ms(s.one_more.took),
+        s.one_more.ops
     ));
-    md.push_str(&format!(
-        "Objects at the large scale: {}.\n",
-        large.desired.counts()
-    ));
-    testbed::bench::report::write_section(&args.out, "datapath", &md)?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    md.push_str(&format!("Objects at the large scale: {}.\n", s.counts));
+    md
 }
+
+/// How the two methods are measured, for the report.
+const METHOD: &str = "dvrmesh = `datapath::reconcile_pass` of the Linux backend, as the agent runs it: the first pass observes everything; each later one (woken by a change) observes only what changed since the last clean pass (whole namespaces, and in the host and the fip namespace only the devices concerned), diffs and applies (rtnetlink from a thread inside each namespace; each namespace's nft tables as one nfnetlink batch on a helper thread beside the rest; namespaces from a pool of two made ahead, with their sysctls; the devices it makes in the host come up with IPv6 disabled, as the per-object script does with one `sysctl` each). Per-object = the same objects created by one `ip`/`bridge`/`sysctl`/`nft` process each (the Neutron L3 agent pattern), run by `sh` in a private mount and network namespace. Same run, same machine. VM taps and the external interface are made by the harness before anything is timed (a hypervisor and the operator make them; both methods only attach them). One-router samples are routers added one by one to the same node, because tearing namespaces down keeps the kernel busy for a while afterwards; each sequence of passes starts on a fresh sandbox once both CPUs are idle and the RTNL is free (a no-op request that takes it answers within 2 ms twice in a row).\n\n";

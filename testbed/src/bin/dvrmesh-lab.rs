@@ -192,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if matches!(cli.command, Command::Up { .. } | Command::Demo { .. }) {
         teardown_on_interrupt(cli.dir.clone());
     }
+    let dir = &cli.dir;
     match cli.command {
         Command::Up {
             nodes,
@@ -200,201 +201,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tenants,
         } => {
             let spec = match topology {
-                Some(f) => serde_json::from_str(
-                    &std::fs::read_to_string(&f)
-                        .with_context(|| format!("reading {}", f.display()))?,
-                )
-                .with_context(|| format!("{}: not a topology", f.display()))?,
+                Some(f) => read_topology(&f)?,
                 None => LabSpec::sized(nodes, snat_nodes),
             };
-            let start = Instant::now();
-            let lab = Lab::up(&cli.dir, &spec, &mut |s| {
-                eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64())
-            })?;
-            if tenants {
-                eprintln!(
-                    "[{:>5.1}s] creating the demo tenants",
-                    start.elapsed().as_secs_f64()
-                );
-                demo::configure(&lab)?;
-            }
-            // The agents keep running after this command returns.
-            std::mem::forget(lab);
-            eprintln!(
-                "lab up in {:.1}s; dvrmesh-lab status, dvrmesh-lab down",
-                start.elapsed().as_secs_f64()
-            );
+            up(dir, &spec, tenants)?;
         }
         Command::Down => {
-            Lab::down(&cli.dir)?;
+            Lab::down(dir)?;
             eprintln!("lab removed");
         }
-        Command::Status { json } => {
-            let lab = Lab::open(&cli.dir)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&lab.state)?);
-            } else {
-                for n in &lab.state.nodes {
-                    let alive = n
-                        .pid
-                        .is_some_and(|p| PathBuf::from(format!("/proc/{p}")).exists());
-                    println!(
-                        "node {:<12} {:<16} {:<15} agent {}",
-                        n.name,
-                        n.mode,
-                        n.tunnel_ip,
-                        if alive { "running" } else { "stopped" }
-                    );
-                }
-                for v in &lab.state.vms {
-                    println!(
-                        "vm   {:<12} on {:<12} {:<10} {:<15} {} {}",
-                        v.name,
-                        v.node,
-                        v.network,
-                        v.ip,
-                        v.mac,
-                        v.fip.as_deref().unwrap_or("")
-                    );
-                }
-            }
-        }
+        Command::Status { json } => status(&Lab::open(dir)?, json)?,
         Command::Vm(VmCommand::Create {
             name,
             node,
             network,
             fip,
         }) => {
-            let mut lab = Lab::open(&cli.dir)?;
+            let mut lab = Lab::open(dir)?;
             let vm = lab.vm_create(&name, &node, &network, fip)?;
             std::mem::forget(lab);
             println!("{}", serde_json::to_string_pretty(&vm)?);
         }
-        Command::Exec { name, command } => {
-            let lab = Lab::open(&cli.dir)?;
-            let ns = lab.member_ns(&name)?;
-            let mut c = std::process::Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display())).args(&command);
-            if lab.state.nodes.iter().any(|n| n.name == name) {
-                c.env("DVRMESH_API", lab.api(&name));
-                if let Some(dir) = lab.bin.parent() {
-                    let path = std::env::var("PATH").unwrap_or_default();
-                    c.env("PATH", format!("{}:{path}", dir.display()));
-                }
-            }
-            let status = c.status().context("running the command")?;
-            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
-        }
+        Command::Exec { name, command } => return exec(&Lab::open(dir)?, &name, &command),
         Command::Chaos(c) => {
-            let mut lab = Lab::open(&cli.dir)?;
-            let secs = |s: Option<f64>| -> Result<Option<Duration>> {
-                s.map(|s| {
-                    if s.is_finite() && (0.0..=3600.0).contains(&s) {
-                        Ok(Duration::from_secs_f64(s))
-                    } else {
-                        anyhow::bail!("--for must be 0..=3600 seconds")
-                    }
-                })
-                .transpose()
-            };
-            let what = match c {
-                ChaosCommand::Kill { node } => {
-                    lab.chaos_kill(&node)?;
-                    format!("killed the agent of {node}")
-                }
-                ChaosCommand::Pause { node, for_secs } => {
-                    let d = secs(for_secs)?;
-                    lab.chaos_pause(&node, d)?;
-                    match d {
-                        Some(d) => {
-                            format!("paused the agent of {node} for {:.1}s", d.as_secs_f64())
-                        }
-                        None => format!("paused the agent of {node} (chaos resume {node})"),
-                    }
-                }
-                ChaosCommand::Resume { node } => {
-                    lab.chaos_resume(&node)?;
-                    format!("resumed the agent of {node}")
-                }
-                ChaosCommand::Restart { node } => {
-                    lab.chaos_restart(&node)?;
-                    format!("restarted the agent of {node}")
-                }
-                ChaosCommand::Cut { node, external } => {
-                    if external {
-                        lab.chaos_cut_external(&node)?;
-                        format!("cut the external link of {node}")
-                    } else {
-                        lab.chaos_cut(&node)?;
-                        format!("cut the links of {node}")
-                    }
-                }
-                ChaosCommand::Heal { node } => {
-                    lab.chaos_heal(&node)?;
-                    format!("restored the links of {node}")
-                }
-                ChaosCommand::Partition {
-                    nodes,
-                    from,
-                    one_way,
-                } => {
-                    lab.chaos_partition(&nodes, &from, one_way)?;
-                    format!(
-                        "partitioned {} {} {}",
-                        nodes.join(","),
-                        if one_way { "->" } else { "<->" },
-                        from.join(",")
-                    )
-                }
-                ChaosCommand::HealAll => {
-                    lab.chaos_heal_all()?;
-                    "healed every fault".to_string()
-                }
-                ChaosCommand::Loss { percent, for_secs } => {
-                    let d = secs(for_secs)?;
-                    lab.chaos_loss(percent)?;
-                    if let Some(d) = d {
-                        std::thread::sleep(d);
-                        lab.chaos_loss(0)?;
-                        format!("{percent}% loss on every link for {:.1}s", d.as_secs_f64())
-                    } else {
-                        format!("{percent}% loss on every link")
-                    }
-                }
-            };
+            let mut lab = Lab::open(dir)?;
+            let what = chaos(&mut lab, c)?;
             // A restarted agent must outlive this command.
             std::mem::forget(lab);
             eprintln!("{what}");
         }
-        Command::Demo { keep } => demo::run(&cli.dir, keep)?,
+        Command::Demo { keep } => demo::run(dir, keep)?,
         Command::ProbeServe { port, for_secs } => probe::serve(port, for_secs)?,
         Command::ArpProbe {
             dev,
             src_ip,
             target,
             wait_ms,
-        } => {
-            let out = std::process::Command::new("ip")
-                .args(["-j", "link", "show", "dev", &dev])
-                .output()
-                .context("running ip")?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&out.stdout).context("ip -j link output")?;
-            let mac: mesh_proto::MacAddr = v[0]["address"]
-                .as_str()
-                .context("device has no MAC")?
-                .parse()
-                .context("device MAC")?;
-            let macs = datapath::linux::arp_probe::who_has(
-                &dev,
-                mac.octets(),
-                src_ip,
-                target,
-                Duration::from_millis(wait_ms),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?;
-            println!("{}", serde_json::to_string(&macs)?);
-        }
+        } => arp_probe(&dev, src_ip, target, Duration::from_millis(wait_ms))?,
         Command::Probe {
             to,
             count,
@@ -414,4 +257,173 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_topology(f: &std::path::Path) -> Result<LabSpec> {
+    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a topology", f.display()))
+}
+
+/// Brings the lab up with progress on stderr, and leaves its agents running.
+fn up(dir: &std::path::Path, spec: &LabSpec, tenants: bool) -> Result<()> {
+    let start = Instant::now();
+    let progress = |s: &str| eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64());
+    let lab = Lab::up(dir, spec, &mut |s| progress(s))?;
+    if tenants {
+        progress("creating the demo tenants");
+        demo::configure(&lab)?;
+    }
+    // The agents keep running after this command returns.
+    std::mem::forget(lab);
+    eprintln!(
+        "lab up in {:.1}s; dvrmesh-lab status, dvrmesh-lab down",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn status(lab: &Lab, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lab.state)?);
+        return Ok(());
+    }
+    for n in &lab.state.nodes {
+        let alive = n
+            .pid
+            .is_some_and(|p| PathBuf::from(format!("/proc/{p}")).exists());
+        println!(
+            "node {:<12} {:<16} {:<15} agent {}",
+            n.name,
+            n.mode,
+            n.tunnel_ip,
+            if alive { "running" } else { "stopped" }
+        );
+    }
+    for v in &lab.state.vms {
+        println!(
+            "vm   {:<12} on {:<12} {:<10} {:<15} {} {}",
+            v.name,
+            v.node,
+            v.network,
+            v.ip,
+            v.mac,
+            v.fip.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `command` in a member's namespace; on a node, `dvrmesh` reaches that node's agent.
+fn exec(lab: &Lab, name: &str, command: &[String]) -> Result<ExitCode> {
+    let ns = lab.member_ns(name)?;
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net={}", ns.display())).args(command);
+    if lab.state.nodes.iter().any(|n| n.name == name) {
+        c.env("DVRMESH_API", lab.api(name));
+        if let Some(dir) = lab.bin.parent() {
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", dir.display()));
+        }
+    }
+    let status = c.status().context("running the command")?;
+    Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+}
+
+/// `--for SECS`, bounded to an hour.
+fn for_duration(s: Option<f64>) -> Result<Option<Duration>> {
+    s.map(|s| {
+        if s.is_finite() && (0.0..=3600.0).contains(&s) {
+            Ok(Duration::from_secs_f64(s))
+        } else {
+            anyhow::bail!("--for must be 0..=3600 seconds")
+        }
+    })
+    .transpose()
+}
+
+/// Injects one fault; returns what was done, for people.
+fn chaos(lab: &mut Lab, c: ChaosCommand) -> Result<String> {
+    Ok(match c {
+        ChaosCommand::Kill { node } => {
+            lab.chaos_kill(&node)?;
+            format!("killed the agent of {node}")
+        }
+        ChaosCommand::Pause { node, for_secs } => {
+            let d = for_duration(for_secs)?;
+            lab.chaos_pause(&node, d)?;
+            match d {
+                Some(d) => format!("paused the agent of {node} for {:.1}s", d.as_secs_f64()),
+                None => format!("paused the agent of {node} (chaos resume {node})"),
+            }
+        }
+        ChaosCommand::Resume { node } => {
+            lab.chaos_resume(&node)?;
+            format!("resumed the agent of {node}")
+        }
+        ChaosCommand::Restart { node } => {
+            lab.chaos_restart(&node)?;
+            format!("restarted the agent of {node}")
+        }
+        ChaosCommand::Cut { node, external } => {
+            if external {
+                lab.chaos_cut_external(&node)?;
+                format!("cut the external link of {node}")
+            } else {
+                lab.chaos_cut(&node)?;
+                format!("cut the links of {node}")
+            }
+        }
+        ChaosCommand::Heal { node } => {
+            lab.chaos_heal(&node)?;
+            format!("restored the links of {node}")
+        }
+        ChaosCommand::Partition {
+            nodes,
+            from,
+            one_way,
+        } => {
+            lab.chaos_partition(&nodes, &from, one_way)?;
+            let arrow = if one_way { "->" } else { "<->" };
+            format!("partitioned {} {arrow} {}", nodes.join(","), from.join(","))
+        }
+        ChaosCommand::HealAll => {
+            lab.chaos_heal_all()?;
+            "healed every fault".to_string()
+        }
+        ChaosCommand::Loss { percent, for_secs } => {
+            let d = for_duration(for_secs)?;
+            lab.chaos_loss(percent)?;
+            match d {
+                Some(d) => {
+                    std::thread::sleep(d);
+                    lab.chaos_loss(0)?;
+                    format!("{percent}% loss on every link for {:.1}s", d.as_secs_f64())
+                }
+                None => format!("{percent}% loss on every link"),
+            }
+        }
+    })
+}
+
+/// Prints, as JSON, the MACs that answer ARP for `target` on `dev`.
+fn arp_probe(
+    dev: &str,
+    src_ip: std::net::Ipv4Addr,
+    target: std::net::Ipv4Addr,
+    wait: Duration,
+) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "link", "show", "dev", dev])
+        .output()
+        .context("running ip")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip -j link output")?;
+    let mac: mesh_proto::MacAddr = v[0]["address"]
+        .as_str()
+        .context("device has no MAC")?
+        .parse()
+        .context("device MAC")?;
+    let macs = datapath::linux::arp_probe::who_has(dev, mac.octets(), src_ip, target, wait)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", serde_json::to_string(&macs)?);
+    Ok(())
 }

@@ -69,6 +69,17 @@ pub struct VmState {
     pub fip: Option<String>,
 }
 
+/// What a VM needs of its port to configure itself.
+struct VmPort {
+    id: String,
+    ip: String,
+    mac: String,
+    /// The subnet's prefix length.
+    prefix: String,
+    gateway: String,
+    mtu: String,
+}
+
 /// A running lab.
 pub struct Lab {
     /// The lab's directory.
@@ -296,73 +307,23 @@ impl Lab {
     pub fn add_node(&mut self, index: usize, name: &str, mode: &str, priority: u8) -> Result<()> {
         let nsdir = self.dir.join("ns");
         netns::create(&nsdir, &format!("node-{name}"))?;
-        let node = self.node_ns(name);
         let tip = tunnel_ip(index);
-        let (fabric, extfab) = (self.ns("fabric"), self.ns("extfab"));
-        let ul = format!("ul{index}");
-        run_in(&node, &["ip", "link", "set", "lo", "up"])?;
-        run_in(
-            &fabric,
-            &[
-                "ip",
-                "link",
-                "add",
-                &ul,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "ul0",
-                "netns",
-                &node.to_string_lossy(),
-            ],
-        )?;
-        run_in(
-            &fabric,
-            &["ip", "link", "set", &ul, "master", "br-ul", "up"],
-        )?;
-        run_in(
-            &node,
-            &["ip", "addr", "add", &format!("{tip}/24"), "dev", "ul0"],
-        )?;
-        run_in(&node, &["ip", "link", "set", "ul0", "up"])?;
-        if mode != "dvr_no_external" {
-            let xf = format!("xf{index}");
-            run_in(
-                &extfab,
-                &[
-                    "ip",
-                    "link",
-                    "add",
-                    &xf,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth1",
-                    "netns",
-                    &node.to_string_lossy(),
-                ],
-            )?;
-            run_in(
-                &extfab,
-                &["ip", "link", "set", &xf, "master", "br-ext", "up"],
-            )?;
-            run_in(&node, &["ip", "link", "set", "eth1", "up"])?;
-        }
+        self.wire_node(index, name, &tip, mode != "dvr_no_external")?;
         let dir = self.node_dir(name);
         std::fs::create_dir_all(&dir)?;
+        let ca = self.dir.join("ca");
+        let pki = dir.join("pki");
         cli_ok(
             &self.bin,
             &[
                 "cert",
                 "issue",
                 "--ca",
-                &self.dir.join("ca").to_string_lossy(),
+                &ca.to_string_lossy(),
                 "--node",
                 name,
                 "--out",
-                &dir.join("pki").to_string_lossy(),
+                &pki.to_string_lossy(),
             ],
         )?;
         let seed = self
@@ -371,14 +332,7 @@ impl Lab {
             .first()
             .map(|n| n.tunnel_ip.clone())
             .unwrap_or_else(|| tip.clone());
-        let external = if mode == "dvr_no_external" {
-            String::new()
-        } else {
-            "\n[external.public]\ninterface = \"eth1\"\n".to_string()
-        };
-        let config = format!(
-            "node_id = \"{name}\"\nmode = \"{mode}\"\nlisten = \"{tip}:{GOSSIP_PORT}\"\nseeds = [\"{seed}:{GOSSIP_PORT}\"]\ntunnel_ip = \"{tip}\"\nsnat_priority = {priority}\napi_socket = \"api.sock\"\ndata_dir = \"data\"\nnetns_dir = \"netns\"\ngossip_interval_ms = 100\ndatapath = \"linux\"\n\n[tls]\nca = \"../../ca/ca.pem\"\ncert = \"pki/node.pem\"\nkey = \"pki/node.key\"\n{external}"
-        );
+        let config = agent_config(name, mode, &tip, &seed, priority);
         std::fs::write(dir.join("agent.toml"), config)?;
         self.state.nodes.push(NodeState {
             name: name.to_string(),
@@ -388,6 +342,47 @@ impl Lab {
         });
         self.save()?;
         self.start_agent(name)
+    }
+
+    /// Connects a node's namespace to the underlay bridge (`ul0`, with its tunnel IP) and, unless
+    /// it has no external access, to the external bridge (`eth1`).
+    fn wire_node(&self, index: usize, name: &str, tip: &str, external: bool) -> Result<()> {
+        let node = self.node_ns(name);
+        let node_path = node.to_string_lossy().to_string();
+        let (fabric, extfab) = (self.ns("fabric"), self.ns("extfab"));
+        let ul = format!("ul{index}");
+        run_in(&node, &["ip", "link", "set", "lo", "up"])?;
+        let peer = ["type", "veth", "peer", "name"];
+        let add_ul = [
+            &["ip", "link", "add", &ul][..],
+            &peer,
+            &["ul0", "netns", &node_path],
+        ];
+        run_in(&fabric, &add_ul.concat())?;
+        run_in(
+            &fabric,
+            &["ip", "link", "set", &ul, "master", "br-ul", "up"],
+        )?;
+        run_in(
+            &node,
+            &["ip", "addr", "add", &format!("{tip}/24"), "dev", "ul0"],
+        )?;
+        run_in(&node, &["ip", "link", "set", "ul0", "up"])?;
+        if external {
+            let xf = format!("xf{index}");
+            let add_xf = [
+                &["ip", "link", "add", &xf][..],
+                &peer,
+                &["eth1", "netns", &node_path],
+            ];
+            run_in(&extfab, &add_xf.concat())?;
+            run_in(
+                &extfab,
+                &["ip", "link", "set", &xf, "master", "br-ext", "up"],
+            )?;
+            run_in(&node, &["ip", "link", "set", "eth1", "up"])?;
+        }
+        Ok(())
     }
 
     /// Starts (or restarts) a node's agent inside its namespace.
@@ -483,18 +478,40 @@ impl Lab {
         network: &str,
         fip: bool,
     ) -> Result<VmState> {
+        let port = self.vm_port(node, name, network)?;
+        self.vm_namespace(node, name, &port)?;
+        let fip = if fip {
+            Some(self.vm_fip(node, &port.id)?)
+        } else {
+            None
+        };
+        let vm = VmState {
+            name: name.to_string(),
+            node: node.to_string(),
+            network: network.to_string(),
+            port: port.id,
+            ip: port.ip,
+            mac: port.mac,
+            fip,
+        };
+        self.state.vms.push(vm.clone());
+        self.save()?;
+        Ok(vm)
+    }
+
+    /// Creates the VM's port on `node` and reads back what the VM needs to configure itself.
+    fn vm_port(&self, node: &str, name: &str, network: &str) -> Result<VmPort> {
         let port = self.cli(node, &["port", "create", name, "--network", network])?;
-        let port_id = port["id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("port without id: {port}"))?
-            .to_string();
+        let field = |k: &str| {
+            port[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("port without {k}: {port}"))
+        };
+        let (id, mac) = (field("id")?, field("mac")?);
         let ip = port["fixed_ips"][0]
             .as_str()
             .ok_or_else(|| anyhow!("port without address"))?
-            .to_string();
-        let mac = port["mac"]
-            .as_str()
-            .ok_or_else(|| anyhow!("port without MAC"))?
             .to_string();
         let subnets = self.cli(node, &["subnet", "list"])?;
         let subnet = subnets
@@ -505,8 +522,7 @@ impl Lab {
                         && cidr_contains(s["cidr"].as_str().unwrap_or(""), &ip)
                 })
             })
-            .ok_or_else(|| anyhow!("no subnet of {network} holds {ip}"))?
-            .clone();
+            .ok_or_else(|| anyhow!("no subnet of {network} holds {ip}"))?;
         let prefix = subnet["cidr"]
             .as_str()
             .and_then(|c| c.split('/').nth(1))
@@ -517,7 +533,20 @@ impl Lab {
             .as_u64()
             .unwrap_or(1450)
             .to_string();
-        let vm_end = datapath::plan::vm_device(&mesh_proto::ObjectId::new(port_id.as_str())?);
+        Ok(VmPort {
+            id,
+            ip,
+            mac,
+            prefix,
+            gateway,
+            mtu,
+        })
+    }
+
+    /// Waits for the agent on `node` to create the port's device, moves its VM end into a new
+    /// namespace and configures it there.
+    fn vm_namespace(&self, node: &str, name: &str, port: &VmPort) -> Result<()> {
+        let vm_end = datapath::plan::vm_device(&mesh_proto::ObjectId::new(port.id.as_str())?);
         let node_ns = self.node_ns(node);
         wait(
             Duration::from_secs(15),
@@ -526,57 +555,33 @@ impl Lab {
         )?;
         netns::create(&self.dir.join("ns"), &format!("vm-{name}"))?;
         let vm_ns = self.vm_ns(name);
-        run_in(
-            &node_ns,
-            &[
-                "ip",
-                "link",
-                "set",
-                &vm_end,
-                "netns",
-                &vm_ns.to_string_lossy(),
-            ],
-        )?;
+        let vm_path = vm_ns.to_string_lossy();
+        run_in(&node_ns, &["ip", "link", "set", &vm_end, "netns", &vm_path])?;
+        let address = format!("{}/{}", port.ip, port.prefix);
         for args in [
             vec!["ip", "link", "set", "lo", "up"],
             vec!["ip", "link", "set", &vm_end, "name", "eth0"],
-            vec!["ip", "link", "set", "eth0", "address", &mac, "mtu", &mtu],
             vec![
-                "ip",
-                "addr",
-                "add",
-                &format!("{ip}/{prefix}"),
-                "dev",
-                "eth0",
+                "ip", "link", "set", "eth0", "address", &port.mac, "mtu", &port.mtu,
             ],
+            vec!["ip", "addr", "add", &address, "dev", "eth0"],
             vec!["ip", "link", "set", "eth0", "up"],
-            vec!["ip", "route", "add", "default", "via", &gateway],
+            vec!["ip", "route", "add", "default", "via", &port.gateway],
         ] {
             run_in(&vm_ns, &args)?;
         }
-        let fip_ip = if fip {
-            let f = self.cli(node, &["fip", "create", "--external-network", "public"])?;
-            let fip_ip = f["ip"]
-                .as_str()
-                .ok_or_else(|| anyhow!("FIP without address"))?
-                .to_string();
-            self.cli(node, &["fip", "associate", &fip_ip, "--port", &port_id])?;
-            Some(fip_ip)
-        } else {
-            None
-        };
-        let vm = VmState {
-            name: name.to_string(),
-            node: node.to_string(),
-            network: network.to_string(),
-            port: port_id,
-            ip,
-            mac,
-            fip: fip_ip,
-        };
-        self.state.vms.push(vm.clone());
-        self.save()?;
-        Ok(vm)
+        Ok(())
+    }
+
+    /// Allocates a floating IP on `public` and associates it with the port; returns its address.
+    fn vm_fip(&self, node: &str, port: &str) -> Result<String> {
+        let f = self.cli(node, &["fip", "create", "--external-network", "public"])?;
+        let fip = f["ip"]
+            .as_str()
+            .ok_or_else(|| anyhow!("FIP without address"))?
+            .to_string();
+        self.cli(node, &["fip", "associate", &fip, "--port", port])?;
+        Ok(fip)
     }
 
     /// A VM by name.
@@ -685,6 +690,18 @@ impl Drop for Lab {
             let _ = c.wait();
         }
     }
+}
+
+/// A lab node's agent configuration (paths relative to its directory).
+fn agent_config(name: &str, mode: &str, tip: &str, seed: &str, priority: u8) -> String {
+    let external = if mode == "dvr_no_external" {
+        String::new()
+    } else {
+        "\n[external.public]\ninterface = \"eth1\"\n".to_string()
+    };
+    format!(
+        "node_id = \"{name}\"\nmode = \"{mode}\"\nlisten = \"{tip}:{GOSSIP_PORT}\"\nseeds = [\"{seed}:{GOSSIP_PORT}\"]\ntunnel_ip = \"{tip}\"\nsnat_priority = {priority}\napi_socket = \"api.sock\"\ndata_dir = \"data\"\nnetns_dir = \"netns\"\ngossip_interval_ms = 100\ndatapath = \"linux\"\n\n[tls]\nca = \"../../ca/ca.pem\"\ncert = \"pki/node.pem\"\nkey = \"pki/node.key\"\n{external}"
+    )
 }
 
 /// Runs `dvrmesh <args> --api <api> --json` and parses its output.

@@ -1,6 +1,9 @@
-//! What the lab tests share: a throwaway lab with the demo configuration, and waiting for a path.
+//! What the lab tests share: a throwaway lab with the demo configuration, waiting for a path, and
+//! the CPU: labs that only check paths run side by side (two at a time, one per core), a test
+//! whose figures need the CPU (a loss-free stream, failover timings) runs alone.
 #![allow(dead_code)]
 
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -8,23 +11,53 @@ use testbed::demo;
 use testbed::lab::spec::LabSpec;
 use testbed::lab::{wait, Lab};
 
+/// Held by every lab of a test binary: shared by labs that share the CPU, exclusive for one that
+/// needs it to itself.
+static CPU: RwLock<()> = RwLock::new(());
+
+/// How a lab holds the CPU lock.
+pub enum CpuGuard {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
 /// A lab in a temporary directory, torn down when dropped.
 pub struct TestLab {
     pub lab: Option<Lab>,
     pub dir: tempfile::TempDir,
+    /// Released after the lab is torn down.
+    _cpu: CpuGuard,
 }
 
 impl TestLab {
+    /// A lab that may run beside another test's lab.
     pub fn new(compute: usize, snat: usize) -> Result<TestLab> {
+        TestLab::of(&LabSpec::sized(compute, snat))
+    }
+
+    /// A lab of any topology that may run beside another test's lab.
+    pub fn of(spec: &LabSpec) -> Result<TestLab> {
+        let cpu = CpuGuard::Shared(CPU.read().unwrap_or_else(|p| p.into_inner()));
+        TestLab::with(spec, cpu)
+    }
+
+    /// A lab that runs alone: no other lab of this test binary runs meanwhile.
+    pub fn alone(compute: usize, snat: usize) -> Result<TestLab> {
+        let cpu = CpuGuard::Alone(CPU.write().unwrap_or_else(|p| p.into_inner()));
+        TestLab::with(&LabSpec::sized(compute, snat), cpu)
+    }
+
+    fn with(spec: &LabSpec, cpu: CpuGuard) -> Result<TestLab> {
         std::env::set_var("DVRMESH_LAB_BIN", env!("CARGO_BIN_EXE_dvrmesh-lab"));
         let dir = tempfile::Builder::new()
             .prefix("dvrmesh-lab-test")
             .tempdir()?;
-        let lab = Lab::up(dir.path(), &LabSpec::sized(compute, snat), &mut |_| {})?;
+        let lab = Lab::up(dir.path(), spec, &mut |_| {})?;
         demo::configure(&lab)?;
         Ok(TestLab {
             lab: Some(lab),
             dir,
+            _cpu: cpu,
         })
     }
 
