@@ -27,7 +27,7 @@ use crate::mesh::peers;
 use crate::mesh::pki::Credentials;
 use crate::mesh::transport::{DatagramPort, QuicTransport};
 use crate::mesh::view::{self, Readiness, ViewHandle};
-use crate::reconcile::{Reconciler, SharedKernel};
+use crate::reconcile::{Reconciler, ReconcilerParts, SharedKernel};
 use crate::store::{load_records, ConfigService, StoreSettings};
 use crate::Error;
 use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
@@ -312,15 +312,15 @@ fn start_datapath(
                 ..LinuxConfig::default()
             });
             let kernel: SharedKernel = Arc::new(std::sync::Mutex::new(Box::new(backend)));
-            let r = Reconciler::new(
-                config.node_id.clone(),
-                view.clone(),
-                Some(ha.holders()),
+            let r = Reconciler::new(ReconcilerParts {
+                me: config.node_id.clone(),
+                view: view.clone(),
+                holders: Some(ha.holders()),
                 kernel,
-                store.clone(),
-                DATAPATH_RESYNC,
+                store: store.clone(),
+                resync: DATAPATH_RESYNC,
                 readiness,
-            );
+            });
             let task = tokio::spawn(r.clone().run().in_current_span());
             Some((r, task))
         }

@@ -56,13 +56,7 @@ fn holder(lab: &Lab, via: &str) -> Option<String> {
 
 /// Waits until both compute nodes and every running network node agree on `want`.
 fn wait_holder(lab: &Lab, want: &str, budget: Duration) -> Result<()> {
-    let viewers: Vec<String> = lab
-        .state
-        .nodes
-        .iter()
-        .filter(|n| n.pid.is_some())
-        .map(|n| n.name.clone())
-        .collect();
+    let viewers = lab.running_nodes();
     let r = wait(
         budget,
         &format!("every node naming {want} the holder"),
@@ -362,6 +356,9 @@ fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<(
         "longest gap under loss (loss, not a failover): {} ms",
         r.longest_gap_ms
     );
+    if before != after {
+        election_log(lab);
+    }
     assert_eq!(before, after, "a failover happened under 5% loss");
     wait_holder(lab, "network-1", Duration::from_secs(3))?;
     assert_one_answers(lab)?;

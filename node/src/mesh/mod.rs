@@ -1,7 +1,8 @@
 //! The mesh: how nodes find, authenticate and hear each other, and the converged view they build.
 //!
 //! - [`pki`]: the cluster CA, node certificates, the TLS configurations, owner signatures.
-//! - [`transport`]: QUIC under chitchat (one uni stream per gossip message), election datagrams.
+//! - [`transport`]: QUIC under chitchat (one uni stream per gossip message), election datagrams;
+//!   [`congestion`]: the fixed congestion window its connections use.
 //! - [`wire`]: the checks on every gossip frame before chitchat parses it.
 //! - [`gossip`]: starting chitchat with this node's settings and keys; its generation.
 //! - [`keys`]: the names of the gossip keys a node publishes.
@@ -10,6 +11,7 @@
 //!
 //! It knows nothing of the datapath, the SNAT election or the API, which all read the view.
 
+pub mod congestion;
 pub mod gossip;
 pub mod keys;
 pub mod peers;

@@ -304,6 +304,7 @@ fn transport_config() -> quinn::TransportConfig {
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_concurrent_bidi_streams(0u32.into());
     t.max_concurrent_uni_streams(256u32.into());
+    t.congestion_controller_factory(std::sync::Arc::new(super::congestion::FixedWindowConfig));
     t
 }
 

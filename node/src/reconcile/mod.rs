@@ -47,39 +47,37 @@ pub struct PassReport {
 /// A kernel shared between the loop and the API (for `datapath diff`).
 pub type SharedKernel = Arc<Mutex<Box<dyn Kernel + Send>>>;
 
+/// What a reconciler reads and drives.
+pub struct ReconcilerParts {
+    /// This node.
+    pub me: NodeId,
+    /// The converged view.
+    pub view: ViewHandle,
+    /// The SNAT holders the election resolved (`None`: no election; the best live candidate).
+    pub holders: Option<tokio::sync::watch::Receiver<Holders>>,
+    /// The kernel it programs.
+    pub kernel: SharedKernel,
+    /// The store, which allocates this node's FIP gateway ports.
+    pub store: Arc<ConfigService>,
+    /// How often everything is observed again without a change.
+    pub resync: Duration,
+    /// When the first pass may run.
+    pub readiness: Readiness,
+}
+
 /// The reconciler of one node.
 pub struct Reconciler {
-    me: NodeId,
-    view: ViewHandle,
-    holders: Option<tokio::sync::watch::Receiver<Holders>>,
-    kernel: SharedKernel,
-    store: Arc<ConfigService>,
-    resync: Duration,
-    readiness: Readiness,
+    parts: ReconcilerParts,
     last: Mutex<PassReport>,
     /// The plan of the last pass that applied cleanly: what the kernel is taken to hold.
     last_clean: Mutex<Option<Box<Desired>>>,
 }
 
 impl Reconciler {
-    /// A reconciler programming `kernel` from `view`.
-    pub fn new(
-        me: NodeId,
-        view: ViewHandle,
-        holders: Option<tokio::sync::watch::Receiver<Holders>>,
-        kernel: SharedKernel,
-        store: Arc<ConfigService>,
-        resync: Duration,
-        readiness: Readiness,
-    ) -> Arc<Self> {
+    /// A reconciler programming `parts.kernel` from `parts.view`.
+    pub fn new(parts: ReconcilerParts) -> Arc<Self> {
         Arc::new(Reconciler {
-            me,
-            view,
-            holders,
-            kernel,
-            store,
-            resync,
-            readiness,
+            parts,
             last: Mutex::new(PassReport::default()),
             last_clean: Mutex::new(None),
         })
@@ -87,22 +85,22 @@ impl Reconciler {
 
     /// The SNAT holders to plan with.
     fn current_holders(&self) -> Option<Holders> {
-        self.holders.as_ref().map(|h| h.borrow().clone())
+        self.parts.holders.as_ref().map(|h| h.borrow().clone())
     }
 
     /// The plan for the current view.
     pub fn plan(&self) -> Plan {
         let holders = self.current_holders();
         plan(
-            &topology_from_view(&self.view.load(), holders.as_ref()),
-            &self.me,
+            &topology_from_view(&self.parts.view.load(), holders.as_ref()),
+            &self.parts.me,
         )
     }
 
     /// The ops the next pass would apply (observes the kernel; changes nothing).
     pub async fn pending(&self) -> Result<Vec<Op>, String> {
         let desired = self.plan().desired;
-        let kernel = self.kernel.clone();
+        let kernel = self.parts.kernel.clone();
         tokio::task::spawn_blocking(move || {
             let mut k = kernel.lock().unwrap_or_else(|p| p.into_inner());
             k.observe(&desired)
@@ -121,18 +119,18 @@ impl Reconciler {
     /// Runs until aborted.
     pub async fn run(self: Arc<Self>) {
         wait_until_ready(
-            &self.view,
-            &self.me,
-            &self.readiness,
+            &self.parts.view,
+            &self.parts.me,
+            &self.parts.readiness,
             "reconciling the datapath",
         )
         .await;
-        let mut changes = self.view.subscribe();
-        let mut holders = self.holders.clone();
+        let mut changes = self.parts.view.subscribe();
+        let mut holders = self.parts.holders.clone();
         if let Some(h) = holders.as_mut() {
             // The election announces its first holders once it is ready; planning before would
             // tear down a SNAT namespace this node is about to claim again.
-            let _ = tokio::time::timeout(self.readiness.max_wait, h.changed()).await;
+            let _ = tokio::time::timeout(self.parts.readiness.max_wait, h.changed()).await;
         }
         let mut backoff = Duration::from_millis(100);
         // The first pass, the periodic resync and any pass after a failure observe everything; a
@@ -142,7 +140,7 @@ impl Reconciler {
             let ok = self.pass(full).await;
             let wait = if ok {
                 backoff = Duration::from_millis(100);
-                self.resync
+                self.parts.resync
             } else {
                 let w = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -162,21 +160,21 @@ impl Reconciler {
     /// One pass (scoped to what changed since the last clean pass unless `full`); true when
     /// everything applied.
     async fn pass(&self, full: bool) -> bool {
-        let view = self.view.load();
+        let view = self.parts.view.load();
         let holders = self.current_holders();
         let topo = topology_from_view(&view, holders.as_ref());
-        for ext in missing_fip_gateways(&topo, &self.me) {
+        for ext in missing_fip_gateways(&topo, &self.parts.me) {
             // Allocation waits a claim window: do it beside the loop; the next view change
             // brings the port into the plan.
-            let store = self.store.clone();
+            let store = self.parts.store.clone();
             tokio::spawn(async move {
                 if let Err(e) = store.ensure_fip_gateway(&ext).await {
                     warn!(external_network = %ext, error = %e, "cannot allocate the FIP gateway port");
                 }
             });
         }
-        let Plan { desired, problems } = plan(&topo, &self.me);
-        let kernel = self.kernel.clone();
+        let Plan { desired, problems } = plan(&topo, &self.parts.me);
+        let kernel = self.parts.kernel.clone();
         // Taken, so that a pass that fails leaves the next one nothing to trust.
         let last_clean = self
             .last_clean

@@ -210,14 +210,7 @@ struct Keepalived {
 /// underlay and the upstream route. Installs keepalived when missing.
 pub fn keepalived_prepare(lab: &mut Lab) -> Result<PathBuf> {
     install_keepalived()?;
-    let running: Vec<String> = lab
-        .state
-        .nodes
-        .iter()
-        .filter(|n| n.pid.is_some())
-        .map(|n| n.name.clone())
-        .collect();
-    for n in running {
+    for n in lab.running_nodes() {
         lab.stop_agent(&n, "TERM")?;
     }
     netns::create(&lab.dir.join("ns"), "ka-vm")?;

@@ -443,6 +443,16 @@ impl Lab {
         self.save()
     }
 
+    /// The nodes whose agent the lab started (and did not stop).
+    pub fn running_nodes(&self) -> Vec<String> {
+        self.state
+            .nodes
+            .iter()
+            .filter(|n| n.pid.is_some())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     /// Waits until every running agent lists every node alive.
     pub fn wait_members(&self, budget: Duration) -> Result<()> {
         let want = self.state.nodes.len();

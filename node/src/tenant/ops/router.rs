@@ -42,8 +42,7 @@ pub(super) fn add_interface(
     router: &str,
     subnet: &str,
 ) -> Result<Outcome, String> {
-    let r = router_ref(state, router)?;
-    let s = subnet_ref(state, subnet)?;
+    let (r, s) = (router_ref(state, router)?, subnet_ref(state, subnet)?);
     if r.interfaces.contains(&s.id) {
         return Err(format!(
             "router {} already has an interface on subnet {}",
@@ -80,8 +79,7 @@ pub(super) fn remove_interface(
     router: &str,
     subnet: &str,
 ) -> Result<Outcome, String> {
-    let r = router_ref(state, router)?;
-    let s = subnet_ref(state, subnet)?;
+    let (r, s) = (router_ref(state, router)?, subnet_ref(state, subnet)?);
     if !r.interfaces.contains(&s.id) {
         return Err(format!(
             "router {} has no interface on subnet {}",
