@@ -22,7 +22,7 @@ use crate::config::{Config, DatapathMode};
 use crate::ha::election::ElectionConfig;
 use crate::ha::{self, HaHandle, HaSettings};
 use crate::mesh::gossip::{self, GossipSettings};
-use crate::mesh::keys::KEY_CERT;
+use crate::mesh::own::OwnState;
 use crate::mesh::peers;
 use crate::mesh::pki::Credentials;
 use crate::mesh::transport::{DatagramPort, QuicTransport};
@@ -81,7 +81,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         config.node_id.clone(),
         facts,
         mesh.view.clone(),
-        mesh.chitchat.chitchat(),
+        mesh.own.clone(),
         mesh.datagrams,
         ha_settings(&config, &creds, readiness.clone())?,
     );
@@ -96,6 +96,7 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         view: mesh.view.clone(),
         stats: Some(mesh.transport.stats()),
         peers: Some(mesh.transport.directory()),
+        trust: Some(mesh.transport.trust()),
         store: Some(mesh.store.clone()),
         reconciler,
         ha: Some(ha),
@@ -137,6 +138,7 @@ struct Mesh {
     transport: QuicTransport,
     datagrams: DatagramPort,
     chitchat: chitchat::ChitchatHandle,
+    own: OwnState,
     view: ViewHandle,
     store: Arc<ConfigService>,
     generation: u64,
@@ -153,10 +155,6 @@ async fn start_mesh(
     tasks: &mut Tasks,
 ) -> Result<Mesh, Error> {
     let generation = gossip::next_generation(&config.data_dir)?;
-    let transport = QuicTransport::new(creds)?;
-    let datagrams = transport
-        .datagrams()
-        .ok_or_else(|| Error::Transport("datagram port already taken".into()))?;
     let settings = GossipSettings {
         node_id: config.node_id.clone(),
         generation,
@@ -167,10 +165,16 @@ async fn start_mesh(
         gossip_interval: config.gossip_interval,
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
-    let mut keys = load_records(&config.data_dir)?;
-    let restored = keys.len();
-    keys.push((KEY_CERT.to_string(), creds.published_cert()?));
-    let chitchat = gossip::start(&settings, facts, keys, &transport).await?;
+    let transport = QuicTransport::new(creds, settings.chitchat_id())?;
+    let datagrams = transport
+        .datagrams()
+        .ok_or_else(|| Error::Transport("datagram port already taken".into()))?;
+    let records = load_records(&config.data_dir)?;
+    let restored = records.len();
+    let signer = Arc::new(creds.signer()?);
+    let cert = creds.published_cert()?;
+    let chitchat = gossip::start(&settings, &signer, cert, facts, records, &transport).await?;
+    let own = OwnState::new(chitchat.chitchat(), signer, settings.chitchat_id());
     let (view, view_task) = view::spawn_writer(
         chitchat.chitchat(),
         config.node_id.clone(),
@@ -180,7 +184,7 @@ async fn start_mesh(
     tasks.add("view writer", view_task);
     let store = ConfigService::new(
         config.node_id.clone(),
-        chitchat.chitchat(),
+        own.clone(),
         view.clone(),
         StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
     );
@@ -196,6 +200,7 @@ async fn start_mesh(
         transport,
         datagrams,
         chitchat,
+        own,
         view,
         store,
         generation,

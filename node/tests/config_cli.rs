@@ -171,18 +171,12 @@ fn base_ports(agents: &[Agent]) -> Result<Value> {
     Ok(vm1)
 }
 
-/// Three agents with the base configuration.
+/// Three agents with the base configuration, once every agent sees all of it (so a test that
+/// compares views compares settled ones).
 fn cluster_with_base() -> Result<(tempfile::TempDir, Vec<Agent>, Value, Value)> {
     let tmp = pki(&["n1", "n2", "n3"])?;
     let agents = cluster(tmp.path(), &["n1", "n2", "n3"])?;
     let (r1, vm1) = base(&agents)?;
-    Ok((tmp, agents, r1, vm1))
-}
-
-#[test]
-fn objects_written_through_different_agents_are_listed_by_all() -> Result<()> {
-    let (_tmp, agents, _r1, vm1) = cluster_with_base()?;
-    let n3 = &agents[2];
     wait_until(
         Duration::from_secs(10),
         "every agent sees the whole configuration",
@@ -200,6 +194,14 @@ fn objects_written_through_different_agents_are_listed_by_all() -> Result<()> {
             })
         },
     )?;
+    Ok((tmp, agents, r1, vm1))
+}
+
+#[test]
+fn objects_written_through_different_agents_are_listed_by_all() -> Result<()> {
+    // cluster_with_base waits until every agent lists every port, network and the FIP's port.
+    let (_tmp, agents, _r1, _vm1) = cluster_with_base()?;
+    let n3 = &agents[2];
     let by_host = must(n3, &["port", "list", "--host", "n2"])?;
     assert_eq!(names(&by_host, "name"), ["vm1", "vm2"]);
     let view = must(n3, &["view"])?;

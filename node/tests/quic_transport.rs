@@ -49,7 +49,6 @@ async fn start_node(
     seed: Option<SocketAddr>,
 ) -> Result<Node> {
     let creds = creds(dir, cert_id)?;
-    let transport = QuicTransport::new(&creds)?;
     let addr = free_addr();
     let id = NodeId::new(claimed_id)?;
     let facts = NodeFacts::new(
@@ -70,7 +69,10 @@ async fn start_node(
         gossip_interval: Duration::from_millis(50),
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
-    let handle = gossip::start(&settings, &facts, Vec::new(), &transport).await?;
+    let transport = QuicTransport::new(&creds, settings.chitchat_id())?;
+    let signer = creds.signer()?;
+    let cert = creds.published_cert()?;
+    let handle = gossip::start(&settings, &signer, cert, &facts, Vec::new(), &transport).await?;
     let (view, _task) = view::spawn_writer(
         handle.chitchat(),
         id,

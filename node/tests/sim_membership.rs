@@ -9,6 +9,7 @@ use std::time::Duration;
 use chitchat::transport::ChannelTransport;
 use chitchat::ChitchatHandle;
 use dvrmesh_node::mesh::gossip::{self, GossipSettings};
+use dvrmesh_node::mesh::pki::Signer;
 use dvrmesh_node::mesh::view::{self, MemberState, ViewHandle};
 use mesh_proto::{
     dvr_mac_for, ExternalMapping, InterfaceName, Name, NodeFacts, NodeId, NodeMode, Priority,
@@ -85,7 +86,10 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
             gossip_interval: GOSSIP,
             dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
         };
-        let handle = gossip::start(&settings, &facts, Vec::new(), &transport)
+        // No certificates in the simulation (and no filter on its transport): any key seals.
+        let (signer, _) = Signer::generate_for_test();
+        let cert = "simulated".to_string();
+        let handle = gossip::start(&settings, &signer, cert, &facts, Vec::new(), &transport)
             .await
             .expect("gossip starts");
         let (view, _task) = view::spawn_writer(

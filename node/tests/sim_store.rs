@@ -9,6 +9,8 @@ use std::time::Duration;
 use chitchat::transport::ChannelTransport;
 use chitchat::ChitchatHandle;
 use dvrmesh_node::mesh::gossip::{self, GossipSettings};
+use dvrmesh_node::mesh::own::OwnState;
+use dvrmesh_node::mesh::pki::Signer;
 use dvrmesh_node::mesh::view::{self, ViewHandle};
 use dvrmesh_node::store::{ConfigService, StoreSettings};
 use dvrmesh_node::tenant::ops::ConfigRequest;
@@ -65,7 +67,11 @@ impl Sim {
                 gossip_interval: GOSSIP,
                 dead_node_grace_period: DEAD_GRACE,
             };
-            let handle = gossip::start(&settings, &facts, Vec::new(), &transport)
+            // No certificates in the simulation (and no filter on its transport): any key seals.
+            let (signer, _) = Signer::generate_for_test();
+            let signer = std::sync::Arc::new(signer);
+            let cert = "simulated".to_string();
+            let handle = gossip::start(&settings, &signer, cert, &facts, Vec::new(), &transport)
                 .await
                 .expect("gossip");
             let (view, vt) = view::spawn_writer(
@@ -74,9 +80,10 @@ impl Sim {
                 GOSSIP,
                 std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
             );
+            let own = OwnState::new(handle.chitchat(), signer, settings.chitchat_id());
             let store = ConfigService::new(
                 id.clone(),
-                handle.chitchat(),
+                own,
                 view.clone(),
                 StoreSettings::for_gossip_interval(GOSSIP, None),
             );

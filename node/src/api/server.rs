@@ -18,6 +18,7 @@ use super::protocol::{
 };
 use crate::ha::HaHandle;
 use crate::mesh::transport::{PeerDirectory, TransportStats};
+use crate::mesh::trust::Trust;
 use crate::mesh::view::{MemberState, ViewHandle};
 use crate::reconcile::Reconciler;
 use crate::store::ConfigService;
@@ -33,6 +34,8 @@ pub struct ApiContext {
     pub stats: Option<Arc<TransportStats>>,
     /// Peers the transport authenticated, when running over QUIC.
     pub peers: Option<PeerDirectory>,
+    /// The gossip filter, when running over QUIC.
+    pub trust: Option<Arc<Trust>>,
     /// The replicated configuration store.
     pub store: Option<Arc<ConfigService>>,
     /// The datapath reconciler, when this agent programs the kernel.
@@ -86,6 +89,7 @@ impl ApiContext {
             "alive": v.alive().count(),
             "excluded": v.excluded,
             "transport": self.stats.as_ref().map(|s| s.snapshot()),
+            "trust": self.trust.as_ref().map(|t| t.counters()),
             "datapath": self.reconciler.as_ref().map(|r| r.last_report()),
             "ha": self.ha.as_ref().map(|h| {
                 let s = h.status();

@@ -194,24 +194,24 @@ impl HaTask {
             ));
         }
         let held: BTreeSet<String> = mine.iter().map(|c| c.router.to_string()).collect();
-        let mut cc = self.chitchat.lock().await;
-        let st = cc.self_node_state();
-        let stale: Vec<String> = st
-            .key_values()
-            .filter_map(|(k, _)| {
-                let r = k
-                    .strip_prefix(KEY_SNAT_PREFIX)
-                    .or_else(|| k.strip_prefix(KEY_SNAT_WHY_PREFIX))?;
-                (!held.contains(r)).then(|| k.to_string())
+        self.own
+            .write(|st| {
+                let stale: Vec<String> = st
+                    .entries()
+                    .filter_map(|(k, _)| {
+                        let r = k
+                            .strip_prefix(KEY_SNAT_PREFIX)
+                            .or_else(|| k.strip_prefix(KEY_SNAT_WHY_PREFIX))?;
+                        (!held.contains(r)).then(|| k.to_string())
+                    })
+                    .collect();
+                for k in stale {
+                    st.delete(&k);
+                }
+                for (k, v) in kvs {
+                    st.set(&k, &v);
+                }
             })
-            .collect();
-        for k in stale {
-            st.delete(&k);
-        }
-        for (k, v) in kvs {
-            if st.get(&k) != Some(v.as_str()) {
-                st.set(k, v);
-            }
-        }
+            .await;
     }
 }

@@ -93,16 +93,16 @@ impl HaTask {
             info!(external_network = %ext, "external gateway answers again");
             self.local.external_down.remove(&ext);
         }
-        {
-            let key = format!("{KEY_EXT_DOWN_PREFIX}{ext}");
-            let mut cc = self.chitchat.lock().await;
-            let st = cc.self_node_state();
-            if down {
-                st.set(key, "1".to_string());
-            } else if st.get(&key).is_some() {
-                st.delete(&key);
-            }
-        }
+        let key = format!("{KEY_EXT_DOWN_PREFIX}{ext}");
+        self.own
+            .write(|st| {
+                if down {
+                    st.set(&key, "1");
+                } else {
+                    st.delete(&key);
+                }
+            })
+            .await;
         self.on_view(Instant::now());
     }
 }

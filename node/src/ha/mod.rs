@@ -26,10 +26,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chitchat::Chitchat;
 use mesh_proto::{NodeFacts, NodeId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::mesh::own::OwnState;
 use crate::mesh::transport::DatagramPort;
 use crate::mesh::view::{Readiness, ViewHandle};
 use election::{Election, ElectionConfig, ElectionInput};
@@ -117,7 +117,7 @@ pub fn spawn(
     me: NodeId,
     facts: NodeFacts,
     view: ViewHandle,
-    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    own: OwnState,
     port: DatagramPort,
     settings: HaSettings,
 ) -> (HaHandle, tokio::task::JoinHandle<()>) {
@@ -134,7 +134,7 @@ pub fn spawn(
         me,
         facts,
         view,
-        chitchat,
+        own,
         sender: port.sender,
         settings,
         holders: holders_tx,

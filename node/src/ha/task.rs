@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::Chitchat;
 use mesh_proto::{ElectionMessage, NodeFacts, NodeId, ObjectId, SnatClaim};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -17,6 +16,7 @@ use super::input::{election_input, Holders, LocalState};
 use super::status::{HaCounters, Seen, StatusCell};
 use super::{HaCommand, HaSettings, DRAIN_FILE};
 use crate::mesh::keys::KEY_NODE_FACTS;
+use crate::mesh::own::OwnState;
 use crate::mesh::transport::DatagramSender;
 use crate::mesh::view::{wait_until_ready, ViewHandle};
 
@@ -36,7 +36,7 @@ pub(super) struct HaTask {
     pub(super) facts: NodeFacts,
     pub(super) election: Election,
     pub(super) view: ViewHandle,
-    pub(super) chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    pub(super) own: OwnState,
     pub(super) sender: DatagramSender,
     pub(super) settings: HaSettings,
     pub(super) holders: watch::Sender<Holders>,
@@ -210,8 +210,7 @@ impl HaTask {
         self.facts = self.facts.clone().with_draining(draining);
         match mesh_proto::encode_value(&self.facts) {
             Ok(v) => {
-                let mut cc = self.chitchat.lock().await;
-                cc.self_node_state().set(KEY_NODE_FACTS, v);
+                self.own.write(|st| st.set(KEY_NODE_FACTS, &v)).await;
             }
             Err(e) => warn!(error = %e, "cannot publish facts"),
         }

@@ -8,7 +8,9 @@ use chitchat::transport::Transport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use mesh_proto::{NodeFacts, NodeId};
 
-use crate::mesh::keys::KEY_NODE_FACTS;
+use crate::mesh::keys::{KEY_CERT, KEY_NODE_FACTS};
+use crate::mesh::own::initial_values;
+use crate::mesh::pki::Signer;
 use crate::Error;
 
 /// File under `data_dir` holding the last gossip generation used.
@@ -39,9 +41,14 @@ pub struct GossipSettings {
 pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 impl GossipSettings {
+    /// This node life's chitchat id.
+    pub fn chitchat_id(&self) -> ChitchatId {
+        ChitchatId::new(self.node_id.as_str(), self.generation, self.advertise)
+    }
+
     fn chitchat_config(&self) -> ChitchatConfig {
         ChitchatConfig {
-            chitchat_id: ChitchatId::new(self.node_id.as_str(), self.generation, self.advertise),
+            chitchat_id: self.chitchat_id(),
             cluster_id: self.cluster_id.clone(),
             gossip_interval: self.gossip_interval,
             listen_addr: self.listen,
@@ -60,17 +67,24 @@ impl GossipSettings {
     }
 }
 
-/// Starts gossip for a node that publishes `facts` and the `extra` keys it persisted (its records),
-/// so a restarted node re-announces them in the same breath as it reappears.
+/// Starts gossip for a node that publishes its certificate `cert` (first, so that receivers can
+/// check every other value against it), its `facts`, and the `extra` keys it persisted (its
+/// records, as payloads), so a restarted node re-announces them in the same breath as it
+/// reappears. Every value is sealed with `signer` for this life.
 pub async fn start(
     settings: &GossipSettings,
+    signer: &Signer,
+    cert: String,
     facts: &NodeFacts,
     extra: Vec<(String, String)>,
     transport: &dyn Transport,
 ) -> Result<ChitchatHandle, Error> {
-    let value = mesh_proto::encode_value(facts)?;
-    let mut keys = vec![(KEY_NODE_FACTS.to_string(), value)];
+    let mut keys = vec![
+        (KEY_CERT.to_string(), cert),
+        (KEY_NODE_FACTS.to_string(), mesh_proto::encode_value(facts)?),
+    ];
     keys.extend(extra);
+    let keys = initial_values(signer, &settings.chitchat_id(), keys)?;
     spawn_chitchat(settings.chitchat_config(), keys, transport)
         .await
         .map_err(|e| Error::Transport(format!("{e:#}")))

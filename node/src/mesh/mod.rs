@@ -3,7 +3,10 @@
 //! - [`pki`]: the cluster CA, node certificates, the TLS configurations, owner signatures.
 //! - [`transport`]: QUIC under chitchat (one uni stream per gossip message), election datagrams;
 //!   [`congestion`]: the fixed congestion window its connections use.
-//! - [`wire`]: the checks on every gossip frame before chitchat parses it.
+//! - [`wire`] and [`codec`]: gossip frames, and chitchat's messages as plain data, bounded.
+//! - [`trust`]: what a certified peer may tell this node: only owners' sealed values, no resets
+//!   or ghosts from relays, capped relayed heartbeats.
+//! - [`own`]: this node's own key space, every value sealed.
 //! - [`gossip`]: starting chitchat with this node's settings and keys; its generation.
 //! - [`keys`]: the names of the gossip keys a node publishes.
 //! - [`view`]: the one writer of the immutable [`view::ClusterView`]; readiness of a new view.
@@ -11,11 +14,14 @@
 //!
 //! It knows nothing of the datapath, the SNAT election or the API, which all read the view.
 
+pub mod codec;
 pub mod congestion;
 pub mod gossip;
 pub mod keys;
+pub mod own;
 pub mod peers;
 pub mod pki;
 pub mod transport;
+pub mod trust;
 pub mod view;
 pub mod wire;

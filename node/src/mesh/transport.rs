@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
-use chitchat::ChitchatMessage;
+use chitchat::{ChitchatId, ChitchatMessage};
 use mesh_proto::NodeId;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -31,8 +31,10 @@ use tokio::time::{timeout, Instant};
 use tracing::{debug, warn, Instrument};
 
 use crate::mesh::pki::{peer_node_id, Credentials};
+use crate::mesh::trust::{Sender, Trust};
 use crate::mesh::wire::{
-    claimed_identity_mismatch, decode_gossip, encode_gossip, MAX_GOSSIP_FRAME,
+    claimed_identity_mismatch, decode_gossip, encode_gossip, has_digest, to_chitchat,
+    MAX_GOSSIP_FRAME,
 };
 use crate::Error;
 
@@ -194,6 +196,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The QUIC transport factory handed to chitchat.
 pub struct QuicTransport {
+    trust: Arc<Trust>,
     server: quinn::ServerConfig,
     client: quinn::ClientConfig,
     directory: PeerDirectory,
@@ -250,8 +253,8 @@ pub struct DatagramPort {
 }
 
 impl QuicTransport {
-    /// Builds the transport from the node's credentials.
-    pub fn new(creds: &Credentials) -> Result<Self, Error> {
+    /// Builds the transport of node life `me` from its credentials.
+    pub fn new(creds: &Credentials, me: ChitchatId) -> Result<Self, Error> {
         let transport = Arc::new(transport_config());
         let server_crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(creds.server_config()?)
@@ -265,6 +268,7 @@ impl QuicTransport {
         client.transport_config(transport);
         let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         Ok(QuicTransport {
+            trust: Arc::new(Trust::new(me, creds.peer_certs()?)),
             server,
             client,
             directory: PeerDirectory::default(),
@@ -295,6 +299,11 @@ impl QuicTransport {
     pub fn stats(&self) -> Arc<TransportStats> {
         self.stats.clone()
     }
+
+    /// The gossip filter, whose counters say what peers relayed or forged that was refused.
+    pub fn trust(&self) -> Arc<Trust> {
+        self.trust.clone()
+    }
 }
 
 fn transport_config() -> quinn::TransportConfig {
@@ -323,6 +332,7 @@ impl Transport for QuicTransport {
             stats: self.stats.clone(),
             datagrams: self.datagrams_tx.clone(),
             dialing: Mutex::new(HashSet::new()),
+            trust: self.trust.clone(),
         });
         // A transport is opened once per agent; a second socket keeps the first one's port.
         let _ = self.shared.set(shared.clone());
@@ -343,6 +353,7 @@ struct Shared {
     stats: Arc<TransportStats>,
     datagrams: mpsc::Sender<(NodeId, Vec<u8>)>,
     dialing: Mutex<HashSet<SocketAddr>>,
+    trust: Arc<Trust>,
 }
 
 impl Shared {
@@ -566,42 +577,74 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
                 continue;
             }
         };
-        let frame = match decode_gossip(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                bump(&shared.stats.rejected_frames);
-                warn!(peer = %addr, error = %e, "gossip frame refused");
-                continue;
+        match admit(&shared, &bytes, addr, &certified) {
+            Admit::Message(message) => {
+                if shared.inbound.try_send((addr, message)).is_err() {
+                    bump(&shared.stats.dropped_inbound);
+                } else {
+                    bump(&shared.stats.received);
+                }
             }
-        };
-        if let Some(claim) = claimed_identity_mismatch(&frame.digest_ids, addr, certified.as_str())
-        {
-            bump(&shared.stats.identity_rejections);
-            warn!(peer = %addr, certified = %certified, claimed = %claim,
-                "peer gossips under a node id its certificate does not carry; closing");
-            shared.directory.refuse(addr, claim);
-            conn.close(
-                CLOSE_IDENTITY.into(),
-                b"gossiped node id differs from certificate",
-            );
-            break;
-        }
-        if frame.digest_ids.is_empty() {
-            // An Ack carries no digest: accept it only from a peer not under refusal.
-            if shared.directory.is_refused(addr) {
-                bump(&shared.stats.rejected_frames);
-                continue;
+            Admit::Refused => bump(&shared.stats.rejected_frames),
+            Admit::Impostor(claim) => {
+                bump(&shared.stats.identity_rejections);
+                warn!(peer = %addr, certified = %certified, claimed = %claim,
+                    "peer gossips under a node id its certificate does not carry; closing");
+                shared.directory.refuse(addr, claim);
+                conn.close(
+                    CLOSE_IDENTITY.into(),
+                    b"gossiped node id differs from certificate",
+                );
+                break;
             }
-        } else {
-            shared.directory.clear_refusal(addr);
-        }
-        if shared.inbound.try_send((addr, frame.message)).is_err() {
-            bump(&shared.stats.dropped_inbound);
-        } else {
-            bump(&shared.stats.received);
         }
     }
     shared.forget(addr, &conn);
+}
+
+/// What becomes of one received gossip frame.
+enum Admit {
+    /// The checked and filtered message, for chitchat.
+    Message(ChitchatMessage),
+    /// Malformed, or from a peer under refusal.
+    Refused,
+    /// The peer's digest claims another node id than its certificate (the id it claims).
+    Impostor(String),
+}
+
+/// Decodes a frame, holds the sender's own digest entry against its certificate, and filters
+/// what it relays ([`Trust`]).
+fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) -> Admit {
+    let message = match decode_gossip(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(peer = %addr, error = %e, "gossip frame refused");
+            return Admit::Refused;
+        }
+    };
+    if let Some(claim) = claimed_identity_mismatch(&message, addr, certified.as_str()) {
+        return Admit::Impostor(claim);
+    }
+    if has_digest(&message) {
+        shared.directory.clear_refusal(addr);
+    } else if shared.directory.is_refused(addr) {
+        // An Ack carries no digest: accept it only from a peer not under refusal.
+        return Admit::Refused;
+    }
+    let from = Sender {
+        node: certified,
+        addr,
+    };
+    let filtered = shared
+        .trust
+        .filter(message, from, std::time::Instant::now());
+    match to_chitchat(&filtered) {
+        Ok(m) => Admit::Message(m),
+        Err(e) => {
+            warn!(peer = %addr, error = %e, "checked gossip refused");
+            Admit::Refused
+        }
+    }
 }
 
 async fn datagram_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {

@@ -1,14 +1,13 @@
-//! Decoding gossip frames from the network, with the checks chitchat itself does not make.
-//!
-//! A gossip frame is a `mesh-proto` frame of kind [`KIND_GOSSIP`] holding one serialized chitchat
-//! message. Before chitchat parses it we bound its size and its decompressed size (chitchat inflates
-//! each zstd block into up to 64 KiB, so a small frame of many tiny blocks could otherwise allocate
-//! hundreds of megabytes), and we read the node ids the sender's digest claims so the transport can
-//! hold them against the sender's certificate.
+//! Gossip frames on the wire: a `mesh-proto` frame of kind [`KIND_GOSSIP`] holding one chitchat
+//! message, bounded in size, decoded by [`codec`](super::codec) (which bounds decompression), and
+//! held against the sender's certificate before it is filtered ([`super::trust`]) and handed to
+//! chitchat.
 
 use std::net::SocketAddr;
 
-use chitchat::{ChitchatId, ChitchatMessage, Deserializable, Serializable};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+
+use super::codec::{self, Message};
 
 /// Frame kind of a chitchat message.
 pub const KIND_GOSSIP: u8 = 1;
@@ -16,12 +15,6 @@ pub const KIND_GOSSIP: u8 = 1;
 pub const MAX_CHITCHAT_MESSAGE: usize = 65_507;
 /// Largest gossip frame accepted: the chitchat budget plus the frame header.
 pub const MAX_GOSSIP_FRAME: usize = MAX_CHITCHAT_MESSAGE + 16;
-/// Most zstd frames accepted in one message; each may inflate to 64 KiB, so this bounds what
-/// decoding a message can allocate to 4 MiB.
-pub const MAX_COMPRESSED_BLOCKS: usize = 64;
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-const CHITCHAT_MAGIC: u16 = 45_139;
-const NODE_DIGEST_LEN: usize = 24;
 
 /// Why a gossip frame was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,12 +22,12 @@ pub enum GossipFrameError {
     /// The envelope is malformed, oversize, or of another kind.
     #[error("frame: {0}")]
     Frame(String),
-    /// Too many compressed blocks: decoding could allocate too much.
-    #[error("{0} compressed blocks, at most {MAX_COMPRESSED_BLOCKS}")]
-    TooManyBlocks(usize),
-    /// Chitchat could not parse the message.
-    #[error("chitchat message: {0}")]
-    Message(String),
+    /// The message does not decode (malformed, oversize, or a decompression bomb).
+    #[error("{0}")]
+    Message(#[from] codec::CodecError),
+    /// chitchat refused the checked message (a bug in the codec if it ever happens).
+    #[error("chitchat refused a checked message: {0}")]
+    Chitchat(String),
 }
 
 /// Wraps a chitchat message in a gossip frame.
@@ -44,17 +37,8 @@ pub fn encode_gossip(msg: &ChitchatMessage) -> Vec<u8> {
     mesh_proto::encode_frame(KIND_GOSSIP, &body)
 }
 
-/// A decoded gossip frame: the message, and the chitchat ids its digest lists.
-#[derive(Debug)]
-pub struct GossipFrame {
-    /// The chitchat message.
-    pub message: ChitchatMessage,
-    /// Every node id and address in the message's digest (Syn and SynAck carry one).
-    pub digest_ids: Vec<ChitchatId>,
-}
-
 /// Decodes a gossip frame received from the network.
-pub fn decode_gossip(frame: &[u8]) -> Result<GossipFrame, GossipFrameError> {
+pub fn decode_gossip(frame: &[u8]) -> Result<Message, GossipFrameError> {
     if frame.len() > MAX_GOSSIP_FRAME {
         return Err(GossipFrameError::Frame(format!(
             "{} bytes, over {MAX_GOSSIP_FRAME}",
@@ -68,48 +52,19 @@ pub fn decode_gossip(frame: &[u8]) -> Result<GossipFrame, GossipFrameError> {
             "kind {kind} is not gossip"
         )));
     }
-    let blocks = body.windows(4).filter(|w| *w == ZSTD_MAGIC).count();
-    if blocks > MAX_COMPRESSED_BLOCKS {
-        return Err(GossipFrameError::TooManyBlocks(blocks));
-    }
-    let digest_ids = digest_ids(body).map_err(GossipFrameError::Message)?;
-    let mut cursor = body;
-    let message = ChitchatMessage::deserialize(&mut cursor)
-        .map_err(|e| GossipFrameError::Message(format!("{e:#}")))?;
-    if !cursor.is_empty() {
-        return Err(GossipFrameError::Message(format!(
-            "{} trailing bytes",
-            cursor.len()
-        )));
-    }
-    Ok(GossipFrame {
-        message,
-        digest_ids,
-    })
+    Ok(codec::decode(body)?)
 }
 
-/// Reads the chitchat ids of the digest in a Syn (type 0) or SynAck (type 1) message.
-fn digest_ids(body: &[u8]) -> Result<Vec<ChitchatId>, String> {
-    if body.len() < 4 {
-        return Err("shorter than a message header".into());
+/// The message as chitchat's own type, from the checked form.
+pub fn to_chitchat(msg: &Message) -> Result<ChitchatMessage, GossipFrameError> {
+    let bytes = codec::encode(msg);
+    let mut cursor = &bytes[..];
+    let out = ChitchatMessage::deserialize(&mut cursor)
+        .map_err(|e| GossipFrameError::Chitchat(format!("{e:#}")))?;
+    if !cursor.is_empty() {
+        return Err(GossipFrameError::Chitchat("trailing bytes".into()));
     }
-    if u16::from_le_bytes([body[0], body[1]]) != CHITCHAT_MAGIC {
-        return Err("bad magic number".into());
-    }
-    if body[3] > 1 {
-        return Ok(Vec::new());
-    }
-    let mut cur = &body[4..];
-    let n = u16::deserialize(&mut cur).map_err(|e| format!("digest: {e}"))?;
-    let mut ids = Vec::with_capacity(usize::from(n).min(cur.len() / 16));
-    for _ in 0..n {
-        let id = ChitchatId::deserialize(&mut cur).map_err(|e| format!("digest: {e}"))?;
-        cur = cur
-            .get(NODE_DIGEST_LEN..)
-            .ok_or_else(|| "digest: truncated node digest".to_string())?;
-        ids.push(id);
-    }
-    Ok(ids)
+    Ok(out)
 }
 
 /// Checks what a peer says about itself against its certificate.
@@ -118,62 +73,72 @@ fn digest_ids(body: &[u8]) -> Result<Vec<ChitchatId>, String> {
 /// (older generations at that address may be relayed history of a node that lived there before).
 /// It must carry the node id of the certificate. Returns the id it claimed when it does not.
 pub fn claimed_identity_mismatch(
-    digest_ids: &[ChitchatId],
+    msg: &Message,
     peer_addr: SocketAddr,
     certified: &str,
 ) -> Option<String> {
-    digest_ids
-        .iter()
-        .filter(|id| id.gossip_advertise_addr == peer_addr)
-        .max_by_key(|id| id.generation_id)
-        .filter(|id| &*id.node_id != certified)
-        .map(|id| id.node_id.to_string())
+    let digest = match msg {
+        Message::Syn { digest, .. } | Message::SynAck { digest, .. } => digest,
+        _ => return None,
+    };
+    codec::own_entry(digest, peer_addr)
+        .filter(|e| &*e.id.node_id != certified)
+        .map(|e| e.id.node_id.to_string())
+}
+
+/// Whether the message carries a digest (an Ack does not).
+pub fn has_digest(msg: &Message) -> bool {
+    matches!(msg, Message::Syn { .. } | Message::SynAck { .. })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn syn_bytes(ids: &[(&str, u64, u16)]) -> Vec<u8> {
-        // Build a Syn by hand in chitchat 0.11.2's layout: magic, version 0, type 0, digest, cluster.
-        let mut b = Vec::new();
-        b.extend(CHITCHAT_MAGIC.to_le_bytes());
-        b.push(0);
-        b.push(0);
-        (ids.len() as u16).serialize(&mut b);
-        for (name, gen, port) in ids {
-            ChitchatId::new(*name, *gen, ([127, 0, 0, 1], *port).into()).serialize(&mut b);
-            b.extend([0u8; NODE_DIGEST_LEN]);
+    use chitchat::ChitchatId;
+
+    fn syn(ids: &[(&str, u64, u16)]) -> Message {
+        Message::Syn {
+            digest: ids
+                .iter()
+                .map(|(name, gen, port)| codec::DigestEntry {
+                    id: ChitchatId::new(*name, *gen, ([127, 0, 0, 1], *port).into()),
+                    heartbeat: 3,
+                    last_gc_version: 0,
+                    max_version: 7,
+                })
+                .collect(),
+            cluster_id: "cluster".into(),
         }
-        "cluster".serialize(&mut b);
-        b
+    }
+
+    fn syn_bytes(ids: &[(&str, u64, u16)]) -> Vec<u8> {
+        codec::encode(&syn(ids))
     }
 
     #[test]
-    fn a_valid_syn_decodes_with_its_digest_ids() {
-        let frame =
-            mesh_proto::encode_frame(KIND_GOSSIP, &syn_bytes(&[("a", 1, 7101), ("b", 2, 7102)]));
-        let f = decode_gossip(&frame).unwrap();
-        assert!(matches!(f.message, ChitchatMessage::Syn { .. }));
-        assert_eq!(f.digest_ids.len(), 2);
-        // re-encoding gives the same bytes
-        assert_eq!(encode_gossip(&f.message), frame);
+    fn a_valid_syn_decodes_and_chitchat_reads_the_same_bytes() {
+        let msg = syn(&[("a", 1, 7101), ("b", 2, 7102)]);
+        let frame = mesh_proto::encode_frame(KIND_GOSSIP, &codec::encode(&msg));
+        let decoded = decode_gossip(&frame).unwrap();
+        assert_eq!(decoded, msg);
+        let theirs = to_chitchat(&decoded).unwrap();
+        assert!(matches!(theirs, ChitchatMessage::Syn { .. }));
+        // What chitchat writes back decodes to the same message.
+        assert_eq!(decode_gossip(&encode_gossip(&theirs)).unwrap(), msg);
     }
 
     #[test]
     fn identity_is_the_newest_entry_at_the_peer_address() {
-        let ids: Vec<ChitchatId> = [("old", 1, 7101), ("new", 5, 7101), ("other", 9, 7102)]
-            .iter()
-            .map(|(n, g, p)| ChitchatId::new(*n, *g, ([127, 0, 0, 1], *p).into()))
-            .collect();
+        let msg = syn(&[("old", 1, 7101), ("new", 5, 7101), ("other", 9, 7102)]);
         let addr: SocketAddr = ([127, 0, 0, 1], 7101).into();
-        assert_eq!(claimed_identity_mismatch(&ids, addr, "new"), None);
+        assert_eq!(claimed_identity_mismatch(&msg, addr, "new"), None);
         assert_eq!(
-            claimed_identity_mismatch(&ids, addr, "old").as_deref(),
+            claimed_identity_mismatch(&msg, addr, "old").as_deref(),
             Some("new")
         );
         let nobody: SocketAddr = ([127, 0, 0, 1], 9).into();
-        assert_eq!(claimed_identity_mismatch(&ids, nobody, "x"), None);
+        assert_eq!(claimed_identity_mismatch(&msg, nobody, "x"), None);
     }
 
     #[test]
@@ -200,7 +165,7 @@ mod tests {
     #[test]
     fn a_digest_claiming_more_entries_than_bytes_is_an_error_not_an_allocation() {
         let mut b = Vec::new();
-        b.extend(CHITCHAT_MAGIC.to_le_bytes());
+        b.extend(45_139u16.to_le_bytes());
         b.extend([0, 0]);
         u16::MAX.serialize(&mut b);
         let frame = mesh_proto::encode_frame(KIND_GOSSIP, &b);
@@ -212,18 +177,38 @@ mod tests {
 
     #[test]
     fn a_decompression_bomb_is_refused_before_inflating() {
+        // A tiny zstd frame of 64 KiB of zeros, many times over: refused after MAX_BLOCKS.
+        let bomb = zstd::bulk::compress(&vec![0u8; 65_535], 19).unwrap();
         let mut b = Vec::new();
-        b.extend(CHITCHAT_MAGIC.to_le_bytes());
+        b.extend(45_139u16.to_le_bytes());
         b.extend([0, 2]); // Ack
-        for _ in 0..=MAX_COMPRESSED_BLOCKS {
+        for _ in 0..=codec::MAX_BLOCKS {
             b.push(1);
-            b.extend(ZSTD_MAGIC);
+            (bomb.len() as u16).serialize(&mut b);
+            b.extend(&bomb);
         }
+        b.push(0);
         let frame = mesh_proto::encode_frame(KIND_GOSSIP, &b);
-        assert!(matches!(
-            decode_gossip(&frame),
-            Err(GossipFrameError::TooManyBlocks(_))
-        ));
+        let err = decode_gossip(&frame).unwrap_err();
+        assert!(
+            err.to_string().contains("too many compressed blocks"),
+            "{err}"
+        );
+        // A block in zstd's legacy format, or with a second frame behind the first, is refused
+        // before the decompressor sees it.
+        for block in [
+            [&[0x27u8, 0xb5, 0x2f, 0xfd][..], &bomb[4..]].concat(),
+            [&bomb[..], &bomb[..]].concat(),
+        ] {
+            let mut b = Vec::new();
+            b.extend(45_139u16.to_le_bytes());
+            b.extend([0, 2, 1]);
+            (block.len() as u16).serialize(&mut b);
+            b.extend(&block);
+            b.push(0);
+            let frame = mesh_proto::encode_frame(KIND_GOSSIP, &b);
+            assert!(decode_gossip(&frame).is_err());
+        }
     }
 
     #[test]

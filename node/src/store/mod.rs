@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::Chitchat;
 use mesh_proto::{Hlc, NodeId, ObjectId, ObjectKind, Record, Version};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::warn;
 
+use crate::mesh::own::OwnState;
 use crate::mesh::view::ViewHandle;
 use crate::tenant::ipam;
 use crate::tenant::ops::{self, ConfigRequest, Outcome, Write};
@@ -62,7 +62,7 @@ impl StoreSettings {
 /// The store of one node.
 pub struct ConfigService {
     me: NodeId,
-    chitchat: Arc<Mutex<Chitchat>>,
+    own: OwnState,
     view: ViewHandle,
     hlc: std::sync::Mutex<Hlc>,
     /// One write at a time on this node (claim windows included).
@@ -78,16 +78,11 @@ fn wall_ms() -> u64 {
 }
 
 impl ConfigService {
-    /// A store publishing through `chitchat` and reading `view`.
-    pub fn new(
-        me: NodeId,
-        chitchat: Arc<Mutex<Chitchat>>,
-        view: ViewHandle,
-        settings: StoreSettings,
-    ) -> Arc<Self> {
+    /// A store publishing in this node's key space (`own`) and reading `view`.
+    pub fn new(me: NodeId, own: OwnState, view: ViewHandle, settings: StoreSettings) -> Arc<Self> {
         Arc::new(ConfigService {
             me,
-            chitchat,
+            own,
             view,
             hlc: std::sync::Mutex::new(Hlc::default()),
             writes: Mutex::new(()),
@@ -167,38 +162,40 @@ impl ConfigService {
         for r in records {
             encoded.push((r, mesh_proto::encode_value(r).map_err(|e| e.to_string())?));
         }
-        {
-            let mut cc = self.chitchat.lock().await;
-            let st = cc.self_node_state();
-            for (r, value) in encoded {
-                let key = r.key();
-                let current: Option<Record> =
-                    st.get(&key).and_then(|v| mesh_proto::decode_value(v).ok());
-                if current.as_ref().is_none_or(|c| c.version() < r.version()) {
-                    st.set(key, value);
+        self.own
+            .write(|st| {
+                for (r, value) in encoded {
+                    let key = r.key();
+                    let current: Option<Record> =
+                        st.get(&key).and_then(|v| mesh_proto::decode_value(v).ok());
+                    if current.as_ref().is_none_or(|c| c.version() < r.version()) {
+                        st.set(&key, &value);
+                    }
                 }
-            }
-        }
+            })
+            .await;
         self.persist().await;
         Ok(())
     }
 
     async fn set_keys(&self, kvs: &[(String, String)]) {
-        let mut cc = self.chitchat.lock().await;
-        let st = cc.self_node_state();
-        for (k, v) in kvs {
-            st.set(k.clone(), v.clone());
-        }
+        self.own
+            .write(|st| {
+                for (k, v) in kvs {
+                    st.set(k, v);
+                }
+            })
+            .await;
     }
 
     async fn delete_keys(&self, keys: &[String]) {
-        let mut cc = self.chitchat.lock().await;
-        let st = cc.self_node_state();
-        for k in keys {
-            if st.get(k).is_some() {
-                st.delete(k);
-            }
-        }
+        self.own
+            .write(|st| {
+                for k in keys {
+                    st.delete(k);
+                }
+            })
+            .await;
     }
 
     /// Waits until the view has been rebuilt at least once after now.

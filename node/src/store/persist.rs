@@ -19,14 +19,15 @@ impl ConfigService {
         let Some(dir) = &self.settings.data_dir else {
             return;
         };
-        let entries: Vec<(String, String)> = {
-            let mut cc = self.chitchat.lock().await;
-            cc.self_node_state()
-                .key_values()
-                .filter(|(k, _)| k.starts_with("o/"))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let entries: Vec<(String, String)> = self
+            .own
+            .write(|st| {
+                st.entries()
+                    .filter(|(k, _)| k.starts_with("o/"))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .await;
         let data = match serde_json::to_vec(&entries) {
             Ok(d) => d,
             Err(e) => {

@@ -71,17 +71,19 @@ impl ConfigService {
     /// Deletes each key unless this node now publishes a newer record there than the version the
     /// withdrawal was decided on (a write landed after the view it was computed from).
     pub(super) async fn withdraw_unless_newer(&self, keys: &[(String, mesh_proto::Version)]) {
-        let mut cc = self.chitchat.lock().await;
-        let st = cc.self_node_state();
-        for (k, decided_on) in keys {
-            let Some(current) = st.get(k) else { continue };
-            let newer =
-                mesh_proto::decode_value::<Record>(current).is_ok_and(|r| r.version() > decided_on);
-            if newer {
-                tracing::debug!(key = %k, "not withdrawn: a newer write landed since the view it was decided on");
-            } else {
-                st.delete(k);
-            }
-        }
+        self.own
+            .write(|st| {
+                for (k, decided_on) in keys {
+                    let Some(current) = st.get(k) else { continue };
+                    let newer = mesh_proto::decode_value::<Record>(current)
+                        .is_ok_and(|r| r.version() > decided_on);
+                    if newer {
+                        tracing::debug!(key = %k, "not withdrawn: a newer write landed since the view it was decided on");
+                    } else {
+                        st.delete(k);
+                    }
+                }
+            })
+            .await;
     }
 }

@@ -1,10 +1,12 @@
 //! The cluster PKI: issuing the CA and node certificates offline ([`issue`]), reading a node's
 //! identity from its certificate ([`identity`]), the credentials and TLS configurations of the
-//! transport ([`credentials`]), and owner signatures on gossip values ([`signing`]).
+//! transport ([`credentials`]), owner signatures ([`signing`]) and the seal every published gossip
+//! value carries ([`sealed`]).
 
 pub mod credentials;
 pub mod identity;
 pub mod issue;
+pub mod sealed;
 pub mod signing;
 
 pub use credentials::{Credentials, ALPN};

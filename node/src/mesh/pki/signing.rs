@@ -48,6 +48,18 @@ impl Signer {
         Ok(Signer { key, rng })
     }
 
+    /// A signer with a fresh key, and its public key: for simulations without certificates.
+    #[cfg(any(test, feature = "testsuite"))]
+    pub fn generate_for_test() -> (Signer, Vec<u8>) {
+        use ring::signature::KeyPair as _;
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .expect("the system RNG works");
+        let signer = Signer::from_pkcs8(pkcs8.as_ref()).expect("a key ring just made");
+        let public = signer.key.public_key().as_ref().to_vec();
+        (signer, public)
+    }
+
     /// Signs `msg`.
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
         self.key

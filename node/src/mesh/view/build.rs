@@ -3,17 +3,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chitchat::{ChitchatId, NodeState};
+use chitchat::ChitchatId;
 use mesh_proto::{NodeFacts, NodeId, ObjectId, SignedClaim};
 
-use super::{ClusterView, Member, MemberState, PublishedClaim};
+use super::{ClusterView, Member, MemberState, Published, PublishedClaim};
 use crate::mesh::keys::{
     KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
 };
 use crate::mesh::pki::signing::{claim_message, ClaimAuthority};
 use crate::tenant::TenantState;
 
-/// Builds a view from chitchat's node states and live set. Pure: same input, same view.
+/// Builds a view from what each node life publishes and chitchat's live set. Pure: same input,
+/// same view.
 ///
 /// Only node lives that have been alive at least once (`ever_live`) count: chitchat learns of a
 /// node from a digest before its failure detector has heard two heartbeats, and such a node is
@@ -23,24 +24,24 @@ use crate::tenant::TenantState;
 pub fn build_view<'a>(
     me: &NodeId,
     generation: u64,
-    nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a NodeState)>,
+    nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a Published)>,
     live: &BTreeSet<ChitchatId>,
     ever_live: &BTreeSet<ChitchatId>,
     authority: &dyn ClaimAuthority,
 ) -> ClusterView {
-    let nodes: Vec<(&ChitchatId, &NodeState)> = nodes.into_iter().collect();
+    let nodes: Vec<(&ChitchatId, &Published)> = nodes.into_iter().collect();
     // Records of every life of every node count, dead or joining: that is what keeps an object
     // alive while its replicas move.
-    let publishers: Vec<(NodeId, &NodeState)> = nodes
+    let publishers: Vec<(NodeId, &Published)> = nodes
         .iter()
         .filter_map(|(id, st)| NodeId::new(&*id.node_id).ok().map(|n| (n, *st)))
         .collect();
     let tenant = TenantState::merge(
         publishers
             .iter()
-            .flat_map(|(n, st)| st.key_values().map(move |(k, v)| (n, k, v))),
+            .flat_map(|(n, st)| st.iter().map(move |(k, v)| (n, k.as_str(), v.as_str()))),
     );
-    let mut best: BTreeMap<&str, (&ChitchatId, &NodeState, bool)> = BTreeMap::new();
+    let mut best: BTreeMap<&str, (&ChitchatId, &Published, bool)> = BTreeMap::new();
     for (id, state) in nodes {
         if !ever_live.contains(id) && !live.contains(id) {
             continue;
@@ -103,10 +104,10 @@ pub fn build_view<'a>(
 }
 
 /// The external networks a node reports unreachable.
-fn external_down(state: &NodeState) -> BTreeSet<ObjectId> {
+fn external_down(state: &Published) -> BTreeSet<ObjectId> {
     state
-        .key_values()
-        .filter_map(|(k, _)| k.strip_prefix(KEY_EXT_DOWN_PREFIX))
+        .keys()
+        .filter_map(|k| k.strip_prefix(KEY_EXT_DOWN_PREFIX))
         .filter_map(|id| ObjectId::new(id).ok())
         .collect()
 }
@@ -119,12 +120,12 @@ const MAX_WHY_CHARS: usize = 200;
 /// certificate the node publishes, is ignored: a node can only claim for itself.
 fn published_claims(
     node: &NodeId,
-    state: &NodeState,
+    state: &Published,
     authority: &dyn ClaimAuthority,
 ) -> BTreeMap<ObjectId, PublishedClaim> {
     let mut out = BTreeMap::new();
-    let cert = state.get(KEY_CERT);
-    for (key, value) in state.key_values() {
+    let cert = state.get(KEY_CERT).map(String::as_str);
+    for (key, value) in state {
         let Some(router) = key.strip_prefix(KEY_SNAT_PREFIX) else {
             continue;
         };
@@ -172,10 +173,8 @@ mod tests {
         .unwrap()
     }
 
-    fn state_with(value: &str) -> NodeState {
-        let mut s = NodeState::for_test();
-        s.set(KEY_NODE_FACTS, value);
-        s
+    fn state_with(value: &str) -> Published {
+        Published::from([(KEY_NODE_FACTS.to_string(), value.to_string())])
     }
 
     #[test]
@@ -281,16 +280,17 @@ mod tests {
             signature: vec![1; 64],
         };
         let mut s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
-        s.set(
+        let mut set = |k: &str, v: String| s.insert(k.to_string(), v);
+        set(
             "snat/r1",
             mesh_proto::encode_value(&claim("a", "r1")).unwrap(),
         );
         // Names another node, or another router than its key: never counted.
-        s.set(
+        set(
             "snat/r2",
             mesh_proto::encode_value(&claim("b", "r2")).unwrap(),
         );
-        s.set(
+        set(
             "snat/r3",
             mesh_proto::encode_value(&claim("a", "r4")).unwrap(),
         );

@@ -11,15 +11,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chitchat::{Chitchat, ChitchatId};
+use chitchat::{Chitchat, ChitchatId, NodeState};
 use mesh_proto::{NodeFacts, NodeId, ObjectId, SnatClaim};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::mesh::pki::sealed;
 use crate::mesh::pki::signing::ClaimAuthority;
 use crate::tenant::TenantState;
+
+/// What one node life publishes, as the view reads it: the payload of every present key (seals
+/// were checked when the values arrived; tombstones are left out).
+pub type Published = BTreeMap<String, String>;
+
+/// The payloads of a node state's present keys.
+pub fn published(state: &NodeState) -> Published {
+    state
+        .key_values()
+        .filter_map(|(k, v)| sealed::live_payload(v).map(|p| (k.to_string(), p.to_string())))
+        .collect()
+}
 
 pub use build::build_view;
 pub use readiness::{wait_until_ready, Readiness};
@@ -140,7 +153,7 @@ pub fn spawn_writer(
     };
     let writer = async move {
         let mut live_watch = chitchat.lock().await.live_nodes_watcher();
-        let mut ever_live: BTreeSet<ChitchatId> = BTreeSet::new();
+        let mut snapshots = Snapshots::default();
         let mut tick = tokio::time::interval(resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -148,22 +161,17 @@ pub fn spawn_writer(
                 changed = live_watch.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {},
             }
+            // Copy out under the lock (only node lives whose state changed); decode after.
+            snapshots.refresh(&*chitchat.lock().await);
             let prev = current.load_full();
-            let next = {
-                let guard = chitchat.lock().await;
-                let live: BTreeSet<ChitchatId> = guard.live_nodes().cloned().collect();
-                // Forget lives chitchat itself has garbage-collected.
-                ever_live.retain(|id| guard.node_states().contains_key(id));
-                ever_live.extend(live.iter().cloned());
-                build_view(
-                    &me,
-                    prev.generation + 1,
-                    guard.node_states(),
-                    &live,
-                    &ever_live,
-                    authority.as_ref(),
-                )
-            };
+            let next = build_view(
+                &me,
+                prev.generation + 1,
+                snapshots.nodes.iter().map(|(id, (_, p))| (id, p.as_ref())),
+                &snapshots.live,
+                &snapshots.ever_live,
+                authority.as_ref(),
+            );
             if !next.same_content(&prev) {
                 let generation = next.generation;
                 current.store(Arc::new(next));
@@ -173,4 +181,34 @@ pub fn spawn_writer(
     };
     let task = tokio::spawn(writer.in_current_span());
     (handle, task)
+}
+
+/// The writer's copy of chitchat's state: each node life's payloads, refreshed only for the
+/// lives whose max version moved, and the live and once-live sets.
+#[derive(Default)]
+struct Snapshots {
+    nodes: BTreeMap<ChitchatId, (u64, Arc<Published>)>,
+    live: BTreeSet<ChitchatId>,
+    ever_live: BTreeSet<ChitchatId>,
+}
+
+impl Snapshots {
+    fn refresh(&mut self, cc: &Chitchat) {
+        let states = cc.node_states();
+        self.nodes.retain(|id, _| states.contains_key(id));
+        for (id, st) in states {
+            let fresh = self
+                .nodes
+                .get(id)
+                .is_some_and(|(v, _)| *v == st.max_version());
+            if !fresh {
+                let snapshot = (st.max_version(), Arc::new(published(st)));
+                self.nodes.insert(id.clone(), snapshot);
+            }
+        }
+        self.live = cc.live_nodes().cloned().collect();
+        // Forget lives chitchat itself has garbage-collected.
+        self.ever_live.retain(|id| states.contains_key(id));
+        self.ever_live.extend(self.live.iter().cloned());
+    }
 }
