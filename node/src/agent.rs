@@ -180,6 +180,7 @@ async fn start_mesh(
         config.node_id.clone(),
         config.gossip_interval,
         Arc::new(creds.peer_certs()?),
+        config.max_clock_skew,
     );
     tasks.add("view writer", view_task);
     let store = ConfigService::new(

@@ -21,6 +21,8 @@ pub const DEFAULT_SNAT_PRIORITY: u8 = 100;
 pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 20;
 /// Default number of advert intervals of silence before a backup declares the holder down.
 pub const DEFAULT_ADVERT_MULTIPLIER: u32 = 8;
+/// How far ahead of the local clock a peer's timestamp may be, by default (ms).
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 10_000;
 /// Default cluster id; nodes with another id refuse each other's gossip.
 pub const DEFAULT_CLUSTER_ID: &str = "dvrmesh";
 /// Largest configuration file read.
@@ -74,6 +76,9 @@ pub struct Config {
     pub advert_interval: Duration,
     /// Intervals of silence (plus the priority skew) before a backup takes over.
     pub advert_multiplier: u32,
+    /// How far ahead of this node's clock a peer's timestamp may be before its record or claim
+    /// is refused.
+    pub max_clock_skew: Duration,
 }
 
 /// Whether the agent programs this node's kernel.
@@ -147,6 +152,9 @@ impl Config {
         let advert_multiplier = p
             .optional(t, "snat_advert_multiplier", |v| p_int(v, 2..=50))
             .map_or(DEFAULT_ADVERT_MULTIPLIER, |n| n as u32);
+        let max_clock_skew = p
+            .optional(t, "max_clock_skew_ms", |v| p_millis(v, 100..=3_600_000))
+            .unwrap_or(Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS));
         let tls = p.tls(t);
         let external = p.external(t);
         p.unknown_keys(t);
@@ -174,6 +182,7 @@ impl Config {
             netns_dir,
             advert_interval,
             advert_multiplier,
+            max_clock_skew,
         })
     }
 }
@@ -196,6 +205,7 @@ const KNOWN_KEYS: &[&str] = &[
     "netns_dir",
     "snat_advert_interval_ms",
     "snat_advert_multiplier",
+    "max_clock_skew_ms",
 ];
 
 struct Parser<'a> {

@@ -78,6 +78,7 @@ async fn start_node(
         id,
         Duration::from_millis(50),
         std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
+        Duration::from_secs(10),
     );
     Ok(Node {
         _handle: handle,

@@ -400,3 +400,78 @@ fn a_release_lets_the_backup_claim_before_the_releaser_leaves_its_view() {
     b.handle_input(t1 + Duration::from_millis(5), input);
     assert_eq!(b.claims().len(), 1);
 }
+
+fn claim_by(node: &str, epoch: u64, prio: u8, router_id: &str) -> SnatClaim {
+    SnatClaim {
+        router: ObjectId::new(router_id).expect("id"),
+        epoch,
+        priority: Priority::new(prio).expect("prio"),
+        node: n(node),
+    }
+}
+
+#[test]
+fn an_advert_with_an_epoch_far_beyond_any_seen_is_refused() {
+    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")]);
+    let before = net.nodes[&n("b")].epoch(&router());
+    // A member with a valid certificate adverts an epoch no honest takeover could reach.
+    let forged = claim_by("c", u64::MAX - 1, 254, "r1");
+    let now = net.now;
+    let b = net.nodes.get_mut(&n("b")).expect("b");
+    b.handle_advert(now, &n("c"), forged);
+    assert_eq!(b.epoch(&router()), before, "the epoch did not move");
+    assert_eq!(b.refused(), 1, "the advert was counted as refused");
+    net.run(Duration::from_millis(500));
+    assert_eq!(net.holders(), [n("a")], "the holder is unchanged");
+}
+
+#[test]
+fn adverts_and_releases_for_unknown_routers_create_no_state() {
+    let cfg = ElectionConfig {
+        advert_interval: Duration::from_millis(50),
+        multiplier: 3,
+    };
+    let mut b = Election::new(n("b"), cfg);
+    let t0 = Instant::now();
+    for i in 0..1000 {
+        let id = format!("ghost{i}");
+        b.handle_advert(t0, &n("a"), claim_by("a", 1, 200, &id));
+        b.handle_release(t0, &n("a"), claim_by("a", 1, 200, &id));
+    }
+    assert_eq!(b.refused(), 2000);
+    assert_eq!(b.epoch(&ObjectId::new("ghost7").expect("id")), 0);
+    assert!(b
+        .heard(t0, &ObjectId::new("ghost7").expect("id"))
+        .is_empty());
+}
+
+#[test]
+fn a_gossiped_claim_with_an_implausible_epoch_does_not_raise_the_epoch() {
+    let cfg = ElectionConfig {
+        advert_interval: Duration::from_millis(50),
+        multiplier: 3,
+    };
+    let mut b = Election::new(n("b"), cfg);
+    let t0 = Instant::now();
+    let input = |claims| ElectionInput {
+        majority: true,
+        routers: vec![RouterInput {
+            router: router(),
+            candidates: vec![(n("b"), Priority::new(150).expect("prio"))],
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            claims,
+        }],
+    };
+    b.handle_input(t0, input(vec![claim_by("a", 3, 200, "r1")]));
+    assert_eq!(b.epoch(&router()), 3);
+    b.handle_input(t0, input(vec![claim_by("a", 3 + 2_000_000, 200, "r1")]));
+    assert_eq!(
+        b.epoch(&router()),
+        3,
+        "a jump beyond MAX_EPOCH_JUMP is refused"
+    );
+    assert_eq!(b.refused(), 1);
+}

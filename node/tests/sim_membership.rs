@@ -97,6 +97,7 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
             facts.node_id().clone(),
             GOSSIP,
             std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
+            Duration::from_secs(10),
         );
         nodes.push(SimNode {
             facts,

@@ -79,6 +79,7 @@ impl Sim {
                 id.clone(),
                 GOSSIP,
                 std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
+                Duration::from_secs(10),
             );
             let own = OwnState::new(handle.chitchat(), signer, settings.chitchat_id());
             let store = ConfigService::new(

@@ -39,6 +39,10 @@ pub const MAX_HOLDDOWN: Duration = Duration::from_secs(480);
 /// How long a node that released a router is not counted as a candidate for it by others, unless
 /// it claims again: long enough for its drain or lost gateway to reach every view by gossip.
 pub const STOOD_DOWN: Duration = Duration::from_secs(5);
+/// How far above the highest epoch this node has seen for a router a claim's epoch may be (an
+/// honest takeover adds one). A claim beyond is refused: no member can push a router's epoch to
+/// where it overflows or no honest node can ever outrank it.
+pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
 
 /// Timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +127,13 @@ pub struct Election {
     routers: BTreeMap<ObjectId, RouterState>,
     outbox: VecDeque<(NodeId, SnatClaim)>,
     events: VecDeque<ElectionEvent>,
+    /// Claims refused as implausible, or for routers this node does not know.
+    refused: u64,
+}
+
+/// Whether a claim's epoch is within [`MAX_EPOCH_JUMP`] of the highest this node has seen.
+fn plausible(st: &RouterState, epoch: u64) -> bool {
+    epoch <= st.max_epoch.saturating_add(MAX_EPOCH_JUMP)
 }
 
 fn better(a: &(NodeId, Priority), b: &(NodeId, Priority)) -> bool {
@@ -139,6 +150,7 @@ impl Election {
             routers: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            refused: 0,
         }
     }
 
@@ -173,6 +185,10 @@ impl Election {
         for ri in &input.routers {
             let st = self.routers.entry(ri.router.clone()).or_default();
             for c in &ri.claims {
+                if !plausible(st, c.epoch) {
+                    self.refused += 1;
+                    continue;
+                }
                 st.max_epoch = st.max_epoch.max(c.epoch);
                 if c.node == self.me || st.released.get(&c.node).is_some_and(|e| c.epoch <= *e) {
                     continue;
@@ -196,7 +212,9 @@ impl Election {
         if &claim.node != from || from == &self.me {
             return;
         }
-        let st = self.routers.entry(claim.router.clone()).or_default();
+        let Some(st) = self.router_state(&claim) else {
+            return;
+        };
         st.max_epoch = st.max_epoch.max(claim.epoch);
         st.stood_down.remove(from);
         let entry = st
@@ -216,7 +234,9 @@ impl Election {
         if &claim.node != from || from == &self.me {
             return;
         }
-        let st = self.routers.entry(claim.router.clone()).or_default();
+        let Some(st) = self.router_state(&claim) else {
+            return;
+        };
         st.max_epoch = st.max_epoch.max(claim.epoch);
         let released = st.released.entry(from.clone()).or_insert(0);
         *released = (*released).max(claim.epoch);
@@ -230,6 +250,27 @@ impl Election {
             st.heard.remove(from);
         }
         self.decide(now);
+    }
+
+    /// The state of the claim's router, when the router is one this node knows (its last input
+    /// names it, or it heard of it before) and the claim's epoch is plausible; else the claim is
+    /// counted as refused.
+    fn router_state(&mut self, claim: &SnatClaim) -> Option<&mut RouterState> {
+        let known = self.routers.contains_key(&claim.router)
+            || self.input.routers.iter().any(|r| r.router == claim.router);
+        let st = known.then(|| self.routers.entry(claim.router.clone()).or_default());
+        match st {
+            Some(st) if plausible(st, claim.epoch) => Some(st),
+            _ => {
+                self.refused += 1;
+                None
+            }
+        }
+    }
+
+    /// Claims refused so far: implausible epochs, unknown routers.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// The highest epoch this node has seen for `router`.

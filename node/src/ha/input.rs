@@ -58,7 +58,7 @@ pub fn election_input(view: &ClusterView, local: Option<&LocalState>) -> Electio
                 .contains(&ext.id)
         };
         let any_reaches = eligible.iter().any(|(id, m)| reaches(id, m));
-        let candidates = eligible
+        let candidates: Vec<(NodeId, mesh_proto::Priority)> = eligible
             .into_iter()
             .filter(|(id, m)| !any_reaches || reaches(id, m))
             .map(|(id, m)| {
@@ -70,10 +70,12 @@ pub fn election_input(view: &ClusterView, local: Option<&LocalState>) -> Electio
                 (id.clone(), p)
             })
             .collect();
+        // Only candidates' claims count: any other node's claim is one it may not make.
         let claims = view
             .alive()
             .filter_map(|m| m.snat_claims.get(&r.id))
             .map(|p| p.claim.clone())
+            .filter(|c| candidates.iter().any(|(n, _)| *n == c.node))
             .collect();
         routers.push(RouterInput {
             router: r.id.clone(),

@@ -133,6 +133,11 @@ impl HaTask {
     pub(super) fn on_view(&mut self, now: Instant) {
         let view = self.view.load();
         self.input = election_input(&view, Some(&self.local));
+        // Releases and datagram claims of routers that are gone are forgotten.
+        let known: std::collections::BTreeSet<&ObjectId> =
+            self.input.routers.iter().map(|r| &r.router).collect();
+        self.released.retain(|(r, _), _| known.contains(r));
+        self.recent.retain(|r, _| known.contains(r));
         if self.ready {
             self.election.handle_input(now, self.input.clone());
         }
@@ -152,9 +157,20 @@ impl HaTask {
                 return;
             }
         };
+        let release = matches!(msg, ElectionMessage::Release(_));
+        let (counted, refused): (Vec<SnatClaim>, Vec<SnatClaim>) = msg
+            .claims()
+            .iter()
+            .cloned()
+            .partition(|c| self.may_speak_for(from, &c.router, release));
+        if !refused.is_empty() {
+            self.counters.rejected_datagrams += 1;
+            warn!(from = %from, routers = refused.len(),
+                "election datagram from a node that is no candidate for those routers; ignored");
+        }
         match msg {
-            ElectionMessage::Advert(claims) | ElectionMessage::Takeover(claims) => {
-                for c in claims {
+            ElectionMessage::Advert(_) | ElectionMessage::Takeover(_) => {
+                for c in counted {
                     if self
                         .released
                         .get(&(c.router.clone(), c.node.clone()))
@@ -169,8 +185,8 @@ impl HaTask {
                     self.election.handle_advert(now, from, c);
                 }
             }
-            ElectionMessage::Release(claims) => {
-                for c in claims {
+            ElectionMessage::Release(_) => {
+                for c in counted {
                     let key = (c.router.clone(), c.node.clone());
                     let e = self.released.entry(key).or_insert(0);
                     *e = (*e).max(c.epoch);
@@ -219,5 +235,25 @@ impl HaTask {
 
     fn draining(&self) -> bool {
         self.local.draining
+    }
+
+    /// Whether `from` may advert, take over or (with `release`) release `router`: it is a
+    /// candidate for it in this node's view; a release also counts from a node this election
+    /// has heard claim the router (a node that gives a router up may have just stopped being a
+    /// candidate). Anything else, including routers this node does not know, is ignored, so
+    /// datagrams cannot grow this node's memory.
+    fn may_speak_for(&self, from: &NodeId, router: &ObjectId, release: bool) -> bool {
+        let candidate = self
+            .input
+            .routers
+            .iter()
+            .any(|r| &r.router == router && r.candidates.iter().any(|(n, _)| n == from));
+        candidate
+            || (release
+                && self
+                    .election
+                    .heard(Instant::now(), router)
+                    .iter()
+                    .any(|(c, _)| &c.node == from))
     }
 }

@@ -26,7 +26,6 @@ use tracing::warn;
 
 use crate::mesh::own::OwnState;
 use crate::mesh::view::ViewHandle;
-use crate::tenant::ipam;
 use crate::tenant::ops::{self, ConfigRequest, Outcome, Write};
 use crate::tenant::TenantState;
 
@@ -99,12 +98,25 @@ impl ConfigService {
         }
     }
 
-    fn new_id(&self, kind: ObjectKind, seen: &TenantState) -> ObjectId {
-        let v = self.version(seen);
-        let s = ipam::seed(self.me.as_str(), v.hlc, 0);
+    /// A fresh id: the kind's tag and 48 random bits (not derived from the clock, which a peer's
+    /// timestamps move, so two writes never share an id by a clock's doing).
+    fn new_id(&self, kind: ObjectKind, _seen: &TenantState) -> ObjectId {
+        use ring::rand::SecureRandom as _;
+        let mut bytes = [0u8; 8];
+        if ring::rand::SystemRandom::new()
+            .fill(&mut bytes[2..])
+            .is_err()
+        {
+            // The system RNG does not fail on Linux; should it, the clock still gives an id.
+            bytes = wall_ms().to_be_bytes();
+        }
         // A tag and 12 hex digits: valid by construction.
-        ObjectId::new(format!("{}-{:012x}", kind.tag(), s & 0xffff_ffff_ffff))
-            .unwrap_or_else(|_| unreachable!())
+        ObjectId::new(format!(
+            "{}-{:012x}",
+            kind.tag(),
+            u64::from_be_bytes(bytes) & 0xffff_ffff_ffff
+        ))
+        .unwrap_or_else(|_| unreachable!())
     }
 
     /// Handles one operator request; returns its JSON result or an error message. A refused

@@ -14,4 +14,4 @@ pub mod ops;
 pub mod replicate;
 pub mod state;
 
-pub use state::TenantState;
+pub use state::{Clock, TenantState};

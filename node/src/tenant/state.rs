@@ -65,19 +65,48 @@ macro_rules! typed_accessors {
     };
 }
 
+/// The local wall clock, and how far ahead of it a peer's timestamp may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Unix milliseconds now.
+    pub now_ms: u64,
+    /// How far ahead of `now_ms` a timestamp may be.
+    pub max_skew_ms: u64,
+}
+
+impl Clock {
+    /// No bound: every timestamp is accepted (tests of other rules).
+    pub fn unbounded() -> Clock {
+        Clock {
+            now_ms: 0,
+            max_skew_ms: u64::MAX,
+        }
+    }
+
+    /// Whether `ts` is not further ahead than the skew allows.
+    fn admits(&self, ts: HlcTimestamp) -> bool {
+        ts.physical_ms() <= self.now_ms.saturating_add(self.max_skew_ms)
+    }
+}
+
 impl TenantState {
     /// Merges everything published. `entries` yields (publisher, key, value) for every key of
-    /// every node life known to chitchat. Keys outside the tenant prefixes are ignored.
-    pub fn merge<'a>(entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>) -> Self {
+    /// every node life known to chitchat. Keys outside the tenant prefixes are ignored. A record or
+    /// claim stamped further ahead of `clock` than its skew allows is refused (a problem): one
+    /// such timestamp would otherwise pin every node's clock.
+    pub fn merge<'a>(
+        entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>,
+        clock: Clock,
+    ) -> Self {
         let mut s = TenantState::default();
         let mut seen_claims: BTreeSet<(String, Version)> = BTreeSet::new();
         for (publisher, key, value) in entries {
             let result = if key.starts_with("o/") {
-                s.merge_record(publisher, key, value)
+                s.merge_record(publisher, key, value, clock)
             } else if key.starts_with("a/") {
-                s.merge_claim::<AddressClaim>(publisher, key, value, &mut seen_claims)
+                s.merge_claim::<AddressClaim>(publisher, key, value, &mut seen_claims, clock)
             } else if key.starts_with("m/") {
-                s.merge_claim::<MacClaim>(publisher, key, value, &mut seen_claims)
+                s.merge_claim::<MacClaim>(publisher, key, value, &mut seen_claims, clock)
             } else {
                 Ok(())
             };
@@ -96,11 +125,18 @@ impl TenantState {
         s
     }
 
-    fn merge_record(&mut self, publisher: &NodeId, key: &str, value: &str) -> Result<(), String> {
+    fn merge_record(
+        &mut self,
+        publisher: &NodeId,
+        key: &str,
+        value: &str,
+        clock: Clock,
+    ) -> Result<(), String> {
         let rec: Record = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
         if rec.key() != key {
             return Err("record stored under another key".into());
         }
+        check_clock(rec.version(), clock)?;
         if rec.kind() == ObjectKind::Port {
             // Only a port's host publishes it, and only the host writes it.
             if &rec.version().writer != publisher {
@@ -139,12 +175,14 @@ impl TenantState {
         key: &str,
         value: &str,
         seen: &mut BTreeSet<(String, Version)>,
+        clock: Clock,
     ) -> Result<(), String> {
         let c: C = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
         let version = c.version();
         if c.own_key() != key || &version.writer != publisher {
             return Err("claim stored under another key or by another node".into());
         }
+        check_clock(version, clock)?;
         self.max_hlc = self.max_hlc.max(version.hlc);
         if seen.insert((key.to_string(), version.clone())) {
             c.file(self);
@@ -225,6 +263,18 @@ impl TenantState {
     }
 }
 
+/// Refuses a version stamped further ahead of the local clock than the skew allows.
+fn check_clock(v: &Version, clock: Clock) -> Result<(), String> {
+    if clock.admits(v.hlc) {
+        Ok(())
+    } else {
+        Err(format!(
+            "stamped ahead of this node's clock by more than the {} ms skew allowed",
+            clock.max_skew_ms
+        ))
+    }
+}
+
 fn min_id() -> ObjectId {
     // "0" is the smallest valid id in byte order among ids ("-" cannot start one).
     ObjectId::new("0").unwrap_or_else(|_| unreachable!())
@@ -259,5 +309,59 @@ impl Claim for MacClaim {
     }
     fn file(self, state: &mut TenantState) {
         state.mac_claims.entry(self.mac).or_default().push(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_proto::{Mtu, Name, Network, NetworkSpec, Record, Vni};
+
+    fn network_record(writer: &NodeId, physical_ms: u64) -> (String, String) {
+        let net = Network::new(NetworkSpec {
+            id: ObjectId::new("net1").expect("id"),
+            name: Name::new("blue").expect("name"),
+            vni: Vni::new(100).expect("vni"),
+            mtu: Mtu::new(1450).expect("mtu"),
+        })
+        .expect("network");
+        let version = Version {
+            hlc: HlcTimestamp(physical_ms << 16),
+            writer: writer.clone(),
+        };
+        let rec = Record::object(TenantObject::Network(net), version);
+        (rec.key(), mesh_proto::encode_value(&rec).expect("encode"))
+    }
+
+    #[test]
+    fn a_record_stamped_beyond_the_allowed_skew_is_refused_and_does_not_move_the_clock() {
+        let writer = NodeId::new("n1").expect("id");
+        let clock = Clock {
+            now_ms: 1_000_000,
+            max_skew_ms: 10_000,
+        };
+        let (key, far) = network_record(&writer, 1_000_000 + 10_001);
+        let s = TenantState::merge([(&writer, key.as_str(), far.as_str())], clock);
+        assert_eq!(
+            s.networks().count(),
+            0,
+            "the far-future record is not merged"
+        );
+        assert_eq!(
+            s.max_hlc,
+            HlcTimestamp::default(),
+            "the clock is not pinned"
+        );
+        assert_eq!(s.problems.len(), 1);
+        assert!(s.problems[0].contains("skew"), "{:?}", s.problems);
+
+        let (key, near) = network_record(&writer, 1_000_000 + 10_000);
+        let s = TenantState::merge([(&writer, key.as_str(), near.as_str())], clock);
+        assert_eq!(
+            s.networks().count(),
+            1,
+            "a record within the skew is merged"
+        );
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
     }
 }

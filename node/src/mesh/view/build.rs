@@ -11,7 +11,7 @@ use crate::mesh::keys::{
     KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
 };
 use crate::mesh::pki::signing::{claim_message, ClaimAuthority};
-use crate::tenant::TenantState;
+use crate::tenant::{Clock, TenantState};
 
 /// Builds a view from what each node life publishes and chitchat's live set. Pure: same input,
 /// same view.
@@ -28,6 +28,7 @@ pub fn build_view<'a>(
     live: &BTreeSet<ChitchatId>,
     ever_live: &BTreeSet<ChitchatId>,
     authority: &dyn ClaimAuthority,
+    clock: Clock,
 ) -> ClusterView {
     let nodes: Vec<(&ChitchatId, &Published)> = nodes.into_iter().collect();
     // Records of every life of every node count, dead or joining: that is what keeps an object
@@ -40,6 +41,7 @@ pub fn build_view<'a>(
         publishers
             .iter()
             .flat_map(|(n, st)| st.iter().map(move |(k, v)| (n, k.as_str(), v.as_str()))),
+        clock,
     );
     let mut best: BTreeMap<&str, (&ChitchatId, &Published, bool)> = BTreeMap::new();
     for (id, state) in nodes {
@@ -203,6 +205,7 @@ mod tests {
             &live,
             &ever,
             &crate::mesh::pki::signing::TrustAll,
+            Clock::unbounded(),
         );
         assert_eq!(v.generation, 7);
         assert_eq!(v.members.len(), 1);
@@ -224,6 +227,7 @@ mod tests {
             &BTreeSet::new(),
             &ever,
             &crate::mesh::pki::signing::TrustAll,
+            Clock::unbounded(),
         );
         assert_eq!(v.members.values().next().unwrap().state, MemberState::Dead);
     }
@@ -239,6 +243,7 @@ mod tests {
             &BTreeSet::new(),
             &BTreeSet::new(),
             &crate::mesh::pki::signing::TrustAll,
+            Clock::unbounded(),
         );
         assert!(v.members.is_empty());
     }
@@ -256,6 +261,7 @@ mod tests {
             &BTreeSet::new(),
             &ever,
             &crate::mesh::pki::signing::TrustAll,
+            Clock::unbounded(),
         );
         assert_eq!(v.members.values().next().unwrap().generation, 1);
     }
@@ -303,6 +309,7 @@ mod tests {
             &live,
             &live,
             &crate::mesh::pki::signing::TrustAll,
+            Clock::unbounded(),
         );
         let claims = &v.members[&me].snat_claims;
         assert_eq!(
@@ -310,7 +317,15 @@ mod tests {
             ["r1"]
         );
         // A signature the authority does not accept: not counted either.
-        let v = build_view(&me, 1, [(&a, &s)], &live, &live, &RejectAll);
+        let v = build_view(
+            &me,
+            1,
+            [(&a, &s)],
+            &live,
+            &live,
+            &RejectAll,
+            Clock::unbounded(),
+        );
         assert!(v.members[&me].snat_claims.is_empty());
     }
 }

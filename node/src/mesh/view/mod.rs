@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::mesh::pki::sealed;
 use crate::mesh::pki::signing::ClaimAuthority;
-use crate::tenant::TenantState;
+use crate::tenant::{Clock, TenantState};
 
 /// What one node life publishes, as the view reads it: the payload of every present key (seals
 /// were checked when the values arrived; tombstones are left out).
@@ -144,6 +144,7 @@ pub fn spawn_writer(
     me: NodeId,
     resync: Duration,
     authority: Arc<dyn ClaimAuthority>,
+    max_clock_skew: Duration,
 ) -> (ViewHandle, JoinHandle<()>) {
     let current = Arc::new(ArcSwap::from_pointee(ClusterView::empty(me.clone())));
     let (tx, rx) = watch::channel(0u64);
@@ -164,6 +165,10 @@ pub fn spawn_writer(
             // Copy out under the lock (only node lives whose state changed); decode after.
             snapshots.refresh(&*chitchat.lock().await);
             let prev = current.load_full();
+            let clock = Clock {
+                now_ms: wall_ms(),
+                max_skew_ms: max_clock_skew.as_millis() as u64,
+            };
             let next = build_view(
                 &me,
                 prev.generation + 1,
@@ -171,7 +176,9 @@ pub fn spawn_writer(
                 &snapshots.live,
                 &snapshots.ever_live,
                 authority.as_ref(),
+                clock,
             );
+            log_new_problems(&prev, &next);
             if !next.same_content(&prev) {
                 let generation = next.generation;
                 current.store(Arc::new(next));
@@ -210,5 +217,26 @@ impl Snapshots {
         // Forget lives chitchat itself has garbage-collected.
         self.ever_live.retain(|id| states.contains_key(id));
         self.ever_live.extend(self.live.iter().cloned());
+    }
+}
+
+/// Unix milliseconds now.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Logs what the merge refused that it did not refuse in the previous view (a value from the
+/// future, a port published by another node than its host, …), once.
+fn log_new_problems(prev: &ClusterView, next: &ClusterView) {
+    for p in next
+        .tenant
+        .problems
+        .iter()
+        .filter(|p| !prev.tenant.problems.contains(p))
+    {
+        tracing::warn!(problem = %p, "a published value was refused");
     }
 }
