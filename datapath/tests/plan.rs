@@ -338,3 +338,42 @@ fn a_node_not_in_the_view_plans_nothing() {
     assert_eq!(p.desired, datapath::Desired::default());
     assert!(!p.problems.is_empty());
 }
+
+#[test]
+fn a_network_sharing_another_ones_vni_is_left_out_with_a_problem() {
+    let mut t = topology();
+    let honest = plan(&t, &node("c1"));
+    // net-c (sub-c, vm3 on c1) is created concurrently with net-a's VNI.
+    let vni_of_a = t.networks[&oid("net-a")].vni;
+    let net_c = t.networks.get_mut(&oid("net-c")).expect("net-c");
+    *net_c = mesh_proto::Network::new(mesh_proto::NetworkSpec {
+        id: net_c.id.clone(),
+        name: net_c.name.clone(),
+        vni: vni_of_a,
+        mtu: net_c.mtu,
+    })
+    .expect("net");
+    let p = plan(&t, &node("c1"));
+    assert!(
+        p.problems
+            .iter()
+            .any(|e| e.contains("net-c") && e.contains("VNI 100")),
+        "{:?}",
+        p.problems
+    );
+    // net-a keeps its segment exactly as before; nothing of net-c is planned.
+    let vm1_links = |p: &datapath::Plan| {
+        p.desired
+            .links
+            .keys()
+            .filter(|(_, name)| name.contains("100"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(vm1_links(&p), vm1_links(&honest));
+    assert!(!p
+        .desired
+        .addrs
+        .iter()
+        .any(|a| a.ip.octets()[..2] == [10, 3]));
+}

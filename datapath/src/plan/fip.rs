@@ -54,7 +54,16 @@ pub(super) fn plan_fips(ctx: &Ctx<'_>, b: &mut Builder) -> BTreeMap<ObjectId, Fi
         }
     }
     let routers: Vec<&ObjectId> = served.keys().map(|(r, _)| r).collect();
+    let wanted = routers.len();
     let pairs = names::link_local_pairs(routers);
+    if pairs.len() < wanted {
+        b.problems.push(format!(
+            "{wanted} routers serve floating IPs on this node; only {} fit 169.254.64.0/18, the \
+             other {} get no floating-IP path",
+            names::LINK_LOCAL_SLOTS,
+            wanted - pairs.len()
+        ));
+    }
     let mut ready_ext: BTreeMap<ObjectId, Option<String>> = BTreeMap::new();
     for ((rid, eid), mut fips) in served {
         let Some(ext) = ctx.t.external_networks.get(&eid) else {

@@ -250,6 +250,14 @@ fn presence_of_all(t: &Topology, ix: &Index<'_>) -> BTreeMap<NodeId, Presence> {
 /// Plans the kernel state of node `me`.
 pub fn plan(t: &Topology, me: &NodeId) -> Plan {
     let mut b = Builder::default();
+    let unshared;
+    let t = match without_shared_vnis(t, &mut b.problems) {
+        Some(fixed) => {
+            unshared = fixed;
+            &unshared
+        }
+        None => t,
+    };
     let Some(me_info) = t.nodes.get(me) else {
         b.problems.push(format!("node {me} is not in the view yet"));
         return b.finish();
@@ -279,6 +287,36 @@ pub fn plan(t: &Topology, me: &NodeId) -> Plan {
         }
     }
     b.finish()
+}
+
+/// When networks share a VNI (concurrent creates), a copy of the topology in which only the
+/// lowest network id keeps it and the others are left out with their subnets and ports, one
+/// problem each: two tenants must never share one VXLAN segment. `None` when every VNI is unique.
+fn without_shared_vnis(t: &Topology, problems: &mut Vec<String>) -> Option<Topology> {
+    let mut by_vni: BTreeMap<u32, &ObjectId> = BTreeMap::new();
+    let mut refused: BTreeSet<ObjectId> = BTreeSet::new();
+    for (id, n) in &t.networks {
+        let vni = n.vni.get();
+        match by_vni.get(&vni) {
+            None => {
+                by_vni.insert(vni, id);
+            }
+            Some(first) => {
+                problems.push(format!(
+                    "network {id} has VNI {vni}, already network {first}'s: left out"
+                ));
+                refused.insert(id.clone());
+            }
+        }
+    }
+    if refused.is_empty() {
+        return None;
+    }
+    let mut fixed = t.clone();
+    fixed.networks.retain(|id, _| !refused.contains(id));
+    fixed.subnets.retain(|_, s| !refused.contains(&s.network));
+    fixed.ports.retain(|_, p| !refused.contains(&p.network));
+    Some(fixed)
 }
 
 /// The sysctls every namespace dvrmesh makes carries: forwarding on, no reverse-path filter, no
@@ -342,7 +380,17 @@ impl Builder {
         if *ns == Netns::Host && spec.kind != LinkKind::External {
             spec.ipv6 = Some(false);
         }
-        self.d.links.insert((ns.clone(), name.to_string()), spec);
+        let key = (ns.clone(), name.to_string());
+        match self.d.links.get(&key) {
+            None => {
+                self.d.links.insert(key, spec);
+            }
+            Some(first) if *first == spec => {}
+            Some(_) => self.problems.push(format!(
+                "two objects need link {name} in {ns:?} with different settings (a shared VNI or \
+                 id prefix); the first planned is kept"
+            )),
+        }
     }
 
     /// A veth pair: `a` in `ns_a` with `spec_a`, `b` in `ns_b` with `spec_b` (kinds filled in).

@@ -166,17 +166,23 @@ pub(crate) fn dvr_macs<'a>(
     out
 }
 
+/// How many routers on one node can serve floating IPs: the /31s in 169.254.64.0/18.
+pub(crate) const LINK_LOCAL_SLOTS: usize = 8192;
+
 /// Link-local /31 of each router's `rfp-`/`fpr-` pair on this node, from 169.254.64.0/18:
 /// slot = hash of the router id; a clash takes the next free slot, routers in id order. Returns
-/// (rfp address, fpr address).
+/// (rfp address, fpr address). Past [`LINK_LOCAL_SLOTS`] routers, the rest get none.
 pub(crate) fn link_local_pairs<'a>(
     routers: impl IntoIterator<Item = &'a ObjectId>,
 ) -> BTreeMap<ObjectId, (Ipv4Addr, Ipv4Addr)> {
-    const SLOTS: u32 = 8192;
+    const SLOTS: u32 = LINK_LOCAL_SLOTS as u32;
     let base = u32::from(Ipv4Addr::new(169, 254, 64, 0));
     let mut used = BTreeSet::new();
     let mut out = BTreeMap::new();
     for r in routers {
+        if used.len() >= LINK_LOCAL_SLOTS {
+            break;
+        }
         let [a, b, c] = fnv24(&[r.as_str(), "rfp"]);
         let mut slot = (u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c)) % SLOTS;
         while used.contains(&slot) {
@@ -234,6 +240,21 @@ mod tests {
         let out = dvr_macs([(&a, m), (&b, m)]);
         assert_eq!(out[&a], m);
         assert_eq!(out[&b].to_string(), "fa:16:3f:00:00:02");
+    }
+
+    #[test]
+    fn link_local_pairs_stop_when_the_range_is_full() {
+        let ids: Vec<ObjectId> = (0..LINK_LOCAL_SLOTS + 10)
+            .map(|i| ObjectId::new(format!("r{i}")).unwrap())
+            .collect();
+        let pairs = link_local_pairs(ids.iter());
+        assert_eq!(
+            pairs.len(),
+            LINK_LOCAL_SLOTS,
+            "every slot used once, the rest get none"
+        );
+        let firsts: BTreeSet<_> = pairs.values().map(|p| p.0).collect();
+        assert_eq!(firsts.len(), LINK_LOCAL_SLOTS);
     }
 
     #[test]

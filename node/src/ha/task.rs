@@ -17,7 +17,7 @@ use super::status::{HaCounters, Seen, StatusCell};
 use super::{HaCommand, HaSettings, DRAIN_FILE};
 use crate::mesh::keys::KEY_NODE_FACTS;
 use crate::mesh::own::OwnState;
-use crate::mesh::transport::DatagramSender;
+use crate::mesh::transport::{DatagramInbound, DatagramSender};
 use crate::mesh::view::{wait_until_ready, ViewHandle};
 
 /// What the election did since the last flush.
@@ -70,7 +70,7 @@ pub(super) fn unix_ms() -> u64 {
 impl HaTask {
     pub(super) async fn run(
         mut self,
-        mut inbound: mpsc::Receiver<(NodeId, Vec<u8>)>,
+        mut inbound: DatagramInbound,
         mut commands: mpsc::Receiver<HaCommand>,
         mut probes: mpsc::Receiver<(ObjectId, Result<bool, String>)>,
     ) {
@@ -104,7 +104,7 @@ impl HaTask {
                     let now = Instant::now();
                     self.on_datagram(now, &from, &bytes);
                     // Take everything queued before deciding on silence.
-                    while let Ok((from, bytes)) = inbound.try_recv() {
+                    while let Some((from, bytes)) = inbound.try_recv() {
                         self.on_datagram(now, &from, &bytes);
                     }
                 }
@@ -120,7 +120,7 @@ impl HaTask {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    while let Ok((from, bytes)) = inbound.try_recv() {
+                    while let Some((from, bytes)) = inbound.try_recv() {
                         self.on_datagram(now, &from, &bytes);
                     }
                     self.election.handle_tick(now);

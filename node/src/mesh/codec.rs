@@ -55,6 +55,37 @@ pub enum Message {
     BadCluster,
 }
 
+impl Message {
+    /// About how many bytes the message holds once decoded: what it costs to keep it queued.
+    pub fn decoded_bytes(&self) -> usize {
+        const ENTRY: usize = 64;
+        let digest = |d: &[DigestEntry]| d.len() * ENTRY;
+        let delta = |d: &[NodeDelta]| {
+            d.iter()
+                .map(|n| {
+                    ENTRY
+                        + n.kvs
+                            .iter()
+                            .map(|kv| 32 + kv.key.len() + kv.value.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+        };
+        match self {
+            Message::Syn {
+                digest: d,
+                cluster_id,
+            } => digest(d) + cluster_id.len(),
+            Message::SynAck {
+                digest: d,
+                delta: t,
+            } => digest(d) + delta(t),
+            Message::Ack { delta: t } => delta(t),
+            Message::BadCluster => 0,
+        }
+    }
+}
+
 /// One node's entry in a digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DigestEntry {

@@ -4,6 +4,7 @@
 //! - [`transport`]: QUIC under chitchat (one uni stream per gossip message), election datagrams;
 //!   [`congestion`]: the fixed congestion window its connections use.
 //! - [`wire`] and [`codec`]: gossip frames, and chitchat's messages as plain data, bounded.
+//! - [`limits`]: what one peer may cost: a frame rate, a share of the inbound queues.
 //! - [`trust`]: what a certified peer may tell this node: only owners' sealed values, no resets
 //!   or ghosts from relays, capped relayed heartbeats.
 //! - [`own`]: this node's own key space, every value sealed.
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod congestion;
 pub mod gossip;
 pub mod keys;
+pub mod limits;
 pub mod own;
 pub mod peers;
 pub mod pki;

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn, Instrument};
 
+use crate::mesh::limits::{Held, Pool, TokenBucket};
 use crate::mesh::pki::{peer_node_id, Credentials};
 use crate::mesh::trust::{Sender, Trust};
 use crate::mesh::wire::{
@@ -62,6 +63,17 @@ const MAX_PEERS: usize = 4096;
 const DATAGRAM_QUEUE: usize = 4096;
 /// Largest datagram accepted from a peer.
 const MAX_DATAGRAM: usize = mesh_proto::MAX_ELECTION_DATAGRAM;
+/// Decoded gossip bytes queued for chitchat, from all peers and from one.
+const INBOUND_BYTES: usize = 64 << 20;
+const INBOUND_BYTES_PER_PEER: usize = 8 << 20;
+/// Of the datagram queue, what one peer may fill.
+const DATAGRAMS_PER_PEER: usize = DATAGRAM_QUEUE / 4;
+/// Gossip frames one peer may send: a burst, then a rate. Honest gossip sends a pair of nodes
+/// at most three frames per gossip round each way (≥ 10 ms a round).
+const FRAME_BURST: u32 = 600;
+const FRAMES_PER_SECOND: u32 = 400;
+/// Bytes a connection may have in flight towards this node (QUIC flow control).
+const RECEIVE_WINDOW: u32 = 4 << 20;
 
 /// Counters of the transport, for operators and tests.
 #[derive(Debug, Default)]
@@ -78,6 +90,8 @@ pub struct TransportStats {
     datagrams_sent: AtomicU64,
     datagrams_received: AtomicU64,
     datagrams_dropped: AtomicU64,
+    dropped_rate: AtomicU64,
+    dropped_share: AtomicU64,
 }
 
 /// A copy of [`TransportStats`] at one moment.
@@ -107,6 +121,10 @@ pub struct TransportStatsSnapshot {
     pub datagrams_received: u64,
     /// Election datagrams dropped: no connection yet, a full queue, or oversize.
     pub datagrams_dropped: u64,
+    /// Gossip frames dropped because their peer sent faster than [`FRAMES_PER_SECOND`].
+    pub dropped_rate: u64,
+    /// Frames or datagrams dropped because their peer already filled its share of the queue.
+    pub dropped_share: u64,
 }
 
 impl TransportStats {
@@ -126,6 +144,8 @@ impl TransportStats {
             datagrams_sent: g(&self.datagrams_sent),
             datagrams_received: g(&self.datagrams_received),
             datagrams_dropped: g(&self.datagrams_dropped),
+            dropped_rate: g(&self.dropped_rate),
+            dropped_share: g(&self.dropped_share),
         }
     }
 }
@@ -202,12 +222,39 @@ pub struct QuicTransport {
     directory: PeerDirectory,
     stats: Arc<TransportStats>,
     shared: Arc<OnceLock<Arc<Shared>>>,
-    datagrams_tx: mpsc::Sender<(NodeId, Vec<u8>)>,
+    datagrams_tx: mpsc::Sender<QueuedDatagram>,
     datagrams_rx: Mutex<Option<DatagramInbound>>,
+    datagram_pool: Pool,
 }
 
+/// A datagram waiting for the election, holding its peer's share of the queue.
+type QueuedDatagram = (NodeId, Vec<u8>, Held);
+
+/// A gossip message waiting for chitchat, holding its peer's share of the queue.
+type QueuedMessage = (SocketAddr, ChitchatMessage, Held);
+
 /// Received datagrams with the sender's certified node id.
-pub type DatagramInbound = mpsc::Receiver<(NodeId, Vec<u8>)>;
+pub struct DatagramInbound {
+    queue: mpsc::Receiver<QueuedDatagram>,
+}
+
+impl DatagramInbound {
+    /// The next datagram; `None` once the transport is gone.
+    pub async fn recv(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.queue
+            .recv()
+            .await
+            .map(|(from, bytes, _)| (from, bytes))
+    }
+
+    /// A datagram already queued, if any.
+    pub fn try_recv(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.queue
+            .try_recv()
+            .ok()
+            .map(|(from, bytes, _)| (from, bytes))
+    }
+}
 
 /// Sends datagrams to peers on the gossip connections. Cheap to clone.
 #[derive(Clone)]
@@ -275,7 +322,10 @@ impl QuicTransport {
             stats: Arc::new(TransportStats::default()),
             shared: Arc::new(OnceLock::new()),
             datagrams_tx,
-            datagrams_rx: Mutex::new(Some(datagrams_rx)),
+            datagrams_rx: Mutex::new(Some(DatagramInbound {
+                queue: datagrams_rx,
+            })),
+            datagram_pool: Pool::new(DATAGRAM_QUEUE, DATAGRAMS_PER_PEER),
         })
     }
 
@@ -313,6 +363,9 @@ fn transport_config() -> quinn::TransportConfig {
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_concurrent_bidi_streams(0u32.into());
     t.max_concurrent_uni_streams(256u32.into());
+    t.receive_window(RECEIVE_WINDOW.into());
+    t.stream_receive_window((MAX_GOSSIP_FRAME as u32).into());
+    t.datagram_receive_buffer_size(Some(DATAGRAMS_PER_PEER * MAX_DATAGRAM));
     t.congestion_controller_factory(std::sync::Arc::new(super::congestion::FixedWindowConfig));
     t
 }
@@ -331,6 +384,8 @@ impl Transport for QuicTransport {
             directory: self.directory.clone(),
             stats: self.stats.clone(),
             datagrams: self.datagrams_tx.clone(),
+            datagram_pool: self.datagram_pool.clone(),
+            gossip_pool: Pool::new(INBOUND_BYTES, INBOUND_BYTES_PER_PEER),
             dialing: Mutex::new(HashSet::new()),
             trust: self.trust.clone(),
         });
@@ -348,10 +403,12 @@ impl Transport for QuicTransport {
 struct Shared {
     endpoint: quinn::Endpoint,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
-    inbound: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
+    inbound: mpsc::Sender<QueuedMessage>,
     directory: PeerDirectory,
     stats: Arc<TransportStats>,
-    datagrams: mpsc::Sender<(NodeId, Vec<u8>)>,
+    datagrams: mpsc::Sender<QueuedDatagram>,
+    datagram_pool: Pool,
+    gossip_pool: Pool,
     dialing: Mutex<HashSet<SocketAddr>>,
     trust: Arc<Trust>,
 }
@@ -421,7 +478,7 @@ impl Shared {
 
 struct QuicSocket {
     shared: Arc<Shared>,
-    inbound: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+    inbound: mpsc::Receiver<QueuedMessage>,
     peers: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>,
 }
 
@@ -462,6 +519,7 @@ impl Socket for QuicSocket {
         self.inbound
             .recv()
             .await
+            .map(|(addr, message, _)| (addr, message))
             .ok_or_else(|| anyhow::anyhow!("QUIC transport closed"))
     }
 }
@@ -563,7 +621,15 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> anyhow::Result<quinn::C
 
 async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {
     let addr = conn.remote_address();
+    let mut rate = TokenBucket::new(FRAME_BURST, FRAMES_PER_SECOND);
+    let share = shared.gossip_pool.share();
     while let Ok(mut stream) = conn.accept_uni().await {
+        if !rate.take(std::time::Instant::now()) {
+            bump(&shared.stats.dropped_rate);
+            // Refuse the stream unread: its bytes are never buffered.
+            let _ = stream.stop(0u32.into());
+            continue;
+        }
         let bytes = match timeout(READ_TIMEOUT, stream.read_to_end(MAX_GOSSIP_FRAME)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
@@ -578,8 +644,12 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
             }
         };
         match admit(&shared, &bytes, addr, &certified) {
-            Admit::Message(message) => {
-                if shared.inbound.try_send((addr, message)).is_err() {
+            Admit::Message(message, weight) => {
+                let Some(held) = share.try_hold(weight) else {
+                    bump(&shared.stats.dropped_share);
+                    continue;
+                };
+                if shared.inbound.try_send((addr, message, held)).is_err() {
                     bump(&shared.stats.dropped_inbound);
                 } else {
                     bump(&shared.stats.received);
@@ -604,8 +674,8 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
 
 /// What becomes of one received gossip frame.
 enum Admit {
-    /// The checked and filtered message, for chitchat.
-    Message(ChitchatMessage),
+    /// The checked and filtered message, for chitchat, and about how many bytes it holds.
+    Message(ChitchatMessage, usize),
     /// Malformed, or from a peer under refusal.
     Refused,
     /// The peer's digest claims another node id than its certificate (the id it claims).
@@ -639,7 +709,7 @@ fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) ->
         .trust
         .filter(message, from, std::time::Instant::now());
     match to_chitchat(&filtered) {
-        Ok(m) => Admit::Message(m),
+        Ok(m) => Admit::Message(m, filtered.decoded_bytes().max(bytes.len())),
         Err(e) => {
             warn!(peer = %addr, error = %e, "checked gossip refused");
             Admit::Refused
@@ -648,14 +718,19 @@ fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) ->
 }
 
 async fn datagram_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {
+    let share = shared.datagram_pool.share();
     while let Ok(bytes) = conn.read_datagram().await {
         if bytes.len() > MAX_DATAGRAM {
             bump(&shared.stats.datagrams_dropped);
             continue;
         }
+        let Some(held) = share.try_hold(1) else {
+            bump(&shared.stats.dropped_share);
+            continue;
+        };
         if shared
             .datagrams
-            .try_send((certified.clone(), bytes.to_vec()))
+            .try_send((certified.clone(), bytes.to_vec(), held))
             .is_err()
         {
             bump(&shared.stats.datagrams_dropped);
