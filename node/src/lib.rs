@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: the agent's configuration file, parsed into validated types.
 //! - [`files`]: atomic writes and bounded reads of the files under `data_dir`.
+//! - [`throttle`]: warnings a peer can provoke, at most one per peer and second.
 //! - [`mesh`]: the cluster PKI, the QUIC transport under chitchat, gossip, and the one writer of
 //!   the converged [`mesh::view::ClusterView`].
 //! - [`tenant`]: the replicated tenant configuration as pure functions: merge, IPAM, operator
@@ -31,5 +32,6 @@ pub mod mesh;
 pub mod reconcile;
 pub mod store;
 pub mod tenant;
+pub mod throttle;
 
 pub use error::Error;

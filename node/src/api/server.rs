@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -90,6 +90,7 @@ impl ApiContext {
             "excluded": v.excluded,
             "transport": self.stats.as_ref().map(|s| s.snapshot()),
             "trust": self.trust.as_ref().map(|t| t.counters()),
+            "refused_values": v.tenant.problems,
             "datapath": self.reconciler.as_ref().map(|r| r.last_report()),
             "ha": self.ha.as_ref().map(|h| {
                 let s = h.status();
@@ -305,5 +306,14 @@ async fn serve_one(mut stream: UnixStream, ctx: &ApiContext) -> Result<(), Error
         .write_all(&mesh_proto::encode_frame(KIND_RESPONSE, &body))
         .await
         .map_err(|e| Error::Api(format!("writing response: {e}")))?;
+    // Closing with unread bytes would reset the connection before a client that sent more than
+    // one frame (or no frame at all) reads the reply: end our side, then discard what is left.
+    let _ = stream.shutdown().await;
+    let mut rest = (&mut stream).take(MAX_REQUEST_BYTES);
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
     Ok(())
 }

@@ -7,6 +7,32 @@ use dvrmesh_node::api::MemberInfo;
 use mesh_proto::ObjectKind;
 use serde_json::Value;
 
+/// `println!` for text that may hold strings from other nodes: control characters (terminal
+/// escape sequences among them) are printed escaped, so no peer can write to the terminal.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::cli::output::printable(&format!($($arg)*)))
+    };
+}
+
+/// `text` with every control character but newline and tab escaped (`\u{1b}`).
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// Prints a result as pretty JSON.
 pub(crate) fn print_json(v: &Value) {
     match serde_json::to_string_pretty(v) {
@@ -25,13 +51,13 @@ pub(crate) fn print_config(v: &Value, listed: Option<ObjectKind>) {
                 if k == "ha_status" {
                     continue;
                 }
-                println!("{k:<22} {}", scalar(val));
+                out!("{k:<22} {}", scalar(val));
             }
             if let Some(ha) = map.get("ha_status").filter(|h| !h.is_null()) {
                 print_ha(ha);
             }
         }
-        (other, _) => println!(
+        (other, _) => out!(
             "{}",
             serde_json::to_string_pretty(other).unwrap_or_default()
         ),
@@ -79,9 +105,9 @@ fn print_list(items: &[Value], kind: ObjectKind) {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
+    out!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
     for r in rows {
-        println!("{}", line(r));
+        out!("{}", line(r));
     }
 }
 
@@ -90,10 +116,10 @@ pub(crate) fn print_plan(v: &Value) {
     let d = &v["desired"];
     let list = |k: &str| d[k].as_array().cloned().unwrap_or_default();
     for ns in list("namespaces") {
-        println!("namespace {}", scalar(&ns));
+        out!("namespace {}", scalar(&ns));
     }
     for e in list("links") {
-        println!(
+        out!(
             "link      {:<24} {:<16} {}",
             ns_of(&e[0][0]),
             scalar(&e[0][1]),
@@ -101,7 +127,7 @@ pub(crate) fn print_plan(v: &Value) {
         );
     }
     for a in list("addrs") {
-        println!(
+        out!(
             "addr      {:<24} {:<16} {}/{}",
             ns_of(&a["ns"]),
             scalar(&a["dev"]),
@@ -114,7 +140,7 @@ pub(crate) fn print_plan(v: &Value) {
             .as_str()
             .map(|v| format!(" via {v}"))
             .unwrap_or_default();
-        println!(
+        out!(
             "route     {:<24} table {:<10} {}{via} dev {}",
             ns_of(&r["ns"]),
             r["table"],
@@ -123,7 +149,7 @@ pub(crate) fn print_plan(v: &Value) {
         );
     }
     for r in list("rules") {
-        println!(
+        out!(
             "rule      {:<24} {:<10} {} lookup {}",
             ns_of(&r["ns"]),
             r["priority"],
@@ -132,7 +158,7 @@ pub(crate) fn print_plan(v: &Value) {
         );
     }
     for n in list("neighs") {
-        println!(
+        out!(
             "neigh     {:<24} {:<16} {} lladdr {}",
             ns_of(&n["ns"]),
             scalar(&n["dev"]),
@@ -149,7 +175,7 @@ pub(crate) fn print_plan(v: &Value) {
                     .collect()
             })
             .unwrap_or_default();
-        println!(
+        out!(
             "fdb       {:<24} {:<16} {} {}",
             ns_of(&f["ns"]),
             scalar(&f["dev"]),
@@ -158,7 +184,7 @@ pub(crate) fn print_plan(v: &Value) {
         );
     }
     for t in list("nft") {
-        println!(
+        out!(
             "nft       {:<24} {} {}",
             ns_of(&t[0]["ns"]),
             scalar(&t[0]["family"]),
@@ -166,7 +192,7 @@ pub(crate) fn print_plan(v: &Value) {
         );
     }
     for p in v["problems"].as_array().cloned().unwrap_or_default() {
-        println!("problem   {}", scalar(&p));
+        out!("problem   {}", scalar(&p));
     }
 }
 
@@ -174,10 +200,10 @@ pub(crate) fn print_plan(v: &Value) {
 pub(crate) fn print_diff(v: &Value) {
     let ops = v["ops"].as_array().cloned().unwrap_or_default();
     if ops.is_empty() {
-        println!("in sync: the next pass changes nothing");
+        out!("in sync: the next pass changes nothing");
     }
     for op in ops {
-        println!("{}", compact(&op));
+        out!("{}", compact(&op));
     }
 }
 
@@ -196,8 +222,8 @@ fn compact(v: &Value) -> String {
 /// The SNAT election part of `router show`.
 fn print_ha(ha: &Value) {
     let get = |k: &str| scalar(ha.get(k).unwrap_or(&Value::Null));
-    println!("snat epoch             {}", get("epoch"));
-    println!(
+    out!("snat epoch             {}", get("epoch"));
+    out!(
         "snat preempt           {} (delay {} ms)",
         get("preempt"),
         get("preempt_delay_ms")
@@ -218,18 +244,18 @@ fn print_ha(ha: &Value) {
                 ))
             })
             .unwrap_or_else(|| "-".into());
-        println!(
+        out!(
             "last transition        {} -> {}, {ago}: {}",
             f("from"),
             f("to"),
             f("reason")
         );
     }
-    println!("transitions seen here  {}", get("transitions"));
+    out!("transitions seen here  {}", get("transitions"));
     if let Some(h) = ha.get("holddown_ms").filter(|h| !h.is_null()) {
-        println!("preemption held down   {} ms more", scalar(h));
+        out!("preemption held down   {} ms more", scalar(h));
     }
-    println!("candidates:");
+    out!("candidates:");
     for c in ha
         .get("candidates")
         .and_then(Value::as_array)
@@ -237,7 +263,7 @@ fn print_ha(ha: &Value) {
         .flatten()
     {
         let f = |k: &str| scalar(c.get(k).unwrap_or(&Value::Null));
-        println!(
+        out!(
             "  {:<20} priority {:<4} {}",
             f("node"),
             f("priority"),
@@ -250,24 +276,24 @@ fn print_ha(ha: &Value) {
 pub(crate) fn print_drain(v: &Value) {
     let draining = v.get("draining").and_then(Value::as_bool).unwrap_or(false);
     if !draining {
-        println!("undrained: this node takes part in SNAT elections again");
+        out!("undrained: this node takes part in SNAT elections again");
         return;
     }
     let routers = v.get("routers").and_then(Value::as_array);
     match routers {
         Some(rs) if !rs.is_empty() => {
             for r in rs {
-                println!(
+                out!(
                     "router {} -> {}",
                     scalar(r.get("router").unwrap_or(&Value::Null)),
                     scalar(r.get("holder").unwrap_or(&Value::Null))
                 );
             }
         }
-        _ => println!("this node held no SNAT router"),
+        _ => out!("this node held no SNAT router"),
     }
     let complete = v.get("complete").and_then(Value::as_bool).unwrap_or(true);
-    println!(
+    out!(
         "drained{} in {} ms",
         if complete {
             ""
@@ -280,12 +306,12 @@ pub(crate) fn print_drain(v: &Value) {
 
 pub(crate) fn print_paths(json: bool, cert: &Path, key: &Path) {
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"cert": cert.display().to_string(), "key": key.display().to_string()})
         );
     } else {
-        println!("wrote {}\nwrote {}", cert.display(), key.display());
+        out!("wrote {}\nwrote {}", cert.display(), key.display());
     }
 }
 
@@ -311,17 +337,27 @@ pub(crate) fn print_members(members: &[MemberInfo]) {
 
 pub(crate) fn print_status(v: &Value) {
     let get = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_default();
-    println!("node            {}", get("node_id").trim_matches('"'));
-    println!("view generation {}", get("view_generation"));
-    println!(
+    out!("node            {}", get("node_id").trim_matches('"'));
+    out!("view generation {}", get("view_generation"));
+    out!(
         "members         {} ({} alive)",
         get("members"),
         get("alive")
     );
-    if let Some(t) = v.get("transport").and_then(|t| t.as_object()) {
-        for (k, val) in t {
-            println!("transport.{k:<20} {val}");
+    for section in ["transport", "trust"] {
+        if let Some(t) = v.get(section).and_then(|t| t.as_object()) {
+            for (k, val) in t {
+                out!("{:<30} {val}", format!("{section}.{k}"));
+            }
         }
+    }
+    if let Some(c) = v.pointer("/ha/counters").and_then(|t| t.as_object()) {
+        for (k, val) in c {
+            out!("{:<30} {val}", format!("ha.{k}"));
+        }
+    }
+    for p in v["refused_values"].as_array().cloned().unwrap_or_default() {
+        out!("refused   {}", scalar(&p));
     }
 }
 
@@ -342,8 +378,22 @@ pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N
             .trim_end()
             .to_string()
     };
-    println!("{}", line(header.to_vec()));
+    out!("{}", line(header.to_vec()));
     for r in rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
+        out!("{}", line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn escape_sequences_from_peers_are_printed_escaped() {
+        assert_eq!(printable("n1 alive\n"), "n1 alive\n");
+        let hostile = "n1\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}x";
+        let shown = printable(hostile);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(shown.contains("\\u{1b}"), "{shown:?}");
     }
 }

@@ -154,6 +154,7 @@ pub fn spawn(
         counters: HaCounters::default(),
         last_report: None,
         reasons: BTreeMap::new(),
+        refusals: crate::throttle::Throttle::new(Duration::from_secs(1)),
     };
     let handle = HaHandle {
         holders: holders_rx,

@@ -66,8 +66,11 @@ pub struct HaCounters {
     pub took: u64,
     /// Routers given up.
     pub withdrew: u64,
-    /// Election datagrams refused (undecodable, or claims not of their sender).
+    /// Election datagrams refused (undecodable, claims not of their sender, or from a node that
+    /// is no candidate for the router).
     pub rejected_datagrams: u64,
+    /// Claims the election refused: epochs far beyond any seen, routers this node does not know.
+    pub refused_claims: u64,
 }
 
 /// Everything `router show` and `status` report.
@@ -331,7 +334,10 @@ impl HaTask {
             majority: self.input.majority,
             held: mine.iter().map(|c| c.router.clone()).collect(),
             routers,
-            counters: self.counters.clone(),
+            counters: HaCounters {
+                refused_claims: self.election.refused(),
+                ..self.counters.clone()
+            },
             stale_ms: None,
         };
         self.status

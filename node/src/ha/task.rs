@@ -19,6 +19,7 @@ use crate::mesh::keys::KEY_NODE_FACTS;
 use crate::mesh::own::OwnState;
 use crate::mesh::transport::{DatagramInbound, DatagramSender};
 use crate::mesh::view::{wait_until_ready, ViewHandle};
+use crate::throttle::Throttle;
 
 /// What the election did since the last flush.
 #[derive(Default)]
@@ -58,6 +59,8 @@ pub(super) struct HaTask {
     pub(super) last_report: Option<Instant>,
     /// Reasons of this node's own takeovers, for the transition log.
     pub(super) reasons: BTreeMap<ObjectId, String>,
+    /// Warnings about refused datagrams, per sender.
+    pub(super) refusals: Throttle<NodeId>,
 }
 
 pub(super) fn unix_ms() -> u64 {
@@ -148,7 +151,10 @@ impl HaTask {
             Ok(m) if m.claims().iter().all(|c| &c.node == from) => m,
             Ok(_) => {
                 self.counters.rejected_datagrams += 1;
-                warn!(from = %from, "election datagram claims for another node; ignored");
+                if let Some(n) = self.refusals.event(from, now.into_std()) {
+                    warn!(from = %from, datagrams = n,
+                        "election datagrams with claims for another node; ignored");
+                }
                 return;
             }
             Err(e) => {
@@ -165,8 +171,10 @@ impl HaTask {
             .partition(|c| self.may_speak_for(from, &c.router, release));
         if !refused.is_empty() {
             self.counters.rejected_datagrams += 1;
-            warn!(from = %from, routers = refused.len(),
-                "election datagram from a node that is no candidate for those routers; ignored");
+            if let Some(n) = self.refusals.event(from, now.into_std()) {
+                warn!(from = %from, datagrams = n, routers = refused.len(),
+                    "election datagrams from a node that is no candidate for those routers; ignored");
+            }
         }
         match msg {
             ElectionMessage::Advert(_) | ElectionMessage::Takeover(_) => {

@@ -37,6 +37,7 @@ use crate::mesh::wire::{
     claimed_identity_mismatch, decode_gossip, encode_gossip, has_digest, to_chitchat,
     MAX_GOSSIP_FRAME,
 };
+use crate::throttle::Throttle;
 use crate::Error;
 
 /// Frames queued per peer before new ones are dropped.
@@ -623,6 +624,13 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
     let addr = conn.remote_address();
     let mut rate = TokenBucket::new(FRAME_BURST, FRAMES_PER_SECOND);
     let share = shared.gossip_pool.share();
+    let mut refusals = Throttle::new(Duration::from_secs(1));
+    let mut refuse = |why: &dyn std::fmt::Display| {
+        bump(&shared.stats.rejected_frames);
+        if let Some(n) = refusals.event(&(), std::time::Instant::now()) {
+            warn!(peer = %addr, node = %certified, frames = n, "gossip frames refused: {why}");
+        }
+    };
     while let Ok(mut stream) = conn.accept_uni().await {
         if !rate.take(std::time::Instant::now()) {
             bump(&shared.stats.dropped_rate);
@@ -633,13 +641,11 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
         let bytes = match timeout(READ_TIMEOUT, stream.read_to_end(MAX_GOSSIP_FRAME)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
-                bump(&shared.stats.rejected_frames);
-                warn!(peer = %addr, error = %e, "gossip frame refused");
+                refuse(&e);
                 continue;
             }
             Err(_) => {
-                bump(&shared.stats.rejected_frames);
-                warn!(peer = %addr, "gossip frame not completed in time");
+                refuse(&"not completed in time");
                 continue;
             }
         };
@@ -655,7 +661,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
                     bump(&shared.stats.received);
                 }
             }
-            Admit::Refused => bump(&shared.stats.rejected_frames),
+            Admit::Refused(why) => refuse(&why),
             Admit::Impostor(claim) => {
                 bump(&shared.stats.identity_rejections);
                 warn!(peer = %addr, certified = %certified, claimed = %claim,
@@ -676,8 +682,8 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
 enum Admit {
     /// The checked and filtered message, for chitchat, and about how many bytes it holds.
     Message(ChitchatMessage, usize),
-    /// Malformed, or from a peer under refusal.
-    Refused,
+    /// Malformed, or from a peer under refusal: why.
+    Refused(String),
     /// The peer's digest claims another node id than its certificate (the id it claims).
     Impostor(String),
 }
@@ -687,10 +693,7 @@ enum Admit {
 fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) -> Admit {
     let message = match decode_gossip(bytes) {
         Ok(m) => m,
-        Err(e) => {
-            warn!(peer = %addr, error = %e, "gossip frame refused");
-            return Admit::Refused;
-        }
+        Err(e) => return Admit::Refused(e.to_string()),
     };
     if let Some(claim) = claimed_identity_mismatch(&message, addr, certified.as_str()) {
         return Admit::Impostor(claim);
@@ -699,7 +702,7 @@ fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) ->
         shared.directory.clear_refusal(addr);
     } else if shared.directory.is_refused(addr) {
         // An Ack carries no digest: accept it only from a peer not under refusal.
-        return Admit::Refused;
+        return Admit::Refused("an ack from a peer under refusal".into());
     }
     let from = Sender {
         node: certified,
@@ -710,10 +713,7 @@ fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) ->
         .filter(message, from, std::time::Instant::now());
     match to_chitchat(&filtered) {
         Ok(m) => Admit::Message(m, filtered.decoded_bytes().max(bytes.len())),
-        Err(e) => {
-            warn!(peer = %addr, error = %e, "checked gossip refused");
-            Admit::Refused
-        }
+        Err(e) => Admit::Refused(format!("checked gossip: {e}")),
     }
 }
 

@@ -222,6 +222,9 @@ impl Trust {
             st.counters.unanchored_deltas += 1;
             return None;
         };
+        if !from_owner && d.last_gc_version != 0 && d.from_version_excluded == 0 {
+            st.counters.resets_refused += 1;
+        }
         let had_values = !d.kvs.is_empty();
         let good = d
             .kvs
@@ -243,8 +246,7 @@ impl Trust {
         if !d.kvs.is_empty() {
             d.set_max_version = None;
         }
-        if !from_owner && d.last_gc_version != 0 {
-            st.counters.resets_refused += u64::from(d.from_version_excluded == 0);
+        if !from_owner {
             d.last_gc_version = 0;
         }
         Some(d)
