@@ -7,7 +7,7 @@
 //! kernel or answers elections.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mesh_proto::{dvr_mac_for, NodeFacts};
 use tokio::task::JoinHandle;
-use tracing::{error, info, info_span, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::api::{self, ApiContext};
 use crate::config::{Config, DatapathMode};
@@ -24,8 +24,9 @@ use crate::ha::{self, HaHandle, HaSettings};
 use crate::mesh::gossip::{self, GossipSettings};
 use crate::mesh::own::OwnState;
 use crate::mesh::peers;
+use crate::mesh::pki::crl::{Crl, Revocation, MAX_CRL_BYTES};
 use crate::mesh::pki::Credentials;
-use crate::mesh::transport::{DatagramPort, QuicTransport};
+use crate::mesh::transport::{DatagramPort, Evictor, QuicTransport};
 use crate::mesh::view::{self, Readiness, ViewHandle};
 use crate::reconcile::{Reconciler, ReconcilerParts, SharedKernel};
 use crate::store::{load_records, ConfigService, StoreSettings};
@@ -36,6 +37,8 @@ use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
 const DATAPATH_RESYNC: Duration = Duration::from_secs(30);
 
 /// Checks that the configuration and the certificate name the same node; loads the credentials.
+/// With `[tls] crl`, the list is read now (a missing or bad list is an error) and a revoked
+/// certificate of this node refuses the start.
 pub fn verify_identity(config: &Config) -> Result<Credentials, Error> {
     let creds = Credentials::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     if creds.node_id != config.node_id {
@@ -44,7 +47,53 @@ pub fn verify_identity(config: &Config) -> Result<Credentials, Error> {
             certified: creds.node_id.to_string(),
         });
     }
+    if let Some(path) = &config.tls.crl {
+        creds.revocation().update(&Crl::load(path)?)?;
+        if creds.own_cert_revoked() {
+            return Err(Error::Tls(format!(
+                "this node's certificate {} is revoked by {}",
+                config.tls.cert.display(),
+                path.display()
+            )));
+        }
+    }
     Ok(creds)
+}
+
+/// How often the revocation list file is looked at.
+const CRL_POLL: Duration = Duration::from_secs(1);
+
+/// Re-reads the revocation list when its file changes; applies it to every verifier, closes the
+/// revoked peers' connections and stops accepting their gossip (the view then excludes them). A
+/// list that does not parse is logged and the previous one kept.
+async fn watch_crl(path: PathBuf, revocation: Arc<Revocation>, evictor: Evictor) {
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(CRL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = crate::files::read_limited("revocation list", &path, MAX_CRL_BYTES)
+            .ok()
+            .flatten();
+        if now.is_none() || now == last {
+            continue;
+        }
+        last = now;
+        let crl = match Crl::parse(last.as_deref().unwrap_or_default()) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "revocation list unreadable; keeping the previous one");
+                continue;
+            }
+        };
+        if let Err(e) = revocation.update(&crl) {
+            warn!(error = %e, "revocation list refused; keeping the previous one");
+            continue;
+        }
+        let cut = evictor.evict(&revocation);
+        info!(number = crl.number(), revoked = crl.len(), closed = ?cut.connections,
+            node_lives = cut.node_lives.len(), "revocation list applied");
+    }
 }
 
 /// The facts this node publishes.
@@ -197,6 +246,13 @@ async fn start_mesh(
         config.data_dir.clone(),
     );
     tasks.add("peer recorder", recorder);
+    if let Some(path) = &config.tls.crl {
+        let watcher = watch_crl(path.clone(), creds.revocation(), transport.evictor());
+        tasks.add(
+            "revocation list watcher",
+            tokio::spawn(watcher.in_current_span()),
+        );
+    }
     Ok(Mesh {
         transport,
         datagrams,

@@ -37,6 +37,8 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     /// This node's private key.
     pub key: PathBuf,
+    /// The cluster's revocation list (`dvrmesh cert revoke` writes it), re-read when it changes.
+    pub crl: Option<PathBuf>,
 }
 
 /// A validated agent configuration.
@@ -299,16 +301,24 @@ impl Parser<'_> {
                 .ok(),
         };
         let (ca, cert, key) = (get("ca"), get("cert"), get("key"));
+        let crl = match tls.get("crl") {
+            None => Ok(None),
+            Some(v) => p_path(v, base)
+                .map(Some)
+                .map_err(|e| self.problems.push(format!("tls.crl: {e}"))),
+        };
         for k in tls.keys() {
-            if !["ca", "cert", "key"].contains(&k.as_str()) {
-                self.problems
-                    .push(format!("tls.{k}: unknown key (known keys: ca, cert, key)"));
+            if !["ca", "cert", "key", "crl"].contains(&k.as_str()) {
+                self.problems.push(format!(
+                    "tls.{k}: unknown key (known keys: ca, cert, key, crl)"
+                ));
             }
         }
         Some(TlsPaths {
             ca: ca?,
             cert: cert?,
             key: key?,
+            crl: crl.ok()?,
         })
     }
 
@@ -568,6 +578,22 @@ interface = "eth1"
         let err = Config::parse(&bad, Path::new("/")).unwrap_err();
         assert!(err.contains("tls.key: missing"), "{err}");
         assert!(err.contains("tls.keyfile: unknown key"), "{err}");
+    }
+
+    #[test]
+    fn the_revocation_list_is_optional_and_relative_to_the_config() {
+        let base = Path::new("/etc/dvrmesh");
+        assert_eq!(Config::parse(EXAMPLE, base).unwrap().tls.crl, None);
+        let with = EXAMPLE.replace(
+            "key = \"compute-1/node.key\"",
+            "key = \"compute-1/node.key\"\ncrl = \"ca/crl.pem\"",
+        );
+        assert_eq!(
+            Config::parse(&with, base).unwrap().tls.crl,
+            Some(base.join("ca/crl.pem"))
+        );
+        let bad = with.replace("\"ca/crl.pem\"", "7");
+        assert!(Config::parse(&bad, base).unwrap_err().contains("tls.crl"));
     }
 
     #[test]

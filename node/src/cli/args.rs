@@ -330,4 +330,19 @@ pub(crate) enum CertCommand {
         #[arg(long, default_value_t = tls::DEFAULT_NODE_CERT_DAYS)]
         days: u32,
     },
+    /// Revoke a node's certificates: adds every certificate the CA issued to the node (recorded in
+    /// DIR/issued/), or the one in --cert, to DIR/crl.pem. Copy crl.pem to every node's
+    /// `[tls] crl` path: agents re-read it within a second, close the node's connections and drop
+    /// it from their views.
+    Revoke {
+        /// Directory holding the CA (ca.pem, ca.key, crl.pem).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Node whose certificates to revoke.
+        #[arg(long, value_name = "NODE_ID", required_unless_present = "cert")]
+        node: Option<String>,
+        /// A certificate file to revoke (e.g. one issued before the CA recorded what it issues).
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+    },
 }

@@ -60,6 +60,16 @@ fn run(cli: Cli) -> Result<()> {
             output::print_paths(cli.json, &cert, &key);
             Ok(())
         }
+        Command::Cert(CertCommand::Revoke { ca, node, cert }) => {
+            let node = node
+                .as_deref()
+                .map(NodeId::new)
+                .transpose()
+                .context("--node")?;
+            let revoked = tls::revoke::revoke(ca, node.as_ref(), cert.as_deref())?;
+            output::print_revoked(cli.json, &revoked);
+            Ok(())
+        }
         Command::Agent(AgentArgs { action: None }) => {
             let path = cli
                 .config

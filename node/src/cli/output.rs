@@ -304,6 +304,25 @@ pub(crate) fn print_drain(v: &Value) {
     );
 }
 
+pub(crate) fn print_revoked(json: bool, r: &dvrmesh_node::mesh::pki::revoke::Revoked) {
+    if json {
+        print_json(&serde_json::to_value(r).unwrap_or_default());
+        return;
+    }
+    if r.serials.is_empty() {
+        out!("already revoked: nothing added");
+    }
+    for s in &r.serials {
+        out!("revoked serial {s}");
+    }
+    out!(
+        "wrote {} (number {}, {} revoked in all); copy it to every node's [tls] crl",
+        r.crl.display(),
+        r.crl_number,
+        r.total
+    );
+}
+
 pub(crate) fn print_paths(json: bool, cert: &Path, key: &Path) {
     if json {
         out!(

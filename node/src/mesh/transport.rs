@@ -28,9 +28,10 @@ use mesh_proto::NodeId;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::mesh::limits::{Held, Pool, TokenBucket};
+use crate::mesh::pki::crl::Revocation;
 use crate::mesh::pki::{peer_node_id, Credentials};
 use crate::mesh::trust::{Sender, Trust};
 use crate::mesh::wire::{
@@ -58,6 +59,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// Close code sent to a peer whose gossip contradicts its certificate.
 const CLOSE_IDENTITY: u32 = 0x1d;
+/// Close code: the peer's certificate was revoked.
+const CLOSE_REVOKED: u32 = 0x1e;
 /// Most peers tracked at once; beyond that the least recently used queue is dropped.
 const MAX_PEERS: usize = 4096;
 /// Election datagrams queued for the election before new ones are dropped.
@@ -218,6 +221,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The QUIC transport factory handed to chitchat.
 pub struct QuicTransport {
     trust: Arc<Trust>,
+    revocation: Arc<Revocation>,
     server: quinn::ServerConfig,
     client: quinn::ClientConfig,
     directory: PeerDirectory,
@@ -291,6 +295,51 @@ impl DatagramSender {
     }
 }
 
+/// Cuts off peers whose certificates a new revocation list revokes. Cheap to clone.
+#[derive(Clone)]
+pub struct Evictor {
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    trust: Arc<Trust>,
+}
+
+/// Who a new revocation list cut off.
+#[derive(Debug, Default)]
+pub struct Evicted {
+    /// Nodes whose connections were closed.
+    pub connections: Vec<NodeId>,
+    /// Node lives whose gossip is refused from now on.
+    pub node_lives: Vec<ChitchatId>,
+}
+
+impl Evictor {
+    /// Closes the connections of revoked peers (new handshakes are refused by the verifiers) and
+    /// stops accepting their gossip.
+    pub fn evict(&self, revoked: &Revocation) -> Evicted {
+        Evicted {
+            connections: self.close_revoked(revoked),
+            node_lives: self.trust.recheck_anchors(),
+        }
+    }
+
+    /// Closes every connection whose peer presented a certificate `revoked` says is revoked now
+    /// (new handshakes are refused by the verifiers). Returns the nodes cut off.
+    fn close_revoked(&self, revoked: &Revocation) -> Vec<NodeId> {
+        let Some(shared) = self.shared.get() else {
+            return Vec::new();
+        };
+        let mut cut = Vec::new();
+        lock(&shared.conns).retain(|_, conn| {
+            if !peer_revoked(conn, revoked) {
+                return true;
+            }
+            conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+            cut.extend(peer_node_id(conn));
+            false
+        });
+        cut
+    }
+}
+
 /// The election's end of the transport: a sender, and received datagrams with the sender's
 /// certified node id.
 pub struct DatagramPort {
@@ -317,6 +366,7 @@ impl QuicTransport {
         let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         Ok(QuicTransport {
             trust: Arc::new(Trust::new(me, creds.peer_certs()?)),
+            revocation: creds.revocation(),
             server,
             client,
             directory: PeerDirectory::default(),
@@ -349,6 +399,14 @@ impl QuicTransport {
     /// The transport's counters.
     pub fn stats(&self) -> Arc<TransportStats> {
         self.stats.clone()
+    }
+
+    /// A handle that cuts off revoked peers.
+    pub fn evictor(&self) -> Evictor {
+        Evictor {
+            shared: self.shared.clone(),
+            trust: self.trust.clone(),
+        }
     }
 
     /// The gossip filter, whose counters say what peers relayed or forged that was refused.
@@ -389,6 +447,7 @@ impl Transport for QuicTransport {
             gossip_pool: Pool::new(INBOUND_BYTES, INBOUND_BYTES_PER_PEER),
             dialing: Mutex::new(HashSet::new()),
             trust: self.trust.clone(),
+            revocation: self.revocation.clone(),
         });
         // A transport is opened once per agent; a second socket keeps the first one's port.
         let _ = self.shared.set(shared.clone());
@@ -412,6 +471,7 @@ struct Shared {
     gossip_pool: Pool,
     dialing: Mutex<HashSet<SocketAddr>>,
     trust: Arc<Trust>,
+    revocation: Arc<Revocation>,
 }
 
 impl Shared {
@@ -464,6 +524,7 @@ impl Shared {
             bump(&self.stats.handshake_failures);
             return None;
         };
+        debug!(peer = %addr, node = %peer, id = conn.stable_id(), "connection adopted");
         self.directory.record(addr, peer.clone());
         {
             let mut conns = lock(&self.conns);
@@ -625,6 +686,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
     let mut rate = TokenBucket::new(FRAME_BURST, FRAMES_PER_SECOND);
     let share = shared.gossip_pool.share();
     let mut refusals = Throttle::new(Duration::from_secs(1));
+    let mut standing = Standing::new(&shared.revocation);
     let mut refuse = |why: &dyn std::fmt::Display| {
         bump(&shared.stats.rejected_frames);
         if let Some(n) = refusals.event(&(), std::time::Instant::now()) {
@@ -632,6 +694,9 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
         }
     };
     while let Ok(mut stream) = conn.accept_uni().await {
+        if !standing.holds(&conn) {
+            break;
+        }
         if !rate.take(std::time::Instant::now()) {
             bump(&shared.stats.dropped_rate);
             // Refuse the stream unread: its bytes are never buffered.
@@ -678,6 +743,47 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
     shared.forget(addr, &conn);
 }
 
+/// Whether a connection's peer is still in good standing: checked again whenever the revocation
+/// list changed since the last look; a revoked peer's connection is closed.
+struct Standing {
+    revocation: Arc<Revocation>,
+    generation: u64,
+}
+
+impl Standing {
+    fn new(revocation: &Arc<Revocation>) -> Standing {
+        Standing {
+            revocation: revocation.clone(),
+            generation: revocation.generation(),
+        }
+    }
+
+    fn holds(&mut self, conn: &quinn::Connection) -> bool {
+        let now = self.revocation.generation();
+        if now == self.generation {
+            return true;
+        }
+        self.generation = now;
+        if peer_revoked(conn, &self.revocation) {
+            info!(peer = %conn.remote_address(), "closing the connection of a revoked peer");
+            conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether the certificate a peer presented is revoked now.
+fn peer_revoked(conn: &quinn::Connection, revocation: &Revocation) -> bool {
+    conn.peer_identity()
+        .and_then(|i| {
+            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().map(|c| revocation.is_revoked(c)))
+        .unwrap_or(false)
+}
+
 /// What becomes of one received gossip frame.
 enum Admit {
     /// The checked and filtered message, for chitchat, and about how many bytes it holds.
@@ -719,7 +825,11 @@ fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) ->
 
 async fn datagram_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {
     let share = shared.datagram_pool.share();
+    let mut standing = Standing::new(&shared.revocation);
     while let Ok(bytes) = conn.read_datagram().await {
+        if !standing.holds(&conn) {
+            break;
+        }
         if bytes.len() > MAX_DATAGRAM {
             bump(&shared.stats.datagrams_dropped);
             continue;

@@ -68,6 +68,9 @@ pub struct TrustCounters {
     pub resets_refused: u64,
     /// Relayed heartbeats capped or ignored.
     pub heartbeats_capped: u64,
+    /// Digest entries and deltas of node lives whose certificate is revoked, dropped (honest
+    /// peers relay them until they forget the node).
+    pub revoked_lives: u64,
 }
 
 impl TrustCounters {
@@ -81,7 +84,13 @@ impl TrustCounters {
 }
 
 /// A node life's anchor: the public key of its verified certificate.
-type Anchor = Vec<u8>;
+#[derive(Clone)]
+struct Anchor {
+    /// The public key its values are sealed with.
+    key: Vec<u8>,
+    /// The certificate as published, to check again when the revocation list changes.
+    cert: String,
+}
 
 /// The last heartbeat a node life sent about itself, and when.
 #[derive(Clone, Copy)]
@@ -100,6 +109,8 @@ pub struct Trust {
 #[derive(Default)]
 struct State {
     anchors: HashMap<ChitchatId, Anchor>,
+    /// Node lives whose certificate is revoked.
+    revoked: HashSet<ChitchatId>,
     direct: HashMap<ChitchatId, Direct>,
     checked: HashSet<u64>,
     counters: TrustCounters,
@@ -123,6 +134,30 @@ impl Trust {
             certs,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Checks every anchor's certificate again (after a new revocation list) and drops those
+    /// refused now: from then on their node lives' values and digest entries are refused.
+    /// Returns the node lives dropped.
+    pub fn recheck_anchors(&self) -> Vec<ChitchatId> {
+        let mut st = self.lock();
+        let mut dropped = Vec::new();
+        st.anchors.retain(|id, a| {
+            let good = self
+                .certs
+                .public_key(&a.cert)
+                .is_ok_and(|(node, _)| *node.as_str() == *id.node_id);
+            if !good {
+                dropped.push(id.clone());
+            }
+            good
+        });
+        st.checked.clear();
+        if st.revoked.len() + dropped.len() > MAX_ANCHORS {
+            st.revoked.clear();
+        }
+        st.revoked.extend(dropped.iter().cloned());
+        dropped
     }
 
     /// What was refused so far.
@@ -190,6 +225,8 @@ impl Trust {
                     st.counters.heartbeats_capped += 1;
                 }
                 out.push(e);
+            } else if st.revoked.contains(&e.id) {
+                st.counters.revoked_lives += 1;
             } else {
                 st.counters.ghost_entries += 1;
             }
@@ -215,10 +252,18 @@ impl Trust {
     /// reset and no bare max version.
     fn node_delta(&self, st: &mut State, mut d: NodeDelta, from: Sender<'_>) -> Option<NodeDelta> {
         let from_owner = *d.id.node_id == *from.node.as_str();
+        if st.revoked.contains(&d.id) {
+            st.counters.revoked_lives += 1;
+            return None;
+        }
         if !st.anchors.contains_key(&d.id) {
             self.anchor(st, &d);
         }
-        let Some(key) = st.anchors.get(&d.id).cloned() else {
+        if st.revoked.contains(&d.id) {
+            st.counters.revoked_lives += 1;
+            return None;
+        }
+        let Some(key) = st.anchors.get(&d.id).map(|a| a.key.clone()) else {
             st.counters.unanchored_deltas += 1;
             return None;
         };
@@ -266,6 +311,9 @@ impl Trust {
             return;
         };
         let Ok((node, key)) = self.certs.public_key(cert) else {
+            if self.certs.is_revoked(cert) && st.revoked.len() < MAX_ANCHORS {
+                st.revoked.insert(d.id.clone());
+            }
             return;
         };
         let place = Place {
@@ -278,7 +326,8 @@ impl Trust {
             if st.anchors.len() >= MAX_ANCHORS {
                 st.anchors.clear();
             }
-            st.anchors.insert(d.id.clone(), key);
+            let cert = cert.to_string();
+            st.anchors.insert(d.id.clone(), Anchor { key, cert });
         }
     }
 }

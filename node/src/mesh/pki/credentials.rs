@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mesh_proto::NodeId;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::RootCertStore;
 
+use super::crl::Revocation;
 use super::identity::{load_certs, node_id_from_cert, provider};
 use super::signing::{PeerCerts, Signer};
 use crate::Error;
@@ -24,7 +24,7 @@ pub const ALPN: &[u8] = b"dvrmesh/1";
 pub struct Credentials {
     /// The node id its certificate is issued to.
     pub node_id: NodeId,
-    roots: Arc<RootCertStore>,
+    revocation: Arc<Revocation>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -47,7 +47,7 @@ impl Credentials {
             .map_err(|e| Error::Tls(format!("private key {}: {e}", key.display())))?;
         Ok(Credentials {
             node_id,
-            roots: Arc::new(roots),
+            revocation: Arc::new(Revocation::new(Arc::new(roots), None)?),
             chain,
             key,
         })
@@ -63,15 +63,23 @@ impl Credentials {
         }
     }
 
-    /// Verifies other nodes' signatures against the certificates they publish.
+    /// Verifies other nodes' signatures against the certificates they publish (following the
+    /// revocation list).
     pub fn peer_certs(&self) -> Result<PeerCerts, Error> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots.clone(),
-            provider(),
-        )
-        .build()
-        .map_err(|e| Error::Tls(format!("client verifier: {e}")))?;
-        Ok(PeerCerts::new(verifier))
+        Ok(PeerCerts::new(
+            self.revocation.client_verifier(),
+            Some(self.revocation.clone()),
+        ))
+    }
+
+    /// Whether the revocation list revokes this node's own certificate.
+    pub fn own_cert_revoked(&self) -> bool {
+        self.revocation.is_revoked(&self.chain[0])
+    }
+
+    /// The revocation list every verifier of these credentials follows.
+    pub fn revocation(&self) -> Arc<Revocation> {
+        self.revocation.clone()
     }
 
     /// This node's certificate as published in gossip.
@@ -82,12 +90,7 @@ impl Credentials {
     /// The rustls server side: TLS 1.3, a client certificate from the cluster CA required.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, Error> {
         let provider = provider();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| Error::Tls(format!("client verifier: {e}")))?;
+        let verifier = self.revocation.client_verifier();
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Tls(e.to_string()))?
@@ -95,6 +98,10 @@ impl Credentials {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| Error::Tls(format!("node certificate: {e}")))?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
+        // No resumption: a resumed session skips the certificate check, so a revoked peer could
+        // come back on an old ticket.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(cfg)
     }
 
@@ -102,71 +109,16 @@ impl Credentials {
     /// chain leads to the cluster CA and whose certificate names a valid node id.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
         let provider = provider();
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            self.roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| Error::Tls(format!("server verifier: {e}")))?;
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Tls(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NodeCertVerifier { inner }))
+            .with_custom_certificate_verifier(self.revocation.server_verifier())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| Error::Tls(format!("node certificate: {e}")))?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
+        // No resumption (see the server side): every handshake checks the certificate.
+        cfg.resumption = rustls::client::Resumption::disabled();
         Ok(cfg)
-    }
-}
-
-/// Verifies a server certificate against the cluster CA using the node id it names as the
-/// expected server name: the dialer may know only an address, never a name.
-#[derive(Debug)]
-struct NodeCertVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for NodeCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let node = node_id_from_cert(end_entity).map_err(|e| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(std::io::Error::other(e)),
-            )))
-        })?;
-        let name = ServerName::try_from(node.as_str().to_string()).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }

@@ -29,7 +29,8 @@ pub const DEFAULT_NODE_CERT_DAYS: u32 = 365;
 /// How long a new CA is valid by default.
 pub const DEFAULT_CA_DAYS: u32 = 3650;
 
-/// Creates a cluster CA in `dir` (`ca.pem`, `ca.key` with mode 0600). Refuses to overwrite.
+/// Creates a cluster CA in `dir` (`ca.pem`, `ca.key` with mode 0600, and an empty revocation
+/// list `crl.pem`). Refuses to overwrite.
 pub fn init_ca(dir: &Path, days: u32) -> Result<(PathBuf, PathBuf), Error> {
     let cert_path = dir.join(CA_CERT);
     let key_path = dir.join(CA_KEY);
@@ -52,11 +53,12 @@ pub fn init_ca(dir: &Path, days: u32) -> Result<(PathBuf, PathBuf), Error> {
     fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
     write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    super::revoke::init_crl(dir)?;
     Ok((cert_path, key_path))
 }
 
 /// Issues a certificate for `node` signed by the CA in `ca_dir`, into `out` (`node.pem`,
-/// `node.key` with mode 0600). Refuses to overwrite.
+/// `node.key` with mode 0600), and records it in the CA's `issued/`. Refuses to overwrite.
 pub fn issue_node_cert(
     ca_dir: &Path,
     node: &NodeId,
@@ -66,21 +68,7 @@ pub fn issue_node_cert(
     let cert_path = out.join(NODE_CERT);
     let key_path = out.join(NODE_KEY);
     refuse_existing(&[&cert_path, &key_path])?;
-    let ca_cert_pem = read_text("CA certificate", &ca_dir.join(CA_CERT))?;
-    let ca_key_pem = read_text("CA key", &ca_dir.join(CA_KEY))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)
-        .map_err(|e| Error::Tls(format!("CA key {}: {e}", ca_dir.join(CA_KEY).display())))?;
-    let ca_params = CertificateParams::from_ca_cert_pem(&ca_cert_pem).map_err(|e| {
-        Error::Tls(format!(
-            "CA certificate {}: {e}",
-            ca_dir.join(CA_CERT).display()
-        ))
-    })?;
-    // Re-create the issuer from its own parameters and key: the signature on the node
-    // certificate is made by the CA key and names the CA's subject, which is all a verifier checks.
-    let issuer = ca_params
-        .self_signed(&ca_key)
-        .map_err(|e| Error::Tls(format!("loading CA: {e}")))?;
+    let (issuer, ca_key) = super::revoke::load_issuer(ca_dir)?;
 
     let mut params = CertificateParams::new(vec![node.as_str().to_string()])
         .map_err(|e| Error::Tls(format!("node certificate parameters: {e}")))?;
@@ -100,6 +88,7 @@ pub fn issue_node_cert(
     fs::create_dir_all(out).map_err(|e| Error::io("creating directory", out, e))?;
     write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    super::revoke::record_issued(ca_dir, node, &cert)?;
     Ok((cert_path, key_path))
 }
 
@@ -116,10 +105,6 @@ fn refuse_existing(paths: &[&Path]) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn read_text(what: &'static str, path: &Path) -> Result<String, Error> {
-    fs::read_to_string(path).map_err(|e| Error::io(what, path, e))
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {

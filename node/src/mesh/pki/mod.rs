@@ -1,11 +1,14 @@
 //! The cluster PKI: issuing the CA and node certificates offline ([`issue`]), reading a node's
 //! identity from its certificate ([`identity`]), the credentials and TLS configurations of the
-//! transport ([`credentials`]), owner signatures ([`signing`]) and the seal every published gossip
-//! value carries ([`sealed`]).
+//! transport ([`credentials`]), owner signatures ([`signing`]), the seal every published gossip
+//! value carries ([`sealed`]), and revocation: the CA's list ([`revoke`]) and the agent's
+//! verifiers that follow it ([`crl`]).
 
 pub mod credentials;
+pub mod crl;
 pub mod identity;
 pub mod issue;
+pub mod revoke;
 pub mod sealed;
 pub mod signing;
 

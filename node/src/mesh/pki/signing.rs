@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mesh_proto::NodeId;
 use ring::rand::SystemRandom;
@@ -19,6 +20,7 @@ use ring::signature::{
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 
+use super::crl::Revocation;
 use super::identity::node_id_from_cert;
 use crate::Error;
 /// Most certificates remembered by a verifier.
@@ -26,6 +28,9 @@ const MAX_CACHED: usize = 4096;
 
 /// A certificate's check: the node it names and its public key, or why it was refused.
 type CertCheck = Result<(NodeId, Vec<u8>), String>;
+
+/// A check, the revocation generation it was made under, and when.
+type CachedCheck = (CertCheck, u64, Instant);
 
 /// Signs with this node's key (ECDSA P-256, the key `cert issue` generates).
 pub struct Signer {
@@ -74,6 +79,13 @@ pub trait ClaimAuthority: Send + Sync {
     /// Whether `sig` is `node`'s signature over `msg`, per the certificate `node` publishes
     /// (`cert`: its [`crate::mesh::keys::KEY_CERT`] gossip value).
     fn verify(&self, node: &NodeId, cert: Option<&str>, msg: &[u8], sig: &[u8]) -> bool;
+
+    /// Whether `node` is still a member in good standing: the certificate it publishes chains to
+    /// the cluster CA, names it, is not expired and not revoked. Why not, otherwise.
+    fn admits(&self, node: &NodeId, cert: Option<&str>) -> Result<(), String> {
+        let _ = (node, cert);
+        Ok(())
+    }
 }
 
 /// Accepts everything: for simulations that run without TLS. Only in test builds (the
@@ -89,38 +101,62 @@ impl ClaimAuthority for TrustAll {
     }
 }
 
-/// The real authority: certificates must chain to the cluster CA and name the signer.
+/// The real authority: certificates must chain to the cluster CA, name the signer, and not be
+/// revoked.
 #[derive(Clone)]
 pub struct PeerCerts {
     verifier: Arc<dyn ClientCertVerifier>,
-    /// Gossip text of a certificate → (the node it names, its public key), or why it was refused.
-    cache: Arc<Mutex<HashMap<String, CertCheck>>>,
+    revocation: Option<Arc<Revocation>>,
+    /// Gossip text of a certificate → its check, with the revocation generation and the time it
+    /// was made (a check is redone after a new list, or after [`RECHECK_AFTER`] for expiry).
+    cache: Arc<Mutex<HashMap<String, CachedCheck>>>,
 }
 
+/// How long a certificate check is trusted before it is redone (expiry is checked then).
+const RECHECK_AFTER: Duration = Duration::from_secs(60);
+
 impl PeerCerts {
-    /// An authority checking chains with `verifier` (the transport's client verifier).
-    pub fn new(verifier: Arc<dyn ClientCertVerifier>) -> PeerCerts {
+    /// An authority checking chains with `verifier` (the transport's client verifier), whose
+    /// cached checks go stale when `revocation` takes a new list.
+    pub fn new(
+        verifier: Arc<dyn ClientCertVerifier>,
+        revocation: Option<Arc<Revocation>>,
+    ) -> PeerCerts {
         PeerCerts {
             verifier,
+            revocation,
             cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// The node a published certificate names and its public key, if the chain is good.
     pub fn public_key(&self, cert: &str) -> Result<(NodeId, Vec<u8>), String> {
-        if let Some(r) = self.lock().get(cert) {
-            return r.clone();
+        let generation = self.revocation.as_ref().map_or(0, |r| r.generation());
+        let now = Instant::now();
+        if let Some((r, g, at)) = self.lock().get(cert) {
+            if *g == generation && now.saturating_duration_since(*at) < RECHECK_AFTER {
+                return r.clone();
+            }
         }
         let r = self.check(cert);
         let mut cache = self.lock();
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(cert.to_string(), r.clone());
+        cache.insert(cert.to_string(), (r.clone(), generation, now));
         r
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CertCheck>> {
+    /// Whether a published certificate is revoked by the current list.
+    pub fn is_revoked(&self, cert: &str) -> bool {
+        let Some(revocation) = &self.revocation else {
+            return false;
+        };
+        mesh_proto::decode_value::<Vec<u8>>(cert)
+            .is_ok_and(|der| revocation.is_revoked(&CertificateDer::from(der)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedCheck>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -139,6 +175,14 @@ impl PeerCerts {
 }
 
 impl ClaimAuthority for PeerCerts {
+    fn admits(&self, node: &NodeId, cert: Option<&str>) -> Result<(), String> {
+        let cert = cert.ok_or("publishes no certificate")?;
+        match self.public_key(cert)? {
+            (named, _) if &named == node => Ok(()),
+            (named, _) => Err(format!("publishes the certificate of {named}")),
+        }
+    }
+
     fn verify(&self, node: &NodeId, cert: Option<&str>, msg: &[u8], sig: &[u8]) -> bool {
         let Some(cert) = cert else {
             return false;

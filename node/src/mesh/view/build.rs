@@ -30,7 +30,20 @@ pub fn build_view<'a>(
     authority: &dyn ClaimAuthority,
     clock: Clock,
 ) -> ClusterView {
-    let nodes: Vec<(&ChitchatId, &Published)> = nodes.into_iter().collect();
+    let all: Vec<(&ChitchatId, &Published)> = nodes.into_iter().collect();
+    // A node whose certificate is refused now (revoked, expired) is out, with everything it
+    // published.
+    let mut excluded = BTreeMap::new();
+    let nodes: Vec<(&ChitchatId, &Published)> = all
+        .into_iter()
+        .filter(|(id, st)| match admitted(id, st, authority) {
+            Ok(()) => true,
+            Err(why) => {
+                excluded.insert(id.node_id.to_string(), why);
+                false
+            }
+        })
+        .collect();
     // Records of every life of every node count, dead or joining: that is what keeps an object
     // alive while its replicas move.
     let publishers: Vec<(NodeId, &Published)> = nodes
@@ -60,7 +73,6 @@ pub fn build_view<'a>(
         }
     }
     let mut members = BTreeMap::new();
-    let mut excluded = BTreeMap::new();
     for (name, (id, state, is_live)) in best {
         let Some(text) = state.get(KEY_NODE_FACTS) else {
             // Not yet replicated: the node appears once its facts arrive.
@@ -96,6 +108,8 @@ pub fn build_view<'a>(
             },
         );
     }
+    // Another life of the node (a new certificate after a rotation) may be fine.
+    excluded.retain(|name, _| !members.keys().any(|m: &NodeId| m.as_str() == name));
     ClusterView {
         generation,
         me: me.clone(),
@@ -103,6 +117,20 @@ pub fn build_view<'a>(
         excluded,
         tenant,
     }
+}
+
+/// Whether a node life's certificate is still good (`authority`); a life that has published
+/// none yet is not judged.
+fn admitted(
+    id: &ChitchatId,
+    state: &Published,
+    authority: &dyn ClaimAuthority,
+) -> Result<(), String> {
+    let Some(cert) = state.get(KEY_CERT) else {
+        return Ok(());
+    };
+    let node = NodeId::new(&*id.node_id).map_err(|e| e.to_string())?;
+    authority.admits(&node, Some(cert))
 }
 
 /// The external networks a node reports unreachable.
