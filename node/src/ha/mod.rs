@@ -38,6 +38,7 @@ mod announce;
 pub mod election;
 mod health;
 mod input;
+mod report;
 mod status;
 mod task;
 

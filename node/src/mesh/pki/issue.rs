@@ -16,10 +16,8 @@ use rcgen::{
 
 use crate::Error;
 
-/// File names inside a CA directory and a node credential directory.
-pub const CA_CERT: &str = "ca.pem";
-/// The CA's private key.
-pub const CA_KEY: &str = "ca.key";
+pub use super::ca::{CA_CERT, CA_KEY};
+
 /// A node's certificate.
 pub const NODE_CERT: &str = "node.pem";
 /// A node's private key.
@@ -68,7 +66,7 @@ pub fn issue_node_cert(
     let cert_path = out.join(NODE_CERT);
     let key_path = out.join(NODE_KEY);
     refuse_existing(&[&cert_path, &key_path])?;
-    let (issuer, ca_key) = super::revoke::load_issuer(ca_dir)?;
+    let (issuer, ca_key) = super::ca::load_issuer(ca_dir)?;
 
     let mut params = CertificateParams::new(vec![node.as_str().to_string()])
         .map_err(|e| Error::Tls(format!("node certificate parameters: {e}")))?;

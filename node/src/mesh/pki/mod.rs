@@ -4,6 +4,7 @@
 //! value carries ([`sealed`]), and revocation: the CA's list ([`revoke`]) and the agent's
 //! verifiers that follow it ([`crl`]).
 
+pub mod ca;
 pub mod credentials;
 pub mod crl;
 pub mod identity;

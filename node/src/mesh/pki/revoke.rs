@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use mesh_proto::NodeId;
 use rcgen::{
-    Certificate, CertificateParams, CertificateRevocationListParams, KeyIdMethod, KeyPair,
-    RevokedCertParams, SerialNumber,
+    Certificate, CertificateRevocationListParams, KeyIdMethod, KeyPair, RevokedCertParams,
+    SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use serde::Serialize;
 
-use super::issue::{CA_CERT, CA_KEY};
+use super::ca::load_issuer;
 use crate::Error;
 
 /// The CA directory's revocation list.
@@ -47,29 +47,6 @@ pub fn serial_of(der: &[u8]) -> Result<Vec<u8>, String> {
 /// Lower-case hex of a serial.
 pub fn hex(serial: &[u8]) -> String {
     serial.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The CA certificate and key of `ca_dir`, ready to sign.
-pub(super) fn load_issuer(ca_dir: &Path) -> Result<(Certificate, KeyPair), Error> {
-    let read = |what: &'static str, name: &str| {
-        let path = ca_dir.join(name);
-        fs::read_to_string(&path).map_err(|e| Error::io(what, &path, e))
-    };
-    let (cert_pem, key_pem) = (read("CA certificate", CA_CERT)?, read("CA key", CA_KEY)?);
-    let key = KeyPair::from_pem(&key_pem)
-        .map_err(|e| Error::Tls(format!("CA key {}: {e}", ca_dir.join(CA_KEY).display())))?;
-    let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| {
-        Error::Tls(format!(
-            "CA certificate {}: {e}",
-            ca_dir.join(CA_CERT).display()
-        ))
-    })?;
-    // Re-created from its own parameters and key: a signature made by the CA key naming the
-    // CA's subject, which is all a verifier checks.
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| Error::Tls(format!("loading CA: {e}")))?;
-    Ok((cert, key))
 }
 
 /// Records a certificate the CA issued to `node`, so it can be revoked by node id.
