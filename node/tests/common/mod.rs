@@ -189,10 +189,19 @@ pub fn pki(names: &[&str]) -> Result<tempfile::TempDir> {
 /// Starts agents `names` (certificates already issued) seeded at the first; waits until every one
 /// lists all alive.
 pub fn cluster(dir: &Path, names: &[&str]) -> Result<Vec<Agent>> {
+    cluster_with(dir, names, |config| config)
+}
+
+/// [`cluster`], with each configuration file passed through `tweak` before its agent starts.
+pub fn cluster_with(
+    dir: &Path,
+    names: &[&str],
+    tweak: impl Fn(PathBuf) -> PathBuf,
+) -> Result<Vec<Agent>> {
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let mut agents = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        let cfg = write_config(dir, n, n, "ca", ports[i], ports[0]);
+        let cfg = tweak(write_config(dir, n, n, "ca", ports[i], ports[0]));
         agents.push(start(dir, n, &cfg)?);
     }
     wait_until(
