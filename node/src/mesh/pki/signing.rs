@@ -8,7 +8,7 @@
 //!
 //! [`KEY_CERT`]: crate::mesh::keys::KEY_CERT
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,7 +110,12 @@ pub struct PeerCerts {
     /// Gossip text of a certificate → its check, with the revocation generation and the time it
     /// was made (a check is redone after a new list, or after [`RECHECK_AFTER`] for expiry).
     cache: Arc<Mutex<HashMap<String, CachedCheck>>>,
+    /// Fingerprints of (key, message, signature) that verified.
+    verified: Arc<Mutex<HashSet<u64>>>,
 }
+
+/// Most good signatures remembered.
+const MAX_VERIFIED: usize = 65_536;
 
 /// How long a certificate check is trusted before it is redone (expiry is checked then).
 const RECHECK_AFTER: Duration = Duration::from_secs(60);
@@ -126,6 +131,7 @@ impl PeerCerts {
             verifier,
             revocation,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            verified: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -145,6 +151,31 @@ impl PeerCerts {
         }
         cache.insert(cert.to_string(), (r.clone(), generation, now));
         r
+    }
+
+    /// Whether `sig` over `msg` verifies with `key`. Good signatures are remembered (the view
+    /// checks every published claim on every rebuild; a claim stays the same for many).
+    fn signature_holds(&self, key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (key, msg, sig).hash(&mut h);
+            h.finish()
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.contains(&fingerprint) {
+            return true;
+        }
+        let ok = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+            .verify(msg, sig)
+            .is_ok();
+        if ok {
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(fingerprint);
+        }
+        ok
     }
 
     /// Whether a published certificate is revoked by the current list.
@@ -188,11 +219,7 @@ impl ClaimAuthority for PeerCerts {
             return false;
         };
         match self.public_key(cert) {
-            Ok((named, key)) if &named == node => {
-                UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
-                    .verify(msg, sig)
-                    .is_ok()
-            }
+            Ok((named, key)) if &named == node => self.signature_holds(&key, msg, sig),
             _ => false,
         }
     }
@@ -252,5 +279,35 @@ mod tests {
         let m_cert = mallory.published_cert().unwrap();
         assert!(!authority.verify(&node_a, Some(&m_cert), &msg, &m_sig));
         assert!(!authority.verify(&node_a, Some("garbage"), &msg, &sig));
+    }
+
+    #[test]
+    fn a_revoked_certificate_stops_verifying_even_when_its_checks_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, 30).unwrap();
+        let a = creds(dir.path(), &ca, "a");
+        let authority = a.peer_certs().unwrap();
+        let node_a = NodeId::new("a").unwrap();
+        let claim = SnatClaim {
+            router: ObjectId::new("r1").unwrap(),
+            epoch: 1,
+            priority: Priority::new(200).unwrap(),
+            node: node_a.clone(),
+        };
+        let msg = claim_message(&claim).unwrap();
+        let sig = a.signer().unwrap().sign(&msg).unwrap();
+        let cert = a.published_cert().unwrap();
+        assert!(authority.verify(&node_a, Some(&cert), &msg, &sig));
+        assert!(authority.verify(&node_a, Some(&cert), &msg, &sig), "cached");
+        assert_eq!(authority.admits(&node_a, Some(&cert)), Ok(()));
+
+        crate::mesh::pki::revoke::revoke(&ca, Some(&node_a), None).unwrap();
+        let crl = crate::mesh::pki::crl::Crl::load(&ca.join("crl.pem")).unwrap();
+        a.revocation().update(&crl).unwrap();
+        assert!(!authority.verify(&node_a, Some(&cert), &msg, &sig));
+        let why = authority.admits(&node_a, Some(&cert)).unwrap_err();
+        assert!(why.contains("Revoked"), "{why}");
+        assert!(authority.is_revoked(&cert));
     }
 }
