@@ -4,7 +4,7 @@
 //! - [`lab`]: the sealed namespace lab behind `dvrmesh-lab` (nodes running real agents, VMs,
 //!   an upstream router and an internet host) and its teardown;
 //! - [`probe`]: UDP probes written in Rust, so no scenario depends on ping or iperf;
-//! - [`demo`]: the README's main job;
+//! - [`demo`]: the README's main job (on either lab);
 //! - [`bench`]: the datapath programming benchmark (`datapath-bench`).
 #![forbid(unsafe_code)]
 
