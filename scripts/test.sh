@@ -15,26 +15,7 @@ fi
 scripts/setup.sh --compose
 
 # The compose chaos test (testbed/tests/compose_chaos.rs) needs the docker daemon.
-docker_ready() { docker info >/dev/null 2>&1; }
-wait_docker() {  # wait_docker SECONDS
-  local i
-  for i in $(seq 1 "$1"); do docker_ready && return 0; sleep 1; done
-  return 1
-}
-if ! docker_ready; then
-  echo "==> the docker daemon does not answer: service docker start"
-  service docker start >/dev/null 2>&1 || true
-  if ! wait_docker 20 && command -v dockerd >/dev/null 2>&1; then
-    echo "==> still no docker: starting dockerd in the background (log: /var/log/dvrmesh-dockerd.log)"
-    nohup dockerd >/var/log/dvrmesh-dockerd.log 2>&1 &
-    wait_docker 30 || true
-  fi
-  if ! docker_ready; then
-    echo "error: docker is not usable, and the compose lab's chaos test needs it:" >&2
-    docker info 2>&1 | tail -3 >&2
-    exit 1
-  fi
-fi
+scripts/docker-ready.sh
 # Docker answers: the compose chaos test must run, a docker failure in it is a test failure.
 export DVRMESH_COMPOSE_REQUIRED=1
 
