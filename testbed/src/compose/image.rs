@@ -14,7 +14,8 @@ use super::docker;
 pub const BASE: &str = "dvrmesh-base:bookworm";
 /// The lab image every service runs.
 pub const IMAGE: &str = "dvrmesh-lab:dev";
-/// Label of the lab image naming the binaries it was built from (size and mtime of each).
+/// Label of the lab image naming what it was built from: the base image's id and the binaries
+/// (size and mtime of each).
 const STAMP_LABEL: &str = "org.dvrmesh.binaries";
 
 /// The binaries the lab image carries.
@@ -28,7 +29,8 @@ pub struct Binaries {
 
 impl Binaries {
     /// `$DVRMESH_BIN` or the newest of the release and debug `dvrmesh` of this build tree (the
-    /// release one when it is not older); the running `dvrmesh-lab` (or `$DVRMESH_LAB_BIN`).
+    /// release one unless it is older: a stale release build is not what was just built); the
+    /// running `dvrmesh-lab` (or `$DVRMESH_LAB_BIN`).
     pub fn find() -> Result<Binaries> {
         let lab = crate::lab::find_lab_bin()?;
         if let Some(p) = std::env::var_os("DVRMESH_BIN") {
@@ -39,7 +41,8 @@ impl Binaries {
         }
         let near = crate::lab::find_dvrmesh()?;
         let profile_dir = near.parent().and_then(Path::parent);
-        let newest = ["release", "debug"]
+        // On a tie `max_by_key` keeps the last: release.
+        let newest = ["debug", "release"]
             .iter()
             .filter_map(|p| profile_dir.map(|d| d.join(p).join("dvrmesh")))
             .filter(|p| p.is_file())
@@ -50,13 +53,20 @@ impl Binaries {
         })
     }
 
-    /// What identifies this pair of binaries (size and mtime of each).
+    /// What a lab image built now is made of: the base image's id and this pair of binaries
+    /// (size and mtime of each).
     fn stamp(&self) -> Result<String> {
         let one = |p: &Path| -> Result<String> {
             let m = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
             Ok(format!("{}-{}", m.len(), mtime(p)?))
         };
-        Ok(format!("{}/{}", one(&self.dvrmesh)?, one(&self.lab)?))
+        let base = docker::run(&["image", "inspect", "-f", "{{.Id}}", BASE])?;
+        Ok(format!(
+            "{}/{}/{}",
+            base.trim(),
+            one(&self.dvrmesh)?,
+            one(&self.lab)?
+        ))
     }
 }
 
@@ -97,7 +107,8 @@ pub fn ensure_base(root: &Path, force: bool, progress: &mut dyn FnMut(&str)) -> 
     Ok(())
 }
 
-/// Builds the lab image unless it exists and carries these binaries; the base first if missing.
+/// Builds the lab image unless it exists, carries these binaries and is built on the current
+/// base; the base first if missing.
 pub fn ensure(root: &Path, bins: &Binaries, progress: &mut dyn FnMut(&str)) -> Result<()> {
     ensure_base(root, false, progress)?;
     let stamp = bins.stamp()?;
