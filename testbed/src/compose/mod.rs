@@ -132,7 +132,11 @@ impl ComposeLab {
         for kind in ["network", "volume"] {
             let ids = docker::run(&[kind, "ls", "-q", "--filter", &label])?;
             for id in ids.split_whitespace() {
-                let _ = docker::output(&[kind, "rm", id]);
+                if let Err(e) = docker::run(&[kind, "rm", id]) {
+                    // Seen once: dockerd keeping a stale endpoint ("has active endpoints" with no
+                    // container). The next `up` reuses the network; a dockerd restart clears it.
+                    eprintln!("warning: {kind} {id} stays: {e:#}");
+                }
             }
         }
         host_fw(root, "del")?;
