@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Installs what dvrmesh's lab and tests need on a fresh Debian machine (root): nftables (and its
 # libnftables), iproute2, util-linux (nsenter, setsid, unshare), procps (kill: the lab's chaos
-# verbs signal agents).
+# verbs signal agents). With --compose, also what the compose lab needs: docker (docker.io, with
+# iptables), docker-compose (unless `docker compose` works), and mmdebstrap (unless debootstrap
+# is there) to build the lab's base image from Debian's packages.
+#
+# Usage: scripts/setup.sh [--compose]
 set -euo pipefail
+compose=0
+[ "${1:-}" = --compose ] && compose=1
 need=()
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
+if [ "$compose" = 1 ]; then
+  command -v docker >/dev/null 2>&1 || need+=(docker.io)
+  if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+    need+=(docker-compose)
+  fi
+  command -v mmdebstrap >/dev/null 2>&1 || command -v debootstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need[*]}"

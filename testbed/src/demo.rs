@@ -1,13 +1,89 @@
 //! The README's main job: a lab with two tenants whose CIDRs overlap, their routers, VMs spread
-//! over the nodes, FIPs, and the traffic matrix proving every path.
+//! over the nodes, FIPs, and the traffic matrix proving every path. The configuration and the
+//! matrix run on any [`Cluster`]: the namespace lab here, the compose lab in [`crate::compose`].
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde_json::Value;
 
 use crate::lab::spec::{LabSpec, EXT_CIDR, EXT_GATEWAY, INTERNET_IP};
-use crate::lab::{wait, Lab};
+use crate::lab::{wait, Lab, VmState};
+use crate::probe::{ProbeReport, ServerGuard};
+
+/// The external side of a lab: the external network dvrmesh maps (`public`) and the internet
+/// host behind the upstream router.
+pub struct External {
+    /// The external network's prefix.
+    pub cidr: &'static str,
+    /// The upstream router's address on it.
+    pub gateway: &'static str,
+    /// The addresses dvrmesh hands out there (router gateways and FIPs).
+    pub pool: &'static str,
+    /// The internet host.
+    pub internet_ip: &'static str,
+}
+
+/// The namespace lab's external side.
+pub const NAMESPACE_EXTERNAL: External = External {
+    cidr: EXT_CIDR,
+    gateway: EXT_GATEWAY,
+    pool: "203.0.113.10-203.0.113.250",
+    internet_ip: INTERNET_IP,
+};
+
+/// The demo's VMs: name, node, network, whether it gets a FIP. `b-vm3` is on the node without
+/// external access, so its FIP is served centrally.
+pub const VMS: [(&str, &str, &str, bool); 6] = [
+    ("a-vm1", "compute-1", "a-net1", true),
+    ("a-vm2", "compute-2", "a-net2", false),
+    ("a-vm3", "compute-2", "a-net1", false),
+    ("b-vm1", "compute-1", "b-net1", true),
+    ("b-vm2", "network-1", "b-net2", false),
+    ("b-vm3", "compute-3", "b-net2", true),
+];
+
+/// What the demo needs of a lab; the namespace lab and the compose lab both provide it.
+pub trait Cluster {
+    /// The node whose agent takes the configuration.
+    fn config_node(&self) -> &str;
+    /// Runs a dvrmesh command against a node's agent (with `--json`).
+    fn cli(&self, node: &str, args: &[&str]) -> Result<Value>;
+    /// The VMs made so far.
+    fn vms(&self) -> &[VmState];
+    /// Sends `count` UDP probes from a member (VM, node, `internet`) to `to`.
+    fn probe(&self, from: &str, to: &str, count: u32, interval_ms: u64) -> Result<ProbeReport>;
+    /// Starts a UDP echo server in a member for at most `secs`; stopped when the guard drops.
+    fn probe_server(&self, member: &str, secs: u64) -> Result<ServerGuard>;
+    /// The external network and the internet host.
+    fn external(&self) -> &External;
+}
+
+impl Cluster for Lab {
+    fn config_node(&self) -> &str {
+        &self.state.nodes[0].name
+    }
+    fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
+        Lab::cli(self, node, args)
+    }
+    fn vms(&self) -> &[VmState] {
+        &self.state.vms
+    }
+    fn probe(&self, from: &str, to: &str, count: u32, interval_ms: u64) -> Result<ProbeReport> {
+        Lab::probe(self, from, to, count, interval_ms)
+    }
+    fn probe_server(&self, member: &str, secs: u64) -> Result<ServerGuard> {
+        let mut child = Lab::probe_server(self, member, secs)?;
+        Ok(ServerGuard::new(move || {
+            let _ = child.kill();
+            let _ = child.wait();
+        }))
+    }
+    fn external(&self) -> &External {
+        &NAMESPACE_EXTERNAL
+    }
+}
 
 /// One expected path and what was seen.
 struct Check {
@@ -18,20 +94,28 @@ struct Check {
     expect_reach: bool,
 }
 
-/// Builds the demo configuration through the first node's agent.
+/// Builds the demo configuration through the namespace lab's first agent.
 pub fn configure(lab: &Lab) -> Result<()> {
-    let n = &lab.state.nodes[0].name;
-    let c = |args: &[&str]| lab.cli(n, args).map(|_| ());
+    configure_on(lab)
+}
+
+/// Builds the demo configuration through `cluster`'s configuration node: the external network
+/// `public`, routers `a-router` and `b-router` with gateways, networks `a-net1`, `a-net2`,
+/// `b-net1`, `b-net2` (`a-net1` and `b-net1` both 10.1.0.0/24).
+pub fn configure_on(cluster: &dyn Cluster) -> Result<()> {
+    let n = cluster.config_node();
+    let ext = cluster.external();
+    let c = |args: &[&str]| cluster.cli(n, args).map(|_| ());
     c(&[
         "external-network",
         "create",
         "public",
         "--cidr",
-        EXT_CIDR,
+        ext.cidr,
         "--gateway",
-        EXT_GATEWAY,
+        ext.gateway,
         "--pool",
-        "203.0.113.10-203.0.113.250",
+        ext.pool,
     ])?;
     for (t, nets) in [
         (
@@ -88,15 +172,7 @@ pub fn run(dir: &Path, keep: bool) -> Result<()> {
         "creating 2 tenants (overlapping 10.1.0.0/24), 2 routers, 4 subnets, the external network",
     );
     configure(&lab)?;
-    let vms = [
-        ("a-vm1", "compute-1", "a-net1", true),
-        ("a-vm2", "compute-2", "a-net2", false),
-        ("a-vm3", "compute-2", "a-net1", false),
-        ("b-vm1", "compute-1", "b-net1", true),
-        ("b-vm2", "network-1", "b-net2", false),
-        ("b-vm3", "compute-3", "b-net2", true),
-    ];
-    for (name, node, net, fip) in vms {
+    for (name, node, net, fip) in VMS {
         step(&format!(
             "creating VM {name} on {node} ({net}{})",
             if fip { ", with a FIP" } else { "" }
@@ -131,32 +207,31 @@ impl Check {
     }
 }
 
-fn router_ip(lab: &Lab, router: &str) -> Result<String> {
-    let r = lab.cli(&lab.state.nodes[0].name, &["router", "show", router])?;
+fn router_ip(c: &dyn Cluster, router: &str) -> Result<String> {
+    let r = c.cli(c.config_node(), &["router", "show", router])?;
     r["gateway"]["external_ip"]
         .as_str()
         .map(String::from)
         .context("router without external address")
 }
 
-fn matrix(lab: &Lab, start: Instant) -> Result<()> {
-    let checks = checks(lab)?;
+/// Runs the traffic matrix on `cluster` until every path passes (30 s at most), prints it with
+/// the time to full connectivity counted from `start`, and fails if a path did not pass.
+pub fn matrix(cluster: &dyn Cluster, start: Instant) -> Result<()> {
+    let checks = checks(cluster)?;
     let mut servers = Vec::new();
-    for v in &lab.state.vms {
-        servers.push(lab.probe_server(&v.name, 120)?);
+    for v in cluster.vms() {
+        servers.push(cluster.probe_server(&v.name, 120)?);
     }
-    servers.push(lab.probe_server("internet", 120)?);
+    servers.push(cluster.probe_server("internet", 120)?);
     // Time to full connectivity: retry the whole matrix until every check passes (30 s at most).
     let mut outcome = Vec::new();
     let ok = wait(Duration::from_secs(30), "full connectivity", || {
-        outcome = checks.iter().map(|c| run_check(lab, c)).collect();
+        outcome = checks.iter().map(|c| run_check(cluster, c)).collect();
         outcome.iter().all(|(pass, _)| *pass)
     });
     let connected_at = start.elapsed();
-    for mut s in servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    drop(servers);
     println!(
         "{:<8} {:<10} {:<30} {:<6} seen as",
         "from", "to", "path", "result"
@@ -179,16 +254,16 @@ fn matrix(lab: &Lab, start: Instant) -> Result<()> {
 
 /// Every path of the demo: east-west between each tenant's VMs, north-south through SNAT or the
 /// VM's FIP, the internet to each FIP, and one isolation check between the tenants.
-fn checks(lab: &Lab) -> Result<Vec<Check>> {
+fn checks(cluster: &dyn Cluster) -> Result<Vec<Check>> {
+    let internet_ip = cluster.external().internet_ip;
     let mut checks = Vec::new();
     for t in ['a', 'b'] {
-        let vms: Vec<&crate::lab::VmState> = lab
-            .state
-            .vms
+        let vms: Vec<&VmState> = cluster
+            .vms()
             .iter()
             .filter(|v| v.name.starts_with(t))
             .collect();
-        let snat_ip = router_ip(lab, &format!("{t}-router"))?;
+        let snat_ip = router_ip(cluster, &format!("{t}-router"))?;
         for a in &vms {
             for b in vms.iter().filter(|b| b.name != a.name) {
                 let path = if a.node == b.node {
@@ -208,13 +283,13 @@ fn checks(lab: &Lab) -> Result<Vec<Check>> {
                     "internet",
                     &a.name,
                     "internet to FIP",
-                    INTERNET_IP,
+                    internet_ip,
                 ));
             }
         }
     }
     // Isolation: tenant a cannot reach tenant b, not even at an address inside its own CIDR.
-    if let (Ok(a), Ok(b)) = (lab.vm("a-vm1"), lab.vm("b-vm1")) {
+    if let (Some(a), Some(b)) = (vm(cluster, "a-vm1"), vm(cluster, "b-vm1")) {
         checks.push(Check {
             from: a.name.clone(),
             to: b.name.clone(),
@@ -226,17 +301,21 @@ fn checks(lab: &Lab) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
-fn run_check(lab: &Lab, c: &Check) -> (bool, String) {
+fn vm<'a>(cluster: &'a dyn Cluster, name: &str) -> Option<&'a VmState> {
+    cluster.vms().iter().find(|v| v.name == name)
+}
+
+fn run_check(cluster: &dyn Cluster, c: &Check) -> (bool, String) {
     let target = if c.to == "internet" {
-        INTERNET_IP.to_string()
+        cluster.external().internet_ip.to_string()
     } else {
-        match lab.vm(&c.to) {
-            Ok(v) if c.from == "internet" => v.fip.clone().unwrap_or_default(),
-            Ok(v) => v.ip.clone(),
-            Err(_) => return (false, "no such VM".into()),
+        match vm(cluster, &c.to) {
+            Some(v) if c.from == "internet" => v.fip.clone().unwrap_or_default(),
+            Some(v) => v.ip.clone(),
+            None => return (false, "no such VM".into()),
         }
     };
-    match lab.probe(&c.from, &target, 2, 50) {
+    match cluster.probe(&c.from, &target, 2, 50) {
         Ok(r) if c.expect_reach => {
             let seen = r.seen_as.join(",");
             let good = r.received > 0

@@ -4,11 +4,13 @@
 //! - [`lab`]: the sealed namespace lab behind `dvrmesh-lab` (nodes running real agents, VMs,
 //!   an upstream router and an internet host) and its teardown;
 //! - [`probe`]: UDP probes written in Rust, so no scenario depends on ping or iperf;
-//! - [`demo`]: the README's main job;
+//! - [`demo`]: the README's main job (on either lab);
+//! - [`compose`]: the same mesh in Docker containers (`docker-compose.yml`), its demo and faults;
 //! - [`bench`]: the datapath programming benchmark (`datapath-bench`).
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod compose;
 pub mod demo;
 pub mod lab;
 pub mod probe;

@@ -107,3 +107,21 @@ pub fn probe(
         longest_gap_ms: u64::from(longest) * interval.as_millis() as u64,
     })
 }
+
+/// A probe server running somewhere in a lab; stopped when dropped.
+pub struct ServerGuard(Option<Box<dyn FnOnce() + Send>>);
+
+impl ServerGuard {
+    /// A guard that runs `stop` when dropped.
+    pub fn new(stop: impl FnOnce() + Send + 'static) -> ServerGuard {
+        ServerGuard(Some(Box::new(stop)))
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop();
+        }
+    }
+}

@@ -76,6 +76,9 @@ enum Command {
     /// Inject faults into the running lab (undo them all with `chaos heal-all`).
     #[command(subcommand)]
     Chaos(ChaosCommand),
+    /// The same mesh in Docker containers (docker-compose.yml at the repository root; see
+    /// docs/compose-lab.md).
+    Compose(ComposeArgs),
     /// UDP echo server (used inside lab namespaces).
     #[command(hide = true)]
     ProbeServe {
@@ -152,6 +155,40 @@ enum ChaosCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct ComposeArgs {
+    /// The repository holding docker-compose.yml and compose/ (default: this directory or one
+    /// above it, $DVRMESH_REPO, or the tree this binary was built from).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ComposeCommand,
+}
+
+#[derive(Subcommand)]
+enum ComposeCommand {
+    /// Build the base image from Debian's packages (cached) and the lab image with the built
+    /// dvrmesh (the release build if it is the newest) and this dvrmesh-lab.
+    Image {
+        /// Rebuild the base image too.
+        #[arg(long)]
+        force_base: bool,
+    },
+    /// Build what is missing, start the lab (replacing an earlier one), open the lab's bridges
+    /// in the host firewall, and wait until every agent lists all five nodes alive.
+    Up,
+    /// Up, then the namespace demo's tenants, routers, VMs and FIPs through dvrmesh inside the
+    /// containers, the traffic matrix with the time to full connectivity, then down.
+    Demo {
+        /// Keep the lab after the demo (remove it with `compose down`).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Remove the lab's containers, networks, volumes and host firewall rules (also after a
+    /// crash); images stay.
+    Down,
+}
+
 #[derive(Subcommand)]
 enum VmCommand {
     /// Create a VM: a port on NODE's agent, its device moved into a new namespace.
@@ -186,6 +223,49 @@ fn teardown_on_interrupt(dir: PathBuf) {
         }
         std::process::exit(130);
     });
+}
+
+/// `dvrmesh-lab compose …`: tears an interrupted `up` or `demo` down.
+fn compose(args: ComposeArgs) -> Result<()> {
+    use testbed::compose::{self, demo as compose_demo, image, ComposeLab};
+    let root = match args.repo {
+        Some(r) => r,
+        None => compose::find_root()?,
+    };
+    if matches!(
+        args.command,
+        ComposeCommand::Up | ComposeCommand::Demo { .. }
+    ) {
+        let r = root.clone();
+        let _ = ctrlc::set_handler(move || {
+            eprintln!("\ninterrupted: tearing the compose lab down");
+            if let Err(e) = ComposeLab::down(&r) {
+                eprintln!("error: {e:#}");
+            }
+            std::process::exit(130);
+        });
+    }
+    let start = Instant::now();
+    let mut progress = compose::progress_since(start);
+    match args.command {
+        ComposeCommand::Image { force_base } => {
+            compose::docker::available()?;
+            image::ensure_base(&root, force_base, &mut progress)?;
+            image::build(&root, &image::Binaries::find()?, &mut progress)?;
+        }
+        ComposeCommand::Up => {
+            ComposeLab::up(&root, &image::Binaries::find()?, &mut progress)?;
+            progress(
+                "lab up: docker exec dvrmesh-compute-1 dvrmesh members; dvrmesh-lab compose down",
+            );
+        }
+        ComposeCommand::Demo { keep } => compose_demo::run(&root, &image::Binaries::find()?, keep)?,
+        ComposeCommand::Down => {
+            ComposeLab::down(&root)?;
+            progress("compose lab removed");
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -231,6 +311,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("{what}");
         }
         Command::Demo { keep } => demo::run(dir, keep)?,
+        Command::Compose(args) => compose(args)?,
         Command::ProbeServe { port, for_secs } => probe::serve(port, for_secs)?,
         Command::ArpProbe {
             dev,

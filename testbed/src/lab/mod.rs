@@ -70,14 +70,108 @@ pub struct VmState {
 }
 
 /// What a VM needs of its port to configure itself.
-struct VmPort {
-    id: String,
-    ip: String,
-    mac: String,
+pub struct VmPort {
+    /// Port id.
+    pub id: String,
+    /// Fixed IP.
+    pub ip: String,
+    /// MAC.
+    pub mac: String,
     /// The subnet's prefix length.
-    prefix: String,
-    gateway: String,
-    mtu: String,
+    pub prefix: String,
+    /// The subnet's gateway (the VM's default route).
+    pub gateway: String,
+    /// The network's MTU.
+    pub mtu: String,
+}
+
+impl VmPort {
+    /// Creates port `name` on `network` through `cli` (a node's agent, which then hosts it) and
+    /// reads back what the VM needs to configure itself.
+    pub fn create(
+        cli: &dyn Fn(&[&str]) -> Result<Value>,
+        name: &str,
+        network: &str,
+    ) -> Result<VmPort> {
+        let port = cli(&["port", "create", name, "--network", network])?;
+        let field = |k: &str| {
+            port[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("port without {k}: {port}"))
+        };
+        let (id, mac) = (field("id")?, field("mac")?);
+        let ip = port["fixed_ips"][0]
+            .as_str()
+            .ok_or_else(|| anyhow!("port without address"))?
+            .to_string();
+        let subnets = cli(&["subnet", "list"])?;
+        let subnet = subnets
+            .as_array()
+            .and_then(|a| {
+                a.iter().find(|s| {
+                    s["network"] == port["network"]
+                        && cidr_contains(s["cidr"].as_str().unwrap_or(""), &ip)
+                })
+            })
+            .ok_or_else(|| anyhow!("no subnet of {network} holds {ip}"))?;
+        let prefix = subnet["cidr"]
+            .as_str()
+            .and_then(|c| c.split('/').nth(1))
+            .unwrap_or("24")
+            .to_string();
+        let gateway = subnet["gateway"].as_str().unwrap_or_default().to_string();
+        let mtu = cli(&["network", "show", network])?["mtu"]
+            .as_u64()
+            .unwrap_or(1450)
+            .to_string();
+        Ok(VmPort {
+            id,
+            ip,
+            mac,
+            prefix,
+            gateway,
+            mtu,
+        })
+    }
+
+    /// The device the agent creates for the VM's end of the port (moved into the VM).
+    pub fn vm_end(&self) -> Result<String> {
+        Ok(datapath::plan::vm_device(&mesh_proto::ObjectId::new(
+            self.id.as_str(),
+        )?))
+    }
+
+    /// The commands, run inside the VM's namespace once `vm_end` is there, that configure it
+    /// the way a VM's DHCP client would: `eth0` with the port's MAC, address, MTU and gateway.
+    pub fn vm_commands(&self, vm_end: &str) -> Vec<Vec<String>> {
+        let address = format!("{}/{}", self.ip, self.prefix);
+        [
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", vm_end, "name", "eth0"],
+            vec![
+                "ip", "link", "set", "eth0", "address", &self.mac, "mtu", &self.mtu,
+            ],
+            vec!["ip", "addr", "add", &address, "dev", "eth0"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "route", "add", "default", "via", &self.gateway],
+        ]
+        .iter()
+        .map(|c| c.iter().map(|a| a.to_string()).collect())
+        .collect()
+    }
+}
+
+/// Allocates a floating IP on `public` through `cli` and associates it with `port`; returns
+/// its address.
+pub fn associate_fip(cli: &dyn Fn(&[&str]) -> Result<Value>, port: &str) -> Result<String> {
+    let f = cli(&["fip", "create", "--external-network", "public"])?;
+    let fip = f["ip"]
+        .as_str()
+        .ok_or_else(|| anyhow!("FIP without address"))?
+        .to_string();
+    cli(&["fip", "associate", &fip, "--port", port])?;
+    Ok(fip)
 }
 
 /// A running lab.
@@ -488,10 +582,11 @@ impl Lab {
         network: &str,
         fip: bool,
     ) -> Result<VmState> {
-        let port = self.vm_port(node, name, network)?;
+        let cli = |args: &[&str]| self.cli(node, args);
+        let port = VmPort::create(&cli, name, network)?;
         self.vm_namespace(node, name, &port)?;
         let fip = if fip {
-            Some(self.vm_fip(node, &port.id)?)
+            Some(associate_fip(&cli, &port.id)?)
         } else {
             None
         };
@@ -509,54 +604,10 @@ impl Lab {
         Ok(vm)
     }
 
-    /// Creates the VM's port on `node` and reads back what the VM needs to configure itself.
-    fn vm_port(&self, node: &str, name: &str, network: &str) -> Result<VmPort> {
-        let port = self.cli(node, &["port", "create", name, "--network", network])?;
-        let field = |k: &str| {
-            port[k]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| anyhow!("port without {k}: {port}"))
-        };
-        let (id, mac) = (field("id")?, field("mac")?);
-        let ip = port["fixed_ips"][0]
-            .as_str()
-            .ok_or_else(|| anyhow!("port without address"))?
-            .to_string();
-        let subnets = self.cli(node, &["subnet", "list"])?;
-        let subnet = subnets
-            .as_array()
-            .and_then(|a| {
-                a.iter().find(|s| {
-                    s["network"] == port["network"]
-                        && cidr_contains(s["cidr"].as_str().unwrap_or(""), &ip)
-                })
-            })
-            .ok_or_else(|| anyhow!("no subnet of {network} holds {ip}"))?;
-        let prefix = subnet["cidr"]
-            .as_str()
-            .and_then(|c| c.split('/').nth(1))
-            .unwrap_or("24")
-            .to_string();
-        let gateway = subnet["gateway"].as_str().unwrap_or_default().to_string();
-        let mtu = self.cli(node, &["network", "show", network])?["mtu"]
-            .as_u64()
-            .unwrap_or(1450)
-            .to_string();
-        Ok(VmPort {
-            id,
-            ip,
-            mac,
-            prefix,
-            gateway,
-            mtu,
-        })
-    }
-
     /// Waits for the agent on `node` to create the port's device, moves its VM end into a new
     /// namespace and configures it there.
     fn vm_namespace(&self, node: &str, name: &str, port: &VmPort) -> Result<()> {
-        let vm_end = datapath::plan::vm_device(&mesh_proto::ObjectId::new(port.id.as_str())?);
+        let vm_end = port.vm_end()?;
         let node_ns = self.node_ns(node);
         wait(
             Duration::from_secs(15),
@@ -567,31 +618,7 @@ impl Lab {
         let vm_ns = self.vm_ns(name);
         let vm_path = vm_ns.to_string_lossy();
         run_in(&node_ns, &["ip", "link", "set", &vm_end, "netns", &vm_path])?;
-        let address = format!("{}/{}", port.ip, port.prefix);
-        for args in [
-            vec!["ip", "link", "set", "lo", "up"],
-            vec!["ip", "link", "set", &vm_end, "name", "eth0"],
-            vec![
-                "ip", "link", "set", "eth0", "address", &port.mac, "mtu", &port.mtu,
-            ],
-            vec!["ip", "addr", "add", &address, "dev", "eth0"],
-            vec!["ip", "link", "set", "eth0", "up"],
-            vec!["ip", "route", "add", "default", "via", &port.gateway],
-        ] {
-            run_in(&vm_ns, &args)?;
-        }
-        Ok(())
-    }
-
-    /// Allocates a floating IP on `public` and associates it with the port; returns its address.
-    fn vm_fip(&self, node: &str, port: &str) -> Result<String> {
-        let f = self.cli(node, &["fip", "create", "--external-network", "public"])?;
-        let fip = f["ip"]
-            .as_str()
-            .ok_or_else(|| anyhow!("FIP without address"))?
-            .to_string();
-        self.cli(node, &["fip", "associate", &fip, "--port", port])?;
-        Ok(fip)
+        exec::run_many(&vm_ns, &port.vm_commands(&vm_end))
     }
 
     /// A VM by name.
