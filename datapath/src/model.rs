@@ -16,6 +16,7 @@ pub const ROUTE_PROTOCOL: u8 = 147;
 /// veth pair (`ve…`) and devices made by others are deliberately not among them.
 pub const OWNED_LINK_PREFIXES: &[&str] = &[
     "br-", "vx-", "tqr", "tsg", "tqg", "tfg", "tap", "qr-", "sg-", "qg-", "rfp-", "fpr-", "fg-",
+    "tmd", "md-",
 ];
 
 /// Whether dvrmesh owns a link of this name.
@@ -320,20 +321,30 @@ mod entries {
 }
 
 impl KernelState {
-    /// How many objects of each kind: for progress lines and benchmarks.
+    /// How many objects of each kind, by the kind's name (`namespaces`, `links`, …): for
+    /// metrics, progress lines and benchmarks.
+    pub fn kind_counts(&self) -> [(&'static str, usize); 9] {
+        [
+            ("namespaces", self.namespaces.len()),
+            ("links", self.links.len()),
+            ("addresses", self.addrs.len()),
+            ("routes", self.routes.len()),
+            ("rules", self.rules.len()),
+            ("neighbours", self.neighs.len()),
+            ("fdb_entries", self.fdb.len()),
+            ("nft_tables", self.nft.len()),
+            ("sysctls", self.sysctls.len()),
+        ]
+    }
+
+    /// [`KernelState::kind_counts`] as one line of text.
     pub fn counts(&self) -> String {
-        format!(
-            "{} namespaces, {} links, {} addresses, {} routes, {} rules, {} neighbours, {} fdb entries, {} nft tables, {} sysctls",
-            self.namespaces.len(),
-            self.links.len(),
-            self.addrs.len(),
-            self.routes.len(),
-            self.rules.len(),
-            self.neighs.len(),
-            self.fdb.len(),
-            self.nft.len(),
-            self.sysctls.len()
-        )
+        let parts: Vec<String> = self
+            .kind_counts()
+            .iter()
+            .map(|(kind, n)| format!("{n} {}", kind.replace('_', " ")))
+            .collect();
+        parts.join(", ")
     }
 }
 

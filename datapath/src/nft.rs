@@ -146,6 +146,8 @@ pub enum Stmt {
     ArpRequest,
     /// `arp daddr ip <addr>` (netdev).
     ArpTargetIp(Ipv4Addr),
+    /// `udp dport <port>`.
+    UdpDport(u16),
     /// `iifname "<dev>"`.
     Iifname(String),
     /// `oifname "<dev>"`.
@@ -433,6 +435,7 @@ impl fmt::Display for Stmt {
             Stmt::Ip(field, what) => write!(f, "ip {field} {what}"),
             Stmt::ArpRequest => f.write_str("arp operation request"),
             Stmt::ArpTargetIp(ip) => write!(f, "arp daddr ip {ip}"),
+            Stmt::UdpDport(port) => write!(f, "udp dport {port}"),
             Stmt::Iifname(dev) => write!(f, "iifname \"{dev}\""),
             Stmt::Oifname(dev) => write!(f, "oifname \"{dev}\""),
             Stmt::Counter => f.write_str("counter"),

@@ -702,6 +702,60 @@ fn nft_replace_is_detected_by_digest_and_atomic() {
     );
 }
 
+/// Sets and maps larger than one netlink attribute can hold (the map of 10 000 FIPs is about
+/// 280 KB) load whole: their elements go in several messages of the one batch.
+#[test]
+fn sets_of_ten_thousand_elements_load_whole() {
+    let mut lab = Lab::new();
+    let pairs: Vec<(Ipv4Addr, Ipv4Addr)> = (0..10_000u32)
+        .map(|i| {
+            (
+                Ipv4Addr::from(u32::from(ip("198.18.0.0")) + i),
+                Ipv4Addr::from(u32::from(ip("10.0.0.0")) + i),
+            )
+        })
+        .collect();
+    let table = Table {
+        family: NftFamily::Ip,
+        name: "dvrmesh-big".into(),
+        sets: vec![
+            Set {
+                name: "fixed".into(),
+                elements: Elements::Addrs(pairs.iter().map(|p| p.1).collect()),
+            },
+            Set {
+                name: "fip_dnat".into(),
+                elements: Elements::AddrMap(pairs),
+            },
+        ],
+        chains: vec![],
+    };
+    let key = nft_key(Netns::Host, NftFamily::Ip, "dvrmesh-big");
+    lab.apply_ok(&[Op::ReplaceNft {
+        key: key.clone(),
+        table: table.clone(),
+    }]);
+    let want = Desired {
+        nft: BTreeMap::from([(key, NftContent::Table(table))]),
+        ..Desired::default()
+    };
+    assert_eq!(lab.kernel.observe(&want).expect("observe"), want);
+    let map = lab.sh(
+        &Netns::Host,
+        &["nft", "list", "map", "ip", "dvrmesh-big", "fip_dnat"],
+    );
+    let set = lab.sh(
+        &Netns::Host,
+        &["nft", "list", "set", "ip", "dvrmesh-big", "fixed"],
+    );
+    assert_eq!(map.matches("198.18.").count(), 10_000, "every map element");
+    assert!(
+        map.contains("198.18.39.15 : 10.0.39.15"),
+        "the last one too"
+    );
+    assert_eq!(set.matches("10.0.").count(), 10_000, "every set element");
+}
+
 /// A replacement of an ip table `name` with `dnat` in a postrouting chain: a table the printer
 /// and the compiler accept and the kernel refuses (routing has been decided by then).
 fn refused_by_kernel(name: &str) -> Op {

@@ -34,12 +34,14 @@ pub use ids::{Name, NodeId, ObjectId, SHORT_ID_CHARS};
 pub use net::{Ipv4Cidr, Ipv4Range, MacAddr, Mtu, Vni};
 pub use node::{dvr_mac_for, ExternalMapping, InterfaceName, NodeFacts, NodeMode, Priority};
 pub use record::{
-    record_key, AddressClaim, Hlc, HlcTimestamp, MacClaim, ObjectKind, Record, SnatClaim,
-    TenantObject, Version,
+    record_key, AddressBlock, AddressClaim, BlockSpace, Hlc, HlcTimestamp, MacClaim, ObjectKind,
+    OperatorSeal, Record, SnatClaim, TenantObject, UniqueClaim, UniqueValue, Version,
+    MAX_BLOCK_LEN,
 };
 pub use tenant::{
     AddressPair, ExternalNetwork, ExternalNetworkSpec, ExtraRoute, FloatingIp, FloatingIpSpec,
-    HaSettings, Network, NetworkSpec, Port, PortSpec, Router, RouterGateway, RouterSpec, SnatPort,
-    Subnet, SubnetSpec, MAX_ADDRESS_PAIRS, MAX_FIXED_IPS, MAX_PREEMPT_DELAY_MS,
-    MAX_ROUTER_INTERFACES, MAX_ROUTER_ROUTES,
+    HaSettings, Network, NetworkSpec, Port, PortMetadata, PortSpec, Router, RouterGateway,
+    RouterSpec, SnatPort, Subnet, SubnetDhcp, SubnetSpec, MAX_ADDRESS_PAIRS, MAX_DNS_SERVERS,
+    MAX_DOMAIN_CHARS, MAX_FIXED_IPS, MAX_HOSTNAME_CHARS, MAX_PREEMPT_DELAY_MS,
+    MAX_ROUTER_INTERFACES, MAX_ROUTER_ROUTES, MAX_SSH_KEYS, MAX_SSH_KEY_BYTES, MAX_USER_DATA_BYTES,
 };

@@ -24,6 +24,15 @@ pub const MAX_FIXED_IPS: usize = 8;
 pub const MAX_ADDRESS_PAIRS: usize = 16;
 /// Longest preemption delay accepted, in milliseconds (one hour).
 pub const MAX_PREEMPT_DELAY_MS: u32 = 3_600_000;
+/// Most bytes of user data a port may carry: a port record with its metadata must fit one
+/// gossip value ([`crate::MAX_ENCODED_BYTES`], 16 KiB), so user data gets half of it.
+pub const MAX_USER_DATA_BYTES: usize = 8 * 1024;
+/// Most public keys a port may carry.
+pub const MAX_SSH_KEYS: usize = 4;
+/// Longest public key (one line of `authorized_keys`; a 4096-bit RSA key is about 750 bytes).
+pub const MAX_SSH_KEY_BYTES: usize = 1024;
+/// Longest host name (one DNS label).
+pub const MAX_HOSTNAME_CHARS: usize = 63;
 
 macro_rules! validated {
     ($(#[$doc:meta])* $name:ident, $spec:ident) => {
@@ -109,6 +118,9 @@ mod subnet {
         pub gateway: Ipv4Addr,
         /// Addresses handed out to ports.
         pub pool: Ipv4Range,
+        /// What each node's DHCP server hands out for ports on it.
+        #[serde(default)]
+        pub dhcp: SubnetDhcp,
     }
 
     validated!(
@@ -122,9 +134,78 @@ mod subnet {
         /// the pool.
         pub fn new(spec: SubnetSpec) -> Result<Self, Error> {
             check_addressing("subnet", spec.cidr, spec.gateway, spec.pool)?;
+            spec.dhcp.check()?;
             Ok(Subnet(spec))
         }
     }
+}
+
+/// Most DNS servers a subnet hands out.
+pub const MAX_DNS_SERVERS: usize = 4;
+/// Longest DNS domain a subnet hands out.
+pub const MAX_DOMAIN_CHARS: usize = 253;
+
+/// A subnet's DHCP settings: on by default, with optional DNS servers and domain.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SubnetDhcp {
+    /// Whether nodes answer DHCP for ports on the subnet.
+    pub enabled: bool,
+    /// DNS servers (option 6), at most [`MAX_DNS_SERVERS`].
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// DNS domain (option 15): dot-separated labels of letters, digits and hyphens.
+    pub domain: Option<String>,
+}
+
+impl Default for SubnetDhcp {
+    fn default() -> Self {
+        SubnetDhcp {
+            enabled: true,
+            dns_servers: Vec::new(),
+            domain: None,
+        }
+    }
+}
+
+impl SubnetDhcp {
+    fn check(&self) -> Result<(), Error> {
+        if self.dns_servers.len() > MAX_DNS_SERVERS {
+            return Err(Error::invalid(
+                "subnet.dns_servers",
+                format!("at most {MAX_DNS_SERVERS}"),
+            ));
+        }
+        if let Some(ip) = self
+            .dns_servers
+            .iter()
+            .find(|ip| ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast())
+        {
+            return Err(Error::invalid(
+                "subnet.dns_servers",
+                format!("{ip} is not a unicast address"),
+            ));
+        }
+        if let Some(d) = &self.domain {
+            check_domain(d)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_domain(d: &str) -> Result<(), Error> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if d.is_empty() || d.len() > MAX_DOMAIN_CHARS || !d.split('.').all(label_ok) {
+        return Err(Error::invalid(
+            "subnet.domain",
+            format!("{d:?} is not a DNS domain (labels of letters, digits, hyphens; at most {MAX_DOMAIN_CHARS} characters)"),
+        ));
+    }
+    Ok(())
 }
 
 mod external {
@@ -325,6 +406,71 @@ mod router {
     }
 }
 
+/// What the metadata service serves for a port besides its own fields: a host name (the port's
+/// name when absent), user data and public keys. All optional, all bounded.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct PortMetadata {
+    /// Host name: one DNS label of letters, digits and hyphens.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// User data (e.g. a cloud-init file), text of at most [`MAX_USER_DATA_BYTES`].
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// Public keys, one `authorized_keys` line each, at most [`MAX_SSH_KEYS`].
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+}
+
+impl PortMetadata {
+    /// Whether nothing is set (the port encodes as before metadata existed).
+    pub fn is_empty(&self) -> bool {
+        *self == PortMetadata::default()
+    }
+
+    /// Checks every field against its limits (what [`Port::new`] checks of it).
+    pub fn check(&self) -> Result<(), Error> {
+        if let Some(h) = &self.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= MAX_HOSTNAME_CHARS
+                && !h.starts_with('-')
+                && !h.ends_with('-')
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !ok {
+                return Err(Error::invalid(
+                    "port.hostname",
+                    format!("{h:?} is not a host name (one label of letters, digits, hyphens; at most {MAX_HOSTNAME_CHARS} characters)"),
+                ));
+            }
+        }
+        if let Some(u) = &self.user_data {
+            if u.len() > MAX_USER_DATA_BYTES {
+                return Err(Error::invalid(
+                    "port.user_data",
+                    format!("{} bytes, at most {MAX_USER_DATA_BYTES}", u.len()),
+                ));
+            }
+        }
+        if self.ssh_keys.len() > MAX_SSH_KEYS {
+            return Err(Error::invalid(
+                "port.ssh_keys",
+                format!("{} keys, at most {MAX_SSH_KEYS}", self.ssh_keys.len()),
+            ));
+        }
+        for k in &self.ssh_keys {
+            let one_line = !k.is_empty() && !k.chars().any(|c| c.is_control());
+            if !one_line || k.len() > MAX_SSH_KEY_BYTES {
+                return Err(Error::invalid(
+                    "port.ssh_keys",
+                    format!(
+                        "a key must be one non-empty line of at most {MAX_SSH_KEY_BYTES} bytes"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An extra address a port may use (e.g. a VIP), with an optional MAC.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct AddressPair {
@@ -356,6 +502,10 @@ mod port {
         pub device: Option<InterfaceName>,
         /// Extra addresses the VM may use.
         pub allowed_address_pairs: Vec<AddressPair>,
+        /// What the metadata service tells the VM beyond the port itself (absent in records
+        /// written before it existed: no host name, user data or keys).
+        #[serde(default)]
+        pub metadata: PortMetadata,
     }
 
     validated!(
@@ -400,6 +550,7 @@ mod port {
                     ),
                 ));
             }
+            spec.metadata.check()?;
             Ok(Port(spec))
         }
     }
@@ -469,7 +620,37 @@ mod tests {
             cidr: cidr.parse()?,
             gateway: gw.parse().unwrap(),
             pool: pool.parse()?,
+            dhcp: SubnetDhcp::default(),
         })
+    }
+
+    #[test]
+    fn subnet_dhcp_rules() {
+        let base = subnet("10.0.0.0/24", "10.0.0.1", "10.0.0.10-10.0.0.200")
+            .unwrap()
+            .into_spec();
+        let with = |dhcp: SubnetDhcp| {
+            Subnet::new(SubnetSpec {
+                dhcp,
+                ..base.clone()
+            })
+        };
+        let dns = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>();
+        let domain = |d: &str| SubnetDhcp {
+            domain: Some(d.to_string()),
+            ..SubnetDhcp::default()
+        };
+        assert!(with(domain("lab.example")).is_ok());
+        for bad in ["", "a..b", "-a.b", "a_b", "a b", &"x".repeat(64)] {
+            assert!(with(domain(bad)).is_err(), "{bad:?}");
+        }
+        let servers = |v: &[&str]| SubnetDhcp {
+            dns_servers: dns(v),
+            ..SubnetDhcp::default()
+        };
+        assert!(with(servers(&["10.0.0.2", "9.9.9.9"])).is_ok());
+        assert!(with(servers(&["0.0.0.0"])).is_err());
+        assert!(with(servers(&["1.1.1.1"; 5])).is_err());
     }
 
     #[test]
@@ -497,8 +678,38 @@ mod tests {
             host: NodeId::new("c1").unwrap(),
             device: None,
             allowed_address_pairs: vec![],
+            metadata: PortMetadata::default(),
         };
         assert!(Port::new(spec.clone()).is_ok());
+        let with = |m: PortMetadata| {
+            Port::new(PortSpec {
+                metadata: m,
+                ..spec.clone()
+            })
+        };
+        let host = |h: &str| PortMetadata {
+            hostname: Some(h.into()),
+            ..PortMetadata::default()
+        };
+        assert!(with(host("vm-1")).is_ok());
+        for bad in ["", "-a", "a.b", "a_b", &"x".repeat(64)] {
+            assert!(with(host(bad)).is_err(), "{bad:?}");
+        }
+        let data = |n: usize| PortMetadata {
+            user_data: Some("x".repeat(n)),
+            ..PortMetadata::default()
+        };
+        assert!(with(data(MAX_USER_DATA_BYTES)).is_ok());
+        let err = with(data(MAX_USER_DATA_BYTES + 1)).unwrap_err();
+        assert!(err.to_string().contains("user_data"), "{err}");
+        let keys = |v: Vec<String>| PortMetadata {
+            ssh_keys: v,
+            ..PortMetadata::default()
+        };
+        assert!(with(keys(vec!["ssh-ed25519 AAAA k".into()])).is_ok());
+        assert!(with(keys(vec!["a\nb".into()])).is_err());
+        assert!(with(keys(vec!["k".into(); MAX_SSH_KEYS + 1])).is_err());
+        assert!(with(keys(vec!["k".repeat(MAX_SSH_KEY_BYTES + 1)])).is_err());
         let mut none = spec.clone();
         none.fixed_ips.clear();
         assert!(Port::new(none).is_err());

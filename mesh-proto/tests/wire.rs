@@ -110,8 +110,21 @@ fn network() -> impl Strategy<Value = Network> {
     })
 }
 fn subnet() -> impl Strategy<Value = Subnet> {
-    (object_id(), name(), object_id(), addressing()).prop_map(
-        |(id, name, network, (cidr, gateway, pool))| {
+    let dhcp = (
+        any::<bool>(),
+        proptest::collection::vec(any::<[u8; 4]>(), 0..=MAX_DNS_SERVERS),
+        proptest::option::of("[a-z][a-z0-9-]{0,10}[a-z0-9](\\.[a-z]{2,6}){0,2}"),
+    )
+        .prop_map(|(enabled, dns, domain)| SubnetDhcp {
+            enabled,
+            dns_servers: dns
+                .into_iter()
+                .map(|o| Ipv4Addr::new(10, o[1], o[2], o[3].max(1)))
+                .collect(),
+            domain,
+        });
+    (object_id(), name(), object_id(), addressing(), dhcp).prop_map(
+        |(id, name, network, (cidr, gateway, pool), dhcp)| {
             Subnet::new(SubnetSpec {
                 id,
                 name,
@@ -119,6 +132,7 @@ fn subnet() -> impl Strategy<Value = Subnet> {
                 cidr,
                 gateway,
                 pool,
+                dhcp,
             })
             .expect("valid")
         },
@@ -179,6 +193,18 @@ fn router() -> impl Strategy<Value = Router> {
             },
         )
 }
+fn port_metadata() -> impl Strategy<Value = PortMetadata> {
+    (
+        proptest::option::of("[a-z][a-z0-9-]{0,20}[a-z0-9]"),
+        proptest::option::of("[ -~\n]{0,200}"),
+        proptest::collection::vec("ssh-ed25519 [A-Za-z0-9+/]{1,80}", 0..=MAX_SSH_KEYS),
+    )
+        .prop_map(|(hostname, user_data, ssh_keys)| PortMetadata {
+            hostname,
+            user_data,
+            ssh_keys,
+        })
+}
 fn port() -> impl Strategy<Value = Port> {
     (
         object_id(),
@@ -189,23 +215,27 @@ fn port() -> impl Strategy<Value = Port> {
         node_id(),
         proptest::option::of("[a-z][a-z0-9]{0,14}"),
         proptest::collection::vec((cidr(), proptest::option::of(mac())), 0..4),
+        port_metadata(),
     )
-        .prop_map(|(id, name, network, mac, ips, host, dev, pairs)| {
-            Port::new(PortSpec {
-                id,
-                name,
-                network,
-                mac,
-                fixed_ips: ips.into_iter().collect(),
-                host,
-                device: dev.map(|d| InterfaceName::new(d).expect("ifname")),
-                allowed_address_pairs: pairs
-                    .into_iter()
-                    .map(|(ip, mac)| AddressPair { ip, mac })
-                    .collect(),
-            })
-            .expect("valid")
-        })
+        .prop_map(
+            |(id, name, network, mac, ips, host, dev, pairs, metadata)| {
+                Port::new(PortSpec {
+                    id,
+                    name,
+                    network,
+                    mac,
+                    fixed_ips: ips.into_iter().collect(),
+                    host,
+                    device: dev.map(|d| InterfaceName::new(d).expect("ifname")),
+                    allowed_address_pairs: pairs
+                        .into_iter()
+                        .map(|(ip, mac)| AddressPair { ip, mac })
+                        .collect(),
+                    metadata,
+                })
+                .expect("valid")
+            },
+        )
 }
 fn floating_ip() -> impl Strategy<Value = FloatingIp> {
     (
@@ -328,6 +358,7 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
         cidr: "10.1.0.0/24".parse().expect("c"),
         gateway: "10.1.0.1".parse().expect("g"),
         pool: "10.1.0.10-10.1.0.250".parse().expect("p"),
+        dhcp: SubnetDhcp::default(),
     })
     .expect("s");
     let extnet = ExternalNetwork::new(ExternalNetworkSpec {
@@ -383,6 +414,7 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
             ip: "10.1.0.100/32".parse().expect("c"),
             mac: None,
         }],
+        metadata: PortMetadata::default(),
     })
     .expect("port");
     let fip = FloatingIp::new(FloatingIpSpec {
@@ -401,17 +433,103 @@ fn golden_values() -> Vec<(&'static str, Vec<u8>)> {
         ("router", encode(&router).expect("enc")),
         ("port", encode(&port).expect("enc")),
         ("floating_ip", encode(&fip).expect("enc")),
+        ("unique_claim", encode(&unique_claim()).expect("enc")),
+        ("address_block", encode(&address_block()).expect("enc")),
     ]
+}
+
+fn unique_claim() -> UniqueClaim {
+    UniqueClaim {
+        value: UniqueValue::Name(ObjectKind::Network, nm("net-a")),
+        holder: oid("n1"),
+        version: Version {
+            hlc: HlcTimestamp(7 << 16),
+            writer: NodeId::new("c1").expect("id"),
+        },
+    }
+}
+
+fn address_block() -> AddressBlock {
+    AddressBlock {
+        space: BlockSpace::Pool(oid("s1")),
+        first: u32::from(std::net::Ipv4Addr::new(10, 1, 0, 16)),
+        len: 16,
+        version: Version {
+            hlc: HlcTimestamp(9 << 16),
+            writer: NodeId::new("c1").expect("id"),
+        },
+    }
+}
+
+#[test]
+fn a_block_knows_its_key_its_bounds_and_its_overlaps() {
+    let b = address_block();
+    assert_eq!(b.key(), "b/s1/10.1.0.16");
+    assert_eq!(
+        b.last(),
+        Ok(u32::from(std::net::Ipv4Addr::new(10, 1, 0, 31)))
+    );
+    assert!(b.contains(b.first + 15) && !b.contains(b.first + 16) && !b.contains(b.first - 1));
+    let next = AddressBlock {
+        first: b.first + 16,
+        ..b.clone()
+    };
+    let straddling = AddressBlock {
+        first: b.first + 15,
+        len: 2,
+        ..b.clone()
+    };
+    assert!(!b.overlaps(&next) && b.overlaps(&straddling) && next.overlaps(&straddling));
+    let mac = AddressBlock {
+        space: BlockSpace::Mac,
+        first: 0xffff00,
+        len: 256,
+        ..b.clone()
+    };
+    assert_eq!(mac.key(), "b/mac/ffff00");
+    assert!(mac.last().is_ok());
+    assert!(
+        !mac.overlaps(&AddressBlock {
+            first: 0xffff00,
+            ..b.clone()
+        }),
+        "other space"
+    );
+    for bad in [
+        AddressBlock {
+            len: 0,
+            ..b.clone()
+        },
+        AddressBlock {
+            len: MAX_BLOCK_LEN + 1,
+            ..b.clone()
+        },
+        AddressBlock {
+            first: u32::MAX,
+            len: 2,
+            ..b.clone()
+        },
+        AddressBlock {
+            first: 0xffff01,
+            ..mac.clone()
+        },
+    ] {
+        assert!(bad.last().is_err(), "{bad:?} accepted");
+    }
 }
 
 const GOLDEN: &[(&str, &str)] = &[
     ("node_facts", "0102633101c000020b1166613a31363a33663a32393a64663a6439c801067075626c6963046574683100"),
     ("network", "01026e31056e65742d61fbe903fbaa05"),
-    ("subnet", "01027331057375622d61026e310b31302e312e302e302f32340a0100011431302e312e302e31302d31302e312e302e323530"),
+    ("subnet", "01027331057375622d61026e310b31302e312e302e302f32340a0100011431302e312e302e31302d31302e312e302e323530010000"),
     ("external_network", "01026531067075626c69630e3230332e302e3131332e302f3234cb0071011a3230332e302e3131332e31302d3230332e302e3131332e323030"),
     ("router", "0102723108726f757465722d6101027331010265310101cb007105010f3139382e35312e3130302e302f32340a0100fe01026331fa01fbf401010273310a0100031166613a31363a33653a30303a30303a3033"),
-    ("port", "0102703104766d2d31026e311166613a31363a33653a30303a30303a3031010a01000a02633101067461702d7031010d31302e312e302e3130302f333200"),
+    // A bare port carries its metadata at the end (three empty fields); inside a record, a port
+    // without metadata is still encoded as before (`port_records_written_before_metadata_…`).
+    ("port", "0102703104766d2d31026e311166613a31363a33653a30303a30303a3031010a01000a02633101067461702d7031010d31302e312e302e3130302f333200000000"),
     ("floating_ip", "01026631026531cb00713201027031010a01000a"),
+    ("unique_claim", "010100056e65742d61026e31fc00000700026331"),
+    ("address_block", "0100027331fc1000010a10fc00000900026331"),
 ];
 
 #[test]
@@ -423,11 +541,135 @@ fn golden_bytes_per_type() {
             failures.push(format!("    (\"{name}\", \"{}\"),", hex(bytes)));
         }
     }
+    assert_eq!(
+        golden_values().len(),
+        GOLDEN.len(),
+        "a value without its golden bytes"
+    );
     assert!(
         failures.is_empty(),
         "wire encoding changed; if deliberate, bump WIRE_VERSION and update GOLDEN:\n{}",
         failures.join("\n")
     );
+}
+
+/// A subnet's body as encoded before subnets had DHCP settings (the `subnet` golden bytes then).
+const LEGACY_SUBNET_BODY: &str =
+    "027331057375622d61026e310b31302e312e302e302f32340a0100011431302e312e302e31302d31302e312e302e323530";
+
+fn subnet_record(dhcp: SubnetDhcp) -> Record {
+    let subnet = Subnet::new(SubnetSpec {
+        id: oid("s1"),
+        name: nm("sub-a"),
+        network: oid("n1"),
+        cidr: "10.1.0.0/24".parse().expect("c"),
+        gateway: "10.1.0.1".parse().expect("g"),
+        pool: "10.1.0.10-10.1.0.250".parse().expect("p"),
+        dhcp,
+    })
+    .expect("s");
+    let version = Version {
+        hlc: HlcTimestamp(7 << 16),
+        writer: NodeId::new("c1").expect("id"),
+    };
+    Record::object(TenantObject::Subnet(subnet), version)
+}
+
+#[test]
+fn subnet_records_written_before_dhcp_settings_still_decode() {
+    // A subnet with default settings is encoded exactly as before: `Some`, variant 1, the old body.
+    let bytes = encode(&subnet_record(SubnetDhcp::default())).expect("enc");
+    assert!(
+        hex(&bytes).ends_with(&format!("0101{LEGACY_SUBNET_BODY}")),
+        "{}",
+        hex(&bytes)
+    );
+    let back: Record = decode(&bytes).expect("dec");
+    assert_eq!(back, subnet_record(SubnetDhcp::default()));
+    // Settings of its own: a variant added after the six of the first encoding.
+    let custom = subnet_record(SubnetDhcp {
+        enabled: false,
+        dns_servers: vec!["10.1.0.2".parse().expect("ip")],
+        domain: Some("lab.example".into()),
+    });
+    let bytes = encode(&custom).expect("enc");
+    assert!(
+        hex(&bytes).contains(&format!("0106{LEGACY_SUBNET_BODY}00")),
+        "{}",
+        hex(&bytes)
+    );
+    assert_eq!(decode::<Record>(&bytes).expect("dec"), custom);
+    // JSON (records.json) of a subnet without the field reads as the default settings.
+    let mut json = serde_json::to_value(subnet_record(SubnetDhcp::default())).expect("json");
+    let body = &mut json["body"]["subnet"];
+    assert!(body.as_object_mut().expect("obj").remove("dhcp").is_some());
+    let back: Record = serde_json::from_value(json).expect("old json");
+    assert_eq!(back, subnet_record(SubnetDhcp::default()));
+}
+
+/// A port's body as encoded before ports had metadata (the `port` golden bytes then).
+const LEGACY_PORT_BODY: &str =
+    "02703104766d2d31026e311166613a31363a33653a30303a30303a3031010a01000a02633101067461702d7031010d31302e312e302e3130302f333200";
+
+fn port_record(metadata: PortMetadata) -> Record {
+    let port = Port::new(PortSpec {
+        id: oid("p1"),
+        name: nm("vm-1"),
+        network: oid("n1"),
+        mac: "fa:16:3e:00:00:01".parse().expect("m"),
+        fixed_ips: vec!["10.1.0.10".parse().expect("ip")],
+        host: NodeId::new("c1").expect("id"),
+        device: Some(InterfaceName::new("tap-p1").expect("if")),
+        allowed_address_pairs: vec![AddressPair {
+            ip: "10.1.0.100/32".parse().expect("c"),
+            mac: None,
+        }],
+        metadata,
+    })
+    .expect("port");
+    let version = Version {
+        hlc: HlcTimestamp(7 << 16),
+        writer: NodeId::new("c1").expect("id"),
+    };
+    Record::object(TenantObject::Port(port), version)
+}
+
+#[test]
+fn port_records_written_before_metadata_still_decode() {
+    // Without metadata: `Some`, variant 5, the old body, as older nodes write and read it.
+    let bytes = encode(&port_record(PortMetadata::default())).expect("enc");
+    assert!(
+        hex(&bytes).ends_with(&format!("0105{LEGACY_PORT_BODY}")),
+        "{}",
+        hex(&bytes)
+    );
+    assert_eq!(
+        decode::<Record>(&bytes).expect("dec"),
+        port_record(PortMetadata::default())
+    );
+    // With metadata: the variant after `SubnetWithDhcp`, the old body, then the metadata.
+    let full = port_record(PortMetadata {
+        hostname: Some("web-1".into()),
+        user_data: Some("u".repeat(MAX_USER_DATA_BYTES)),
+        ssh_keys: vec!["k".repeat(MAX_SSH_KEY_BYTES); MAX_SSH_KEYS],
+    });
+    let bytes = encode(&full).expect("the largest metadata fits one value");
+    assert!(
+        hex(&bytes).contains(&format!("0107{LEGACY_PORT_BODY}01")),
+        "{}",
+        &hex(&bytes)[..200]
+    );
+    assert_eq!(decode::<Record>(&bytes).expect("dec"), full);
+    // JSON (records.json) of a port without the field reads as no metadata.
+    let mut json = serde_json::to_value(port_record(PortMetadata::default())).expect("json");
+    let body = &mut json["body"]["port"];
+    assert!(body
+        .as_object_mut()
+        .expect("obj")
+        .remove("metadata")
+        .is_some());
+    let back: Record = serde_json::from_value(json).expect("old json");
+    assert_eq!(back, port_record(PortMetadata::default()));
 }
 
 #[test]
@@ -440,6 +682,7 @@ fn invalid_values_are_rejected_at_decode() {
         cidr: "10.1.0.0/24".parse().expect("c"),
         gateway: "10.9.0.1".parse().expect("g"),
         pool: "10.1.0.10-10.1.0.20".parse().expect("p"),
+        dhcp: SubnetDhcp::default(),
     };
     let bytes = encode(&spec).expect("enc");
     let err = decode::<Subnet>(&bytes).unwrap_err();
@@ -489,4 +732,45 @@ fn an_oversized_value_is_refused_at_encode() {
     let huge = Name::new("x".repeat(64)).expect("name");
     let many: Vec<Name> = std::iter::repeat_n(huge, 400).collect();
     assert!(matches!(encode(&many), Err(Error::TooLarge { .. })));
+}
+
+/// A record as nodes encoded it before operator seals existed (four fields, no seal).
+#[derive(serde::Serialize)]
+struct LegacyRecord {
+    kind: ObjectKind,
+    id: ObjectId,
+    version: Version,
+    body: Option<TenantObject>,
+}
+
+#[test]
+fn records_without_a_seal_encode_and_decode_as_before_seals_existed() {
+    let version = Version {
+        hlc: HlcTimestamp(11 << 16),
+        writer: NodeId::new("c1").expect("id"),
+    };
+    let legacy = LegacyRecord {
+        kind: ObjectKind::Network,
+        id: oid("n1"),
+        version: version.clone(),
+        body: None,
+    };
+    let old_bytes = encode(&legacy).expect("enc");
+    let rec = Record::tombstone(ObjectKind::Network, oid("n1"), version);
+    // An unsealed record is byte for byte what an older node writes and reads.
+    assert_eq!(encode(&rec).expect("enc"), old_bytes);
+    let back: Record = decode(&old_bytes).expect("an old record decodes");
+    assert_eq!(back, rec);
+    assert!(back.operator().is_none());
+    // A sealed one round-trips with its seal; bytes after the body that are no seal never make
+    // a record sealed (an unsealed record is what any node may publish anyway).
+    let sealed = rec.clone().with_operator(OperatorSeal {
+        cert: vec![1, 2, 3],
+        signature: vec![4, 5],
+    });
+    let bytes = encode(&sealed).expect("enc");
+    assert_eq!(decode::<Record>(&bytes).expect("dec"), sealed);
+    let mut garbage = old_bytes.clone();
+    garbage.push(0xff);
+    assert!(!decode::<Record>(&garbage).is_ok_and(|r| r.operator().is_some()));
 }

@@ -21,6 +21,7 @@ use crate::api::{self, ApiContext};
 use crate::config::{Config, DatapathMode};
 use crate::ha::election::ElectionConfig;
 use crate::ha::{self, HaHandle, HaSettings};
+use crate::instruments::Instruments;
 use crate::mesh::gossip::{self, GossipSettings};
 use crate::mesh::own::OwnState;
 use crate::mesh::peers;
@@ -28,7 +29,9 @@ use crate::mesh::pki::crl::{Crl, Revocation, MAX_CRL_BYTES};
 use crate::mesh::pki::Credentials;
 use crate::mesh::transport::{DatagramPort, Evictor, QuicTransport};
 use crate::mesh::view::{self, Readiness, ViewHandle};
+use crate::metrics;
 use crate::reconcile::{Reconciler, ReconcilerParts, SharedKernel};
+use crate::reload::CertReload;
 use crate::store::{load_records, ConfigService, StoreSettings};
 use crate::Error;
 use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
@@ -36,29 +39,7 @@ use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
 /// How often the reconciler re-checks the kernel without a view change.
 const DATAPATH_RESYNC: Duration = Duration::from_secs(30);
 
-/// Checks that the configuration and the certificate name the same node; loads the credentials.
-/// With `[tls] crl`, the list is read now (a missing or bad list is an error) and a revoked
-/// certificate of this node refuses the start.
-pub fn verify_identity(config: &Config) -> Result<Credentials, Error> {
-    let creds = Credentials::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-    if creds.node_id != config.node_id {
-        return Err(Error::IdentityMismatch {
-            configured: config.node_id.to_string(),
-            certified: creds.node_id.to_string(),
-        });
-    }
-    if let Some(path) = &config.tls.crl {
-        creds.revocation().update(&Crl::load(path)?)?;
-        if creds.own_cert_revoked() {
-            return Err(Error::Tls(format!(
-                "this node's certificate {} is revoked by {}",
-                config.tls.cert.display(),
-                path.display()
-            )));
-        }
-    }
-    Ok(creds)
-}
+pub use crate::reload::verify_identity;
 
 /// How often the revocation list file is looked at.
 const CRL_POLL: Duration = Duration::from_secs(1);
@@ -108,13 +89,24 @@ pub fn facts_of(config: &Config) -> Result<NodeFacts, Error> {
     )?)
 }
 
-/// Runs the agent until SIGINT or SIGTERM (`Ok`), or until one of its tasks ends (`Err`).
-pub async fn run(config: Config) -> Result<(), Error> {
+/// How the agent stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGINT or SIGTERM.
+    Stopped,
+    /// A new certificate was checked and asked for (`agent reload-cert`, SIGHUP): the caller
+    /// re-executes the agent ([`crate::reload::reexec`]).
+    Reload,
+}
+
+/// Runs the agent until SIGINT or SIGTERM, or a certificate reload (`Ok`), or until one of its
+/// tasks ends (`Err`).
+pub async fn run(config: Config) -> Result<Exit, Error> {
     let span = info_span!("node", id = %config.node_id);
     run_inner(config).instrument(span).await
 }
 
-async fn run_inner(config: Config) -> Result<(), Error> {
+async fn run_inner(config: Config) -> Result<Exit, Error> {
     let creds = verify_identity(&config)?;
     create_private_dir(&config.data_dir)?;
     let draining = config.data_dir.join(ha::DRAIN_FILE).exists();
@@ -135,12 +127,33 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         ha_settings(&config, &creds, readiness.clone())?,
     );
     tasks.add("SNAT election", ha_task);
-    let reconciler = start_datapath(&config, &mesh.view, &mesh.store, &ha, readiness).map(
-        |(reconciler, task)| {
-            tasks.add("datapath reconciler", task);
-            reconciler
-        },
-    );
+    let instruments = Instruments::default();
+    let datapath_parts = DatapathParts {
+        view: &mesh.view,
+        store: &mesh.store,
+        ha: &ha,
+        readiness,
+        instruments: &instruments,
+    };
+    let reconciler = start_datapath(&config, datapath_parts).map(|(reconciler, task)| {
+        tasks.add("datapath reconciler", task);
+        reconciler
+    });
+    if config.datapath == DatapathMode::Linux {
+        let server = crate::dhcp::spawn(
+            config.node_id.clone(),
+            mesh.view.clone(),
+            config.dhcp_lease,
+            instruments.clone(),
+        );
+        tasks.add("DHCP server", server);
+        let metadata = crate::metadata::spawn(
+            config.node_id.clone(),
+            mesh.view.clone(),
+            config.netns_dir.clone(),
+        );
+        tasks.add("metadata service", metadata);
+    }
     let ctx = ApiContext {
         view: mesh.view.clone(),
         stats: Some(mesh.transport.stats()),
@@ -149,7 +162,15 @@ async fn run_inner(config: Config) -> Result<(), Error> {
         store: Some(mesh.store.clone()),
         reconciler,
         ha: Some(ha),
+        instruments: instruments.clone(),
+        reload: Some(CertReload::new(config.clone())),
     };
+    let reload = ctx.reload.clone();
+    if let Err(e) = start_metrics(&config, &ctx, &instruments, &mut tasks).await {
+        tasks.abort_all();
+        let _ = mesh.chitchat.shutdown().await;
+        return Err(e);
+    }
     let served = api::serve(&config.api_socket, ctx).await;
     let (api_task, socket_guard) = match served {
         Ok(x) => x,
@@ -168,7 +189,11 @@ async fn run_inner(config: Config) -> Result<(), Error> {
     let outcome = tokio::select! {
         _ = wait_for_shutdown_signal() => {
             info!("shutting down");
-            Ok(())
+            Ok(Exit::Stopped)
+        }
+        () = wait_for_reload(reload) => {
+            info!("re-executing with the new certificate");
+            Ok(Exit::Reload)
         }
         (name, why) = tasks.first_to_end() => {
             error!(task = name, reason = %why, "a task of the agent ended; stopping");
@@ -230,13 +255,20 @@ async fn start_mesh(
         config.gossip_interval,
         Arc::new(creds.peer_certs()?),
         config.max_clock_skew,
+        config.tenancy_writers,
     );
     tasks.add("view writer", view_task);
     let store = ConfigService::new(
         config.node_id.clone(),
         own.clone(),
         view.clone(),
-        StoreSettings::for_gossip_interval(config.gossip_interval, Some(config.data_dir.clone())),
+        StoreSettings {
+            writers: config.tenancy_writers,
+            ..StoreSettings::for_gossip_interval(
+                config.gossip_interval,
+                Some(config.data_dir.clone()),
+            )
+        },
     );
     let replication = tokio::spawn(store.clone().run_replication().in_current_span());
     tasks.add("replication", replication);
@@ -354,13 +386,19 @@ fn readiness_of(config: &Config, remembered: &[String]) -> Readiness {
     }
 }
 
+/// What the datapath reconciler is started with, besides the configuration.
+struct DatapathParts<'a> {
+    view: &'a ViewHandle,
+    store: &'a Arc<ConfigService>,
+    ha: &'a HaHandle,
+    readiness: Readiness,
+    instruments: &'a Instruments,
+}
+
 /// Starts the datapath reconciler when this node programs its kernel.
 fn start_datapath(
     config: &Config,
-    view: &ViewHandle,
-    store: &Arc<ConfigService>,
-    ha: &HaHandle,
-    readiness: Readiness,
+    parts: DatapathParts<'_>,
 ) -> Option<(Arc<Reconciler>, JoinHandle<()>)> {
     match config.datapath {
         DatapathMode::Off => {
@@ -376,15 +414,77 @@ fn start_datapath(
             let kernel: SharedKernel = Arc::new(std::sync::Mutex::new(Box::new(backend)));
             let r = Reconciler::new(ReconcilerParts {
                 me: config.node_id.clone(),
-                view: view.clone(),
-                holders: Some(ha.holders()),
+                view: parts.view.clone(),
+                holders: Some(parts.ha.holders()),
                 kernel,
-                store: store.clone(),
+                store: parts.store.clone(),
                 resync: DATAPATH_RESYNC,
-                readiness,
+                readiness: parts.readiness,
+                instruments: parts.instruments.clone(),
             });
             let task = tokio::spawn(r.clone().run().in_current_span());
             Some((r, task))
+        }
+    }
+}
+
+/// Serves metrics and health on `metrics_listen`, when it is set; a port that cannot be bound
+/// stops the start (an operator who asked for metrics would otherwise scrape nothing).
+async fn start_metrics(
+    config: &Config,
+    ctx: &ApiContext,
+    instruments: &Instruments,
+    tasks: &mut Tasks,
+) -> Result<(), Error> {
+    let Some(listen) = config.metrics_listen else {
+        return Ok(());
+    };
+    let listener = metrics::http::bind(listen).await?;
+    let sources = metrics::Sources {
+        view: ctx.view.clone(),
+        stats: ctx.stats.clone(),
+        trust: ctx.trust.clone(),
+        ha: ctx.ha.clone(),
+        reconciler: ctx.reconciler.clone(),
+    };
+    let metrics = Arc::new(metrics::Metrics::new(sources, instruments));
+    tasks.add(
+        "metrics endpoint",
+        tokio::spawn(metrics::http::serve(listener, metrics).in_current_span()),
+    );
+    Ok(())
+}
+
+/// Resolves when a new certificate was checked and asked for: through the API, or by SIGHUP
+/// (whose certificate is checked here; a bad one is logged and the agent goes on with the old).
+async fn wait_for_reload(reload: Option<CertReload>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(reload) = reload else {
+        return std::future::pending().await;
+    };
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!(error = %e, "SIGHUP cannot be watched; reload-cert works through the API only");
+            None
+        }
+    };
+    loop {
+        let hup_received = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = reload.requested() => return,
+            Some(()) = hup_received => match reload.check() {
+                Ok(c) => {
+                    info!(serial = %c.serial, "SIGHUP: new certificate checked");
+                    return;
+                }
+                Err(e) => error!(error = %e, "SIGHUP: the new certificate is refused; keeping the running one"),
+            },
         }
     }
 }

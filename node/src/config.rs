@@ -25,6 +25,8 @@ pub const DEFAULT_ADVERT_MULTIPLIER: u32 = 8;
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 10_000;
 /// Default cluster id; nodes with another id refuse each other's gossip.
 pub const DEFAULT_CLUSTER_ID: &str = "dvrmesh";
+/// Default DHCP lease time handed to VMs (one day, as Neutron's `dhcp_lease_duration`).
+pub const DEFAULT_DHCP_LEASE_SECONDS: u32 = 86_400;
 /// Largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -81,6 +83,12 @@ pub struct Config {
     /// How far ahead of this node's clock a peer's timestamp may be before its record or claim
     /// is refused.
     pub max_clock_skew: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Who may write tenant configuration (`[tenancy] writers`); every node must agree.
+    pub tenancy_writers: crate::tenant::Writers,
+    /// The lease time this node's DHCP server hands to its VMs.
+    pub dhcp_lease: Duration,
 }
 
 /// Whether the agent programs this node's kernel.
@@ -157,6 +165,14 @@ impl Config {
         let max_clock_skew = p
             .optional(t, "max_clock_skew_ms", |v| p_millis(v, 100..=3_600_000))
             .unwrap_or(Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS));
+        let metrics_listen = p.optional(t, "metrics_listen", p_sockaddr);
+        let tenancy_writers = p.optional(t, "tenancy", p_tenancy).unwrap_or_default();
+        let dhcp_lease = p
+            .optional(t, "dhcp_lease_seconds", |v| p_int(v, 10..=31_536_000))
+            .map_or(
+                Duration::from_secs(u64::from(DEFAULT_DHCP_LEASE_SECONDS)),
+                |n| Duration::from_secs(n.unsigned_abs()),
+            );
         let tls = p.tls(t);
         let external = p.external(t);
         p.unknown_keys(t);
@@ -185,6 +201,9 @@ impl Config {
             advert_interval,
             advert_multiplier,
             max_clock_skew,
+            metrics_listen,
+            tenancy_writers,
+            dhcp_lease,
         })
     }
 }
@@ -208,7 +227,27 @@ const KNOWN_KEYS: &[&str] = &[
     "snat_advert_interval_ms",
     "snat_advert_multiplier",
     "max_clock_skew_ms",
+    "metrics_listen",
+    "tenancy",
+    "dhcp_lease_seconds",
 ];
+
+/// `[tenancy]`: `writers = "any-node" | "operators"`.
+fn p_tenancy(v: &Value) -> Result<crate::tenant::Writers, String> {
+    use crate::tenant::Writers;
+    let t = v
+        .as_table()
+        .ok_or("must be a table: [tenancy] writers = \"any-node\" | \"operators\"")?;
+    if let Some(k) = t.keys().find(|k| k.as_str() != "writers") {
+        return Err(format!("{k}: unknown key (known keys: writers)"));
+    }
+    match t.get("writers").map(|w| w.as_str()) {
+        None => Ok(Writers::default()),
+        Some(Some("any-node")) => Ok(Writers::AnyNode),
+        Some(Some("operators")) => Ok(Writers::Operators),
+        Some(_) => Err("writers: must be \"any-node\" or \"operators\"".into()),
+    }
+}
 
 struct Parser<'a> {
     problems: Vec<String>,
@@ -597,6 +636,24 @@ interface = "eth1"
     }
 
     #[test]
+    fn the_dhcp_lease_defaults_to_a_day_and_is_bounded() {
+        let base = Path::new("/");
+        let lease = |extra: &str| {
+            let text = EXAMPLE.replace("[tls]", &format!("{extra}\n[tls]"));
+            Config::parse(&text, base).map(|c| c.dhcp_lease)
+        };
+        assert_eq!(lease(""), Ok(Duration::from_secs(86_400)));
+        assert_eq!(
+            lease("dhcp_lease_seconds = 600"),
+            Ok(Duration::from_secs(600))
+        );
+        for bad in ["dhcp_lease_seconds = 5", "dhcp_lease_seconds = \"1h\""] {
+            let err = lease(bad).unwrap_err();
+            assert!(err.contains("dhcp_lease_seconds"), "{err}");
+        }
+    }
+
+    #[test]
     fn wildcard_listen_needs_advertise() {
         let bad = EXAMPLE.replace("127.0.0.1:7101", "0.0.0.0:7101");
         assert!(Config::parse(&bad, Path::new("/"))
@@ -635,6 +692,36 @@ interface = "eth1"
             Config::parse(EXAMPLE, Path::new("/")).unwrap().datapath,
             DatapathMode::Linux
         );
+    }
+
+    /// The configurations the Debian package installs (node/debian/): they parse, they point
+    /// at the directories the systemd unit and tmpfiles entry make, and together they mention
+    /// every key, so a new key is not forgotten there (nor in docs/operations.md).
+    #[test]
+    fn the_packaged_examples_parse_and_mention_every_key() {
+        let compute = include_str!("../debian/compute-node.toml");
+        let network = include_str!("../debian/network-node.toml.example");
+        let docs = include_str!("../../docs/operations.md");
+        let base = Path::new("/etc/dvrmesh");
+        for (text, mode) in [(compute, NodeMode::Dvr), (network, NodeMode::DvrSnat)] {
+            let c = Config::parse(text, base).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.mode, mode);
+            assert_eq!(c.api_socket, Path::new("/run/dvrmesh/api.sock"));
+            assert_eq!(c.data_dir, Path::new("/var/lib/dvrmesh"));
+            assert_eq!(c.tls.key, base.join("tls/node.key"));
+            assert_eq!(c.tls.crl, Some(base.join("tls/crl.pem")));
+        }
+        let tls = ["ca", "cert", "key", "crl"].map(|k| format!("tls.{k}"));
+        let keys = KNOWN_KEYS.iter().map(|k| k.to_string()).chain(tls);
+        for key in keys {
+            let bare = key.trim_start_matches("tls.");
+            let in_examples = [compute, network].iter().any(|t| t.contains(bare));
+            assert!(in_examples, "{key} is in neither packaged example");
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "{key} is not in docs/operations.md"
+            );
+        }
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub enum Error {
     /// The local API failed.
     #[error("local API: {0}")]
     Api(String),
+    /// The metrics endpoint could not start.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 impl Error {

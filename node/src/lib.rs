@@ -14,8 +14,16 @@
 //! - [`ha`]: the SNAT election (a sans-IO state machine, [`ha::election`]) and the task that runs
 //!   it against the view and the transport's datagrams.
 //! - [`reconcile`]: the view and the SNAT holders → `datapath::plan` → the kernel, level-triggered.
+//! - [`dhcp`]: DHCPv4 for this node's own ports, answered from the view (a socket per port).
+//! - [`metadata`]: the metadata service (169.254.169.254) for this node's own ports, from the
+//!   view (a listener per network in its metadata namespace).
 //! - [`api`]: the local API: its protocol, and the server the CLI talks to.
+//! - [`instruments`]: the counters and histograms the reconciler and the API record into.
+//! - [`metrics`]: Prometheus metrics and `/healthz`/`/readyz` on `metrics_listen`, read from the
+//!   parts above and the instruments.
 //! - [`agent`]: wires all of the above into one running node, and nothing more.
+//! - [`doctor`]: the preflight of a node: kernel features (probed in a throwaway namespace),
+//!   interfaces, configuration, certificates, API socket, gossip port, clock.
 //!
 //! Domain types and the wire format are `mesh-proto`'s; the kernel is `datapath`'s.
 #![forbid(unsafe_code)]
@@ -24,12 +32,18 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod dhcp;
+pub mod doctor;
 mod error;
 pub mod files;
 pub mod ha;
+pub mod instruments;
 pub mod logging;
 pub mod mesh;
+pub mod metadata;
+pub mod metrics;
 pub mod reconcile;
+pub mod reload;
 pub mod store;
 pub mod tenant;
 pub mod throttle;

@@ -191,6 +191,7 @@ fn cluster_with_base() -> Result<(tempfile::TempDir, Vec<Agent>, Value, Value)> 
                     && a.cli(&["fip", "show", "203.0.113.50"])
                         .map(|v| v["port"] == vm1["id"])
                         .unwrap_or(false)
+                    && a.cli(&["fip", "show", "203.0.113.51"]).is_ok()
             })
         },
     )?;

@@ -80,6 +80,7 @@ async fn start_node(
         Duration::from_millis(50),
         std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
         Duration::from_secs(10),
+        dvrmesh_node::tenant::Writers::AnyNode,
     );
     Ok(Node {
         _handle: handle,

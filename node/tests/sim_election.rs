@@ -475,3 +475,65 @@ fn a_gossiped_claim_with_an_implausible_epoch_does_not_raise_the_epoch() {
     );
     assert_eq!(b.refused(), 1);
 }
+
+/// The compose lab's resumed holder: `a` held, froze for 2 s, and resumes to find the advert `b`
+/// sent when it took over (queued while `a` was frozen); then `b`, whose view marks `a` dead,
+/// sends it nothing, and `a`'s own view has not yet learnt `b`'s claim. `a` withdraws — and must
+/// not read the silence that follows as `b` going silent while it catches up.
+#[test]
+fn a_holder_that_stalled_does_not_take_the_router_back_from_a_silence_it_caused() {
+    let cfg = ElectionConfig {
+        advert_interval: Duration::from_millis(20),
+        multiplier: 8,
+    };
+    let mut a = Election::new(n("a"), cfg);
+    let view = |claims: Vec<SnatClaim>| ElectionInput {
+        majority: true,
+        routers: vec![RouterInput {
+            router: router(),
+            candidates: vec![
+                (n("a"), Priority::new(200).expect("prio")),
+                (n("b"), Priority::new(150).expect("prio")),
+            ],
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            claims,
+        }],
+    };
+    let t0 = Instant::now();
+    a.handle_input(t0, view(vec![]));
+    assert_eq!(a.claims().len(), 1, "a holds at first");
+    let mut now = t0;
+    for _ in 0..10 {
+        now += Duration::from_millis(5);
+        a.handle_tick(now);
+    }
+    // Frozen for 2 s; the first thing it handles on resuming is b's takeover advert.
+    now += Duration::from_secs(2);
+    a.handle_advert(now, &n("b"), claim_by("b", 2, 150, "r1"));
+    assert!(
+        a.claims().is_empty(),
+        "displaced by a higher epoch, a withdraws"
+    );
+    assert_eq!(a.stalls(), 1, "the freeze was noticed");
+    while a.poll_event().is_some() {}
+    // 600 ms of silence from b while a's view still lacks b's claim, then the view catches up.
+    let mut took = Vec::new();
+    for i in 0..400 {
+        now += Duration::from_millis(5);
+        let claims = if i < 120 {
+            vec![]
+        } else {
+            vec![claim_by("b", 2, 150, "r1")]
+        };
+        a.handle_input(now, view(claims));
+        a.handle_tick(now);
+        while let Some(e) = a.poll_event() {
+            if let ElectionEvent::Took { reason, .. } = e {
+                took.push((now - t0, reason));
+            }
+        }
+    }
+    assert!(took.is_empty(), "a took the router back: {took:?}");
+    assert_eq!(a.stalls(), 1, "steady ticks are no stall");
+}

@@ -98,6 +98,7 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
             GOSSIP,
             std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
             Duration::from_secs(10),
+            dvrmesh_node::tenant::Writers::AnyNode,
         );
         nodes.push(SimNode {
             facts,

@@ -28,6 +28,7 @@ const DEAD_GRACE: Duration = Duration::from_secs(10);
 
 struct SimNode {
     id: NodeId,
+    own: OwnState,
     handle: Option<ChitchatHandle>,
     view: ViewHandle,
     store: Arc<ConfigService>,
@@ -36,6 +37,7 @@ struct SimNode {
 
 struct Sim {
     nodes: Vec<SimNode>,
+    transport: ChannelTransport,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -80,30 +82,45 @@ impl Sim {
                 GOSSIP,
                 std::sync::Arc::new(dvrmesh_node::mesh::pki::signing::TrustAll),
                 Duration::from_secs(10),
+                dvrmesh_node::tenant::Writers::AnyNode,
             );
             let own = OwnState::new(handle.chitchat(), signer, settings.chitchat_id());
             let store = ConfigService::new(
                 id.clone(),
-                own,
+                own.clone(),
                 view.clone(),
                 StoreSettings::for_gossip_interval(GOSSIP, None),
             );
             let rt = tokio::spawn(store.clone().run_replication());
             nodes.push(SimNode {
                 id,
+                own,
                 handle: Some(handle),
                 view,
                 store,
                 tasks: vec![vt, rt],
             });
         }
-        let sim = Sim { nodes };
+        let sim = Sim { nodes, transport };
         sim.wait("all members alive", Duration::from_secs(30), |s| {
             s.running()
                 .all(|n| n.view.load().alive().count() == n_alive(s))
         })
         .await;
         sim
+    }
+
+    /// Cuts every link between the two sides (both ways), or heals them.
+    async fn partition(&self, a: &[usize], b: &[usize], cut: bool) {
+        for i in a {
+            for j in b {
+                if cut {
+                    self.transport.remove_link(addr(*i), addr(*j)).await;
+                } else {
+                    self.transport.add_link(addr(*i), addr(*j)).await;
+                }
+            }
+        }
     }
 
     fn running(&self) -> impl Iterator<Item = &SimNode> {
@@ -260,6 +277,9 @@ async fn concurrent_conflicting_updates_converge_to_one_value() {
             cidr: "10.5.0.0/24".into(),
             gateway: None,
             pool: None,
+            dhcp: true,
+            dns_servers: vec![],
+            domain: None,
         },
     )
     .await
@@ -334,6 +354,9 @@ async fn five_nodes_allocating_at_once_in_a_slash_28_get_distinct_addresses() {
             cidr: "10.9.0.0/28".into(),
             gateway: None,
             pool: None,
+            dhcp: true,
+            dns_servers: vec![],
+            domain: None,
         },
     )
     .await
@@ -349,6 +372,7 @@ async fn five_nodes_allocating_at_once_in_a_slash_28_get_distinct_addresses() {
         ip: None,
         mac: None,
         device: None,
+        metadata: Default::default(),
     };
     let (r1, r2, r3, r4, r5) = tokio::join!(
         sim.call(1, req(1)),
@@ -481,6 +505,9 @@ async fn a_write_landing_while_its_writer_hands_off_to_the_replicas_is_kept() {
                 cidr: format!("10.7.{i}.0/24"),
                 gateway: None,
                 pool: None,
+                dhcp: true,
+                dns_servers: vec![],
+                domain: None,
             },
         )
         .await
@@ -547,4 +574,510 @@ async fn a_write_landing_while_its_writer_hands_off_to_the_replicas_is_kept() {
         }
     }
     assert!(tried > 0);
+}
+
+fn subnet_req(name: &str, network: &str, cidr: &str) -> ConfigRequest {
+    ConfigRequest::SubnetCreate {
+        name: name.into(),
+        network: network.into(),
+        cidr: cidr.into(),
+        gateway: None,
+        pool: None,
+        dhcp: true,
+        dns_servers: vec![],
+        domain: None,
+    }
+}
+
+fn port_req(name: &str, network: &str) -> ConfigRequest {
+    ConfigRequest::PortCreate {
+        name: name.into(),
+        network: network.into(),
+        ip: None,
+        mac: None,
+        device: None,
+        metadata: Default::default(),
+    }
+}
+
+/// Creates a network with one subnet through node 0 and waits until every running node has it.
+async fn network_with_subnet(sim: &Sim, name: &str, vni: u32, cidr: &str) -> ObjectId {
+    let net = oid(&sim.call(0, net_req(name, vni)).await.expect("network"));
+    sim.call(0, subnet_req(&format!("{name}-v4"), name, cidr))
+        .await
+        .expect("subnet");
+    sim.wait("subnet everywhere", Duration::from_secs(30), |s| {
+        s.running()
+            .all(|n| n.view.load().tenant.subnets().any(|x| x.network == net))
+    })
+    .await;
+    net
+}
+
+/// Every (network, address) and every MAC held by two live ports in any running node's view.
+fn duplicates_anywhere(sim: &Sim) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in sim.running() {
+        let v = n.view.load();
+        let mut addrs = BTreeSet::new();
+        let mut macs = BTreeSet::new();
+        for p in v.tenant.ports() {
+            for ip in &p.fixed_ips {
+                if !addrs.insert((p.network.clone(), *ip)) {
+                    out.push(format!("{}: {ip} twice", n.id));
+                }
+            }
+            if !macs.insert(p.mac) {
+                out.push(format!("{}: {} twice", n.id, p.mac));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_ports_created_at_once_on_one_node_get_distinct_addresses_and_macs() {
+    let sim = Sim::start(5).await;
+    network_with_subnet(&sim, "wide", 30, "10.30.0.0/24").await;
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let store = sim.nodes[2].store.clone();
+        set.spawn(async move { store.handle(port_req(&format!("p{i}"), "wide")).await });
+    }
+    let mut ports = Vec::new();
+    while let Some(r) = set.join_next().await {
+        ports.push(r.expect("task").expect("port created"));
+    }
+    let took = started.elapsed();
+    let ips: BTreeSet<&str> = ports
+        .iter()
+        .map(|p| p["fixed_ips"][0].as_str().expect("ip"))
+        .collect();
+    let macs: BTreeSet<&str> = ports
+        .iter()
+        .map(|p| p["mac"].as_str().expect("mac"))
+        .collect();
+    assert_eq!(
+        (ips.len(), macs.len()),
+        (100, 100),
+        "values handed out twice"
+    );
+    // One at a time, each port waited a claim window (800 ms here): 80 s. From blocks, the
+    // waiting requests share a few claim windows (blocks of 16 addresses and of 256 MACs,
+    // claimed several at once).
+    println!("ipam: 100 ports at once on one node: {took:?} of virtual time");
+    assert!(
+        took < Duration::from_secs(10),
+        "100 ports took {took:?}: they did not come from blocks"
+    );
+    sim.wait("100 ports everywhere", Duration::from_secs(30), |s| {
+        s.running()
+            .all(|n| n.view.load().tenant.ports().count() == 100)
+    })
+    .await;
+    assert_eq!(duplicates_anywhere(&sim), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partitioned_minority_hands_out_only_what_its_blocks_hold_and_the_heal_leaves_no_duplicate(
+) {
+    let sim = Sim::start(5).await;
+    network_with_subnet(&sim, "big", 31, "10.31.0.0/24").await;
+    network_with_subnet(&sim, "tiny", 32, "10.32.0.0/29").await;
+    // Before the cut, node 0 holds a block of the /24 (its first port) and none of the /29.
+    sim.call(0, port_req("before", "big"))
+        .await
+        .expect("port before the cut");
+    let (minority, majority) = ([0usize], [1usize, 2, 3, 4]);
+    sim.partition(&minority, &majority, true).await;
+    sim.wait(
+        "each side sees the other dead",
+        Duration::from_secs(60),
+        |s| {
+            s.nodes[0].view.load().alive().count() == 1
+                && s.nodes[1].view.load().alive().count() == 4
+        },
+    )
+    .await;
+    let mut created = vec!["before".to_string()];
+    for i in 0..3 {
+        for (node, net) in [(0, "big"), (1, "big"), (2, "tiny")] {
+            let name = format!("{net}-{node}-{i}");
+            sim.call(node, port_req(&name, net))
+                .await
+                .unwrap_or_else(|e| panic!("{name} on node {node}: {e}"));
+            created.push(name);
+        }
+    }
+    // The minority holds no block of the /29: it may not claim one, nor a single address.
+    let refused = sim
+        .call(0, port_req("tiny-minority", "tiny"))
+        .await
+        .expect_err("a minority claimed an address");
+    assert!(refused.contains("majority"), "{refused}");
+    sim.partition(&minority, &majority, false).await;
+    sim.wait("every port everywhere", Duration::from_secs(60), |s| {
+        s.running()
+            .all(|n| n.view.load().tenant.ports().count() == created.len())
+    })
+    .await;
+    assert_eq!(duplicates_anywhere(&sim), Vec::<String>::new());
+    let names: BTreeSet<String> = sim.nodes[3]
+        .view
+        .load()
+        .tenant
+        .ports()
+        .map(|p| p.name.to_string())
+        .collect();
+    assert_eq!(names, created.into_iter().collect::<BTreeSet<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_port_holding_an_address_another_port_kept_is_readdressed_by_its_host() {
+    let sim = Sim::start(5).await;
+    let net = network_with_subnet(&sim, "dup", 33, "10.33.0.0/24").await;
+    let kept = sim.call(1, port_req("kept", "dup")).await.expect("port");
+    let ip: std::net::Ipv4Addr = kept["fixed_ips"][0]
+        .as_str()
+        .expect("ip")
+        .parse()
+        .expect("ip");
+    let mac = kept["mac"].as_str().expect("mac").parse().expect("mac");
+    // What a configuration written on both sides of a partition leaves: node 3 hosts a younger
+    // port with the same address and MAC.
+    let copy = mesh_proto::Port::new(mesh_proto::PortSpec {
+        id: ObjectId::new("port-00000000dup0").expect("id"),
+        name: mesh_proto::Name::new("copy").expect("name"),
+        network: net,
+        mac,
+        fixed_ips: vec![ip],
+        host: sim.nodes[3].id.clone(),
+        device: None,
+        allowed_address_pairs: Vec::new(),
+        metadata: Default::default(),
+    })
+    .expect("port");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let rec = Record::object(
+        TenantObject::Port(copy),
+        mesh_proto::Version {
+            hlc: mesh_proto::HlcTimestamp(now_ms << 16),
+            writer: sim.nodes[3].id.clone(),
+        },
+    );
+    let value = mesh_proto::encode_value(&rec).expect("encode");
+    sim.nodes[3]
+        .own
+        .write(|st| st.set(&rec.key(), &value))
+        .await;
+    sim.wait(
+        "the copy re-addressed on every node, the older port unchanged",
+        Duration::from_secs(30),
+        |s| {
+            s.running().all(|n| {
+                let v = n.view.load();
+                let port = |name: &str| v.tenant.ports().find(|p| p.name.as_str() == name).cloned();
+                match (port("kept"), port("copy")) {
+                    (Some(k), Some(c)) => {
+                        k.fixed_ips == [ip] && k.mac == mac && c.fixed_ips != [ip] && c.mac != mac
+                    }
+                    _ => false,
+                }
+            })
+        },
+    )
+    .await;
+    assert_eq!(duplicates_anywhere(&sim), Vec::<String>::new());
+    let events = sim.nodes[3].store.readdressed();
+    assert_eq!(events.len(), 2, "one address and one MAC: {events:?}");
+    // The operator sees it in `port show` on the port's host (its host re-addressed it).
+    let show = |node: usize| {
+        sim.call(
+            node,
+            ConfigRequest::Show {
+                kind: ObjectKind::Port,
+                reference: "copy".into(),
+            },
+        )
+    };
+    let shown = show(3).await.expect("port show");
+    let seen = shown["readdressed"].as_array().expect("readdressed list");
+    let from: Vec<&str> = seen.iter().filter_map(|e| e["from"].as_str()).collect();
+    assert!(
+        from.contains(&ip.to_string().as_str()) && from.contains(&mac.to_string().as_str()),
+        "port show on its host names the address and MAC it gave up: {shown}"
+    );
+    assert!(seen.iter().all(|e| e["kept_by"] == kept["id"]), "{shown}");
+    let elsewhere = show(1).await.expect("port show");
+    assert_eq!(
+        elsewhere["readdressed"],
+        serde_json::json!([]),
+        "{elsewhere}"
+    );
+}
+
+/// A draining node gives back each of its blocks once no port of it is left there (its ports
+/// moved away), and not before: the place is then free for other nodes' blocks.
+#[tokio::test(start_paused = true)]
+async fn a_draining_node_gives_back_its_blocks_once_its_ports_are_gone() {
+    let sim = Sim::start(5).await;
+    let net = network_with_subnet(&sim, "drn", 34, "10.34.0.0/24").await;
+    let pool = sim.nodes[0]
+        .view
+        .load()
+        .tenant
+        .subnets()
+        .find(|s| s.network == net)
+        .expect("subnet")
+        .id
+        .clone();
+    let space = mesh_proto::BlockSpace::Pool(pool);
+    let blocks_of = |sim: &Sim, node: usize| -> usize {
+        let me = sim.nodes[node].id.clone();
+        sim.nodes[0]
+            .view
+            .load()
+            .tenant
+            .blocks
+            .get(&space)
+            .map_or(0, |bs| bs.iter().filter(|b| b.version.writer == me).count())
+    };
+    let p1 = oid(&sim.call(2, port_req("d1", "drn")).await.expect("port"));
+    let p2 = oid(&sim.call(2, port_req("d2", "drn")).await.expect("port"));
+    sim.wait("node 0 sees n2's block", Duration::from_secs(10), |s| {
+        blocks_of(s, 2) > 0
+    })
+    .await;
+    // n2 drains (as `agent drain` publishes it).
+    let facts = NodeFacts::new(
+        sim.nodes[2].id.clone(),
+        NodeMode::Dvr,
+        std::net::Ipv4Addr::new(10, 0, 0, 3),
+        dvr_mac_for(&sim.nodes[2].id),
+        Priority::new(100).expect("p"),
+        BTreeMap::new(),
+    )
+    .expect("facts")
+    .with_draining(true);
+    let value = mesh_proto::encode_value(&facts).expect("facts");
+    sim.nodes[2]
+        .own
+        .write(|st| st.set(dvrmesh_node::mesh::keys::KEY_NODE_FACTS, &value))
+        .await;
+    // Its ports still hold addresses of the block: it keeps it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(blocks_of(&sim, 2) > 0, "a block in use was given back");
+    for p in [&p1, &p2] {
+        sim.call(
+            2,
+            ConfigRequest::Delete {
+                kind: ObjectKind::Port,
+                reference: p.to_string(),
+            },
+        )
+        .await
+        .expect("delete");
+    }
+    let drained = sim.nodes[2].id.clone();
+    sim.wait(
+        "every node sees n2's idle blocks gone",
+        Duration::from_secs(30),
+        |s| s.running().all(|n| !sees_a_block_of(n, &drained)),
+    )
+    .await;
+    // Another node's port is served as before.
+    sim.call(3, port_req("after", "drn"))
+        .await
+        .expect("port on another node");
+}
+
+/// A node that died without draining keeps its blocks (it may come back and its ports still
+/// hold addresses there) until the others forget it (`dead_node_grace_period`); then its blocks
+/// are gone from every view with its ports, and the place is free for new blocks.
+#[tokio::test(start_paused = true)]
+async fn a_dead_node_s_blocks_are_freed_when_it_is_forgotten() {
+    let mut sim = Sim::start(5).await;
+    network_with_subnet(&sim, "ded", 35, "10.35.0.0/24").await;
+    sim.call(2, port_req("gone", "ded")).await.expect("port");
+    let has_blocks_of = |s: &Sim, who: &NodeId| s.running().all(|n| sees_a_block_of(n, who));
+    let dead = sim.nodes[2].id.clone();
+    sim.wait(
+        "every node sees n2's blocks",
+        Duration::from_secs(10),
+        |s| has_blocks_of(s, &dead),
+    )
+    .await;
+    sim.stop(2).await;
+    // Still held a while after its death: a node that restarts keeps its addresses.
+    tokio::time::sleep(DEAD_GRACE / 2).await;
+    assert!(
+        has_blocks_of(&sim, &dead),
+        "blocks of a node just dead were dropped"
+    );
+    sim.wait(
+        "no node holds a block of the forgotten n2",
+        DEAD_GRACE * 6,
+        |s| s.running().all(|n| !sees_a_block_of(n, &dead)),
+    )
+    .await;
+}
+
+/// When a pool's last free addresses all lie in another node's blocks, a node still gets them:
+/// it claims one, the holder lends it (carves it out of its block), and the claim wins. The pool
+/// fills up to its last address with no address handed out twice.
+#[tokio::test(start_paused = true)]
+async fn a_node_borrows_the_last_free_addresses_from_another_node_s_blocks() {
+    let sim = Sim::start(5).await;
+    let net = network_with_subnet(&sim, "brw", 36, "10.36.0.0/26").await;
+    let pool_len = {
+        let v = sim.nodes[0].view.load();
+        let len = v
+            .tenant
+            .subnets()
+            .find(|s| s.network == net)
+            .expect("subnet")
+            .pool
+            .len() as usize;
+        len
+    };
+    // Node 1 takes most of the pool; its blocks (claimed ahead of need) cover the rest.
+    let mut made = 0;
+    for i in 0..pool_len - 6 {
+        sim.call(1, port_req(&format!("a{i}"), "brw"))
+            .await
+            .expect("port on n1");
+        made += 1;
+    }
+    // Node 2 creates ports until the pool is full.
+    let mut borrowed = 0;
+    let error = loop {
+        match sim.call(2, port_req(&format!("b{borrowed}"), "brw")).await {
+            Ok(_) => borrowed += 1,
+            Err(e) => break e,
+        }
+        assert!(borrowed <= pool_len, "more ports than addresses");
+    };
+    assert!(borrowed > 0, "node 2 got no address at all: {error}");
+    assert!(error.contains("no free address"), "{error}");
+    sim.wait("every node sees every port", Duration::from_secs(10), |s| {
+        s.running().all(|n| {
+            n.view
+                .load()
+                .tenant
+                .ports()
+                .filter(|p| p.network == net)
+                .count()
+                == made + borrowed
+        })
+    })
+    .await;
+    assert_eq!(
+        made + borrowed,
+        pool_len,
+        "every address of the pool went to a port (node 2 got {borrowed})"
+    );
+    assert_eq!(duplicates_anywhere(&sim), Vec::<String>::new());
+}
+
+/// Whether `n`'s view holds any block published by `who`.
+fn sees_a_block_of(n: &SimNode, who: &NodeId) -> bool {
+    n.view
+        .load()
+        .tenant
+        .blocks
+        .values()
+        .flatten()
+        .any(|b| &b.version.writer == who)
+}
+
+/// An address asked for explicitly that lies in another node's block is lent by that node when
+/// it is free there, and refused when a port holds it.
+#[tokio::test(start_paused = true)]
+async fn an_explicit_address_in_another_node_s_block_is_lent_unless_taken() {
+    let sim = Sim::start(5).await;
+    let net = network_with_subnet(&sim, "xpl", 37, "10.37.0.0/24").await;
+    let first = sim
+        .call(1, port_req("held", "xpl"))
+        .await
+        .expect("port on n1");
+    let held: std::net::Ipv4Addr = first["fixed_ips"][0]
+        .as_str()
+        .expect("ip")
+        .parse()
+        .expect("ip");
+    let n1 = sim.nodes[1].id.clone();
+    sim.wait(
+        "node 2 sees n1's block and port",
+        Duration::from_secs(10),
+        |s| {
+            sees_a_block_of(&s.nodes[2], &n1)
+                && s.nodes[2]
+                    .view
+                    .load()
+                    .tenant
+                    .ports()
+                    .any(|p| p.network == net)
+        },
+    )
+    .await;
+    // A free address of n1's block, as node 2 sees it.
+    let free = {
+        let v = sim.nodes[2].view.load();
+        let block = v
+            .tenant
+            .blocks
+            .values()
+            .flatten()
+            .find(|b| b.version.writer == n1 && matches!(&b.space, mesh_proto::BlockSpace::Pool(_)))
+            .expect("n1's pool block")
+            .clone();
+        let taken: Vec<std::net::Ipv4Addr> = v
+            .tenant
+            .ports()
+            .filter(|p| p.network == net)
+            .flat_map(|p| p.fixed_ips.clone())
+            .collect();
+        (0..block.len)
+            .map(|i| std::net::Ipv4Addr::from(block.first + i))
+            .find(|ip| !taken.contains(ip))
+            .expect("a free address in n1's block")
+    };
+    let explicit = |name: &str, ip: std::net::Ipv4Addr| ConfigRequest::PortCreate {
+        name: name.into(),
+        network: "xpl".into(),
+        ip: Some(ip.to_string()),
+        mac: None,
+        device: None,
+        metadata: Default::default(),
+    };
+    let lent = sim
+        .call(2, explicit("lent", free))
+        .await
+        .expect("an explicit address of n1's block, lent");
+    assert_eq!(lent["fixed_ips"][0], free.to_string());
+    let refused = sim
+        .call(2, explicit("clash", held))
+        .await
+        .expect_err("n1's port holds it");
+    assert!(
+        refused.contains("in use") || refused.contains("taken"),
+        "{refused}"
+    );
+    sim.wait("every node sees both ports", Duration::from_secs(10), |s| {
+        s.running().all(|n| {
+            n.view
+                .load()
+                .tenant
+                .ports()
+                .filter(|p| p.network == net)
+                .count()
+                == 2
+        })
+    })
+    .await;
+    assert_eq!(duplicates_anywhere(&sim), Vec::<String>::new());
 }

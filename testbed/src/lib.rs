@@ -6,7 +6,8 @@
 //! - [`probe`]: UDP probes written in Rust, so no scenario depends on ping or iperf;
 //! - [`demo`]: the README's main job (on either lab);
 //! - [`compose`]: the same mesh in Docker containers (`docker-compose.yml`), its demo and faults;
-//! - [`bench`]: the datapath programming benchmark (`datapath-bench`).
+//! - [`bench`]: the benchmark harness behind `dvrmesh-lab bench` (data plane, control-plane
+//!   latency, SNAT failover, datapath programming) and its report and plots.
 #![forbid(unsafe_code)]
 
 pub mod bench;

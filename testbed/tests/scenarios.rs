@@ -309,10 +309,12 @@ fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
     // What the restarted agents did to their datapaths, for a failure's diagnosis.
     for node in ["compute-1", "compute-2"] {
         let log = std::fs::read_to_string(lab.node_dir(node).join("agent.log")).unwrap_or_default();
-        for l in log
-            .lines()
-            .filter(|l| l.contains("datapath") || l.contains("settled") || l.contains("op failed"))
-        {
+        for l in log.lines().filter(|l| {
+            l.contains("datapath")
+                || l.contains("settled")
+                || l.contains("op failed")
+                || l.contains("member")
+        }) {
             println!("[{node}] {l}");
         }
     }

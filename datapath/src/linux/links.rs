@@ -47,6 +47,8 @@ pub(crate) struct RawLink {
     pub(crate) name: String,
     pub(crate) kind: RawKind,
     pub(crate) up: bool,
+    /// The lower layer is up (`IFF_LOWER_UP`: carrier).
+    pub(crate) carrier: bool,
     pub(crate) mtu: Option<u32>,
     pub(crate) mac: Option<[u8; 6]>,
     /// Ifindex of the master, in the same namespace.
@@ -93,6 +95,7 @@ const IFLA_VXLAN_PORT: u16 = 15;
 /// `RTEXT_FILTER_SKIP_STATS`.
 const SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 1;
+const IFF_LOWER_UP: u32 = 1 << 16;
 
 /// An `ifinfomsg` (any family, no index) followed by `IFLA_EXT_MASK` skipping statistics, and
 /// `extra` attributes.
@@ -161,6 +164,7 @@ fn parse_raw(body: &[u8]) -> Option<RawLink> {
         name: String::new(),
         kind: RawKind::Other,
         up: flags & IFF_UP != 0,
+        carrier: flags & IFF_LOWER_UP != 0,
         mtu: None,
         mac: None,
         master: None,

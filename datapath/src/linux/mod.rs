@@ -17,7 +17,9 @@
 mod addrs_routes;
 mod apply;
 pub mod arp_probe;
+pub mod dhcp_socket;
 mod garp;
+mod interfaces;
 mod libnft;
 mod links;
 mod neigh_fdb;
@@ -39,12 +41,13 @@ use std::path::{Path, PathBuf};
 
 use netlink_sys::protocols::NETLINK_ROUTE;
 
+pub use self::interfaces::{interfaces, InterfaceInfo};
 pub use self::links::{is_owned, OWNED_LINK_PREFIXES};
 use self::socket::Conn;
 use crate::{ApplyReport, Desired, Error, Kernel, Netns, Observed, Op};
 
 /// Name prefixes of the named namespaces dvrmesh owns.
-pub const OWNED_NAMESPACE_PREFIXES: &[&str] = &["qrouter-", "snat-", "fip-"];
+pub const OWNED_NAMESPACE_PREFIXES: &[&str] = &["qrouter-", "snat-", "fip-", "qmeta-"];
 
 /// Which namespace the model's [`Netns::Host`] is.
 #[derive(Clone, Debug, PartialEq, Eq)]

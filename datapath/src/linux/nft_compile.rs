@@ -19,6 +19,8 @@ const META_MARK: u32 = 3;
 const META_IIFNAME: u32 = 6;
 const META_OIFNAME: u32 = 7;
 const META_IIFTYPE: u32 = 8;
+const META_L4PROTO: u32 = 16;
+const IPPROTO_UDP: u8 = 17;
 /// `ARPHRD_ETHER`, host order, as `meta iiftype` holds it.
 const ARPHRD_ETHER: [u8; 2] = 1u16.to_ne_bytes();
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
@@ -229,6 +231,17 @@ fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
             Stmt::ArpTargetIp(ip) => {
                 deps.l3(family, ETH_P_ARP, &mut out);
                 prefix_match(host(*ip), 24, &mut out);
+            }
+            Stmt::UdpDport(port) => {
+                // As nft compiles `udp dport`: the layer 4 protocol, then the port.
+                out.push(Expr::MetaLoad(META_L4PROTO));
+                out.push(Expr::CmpEq(vec![IPPROTO_UDP]));
+                out.push(Expr::PayloadLoad {
+                    base: Base::Transport,
+                    offset: 2,
+                    len: 2,
+                });
+                out.push(Expr::CmpEq(port.to_be_bytes().to_vec()));
             }
             Stmt::Iifname(dev) => if_name(META_IIFNAME, dev, &mut out),
             Stmt::Oifname(dev) => if_name(META_OIFNAME, dev, &mut out),

@@ -125,6 +125,7 @@ pub(crate) struct Table {
 pub(crate) enum Base {
     Link,
     Network,
+    Transport,
 }
 
 /// One nftables VM expression (register 1 implied).
@@ -328,53 +329,84 @@ impl Batch {
         if set.elements.is_empty() {
             return;
         }
-        let mut a = Attrs::default();
-        a.str(1, table)
-            .str(2, &set.name)
-            .be32(4, id)
-            .nested(3, |list| {
-                if set.interval {
-                    // As nft does for an rbtree set: an interval end at zero first, unless the first
-                    // range starts there.
-                    if set
-                        .elements
-                        .first()
-                        .is_some_and(|e| e.key.iter().any(|b| *b != 0))
-                    {
-                        list.nested(1, |el| {
-                            el.be32(3, ELEM_INTERVAL_END)
-                                .data(1, &vec![0; set.key.len()]);
-                        });
-                    }
-                    for e in &set.elements {
-                        list.nested(1, |el| {
-                            el.data(1, &e.key);
-                        });
-                        if let Some(end) = &e.end {
-                            list.nested(1, |el| {
-                                el.be32(3, ELEM_INTERVAL_END).data(1, end);
-                            });
-                        }
-                    }
-                } else {
-                    for e in &set.elements {
-                        list.nested(1, |el| {
-                            el.data(1, &e.key);
-                            if let Some(d) = &e.data {
-                                el.data(2, d);
-                            }
-                        });
-                    }
+        for list in chunks(&element_items(set), MAX_ELEMENT_LIST) {
+            let mut a = Attrs::default();
+            a.str(1, table)
+                .str(2, &set.name)
+                .be32(4, id)
+                .put(3 | NLA_F_NESTED, &list);
+            self.push(
+                fam,
+                NFT_MSG_NEWSETELEM,
+                CREATE,
+                a,
+                format!("{what}: elements"),
+            );
+        }
+    }
+}
+
+/// Most bytes of element list in one `NEWSETELEM` message. A netlink attribute's length is 16
+/// bits: a set of more (10 000 FIPs' map is about 280 KB) goes in several messages of the same
+/// batch, as nft sends it.
+const MAX_ELEMENT_LIST: usize = 32 * 1024;
+
+/// The `NFTA_SET_ELEM_LIST_ELEMENTS` items of a set, one entry per element (an interval's start
+/// and end together, so no message splits one).
+fn element_items(set: &Set) -> Vec<Vec<u8>> {
+    let mut items = Vec::new();
+    if set.interval {
+        // As nft does for an rbtree set: an interval end at zero first, unless the first range
+        // starts there.
+        if set
+            .elements
+            .first()
+            .is_some_and(|e| e.key.iter().any(|b| *b != 0))
+        {
+            let mut l = Attrs::default();
+            l.nested(1, |el| {
+                el.be32(3, ELEM_INTERVAL_END)
+                    .data(1, &vec![0; set.key.len()]);
+            });
+            items.push(l.0);
+        }
+        for e in &set.elements {
+            let mut l = Attrs::default();
+            l.nested(1, |el| {
+                el.data(1, &e.key);
+            });
+            if let Some(end) = &e.end {
+                l.nested(1, |el| {
+                    el.be32(3, ELEM_INTERVAL_END).data(1, end);
+                });
+            }
+            items.push(l.0);
+        }
+    } else {
+        for e in &set.elements {
+            let mut l = Attrs::default();
+            l.nested(1, |el| {
+                el.data(1, &e.key);
+                if let Some(d) = &e.data {
+                    el.data(2, d);
                 }
             });
-        self.push(
-            fam,
-            NFT_MSG_NEWSETELEM,
-            CREATE,
-            a,
-            format!("{what}: elements"),
-        );
+            items.push(l.0);
+        }
     }
+    items
+}
+
+/// `items` joined into runs of at most `max` bytes each (an item larger than `max` alone).
+fn chunks(items: &[Vec<u8>], max: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for item in items {
+        match out.last_mut() {
+            Some(run) if run.len() + item.len() <= max => run.extend_from_slice(item),
+            _ => out.push(item.clone()),
+        }
+    }
+    out
 }
 
 fn udata_u32(kind: u8, v: u32) -> Vec<u8> {
@@ -388,6 +420,7 @@ fn encode_expr(el: &mut Attrs, e: &Expr, set_ids: &[(String, u32)]) {
     let base = |b: Base| match b {
         Base::Link => 0,
         Base::Network => 1,
+        Base::Transport => 2,
     };
     let (name, data): (&str, Attrs) = match e {
         Expr::MetaLoad(key) => {
@@ -544,6 +577,41 @@ mod tests {
                 12, 0, 4, 0x80, 8, 0, 1, 0, 0, 0, 0, 7
             ]
         );
+    }
+
+    #[test]
+    fn a_large_set_goes_in_several_element_messages_each_within_a_netlink_attribute() {
+        let elements: Vec<_> = (0..10_000u32)
+            .map(|i| Element {
+                key: i.to_be_bytes().to_vec(),
+                end: None,
+                data: Some((i + 1).to_be_bytes().to_vec()),
+            })
+            .collect();
+        let items = element_items(&Set {
+            name: "fip_dnat".into(),
+            key: DataType::Ipv4,
+            data: Some(DataType::Ipv4),
+            interval: false,
+            elements,
+        });
+        assert_eq!(items.len(), 10_000);
+        let runs = chunks(&items, MAX_ELEMENT_LIST);
+        assert!(runs.len() > 4, "{} runs", runs.len());
+        assert!(runs.iter().all(|r| r.len() <= MAX_ELEMENT_LIST));
+        let total: usize = runs.iter().map(Vec::len).sum();
+        assert_eq!(
+            total,
+            items.iter().map(Vec::len).sum::<usize>(),
+            "nothing lost"
+        );
+        assert!(
+            total > usize::from(u16::MAX),
+            "one attribute could not hold them"
+        );
+        assert_eq!(chunks(&[vec![1; 10], vec![2; 10]], 15).len(), 2);
+        assert_eq!(chunks(&[vec![1; 10], vec![2; 5]], 15).len(), 1);
+        assert!(chunks(&[], 15).is_empty());
     }
 
     #[test]

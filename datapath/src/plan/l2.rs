@@ -1,6 +1,7 @@
 //! Layer 2 on the host: a bridge and a VXLAN device per network with local presence, static FDB
 //! (l2population) for every remote endpoint, head-end replication to nodes on the same network,
-//! the DVR MAC rewrite on the VXLAN device, and local ports on the bridge.
+//! the DVR MAC rewrite and the DHCP and metadata barriers on the VXLAN device, and local ports on
+//! the bridge.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -79,7 +80,13 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
             .copied()
             .filter(|s| !ctx.ix.routers_of(&s.id).is_empty())
             .collect();
-        if !router_subnets.is_empty() {
+        // DHCP stays on the node that hosts the port: every node answers its own (`dvrmesh`'s
+        // DHCP server), so requests and replies never cross the tunnel.
+        let dhcp = ctx.ix.subnets_on(nid).iter().any(|s| s.dhcp.enabled);
+        // Metadata too: every node serves its own ports at 169.254.169.254 (`metadata`).
+        let metadata =
+            super::metadata::serves_metadata(ctx, net).then(|| names::metadata_mac(&net.id));
+        if !router_subnets.is_empty() || dhcp || metadata.is_some() {
             let remote_dvr: Vec<MacAddr> = ctx
                 .dvr_macs
                 .iter()
@@ -97,7 +104,17 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 .unwrap_or(ctx.facts.dvr_mac());
             b.nft(
                 &Netns::Host,
-                nft::vxlan_table(&names::vx_table(vni), &vx, &remote_dvr, &gws, my_dvr),
+                nft::vxlan_table(
+                    &names::vx_table(vni),
+                    &vx,
+                    nft::VxlanBarriers {
+                        remote_dvr: &remote_dvr,
+                        gws: &gws,
+                        my_dvr,
+                        dhcp,
+                        metadata,
+                    },
+                ),
             );
         }
     }

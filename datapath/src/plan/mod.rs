@@ -3,6 +3,7 @@
 
 mod fip;
 mod l2;
+mod metadata;
 pub(crate) mod names;
 mod nft;
 mod router;
@@ -23,6 +24,28 @@ use crate::model::*;
 /// host's VM manager moves it into the VM.
 pub fn vm_device(port: &ObjectId) -> String {
     names::tap(port).1
+}
+
+/// The namespace in which node serves metadata to its ports on `network` (the listener's home).
+pub fn metadata_namespace(network: &ObjectId) -> String {
+    names::metadata_ns(network)
+}
+
+pub use names::METADATA_IP;
+
+/// The bridge-side device of a local port: the device it names, or the host end of the veth
+/// pair dvrmesh creates for it.
+pub fn port_device(port: &Port) -> String {
+    match &port.device {
+        Some(dev) => dev.to_string(),
+        None => names::tap(&port.id).0,
+    }
+}
+
+/// The router-interface ("gateway") MAC of every subnet of `t`, by subnet id, as the planner
+/// assigns them.
+pub fn gateway_macs(t: &Topology) -> BTreeMap<String, MacAddr> {
+    names::gateway_macs(t.subnets.keys())
 }
 
 /// One node as the planner sees it.
@@ -275,6 +298,7 @@ pub fn plan(t: &Topology, me: &NodeId) -> Plan {
     };
     l2::plan_networks(&ctx, &mut b);
     l2::plan_ports(&ctx, &mut b);
+    metadata::plan_metadata(&ctx, &mut b);
     let fip_links = fip::plan_fips(&ctx, &mut b);
     for rid in &ctx.mine().qrouters {
         if let Some(r) = t.routers.get(rid) {

@@ -65,6 +65,27 @@ pub(crate) fn rfp(router: &ObjectId) -> (String, String) {
         format!("fpr-{}", router.short()),
     )
 }
+/// The metadata namespace of a network on a node.
+pub(crate) fn metadata_ns(network: &ObjectId) -> String {
+    format!("{METADATA_NS_PREFIX}{network}")
+}
+/// What every metadata namespace's name starts with.
+pub const METADATA_NS_PREFIX: &str = "qmeta-";
+/// The metadata address, on `md-` in every metadata namespace.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The metadata namespace's interface on a network (`md-`, in qmeta) and its host end (on the
+/// network's bridge).
+pub(crate) fn md(network: &ObjectId) -> (String, String) {
+    (
+        format!("md-{}", network.short()),
+        format!("tmd{}", network.short()),
+    )
+}
+/// The MAC of a network's `md-` interface: `fa:16:3b` + 24 bits of the network id's hash,
+/// identical on every node (it never leaves one: the VXLAN table drops it).
+pub(crate) fn metadata_mac(network: &ObjectId) -> MacAddr {
+    mac_with([0xfa, 0x16, 0x3b], fnv24(&[network.as_str(), "md"]))
+}
 /// A port's host device (bridge side) and its VM end, when dvrmesh creates the pair.
 pub(crate) fn tap(port: &ObjectId) -> (String, String) {
     (
@@ -224,6 +245,8 @@ mod tests {
             rfp(&id).1,
             tap(&id).0,
             tap(&id).1,
+            md(&id).0,
+            md(&id).1,
             ext_bridge(&id),
             bridge(16_777_215),
             vxlan(16_777_215),

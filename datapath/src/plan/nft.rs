@@ -10,33 +10,64 @@ use crate::nft::{
 };
 use crate::NftFamily;
 
+/// What a VXLAN device's table keeps to this node.
+pub(crate) struct VxlanBarriers<'a> {
+    /// Other nodes' DVR MACs.
+    pub(crate) remote_dvr: &'a [MacAddr],
+    /// Router subnets of the network and their gateway MACs.
+    pub(crate) gws: &'a [(&'a Subnet, MacAddr)],
+    /// This node's DVR MAC.
+    pub(crate) my_dvr: MacAddr,
+    /// Whether DHCP is on for a subnet of the network.
+    pub(crate) dhcp: bool,
+    /// The metadata interface's MAC, when this node serves metadata on the network.
+    pub(crate) metadata: Option<MacAddr>,
+}
+
 /// The DVR MAC rewrite and gateway isolation on one VXLAN device (netdev family).
 ///
 /// Ingress: a frame routed by a remote node carries that node's DVR MAC as source; restore the
 /// gateway MAC of the destination subnet. Egress: never send frames to a gateway MAC or ARP for a
 /// gateway IP over the tunnel (every node answers its own), and replace the gateway MAC of frames
-/// routed here with this node's DVR MAC.
-pub(crate) fn vxlan_table(
-    table: &str,
-    dev: &str,
-    remote_dvr: &[MacAddr],
-    gws: &[(&Subnet, MacAddr)],
-    my_dvr: MacAddr,
-) -> Table {
-    let ingress = gws
-        .iter()
-        .map(|(subnet, gw)| {
+/// routed here with this node's DVR MAC. With `dhcp`, DHCP (UDP to port 67 or 68) neither leaves
+/// nor enters through the tunnel: each node answers its own ports. With `metadata`, neither does
+/// anything to, from or asking for 169.254.169.254, nor any frame of the metadata interface.
+pub(crate) fn vxlan_table(table: &str, dev: &str, v: VxlanBarriers<'_>) -> Table {
+    let VxlanBarriers {
+        remote_dvr,
+        gws,
+        my_dvr,
+        dhcp,
+        metadata,
+    } = v;
+    let dhcp_drop = || -> Vec<Rule> {
+        let mut rules: Vec<Rule> = Vec::new();
+        if dhcp {
+            rules.extend(
+                [67, 68]
+                    .into_iter()
+                    .map(|port| Rule(vec![Stmt::UdpDport(port), Stmt::Counter, Stmt::Drop])),
+            );
+        }
+        if let Some(mac) = metadata {
+            rules.extend(metadata_drop(mac));
+        }
+        rules
+    };
+    let ingress = dhcp_drop()
+        .into_iter()
+        .chain(gws.iter().map(|(subnet, gw)| {
             Rule(vec![
                 Stmt::Ether(Field::Saddr, set("remote_dvr")),
                 Stmt::Ip(Field::Daddr, Against::Value(subnet.cidr)),
                 Stmt::Counter,
                 Stmt::SetEtherSaddr(*gw),
             ])
-        })
+        }))
         .collect();
-    let egress = gws
-        .iter()
-        .flat_map(|(subnet, gw)| {
+    let egress = dhcp_drop()
+        .into_iter()
+        .chain(gws.iter().flat_map(|(subnet, gw)| {
             [
                 Rule(vec![
                     Stmt::Ether(Field::Daddr, Against::Value(*gw)),
@@ -53,7 +84,7 @@ pub(crate) fn vxlan_table(
                     Stmt::SetEtherSaddr(my_dvr),
                 ]),
             ]
-        })
+        }))
         .collect();
     Table {
         family: NftFamily::Netdev,
@@ -74,6 +105,40 @@ pub(crate) fn vxlan_table(
             ),
         ],
     }
+}
+
+/// Frames of the metadata service: to or from its MAC, ARP requests for its address, IPv4 to or
+/// from its address.
+fn metadata_drop(mac: MacAddr) -> Vec<Rule> {
+    let ip = Ipv4Cidr::new(super::names::METADATA_IP, 32).unwrap_or_else(|_| unreachable!());
+    vec![
+        Rule(vec![
+            Stmt::Ether(Field::Saddr, Against::Value(mac)),
+            Stmt::Counter,
+            Stmt::Drop,
+        ]),
+        Rule(vec![
+            Stmt::Ether(Field::Daddr, Against::Value(mac)),
+            Stmt::Counter,
+            Stmt::Drop,
+        ]),
+        Rule(vec![
+            Stmt::ArpRequest,
+            Stmt::ArpTargetIp(super::names::METADATA_IP),
+            Stmt::Counter,
+            Stmt::Drop,
+        ]),
+        Rule(vec![
+            Stmt::Ip(Field::Daddr, Against::Value(ip)),
+            Stmt::Counter,
+            Stmt::Drop,
+        ]),
+        Rule(vec![
+            Stmt::Ip(Field::Saddr, Against::Value(ip)),
+            Stmt::Counter,
+            Stmt::Drop,
+        ]),
+    ]
 }
 
 /// What a qrouter's table needs to know.

@@ -53,6 +53,7 @@ pub fn port(id: &str, host: &str, net: &str, ip: &str, mac: &str) -> Port {
         host: node(host),
         device: None,
         allowed_address_pairs: vec![],
+        metadata: Default::default(),
     })
     .expect("port")
 }
@@ -65,6 +66,7 @@ fn subnet(id: &str, net: &str, cidr: &str, gw: &str, pool: &str) -> Subnet {
         cidr: cidr.parse().expect("cidr"),
         gateway: gw.parse().expect("gw"),
         pool: pool.parse().expect("pool"),
+        dhcp: mesh_proto::SubnetDhcp::default(),
     })
     .expect("subnet")
 }

@@ -4,25 +4,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_proto::FrameHeader;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
+use super::frames::{read_any_frame, KIND_REQUEST, KIND_RESPONSE, MAX_RESPONSE_BYTES};
+use super::sealing::{answer_ask, KIND_SEAL_ASK, OPERATOR_FIELD};
+use crate::mesh::pki::operator::OperatorCredential;
 use crate::tenant::ops::ConfigRequest;
 use crate::Error;
-
-/// Frame kind of a request.
-pub const KIND_REQUEST: u8 = 1;
-/// Frame kind of a response.
-pub const KIND_RESPONSE: u8 = 2;
-/// Largest request accepted.
-pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
-/// Largest response a client accepts.
-pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
-/// How long a client has to send its request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a client can ask.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +33,8 @@ pub enum Request {
     Undrain,
     /// The SNAT election as this node sees it.
     HaStatus,
+    /// Check the certificate and key `[tls]` names and, when good, re-execute with them.
+    ReloadCert,
 }
 
 /// One member, as `members --json` prints it.
@@ -81,7 +74,22 @@ pub enum AnyRequest {
 impl AnyRequest {
     /// Parses a JSON request by its `op`.
     pub fn parse(body: &[u8]) -> Result<AnyRequest, String> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))?;
+        Self::parse_with_operator(body).map(|(r, _)| r)
+    }
+
+    /// Parses a JSON request by its `op`, and the operator whose credential the client holds
+    /// (the `operator` field), if any.
+    pub fn parse_with_operator(body: &[u8]) -> Result<(AnyRequest, Option<String>), String> {
+        let mut v: Value = serde_json::from_slice(body).map_err(|e| format!("bad request: {e}"))?;
+        let operator = match v.as_object_mut().and_then(|o| o.remove(OPERATOR_FIELD)) {
+            None => None,
+            Some(Value::String(name)) => Some(name),
+            Some(_) => return Err(format!("bad request: {OPERATOR_FIELD} must be a string")),
+        };
+        Self::parse_value(v).map(|r| (r, operator))
+    }
+
+    fn parse_value(v: Value) -> Result<AnyRequest, String> {
         let op = v.get("op").and_then(Value::as_str).unwrap_or_default();
         if matches!(
             op,
@@ -92,6 +100,7 @@ impl AnyRequest {
                 | "drain"
                 | "undrain"
                 | "ha_status"
+                | "reload_cert"
         ) {
             serde_json::from_value(v).map(AnyRequest::Node)
         } else {
@@ -99,63 +108,73 @@ impl AnyRequest {
         }
         .map_err(|e| format!("bad request: {e}"))
     }
-}
 
-/// Reads one frame of `kind` with a payload of at most `limit` bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    kind: u8,
-    limit: u64,
-) -> Result<Vec<u8>, Error> {
-    let mut header = Vec::with_capacity(12);
-    let parsed = loop {
-        if let Some(h) = FrameHeader::parse(&header, limit)? {
-            break h;
-        }
-        let mut b = [0u8; 1];
-        let n = r
-            .read(&mut b)
-            .await
-            .map_err(|e| Error::Api(format!("reading frame: {e}")))?;
-        if n == 0 {
-            return Err(Error::Api("connection closed before a whole frame".into()));
-        }
-        header.push(b[0]);
-    };
-    if parsed.kind != kind {
-        return Err(Error::Api(format!(
-            "frame kind {} where {kind} was expected",
-            parsed.kind
-        )));
+    /// The request's `op`, as the client sent it (one of the API's known operations).
+    pub fn op(&self) -> String {
+        let value = match self {
+            AnyRequest::Node(r) => serde_json::to_value(r),
+            AnyRequest::Config(r) => serde_json::to_value(r),
+        };
+        value
+            .ok()
+            .and_then(|v| v.get("op").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| "unknown".to_string())
     }
-    // `parse` bounded the length by `limit`, which is at most MAX_FRAME_BYTES.
-    let len = usize::try_from(parsed.len).map_err(|_| Error::Api("frame too large".into()))?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)
-        .await
-        .map_err(|e| Error::Api(format!("reading frame body: {e}")))?;
-    Ok(body)
 }
 
 /// Sends one request to the agent at `path` and returns its result.
 pub async fn call(path: &Path, req: &impl Serialize) -> Result<Value, Error> {
+    call_as(path, req, None).await
+}
+
+/// Sends one request to the agent at `path`, sealing the tenant records it causes with
+/// `credential` when given, and returns its result.
+pub async fn call_as(
+    path: &Path,
+    req: &impl Serialize,
+    credential: Option<&OperatorCredential>,
+) -> Result<Value, Error> {
+    let mut req = serde_json::to_value(req).map_err(|e| Error::Api(e.to_string()))?;
+    let op = req
+        .get("op")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if let (Some(c), Some(obj)) = (credential, req.as_object_mut()) {
+        obj.insert(OPERATOR_FIELD.into(), Value::String(c.name.clone()));
+    }
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         Error::Api(format!(
             "cannot reach the agent at {}: {e} (is `dvrmesh agent` running?)",
             path.display()
         ))
     })?;
-    let body = serde_json::to_vec(req).map_err(|e| Error::Api(e.to_string()))?;
+    let body = serde_json::to_vec(&req).map_err(|e| Error::Api(e.to_string()))?;
     stream
         .write_all(&mesh_proto::encode_frame(KIND_REQUEST, &body))
         .await
         .map_err(|e| Error::Api(format!("sending request: {e}")))?;
-    let reply = tokio::time::timeout(
-        Duration::from_secs(30),
-        read_frame(&mut stream, KIND_RESPONSE, MAX_RESPONSE_BYTES),
-    )
-    .await
-    .map_err(|_| Error::Api("the agent did not answer within 30 s".into()))??;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let (kind, body) =
+            tokio::time::timeout_at(deadline, read_any_frame(&mut stream, MAX_RESPONSE_BYTES))
+                .await
+                .map_err(|_| Error::Api("the agent did not answer within 30 s".into()))??;
+        match (kind, credential) {
+            (KIND_RESPONSE, _) => break body,
+            (KIND_SEAL_ASK, Some(c)) => answer_ask(&mut stream, &body, &op, c).await?,
+            (KIND_SEAL_ASK, None) => {
+                return Err(Error::Api(
+                    "the agent asked for an operator's seal but no credential was given".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(Error::Api(format!(
+                    "frame kind {other} where {KIND_RESPONSE} was expected"
+                )))
+            }
+        }
+    };
     let mut v: Value =
         serde_json::from_slice(&reply).map_err(|e| Error::Api(format!("bad response: {e}")))?;
     if v.get("ok") == Some(&Value::Bool(true)) {

@@ -12,17 +12,18 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::protocol::{
-    read_frame, AnyRequest, MemberInfo, Request, KIND_REQUEST, KIND_RESPONSE, MAX_REQUEST_BYTES,
-    REQUEST_TIMEOUT,
-};
+use super::frames::{read_frame, KIND_REQUEST, KIND_RESPONSE, MAX_REQUEST_BYTES, REQUEST_TIMEOUT};
+use super::protocol::{AnyRequest, MemberInfo, Request};
+use super::sealing::ask_seals;
 use crate::ha::HaHandle;
+use crate::instruments::Instruments;
 use crate::mesh::transport::{PeerDirectory, TransportStats};
 use crate::mesh::trust::Trust;
 use crate::mesh::view::{MemberState, ViewHandle};
 use crate::reconcile::Reconciler;
-use crate::store::ConfigService;
-use crate::tenant::ops::ConfigRequest;
+use crate::reload::CertReload;
+use crate::store::{ConfigService, OperatorSession};
+use crate::tenant::ops::{writes_configuration, ConfigRequest};
 use crate::Error;
 
 /// What the API handlers read.
@@ -42,7 +43,14 @@ pub struct ApiContext {
     pub reconciler: Option<Arc<Reconciler>>,
     /// The SNAT election.
     pub ha: Option<HaHandle>,
+    /// Where requests are counted.
+    pub instruments: Instruments,
+    /// Taking a new certificate, when this is a running agent.
+    pub reload: Option<CertReload>,
 }
+
+/// How long a reload waits after answering before the agent re-executes.
+const RELOAD_ANSWER_DELAY: Duration = Duration::from_millis(200);
 
 /// How long `agent drain` waits for the routers to be taken by backups.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -56,6 +64,16 @@ impl ApiContext {
             AnyRequest::Node(Request::DatapathDiff) => self.datapath_diff().await,
             AnyRequest::Node(Request::Drain) => self.drain().await,
             AnyRequest::Node(Request::Undrain) => self.undrain().await,
+            AnyRequest::Node(Request::ReloadCert) => {
+                let reload = self
+                    .reload
+                    .as_ref()
+                    .ok_or("this agent cannot reload its certificate")?;
+                let found = reload
+                    .request(RELOAD_ANSWER_DELAY)
+                    .map_err(|e| format!("the new certificate is refused: {e}"))?;
+                serde_json::to_value(found).map_err(|e| e.to_string())
+            }
             AnyRequest::Node(Request::HaStatus) => {
                 serde_json::to_value(self.ha()?.status()).map_err(|e| e.to_string())
             }
@@ -91,6 +109,8 @@ impl ApiContext {
             "transport": self.stats.as_ref().map(|s| s.snapshot()),
             "trust": self.trust.as_ref().map(|t| t.counters()),
             "refused_values": v.tenant.problems,
+            "readdressed": self.store.as_ref().map(|s| s.readdressed()).unwrap_or_default(),
+            "refused_over_cap": v.tenant.over_cap,
             "datapath": self.reconciler.as_ref().map(|r| r.last_report()),
             "ha": self.ha.as_ref().map(|h| {
                 let s = h.status();
@@ -284,22 +304,49 @@ impl Drop for ApiSocketGuard {
     }
 }
 
+/// Handles a configuration request from a client holding an operator credential: the store's
+/// requests for seals are relayed to the client on `stream` while the request runs.
+async fn handle_as_operator(
+    ctx: &ApiContext,
+    req: ConfigRequest,
+    stream: &mut UnixStream,
+) -> Result<Value, String> {
+    let (session, mut asks) = OperatorSession::channel();
+    let work = ctx.store()?.handle_as(req, Some(session));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            Some(ask) = asks.recv() => {
+                let seals = ask_seals(stream, &ask.records).await;
+                let _ = ask.reply.send(seals);
+            }
+        }
+    }
+}
+
 async fn serve_one(mut stream: UnixStream, ctx: &ApiContext) -> Result<(), Error> {
-    let reply = match tokio::time::timeout(
+    let read = tokio::time::timeout(
         REQUEST_TIMEOUT,
         read_frame(&mut stream, KIND_REQUEST, MAX_REQUEST_BYTES),
     )
-    .await
-    {
-        Err(_) => json!({"ok": false, "error": "request not received in time"}),
-        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
-        Ok(Ok(body)) => match AnyRequest::parse(&body) {
-            Err(e) => json!({"ok": false, "error": e}),
-            Ok(req) => match ctx.handle_any(req).await {
-                Ok(result) => json!({"ok": true, "result": result}),
-                Err(e) => json!({"ok": false, "error": e}),
-            },
+    .await;
+    let (op, outcome) = match read {
+        Err(_) => (None, Err("request not received in time".to_string())),
+        Ok(Err(e)) => (None, Err(e.to_string())),
+        Ok(Ok(body)) => match AnyRequest::parse_with_operator(&body) {
+            Err(e) => (None, Err(e)),
+            Ok((AnyRequest::Config(req), Some(_))) if writes_configuration(&req) => {
+                let op = AnyRequest::Config(req.clone()).op();
+                (Some(op), handle_as_operator(ctx, req, &mut stream).await)
+            }
+            Ok((req, _)) => (Some(req.op()), ctx.handle_any(req).await),
         },
+    };
+    ctx.instruments.api_request(op.as_deref(), outcome.is_ok());
+    let reply = match outcome {
+        Ok(result) => json!({"ok": true, "result": result}),
+        Err(e) => json!({"ok": false, "error": e}),
     };
     let body = serde_json::to_vec(&reply).map_err(|e| Error::Api(e.to_string()))?;
     stream

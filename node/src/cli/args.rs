@@ -14,7 +14,8 @@ use dvrmesh_node::mesh::pki as tls;
 mutual TLS, agree on one view of the cluster, elect a SNAT holder for each router, and each \
 programs its own node's datapath (namespaces, veth, VXLAN, routes, rules, nftables) from that view.\n\n\
 Commands other than `ca`, `cert` and `agent` talk to the local agent through its API socket, found \
-from --api, else the api_socket of --config, else the DVRMESH_API environment variable.",
+from --api, else the api_socket of --config, else the DVRMESH_API environment variable, else the \
+api_socket of /etc/dvrmesh/node.toml (where the Debian package puts it) when that file exists.",
     propagate_version = true
 )]
 pub(crate) struct Cli {
@@ -33,6 +34,10 @@ pub(crate) struct Cli {
     /// Print JSON instead of tables and text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Operator credential (from `cert issue --operator`) that seals configuration writes; also
+    /// read from DVRMESH_CREDENTIAL. Needed when the cluster has `[tenancy] writers = "operators"`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) credential: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -81,6 +86,11 @@ pub(crate) enum Command {
     /// This node's datapath: what the agent wants in the kernel, and what it would change.
     #[command(subcommand)]
     Datapath(DatapathCommand),
+    /// Preflight: check everything this node needs (kernel features, probed in a throwaway
+    /// namespace; interfaces and MTU; --config and its certificates; API socket; gossip port;
+    /// clock) and say how to fix what is missing. Changes nothing on the host. Exits 1 when a
+    /// check fails. Without --config only the kernel and the clock are checked.
+    Doctor,
 }
 
 #[derive(clap::Args, Debug)]
@@ -98,6 +108,11 @@ pub(crate) enum AgentCommand {
     /// Take part in SNAT elections again (a better node preempts according to each router's HA
     /// settings).
     Undrain,
+    /// Take the certificate and key the configuration's [tls] names now (after replacing the
+    /// files): the agent checks them (this node's id, the cluster CA, not revoked, the key fits)
+    /// and, when good, re-executes in place with them (same PID, datapath untouched, a new gossip
+    /// life); when not, says why and keeps running. SIGHUP does the same.
+    ReloadCert,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +163,15 @@ pub(crate) enum SubnetCommand {
         /// Allocation pool FIRST-LAST (default: every host but the gateway).
         #[arg(long)]
         pool: Option<String>,
+        /// Do not answer DHCP for ports on this subnet (DHCP is on by default).
+        #[arg(long = "no-dhcp", action = clap::ArgAction::SetFalse)]
+        dhcp: bool,
+        /// A DNS server handed out by DHCP (repeat for several, at most 4).
+        #[arg(long = "dns-server")]
+        dns_servers: Vec<String>,
+        /// DNS domain handed out by DHCP.
+        #[arg(long)]
+        domain: Option<String>,
     },
     /// List subnets.
     List,
@@ -248,6 +272,20 @@ pub(crate) enum RouterCommand {
     Delete { router: String },
 }
 
+/// What the metadata service serves for a port, as the CLI takes it.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct PortMetadataArgs {
+    /// Host name served by metadata and DHCP (default: the port's name).
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
+    /// File of user data (e.g. cloud-init), text of at most 8 KiB.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) user_data: Option<std::path::PathBuf>,
+    /// File of one public key (an `authorized_keys` line); repeat for more (at most 4).
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub(crate) ssh_keys: Vec<std::path::PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum PortCommand {
     /// Create a port hosted on this agent's node; address and MAC are allocated unless given.
@@ -262,6 +300,14 @@ pub(crate) enum PortCommand {
         /// Host-side device name (tap/veth).
         #[arg(long)]
         device: Option<String>,
+        #[command(flatten)]
+        metadata: PortMetadataArgs,
+    },
+    /// Change a port's metadata (through its host's agent): what is given replaces the port's.
+    Set {
+        port: String,
+        #[command(flatten)]
+        metadata: PortMetadataArgs,
     },
     /// Delete a port (through its host's agent).
     Delete { port: String },
@@ -315,20 +361,41 @@ pub(crate) enum CaCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum CertCommand {
     /// Issue a node certificate whose subject alternative name is the node id: writes OUT/node.pem
-    /// and OUT/node.key (mode 0600). Never overwrites.
+    /// and OUT/node.key (mode 0600); or, with --operator NAME, an operator credential: one file
+    /// OUT/operator-NAME.pem (certificate and key, mode 0600) for `--credential`. Never
+    /// overwrites.
     Issue {
         /// Directory holding the CA (ca.pem, ca.key).
         #[arg(long, value_name = "DIR")]
         ca: PathBuf,
         /// Node id the certificate is issued to (a DNS label, at most 32 characters).
-        #[arg(long, value_name = "NODE_ID")]
-        node: String,
+        #[arg(
+            long,
+            value_name = "NODE_ID",
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        node: Option<String>,
+        /// Issue an operator credential for NAME instead (revoke it as `--node operator-NAME`).
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
         /// Directory to write the certificate and key into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Validity in days.
         #[arg(long, default_value_t = tls::DEFAULT_NODE_CERT_DAYS)]
         days: u32,
+    },
+    /// List the certificates the CA issued (recorded in DIR/issued/): node, serial, last valid
+    /// day, and whether expired or revoked by DIR/crl.pem. When rotating, revoke the old one with
+    /// `cert revoke --cert FILE`.
+    List {
+        /// Directory holding the CA (ca.pem, crl.pem, issued/).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Only this node's certificates.
+        #[arg(long, value_name = "NODE_ID")]
+        node: Option<String>,
     },
     /// Revoke a node's certificates: adds every certificate the CA issued to the node (recorded in
     /// DIR/issued/), or the one in --cert, to DIR/crl.pem. Copy crl.pem to every node's

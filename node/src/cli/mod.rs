@@ -22,6 +22,9 @@ use args::{AgentArgs, AgentCommand, CaCommand, CertCommand, Cli, Command, Datapa
 
 /// Environment variable naming the agent's API socket.
 const API_ENV: &str = "DVRMESH_API";
+/// The configuration the Debian package installs, read for its api_socket when nothing else
+/// names the agent.
+const PACKAGED_CONFIG: &str = "/etc/dvrmesh/node.toml";
 
 /// Parses the command line, runs the command, and says what went wrong on stderr.
 pub(crate) fn main() -> ExitCode {
@@ -52,12 +55,28 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cert(CertCommand::Issue {
             ca,
             node,
+            operator,
             out,
             days,
         }) => {
-            let node = NodeId::new(node.as_str()).context("--node")?;
+            if let Some(name) = operator {
+                let file = tls::issue_operator_cert(ca, name, out, *days)?;
+                output::print_paths(cli.json, &file, &file);
+                return Ok(());
+            }
+            let node = NodeId::new(node.as_deref().unwrap_or_default()).context("--node")?;
             let (cert, key) = tls::issue_node_cert(ca, &node, out, *days)?;
             output::print_paths(cli.json, &cert, &key);
+            Ok(())
+        }
+        Command::Cert(CertCommand::List { ca, node }) => {
+            let node = node
+                .as_deref()
+                .map(NodeId::new)
+                .transpose()
+                .context("--node")?;
+            let issued = tls::issued::list(ca, node.as_ref())?;
+            output::print_issued(cli.json, &issued);
             Ok(())
         }
         Command::Cert(CertCommand::Revoke { ca, node, cert }) => {
@@ -76,18 +95,18 @@ fn run(cli: Cli) -> Result<()> {
                 .as_deref()
                 .context("`dvrmesh agent` needs --config FILE")?;
             let config = Config::load(path)?;
-            runtime()?.block_on(agent::run(config))?;
-            Ok(())
+            match runtime()?.block_on(agent::run(config))? {
+                agent::Exit::Stopped => Ok(()),
+                agent::Exit::Reload => Err(dvrmesh_node::reload::reexec().into()),
+            }
         }
         Command::Agent(AgentArgs {
             action: Some(action),
-        }) => {
-            let req = match action {
-                AgentCommand::Drain => Request::Drain,
-                AgentCommand::Undrain => Request::Undrain,
-            };
-            ask(&cli, &req, output::print_drain)
-        }
+        }) => match action {
+            AgentCommand::Drain => ask(&cli, &Request::Drain, output::print_drain),
+            AgentCommand::Undrain => ask(&cli, &Request::Undrain, output::print_drain),
+            AgentCommand::ReloadCert => ask(&cli, &Request::ReloadCert, output::print_json),
+        },
         Command::Members => ask(&cli, &Request::Members, |v| {
             match serde_json::from_value::<Vec<MemberInfo>>(v.clone()) {
                 Ok(members) => output::print_members(&members),
@@ -101,8 +120,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Datapath(DatapathCommand::Diff) => {
             ask(&cli, &Request::DatapathDiff, output::print_diff)
         }
+        Command::Doctor => doctor(&cli),
         other => {
-            let Some((req, kind)) = requests::of(other) else {
+            let Some((req, kind)) = requests::of(other)? else {
                 bail!("internal: {other:?} is not a configuration command");
             };
             ask(&cli, &req, |v| output::print_config(v, kind))
@@ -111,14 +131,55 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Sends `req` to the local agent and prints the result: as JSON with `--json`, else with
-/// `print`.
+/// `print`. With an operator credential (`--credential`, else $DVRMESH_CREDENTIAL) the agent may
+/// ask it to seal the records the request causes.
 fn ask(cli: &Cli, req: &impl serde::Serialize, print: impl FnOnce(&Value)) -> Result<()> {
     let socket = api_socket(cli)?;
-    let result = runtime()?.block_on(api::call(&socket, req))?;
+    let credential = cli.credential.clone().or_else(|| {
+        std::env::var_os(tls::operator::CREDENTIAL_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    let credential = credential
+        .map(|p| tls::operator::OperatorCredential::load(&p))
+        .transpose()?;
+    let result = runtime()?.block_on(api::call_as(&socket, req, credential.as_ref()))?;
     if cli.json {
         output::print_json(&result);
     } else {
         print(&result);
+    }
+    Ok(())
+}
+
+/// Runs the preflight and prints it; an error (exit status 1) when a check failed.
+fn doctor(cli: &Cli) -> Result<()> {
+    let api = cli.api.clone().or_else(|| {
+        cli.config
+            .is_none()
+            .then(|| {
+                std::env::var_os(API_ENV)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            })
+            .flatten()
+    });
+    let report = dvrmesh_node::doctor::run(&dvrmesh_node::doctor::Options {
+        config: cli.config.clone(),
+        api,
+    });
+    if cli.json {
+        // Printed from the struct, so the verdict and counts come before the checks.
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_doctor(&report);
+    }
+    if report.failed() {
+        bail!(
+            "{} of {} checks failed",
+            report.counts.fail,
+            report.checks.len()
+        );
     }
     Ok(())
 }
@@ -130,7 +191,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Where to find the agent: --api, else --config's api_socket, else $DVRMESH_API.
+/// Where to find the agent: --api, else --config's api_socket, else $DVRMESH_API, else the
+/// packaged configuration's api_socket.
 fn api_socket(cli: &Cli) -> Result<PathBuf> {
     if let Some(p) = &cli.api {
         return Ok(p.clone());
@@ -143,5 +205,9 @@ fn api_socket(cli: &Cli) -> Result<PathBuf> {
             return Ok(PathBuf::from(p));
         }
     }
-    bail!("no agent to talk to: pass --api PATH or --config FILE, or set {API_ENV}")
+    let packaged = std::path::Path::new(PACKAGED_CONFIG);
+    if packaged.exists() {
+        return Ok(Config::load(packaged)?.api_socket);
+    }
+    bail!("no agent to talk to: pass --api PATH or --config FILE, set {API_ENV}, or write {PACKAGED_CONFIG}")
 }

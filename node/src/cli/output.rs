@@ -323,6 +323,31 @@ pub(crate) fn print_revoked(json: bool, r: &dvrmesh_node::mesh::pki::revoke::Rev
     );
 }
 
+pub(crate) fn print_issued(json: bool, issued: &[dvrmesh_node::mesh::pki::issued::Issued]) {
+    if json {
+        print_json(&serde_json::to_value(issued).unwrap_or_default());
+        return;
+    }
+    let rows: Vec<[String; 5]> = issued
+        .iter()
+        .map(|i| {
+            let state = match (i.revoked, i.expired) {
+                (true, _) => "revoked",
+                (false, true) => "expired",
+                (false, false) => "valid",
+            };
+            [
+                i.node.clone(),
+                i.serial.clone(),
+                i.not_after.clone(),
+                state.to_string(),
+                i.file.display().to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["NODE", "SERIAL", "NOT AFTER", "STATE", "FILE"], &rows);
+}
+
 pub(crate) fn print_paths(json: bool, cert: &Path, key: &Path) {
     if json {
         out!(
@@ -378,6 +403,15 @@ pub(crate) fn print_status(v: &Value) {
     for p in v["refused_values"].as_array().cloned().unwrap_or_default() {
         out!("refused   {}", scalar(&p));
     }
+    for r in v["readdressed"].as_array().cloned().unwrap_or_default() {
+        out!(
+            "readdressed port {}: {} -> {} ({} kept it)",
+            scalar(&r["port"]),
+            scalar(&r["from"]),
+            scalar(&r["to"]),
+            scalar(&r["kept_by"])
+        );
+    }
 }
 
 pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
@@ -401,6 +435,26 @@ pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N
     for r in rows {
         out!("{}", line(r.iter().map(String::as_str).collect()));
     }
+}
+
+/// Prints `dvrmesh doctor`'s report: one line per check (verdict, id, what was found), the fix
+/// under each check that is not ok, then the counts.
+pub(crate) fn print_doctor(report: &dvrmesh_node::doctor::Report) {
+    let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    for c in &report.checks {
+        out!("[{:<4}] {:<width$}  {}", c.verdict.as_str(), c.id, c.detail);
+        if let Some(fix) = &c.fix {
+            out!("       {:<width$}  fix: {fix}", "");
+        }
+    }
+    let n = &report.counts;
+    out!(
+        "{}: {} ok, {} warn, {} fail",
+        report.verdict.as_str(),
+        n.ok,
+        n.warn,
+        n.fail
+    );
 }
 
 #[cfg(test)]

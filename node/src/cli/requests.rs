@@ -4,22 +4,24 @@
 use dvrmesh_node::tenant::ops::ConfigRequest as R;
 use mesh_proto::ObjectKind as K;
 
+use std::path::Path;
+
 use super::args::{
-    Command, ExternalNetworkCommand, FipCommand, NetworkCommand, PortCommand, RouterCommand,
-    SubnetCommand,
+    Command, ExternalNetworkCommand, FipCommand, NetworkCommand, PortCommand, PortMetadataArgs,
+    RouterCommand, SubnetCommand,
 };
 
 /// A request and, for a listing, the kind it lists.
 pub(crate) type Asked = (R, Option<K>);
 
 /// The request of a configuration command; `None` for the commands that are not one.
-pub(crate) fn of(cmd: &Command) -> Option<Asked> {
-    Some(match cmd {
+pub(crate) fn of(cmd: &Command) -> anyhow::Result<Option<Asked>> {
+    Ok(Some(match cmd {
         Command::Network(c) => c.request(),
         Command::Subnet(c) => c.request(),
         Command::ExternalNetwork(c) => c.request(),
         Command::Router(c) => c.request(),
-        Command::Port(c) => c.request(),
+        Command::Port(c) => c.request()?,
         Command::Fip(c) => c.request(),
         Command::View => (R::View, None),
         Command::Ca(_)
@@ -27,8 +29,9 @@ pub(crate) fn of(cmd: &Command) -> Option<Asked> {
         | Command::Agent(_)
         | Command::Members
         | Command::Status
-        | Command::Datapath(_) => return None,
-    })
+        | Command::Datapath(_)
+        | Command::Doctor => return Ok(None),
+    }))
 }
 
 fn one(r: R) -> Asked {
@@ -77,12 +80,18 @@ impl SubnetCommand {
                 cidr,
                 gateway,
                 pool,
+                dhcp,
+                dns_servers,
+                domain,
             } => one(R::SubnetCreate {
                 name: name.clone(),
                 network: network.clone(),
                 cidr: cidr.clone(),
                 gateway: gateway.clone(),
                 pool: pool.clone(),
+                dhcp: *dhcp,
+                dns_servers: dns_servers.clone(),
+                domain: domain.clone(),
             }),
             Self::List => list(K::Subnet),
             Self::Show { subnet } => show(K::Subnet, subnet),
@@ -184,22 +193,79 @@ impl RouterCommand {
     }
 }
 
+/// Reads a file of at most `limit` bytes as text, or says why not.
+fn read_text(what: &str, path: &Path, limit: usize) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if bytes.len() > limit {
+        anyhow::bail!("{what} {} is larger than {limit} bytes", path.display());
+    }
+    String::from_utf8(bytes).with_context(|| format!("{what} {} is not UTF-8 text", path.display()))
+}
+
+impl PortMetadataArgs {
+    /// The host name, the user data and the keys, read from their files.
+    fn read(&self) -> anyhow::Result<(Option<String>, Option<String>, Vec<String>)> {
+        let user_data = self
+            .user_data
+            .as_deref()
+            .map(|p| read_text("user data", p, mesh_proto::MAX_USER_DATA_BYTES))
+            .transpose()?;
+        let keys = self
+            .ssh_keys
+            .iter()
+            .map(|p| {
+                read_text("public key", p, mesh_proto::MAX_SSH_KEY_BYTES + 1)
+                    .map(|k| k.trim_end_matches(['\n', '\r']).to_string())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((self.hostname.clone(), user_data, keys))
+    }
+}
+
 impl PortCommand {
-    fn request(&self) -> Asked {
-        match self {
+    fn request(&self) -> anyhow::Result<Asked> {
+        Ok(match self {
             Self::Create {
                 name,
                 network,
                 ip,
                 mac,
                 device,
-            } => one(R::PortCreate {
-                name: name.clone(),
-                network: network.clone(),
-                ip: ip.clone(),
-                mac: mac.clone(),
-                device: device.clone(),
-            }),
+                metadata,
+            } => {
+                let (hostname, user_data, ssh_keys) = metadata.read()?;
+                one(R::PortCreate {
+                    name: name.clone(),
+                    network: network.clone(),
+                    ip: ip.clone(),
+                    mac: mac.clone(),
+                    device: device.clone(),
+                    metadata: mesh_proto::PortMetadata {
+                        hostname,
+                        user_data,
+                        ssh_keys,
+                    },
+                })
+            }
+            Self::Set { port, metadata } => {
+                let (hostname, user_data, ssh_keys) = metadata.read()?;
+                if hostname.is_none() && user_data.is_none() && ssh_keys.is_empty() {
+                    anyhow::bail!("nothing to set: give --hostname, --user-data or --ssh-key");
+                }
+                let keys_given = !ssh_keys.is_empty();
+                one(R::PortSet {
+                    port: port.clone(),
+                    hostname,
+                    user_data,
+                    ssh_keys: keys_given.then_some(ssh_keys),
+                })
+            }
             Self::Delete { port } => delete(K::Port, port),
             Self::List { host } => (
                 R::List {
@@ -209,7 +275,7 @@ impl PortCommand {
                 Some(K::Port),
             ),
             Self::Show { port } => show(K::Port, port),
-        }
+        })
     }
 }
 

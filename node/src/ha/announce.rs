@@ -8,7 +8,7 @@ use mesh_proto::{ElectionMessage, NodeId, ObjectId, Priority, SnatClaim};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::election::ElectionEvent;
+use super::election::{ElectionEvent, STALL_CATCH_UP};
 use super::input::resolve_holders;
 use super::task::{unix_ms, Events, HaTask};
 use super::{NOTICE_REPEATS, REPORT_EVERY};
@@ -18,6 +18,13 @@ use crate::mesh::view::ClusterView;
 impl HaTask {
     /// Sends what the election wants sent, publishes claims, reports and recomputes holders.
     pub(super) async fn flush(&mut self, now: Instant) {
+        if self.election.stalls() > self.counters.stalls {
+            self.counters.stalls = self.election.stalls();
+            warn!(
+                catch_up_ms = STALL_CATCH_UP.as_millis() as u64,
+                "this node stalled (paused or starved) longer than a down interval; it claims no router until its view caught up"
+            );
+        }
         let view = self.view.load();
         self.send_adverts(&view);
         let events = self.take_events();

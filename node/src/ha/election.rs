@@ -21,6 +21,9 @@
 //! - A release (a holder giving a router up on purpose) lets the best backup claim at once: the
 //!   releaser is not counted as a candidate by the others for [`STOOD_DOWN`] unless it claims
 //!   again, so they need not wait for its drain or lost gateway to arrive by gossip.
+//! - A node that stalled (a paused process, a starved task: longer without running than the
+//!   longest down interval) claims nothing for [`STALL_CATCH_UP`]: the silence it finds is its
+//!   own, and its view has not yet caught up with who is alive and what they claim.
 //! - Fencing: a node claims only while a majority of the cluster is alive in its view, and a holder
 //!   that loses the majority, stops being a candidate, or sees a claim that outranks its own
 //!   withdraws at once. See `docs/architecture.md` for the safety argument.
@@ -43,6 +46,12 @@ pub const STOOD_DOWN: Duration = Duration::from_secs(5);
 /// honest takeover adds one). A claim beyond is refused: no member can push a router's epoch to
 /// where it overflows or no honest node can ever outrank it.
 pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
+/// After this node itself stalled (no input, advert or tick for longer than the longest down
+/// interval: a paused process or VM, a starved task), it claims nothing for this long. Its
+/// silence timers ran while it could hear nothing, and its view needs a few gossip rounds to
+/// learn again who is alive and what they claim; a vacancy it sees meanwhile is most likely its
+/// own deafness.
+pub const STALL_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +138,12 @@ pub struct Election {
     events: VecDeque<ElectionEvent>,
     /// Claims refused as implausible, or for routers this node does not know.
     refused: u64,
+    /// When this node last decided (see [`STALL_CATCH_UP`]).
+    last_run: Option<Instant>,
+    /// After a stall, no claim before this.
+    catch_up_until: Option<Instant>,
+    /// Stalls noticed.
+    stalls: u64,
 }
 
 /// Whether a claim's epoch is within [`MAX_EPOCH_JUMP`] of the highest this node has seen.
@@ -151,7 +166,29 @@ impl Election {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             refused: 0,
+            last_run: None,
+            catch_up_until: None,
+            stalls: 0,
         }
+    }
+
+    /// How many times this node noticed it had stalled (see [`STALL_CATCH_UP`]).
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// Notes a stall of this node: longer without running than a backup at the lowest priority
+    /// waits on a silent holder.
+    fn notice_stall(&mut self, now: Instant) {
+        let longest_down = self.cfg.advert_interval * (self.cfg.multiplier + 1);
+        if self
+            .last_run
+            .is_some_and(|t| now.saturating_duration_since(t) > longest_down)
+        {
+            self.stalls += 1;
+            self.catch_up_until = Some(now + STALL_CATCH_UP);
+        }
+        self.last_run = Some(self.last_run.map_or(now, |t| t.max(now)));
     }
 
     /// How long this node waits on a silent holder: multiplier intervals plus its priority skew.
@@ -351,6 +388,7 @@ impl Election {
     }
 
     fn decide(&mut self, now: Instant) {
+        self.notice_stall(now);
         let routers = self.input.routers.clone();
         for ri in &routers {
             self.decide_router(now, ri);
@@ -371,6 +409,7 @@ impl Election {
             down: self.down_interval(my_prio.unwrap_or(LOWEST)),
             majority: self.input.majority,
             interval: self.cfg.advert_interval,
+            catching_up: self.catch_up_until.is_some_and(|t| now < t),
         };
         let Some(st) = self.routers.get_mut(&ri.router) else {
             return;
@@ -410,6 +449,8 @@ struct Decision<'a> {
     down: Duration,
     majority: bool,
     interval: Duration,
+    /// This node stalled a moment ago and claims nothing yet (see [`STALL_CATCH_UP`]).
+    catching_up: bool,
 }
 
 impl Decision<'_> {
@@ -487,7 +528,7 @@ impl Decision<'_> {
     /// majority, and either no live holder exists and it is the best candidate that is not
     /// silent, or it preempts a worse holder after the preemption delay.
     fn reason_to_claim(&self, st: &mut RouterState) -> Option<String> {
-        let Some(my_prio) = self.my_prio.filter(|_| self.majority) else {
+        let Some(my_prio) = self.my_prio.filter(|_| self.majority && !self.catching_up) else {
             st.better_since = None;
             return None;
         };

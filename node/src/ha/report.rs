@@ -182,6 +182,7 @@ impl HaTask {
             routers,
             counters: HaCounters {
                 refused_claims: self.election.refused(),
+                stalls: self.election.stalls(),
                 ..self.counters.clone()
             },
             stale_ms: None,

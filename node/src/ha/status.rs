@@ -66,6 +66,9 @@ pub struct HaCounters {
     pub rejected_datagrams: u64,
     /// Claims the election refused: epochs far beyond any seen, routers this node does not know.
     pub refused_claims: u64,
+    /// Times this node found it had stalled (paused, starved) and claimed nothing while it
+    /// caught up.
+    pub stalls: u64,
 }
 
 /// Everything `router show` and `status` report.

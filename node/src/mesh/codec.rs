@@ -264,11 +264,10 @@ fn decode_delta(buf: &mut &[u8]) -> Result<Vec<NodeDelta>, CodecError> {
             1 => {
                 let kv = decode_kv(&mut ops)?;
                 let node = out.last_mut().ok_or_else(|| err("a key before any node"))?;
-                if node
-                    .kvs
-                    .last()
-                    .is_some_and(|last| last.version >= kv.version)
-                {
+                // chitchat's own rule: a key's version is above every version before it in this
+                // node's delta, a max version included, and so never 0.
+                let floor = node.kvs.last().map_or(0, |last| last.version);
+                if kv.version <= floor.max(node.set_max_version.unwrap_or(0)) {
                     return Err(err("key versions not increasing"));
                 }
                 node.kvs.push(kv);
@@ -408,4 +407,76 @@ pub fn own_entry(digest: &[DigestEntry], addr: SocketAddr) -> Option<&DigestEntr
         .iter()
         .filter(|e| e.id.gossip_advertise_addr == addr)
         .max_by_key(|e| e.id.generation_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use chitchat::ChitchatMessage;
+
+    /// An Ack whose delta content is `ops`, in one plain block.
+    fn ack(ops: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        MAGIC.serialize(&mut b);
+        b.extend([PROTOCOL, 2, 2]);
+        (ops.len() as u16).serialize(&mut b);
+        b.extend(ops);
+        b.push(0);
+        b
+    }
+
+    fn node_op(ops: &mut Vec<u8>) {
+        ops.push(0);
+        ChitchatId::new("a", 1, ([127, 0, 0, 1], 7000).into()).serialize(ops);
+        0u64.serialize(ops);
+        0u64.serialize(ops);
+    }
+
+    fn kv_op(ops: &mut Vec<u8>, version: u64) {
+        ops.push(1);
+        "k".to_string().serialize(ops);
+        "v".to_string().serialize(ops);
+        version.serialize(ops);
+        ops.push(0);
+    }
+
+    fn max_op(ops: &mut Vec<u8>, version: u64) {
+        ops.push(2);
+        version.serialize(ops);
+    }
+
+    fn chitchat_accepts(bytes: &[u8]) -> bool {
+        ChitchatMessage::deserialize(&mut &bytes[..]).is_ok()
+    }
+
+    #[test]
+    fn a_key_at_version_0_or_not_above_a_max_version_is_refused_as_chitchat_refuses_it() {
+        let mut zero = Vec::new();
+        node_op(&mut zero);
+        kv_op(&mut zero, 0);
+        let mut below_max = Vec::new();
+        node_op(&mut below_max);
+        max_op(&mut below_max, 5);
+        kv_op(&mut below_max, 5);
+        for ops in [zero, below_max] {
+            let bytes = ack(&ops);
+            assert!(!chitchat_accepts(&bytes));
+            let e = decode(&bytes).unwrap_err();
+            assert!(e.0.contains("key versions not increasing"), "{e}");
+        }
+        // Above the max version it is a valid delta for both.
+        let mut above = Vec::new();
+        node_op(&mut above);
+        max_op(&mut above, 5);
+        kv_op(&mut above, 6);
+        let bytes = ack(&above);
+        assert!(chitchat_accepts(&bytes));
+        let msg = decode(&bytes).unwrap();
+        assert!(to_chitchat_bytes_accepted(&msg));
+    }
+
+    fn to_chitchat_bytes_accepted(msg: &Message) -> bool {
+        chitchat_accepts(&encode(msg))
+    }
 }

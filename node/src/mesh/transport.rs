@@ -96,6 +96,8 @@ pub struct TransportStats {
     datagrams_dropped: AtomicU64,
     dropped_rate: AtomicU64,
     dropped_share: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 /// A copy of [`TransportStats`] at one moment.
@@ -129,6 +131,10 @@ pub struct TransportStatsSnapshot {
     pub dropped_rate: u64,
     /// Frames or datagrams dropped because their peer already filled its share of the queue.
     pub dropped_share: u64,
+    /// Bytes of the gossip frames written (as on the wire, before QUIC's own framing).
+    pub bytes_sent: u64,
+    /// Bytes of the gossip frames received and handed to chitchat.
+    pub bytes_received: u64,
 }
 
 impl TransportStats {
@@ -150,12 +156,18 @@ impl TransportStats {
             datagrams_dropped: g(&self.datagrams_dropped),
             dropped_rate: g(&self.dropped_rate),
             dropped_share: g(&self.dropped_share),
+            bytes_sent: g(&self.bytes_sent),
+            bytes_received: g(&self.bytes_received),
         }
     }
 }
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 /// What the transport knows of one peer address.
@@ -642,7 +654,10 @@ async fn peer_sender(shared: Arc<Shared>, addr: SocketAddr, mut queue: mpsc::Rec
             anyhow::Ok(())
         };
         match timeout(SEND_TIMEOUT, write).await {
-            Ok(Ok(())) => bump(&shared.stats.sent),
+            Ok(Ok(())) => {
+                bump(&shared.stats.sent);
+                add(&shared.stats.bytes_sent, frame.len());
+            }
             Ok(Err(e)) => {
                 bump(&shared.stats.send_errors);
                 debug!(peer = %addr, error = %e, "gossip write failed");
@@ -724,6 +739,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
                     bump(&shared.stats.dropped_inbound);
                 } else {
                     bump(&shared.stats.received);
+                    add(&shared.stats.bytes_received, bytes.len());
                 }
             }
             Admit::Refused(why) => refuse(&why),

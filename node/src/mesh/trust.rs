@@ -19,6 +19,10 @@
 //!   is ignored when X was never heard directly: a liar can keep a dead node looking alive for
 //!   at most [`RELAY_WINDOW`], or make it look dead for about as long as the lead it can add.
 //!
+//! - **Caps per node life**: at most [`MAX_KEYS_PER_LIFE`] live keys and [`MAX_BYTES_PER_LIFE`]
+//!   bytes of live values (tombstones free their key); a delta is cut at the first value past a
+//!   cap, as at a bad seal, so chitchat never holds more of one member's key space.
+//!
 //! Every refusal is counted and logged (at most once a second per peer).
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +53,54 @@ const LEAD_PER_SECOND: u64 = 400;
 const MAX_ANCHORS: usize = 16_384;
 /// Most sealed values remembered as checked.
 const MAX_CHECKED: usize = 65_536;
+/// Most live keys one node life may hold: its facts and health, its claims, and every record it
+/// publishes or replicates (the tenant caps allow 100 000 records and 256 claims).
+pub const MAX_KEYS_PER_LIFE: usize = 150_000;
+/// Most bytes of live keys and values one node life may hold.
+pub const MAX_BYTES_PER_LIFE: usize = 128 << 20;
+
+/// The caps on one node life's key space.
+#[derive(Clone, Copy, Debug)]
+struct LifeCaps {
+    keys: usize,
+    bytes: usize,
+}
+
+/// What one node life holds in chitchat's state, as far as this filter let it in.
+#[derive(Default)]
+struct Usage {
+    /// The newest version let in (chitchat ignores older ones).
+    max_version: u64,
+    /// Live keys and the bytes of key and value.
+    keys: HashMap<String, usize>,
+    bytes: usize,
+}
+
+impl Usage {
+    /// How many of `kvs` (in version order) fit the caps; counts them in.
+    fn admit(&mut self, kvs: &[super::codec::Kv], caps: LifeCaps) -> usize {
+        for (i, kv) in kvs.iter().enumerate() {
+            if kv.version <= self.max_version {
+                continue;
+            }
+            let old = self.keys.get(&kv.key).copied();
+            let new = (kv.status == KvStatus::Set).then(|| kv.key.len() + kv.value.len());
+            let keys_after = self.keys.len() + usize::from(old.is_none() && new.is_some())
+                - usize::from(old.is_some() && new.is_none());
+            let bytes_after = self.bytes - old.unwrap_or(0) + new.unwrap_or(0);
+            if new.is_some() && (keys_after > caps.keys || bytes_after > caps.bytes) {
+                return i;
+            }
+            match new {
+                Some(n) => self.keys.insert(kv.key.clone(), n),
+                None => self.keys.remove(&kv.key),
+            };
+            self.bytes = bytes_after;
+            self.max_version = kv.version;
+        }
+        kvs.len()
+    }
+}
 
 /// What the filter refused, for `dvrmesh status`.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -71,6 +123,8 @@ pub struct TrustCounters {
     /// Digest entries and deltas of node lives whose certificate is revoked, dropped (honest
     /// peers relay them until they forget the node).
     pub revoked_lives: u64,
+    /// Deltas cut because their node life would hold more keys or bytes than it may.
+    pub over_cap_deltas: u64,
 }
 
 impl TrustCounters {
@@ -80,6 +134,7 @@ impl TrustCounters {
             || self.self_deltas > before.self_deltas
             || self.bad_seals > before.bad_seals
             || self.unanchored_deltas > before.unanchored_deltas
+            || self.over_cap_deltas > before.over_cap_deltas
     }
 }
 
@@ -103,6 +158,7 @@ struct Direct {
 pub struct Trust {
     me: ChitchatId,
     certs: PeerCerts,
+    caps: LifeCaps,
     state: Mutex<State>,
 }
 
@@ -113,6 +169,7 @@ struct State {
     revoked: HashSet<ChitchatId>,
     direct: HashMap<ChitchatId, Direct>,
     checked: HashSet<u64>,
+    usage: HashMap<ChitchatId, Usage>,
     counters: TrustCounters,
     last_log: HashMap<SocketAddr, Instant>,
 }
@@ -132,6 +189,10 @@ impl Trust {
         Trust {
             me,
             certs,
+            caps: LifeCaps {
+                keys: MAX_KEYS_PER_LIFE,
+                bytes: MAX_BYTES_PER_LIFE,
+            },
             state: Mutex::new(State::default()),
         }
     }
@@ -280,6 +341,7 @@ impl Trust {
             st.counters.bad_seals += 1;
             d.kvs.truncate(good);
         }
+        self.hold_to_caps(st, &mut d, from_owner);
         if d.kvs.is_empty() {
             if !had_values && !from_owner && d.set_max_version.is_some() {
                 st.counters.relayed_max_versions += 1;
@@ -295,6 +357,27 @@ impl Trust {
             d.last_gc_version = 0;
         }
         Some(d)
+    }
+
+    /// Cuts `d` at the first value that would take its node life past a cap. A delta from the
+    /// node itself from version 0 under a newer garbage collection resets its state: its usage
+    /// starts again.
+    fn hold_to_caps(&self, st: &mut State, d: &mut NodeDelta, from_owner: bool) {
+        if from_owner && d.last_gc_version != 0 && d.from_version_excluded == 0 {
+            st.usage.remove(&d.id);
+        }
+        if !st.usage.contains_key(&d.id) && st.usage.len() >= MAX_ANCHORS {
+            st.usage.clear();
+        }
+        let within = st
+            .usage
+            .entry(d.id.clone())
+            .or_default()
+            .admit(&d.kvs, self.caps);
+        if within < d.kvs.len() {
+            st.counters.over_cap_deltas += 1;
+            d.kvs.truncate(within);
+        }
     }
 
     /// Anchors a node life from its own first value: its certificate at version 1, chained to
@@ -396,6 +479,121 @@ fn log_refusals(st: &mut State, before: &TrustCounters, from: Sender<'_>, now: I
         self_deltas = c.self_deltas - before.self_deltas,
         bad_seals = c.bad_seals - before.bad_seals,
         unanchored = c.unanchored_deltas - before.unanchored_deltas,
+        over_cap = c.over_cap_deltas - before.over_cap_deltas,
         "refused gossip no honest peer sends"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::codec::Kv;
+    use crate::mesh::pki::{init_ca, issue_node_cert, Credentials, Signer};
+
+    fn creds(dir: &std::path::Path, node: &str) -> Credentials {
+        let id = NodeId::new(node).expect("id");
+        let (cert, key) =
+            issue_node_cert(&dir.join("ca"), &id, &dir.join(node), 30).expect("issued");
+        Credentials::load(&dir.join("ca/ca.pem"), &cert, &key).expect("loaded")
+    }
+
+    fn kv(signer: &Signer, id: &ChitchatId, key: &str, version: u64, payload: &str) -> Kv {
+        let tombstone = payload.is_empty();
+        let place = Place {
+            id,
+            key,
+            version,
+            tombstone,
+        };
+        Kv {
+            key: key.into(),
+            value: sealed::seal(signer, place, payload).expect("sealed"),
+            version,
+            status: if tombstone {
+                KvStatus::DeleteAfterTtl
+            } else {
+                KvStatus::Set
+            },
+        }
+    }
+
+    fn delta(id: &ChitchatId, kvs: Vec<Kv>) -> Message {
+        Message::Ack {
+            delta: vec![NodeDelta {
+                id: id.clone(),
+                last_gc_version: 0,
+                from_version_excluded: kvs.first().map_or(0, |k| k.version - 1),
+                kvs,
+                set_max_version: None,
+            }],
+        }
+    }
+
+    fn kept(msg: Message) -> Vec<String> {
+        match msg {
+            Message::Ack { delta } => delta
+                .into_iter()
+                .flat_map(|d| d.kvs.into_iter().map(|k| k.key))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_node_life_past_its_key_cap_is_cut_and_a_tombstone_frees_a_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        init_ca(&dir.path().join("ca"), 30).expect("ca");
+        let me = creds(dir.path(), "me");
+        let x = creds(dir.path(), "x");
+        let addr: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let me_id = ChitchatId::new("me", 1, "127.0.0.1:7001".parse().expect("addr"));
+        let mut trust = Trust::new(me_id, me.peer_certs().expect("certs"));
+        trust.caps = LifeCaps {
+            keys: 5,
+            bytes: 1 << 20,
+        };
+        let x_id = ChitchatId::new("x", 1, addr);
+        let signer = x.signer().expect("signer");
+        let node = NodeId::new("x").expect("id");
+        let from = Sender { node: &node, addr };
+        let now = Instant::now();
+
+        let mut kvs = vec![kv(
+            &signer,
+            &x_id,
+            KEY_CERT,
+            1,
+            &x.published_cert().expect("cert"),
+        )];
+        kvs.extend((2..=8).map(|v| kv(&signer, &x_id, &format!("k{v}"), v, "value")));
+        let first = kept(trust.filter(delta(&x_id, kvs), from, now));
+        assert_eq!(
+            first,
+            ["cert", "k2", "k3", "k4", "k5"],
+            "cut at the sixth key"
+        );
+        assert_eq!(trust.counters().over_cap_deltas, 1);
+
+        // Rewriting a key it holds is fine; a new key is not, until a tombstone frees one.
+        let rewrite = kept(trust.filter(
+            delta(&x_id, vec![kv(&signer, &x_id, "k2", 6, "new value")]),
+            from,
+            now,
+        ));
+        assert_eq!(rewrite, ["k2"]);
+        let more = vec![
+            kv(&signer, &x_id, "k9", 7, "value"),
+            kv(&signer, &x_id, "k10", 8, "value"),
+        ];
+        assert!(kept(trust.filter(delta(&x_id, more), from, now)).is_empty());
+        assert_eq!(trust.counters().over_cap_deltas, 2);
+        let freed = vec![
+            kv(&signer, &x_id, "k3", 7, ""),
+            kv(&signer, &x_id, "k9", 8, "value"),
+        ];
+        assert_eq!(
+            kept(trust.filter(delta(&x_id, freed), from, now)),
+            ["k3", "k9"]
+        );
+    }
 }

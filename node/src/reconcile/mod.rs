@@ -9,6 +9,8 @@
 //! change, not the number of routers on the node. The first pass, every resync and every pass
 //! after a failure observe everything, which finds drift made by anyone else within one resync.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::ha::Holders;
+use crate::instruments::Instruments;
 use crate::mesh::view::{wait_until_ready, Readiness, ViewHandle};
 use crate::store::ConfigService;
 
@@ -42,6 +45,8 @@ pub struct PassReport {
     pub passes: u64,
     /// An error that stopped the pass (observe or apply failed entirely).
     pub error: Option<String>,
+    /// The kernel objects dvrmesh holds on this node by kind, as of the last clean pass.
+    pub objects: BTreeMap<String, usize>,
 }
 
 /// A kernel shared between the loop and the API (for `datapath diff`).
@@ -63,6 +68,20 @@ pub struct ReconcilerParts {
     pub resync: Duration,
     /// When the first pass may run.
     pub readiness: Readiness,
+    /// Where passes and convergence times are recorded.
+    pub instruments: Instruments,
+}
+
+/// The ops of a pass, one short line each (an nft table by its key, not its content), for the
+/// debug log that says what a pass changed.
+fn op_list(ops: &[Op]) -> String {
+    ops.iter()
+        .map(|op| match op {
+            Op::ReplaceNft { key, .. } => format!("ReplaceNft({key:?})"),
+            other => format!("{other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The reconciler of one node.
@@ -71,6 +90,8 @@ pub struct Reconciler {
     last: Mutex<PassReport>,
     /// The plan of the last pass that applied cleanly: what the kernel is taken to hold.
     last_clean: Mutex<Option<Box<Desired>>>,
+    /// The highest view generation a clean pass programmed (its convergence time is recorded).
+    converged: AtomicU64,
 }
 
 impl Reconciler {
@@ -80,6 +101,7 @@ impl Reconciler {
             parts,
             last: Mutex::new(PassReport::default()),
             last_clean: Mutex::new(None),
+            converged: AtomicU64::new(0),
         })
     }
 
@@ -161,6 +183,7 @@ impl Reconciler {
     /// everything applied.
     async fn pass(&self, full: bool) -> bool {
         let view = self.parts.view.load();
+        let view_changed_at = self.parts.view.changed_at();
         let holders = self.current_holders();
         let topo = topology_from_view(&view, holders.as_ref());
         for ext in missing_fip_gateways(&topo, &self.parts.me) {
@@ -189,55 +212,74 @@ impl Reconciler {
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((out, desired))
         })
-        .await;
-        let millis = started.elapsed().as_millis() as u64;
+        .await
+        .unwrap_or_else(|e| Err(format!("the pass panicked: {e}")));
+        let took = started.elapsed();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         last.passes += 1;
         last.view_generation = view.generation;
         last.problems = problems;
-        last.millis = millis;
-        match result {
-            Ok(Ok((out, desired))) => {
-                let PassOutcome {
-                    ops,
-                    report,
-                    observed_namespaces,
-                } = out;
-                let scope = observed_namespaces.map_or("all".to_string(), |n| n.to_string());
-                if !ops.is_empty() {
-                    info!(
-                        op = ops.len(),
-                        failed = report.failed.len(),
-                        millis,
-                        observed_namespaces = %scope,
-                        "datapath reconciled"
-                    );
-                } else {
-                    debug!(millis, observed_namespaces = %scope, "datapath in sync");
-                }
-                if report.failed.is_empty() {
-                    *self.last_clean.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Box::new(desired));
-                }
-                for (op, err) in &report.failed {
-                    warn!(op = %op, error = %err, "datapath op failed");
-                }
-                last.ops = ops.len();
-                last.error = None;
-                let ok = report.failed.is_empty();
-                last.failed = report.failed;
-                ok
-            }
-            Ok(Err(e)) => {
+        last.millis = took.as_millis() as u64;
+        let ok = match result {
+            Ok((out, desired)) => self.applied(&mut last, out, desired, took),
+            Err(e) => {
                 warn!(error = %e, "datapath pass failed");
                 last.error = Some(e);
                 false
             }
-            Err(e) => {
-                warn!(error = %e, "datapath pass panicked");
-                last.error = Some(e.to_string());
-                false
-            }
+        };
+        self.parts.instruments.pass(ok, took);
+        // The first clean pass after start waited for the view to settle: not a convergence time.
+        let before = ok.then(|| self.converged.fetch_max(view.generation, Ordering::Relaxed));
+        if before.is_some_and(|b| b > 0 && b < view.generation) {
+            self.parts.instruments.converged(view_changed_at.elapsed());
         }
+        ok
+    }
+
+    /// Logs and records a pass that ran (some of its ops may have failed); true when every op
+    /// applied.
+    fn applied(
+        &self,
+        last: &mut PassReport,
+        out: PassOutcome,
+        desired: Desired,
+        took: Duration,
+    ) -> bool {
+        let millis = took.as_millis() as u64;
+        let PassOutcome {
+            ops,
+            report,
+            observed_namespaces,
+        } = out;
+        let scope = observed_namespaces.map_or("all".to_string(), |n| n.to_string());
+        if !ops.is_empty() {
+            info!(
+                op = ops.len(),
+                failed = report.failed.len(),
+                millis,
+                observed_namespaces = %scope,
+                "datapath reconciled"
+            );
+            debug!(ops = %op_list(&ops), "datapath ops applied");
+        } else {
+            debug!(millis, observed_namespaces = %scope, "datapath in sync");
+        }
+        for (op, err) in &report.failed {
+            warn!(op = %op, error = %err, "datapath op failed");
+        }
+        last.ops = ops.len();
+        last.error = None;
+        let ok = report.failed.is_empty();
+        last.failed = report.failed;
+        if ok {
+            last.objects = desired
+                .kind_counts()
+                .iter()
+                .map(|(kind, n)| (kind.to_string(), *n))
+                .collect();
+            *self.last_clean.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(desired));
+        }
+        ok
     }
 }

@@ -5,11 +5,86 @@ use mesh_proto::{ObjectId, ObjectKind, Record, TenantObject};
 use serde_json::Value;
 use tracing::info;
 
-use super::claims::Want;
+use mesh_proto::BlockSpace;
+
+use super::claims::{Claimed, Got, Want};
 use super::ConfigService;
-use crate::tenant::ops::{self, FipPlan, PortPlan};
+use crate::tenant::blocks;
+use crate::tenant::ops::{self, FipPlan, PortPlan, UniquePlan};
 
 impl ConfigService {
+    /// Allocates `wants` for `holder`: addresses and MACs not asked for explicitly come from
+    /// this node's blocks with no wait (a new block is claimed when they hold none free); the
+    /// rest (explicit values, single values outside every block when no block fits any more,
+    /// VNIs and names) through claims, which need a majority in view for addresses and
+    /// MACs. Returns the values in the order asked and the claim keys to withdraw.
+    pub(super) async fn allocate(
+        &self,
+        holder: &ObjectId,
+        wants: &[Want],
+    ) -> Result<(Claimed, Vec<String>), String> {
+        // Every block value at once: a first port claims its address and MAC blocks in one
+        // claim window.
+        let mut got: Vec<Option<Got>> =
+            futures_util::future::try_join_all(wants.iter().map(|w| self.block_value(w, holder)))
+                .await?;
+        let to_claim: Vec<(usize, Want)> = wants
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| got[*i].is_none())
+            .map(|(i, w)| (i, w.clone()))
+            .collect();
+        let mut keys = Vec::new();
+        if !to_claim.is_empty() {
+            if to_claim
+                .iter()
+                .any(|(_, w)| matches!(w, Want::Address { .. } | Want::Mac { .. }))
+            {
+                self.require_majority("claim an address or MAC outside this node's blocks")?;
+            }
+            let rest: Vec<Want> = to_claim.iter().map(|(_, w)| w.clone()).collect();
+            let (claimed, k) = self.claim_all(holder, &rest).await?;
+            keys = k;
+            for ((i, _), g) in to_claim.iter().zip(claimed.0) {
+                got[*i] = Some(g);
+            }
+        }
+        let got = got
+            .into_iter()
+            .collect::<Option<Vec<Got>>>()
+            .ok_or("internal: an allocation left a value out")?;
+        Ok((Claimed(got), keys))
+    }
+
+    /// A value for `want` out of this node's blocks, when it is one they give (an address or
+    /// MAC not asked for explicitly) and they still have one.
+    async fn block_value(&self, want: &Want, holder: &ObjectId) -> Result<Option<Got>, String> {
+        Ok(match want {
+            Want::Address {
+                pool,
+                explicit: None,
+            } => self
+                .take_from_blocks(&BlockSpace::Pool(pool.clone()), holder)
+                .await?
+                .map(|v| Got::Address(pool.clone(), std::net::Ipv4Addr::from(v))),
+            Want::Mac { explicit: None } => self
+                .take_from_blocks(&BlockSpace::Mac, holder)
+                .await?
+                .map(|v| Got::Mac(blocks::mac_of(v))),
+            _ => None,
+        })
+    }
+
+    /// Claims an object's VNI and name, then publishes it: of two nodes creating objects with
+    /// the same name or VNI at once, the older claim wins and the other is told so.
+    pub(super) async fn create_unique(&self, plan: UniquePlan) -> Result<Value, String> {
+        let wants: Vec<Want> = plan.values.iter().cloned().map(Want::Unique).collect();
+        let (_, claims) = self.claim_all(plan.object.id(), &wants).await?;
+        self.publish_after_claims(plan.object.clone(), &claims)
+            .await?;
+        Ok(ops::object_json(&plan.object))
+    }
+
     pub(super) async fn create_port(&self, plan: PortPlan) -> Result<Value, String> {
         let wants = [
             Want::Address {
@@ -18,7 +93,7 @@ impl ConfigService {
             },
             Want::Mac { explicit: plan.mac },
         ];
-        let (got, claims) = self.claim_all(&plan.id, &wants).await?;
+        let (got, claims) = self.allocate(&plan.id, &wants).await?;
         let (Some(ip), Some(mac)) = (got.address(0), got.mac(1)) else {
             return Err("internal: allocation returned the wrong shape".into());
         };
@@ -34,7 +109,7 @@ impl ConfigService {
             pool: plan.external_network.clone(),
             explicit: plan.ip,
         }];
-        let (got, claims) = self.claim_all(&plan.id, &wants).await?;
+        let (got, claims) = self.allocate(&plan.id, &wants).await?;
         let ip = got
             .address(0)
             .ok_or("internal: allocation returned the wrong shape")?;
@@ -72,7 +147,7 @@ impl ConfigService {
             });
             wants.push(Want::Mac { explicit: None });
         }
-        let (got, claims) = self.claim_all(&spec.id, &wants).await?;
+        let (got, claims) = self.allocate(&spec.id, &wants).await?;
         let mut i = 0;
         if let Some(g) = spec.gateway.as_mut().filter(|g| g.external_ip.is_none()) {
             g.external_ip = got.address(i);
@@ -122,7 +197,7 @@ impl ConfigService {
             },
             Want::Mac { explicit: None },
         ];
-        let (got, claims) = self.claim_all(&id, &wants).await?;
+        let (got, claims) = self.allocate(&id, &wants).await?;
         let (Some(ip), Some(mac)) = (got.address(0), got.mac(1)) else {
             return Err("internal: allocation returned the wrong shape".into());
         };
@@ -137,6 +212,7 @@ impl ConfigService {
             host: self.me.clone(),
             device: None,
             allowed_address_pairs: Vec::new(),
+            metadata: Default::default(),
         })
         .map_err(|e| e.to_string())?;
         self.publish_after_claims(TenantObject::Port(port.clone()), &claims)
@@ -156,7 +232,10 @@ impl ConfigService {
         let (kind, id) = (obj.kind(), obj.id().clone());
         let view = self.view.load();
         let rec = Record::object(obj, self.version(&view.tenant));
-        self.publish_records(std::slice::from_ref(&rec)).await?;
+        if let Err(e) = self.publish_authorised(std::slice::from_ref(&rec)).await {
+            self.delete_keys(claims).await;
+            return Err(e);
+        }
         self.delete_keys(claims).await;
         let v = rec.version().clone();
         self.wait_visible(|t| t.record(kind, &id).is_some_and(|r| r.version() >= &v))

@@ -4,15 +4,23 @@
 //! - this module: the service, its clock and ids, publishing and waiting for the view;
 //! - [`allocate`]: objects that need addresses or MACs (ports, floating IPs, router gateways, a
 //!   node's FIP gateway port);
-//! - [`claims`]: claiming addresses and MACs: claim, wait the window, keep or retry;
+//! - [`blocks`]: this node's address and MAC blocks: values handed out with no wait, new blocks
+//!   claimed ahead of need with a majority in view, duplicates after a partition re-addressed;
+//! - [`claims`]: claiming single values (explicit ones, ones outside every block, VNIs and names): claim,
+//!   wait the window, keep or retry;
+//! - [`authorise`]: sealing tenant records by the operator behind a request;
 //! - [`replication`]: publishing and withdrawing what rendezvous ranking asks of this node;
 //! - [`persist`]: the records file under `data_dir`, so a restart re-announces them.
 
 mod allocate;
+mod authorise;
+mod blocks;
 mod claims;
 mod persist;
 mod replication;
 
+pub use authorise::{OperatorSession, SealRequest};
+pub use blocks::Readdressed;
 pub use persist::{load_records, RECORDS_FILE};
 
 use std::path::PathBuf;
@@ -27,7 +35,7 @@ use tracing::warn;
 use crate::mesh::own::OwnState;
 use crate::mesh::view::ViewHandle;
 use crate::tenant::ops::{self, ConfigRequest, Outcome, Write};
-use crate::tenant::TenantState;
+use crate::tenant::{TenantState, Writers};
 
 /// How long a write waits to show up in the local view.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,6 +51,8 @@ pub struct StoreSettings {
     pub resync: Duration,
     /// Where published records are persisted; `None` keeps nothing (simulations).
     pub data_dir: Option<PathBuf>,
+    /// Who may write tenant configuration.
+    pub writers: Writers,
 }
 
 impl StoreSettings {
@@ -54,6 +64,7 @@ impl StoreSettings {
             tombstone_ttl: Duration::from_secs(24 * 3600),
             resync: gossip,
             data_dir,
+            writers: Writers::AnyNode,
         }
     }
 }
@@ -64,8 +75,16 @@ pub struct ConfigService {
     own: OwnState,
     view: ViewHandle,
     hlc: std::sync::Mutex<Hlc>,
-    /// One write at a time on this node (claim windows included).
+    /// One write at a time on this node (claim windows included), except port creation, which
+    /// allocates from this node's blocks and runs concurrently.
     writes: Mutex<()>,
+    /// This node's blocks: reservations, confirmations, the refill queue.
+    blocks: blocks::BlockBook,
+    /// The records file's group commit.
+    persisting: persist::PersistGate,
+    /// The operator behind the write in progress, if it came with a credential (set and cleared
+    /// under `writes`).
+    session: std::sync::Mutex<Option<OperatorSession>>,
     settings: StoreSettings,
 }
 
@@ -85,6 +104,9 @@ impl ConfigService {
             view,
             hlc: std::sync::Mutex::new(Hlc::default()),
             writes: Mutex::new(()),
+            blocks: blocks::BlockBook::default(),
+            persisting: persist::PersistGate::default(),
+            session: std::sync::Mutex::new(None),
             settings,
         })
     }
@@ -119,10 +141,50 @@ impl ConfigService {
         .unwrap_or_else(|_| unreachable!())
     }
 
-    /// Handles one operator request; returns its JSON result or an error message. A refused
-    /// request has published nothing.
+    /// Handles one request without an operator credential; returns its JSON result or an error
+    /// message. A refused request has published nothing.
     pub async fn handle(&self, req: ConfigRequest) -> Result<Value, String> {
+        self.handle_as(req, None).await
+    }
+
+    /// Handles one request; the tenant records it causes are sealed by `operator` when given.
+    /// When only operators may write, a request that writes configuration without one is
+    /// refused before anything is claimed.
+    pub async fn handle_as(
+        &self,
+        req: ConfigRequest,
+        operator: Option<OperatorSession>,
+    ) -> Result<Value, String> {
+        if operator.is_none()
+            && self.settings.writers == Writers::Operators
+            && ops::writes_configuration(&req)
+        {
+            return Err(authorise::operators_only());
+        }
+        // A port is written by its own node and sealed by nobody else: it takes values from this
+        // node's blocks, and many run at once, outside the write lock.
+        if matches!(req, ConfigRequest::PortCreate { .. }) {
+            return self.handle_locked(req).await;
+        }
+        if let ConfigRequest::Show {
+            kind: ObjectKind::Port,
+            ..
+        } = &req
+        {
+            return self
+                .handle_locked(req)
+                .await
+                .map(|port| self.with_readdressed(port));
+        }
         let _one_at_a_time = self.writes.lock().await;
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = operator;
+        let result = self.handle_locked(req).await;
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result
+    }
+
+    /// Plans and carries out one request (under the write lock, except port creation).
+    async fn handle_locked(&self, req: ConfigRequest) -> Result<Value, String> {
         let view = self.view.load();
         let tenant = &view.tenant;
         let mut new_id = |k| self.new_id(k, tenant);
@@ -132,6 +194,7 @@ impl ConfigService {
             Outcome::Port(plan) => self.create_port(plan).await,
             Outcome::Fip(plan) => self.create_fip(plan).await,
             Outcome::Router(spec) => self.allocate_router(spec).await,
+            Outcome::Unique(plan) => self.create_unique(plan).await,
         }
     }
 
@@ -151,7 +214,7 @@ impl ConfigService {
                 }
             }
         }
-        self.publish_records(&records).await?;
+        self.publish_authorised(&records).await?;
         let want: Vec<(ObjectKind, ObjectId, Version)> = records
             .iter()
             .map(|r| (r.kind(), r.id().clone(), r.version().clone()))
@@ -186,6 +249,7 @@ impl ConfigService {
                 }
             })
             .await;
+        self.view.poke();
         self.persist().await;
         Ok(())
     }
@@ -198,6 +262,7 @@ impl ConfigService {
                 }
             })
             .await;
+        self.view.poke();
     }
 
     async fn delete_keys(&self, keys: &[String]) {
@@ -208,6 +273,7 @@ impl ConfigService {
                 }
             })
             .await;
+        self.view.poke();
     }
 
     /// Waits until the view has been rebuilt at least once after now.

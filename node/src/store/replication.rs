@@ -32,6 +32,8 @@ impl ConfigService {
     /// Runs replication until the task is aborted: on every view change and every resync, publish
     /// or withdraw what rendezvous ranking asks of this node.
     pub async fn run_replication(self: Arc<Self>) {
+        let refill = tokio::spawn(self.clone().run_block_refill());
+        let _stop_refill = AbortOnDrop(refill);
         let mut rx = self.view.subscribe();
         let mut tick = tokio::time::interval(self.settings.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -40,6 +42,9 @@ impl ConfigService {
                 r = rx.changed() => if r.is_err() { return },
                 _ = tick.tick() => {},
             }
+            self.repair_duplicates().await;
+            self.release_blocks_if_draining().await;
+            self.lend_requested_values().await;
             if self.current_duties().is_empty() {
                 continue;
             }
@@ -67,7 +72,18 @@ impl ConfigService {
             }
         }
     }
+}
 
+/// Aborts a task when dropped (the refill task ends with the replication task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ConfigService {
     /// Deletes each key unless this node now publishes a newer record there than the version the
     /// withdrawal was decided on (a write landed after the view it was computed from).
     pub(super) async fn withdraw_unless_newer(&self, keys: &[(String, mesh_proto::Version)]) {

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use mesh_proto::{HlcTimestamp, Ipv4Range, MacAddr, ObjectId, TenantObject, Version};
+use mesh_proto::{HlcTimestamp, Ipv4Range, MacAddr, ObjectId, TenantObject, UniqueValue, Version};
 
 use super::TenantState;
 
@@ -99,7 +99,8 @@ fn mac_held_by_other(state: &TenantState, mac: MacAddr, holder: &ObjectId) -> bo
             .any(|r| &r.id != holder && r.snat_ports.values().any(|sp| sp.mac == mac))
 }
 
-fn fresh(v: &Version, now_ms: u64) -> bool {
+/// Whether a claim stamped `v` still counts at `now_ms` (claims last [`CLAIM_TTL_MS`]).
+pub fn claim_is_fresh(v: &Version, now_ms: u64) -> bool {
     now_ms.saturating_sub(v.hlc.physical_ms()) <= CLAIM_TTL_MS
 }
 
@@ -120,7 +121,7 @@ pub fn unavailable(
         }
         if claims
             .iter()
-            .any(|c| &c.holder != holder && fresh(&c.version, now_ms))
+            .any(|c| &c.holder != holder && claim_is_fresh(&c.version, now_ms))
         {
             used.insert(*ip);
         }
@@ -165,7 +166,7 @@ pub fn address_claim_won(
     state
         .address_claims
         .get(&(pool.clone(), ip))
-        .and_then(|cs| cs.iter().find(|c| fresh(&c.version, now_ms)))
+        .and_then(|cs| cs.iter().find(|c| claim_is_fresh(&c.version, now_ms)))
         .is_some_and(|c| &c.holder == holder)
 }
 
@@ -178,7 +179,7 @@ pub fn mac_claim_won(state: &TenantState, mac: MacAddr, holder: &ObjectId, now_m
     state
         .mac_claims
         .get(&mac)
-        .and_then(|cs| cs.iter().find(|c| fresh(&c.version, now_ms)))
+        .and_then(|cs| cs.iter().find(|c| claim_is_fresh(&c.version, now_ms)))
         .is_some_and(|c| &c.holder == holder)
 }
 
@@ -187,7 +188,7 @@ pub fn mac_unavailable(state: &TenantState, mac: MacAddr, holder: &ObjectId, now
     mac_held_by_other(state, mac, holder)
         || state.mac_claims.get(&mac).is_some_and(|cs| {
             cs.iter()
-                .any(|c| &c.holder != holder && fresh(&c.version, now_ms))
+                .any(|c| &c.holder != holder && claim_is_fresh(&c.version, now_ms))
         })
 }
 
@@ -208,6 +209,52 @@ pub fn seed(node: &str, ts: HlcTimestamp, attempt: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// The live object that holds `value`, if one does: the network with that VNI, the object of
+/// that kind with that name.
+pub fn unique_holder(state: &TenantState, value: &UniqueValue) -> Option<ObjectId> {
+    match value {
+        UniqueValue::Vni(vni) => state
+            .networks()
+            .find(|n| n.vni == *vni)
+            .map(|n| n.id.clone()),
+        UniqueValue::Name(kind, name) => state
+            .objects(*kind)
+            .find(|o| o.name() == Some(name))
+            .map(|o| o.id().clone()),
+    }
+}
+
+/// Whether another holder has a fresh claim on `value`.
+pub fn unique_claimed_by_other(
+    state: &TenantState,
+    value: &UniqueValue,
+    holder: &ObjectId,
+    now_ms: u64,
+) -> bool {
+    state.unique_claims.get(value).is_some_and(|cs| {
+        cs.iter()
+            .any(|c| &c.holder != holder && claim_is_fresh(&c.version, now_ms))
+    })
+}
+
+/// Whether `holder`'s claim on `value` won: no other live object holds it and the oldest fresh
+/// claim on it is `holder`'s.
+pub fn unique_claim_won(
+    state: &TenantState,
+    value: &UniqueValue,
+    holder: &ObjectId,
+    now_ms: u64,
+) -> bool {
+    if unique_holder(state, value).is_some_and(|h| &h != holder) {
+        return false;
+    }
+    state
+        .unique_claims
+        .get(value)
+        .and_then(|cs| cs.iter().find(|c| claim_is_fresh(&c.version, now_ms)))
+        .is_some_and(|c| &c.holder == holder)
 }
 
 #[cfg(test)]

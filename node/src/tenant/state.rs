@@ -4,13 +4,63 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use mesh_proto::{
-    AddressClaim, ExternalNetwork, FloatingIp, HlcTimestamp, MacAddr, MacClaim, Network, NodeId,
-    ObjectId, ObjectKind, Port, Record, Router, Subnet, TenantObject, Version,
+    AddressBlock, AddressClaim, BlockSpace, ExternalNetwork, FloatingIp, HlcTimestamp, MacAddr,
+    MacClaim, Network, NodeId, ObjectId, ObjectKind, Port, Record, Router, Subnet, TenantObject,
+    UniqueClaim, UniqueValue, Version,
 };
 use serde::Serialize;
 
+use crate::mesh::pki::signing::ClaimAuthority;
+
 /// Most problems kept for display.
 const MAX_PROBLEMS: usize = 64;
+/// Most claims (address, MAC, VNI and name) one node may have published at once: an honest node
+/// makes one write at a time and withdraws its claims once the write is published.
+pub const MAX_CLAIMS_PER_NODE: usize = 256;
+/// Most ports one node may host.
+pub const MAX_PORTS_PER_HOST: usize = 4096;
+/// Most records (objects and tombstones, its own and those it replicates) one node may publish.
+pub const MAX_RECORDS_PER_NODE: usize = 100_000;
+
+/// What each node has published so far in one merge, to hold it to the caps above.
+#[derive(Default)]
+struct PerNode<'a> {
+    claims: BTreeMap<&'a NodeId, usize>,
+    ports: BTreeMap<&'a NodeId, BTreeSet<ObjectId>>,
+    records: BTreeMap<&'a NodeId, BTreeSet<(ObjectKind, ObjectId)>>,
+}
+
+impl<'a> PerNode<'a> {
+    /// Counts a claim of `node`; whether it is within the cap.
+    fn claim(&mut self, node: &'a NodeId) -> bool {
+        let n = self.claims.entry(node).or_default();
+        *n += 1;
+        *n <= MAX_CLAIMS_PER_NODE
+    }
+
+    /// Counts a record of `node` (once per object, whichever life published it); whether it is
+    /// within the caps.
+    fn record(&mut self, node: &'a NodeId, kind: ObjectKind, id: &ObjectId) -> bool {
+        let records = self.records.entry(node).or_default();
+        if !records.contains(&(kind, id.clone())) {
+            if records.len() >= MAX_RECORDS_PER_NODE {
+                return false;
+            }
+            records.insert((kind, id.clone()));
+        }
+        if kind != ObjectKind::Port {
+            return true;
+        }
+        let ports = self.ports.entry(node).or_default();
+        if !ports.contains(id) {
+            if ports.len() >= MAX_PORTS_PER_HOST {
+                return false;
+            }
+            ports.insert(id.clone());
+        }
+        true
+    }
+}
 
 /// The merged configuration every node computes from the same published records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,10 +73,17 @@ pub struct TenantState {
     pub address_claims: BTreeMap<(ObjectId, Ipv4Addr), Vec<AddressClaim>>,
     /// MAC claims by MAC, lowest version first.
     pub mac_claims: BTreeMap<MacAddr, Vec<MacClaim>>,
+    /// Claims on VNIs and names, lowest version first.
+    pub unique_claims: BTreeMap<UniqueValue, Vec<UniqueClaim>>,
+    /// Nodes' address and MAC blocks by space, lowest version first (winners and losers: see
+    /// [`crate::tenant::blocks`]).
+    pub blocks: BTreeMap<BlockSpace, Vec<AddressBlock>>,
     /// The newest timestamp seen anywhere: a node's clock moves past it before writing.
     pub max_hlc: HlcTimestamp,
     /// Published values refused, with the reason (bounded).
     pub problems: Vec<String>,
+    /// Values refused because their publisher is over a per-node cap, by publisher.
+    pub over_cap: BTreeMap<NodeId, u64>,
 }
 
 /// What `view --json` shows of the configuration.
@@ -89,31 +146,126 @@ impl Clock {
     }
 }
 
+/// Who may write tenant configuration (networks, subnets, external networks, routers, floating
+/// IPs): every node must use the same setting (`[tenancy] writers` in the node configuration).
+/// Ports are always written by their host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Writers {
+    /// Any node may (the lab's default): a compromised member can change the configuration,
+    /// though every write names its writer and is sealed by it.
+    #[default]
+    AnyNode,
+    /// Only records sealed by an operator credential count.
+    Operators,
+}
+
+impl Writers {
+    /// The configuration's spelling: `any-node` or `operators`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Writers::AnyNode => "any-node",
+            Writers::Operators => "operators",
+        }
+    }
+}
+
+/// What a published value must satisfy to be merged: the clock bound, and who may write tenant
+/// configuration (checked by `authority` when operators only).
+#[derive(Clone, Copy)]
+pub struct Admission<'a> {
+    /// The local clock and its allowed skew.
+    pub clock: Clock,
+    /// Who may write tenant configuration.
+    pub writers: Writers,
+    /// Checks operator seals.
+    pub authority: &'a dyn ClaimAuthority,
+}
+
+impl Admission<'static> {
+    /// Any node writes, no clock bound (tests of other rules).
+    #[cfg(test)]
+    pub fn open() -> Self {
+        Admission {
+            clock: Clock::unbounded(),
+            writers: Writers::AnyNode,
+            authority: &crate::mesh::pki::signing::TrustAll,
+        }
+    }
+}
+
 impl TenantState {
     /// Merges everything published. `entries` yields (publisher, key, value) for every key of
     /// every node life known to chitchat. Keys outside the tenant prefixes are ignored. A record or
     /// claim stamped further ahead of `clock` than its skew allows is refused (a problem): one
     /// such timestamp would otherwise pin every node's clock.
+    ///
+    /// With [`Writers::Operators`], a record of anything but a port counts only when an operator
+    /// credential sealed it (a problem otherwise).
     pub fn merge<'a>(
         entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>,
-        clock: Clock,
+        admission: &Admission<'_>,
     ) -> Self {
+        let clock = admission.clock;
         let mut s = TenantState::default();
         let mut seen_claims: BTreeSet<(String, Version)> = BTreeSet::new();
+        let mut per_node = PerNode::default();
         for (publisher, key, value) in entries {
             let result = if key.starts_with("o/") {
-                s.merge_record(publisher, key, value, clock)
+                s.merge_record(publisher, key, value, admission, &mut per_node)
             } else if key.starts_with("a/") {
-                s.merge_claim::<AddressClaim>(publisher, key, value, &mut seen_claims, clock)
+                s.claim::<AddressClaim>(
+                    publisher,
+                    key,
+                    value,
+                    &mut seen_claims,
+                    &mut per_node,
+                    clock,
+                )
             } else if key.starts_with("m/") {
-                s.merge_claim::<MacClaim>(publisher, key, value, &mut seen_claims, clock)
+                s.claim::<MacClaim>(
+                    publisher,
+                    key,
+                    value,
+                    &mut seen_claims,
+                    &mut per_node,
+                    clock,
+                )
+            } else if key.starts_with("u/") {
+                s.claim::<UniqueClaim>(
+                    publisher,
+                    key,
+                    value,
+                    &mut seen_claims,
+                    &mut per_node,
+                    clock,
+                )
+            } else if key.starts_with("b/") {
+                s.claim::<AddressBlock>(
+                    publisher,
+                    key,
+                    value,
+                    &mut seen_claims,
+                    &mut per_node,
+                    clock,
+                )
             } else {
                 Ok(())
             };
-            if let Err(e) = result {
-                if s.problems.len() < MAX_PROBLEMS {
-                    s.problems.push(format!("{publisher} {key}: {e}"));
+            match result {
+                Err(Refusal::OverCap) => *s.over_cap.entry(publisher.clone()).or_default() += 1,
+                Err(Refusal::Invalid(e)) => {
+                    if s.problems.len() < MAX_PROBLEMS {
+                        s.problems.push(format!("{publisher} {key}: {e}"));
+                    }
                 }
+                Ok(()) => {}
+            }
+        }
+        for (publisher, n) in &s.over_cap {
+            if s.problems.len() < MAX_PROBLEMS {
+                s.problems.push(format!(
+                    "{publisher}: {n} values refused over its caps (at most {MAX_CLAIMS_PER_NODE} claims, {MAX_PORTS_PER_HOST} ports, {MAX_RECORDS_PER_NODE} records per node)"
+                ));
             }
         }
         for claims in s.address_claims.values_mut() {
@@ -122,21 +274,36 @@ impl TenantState {
         for claims in s.mac_claims.values_mut() {
             claims.sort_by(|a, b| a.version.cmp(&b.version));
         }
+        for claims in s.unique_claims.values_mut() {
+            claims.sort_by(|a, b| a.version.cmp(&b.version));
+        }
+        for blocks in s.blocks.values_mut() {
+            blocks.sort_by(|a, b| a.version.cmp(&b.version));
+        }
         s
     }
 
-    fn merge_record(
+    fn merge_record<'a>(
         &mut self,
-        publisher: &NodeId,
+        publisher: &'a NodeId,
         key: &str,
         value: &str,
-        clock: Clock,
-    ) -> Result<(), String> {
+        admission: &Admission<'_>,
+        per_node: &mut PerNode<'a>,
+    ) -> Result<(), Refusal> {
         let rec: Record = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
         if rec.key() != key {
             return Err("record stored under another key".into());
         }
-        check_clock(rec.version(), clock)?;
+        check_clock(rec.version(), admission.clock)?;
+        if admission.writers == Writers::Operators && rec.kind() != ObjectKind::Port {
+            admission.authority.operator_of(&rec).map_err(|why| {
+                format!(
+                    "{:?} record refused: [tenancy] writers = \"operators\" and {why}",
+                    rec.kind()
+                )
+            })?;
+        }
         if rec.kind() == ObjectKind::Port {
             // Only a port's host publishes it, and only the host writes it.
             if &rec.version().writer != publisher {
@@ -144,12 +311,15 @@ impl TenantState {
             }
             if let Some(TenantObject::Port(p)) = rec.body() {
                 if &p.host != publisher {
-                    return Err(format!(
+                    return Err(Refusal::Invalid(format!(
                         "port hosted on {} published by {publisher}",
                         p.host
-                    ));
+                    )));
                 }
             }
+        }
+        if !per_node.record(publisher, rec.kind(), rec.id()) {
+            return Err(Refusal::OverCap);
         }
         self.max_hlc = self.max_hlc.max(rec.version().hlc);
         let id = (rec.kind(), rec.id().clone());
@@ -169,22 +339,27 @@ impl TenantState {
     /// Decodes a claim, checks it sits under its own key in its writer's key space, and files it
     /// unless already seen (same key and version, e.g. from another life of the node): each claim
     /// counts once.
-    fn merge_claim<C: Claim>(
+    fn claim<'a, C: Claim>(
         &mut self,
-        publisher: &NodeId,
+        publisher: &'a NodeId,
         key: &str,
         value: &str,
         seen: &mut BTreeSet<(String, Version)>,
+        per_node: &mut PerNode<'a>,
         clock: Clock,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let c: C = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
         let version = c.version();
         if c.own_key() != key || &version.writer != publisher {
             return Err("claim stored under another key or by another node".into());
         }
+        c.check()?;
         check_clock(version, clock)?;
-        self.max_hlc = self.max_hlc.max(version.hlc);
         if seen.insert((key.to_string(), version.clone())) {
+            if !per_node.claim(publisher) {
+                return Err(Refusal::OverCap);
+            }
+            self.max_hlc = self.max_hlc.max(version.hlc);
             c.file(self);
         }
         Ok(())
@@ -263,6 +438,26 @@ impl TenantState {
     }
 }
 
+/// Why a published value was not merged.
+enum Refusal {
+    /// It breaks a rule (a problem with the reason).
+    Invalid(String),
+    /// Its publisher is over a per-node cap (counted, reported once per publisher).
+    OverCap,
+}
+
+impl From<String> for Refusal {
+    fn from(why: String) -> Self {
+        Refusal::Invalid(why)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(why: &str) -> Self {
+        Refusal::Invalid(why.to_string())
+    }
+}
+
 /// Refuses a version stamped further ahead of the local clock than the skew allows.
 fn check_clock(v: &Version, clock: Clock) -> Result<(), String> {
     if clock.admits(v.hlc) {
@@ -282,6 +477,10 @@ fn min_id() -> ObjectId {
 
 /// What merging needs of a claim: the key it must sit under, its version, and where it goes.
 trait Claim: serde::de::DeserializeOwned {
+    /// Whether the claim's own fields make sense (beyond decoding).
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
     fn own_key(&self) -> String;
     fn version(&self) -> &Version;
     fn file(self, state: &mut TenantState);
@@ -300,6 +499,25 @@ impl Claim for AddressClaim {
     }
 }
 
+impl Claim for AddressBlock {
+    fn check(&self) -> Result<(), String> {
+        self.last().map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn own_key(&self) -> String {
+        self.key()
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+    fn file(self, state: &mut TenantState) {
+        state
+            .blocks
+            .entry(self.space.clone())
+            .or_default()
+            .push(self);
+    }
+}
+
 impl Claim for MacClaim {
     fn own_key(&self) -> String {
         self.key()
@@ -309,6 +527,22 @@ impl Claim for MacClaim {
     }
     fn file(self, state: &mut TenantState) {
         state.mac_claims.entry(self.mac).or_default().push(self);
+    }
+}
+
+impl Claim for UniqueClaim {
+    fn own_key(&self) -> String {
+        self.key()
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+    fn file(self, state: &mut TenantState) {
+        state
+            .unique_claims
+            .entry(self.value.clone())
+            .or_default()
+            .push(self);
     }
 }
 
@@ -334,6 +568,53 @@ mod tests {
     }
 
     #[test]
+    fn a_node_over_its_port_and_claim_caps_is_refused_the_excess_and_counted() {
+        let host = NodeId::new("n1").expect("id");
+        let version = Version {
+            hlc: HlcTimestamp(1 << 16),
+            writer: host.clone(),
+        };
+        let mut values = Vec::new();
+        for i in 0..MAX_PORTS_PER_HOST + 3 {
+            let port = mesh_proto::Port::new(mesh_proto::PortSpec {
+                id: ObjectId::new(format!("port-{i:012x}")).expect("id"),
+                name: Name::new(format!("vm{i}")).expect("name"),
+                network: ObjectId::new("net1").expect("id"),
+                mac: MacAddr::new([0xfa, 0x16, 0x3e, 0, (i >> 8) as u8, i as u8]).expect("mac"),
+                fixed_ips: vec![Ipv4Addr::from(0x0a00_0000 + i as u32 + 1)],
+                host: host.clone(),
+                device: None,
+                allowed_address_pairs: Vec::new(),
+                metadata: Default::default(),
+            })
+            .expect("port");
+            let rec = Record::object(TenantObject::Port(port), version.clone());
+            values.push((rec.key(), mesh_proto::encode_value(&rec).expect("encode")));
+        }
+        for i in 0..MAX_CLAIMS_PER_NODE + 5 {
+            let claim = AddressClaim {
+                pool: ObjectId::new("sub1").expect("id"),
+                ip: Ipv4Addr::from(0x0b00_0000 + i as u32),
+                holder: ObjectId::new("port-1").expect("id"),
+                version: version.clone(),
+            };
+            values.push((
+                claim.key(),
+                mesh_proto::encode_value(&claim).expect("encode"),
+            ));
+        }
+        let s = TenantState::merge(
+            values.iter().map(|(k, v)| (&host, k.as_str(), v.as_str())),
+            &Admission::open(),
+        );
+        assert_eq!(s.ports().count(), MAX_PORTS_PER_HOST);
+        assert_eq!(s.address_claims.len(), MAX_CLAIMS_PER_NODE);
+        assert_eq!(s.over_cap.get(&host), Some(&8));
+        assert_eq!(s.problems.len(), 1, "one line per node: {:?}", s.problems);
+        assert!(s.problems[0].contains("over its caps"), "{:?}", s.problems);
+    }
+
+    #[test]
     fn a_record_stamped_beyond_the_allowed_skew_is_refused_and_does_not_move_the_clock() {
         let writer = NodeId::new("n1").expect("id");
         let clock = Clock {
@@ -341,7 +622,11 @@ mod tests {
             max_skew_ms: 10_000,
         };
         let (key, far) = network_record(&writer, 1_000_000 + 10_001);
-        let s = TenantState::merge([(&writer, key.as_str(), far.as_str())], clock);
+        let admission = Admission {
+            clock,
+            ..Admission::open()
+        };
+        let s = TenantState::merge([(&writer, key.as_str(), far.as_str())], &admission);
         assert_eq!(
             s.networks().count(),
             0,
@@ -356,7 +641,7 @@ mod tests {
         assert!(s.problems[0].contains("skew"), "{:?}", s.problems);
 
         let (key, near) = network_record(&writer, 1_000_000 + 10_000);
-        let s = TenantState::merge([(&writer, key.as_str(), near.as_str())], clock);
+        let s = TenantState::merge([(&writer, key.as_str(), near.as_str())], &admission);
         assert_eq!(
             s.networks().count(),
             1,

@@ -2,7 +2,7 @@
 //! datapath off) over the real wire: it forges another node's facts, ports, floating IPs and SNAT
 //! claims, replays its values, tries to wipe it, invents ghost members, floods and sends oversize
 //! frames; in its own name it publishes a port hosted elsewhere and a record from the future,
-//! claims SNAT with a huge epoch and floods releases. Every honest node's members, configuration,
+//! claims SNAT with a huge epoch, floods releases and publishes more claims than a node may hold. Every honest node's members, configuration,
 //! datapath plan and SNAT holder stay exactly as they were, and each attempt shows in a counter.
 
 #[path = "../common/mod.rs"]
@@ -22,8 +22,8 @@ use dvrmesh_node::api::KIND_REQUEST;
 use dvrmesh_node::mesh::codec::{DigestEntry, Message, NodeDelta};
 use dvrmesh_node::mesh::pki::signing::claim_message;
 use mesh_proto::{
-    ElectionMessage, HlcTimestamp, Mtu, Name, Network, NetworkSpec, NodeId, ObjectId, Port,
-    PortSpec, Priority, Record, SignedClaim, SnatClaim, TenantObject, Version, Vni,
+    AddressClaim, ElectionMessage, HlcTimestamp, Mtu, Name, Network, NetworkSpec, NodeId, ObjectId,
+    Port, PortSpec, Priority, Record, SignedClaim, SnatClaim, TenantObject, Version, Vni,
 };
 
 /// The honest agents: two SNAT candidates (n1 preferred) and one compute node.
@@ -135,6 +135,10 @@ fn start_cluster() -> Result<Cluster> {
         ],
     )?;
     must(&agents[1], &["port", "create", "vm1", "--network", "blue"])?;
+    // The port is n2's; n1 names it once gossip brought it there.
+    wait_until(Duration::from_secs(10), "n1 sees vm1", || {
+        n1.cli(&["port", "show", "vm1"]).is_ok()
+    })?;
     let fip = must(n1, &["fip", "create", "--external-network", "public"])?["id"]
         .as_str()
         .context("fip id")?
@@ -203,6 +207,29 @@ fn counted(a: &Agent, attack: &str, pointer: &str, before: u64) -> Result<()> {
         || counter(a, pointer) > before,
     )
     .map(|_| ())
+}
+
+/// Sends `msg` until counter `pointer` of agent `a` exceeds `before`, for at most 10 s: a frame
+/// may be dropped before the trust filter sees it (the target's rate and queue limits drop
+/// frames as UDP would, which is their job); the attack must be refused and counted once it
+/// is read. Says which attack went unseen.
+async fn send_until_counted(
+    rogue: &Rogue,
+    msg: &Message,
+    a: &Agent,
+    (attack, pointer, before): (&str, &str, u64),
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        rogue.send(msg).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if blocking(|| counter(a, pointer)) > before {
+            return Ok(());
+        }
+    }
+    Err(anyhow!(
+        "{attack}: {pointer} not counted within 10 s of resending"
+    ))
 }
 
 /// Runs blocking CLI work off the async runtime's workers.
@@ -288,8 +315,9 @@ async fn relayed_forgeries_wipes_ghosts_and_floods_change_nothing() -> Result<()
     let bad = blocking(|| counter(n1, "/trust/bad_seals"));
     let mut replay = facts.clone();
     replay.version = next;
-    rogue.send(&append_to(&n2, vec![replay])).await?;
-    blocking(|| counted(n1, "replayed facts", "/trust/bad_seals", bad))?;
+    let replay = append_to(&n2, vec![replay]);
+    let seen = ("replayed facts", "/trust/bad_seals", bad);
+    send_until_counted(&rogue, &replay, n1, seen).await?;
     blocking(|| still_holding(&c, "replayed facts"));
 
     // Wipe n2: a relayed reset from version 0 under a newer garbage collection.
@@ -303,22 +331,16 @@ async fn relayed_forgeries_wipes_ghosts_and_floods_change_nothing() -> Result<()
             set_max_version: None,
         }],
     };
-    rogue.send(&wipe).await?;
-    blocking(|| counted(n1, "wipe", "/trust/resets_refused", resets))?;
+    let seen = ("wipe", "/trust/resets_refused", resets);
+    send_until_counted(&rogue, &wipe, n1, seen).await?;
     blocking(|| still_holding(&c, "wipe"));
 
     // A delta about n1 itself, sent to n1.
     let selfs = blocking(|| counter(n1, "/trust/self_deltas"));
     let about_n1 = rogue.forge(&me.entry.id, "node", me.entry.max_version + 1, "{}");
-    rogue.send(&append_to(&me, vec![about_n1])).await?;
-    blocking(|| {
-        counted(
-            n1,
-            "a delta about the receiver",
-            "/trust/self_deltas",
-            selfs,
-        )
-    })?;
+    let about_n1 = append_to(&me, vec![about_n1]);
+    let seen = ("a delta about the receiver", "/trust/self_deltas", selfs);
+    send_until_counted(&rogue, &about_n1, n1, seen).await?;
     blocking(|| still_holding(&c, "a delta about the receiver"));
 
     // Ghosts: digest entries for 100 node lives nobody certified.
@@ -335,13 +357,12 @@ async fn relayed_forgeries_wipes_ghosts_and_floods_change_nothing() -> Result<()
             max_version: 5,
         })
         .collect();
-    rogue
-        .send(&Message::Syn {
-            digest: ghosts,
-            cluster_id: "dvrmesh".into(),
-        })
-        .await?;
-    blocking(|| counted(n1, "ghosts", "/trust/ghost_entries", ghosts_before))?;
+    let ghosts = Message::Syn {
+        digest: ghosts,
+        cluster_id: "dvrmesh".into(),
+    };
+    let seen = ("ghosts", "/trust/ghost_entries", ghosts_before);
+    send_until_counted(&rogue, &ghosts, n1, seen).await?;
     blocking(|| still_holding(&c, "ghosts"));
 
     // Oversize and malformed frames, then a flood of empty messages.
@@ -411,6 +432,7 @@ fn port_hosted_by_n2(network: &str) -> Result<(String, String)> {
         host: NodeId::new("n2")?,
         device: None,
         allowed_address_pairs: Vec::new(),
+        metadata: Default::default(),
     })?;
     let rec = Record::object(TenantObject::Port(port), rogue_version(0));
     Ok((rec.key(), mesh_proto::encode_value(&rec)?))
@@ -501,6 +523,40 @@ async fn lies_in_its_own_name_and_election_datagrams_change_nothing() -> Result<
         )
     })?;
     blocking(|| still_holding(&c, "lies in the rogue's own key space"));
+
+    // More claims than a node may hold at once: those past the cap are refused and counted.
+    let cap = dvrmesh_node::tenant::state::MAX_CLAIMS_PER_NODE;
+    let claims = (0..cap + 44)
+        .map(|i| {
+            let claim = AddressClaim {
+                pool: ObjectId::new("sub-rogue0000001")?,
+                ip: std::net::Ipv4Addr::new(10, 77, (i / 250) as u8, (i % 250) as u8 + 1),
+                holder: ObjectId::new("port-rogue0000002")?,
+                version: rogue_version(0),
+            };
+            Ok((claim.key(), mesh_proto::encode_value(&claim)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    rogue
+        .own
+        .write(|w| {
+            for (k, v) in &claims {
+                w.set(k, v);
+            }
+        })
+        .await;
+    blocking(|| {
+        wait_until(
+            Duration::from_secs(10),
+            "claims over the cap counted",
+            || {
+                c.agents
+                    .iter()
+                    .all(|a| counter(a, &format!("/refused_over_cap/{ROGUE}")) == 44)
+            },
+        )
+    })?;
+    assert!(blocking(|| refused_mentions(n1, "over its caps")));
 
     // Election datagrams: an advert and a takeover with a huge epoch from a non-candidate, claims
     // in n2's name, and a flood of releases for routers nobody has.

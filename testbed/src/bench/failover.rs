@@ -41,8 +41,14 @@ pub struct KaSetting {
     pub advert_int: f64,
 }
 
-/// keepalived's defaults (VRRPv2, 1 s adverts) and VRRPv3 with 0.1 s adverts.
-pub const KA_SETTINGS: [KaSetting; 2] = [
+/// keepalived at dvrmesh's advert interval (VRRPv3, 20 ms), at its defaults (VRRPv2, 1 s
+/// adverts), and at VRRPv3 with 0.1 s adverts (the earlier comparison).
+pub const KA_SETTINGS: [KaSetting; 3] = [
+    KaSetting {
+        name: "keepalived VRRPv3, advert_int 0.02 (dvrmesh's interval)",
+        version: 3,
+        advert_int: 0.02,
+    },
     KaSetting {
         name: "keepalived defaults (VRRPv2, advert_int 1)",
         version: 2,
@@ -113,6 +119,76 @@ fn holder(lab: &Lab, via: &str, router: &str) -> Option<String> {
         .and_then(|v| v["holder"].as_str().map(String::from))
 }
 
+/// Waits for one holder of `router` and a ready backup (its election running, the holder's
+/// claim known, its datapath in sync: a restarted agent is none of these for its first
+/// seconds); returns the holder.
+fn wait_ready_pair(lab: &Lab, router: &str) -> Result<String> {
+    let mut current = String::new();
+    wait(
+        Duration::from_secs(30),
+        "a holder and a ready backup",
+        || {
+            let Some(h) = holder(lab, "compute-1", router) else {
+                return false;
+            };
+            let v = match lab.cli(&h, &["router", "show", router]) {
+                Ok(v) => v,
+                Err(_) => return false,
+            };
+            let backups = v["ha_status"]["candidates"]
+                .as_array()
+                .map(|c| c.iter().filter(|x| x["state"] == "backup").count())
+                .unwrap_or(0);
+            current = h;
+            backups == 1
+        },
+    )?;
+    let backup = if current == "network-1" {
+        "network-2"
+    } else {
+        "network-1"
+    };
+    wait(Duration::from_secs(30), "the backup ready", || {
+        let ready = lab
+            .cli(backup, &["status"])
+            .map(|v| v["ha"]["ready"] == true)
+            .unwrap_or(false);
+        let knows = holder(lab, backup, router).as_deref() == Some(current.as_str());
+        let in_sync = lab
+            .cli(backup, &["datapath", "diff"])
+            .map(|v| v["ops"].as_array().is_some_and(|o| o.is_empty()))
+            .unwrap_or(false);
+        ready && knows && in_sync
+    })?;
+    Ok(current)
+}
+
+/// SNAT takeovers on both network nodes so far (the agents' own counters).
+fn takeovers(lab: &Lab) -> Result<u64> {
+    let mut sum = 0;
+    for n in ["network-1", "network-2"] {
+        let v = lab.cli(n, &["status"])?;
+        sum += v["ha"]["counters"]["took"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("{n}: status has no ha.counters.took"))?;
+    }
+    Ok(sum)
+}
+
+/// False failovers of dvrmesh under `percent` % random loss on every link for `span`, after
+/// [`dvrmesh_trials`] (the router set up, every agent running): takeovers counted by the
+/// agents, nobody killed.
+pub fn dvrmesh_false_failovers(lab: &mut Lab, percent: u8, span: Duration) -> Result<u64> {
+    wait_ready_pair(lab, "a-router")?;
+    let before = takeovers(lab)?;
+    lab.chaos_loss(percent)?;
+    std::thread::sleep(span);
+    lab.chaos_loss(0)?;
+    // Counters read after the loss ends: a takeover in flight has finished.
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(takeovers(lab)?.saturating_sub(before))
+}
+
 /// dvrmesh trials on a lab built with `LabSpec::sized(1, 2)` and the demo configuration.
 pub fn dvrmesh_trials(
     lab: &mut Lab,
@@ -127,46 +203,7 @@ pub fn dvrmesh_trials(
     let mut phase = Phase::new();
     let mut out = Vec::new();
     for i in 0..trials {
-        // Both network nodes up, one holding, the other a ready backup, traffic flowing.
-        let mut current = String::new();
-        wait(
-            Duration::from_secs(30),
-            "a holder and a ready backup",
-            || {
-                let Some(h) = holder(lab, "compute-1", router) else {
-                    return false;
-                };
-                let v = match lab.cli(&h, &["router", "show", router]) {
-                    Ok(v) => v,
-                    Err(_) => return false,
-                };
-                let backups = v["ha_status"]["candidates"]
-                    .as_array()
-                    .map(|c| c.iter().filter(|x| x["state"] == "backup").count())
-                    .unwrap_or(0);
-                current = h;
-                backups == 1
-            },
-        )?;
-        // The backup must be ready to act: its election running, the holder's claim known,
-        // its datapath in sync. A restarted agent is none of these for its first seconds.
-        let backup = if current == "network-1" {
-            "network-2"
-        } else {
-            "network-1"
-        };
-        wait(Duration::from_secs(30), "the backup ready", || {
-            let ready = lab
-                .cli(backup, &["status"])
-                .map(|v| v["ha"]["ready"] == true)
-                .unwrap_or(false);
-            let knows = holder(lab, backup, router).as_deref() == Some(current.as_str());
-            let in_sync = lab
-                .cli(backup, &["datapath", "diff"])
-                .map(|v| v["ops"].as_array().is_some_and(|o| o.is_empty()))
-                .unwrap_or(false);
-            ready && knows && in_sync
-        })?;
+        let current = wait_ready_pair(lab, router)?;
         wait(
             Duration::from_secs(20),
             "the VM reaching the internet",
@@ -446,6 +483,68 @@ pub fn keepalived_trials(
         drop_vips(lab, n);
     }
     result.map(|_| out)
+}
+
+/// "Entering MASTER STATE" lines keepalived logged on the network nodes so far.
+fn ka_masterships(lab: &Lab) -> usize {
+    KA_NODES
+        .iter()
+        .map(|(n, _)| {
+            std::fs::read_to_string(lab.dir.join("keepalived").join(format!("{n}.log")))
+                .map(|t| t.matches("Entering MASTER STATE").count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// False failovers of keepalived (setting `s`) under `percent` % random loss on every link for
+/// `span`, after [`keepalived_prepare`]: both instances started, one stable master, then the
+/// loss; every further "Entering MASTER STATE" in their logs is a false failover.
+pub fn keepalived_false_failovers(
+    lab: &mut Lab,
+    s: &KaSetting,
+    percent: u8,
+    span: Duration,
+) -> Result<u64> {
+    let mut kas = Vec::new();
+    for (n, p) in KA_NODES {
+        drop_vips(lab, n);
+        kas.push(ka_start(lab, s, n, p)?);
+    }
+    let result = (|| -> Result<u64> {
+        let stable = Duration::from_secs_f64(4.0 * s.advert_int + 1.0);
+        let mut since: Option<Instant> = None;
+        wait(Duration::from_secs(60), "one stable VRRP master", || {
+            if vip_holders(lab).len() == 1 {
+                let t = *since.get_or_insert_with(Instant::now);
+                t.elapsed() >= stable
+            } else {
+                since = None;
+                false
+            }
+        })?;
+        let before = ka_masterships(lab);
+        // The count rests on keepalived logging its transitions: the master's start is one.
+        if before == 0 {
+            bail!(
+                "keepalived logged no \"Entering MASTER STATE\": false failovers cannot be counted"
+            );
+        }
+        lab.chaos_loss(percent)?;
+        std::thread::sleep(span);
+        lab.chaos_loss(0)?;
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(ka_masterships(lab).saturating_sub(before) as u64)
+    })();
+    for mut k in kas {
+        signal(k.child, "KILL");
+        let _ = k.parent.kill();
+        let _ = k.parent.wait();
+    }
+    for (n, _) in KA_NODES {
+        drop_vips(lab, n);
+    }
+    result
 }
 
 /// Percentile by nearest rank of sorted values.

@@ -267,7 +267,12 @@ pub fn per_object_incremental(steps: &[Desired], work: &Path) -> Result<Vec<(Dur
 /// Runs `script` with `sh` in a private mount and network namespace (its own `/run/netns`), with
 /// `$W` set to `work`; each line it prints holding a number is a time in nanoseconds, and there
 /// must be `expect` of them.
-fn timed_script(script: &Path, work: &Path, what: &str, expect: usize) -> Result<Vec<Duration>> {
+pub fn timed_script(
+    script: &Path,
+    work: &Path,
+    what: &str,
+    expect: usize,
+) -> Result<Vec<Duration>> {
     let out = Command::new("unshare")
         .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
         .arg(format!(

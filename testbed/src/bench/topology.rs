@@ -107,6 +107,7 @@ impl Builder {
             host: me.clone(),
             device: None,
             allowed_address_pairs: vec![],
+            metadata: Default::default(),
         })
         .expect("fg port");
         t.ports.insert(fg.id.clone(), fg);
@@ -182,6 +183,7 @@ impl Builder {
             cidr: Ipv4Cidr::new(ip(0), 24).expect("cidr"),
             gateway: ip(1),
             pool: Ipv4Range::new(ip(10), ip(250)).expect("pool"),
+            dhcp: mesh_proto::SubnetDhcp::default(),
         })
         .expect("subnet");
         self.t.subnets.insert(sub_id.clone(), subnet);
@@ -204,6 +206,7 @@ impl Builder {
                 device: (p == 0).then(|| InterfaceName::new(format!("vm{k}")).expect("ifname")),
                 host,
                 allowed_address_pairs: vec![],
+                metadata: Default::default(),
             })
             .expect("port");
             if p == 0 {
@@ -243,4 +246,112 @@ pub fn build_before_last_router(
     }
     t.snat_holders = datapath::default_snat_holders(&t);
     t
+}
+
+/// The fixed address the FIP benchmark's VM has, and the FIP it is reached by.
+pub const FIP_VM_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+/// See [`FIP_VM_IP`].
+pub const FIP_VM_FIP: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 10);
+/// The VM's port MAC in the FIP benchmark.
+pub const FIP_VM_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0, 0, 0x10];
+/// The VM's tap in the FIP benchmark (made by the harness, as a hypervisor would).
+pub const FIP_VM_TAP: &str = "vm0";
+
+/// One router on this node with one /16 subnet, one VM port ([`FIP_VM_IP`] on [`FIP_VM_TAP`])
+/// and `fips` floating IPs: the VM's ([`FIP_VM_FIP`]) and `fips - 1` more on other fixed
+/// addresses of that subnet. The extra FIPs all name the VM's port: the datapath's per-FIP
+/// objects (a /32 in the fip namespace, an element in each of three nft sets/maps) are the same
+/// as with a port per FIP, without a tap per port.
+pub fn fip_node(fips: u32) -> Topology {
+    let mut b = Builder::new();
+    let net_id = id("net-fipbench".into());
+    b.t.networks.insert(
+        net_id.clone(),
+        Network::new(NetworkSpec {
+            id: net_id.clone(),
+            name: nm("fipnet".into()),
+            vni: Vni::new(1000).expect("vni"),
+            mtu: Mtu::VXLAN_DEFAULT,
+        })
+        .expect("net"),
+    );
+    let sub_id = id("sub-fipbench".into());
+    let subnet = Subnet::new(SubnetSpec {
+        id: sub_id.clone(),
+        name: nm("fipsub".into()),
+        network: net_id.clone(),
+        cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16).expect("cidr"),
+        gateway: Ipv4Addr::new(10, 0, 0, 1),
+        pool: Ipv4Range::new(Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 255, 250))
+            .expect("pool"),
+        dhcp: mesh_proto::SubnetDhcp::default(),
+    })
+    .expect("subnet");
+    b.t.subnets.insert(sub_id.clone(), subnet);
+    let pid = id("port-fipbench-vm".into());
+    let port = Port::new(PortSpec {
+        id: pid.clone(),
+        name: nm("fipvm".into()),
+        network: net_id,
+        mac: MacAddr::new(FIP_VM_MAC).expect("mac"),
+        fixed_ips: vec![FIP_VM_IP],
+        device: Some(InterfaceName::new(FIP_VM_TAP).expect("ifname")),
+        host: b.me.clone(),
+        allowed_address_pairs: vec![],
+        metadata: Default::default(),
+    })
+    .expect("port");
+    b.t.ports.insert(pid.clone(), port);
+    let rid = id("rtr-fipbench".into());
+    let router = Router::new(RouterSpec {
+        id: rid.clone(),
+        name: nm("fiprouter".into()),
+        interfaces: BTreeSet::from([sub_id.clone()]),
+        gateway: Some(RouterGateway {
+            external_network: b.ext.clone(),
+            enable_snat: true,
+            external_ip: Some(Ipv4Addr::new(198, 19, 0, 1)),
+        }),
+        routes: BTreeSet::new(),
+        ha: HaSettings::default(),
+        snat_ports: BTreeMap::from([(
+            sub_id,
+            SnatPort {
+                ip: Ipv4Addr::new(10, 0, 0, 3),
+                mac: mac(0x3c, 1),
+            },
+        )]),
+    })
+    .expect("router");
+    b.t.routers.insert(rid, router);
+    for n in 0..fips {
+        // The VM's FIP first; the others on 10.0.1.0 onwards and 198.18.160.0 onwards.
+        let (fip_ip, fixed) = match n {
+            0 => (FIP_VM_FIP, FIP_VM_IP),
+            _ => (
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 160, 0)) + n),
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 1, 0)) + n),
+            ),
+        };
+        let fip = FloatingIp::new(FloatingIpSpec {
+            id: id(format!("fip-{n:011}")),
+            external_network: b.ext.clone(),
+            ip: fip_ip,
+            port: Some(pid.clone()),
+            fixed_ip: Some(fixed),
+        })
+        .expect("fip");
+        b.t.fips.insert(fip.id.clone(), fip);
+    }
+    let mut t = b.t;
+    t.snat_holders = datapath::default_snat_holders(&t);
+    t
+}
+
+/// The fixed address of extra FIP `n` (1-based) of [`fip_node`], for the `ip rule` baseline.
+pub fn fip_node_fixed(n: u32) -> Ipv4Addr {
+    match n {
+        0 => FIP_VM_IP,
+        _ => Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 1, 0)) + n),
+    }
 }

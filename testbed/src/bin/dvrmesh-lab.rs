@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use testbed::lab::spec::LabSpec;
-use testbed::lab::{self, Lab};
+use testbed::lab::{self, Addressing, Lab};
 use testbed::{demo, probe};
 
 #[derive(Parser)]
@@ -79,6 +79,24 @@ enum Command {
     /// The same mesh in Docker containers (docker-compose.yml at the repository root; see
     /// docs/compose-lab.md).
     Compose(ComposeArgs),
+    /// Run the benchmarks (data plane, control-plane latency, SNAT failover, datapath
+    /// programming), each against its
+    /// baselines in the same run, and write their figures and plots into BENCHMARKS.md. Builds
+    /// and removes its own labs (not the one in --dir).
+    Bench {
+        /// Few samples of each (CI: the whole harness in under 5 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only these sections (dataplane, control, failover, datapath; repeat or separate by commas).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// The report (sections not run keep their figures).
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Where the plots (SVG) go; the report links them relative to itself when under it.
+        #[arg(long, default_value = "docs/bench")]
+        plots: PathBuf,
+    },
     /// UDP echo server (used inside lab namespaces).
     #[command(hide = true)]
     ProbeServe {
@@ -98,6 +116,17 @@ enum Command {
         target: std::net::Ipv4Addr,
         #[arg(long, default_value_t = 300)]
         wait_ms: u64,
+    },
+    /// Sends hostile DHCP frames out of DEV (inside a VM's namespace): random payloads and
+    /// garbled BOOTREQUESTs from the device's MAC, as fast as they go.
+    #[command(hide = true)]
+    DhcpJunk {
+        #[arg(long)]
+        dev: String,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// UDP probe client (used inside lab namespaces); prints a JSON report.
     #[command(hide = true)]
@@ -201,7 +230,12 @@ enum VmCommand {
         /// Also allocate and associate a floating IP.
         #[arg(long)]
         fip: bool,
+        /// Set the VM's address from its port instead of running udhcpc in it.
+        #[arg(long = "static")]
+        static_address: bool,
     },
+    /// Delete a VM: its DHCP client, its port (through its node's agent) and its namespace.
+    Delete { name: String },
 }
 
 fn main() -> ExitCode {
@@ -296,11 +330,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             node,
             network,
             fip,
+            static_address,
         }) => {
             let mut lab = Lab::open(dir)?;
-            let vm = lab.vm_create(&name, &node, &network, fip)?;
+            let addressing = if static_address {
+                Addressing::Static
+            } else {
+                Addressing::Dhcp
+            };
+            let vm = lab.vm_create_with(&name, &node, &network, fip, addressing)?;
             std::mem::forget(lab);
             println!("{}", serde_json::to_string_pretty(&vm)?);
+        }
+        Command::Vm(VmCommand::Delete { name }) => {
+            let mut lab = Lab::open(dir)?;
+            lab.vm_delete(&name)?;
+            std::mem::forget(lab);
+            eprintln!("VM {name} deleted");
         }
         Command::Exec { name, command } => return exec(&Lab::open(dir)?, &name, &command),
         Command::Chaos(c) => {
@@ -312,6 +358,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo { keep } => demo::run(dir, keep)?,
         Command::Compose(args) => compose(args)?,
+        Command::Bench {
+            quick,
+            only,
+            out,
+            plots,
+        } => {
+            let _ = ctrlc::set_handler(|| {
+                eprintln!("\ninterrupted: tearing the bench labs down");
+                testbed::bench::harness::down_labs();
+                std::process::exit(130);
+            });
+            let args: Vec<String> = std::env::args().skip_while(|a| a != "bench").collect();
+            testbed::bench::harness::run(&testbed::bench::harness::Options {
+                quick,
+                only,
+                out,
+                plots,
+                command: format!("dvrmesh-lab {}", args.join(" ")),
+            })?
+        }
         Command::ProbeServe { port, for_secs } => probe::serve(port, for_secs)?,
         Command::ArpProbe {
             dev,
@@ -319,6 +385,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             target,
             wait_ms,
         } => arp_probe(&dev, src_ip, target, Duration::from_millis(wait_ms))?,
+        Command::DhcpJunk { dev, count, seed } => {
+            let mac =
+                datapath::linux::arp_probe::interface_mac(&dev).map_err(anyhow::Error::msg)?;
+            let sock = datapath::linux::dhcp_socket::DhcpSocket::open(&dev)?;
+            let mut sent = 0;
+            for f in lab::dhcp_client::junk_frames(mac, count, seed) {
+                if sock.send(&f).is_ok() {
+                    sent += 1;
+                }
+            }
+            eprintln!("{sent} of {count} frames sent");
+        }
         Command::Probe {
             to,
             count,

@@ -39,6 +39,7 @@ impl ComposeLab {
             ip: port.ip.clone(),
             mac: port.mac.clone(),
             fip,
+            dhcp: false,
         };
         self.vms.push(vm.clone());
         self.ports.insert(name.to_string(), port);

@@ -7,8 +7,13 @@
 //! directory, so two nodes both have `qrouter-<id>` as real hosts do. The namespaces are held by
 //! their files, so restarting an agent never destroys what it programmed. Nothing is attached to
 //! the host's namespace and no route leads out of the lab.
+//!
+//! With `DVRMESH_LAB_WRITERS=operators` at `up`, the agents take tenant configuration only from
+//! operators (`[tenancy] writers = "operators"`): the lab issues an operator credential
+//! (`ca/operator-lab.pem`) and every command it runs through the CLI is sealed with it.
 
 pub mod chaos;
+pub mod dhcp_client;
 pub mod exec;
 pub mod spec;
 
@@ -27,6 +32,10 @@ use self::spec::{tunnel_ip, LabSpec, EXT_GATEWAY, INTERNET_IP};
 
 /// Gossip port of every agent (each on its own underlay address).
 const GOSSIP_PORT: u16 = 7100;
+/// The lease time of the lab's agents: short, so a test sees VMs renew.
+pub const DHCP_LEASE_SECONDS: u32 = 20;
+/// Where each node's agent serves metrics and health, on the loopback of the node's namespace.
+pub const METRICS_PORT: u16 = 9464;
 
 /// What the lab remembers on disk, so `down` works after a crash.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -67,6 +76,9 @@ pub struct VmState {
     pub mac: String,
     /// Floating IP, if any.
     pub fip: Option<String>,
+    /// Whether it configured itself by DHCP (else the lab set its address).
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 /// What a VM needs of its port to configure itself.
@@ -135,6 +147,22 @@ impl VmPort {
         })
     }
 
+    /// The commands, run inside the VM's namespace once `vm_end` is there, that bring `eth0` up
+    /// with the port's MAC and no address, at MTU 1500 (DHCP's option 26 sets the network's).
+    pub fn dhcp_vm_commands(&self, vm_end: &str) -> Vec<Vec<String>> {
+        [
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", vm_end, "name", "eth0"],
+            vec![
+                "ip", "link", "set", "eth0", "address", &self.mac, "mtu", "1500",
+            ],
+            vec!["ip", "link", "set", "eth0", "up"],
+        ]
+        .iter()
+        .map(|c| c.iter().map(|a| a.to_string()).collect())
+        .collect()
+    }
+
     /// The device the agent creates for the VM's end of the port (moved into the VM).
     pub fn vm_end(&self) -> Result<String> {
         Ok(datapath::plan::vm_device(&mesh_proto::ObjectId::new(
@@ -165,13 +193,27 @@ impl VmPort {
 /// Allocates a floating IP on `public` through `cli` and associates it with `port`; returns
 /// its address.
 pub fn associate_fip(cli: &dyn Fn(&[&str]) -> Result<Value>, port: &str) -> Result<String> {
-    let f = cli(&["fip", "create", "--external-network", "public"])?;
-    let fip = f["ip"]
-        .as_str()
-        .ok_or_else(|| anyhow!("FIP without address"))?
-        .to_string();
+    let fip = create_fip(cli)?;
     cli(&["fip", "associate", &fip, "--port", port])?;
     Ok(fip)
+}
+
+/// Allocates a floating IP on `public` through `cli`; returns its address.
+pub fn create_fip(cli: &dyn Fn(&[&str]) -> Result<Value>) -> Result<String> {
+    let f = cli(&["fip", "create", "--external-network", "public"])?;
+    Ok(f["ip"]
+        .as_str()
+        .ok_or_else(|| anyhow!("FIP without address"))?
+        .to_string())
+}
+
+/// How a lab VM gets its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// udhcpc inside the VM, answered by its node's agent.
+    Dhcp,
+    /// Set by the lab from the port, as before DHCP.
+    Static,
 }
 
 /// A running lab.
@@ -184,6 +226,11 @@ pub struct Lab {
     pub state: LabState,
     children: BTreeMap<String, Child>,
 }
+
+/// Environment variable choosing who may write tenant configuration in a new lab.
+pub const WRITERS_ENV: &str = "DVRMESH_LAB_WRITERS";
+/// The lab's operator name.
+const LAB_OPERATOR: &str = "lab";
 
 /// The default lab directory.
 pub fn default_dir() -> PathBuf {
@@ -254,6 +301,15 @@ impl Lab {
         self.node_dir(node).join("api.sock")
     }
 
+    /// The lab's operator credential, when it runs with writers = operators.
+    pub fn operator_credential(&self) -> Option<PathBuf> {
+        let path = self
+            .dir
+            .join("ca")
+            .join(format!("operator-{LAB_OPERATOR}.pem"));
+        path.exists().then_some(path)
+    }
+
     /// A namespace the agent of `node` created (`qrouter-…`, `fip-…`, `snat-…`).
     pub fn agent_ns(&self, node: &str, name: &str) -> PathBuf {
         self.node_dir(node).join("netns").join(name)
@@ -278,6 +334,23 @@ impl Lab {
         progress("issuing the cluster CA and node certificates");
         let ca = dir.join("ca");
         cli_ok(&lab.bin, &["ca", "init", "--dir", &ca.to_string_lossy()])?;
+        if std::env::var(WRITERS_ENV).is_ok_and(|w| w == "operators") {
+            progress("issuing the lab's operator credential (writers = operators)");
+            let ca = ca.to_string_lossy();
+            cli_ok(
+                &lab.bin,
+                &[
+                    "cert",
+                    "issue",
+                    "--ca",
+                    &ca,
+                    "--operator",
+                    LAB_OPERATOR,
+                    "--out",
+                    &ca,
+                ],
+            )?;
+        }
         for (i, n) in spec.nodes.iter().enumerate() {
             progress(&format!("creating node {} ({})", n.name, n.mode));
             lab.add_node(i, &n.name, &n.mode, n.priority)?;
@@ -426,7 +499,10 @@ impl Lab {
             .first()
             .map(|n| n.tunnel_ip.clone())
             .unwrap_or_else(|| tip.clone());
-        let config = agent_config(name, mode, &tip, &seed, priority);
+        let mut config = agent_config(name, mode, &tip, &seed, priority);
+        if self.operator_credential().is_some() {
+            config.push_str("\n[tenancy]\nwriters = \"operators\"\n");
+        }
         std::fs::write(dir.join("agent.toml"), config)?;
         self.state.nodes.push(NodeState {
             name: name.to_string(),
@@ -486,7 +562,12 @@ impl Lab {
             .create(true)
             .append(true)
             .open(dir.join("agent.log"))?;
+        // The ops of every datapath pass in the log, for a test failure's diagnosis, unless the
+        // caller chose a filter.
+        let filter = std::env::var("RUST_LOG")
+            .unwrap_or_else(|_| "info,dvrmesh_node::reconcile=debug".to_string());
         let child = Command::new("setsid")
+            .env("RUST_LOG", filter)
             .arg("nsenter")
             .arg(format!("--net={}", self.node_ns(name).display()))
             .arg(&self.bin)
@@ -507,7 +588,7 @@ impl Lab {
         wait(
             Duration::from_secs(10),
             &format!("agent {name} answering"),
-            || api.exists() && cli(&self.bin, &api, &["status"]).is_ok(),
+            || api.exists() && cli(&self.bin, &api, None, &["status"]).is_ok(),
         )
     }
 
@@ -556,7 +637,7 @@ impl Lab {
                 .iter()
                 .filter(|n| n.pid.is_some())
                 .all(|n| {
-                    cli(&self.bin, &self.api(&n.name), &["members"])
+                    cli(&self.bin, &self.api(&n.name), None, &["members"])
                         .ok()
                         .and_then(|v| {
                             v.as_array()
@@ -567,14 +648,34 @@ impl Lab {
         })
     }
 
-    /// Runs a dvrmesh command against a node's agent (with `--json`).
-    pub fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
-        cli(&self.bin, &self.api(node), args)
+    /// GET `path` (e.g. `/metrics`, `/readyz`) from `node`'s agent, on the loopback of the
+    /// node's namespace: the status code and the body.
+    pub fn http_get(&self, node: &str, path: &str) -> Result<(u16, String)> {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{METRICS_PORT} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        let out = run_in(
+            &self.node_ns(node),
+            &["timeout", "5", "bash", "-c", &script],
+        )?;
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("no HTTP status from {node}'s metrics endpoint: {out}"))?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+        Ok((status, body.unwrap_or_default()))
     }
 
-    /// Creates a VM on `node` attached to `network`: the agent there creates the port and its
-    /// device; the lab moves the VM end into a new namespace and configures it like a VM's DHCP
-    /// client would. With `fip`, allocates and associates a floating IP.
+    /// Runs a dvrmesh command against a node's agent (with `--json`).
+    pub fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
+        let credential = self.operator_credential();
+        cli(&self.bin, &self.api(node), credential.as_deref(), args)
+    }
+
+    /// Creates a VM on `node` attached to `network` that configures itself by DHCP from its
+    /// node: the agent there creates the port and its device; the lab moves the VM end into a new
+    /// namespace and runs udhcpc there. With `fip`, allocates and associates a floating IP.
     pub fn vm_create(
         &mut self,
         name: &str,
@@ -582,15 +683,90 @@ impl Lab {
         network: &str,
         fip: bool,
     ) -> Result<VmState> {
+        self.vm_create_with(name, node, network, fip, Addressing::Dhcp)
+    }
+
+    /// [`Lab::vm_create`] with the VM's addressing chosen: by DHCP, or set by the lab.
+    pub fn vm_create_with(
+        &mut self,
+        name: &str,
+        node: &str,
+        network: &str,
+        fip: bool,
+        addressing: Addressing,
+    ) -> Result<VmState> {
+        let vm = self.vm_build(name, node, network, fip, addressing)?;
+        self.state.vms.push(vm.clone());
+        self.save()?;
+        Ok(vm)
+    }
+
+    /// Creates several VMs at once, as a scheduler starting them would: each VM's port, FIP,
+    /// namespace and DHCP client in its own thread. Every VM made is recorded, also when another
+    /// failed (then the first error is returned).
+    pub fn vm_create_many(&mut self, vms: &[(&str, &str, &str, bool)]) -> Result<Vec<VmState>> {
+        let this = &*self;
+        let made: Vec<Result<VmState>> = std::thread::scope(|s| {
+            let threads: Vec<_> = vms
+                .iter()
+                .map(|&(name, node, net, fip)| {
+                    s.spawn(move || this.vm_build(name, node, net, fip, Addressing::Dhcp))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a VM thread panicked")))
+                })
+                .collect()
+        });
+        let mut ok = Vec::new();
+        let mut first_error = None;
+        for (vm, (name, ..)) in made.into_iter().zip(vms) {
+            match vm {
+                Ok(vm) => ok.push(vm),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| e.context(format!("creating VM {name}")));
+                }
+            }
+        }
+        self.state.vms.extend(ok.iter().cloned());
+        self.save()?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(ok),
+        }
+    }
+
+    /// Makes one VM (port, namespace, addressing, FIP) without recording it. The FIP is
+    /// allocated while the port is made and associated once the port exists.
+    fn vm_build(
+        &self,
+        name: &str,
+        node: &str,
+        network: &str,
+        fip: bool,
+        addressing: Addressing,
+    ) -> Result<VmState> {
         let cli = |args: &[&str]| self.cli(node, args);
-        let port = VmPort::create(&cli, name, network)?;
-        self.vm_namespace(node, name, &port)?;
-        let fip = if fip {
-            Some(associate_fip(&cli, &port.id)?)
-        } else {
-            None
-        };
-        let vm = VmState {
+        let (port, fip) = std::thread::scope(|s| {
+            let fip = fip.then(|| s.spawn(|| create_fip(&cli)));
+            let port = VmPort::create(&cli, name, network).and_then(|port| {
+                self.vm_namespace(node, name, &port, addressing)
+                    .map(|()| port)
+            });
+            let fip = fip.map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow!("FIP thread panicked")))
+            });
+            (port, fip.transpose())
+        });
+        let (port, fip) = (port?, fip?);
+        if let Some(ip) = &fip {
+            cli(&["fip", "associate", ip, "--port", &port.id])?;
+        }
+        Ok(VmState {
             name: name.to_string(),
             node: node.to_string(),
             network: network.to_string(),
@@ -598,15 +774,20 @@ impl Lab {
             ip: port.ip,
             mac: port.mac,
             fip,
-        };
-        self.state.vms.push(vm.clone());
-        self.save()?;
-        Ok(vm)
+            dhcp: addressing == Addressing::Dhcp,
+        })
     }
 
     /// Waits for the agent on `node` to create the port's device, moves its VM end into a new
-    /// namespace and configures it there.
-    fn vm_namespace(&self, node: &str, name: &str, port: &VmPort) -> Result<()> {
+    /// namespace `vm-<name>` and configures it there (the benchmarks time the port's creation
+    /// and this step apart).
+    pub fn vm_namespace(
+        &self,
+        node: &str,
+        name: &str,
+        port: &VmPort,
+        addressing: Addressing,
+    ) -> Result<()> {
         let vm_end = port.vm_end()?;
         let node_ns = self.node_ns(node);
         wait(
@@ -618,7 +799,29 @@ impl Lab {
         let vm_ns = self.vm_ns(name);
         let vm_path = vm_ns.to_string_lossy();
         run_in(&node_ns, &["ip", "link", "set", &vm_end, "netns", &vm_path])?;
-        exec::run_many(&vm_ns, &port.vm_commands(&vm_end))
+        match addressing {
+            Addressing::Static => exec::run_many(&vm_ns, &port.vm_commands(&vm_end)),
+            Addressing::Dhcp => {
+                exec::run_many(&vm_ns, &port.dhcp_vm_commands(&vm_end))?;
+                self.dhcp_client(name).start(&vm_ns)
+            }
+        }
+    }
+
+    /// The DHCP client files of VM `name`.
+    pub fn dhcp_client(&self, name: &str) -> dhcp_client::ClientFiles {
+        dhcp_client::ClientFiles::new(&self.dir, name)
+    }
+
+    /// Deletes a VM: stops its DHCP client, deletes its port through its node's agent (which
+    /// removes the device) and its namespace.
+    pub fn vm_delete(&mut self, name: &str) -> Result<()> {
+        let vm = self.vm(name)?.clone();
+        self.dhcp_client(name).stop();
+        self.cli(&vm.node, &["port", "delete", &vm.port])?;
+        netns::delete(&self.dir.join("ns"), &format!("vm-{name}"))?;
+        self.state.vms.retain(|v| v.name != name);
+        self.save()
     }
 
     /// A VM by name.
@@ -685,6 +888,7 @@ impl Lab {
     /// Tears down the lab in `dir`: stops every agent, deletes every namespace (the agents' too),
     /// removes the directory. Works on a half-built or crashed lab.
     pub fn down(dir: &Path) -> Result<()> {
+        dhcp_client::ClientFiles::stop_all(dir);
         if let Ok(text) = std::fs::read_to_string(dir.join("state.json")) {
             if let Ok(state) = serde_json::from_str::<LabState>(&text) {
                 for n in state.nodes.iter().filter_map(|n| n.pid) {
@@ -699,7 +903,7 @@ impl Lab {
         if let Ok(entries) = std::fs::read_dir(&nodes) {
             for e in entries.flatten() {
                 let nsdir = e.path().join("netns");
-                if let Ok(names) = netns::list(&nsdir, &["qrouter-", "snat-", "fip-"]) {
+                if let Ok(names) = netns::list(&nsdir, datapath::linux::OWNED_NAMESPACE_PREFIXES) {
                     for n in names {
                         let _ = netns::delete(&nsdir, &n);
                     }
@@ -737,18 +941,19 @@ fn agent_config(name: &str, mode: &str, tip: &str, seed: &str, priority: u8) -> 
         "\n[external.public]\ninterface = \"eth1\"\n".to_string()
     };
     format!(
-        "node_id = \"{name}\"\nmode = \"{mode}\"\nlisten = \"{tip}:{GOSSIP_PORT}\"\nseeds = [\"{seed}:{GOSSIP_PORT}\"]\ntunnel_ip = \"{tip}\"\nsnat_priority = {priority}\napi_socket = \"api.sock\"\ndata_dir = \"data\"\nnetns_dir = \"netns\"\ngossip_interval_ms = 100\ndatapath = \"linux\"\n\n[tls]\nca = \"../../ca/ca.pem\"\ncert = \"pki/node.pem\"\nkey = \"pki/node.key\"\n{external}"
+        "node_id = \"{name}\"\nmode = \"{mode}\"\nlisten = \"{tip}:{GOSSIP_PORT}\"\nseeds = [\"{seed}:{GOSSIP_PORT}\"]\ntunnel_ip = \"{tip}\"\nsnat_priority = {priority}\napi_socket = \"api.sock\"\ndata_dir = \"data\"\nnetns_dir = \"netns\"\ngossip_interval_ms = 100\ndatapath = \"linux\"\ndhcp_lease_seconds = {DHCP_LEASE_SECONDS}\nmetrics_listen = \"127.0.0.1:{METRICS_PORT}\"\n\n[tls]\nca = \"../../ca/ca.pem\"\ncert = \"pki/node.pem\"\nkey = \"pki/node.key\"\n{external}"
     )
 }
 
-/// Runs `dvrmesh <args> --api <api> --json` and parses its output.
-pub fn cli(bin: &Path, api: &Path, args: &[&str]) -> Result<Value> {
-    let out = Command::new(bin)
-        .args(args)
-        .arg("--api")
-        .arg(api)
-        .arg("--json")
-        .output()?;
+/// Runs `dvrmesh <args> --api <api> --json` (sealed with an operator `credential` when given)
+/// and parses its output.
+pub fn cli(bin: &Path, api: &Path, credential: Option<&Path>, args: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).arg("--api").arg(api).arg("--json");
+    if let Some(c) = credential {
+        cmd.env("DVRMESH_CREDENTIAL", c);
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
             "dvrmesh {}: {}",

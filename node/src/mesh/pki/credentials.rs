@@ -72,6 +72,26 @@ impl Credentials {
         ))
     }
 
+    /// Checks that the private key belongs to the certificate: a signature made with it verifies
+    /// with the certificate's public key.
+    pub fn check_key_matches(&self) -> Result<(), Error> {
+        let msg = b"dvrmesh key check";
+        let sig = self.signer()?.sign(msg)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.chain[0])
+            .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+        let public = cert.public_key().subject_public_key.data.to_vec();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public)
+            .verify(msg, &sig)
+            .map_err(|_| Error::Tls("the private key does not belong to the certificate".into()))
+    }
+
+    /// The certificate's serial number, hex.
+    pub fn serial_hex(&self) -> String {
+        super::revoke::serial_of(&self.chain[0])
+            .map(|s| super::revoke::hex(&s))
+            .unwrap_or_default()
+    }
+
     /// Whether the revocation list revokes this node's own certificate.
     pub fn own_cert_revoked(&self) -> bool {
         self.revocation.is_revoked(&self.chain[0])

@@ -1,7 +1,10 @@
 //! The offline side of the cluster PKI: `dvrmesh ca init` and `dvrmesh cert issue`.
 //!
-//! A node certificate carries exactly one DNS subject alternative name, the node id, and both the
-//! server and the client extended key usages: every node both accepts and dials.
+//! A node certificate carries exactly one DNS subject alternative name, the node id, the role URI
+//! `dvrmesh:role=node`, and both the server and the client extended key usages: every node both
+//! accepts and dials. An operator credential (`cert issue --operator NAME`) carries the role URI
+//! `dvrmesh:role=operator`, its name as common name and no DNS name, so it can sign tenant
+//! configuration but never stands for a node.
 
 use std::fs;
 use std::io::Write;
@@ -11,8 +14,10 @@ use std::path::{Path, PathBuf};
 use mesh_proto::NodeId;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
+
+use super::identity::Role;
 
 use crate::Error;
 
@@ -73,6 +78,7 @@ pub fn issue_node_cert(
     params
         .distinguished_name
         .push(DnType::CommonName, node.as_str());
+    params.subject_alt_names.push(role_san(Role::Node)?);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -88,6 +94,55 @@ pub fn issue_node_cert(
     write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
     super::revoke::record_issued(ca_dir, node, &cert)?;
     Ok((cert_path, key_path))
+}
+
+/// An operator credential's file name for `name`: `operator-NAME.pem`.
+pub fn operator_credential_file(name: &str) -> String {
+    format!("operator-{name}.pem")
+}
+
+/// Issues an operator credential for `name`, signed by the CA in `ca_dir`: one file
+/// `out/operator-NAME.pem` (mode 0600) holding the certificate and its key, which the CLI reads
+/// with `--credential`. Recorded in the CA's `issued/` as `operator-NAME`, so `cert revoke --node
+/// operator-NAME` revokes it. Refuses to overwrite.
+pub fn issue_operator_cert(
+    ca_dir: &Path,
+    name: &str,
+    out: &Path,
+    days: u32,
+) -> Result<PathBuf, Error> {
+    // Operator names follow the node id rules (short, printable, no separators).
+    let recorded = NodeId::new(format!("operator-{name}"))
+        .map_err(|e| Error::Tls(format!("operator name {name:?}: {e}")))?;
+    let path = out.join(operator_credential_file(name));
+    refuse_existing(&[&path])?;
+    let (issuer, ca_key) = super::ca::load_issuer(ca_dir)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = vec![role_san(Role::Operator)?];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Client authentication only so the cluster's certificate verifier (and its revocation
+    // list) checks it; it names no node, so the transport refuses it as a peer.
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    set_validity(&mut params, days);
+    let key =
+        KeyPair::generate().map_err(|e| Error::Tls(format!("generating operator key: {e}")))?;
+    let cert = params
+        .signed_by(&key, &issuer, &ca_key)
+        .map_err(|e| Error::Tls(format!("signing operator certificate: {e}")))?;
+    fs::create_dir_all(out).map_err(|e| Error::io("creating directory", out, e))?;
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    write_file(&path, pem.as_bytes(), 0o600)?;
+    super::revoke::record_issued(ca_dir, &recorded, &cert)?;
+    Ok(path)
+}
+
+fn role_san(role: Role) -> Result<SanType, Error> {
+    let uri = role
+        .uri()
+        .try_into()
+        .map_err(|e| Error::Tls(format!("role URI: {e}")))?;
+    Ok(SanType::URI(uri))
 }
 
 fn set_validity(params: &mut CertificateParams, days: u32) {

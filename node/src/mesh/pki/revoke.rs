@@ -130,7 +130,9 @@ fn issued_to(ca_dir: &Path, node: &NodeId) -> Result<Vec<Vec<u8>>, Error> {
 }
 
 /// The serials (with revocation times) and number of an existing list; none for a missing file.
-fn read_crl(path: &Path) -> Result<(BTreeMap<Vec<u8>, time::OffsetDateTime>, u64), Error> {
+pub(super) fn read_crl(
+    path: &Path,
+) -> Result<(BTreeMap<Vec<u8>, time::OffsetDateTime>, u64), Error> {
     if !path.exists() {
         return Ok((BTreeMap::new(), 0));
     }

@@ -32,6 +32,12 @@ type CertCheck = Result<(NodeId, Vec<u8>), String>;
 /// A check, the revocation generation it was made under, and when.
 type CachedCheck = (CertCheck, u64, Instant);
 
+/// An operator certificate's check: the operator's name and public key, or why it was refused.
+type OperatorCheck = Result<(String, Vec<u8>), String>;
+
+/// Operator certificate (DER) → its check, the revocation generation and when it was made.
+type OperatorCache = HashMap<Vec<u8>, (OperatorCheck, u64, Instant)>;
+
 /// Signs with this node's key (ECDSA P-256, the key `cert issue` generates).
 pub struct Signer {
     key: EcdsaKeyPair,
@@ -86,6 +92,14 @@ pub trait ClaimAuthority: Send + Sync {
         let _ = (node, cert);
         Ok(())
     }
+
+    /// The operator whose seal authorises `record`: its certificate chains to the cluster CA,
+    /// carries the operator role, is not expired or revoked, and signed this very record. Why
+    /// not, otherwise.
+    fn operator_of(&self, record: &mesh_proto::Record) -> Result<String, String> {
+        let _ = record;
+        Err("operator credentials are not checked here".into())
+    }
 }
 
 /// Accepts everything: for simulations that run without TLS. Only in test builds (the
@@ -99,6 +113,13 @@ impl ClaimAuthority for TrustAll {
     fn verify(&self, _: &NodeId, _: Option<&str>, _: &[u8], _: &[u8]) -> bool {
         true
     }
+
+    fn operator_of(&self, record: &mesh_proto::Record) -> Result<String, String> {
+        record
+            .operator()
+            .map(|_| "unchecked".to_string())
+            .ok_or_else(|| "no operator seal".to_string())
+    }
 }
 
 /// The real authority: certificates must chain to the cluster CA, name the signer, and not be
@@ -110,6 +131,8 @@ pub struct PeerCerts {
     /// Gossip text of a certificate → its check, with the revocation generation and the time it
     /// was made (a check is redone after a new list, or after [`RECHECK_AFTER`] for expiry).
     cache: Arc<Mutex<HashMap<String, CachedCheck>>>,
+    /// Operator certificate (DER) → its check, kept like `cache`.
+    operators: Arc<Mutex<OperatorCache>>,
     /// Fingerprints of (key, message, signature) that verified.
     verified: Arc<Mutex<HashSet<u64>>>,
 }
@@ -131,6 +154,7 @@ impl PeerCerts {
             verifier,
             revocation,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            operators: Arc::new(Mutex::new(HashMap::new())),
             verified: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -151,6 +175,37 @@ impl PeerCerts {
         }
         cache.insert(cert.to_string(), (r.clone(), generation, now));
         r
+    }
+
+    /// The operator an operator certificate (DER) names and its public key, if the chain is good
+    /// and the certificate carries the operator role. Cached like node certificates.
+    pub fn operator_key(&self, der: &[u8]) -> OperatorCheck {
+        let generation = self.revocation.as_ref().map_or(0, |r| r.generation());
+        let now = Instant::now();
+        let mut cache = self.operators.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((r, g, at)) = cache.get(der) {
+            if *g == generation && now.saturating_duration_since(*at) < RECHECK_AFTER {
+                return r.clone();
+            }
+        }
+        let r = self.check_operator(der);
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(der.to_vec(), (r.clone(), generation, now));
+        r
+    }
+
+    fn check_operator(&self, der: &[u8]) -> OperatorCheck {
+        let der = CertificateDer::from(der.to_vec());
+        self.verifier
+            .verify_client_cert(&der, &[], UnixTime::now())
+            .map_err(|e| format!("operator certificate refused: {e}"))?;
+        let name = super::identity::operator_from_cert(&der)?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| format!("unparsable: {e}"))?;
+        let key = parsed.public_key().subject_public_key.data.to_vec();
+        Ok((name, key))
     }
 
     /// Whether `sig` over `msg` verifies with `key`. Good signatures are remembered (the view
@@ -221,6 +276,19 @@ impl ClaimAuthority for PeerCerts {
         match self.public_key(cert) {
             Ok((named, key)) if &named == node => self.signature_holds(&key, msg, sig),
             _ => false,
+        }
+    }
+
+    fn operator_of(&self, record: &mesh_proto::Record) -> Result<String, String> {
+        let seal = record.operator().ok_or("not signed by an operator")?;
+        let (name, key) = self.operator_key(&seal.cert)?;
+        let msg = record.operator_message().map_err(|e| e.to_string())?;
+        if self.signature_holds(&key, &msg, &seal.signature) {
+            Ok(name)
+        } else {
+            Err(format!(
+                "operator {name}'s signature does not cover this record"
+            ))
         }
     }
 }

@@ -11,25 +11,27 @@ use crate::mesh::keys::{
     KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
 };
 use crate::mesh::pki::signing::{claim_message, ClaimAuthority};
-use crate::tenant::{Clock, TenantState};
+use crate::tenant::{Admission, TenantState};
 
 /// Builds a view from what each node life publishes and chitchat's live set. Pure: same input,
 /// same view.
 ///
 /// Only node lives that have been alive at least once (`ever_live`) count: chitchat learns of a
 /// node from a digest before its failure detector has heard two heartbeats, and such a node is
-/// joining, not dead. A node id may appear under several generations (restarts); the live one
-/// with the newest generation wins, else the newest. Facts that do not decode, or that name another
-/// node than the key space they sit in, exclude the node with a reason.
+/// joining, not dead. A node id may appear under several generations (restarts): among its lives
+/// whose facts have arrived, the live one with the newest generation wins, else the newest; a new
+/// life whose facts are still on their way leaves the node as it was. Facts that do not decode,
+/// or that name another node than the key space they sit in, exclude that life with a reason
+/// (the node is excluded if no other life of it counts).
 pub fn build_view<'a>(
     me: &NodeId,
     generation: u64,
     nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a Published)>,
     live: &BTreeSet<ChitchatId>,
     ever_live: &BTreeSet<ChitchatId>,
-    authority: &dyn ClaimAuthority,
-    clock: Clock,
+    admission: &Admission<'_>,
 ) -> ClusterView {
+    let authority = admission.authority;
     let all: Vec<(&ChitchatId, &Published)> = nodes.into_iter().collect();
     // A node whose certificate is refused now (revoked, expired) is out, with everything it
     // published.
@@ -54,44 +56,38 @@ pub fn build_view<'a>(
         publishers
             .iter()
             .flat_map(|(n, st)| st.iter().map(move |(k, v)| (n, k.as_str(), v.as_str()))),
-        clock,
+        admission,
     );
-    let mut best: BTreeMap<&str, (&ChitchatId, &Published, bool)> = BTreeMap::new();
+    // Each node is represented by its best life among those that have said who they are: a
+    // restarted node's new life counts once its facts arrive, and until then its previous life
+    // stands for it (dropping the node meanwhile would tear down the paths to its ports).
+    let mut best: BTreeMap<&str, (&ChitchatId, &Published, NodeFacts, bool)> = BTreeMap::new();
     for (id, state) in nodes {
         if !ever_live.contains(id) && !live.contains(id) {
             continue;
         }
+        let facts = match life_facts(&id.node_id, state) {
+            Ok(Some(f)) => f,
+            // Not yet replicated: this life counts once its facts arrive.
+            Ok(None) => continue,
+            Err(why) => {
+                excluded.insert(id.node_id.to_string(), why);
+                continue;
+            }
+        };
         let is_live = live.contains(id);
         let better = match best.get(&*id.node_id) {
             None => true,
-            Some((cur, _, cur_live)) => {
+            Some((cur, _, _, cur_live)) => {
                 (is_live, id.generation_id) > (*cur_live, cur.generation_id)
             }
         };
         if better {
-            best.insert(&id.node_id, (id, state, is_live));
+            best.insert(&id.node_id, (id, state, facts, is_live));
         }
     }
     let mut members = BTreeMap::new();
-    for (name, (id, state, is_live)) in best {
-        let Some(text) = state.get(KEY_NODE_FACTS) else {
-            // Not yet replicated: the node appears once its facts arrive.
-            continue;
-        };
-        let facts: NodeFacts = match mesh_proto::decode_value(text) {
-            Ok(f) => f,
-            Err(e) => {
-                excluded.insert(name.to_string(), format!("facts do not decode: {e}"));
-                continue;
-            }
-        };
-        if facts.node_id().as_str() != name {
-            excluded.insert(
-                name.to_string(),
-                format!("facts name another node ({})", facts.node_id()),
-            );
-            continue;
-        }
+    for (id, state, facts, is_live) in best.into_values() {
         members.insert(
             facts.node_id().clone(),
             Member {
@@ -117,6 +113,20 @@ pub fn build_view<'a>(
         excluded,
         tenant,
     }
+}
+
+/// The facts a node life publishes: `None` while they have not arrived, an error when they do
+/// not decode or name another node than the key space they sit in.
+fn life_facts(node: &str, state: &Published) -> Result<Option<NodeFacts>, String> {
+    let Some(text) = state.get(KEY_NODE_FACTS) else {
+        return Ok(None);
+    };
+    let facts: NodeFacts =
+        mesh_proto::decode_value(text).map_err(|e| format!("facts do not decode: {e}"))?;
+    if facts.node_id().as_str() != node {
+        return Err(format!("facts name another node ({})", facts.node_id()));
+    }
+    Ok(Some(facts))
 }
 
 /// Whether a node life's certificate is still good (`authority`); a life that has published
@@ -188,6 +198,7 @@ fn published_claims(
 mod tests {
     use super::*;
     use crate::mesh::keys::KEY_NODE_FACTS;
+    use crate::tenant::{Clock, Writers};
     use mesh_proto::{dvr_mac_for, NodeMode, Priority, SnatClaim};
 
     fn facts(id: &str) -> NodeFacts {
@@ -232,8 +243,11 @@ mod tests {
             states.iter().map(|(i, s)| (i, s)),
             &live,
             &ever,
-            &crate::mesh::pki::signing::TrustAll,
-            Clock::unbounded(),
+            &Admission {
+                clock: Clock::unbounded(),
+                writers: Writers::AnyNode,
+                authority: &crate::mesh::pki::signing::TrustAll,
+            },
         );
         assert_eq!(v.generation, 7);
         assert_eq!(v.members.len(), 1);
@@ -254,8 +268,11 @@ mod tests {
             [(&a, &s)],
             &BTreeSet::new(),
             &ever,
-            &crate::mesh::pki::signing::TrustAll,
-            Clock::unbounded(),
+            &Admission {
+                clock: Clock::unbounded(),
+                writers: Writers::AnyNode,
+                authority: &crate::mesh::pki::signing::TrustAll,
+            },
         );
         assert_eq!(v.members.values().next().unwrap().state, MemberState::Dead);
     }
@@ -270,8 +287,11 @@ mod tests {
             [(&a, &s)],
             &BTreeSet::new(),
             &BTreeSet::new(),
-            &crate::mesh::pki::signing::TrustAll,
-            Clock::unbounded(),
+            &Admission {
+                clock: Clock::unbounded(),
+                writers: Writers::AnyNode,
+                authority: &crate::mesh::pki::signing::TrustAll,
+            },
         );
         assert!(v.members.is_empty());
     }
@@ -288,10 +308,51 @@ mod tests {
             [(&old, &s), (&new, &s)],
             &BTreeSet::new(),
             &ever,
-            &crate::mesh::pki::signing::TrustAll,
-            Clock::unbounded(),
+            &Admission {
+                clock: Clock::unbounded(),
+                writers: Writers::AnyNode,
+                authority: &crate::mesh::pki::signing::TrustAll,
+            },
         );
         assert_eq!(v.members.values().next().unwrap().generation, 1);
+    }
+
+    #[test]
+    fn a_new_life_whose_facts_have_not_arrived_leaves_the_node_as_it_was() {
+        // The restart of a node whose ports others route to: its new life is heard alive (a
+        // heartbeat in a digest) before its facts arrive. Dropping the node then would remove
+        // every path to its ports until they do.
+        let old = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
+        let new = ChitchatId::new("a", 2, ([127, 0, 0, 1], 1).into());
+        let with_facts = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
+        let nothing_yet = Published::new();
+        let ever: BTreeSet<_> = [old.clone(), new.clone()].into_iter().collect();
+        let x = NodeId::new("x").unwrap();
+        let view = |live: &BTreeSet<ChitchatId>| {
+            build_view(
+                &x,
+                1,
+                [(&old, &with_facts), (&new, &nothing_yet)],
+                live,
+                &ever,
+                &Admission {
+                    clock: Clock::unbounded(),
+                    writers: Writers::AnyNode,
+                    authority: &crate::mesh::pki::signing::TrustAll,
+                },
+            )
+        };
+        // The old life still alive, or already found dead: the node stays, as its old life.
+        for live in [[old.clone(), new.clone()].into(), [new.clone()].into()] {
+            let v = view(&live);
+            let a = v.members.get(&NodeId::new("a").unwrap());
+            assert_eq!(
+                a.map(|m| m.generation),
+                Some(1),
+                "node a vanished or changed life with live = {live:?}"
+            );
+            assert!(v.excluded.is_empty(), "{:?}", v.excluded);
+        }
     }
 
     struct RejectAll;
@@ -336,8 +397,11 @@ mod tests {
             [(&a, &s)],
             &live,
             &live,
-            &crate::mesh::pki::signing::TrustAll,
-            Clock::unbounded(),
+            &Admission {
+                clock: Clock::unbounded(),
+                writers: Writers::AnyNode,
+                authority: &crate::mesh::pki::signing::TrustAll,
+            },
         );
         let claims = &v.members[&me].snat_claims;
         assert_eq!(
@@ -351,8 +415,11 @@ mod tests {
             [(&a, &s)],
             &live,
             &live,
-            &RejectAll,
-            Clock::unbounded(),
+            &Admission {
+                clock: Clock::unbounded(),
+                writers: Writers::AnyNode,
+                authority: &RejectAll,
+            },
         );
         assert!(v.members[&me].snat_claims.is_empty());
     }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::mesh::pki::sealed;
 use crate::mesh::pki::signing::ClaimAuthority;
-use crate::tenant::{Clock, TenantState};
+use crate::tenant::{Admission, Clock, TenantState, Writers};
 
 /// What one node life publishes, as the view reads it: the payload of every present key (seals
 /// were checked when the values arrived; tombstones are left out).
@@ -120,9 +120,18 @@ impl ClusterView {
 pub struct ViewHandle {
     current: Arc<ArcSwap<ClusterView>>,
     changes: watch::Receiver<u64>,
+    changed_at: Arc<std::sync::Mutex<tokio::time::Instant>>,
+    /// Wakes the writer for a rebuild now (this node wrote to its own key space).
+    rebuild: Arc<tokio::sync::Notify>,
 }
 
 impl ViewHandle {
+    /// Asks the writer to rebuild now rather than at its next tick: this node just wrote to its
+    /// own key space, and whoever wrote waits to see it in the view.
+    pub fn poke(&self) {
+        self.rebuild.notify_one();
+    }
+
     /// The current view.
     pub fn load(&self) -> Arc<ClusterView> {
         self.current.load_full()
@@ -131,6 +140,11 @@ impl ViewHandle {
     /// A receiver that is notified with the new generation on every change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+
+    /// When the current view was published (the writer's start for generation 0).
+    pub fn changed_at(&self) -> tokio::time::Instant {
+        *self.changed_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -145,12 +159,17 @@ pub fn spawn_writer(
     resync: Duration,
     authority: Arc<dyn ClaimAuthority>,
     max_clock_skew: Duration,
+    writers: Writers,
 ) -> (ViewHandle, JoinHandle<()>) {
     let current = Arc::new(ArcSwap::from_pointee(ClusterView::empty(me.clone())));
     let (tx, rx) = watch::channel(0u64);
+    let changed_at = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let rebuild = Arc::new(tokio::sync::Notify::new());
     let handle = ViewHandle {
         current: current.clone(),
         changes: rx,
+        changed_at: changed_at.clone(),
+        rebuild: rebuild.clone(),
     };
     let writer = async move {
         let mut live_watch = chitchat.lock().await.live_nodes_watcher();
@@ -161,6 +180,7 @@ pub fn spawn_writer(
             tokio::select! {
                 changed = live_watch.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {},
+                _ = rebuild.notified() => {},
             }
             // Copy out under the lock (only node lives whose state changed); decode after.
             snapshots.refresh(&*chitchat.lock().await);
@@ -175,12 +195,18 @@ pub fn spawn_writer(
                 snapshots.nodes.iter().map(|(id, (_, p))| (id, p.as_ref())),
                 &snapshots.live,
                 &snapshots.ever_live,
-                authority.as_ref(),
-                clock,
+                &Admission {
+                    clock,
+                    writers,
+                    authority: authority.as_ref(),
+                },
             );
             log_new_problems(&prev, &next);
+            log_member_changes(&prev, &next);
             if !next.same_content(&prev) {
                 let generation = next.generation;
+                // The time first: whoever reads the new view then reads its time, never an older one.
+                *changed_at.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
                 current.store(Arc::new(next));
                 let _ = tx.send(generation);
             }
@@ -226,6 +252,29 @@ fn wall_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Logs the members that joined, left or came back in a new life since the previous view.
+fn log_member_changes(prev: &ClusterView, next: &ClusterView) {
+    for (id, m) in &next.members {
+        match prev.members.get(id) {
+            None => tracing::info!(node = %id, generation = m.generation, "member joined the view"),
+            Some(p) if p.generation != m.generation => tracing::info!(
+                node = %id,
+                from = p.generation,
+                to = m.generation,
+                "member is now known in a new life"
+            ),
+            _ => {}
+        }
+    }
+    for id in prev
+        .members
+        .keys()
+        .filter(|id| !next.members.contains_key(*id))
+    {
+        tracing::info!(node = %id, "member left the view");
+    }
 }
 
 /// Logs what the merge refused that it did not refuse in the previous view (a value from the

@@ -4,11 +4,11 @@ use std::net::Ipv4Addr;
 
 use mesh_proto::{
     ExternalNetwork, ExternalNetworkSpec, Ipv4Cidr, Ipv4Range, Mtu, Network, NetworkSpec,
-    ObjectKind, Subnet, SubnetSpec, TenantObject, Vni,
+    ObjectKind, Subnet, SubnetDhcp, SubnetSpec, TenantObject, Vni,
 };
 
 use super::lookup::{network_ref, parse_cidr, parse_ip, parse_name, unique_name};
-use super::{put, Ctx, Outcome};
+use super::{put_unique, Ctx, Outcome};
 
 /// A network: a unique name and a VNI no other network uses.
 pub(super) fn network(
@@ -37,18 +37,40 @@ pub(super) fn network(
         mtu,
     })
     .map_err(|e| e.to_string())?;
-    put(TenantObject::Network(net))
+    put_unique(TenantObject::Network(net))
+}
+
+/// A subnet create request's arguments, as typed.
+pub(super) struct SubnetArgs<'a> {
+    pub(super) name: &'a str,
+    pub(super) network: &'a str,
+    pub(super) cidr: &'a str,
+    pub(super) gateway: Option<&'a str>,
+    pub(super) pool: Option<&'a str>,
+    pub(super) dhcp: bool,
+    pub(super) dns_servers: &'a [String],
+    pub(super) domain: Option<&'a str>,
 }
 
 /// A subnet of a network: no overlap with the network's other subnets.
-pub(super) fn subnet(
-    cx: &mut Ctx<'_>,
-    name: &str,
-    network: &str,
-    cidr: &str,
-    gateway: Option<&str>,
-    pool: Option<&str>,
-) -> Result<Outcome, String> {
+pub(super) fn subnet(cx: &mut Ctx<'_>, a: &SubnetArgs<'_>) -> Result<Outcome, String> {
+    let SubnetArgs {
+        name,
+        network,
+        cidr,
+        gateway,
+        pool,
+        ..
+    } = *a;
+    let dhcp = SubnetDhcp {
+        enabled: a.dhcp,
+        dns_servers: a
+            .dns_servers
+            .iter()
+            .map(|s| parse_ip("DNS server", s))
+            .collect::<Result<_, _>>()?,
+        domain: a.domain.map(str::to_string),
+    };
     let name = parse_name(name)?;
     let net = network_ref(cx.state, network)?;
     let cidr = parse_cidr(cidr)?;
@@ -75,9 +97,10 @@ pub(super) fn subnet(
         cidr,
         gateway,
         pool,
+        dhcp,
     })
     .map_err(|e| e.to_string())?;
-    put(TenantObject::Subnet(s))
+    put_unique(TenantObject::Subnet(s))
 }
 
 /// An external network: no overlap with another external network.
@@ -111,7 +134,7 @@ pub(super) fn external_network(
         pool,
     })
     .map_err(|e| e.to_string())?;
-    put(TenantObject::ExternalNetwork(e))
+    put_unique(TenantObject::ExternalNetwork(e))
 }
 
 /// The pool asked for, else every usable host of `cidr` but the gateway.

@@ -52,13 +52,10 @@ pub(super) fn unique_name(
 }
 
 fn name_of(o: &TenantObject) -> String {
-    match o {
-        TenantObject::Network(x) => x.name.to_string(),
-        TenantObject::Subnet(x) => x.name.to_string(),
-        TenantObject::ExternalNetwork(x) => x.name.to_string(),
-        TenantObject::Router(x) => x.name.to_string(),
-        TenantObject::Port(x) => x.name.to_string(),
-        TenantObject::FloatingIp(x) => x.ip.to_string(),
+    match (o.name(), o) {
+        (Some(name), _) => name.to_string(),
+        (None, TenantObject::FloatingIp(x)) => x.ip.to_string(),
+        (None, _) => String::new(),
     }
 }
 

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 
 use mesh_proto::{
     FloatingIp, FloatingIpSpec, InterfaceName, MacAddr, Name, NodeId, ObjectId, ObjectKind, Port,
-    RouterSpec, TenantObject,
+    PortMetadata, RouterSpec, TenantObject,
 };
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,10 @@ use super::TenantState;
 
 pub use lookup::resolve;
 pub use router::router_needs_allocation;
+
+fn dhcp_default() -> bool {
+    true
+}
 
 /// A request to read or change the tenant configuration. Fields are the CLI's arguments as typed.
 #[allow(missing_docs)]
@@ -46,6 +50,15 @@ pub enum ConfigRequest {
         cidr: String,
         gateway: Option<String>,
         pool: Option<String>,
+        /// Whether nodes answer DHCP for its ports (default on).
+        #[serde(default = "dhcp_default")]
+        dhcp: bool,
+        /// DNS servers handed out by DHCP.
+        #[serde(default)]
+        dns_servers: Vec<String>,
+        /// DNS domain handed out by DHCP.
+        #[serde(default)]
+        domain: Option<String>,
     },
     /// Create an external network.
     ExternalNetworkCreate {
@@ -95,6 +108,20 @@ pub enum ConfigRequest {
         ip: Option<String>,
         mac: Option<String>,
         device: Option<String>,
+        /// Host name, user data and keys for the metadata service.
+        #[serde(default)]
+        metadata: PortMetadata,
+    },
+    /// Change a port's metadata (through its host's agent): each field given replaces the
+    /// port's, the others stay.
+    PortSet {
+        port: String,
+        #[serde(default)]
+        hostname: Option<String>,
+        #[serde(default)]
+        user_data: Option<String>,
+        #[serde(default)]
+        ssh_keys: Option<Vec<String>>,
     },
     /// Allocate a floating IP.
     FipCreate {
@@ -118,6 +145,23 @@ pub enum ConfigRequest {
     View,
 }
 
+/// Whether a request writes tenant configuration (anything but ports and reads): what only
+/// operators may do when the cluster says so.
+pub fn writes_configuration(req: &ConfigRequest) -> bool {
+    !matches!(
+        req,
+        ConfigRequest::PortCreate { .. }
+            | ConfigRequest::PortSet { .. }
+            | ConfigRequest::Delete {
+                kind: ObjectKind::Port,
+                ..
+            }
+            | ConfigRequest::List { .. }
+            | ConfigRequest::Show { .. }
+            | ConfigRequest::View
+    )
+}
+
 /// What a valid request turns into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -129,17 +173,31 @@ pub enum Outcome {
     Fip(FipPlan),
     /// A router whose gateway address or SNAT ports must be allocated before it is published.
     Router(RouterSpec),
+    /// An object whose VNI or name must be claimed (unique cluster-wide) before it is published.
+    Unique(UniquePlan),
     /// A read: nothing to write.
     Read(serde_json::Value),
 }
 
 /// One change to publish.
+// A request makes a handful of writes, short-lived: boxing the object (a port with its
+// metadata is the largest) would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Create or replace.
     Put(TenantObject),
     /// Delete.
     Delete(ObjectKind, ObjectId),
+}
+
+/// A validated object waiting for its unique values to be claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniquePlan {
+    /// The object, ready to publish once every claim won.
+    pub object: TenantObject,
+    /// What it holds that no other live object may: its VNI, its name.
+    pub values: Vec<mesh_proto::UniqueValue>,
 }
 
 /// A validated port waiting for its address.
@@ -161,6 +219,8 @@ pub struct PortPlan {
     pub device: Option<InterfaceName>,
     /// The host (the node handling the request).
     pub host: NodeId,
+    /// Its metadata.
+    pub metadata: PortMetadata,
 }
 
 /// A validated floating IP waiting for its address.
@@ -208,7 +268,22 @@ pub fn plan(
             cidr,
             gateway,
             pool,
-        } => create::subnet(cx, name, network, cidr, gateway.as_deref(), pool.as_deref()),
+            dhcp,
+            dns_servers,
+            domain,
+        } => create::subnet(
+            cx,
+            &create::SubnetArgs {
+                name,
+                network,
+                cidr,
+                gateway: gateway.as_deref(),
+                pool: pool.as_deref(),
+                dhcp: *dhcp,
+                dns_servers,
+                domain: domain.as_deref(),
+            },
+        ),
         R::ExternalNetworkCreate {
             name,
             cidr,
@@ -254,6 +329,7 @@ pub fn plan(
             ip,
             mac,
             device,
+            metadata,
         } => port_fip::create_port(
             cx,
             name,
@@ -262,7 +338,24 @@ pub fn plan(
                 ip: ip.as_deref(),
                 mac: mac.as_deref(),
                 device: device.as_deref(),
+                metadata,
             },
+        ),
+        R::PortSet {
+            port,
+            hostname,
+            user_data,
+            ssh_keys,
+        } => port_fip::set_port(
+            state,
+            me,
+            port,
+            PortMetadata {
+                hostname: hostname.clone(),
+                user_data: user_data.clone(),
+                ssh_keys: ssh_keys.clone().unwrap_or_default(),
+            },
+            ssh_keys.is_some(),
         ),
         R::FipCreate {
             external_network,
@@ -302,6 +395,21 @@ fn put(object: TenantObject) -> Result<Outcome, String> {
     Ok(Outcome::Writes(vec![Write::Put(object)]))
 }
 
+/// A new object whose name (and VNI, for a network) must be unique, planned for claiming before
+/// it is published: two concurrent creates on two nodes both pass the view's checks, and the
+/// claims settle which wins (a value another node is claiming right now is refused when picked).
+fn put_unique(object: TenantObject) -> Result<Outcome, String> {
+    use mesh_proto::UniqueValue;
+    let mut values = Vec::new();
+    if let TenantObject::Network(n) = &object {
+        values.push(UniqueValue::Vni(n.vni));
+    }
+    if let Some(name) = object.name() {
+        values.push(UniqueValue::Name(object.kind(), name.clone()));
+    }
+    Ok(Outcome::Unique(UniquePlan { object, values }))
+}
+
 /// The JSON form of an object: its fields, untagged.
 pub fn object_json(o: &TenantObject) -> serde_json::Value {
     let v = match o {
@@ -326,6 +434,7 @@ pub fn finish_port(plan: &PortPlan, ip: Ipv4Addr, mac: MacAddr) -> Result<Port, 
         host: plan.host.clone(),
         device: plan.device.clone(),
         allowed_address_pairs: Vec::new(),
+        metadata: plan.metadata.clone(),
     })
     .map_err(|e| e.to_string())
 }

@@ -2,7 +2,8 @@
 //! claimed before they are published).
 
 use mesh_proto::{
-    FloatingIp, FloatingIpSpec, InterfaceName, MacAddr, ObjectKind, Subnet, TenantObject,
+    FloatingIp, FloatingIpSpec, InterfaceName, MacAddr, NodeId, ObjectKind, PortMetadata, Subnet,
+    TenantObject,
 };
 
 use super::lookup::{
@@ -16,6 +17,7 @@ pub(super) struct Wanted<'a> {
     pub(super) ip: Option<&'a str>,
     pub(super) mac: Option<&'a str>,
     pub(super) device: Option<&'a str>,
+    pub(super) metadata: &'a PortMetadata,
 }
 
 /// A port hosted on the node handling the request: its address from the first subnet of its
@@ -28,8 +30,15 @@ pub(super) fn create_port(
 ) -> Result<Outcome, String> {
     let state = cx.state;
     let name = parse_name(name)?;
+    wanted.metadata.check().map_err(|e| e.to_string())?;
     let net = network_ref(state, network)?;
     unique_name(state, ObjectKind::Port, &name)?;
+    let hosted = state.ports().filter(|p| &p.host == cx.me).count();
+    if hosted >= crate::tenant::state::MAX_PORTS_PER_HOST {
+        return Err(format!(
+            "this node hosts {hosted} ports, the most one node may (other nodes would refuse more)"
+        ));
+    }
     let device = wanted
         .device
         .map(|d| InterfaceName::new(d).map_err(|e| e.to_string()))
@@ -80,7 +89,38 @@ pub(super) fn create_port(
         mac,
         device,
         host: cx.me.clone(),
+        metadata: wanted.metadata.clone(),
     }))
+}
+
+/// A port hosted here with the metadata fields given replaced (keys only when `keys_given`).
+pub(super) fn set_port(
+    state: &TenantState,
+    me: &NodeId,
+    port: &str,
+    given: PortMetadata,
+    keys_given: bool,
+) -> Result<Outcome, String> {
+    let p = port_ref(state, port)?;
+    if &p.host != me {
+        return Err(format!(
+            "port {} is hosted on {}; change it through that node's agent",
+            p.name, p.host
+        ));
+    }
+    let mut spec = p.clone().into_spec();
+    let m = &mut spec.metadata;
+    if given.hostname.is_some() {
+        m.hostname = given.hostname;
+    }
+    if given.user_data.is_some() {
+        m.user_data = given.user_data;
+    }
+    if keys_given {
+        m.ssh_keys = given.ssh_keys;
+    }
+    let port = mesh_proto::Port::new(spec).map_err(|e| e.to_string())?;
+    put(TenantObject::Port(port))
 }
 
 /// A floating IP on an external network: its address allocated unless one is asked for (and

@@ -11,7 +11,7 @@ use super::lookup::{
     extnet_ref, parse_cidr, parse_duration_ms, parse_ip, parse_name, router_ref, subnet_ref,
     unique_name,
 };
-use super::{put, Ctx, Outcome, TenantState};
+use super::{put, put_unique, Ctx, Outcome, TenantState};
 
 /// Whether a route is added or removed.
 pub(super) enum Change {
@@ -33,7 +33,7 @@ pub(super) fn create(cx: &mut Ctx<'_>, name: &str) -> Result<Outcome, String> {
         snat_ports: Default::default(),
     })
     .map_err(|e| e.to_string())?;
-    put(TenantObject::Router(r))
+    put_unique(TenantObject::Router(r))
 }
 
 /// Attaches a subnet that is on no other router and overlaps none of this router's subnets.

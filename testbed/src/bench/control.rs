@@ -1,0 +1,469 @@
+//! Control-plane latency, measured through the CLI as a black box: a port created → usable by
+//! a VM (reachable from a VM on another node, routed: its address known, its node's and the
+//! remote node's datapath programmed), one port at a time; and a burst of ports created at once
+//! on one node → each one's device made by its agent.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use super::plot::{Bar, Chart};
+use super::section::{Context, SectionOut};
+use super::stats::summary;
+use crate::lab::exec::{command_in, output_in};
+use crate::lab::spec::LabSpec;
+use crate::lab::{find_lab_bin, run_probe, Lab, VmPort};
+
+/// Probe interval while waiting for a new VM to answer: the resolution of "usable".
+const PROBE_MS: u64 = 10;
+/// How long a new VM may take to answer before the trial fails.
+const USABLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The section's figures.
+struct Figures {
+    /// Port create → address known (the CLI's answer), ms.
+    address: Vec<f64>,
+    /// Port create → reachable from a VM on the other node, ms.
+    usable: Vec<f64>,
+    /// Ports in the burst.
+    burst: usize,
+    /// Burst: the ports created at once.
+    burst_figures: Burst,
+    /// API write → every node, per lab size.
+    writes: Vec<Writes>,
+}
+
+/// API writes through one node until every node's view and datapath hold them, on a lab of
+/// `agents` agents (ms from the write to the last node).
+struct Writes {
+    agents: usize,
+    /// A router interface on a new subnet (its SNAT port takes the new subnet's first address
+    /// block: a claim window).
+    interface: Vec<f64>,
+    /// A static route on the router (no allocation: gossip and the datapath only).
+    route: Vec<f64>,
+}
+
+/// Lab sizes the write latency is measured at beyond the main lab's 3 (full runs only).
+const SCALE_AGENTS: [(usize, usize); 2] = [(8, 2), (17, 3)];
+
+/// A burst's figures: each created port's create → address known and create → device (ms),
+/// and the creates that failed, with their errors.
+#[derive(Default)]
+struct Burst {
+    address: Vec<f64>,
+    device: Vec<f64>,
+    failed: Vec<String>,
+}
+
+/// Runs the section on a lab of 2 compute nodes and 1 network node with the demo configuration.
+pub fn run(ctx: &Context) -> Result<SectionOut> {
+    let dir = super::section::lab_dir("control")?;
+    let result = (|| -> Result<Figures> {
+        let mut lab = Lab::up(dir.path(), &LabSpec::sized(2, 1), &mut |s| ctx.say(s))?;
+        crate::demo::configure(&lab)?;
+        lab.vm_create("cp-peer", "compute-2", "a-net2", false)?;
+        let trials = ctx.pick(20, 2);
+        let (mut address, mut usable) = (Vec::new(), Vec::new());
+        for i in 0..trials {
+            let (a, u) = one_port(&lab, &format!("cp-{i}"))?;
+            ctx.say(&format!(
+                "port {}/{trials}: address after {a:.0} ms, usable from compute-2 after {u:.0} ms",
+                i + 1
+            ));
+            address.push(a);
+            usable.push(u);
+        }
+        let mut writes = vec![writes_on(ctx, &lab, trials)?];
+        let burst = ctx.pick(100, 5);
+        let burst_figures = port_burst(&lab, "compute-1", burst)?;
+        let last = burst_figures.device.iter().copied().fold(0.0, f64::max);
+        ctx.say(&format!(
+            "{burst} ports at once on compute-1: {} failed; the last device after {last:.0} ms",
+            burst_figures.failed.len()
+        ));
+        drop(lab);
+        let _ = crate::lab::Lab::down(dir.path());
+        if !ctx.quick {
+            for (compute, snat) in SCALE_AGENTS {
+                writes.push(writes_at_scale(ctx, compute, snat, trials)?);
+            }
+        }
+        Ok(Figures {
+            address,
+            usable,
+            burst,
+            burst_figures,
+            writes,
+        })
+    })();
+    let _ = crate::lab::Lab::down(dir.path());
+    Ok(report(ctx, &result?))
+}
+
+/// The write latencies on a lab of `compute` + `snat` agents with the demo configuration.
+fn writes_at_scale(ctx: &Context, compute: usize, snat: usize, trials: usize) -> Result<Writes> {
+    let dir = super::section::lab_dir("control-scale")?;
+    let result = (|| -> Result<Writes> {
+        let lab = Lab::up(dir.path(), &LabSpec::sized(compute, snat), &mut |s| {
+            ctx.say(s)
+        })?;
+        crate::demo::configure(&lab)?;
+        writes_on(ctx, &lab, trials)
+    })();
+    let _ = crate::lab::Lab::down(dir.path());
+    result
+}
+
+/// `trials` writes of each kind through compute-1, each timed to the last node.
+fn writes_on(ctx: &Context, lab: &Lab, trials: usize) -> Result<Writes> {
+    let agents = lab.state.nodes.len();
+    let mut w = Writes {
+        agents,
+        interface: Vec::new(),
+        route: Vec::new(),
+    };
+    for i in 0..trials {
+        let t = write_to_every_node(lab, i)?;
+        ctx.say(&format!(
+            "{agents} agents, interface {}/{trials}: on every node's datapath after {t:.0} ms",
+            i + 1
+        ));
+        w.interface.push(t);
+    }
+    for i in 0..trials {
+        let t = route_to_every_node(lab, i)?;
+        ctx.say(&format!(
+            "{agents} agents, route {}/{trials}: on every node's datapath after {t:.0} ms",
+            i + 1
+        ));
+        w.route.push(t);
+    }
+    Ok(w)
+}
+
+/// Creates a VM on compute-1 (its port through the CLI, then its namespace configured at once,
+/// as a VM's DHCP client would) and waits until `cp-peer` on compute-2 reaches it. Returns
+/// (address known, usable) in ms since the create.
+fn one_port(lab: &Lab, name: &str) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let port = {
+        let cli = |args: &[&str]| lab.cli("compute-1", args);
+        VmPort::create(&cli, name, "a-net1")?
+    };
+    let address = t0.elapsed().as_secs_f64() * 1000.0;
+    lab.vm_namespace("compute-1", name, &port, crate::lab::Addressing::Static)?;
+    let mut server = echo_server(&lab.vm_ns(name))?;
+    let usable = first_answer(lab, &port.ip, t0);
+    let _ = server.kill();
+    let _ = server.wait();
+    let usable = usable?;
+    Ok((address, usable.as_secs_f64() * 1000.0))
+}
+
+/// Probes `ip` from `cp-peer` every [`PROBE_MS`] in half-second bursts until one answers;
+/// returns when the first answered probe was sent, since `t0`.
+fn first_answer(lab: &Lab, ip: &str, t0: Instant) -> Result<Duration> {
+    let peer = lab.member_ns("cp-peer")?;
+    let count = (500 / PROBE_MS) as u32;
+    while t0.elapsed() < USABLE_WITHIN {
+        let started = t0.elapsed();
+        let r = run_probe(&peer, ip, count, PROBE_MS, 100)?;
+        if let Some(first) = (0..r.sent).find(|s| !r.lost.contains(s)) {
+            return Ok(started + Duration::from_millis(u64::from(first) * PROBE_MS));
+        }
+    }
+    bail!("{ip} was not reachable within {USABLE_WITHIN:?}")
+}
+
+/// One API write (a router interface on a new subnet, through compute-1's agent), then every
+/// node polled through its own API until its view holds the interface and its datapath has
+/// nothing left to do (`datapath diff` empty). Returns ms from the write to the last node.
+fn write_to_every_node(lab: &Lab, i: usize) -> Result<f64> {
+    let c = |args: &[&str]| lab.cli("compute-1", args);
+    let (net, sub) = (format!("cpw-net{i}"), format!("cpw-sub{i}"));
+    c(&["network", "create", &net, "--vni", &(3000 + i).to_string()])?;
+    let cidr = format!("10.80.{i}.0/24");
+    let subnet = c(&["subnet", "create", &sub, "--network", &net, "--cidr", &cidr])?;
+    let id = subnet["id"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| anyhow!("subnet create answered without an id: {subnet}"))?;
+    let t0 = Instant::now();
+    c(&["router", "add-interface", "a-router", "--subnet", &sub])?;
+    last_node_with(lab, t0, &|router| {
+        router["interfaces"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(id.as_str())))
+    })
+}
+
+/// One API write needing no allocation (a static route on a-router through compute-1's
+/// agent), then every node polled as [`write_to_every_node`] does. Returns ms to the last node.
+fn route_to_every_node(lab: &Lab, i: usize) -> Result<f64> {
+    let destination = format!("198.18.{}.0/24", i % 256);
+    let t0 = Instant::now();
+    lab.cli(
+        "compute-1",
+        &[
+            "router",
+            "add-route",
+            "a-router",
+            "--destination",
+            &destination,
+            "--nexthop",
+            "10.1.0.250",
+        ],
+    )?;
+    last_node_with(lab, t0, &|router| {
+        router.to_string().contains(&format!("\"{destination}\""))
+    })
+}
+
+/// Polls every node at once until its view of a-router passes `has` and its datapath diff is
+/// empty; ms since `t0` of the last node.
+fn last_node_with(
+    lab: &Lab,
+    t0: Instant,
+    has: &(dyn Fn(&serde_json::Value) -> bool + Sync),
+) -> Result<f64> {
+    let nodes: Vec<String> = lab.state.nodes.iter().map(|n| n.name.clone()).collect();
+    // Every node asked every few ms, one CLI process per question: spaced out on big labs so
+    // the questions do not take the CPU the agents need.
+    let every = Duration::from_millis(5 * (nodes.len() as u64).div_ceil(3));
+    let times: Vec<Result<f64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| s.spawn(move || node_has_write(lab, n, t0, every, has)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a poller panicked"))?)
+            .collect()
+    });
+    let mut last = 0.0_f64;
+    for t in times {
+        last = last.max(t?);
+    }
+    Ok(last)
+}
+
+/// Polls `node` every `every` until its view of a-router passes `has` and its datapath diff is
+/// empty; ms since `t0`.
+fn node_has_write(
+    lab: &Lab,
+    node: &str,
+    t0: Instant,
+    every: Duration,
+    has: &(dyn Fn(&serde_json::Value) -> bool + Sync),
+) -> Result<f64> {
+    while t0.elapsed() < USABLE_WITHIN {
+        let seen = lab
+            .cli(node, &["router", "show", "a-router"])
+            .ok()
+            .is_some_and(|v| has(&v));
+        if seen {
+            let clean = lab
+                .cli(node, &["datapath", "diff"])
+                .map(|v| v["ops"].as_array().is_some_and(|o| o.is_empty()))
+                .unwrap_or(false);
+            if clean {
+                return Ok(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        std::thread::sleep(every);
+    }
+    bail!("{node}: the write was not in its view and datapath within {USABLE_WITHIN:?}")
+}
+
+/// The lab's UDP echo server in `ns`, started without waiting.
+fn echo_server(ns: &Path) -> Result<Child> {
+    command_in(ns, &find_lab_bin()?)
+        .args(["probe-serve", "--for-secs", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting an echo server")
+}
+
+/// Creates `n` ports on `node` at once (one CLI process each, all started together) while a
+/// watcher lists the node's links every 20 ms. Creates that fail (the CLI gives up after 30 s)
+/// are counted, not fatal.
+fn port_burst(lab: &Lab, node: &str, n: usize) -> Result<Burst> {
+    let ns = lab.node_ns(node);
+    let seen: Mutex<HashMap<String, f64>> = Mutex::new(HashMap::new());
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let answers: Vec<Result<(String, f64)>> = std::thread::scope(|s| {
+        s.spawn(|| watch_links(&ns, t0, &seen, &stop));
+        let handles: Vec<_> = (0..n)
+            .map(|i| s.spawn(move || create_port(lab, node, &format!("burst-{i}"), t0)))
+            .collect();
+        let answers: Vec<Result<(String, f64)>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow!("a port create thread panicked"))?
+            })
+            .collect();
+        let _ = wait_devices(&answers, &seen, t0);
+        stop.store(true, Ordering::Relaxed);
+        answers
+    });
+    let mut b = Burst::default();
+    let seen = seen.lock().map_err(|_| anyhow!("watcher poisoned"))?;
+    for a in answers {
+        let (id, at) = match a {
+            Ok(x) => x,
+            Err(e) => {
+                b.failed.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        let dev = datapath::plan::vm_device(&mesh_proto::ObjectId::new(id.as_str())?);
+        match seen.get(&dev) {
+            Some(t) => {
+                b.address.push(at);
+                b.device.push(*t);
+            }
+            None => b
+                .failed
+                .push(format!("port {id}: no device {dev} within the budget")),
+        }
+    }
+    Ok(b)
+}
+
+/// One `port create`; returns the port's id and when the answer came (ms since `t0`).
+fn create_port(lab: &Lab, node: &str, name: &str, t0: Instant) -> Result<(String, f64)> {
+    let v = lab.cli(node, &["port", "create", name, "--network", "a-net1"])?;
+    let at = t0.elapsed().as_secs_f64() * 1000.0;
+    let id = v["id"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| anyhow!("port create answered without an id: {v}"))?;
+    Ok((id, at))
+}
+
+/// Records when each link of `ns` first appears (ms since `t0`) until `stop`.
+fn watch_links(ns: &Path, t0: Instant, seen: &Mutex<HashMap<String, f64>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(out) = output_in(ns, &["ip", "-o", "link", "show"]) {
+            let now = t0.elapsed().as_secs_f64() * 1000.0;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Ok(mut seen) = seen.lock() {
+                for name in text.lines().filter_map(|l| l.split(": ").nth(1)) {
+                    let name = name.split('@').next().unwrap_or(name).to_string();
+                    seen.entry(name).or_insert(now);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (a budget growing with the burst) until the watcher has seen every answered port's device.
+fn wait_devices(
+    answers: &[Result<(String, f64)>],
+    seen: &Mutex<HashMap<String, f64>>,
+    t0: Instant,
+) -> Result<()> {
+    let devs: Vec<String> = answers
+        .iter()
+        .flatten()
+        .filter_map(|(id, _)| mesh_proto::ObjectId::new(id.as_str()).ok())
+        .map(|id| datapath::plan::vm_device(&id))
+        .collect();
+    // Port creates are answered one after another today (about a second each), so the budget
+    // grows with the burst.
+    let budget = Duration::from_secs(30 + 3 * answers.len() as u64);
+    while t0.elapsed() < budget {
+        let all = seen
+            .lock()
+            .map(|s| devs.iter().all(|d| s.contains_key(d)))
+            .unwrap_or(true);
+        if all {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("not every device appeared within {budget:?}")
+}
+
+fn report(ctx: &Context, f: &Figures) -> SectionOut {
+    let mut md = String::from("## Control-plane latency\n\n");
+    md.push_str(&format!("Reproduce: `dvrmesh-lab bench --only control`. Black box, through the CLI, on a lab of 2 compute nodes and 1 network node (demo configuration). One at a time: `port create` on compute-1 (the agent there allocates the address and makes the device), the VM's namespace configured at once (as a VM's DHCP client would), and a VM on compute-2, in another subnet of the same router, probing it every {PROBE_MS} ms until it answers (routed across hosts: the port's node and the remote node both programmed). At once: {} `port create` processes started together against compute-1's agent, and the node's links listed every 20 ms from the start, so each port's device has its own time. API write → every node: through compute-1's agent, `router add-interface` of a new subnet (its SNAT port takes the new subnet's first address block, a claim window) and `router add-route` (no allocation: gossip and the datapath only); then each node asked through its own API (every 5 ms per 3 agents, one CLI process per question, so 20–60 ms resolution) until its view shows the write and `datapath diff` is empty; the time of the last node. {} Times include the CLI's process start and the lab's namespace work.\n\n", f.burst, if f.writes.len() > 1 { "Writes are also timed on labs of 10 and 20 agents (8 + 2 and 17 + 3 network nodes), all on this one machine." } else { "Quick run: 3 agents only (the full run adds 10 and 20)." }));
+    md.push_str("| what | samples | p50 | p99 | max |\n|---|---|---|---|---|\n");
+    let mut write_rows: Vec<(String, &Vec<f64>)> = Vec::new();
+    for w in &f.writes {
+        write_rows.push((
+            format!(
+                "API write (static route) → view and datapath of all {} nodes",
+                w.agents
+            ),
+            &w.route,
+        ));
+        write_rows.push((
+            format!("API write (interface, new subnet) → all {} nodes", w.agents),
+            &w.interface,
+        ));
+    }
+    let mut rows: Vec<(&str, &Vec<f64>)> =
+        write_rows.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    rows.extend([
+        ("port create → address known (one at a time)", &f.address),
+        (
+            "port create → usable from a VM on another node (one at a time)",
+            &f.usable,
+        ),
+        (
+            "port create → address known (all at once)",
+            &f.burst_figures.address,
+        ),
+        (
+            "port create → its device on the node (all at once)",
+            &f.burst_figures.device,
+        ),
+    ]);
+    for &(name, v) in &rows {
+        let s = summary(v);
+        md.push_str(&format!(
+            "| {name} | {} | **{:.0} ms** | {:.0} ms | {:.0} ms |\n",
+            s.n, s.median, s.p99, s.max
+        ));
+    }
+    md.push_str(&format!(
+        "\n{} ports created at once on one node: {} of them failed{}; the last device after **{:.0} ms**. Each create here is a CLI process; the burst starts on a fresh node, so its first creates wait for the blocks it claims (the `ipam` section times creates through the API, with blocks held).\n",
+        f.burst,
+        f.burst_figures.failed.len(),
+        f.burst_figures
+            .failed
+            .first()
+            .map_or(String::new(), |e| format!(" (the first: {e})")),
+        f.burst_figures.device.iter().copied().fold(0.0, f64::max)
+    ));
+    let bars = rows
+        .iter()
+        .map(|(name, v)| {
+            let s = summary(v);
+            Bar {
+                label: name.to_string(),
+                value: s.median,
+                spread: Some((s.min, s.max)),
+            }
+        })
+        .collect();
+    SectionOut {
+        markdown: md,
+        charts: vec![Chart {
+            file: format!("control{}", ctx.pick("", "-quick")),
+            title: "Port create latency (p50, min–max)".into(),
+            unit: "ms".into(),
+            bars,
+        }],
+    }
+}
