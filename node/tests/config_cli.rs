@@ -52,7 +52,10 @@ fn base(agents: &[Agent]) -> Result<(Value, Value)> {
     Ok((r1, vm1))
 }
 
-/// Networks, subnets, the external network and router r1 with its gateway.
+/// Networks, subnets, the external network and router r1 with its gateway. The addresses the
+/// tests ask for by hand (10.1.0.10, 203.0.113.50 and .51) lie outside the pools the agents
+/// allocate from: inside, a router's gateway or SNAT port may already hold one of them (each node
+/// hands out its block from its first value), and the test would fail at random.
 fn base_networks(agents: &[Agent]) -> Result<()> {
     let (n1, n3) = (&agents[0], &agents[2]);
     must(n1, &["network", "create", "net-a", "--vni", "100"])?;
@@ -66,6 +69,8 @@ fn base_networks(agents: &[Agent]) -> Result<()> {
             "net-a",
             "--cidr",
             "10.1.0.0/24",
+            "--pool",
+            "10.1.0.100-10.1.0.254",
         ],
     )?;
     must(n3, &["network", "create", "net-b", "--vni", "200"])?;
@@ -105,6 +110,8 @@ fn base_networks(agents: &[Agent]) -> Result<()> {
             "203.0.113.0/24",
             "--gateway",
             "203.0.113.1",
+            "--pool",
+            "203.0.113.100-203.0.113.254",
         ],
     )?;
     must(n1, &["router", "create", "r1"])?;
