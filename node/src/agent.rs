@@ -307,6 +307,7 @@ fn ha_settings(
         election: ElectionConfig {
             advert_interval: config.advert_interval,
             multiplier: config.advert_multiplier,
+            min_multiplier: config.advert_multiplier_min,
         },
         readiness,
         notice_ttl: (config.gossip_interval * 10).max(Duration::from_secs(2)),

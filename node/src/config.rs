@@ -21,6 +21,9 @@ pub const DEFAULT_SNAT_PRIORITY: u8 = 100;
 pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 20;
 /// Default number of advert intervals of silence before a backup declares the holder down.
 pub const DEFAULT_ADVERT_MULTIPLIER: u32 = 8;
+/// The fewest silent advert intervals before a backup takes over, on a path where it measured no
+/// advert loss (VRRP's 3); more as it measures loss, up to `snat_advert_multiplier`.
+pub const DEFAULT_ADVERT_MULTIPLIER_MIN: u32 = 3;
 /// How far ahead of the local clock a peer's timestamp may be, by default (ms).
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 10_000;
 /// Default cluster id; nodes with another id refuse each other's gossip.
@@ -78,8 +81,11 @@ pub struct Config {
     pub netns_dir: PathBuf,
     /// How often a SNAT holder adverts to the other candidates.
     pub advert_interval: Duration,
-    /// Intervals of silence (plus the priority skew) before a backup takes over.
+    /// The most intervals of silence (plus the priority skew) before a backup takes over: what it
+    /// waits when it measures heavy advert loss from the holder.
     pub advert_multiplier: u32,
+    /// The fewest: what it waits when it measures none (at most `advert_multiplier`).
+    pub advert_multiplier_min: u32,
     /// How far ahead of this node's clock a peer's timestamp may be before its record or claim
     /// is refused.
     pub max_clock_skew: Duration,
@@ -162,6 +168,7 @@ impl Config {
         let advert_multiplier = p
             .optional(t, "snat_advert_multiplier", |v| p_int(v, 2..=50))
             .map_or(DEFAULT_ADVERT_MULTIPLIER, |n| n as u32);
+        let advert_multiplier_min = p.multiplier_min(t, advert_multiplier);
         let max_clock_skew = p
             .optional(t, "max_clock_skew_ms", |v| p_millis(v, 100..=3_600_000))
             .unwrap_or(Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS));
@@ -200,6 +207,7 @@ impl Config {
             netns_dir,
             advert_interval,
             advert_multiplier,
+            advert_multiplier_min,
             max_clock_skew,
             metrics_listen,
             tenancy_writers,
@@ -226,6 +234,7 @@ const KNOWN_KEYS: &[&str] = &[
     "netns_dir",
     "snat_advert_interval_ms",
     "snat_advert_multiplier",
+    "snat_advert_multiplier_min",
     "max_clock_skew_ms",
     "metrics_listen",
     "tenancy",
@@ -282,6 +291,22 @@ impl Parser<'_> {
     fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
         r.map_err(|e| self.problems.push(format!("{key}: {e}")))
             .ok()
+    }
+
+    /// `snat_advert_multiplier_min`: at most `snat_advert_multiplier`; unset, the default or the
+    /// most, whichever is smaller.
+    fn multiplier_min(&mut self, t: &Table, most: u32) -> u32 {
+        let key = "snat_advert_multiplier_min";
+        match self.optional(t, key, |v| p_int(v, 2..=50)) {
+            None => DEFAULT_ADVERT_MULTIPLIER_MIN.min(most),
+            Some(n) if n as u32 > most => {
+                self.problems.push(format!(
+                    "{key}: {n} is more than snat_advert_multiplier ({most}); set both equal for a fixed count"
+                ));
+                most
+            }
+            Some(n) => n as u32,
+        }
     }
 
     /// Every key the file has that the agent does not know.
@@ -651,6 +676,29 @@ interface = "eth1"
             let err = lease(bad).unwrap_err();
             assert!(err.contains("dhcp_lease_seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_least_advert_multiplier_defaults_to_three_and_never_exceeds_the_most() {
+        let base = Path::new("/");
+        let counts = |extra: &str| {
+            let text = EXAMPLE.replace("[tls]", &format!("{extra}\n[tls]"));
+            Config::parse(&text, base).map(|c| (c.advert_multiplier_min, c.advert_multiplier))
+        };
+        assert_eq!(counts(""), Ok((3, 8)));
+        assert_eq!(counts("snat_advert_multiplier = 2"), Ok((2, 2)));
+        assert_eq!(
+            counts("snat_advert_multiplier = 5\nsnat_advert_multiplier_min = 5"),
+            Ok((5, 5))
+        );
+        let err = counts("snat_advert_multiplier = 4\nsnat_advert_multiplier_min = 6").unwrap_err();
+        assert!(
+            err.contains("snat_advert_multiplier_min: 6 is more than snat_advert_multiplier (4)"),
+            "{err}"
+        );
+        assert!(counts("snat_advert_multiplier_min = 1")
+            .unwrap_err()
+            .contains("snat_advert_multiplier_min"));
     }
 
     #[test]

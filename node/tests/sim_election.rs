@@ -35,6 +35,11 @@ struct Net {
     overlap_since: Option<Instant>,
     /// Longest overlap seen.
     pub longest_overlap: Duration,
+    /// The election timing every node runs with.
+    cfg: ElectionConfig,
+    /// The chance that one advert is lost, and the state of the random numbers that lose them.
+    loss: f64,
+    rng: u64,
 }
 
 fn n(s: &str) -> NodeId {
@@ -46,11 +51,16 @@ fn router() -> ObjectId {
 
 impl Net {
     fn new(prios: &[(&str, u8)], cluster: usize) -> Net {
-        let now = Instant::now();
         let cfg = ElectionConfig {
             advert_interval: Duration::from_millis(50),
             multiplier: 3,
+            min_multiplier: 3,
         };
+        Net::with_config(prios, cluster, cfg)
+    }
+
+    fn with_config(prios: &[(&str, u8)], cluster: usize, cfg: ElectionConfig) -> Net {
+        let now = Instant::now();
         Net {
             nodes: prios
                 .iter()
@@ -69,7 +79,22 @@ impl Net {
             start: now,
             overlap_since: None,
             longest_overlap: Duration::ZERO,
+            cfg,
+            loss: 0.0,
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
+    }
+
+    /// Whether the next advert is lost (xorshift64*: the same losses on every run).
+    fn lose(&mut self) -> bool {
+        if self.loss <= 0.0 {
+            return false;
+        }
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        (r as f64 / (1u64 << 53) as f64) < self.loss
     }
 
     fn connected(&self, a: &NodeId, b: &NodeId) -> bool {
@@ -135,7 +160,7 @@ impl Net {
             }
         }
         for (from, to, claim) in deliveries {
-            if self.connected(&from, &to) && !self.mute.contains(&from) {
+            if self.connected(&from, &to) && !self.mute.contains(&from) && !self.lose() {
                 if let Some(e) = self.nodes.get_mut(&to) {
                     e.handle_advert(self.now, &from, claim);
                 }
@@ -191,16 +216,7 @@ impl Net {
 
     fn kill(&mut self, id: &str) {
         self.up.remove(&n(id));
-        self.nodes.insert(
-            n(id),
-            Election::new(
-                n(id),
-                ElectionConfig {
-                    advert_interval: Duration::from_millis(50),
-                    multiplier: 3,
-                },
-            ),
-        );
+        self.nodes.insert(n(id), Election::new(n(id), self.cfg));
     }
 
     fn took_at(&self, id: &str, after: Duration) -> Option<Duration> {
@@ -244,6 +260,92 @@ fn the_best_backup_takes_over_a_silent_holder_within_the_bound() {
         "c must not take over: {:#?}",
         net.log
     );
+}
+
+/// dvrmesh's default timing: 20 ms adverts, 3 to 8 silent intervals by the loss measured.
+fn adaptive(least: u32) -> ElectionConfig {
+    ElectionConfig {
+        advert_interval: Duration::from_millis(20),
+        multiplier: 8,
+        min_multiplier: least,
+    }
+}
+
+/// How long after the holder `a` dies the backup `b` takes over, after `warm` of clean adverts.
+fn failover_after_death(cfg: ElectionConfig, warm: Duration) -> Duration {
+    let mut net = Net::with_config(&[("a", 200), ("b", 150)], 3, cfg);
+    net.run(warm);
+    let died = net.now - net.start;
+    net.kill("a");
+    net.run(Duration::from_secs(1));
+    net.took_at("b", died).expect("b takes over") - died
+}
+
+#[test]
+fn on_a_clean_path_a_dead_holder_is_taken_over_after_three_intervals_not_eight() {
+    let fast = failover_after_death(adaptive(3), Duration::from_secs(10));
+    let fixed = failover_after_death(adaptive(8), Duration::from_secs(10));
+    println!("failover on a clean path: adaptive {fast:?}, a fixed 8 intervals {fixed:?}");
+    // 3 × 20 ms + (256 − 150)/256 × 20 ms ≈ 68 ms, less the phase of the death within an
+    // interval, plus one 5 ms step: VRRPv3's own bound at this interval.
+    assert!(
+        fast <= Duration::from_millis(75),
+        "adaptive suspicion took {fast:?} on a clean path"
+    );
+    assert!(
+        fixed >= Duration::from_millis(150),
+        "a fixed count of 8 took {fixed:?}"
+    );
+}
+
+/// Takeovers of a holder that "went silent" (all false: nobody dies) in five simulated minutes
+/// of `loss` on every advert, with `cfg`. (A false takeover displaces the holder, which then
+/// preempts back only after its hold-down: a few cycles fit in five minutes.)
+fn false_failovers_under_loss(cfg: ElectionConfig, loss: f64) -> usize {
+    let mut net = Net::with_config(&[("a", 200), ("b", 150)], 3, cfg);
+    net.preempt = true;
+    net.run(Duration::from_secs(1));
+    net.loss = loss;
+    let start = net.now - net.start;
+    net.run(Duration::from_secs(300));
+    net.log
+        .iter()
+        .filter(|(t, _, e)| {
+            *t > start
+                && matches!(e, ElectionEvent::Took { reason, .. } if reason.contains("went silent"))
+        })
+        .count()
+}
+
+#[test]
+fn adaptive_suspicion_stays_quiet_under_ten_percent_loss_where_vrrp_s_three_intervals_do_not() {
+    let adaptive_false = false_failovers_under_loss(adaptive(3), 0.10);
+    let fixed_three = false_failovers_under_loss(adaptive(3).with_fixed(3), 0.10);
+    println!(
+        "5 min at 10 % advert loss: adaptive {adaptive_false} false failovers, a fixed 3 intervals {fixed_three}"
+    );
+    assert_eq!(
+        adaptive_false, 0,
+        "adaptive suspicion took over a live holder"
+    );
+    assert!(
+        fixed_three >= 2,
+        "a fixed 3 intervals should fail over falsely under 10 % loss (the test would prove nothing): {fixed_three}"
+    );
+}
+
+trait Fixed {
+    fn with_fixed(self, m: u32) -> Self;
+}
+
+impl Fixed for ElectionConfig {
+    fn with_fixed(self, m: u32) -> Self {
+        ElectionConfig {
+            multiplier: m,
+            min_multiplier: m,
+            ..self
+        }
+    }
 }
 
 #[test]
@@ -360,6 +462,7 @@ fn a_release_lets_the_backup_claim_before_the_releaser_leaves_its_view() {
     let cfg = ElectionConfig {
         advert_interval: Duration::from_millis(50),
         multiplier: 3,
+        min_multiplier: 3,
     };
     let mut b = Election::new(n("b"), cfg);
     let t0 = Instant::now();
@@ -432,6 +535,7 @@ fn adverts_and_releases_for_unknown_routers_create_no_state() {
     let cfg = ElectionConfig {
         advert_interval: Duration::from_millis(50),
         multiplier: 3,
+        min_multiplier: 3,
     };
     let mut b = Election::new(n("b"), cfg);
     let t0 = Instant::now();
@@ -452,6 +556,7 @@ fn a_gossiped_claim_with_an_implausible_epoch_does_not_raise_the_epoch() {
     let cfg = ElectionConfig {
         advert_interval: Duration::from_millis(50),
         multiplier: 3,
+        min_multiplier: 3,
     };
     let mut b = Election::new(n("b"), cfg);
     let t0 = Instant::now();
@@ -485,6 +590,7 @@ fn a_holder_that_stalled_does_not_take_the_router_back_from_a_silence_it_caused(
     let cfg = ElectionConfig {
         advert_interval: Duration::from_millis(20),
         multiplier: 8,
+        min_multiplier: 8,
     };
     let mut a = Election::new(n("a"), cfg);
     let view = |claims: Vec<SnatClaim>| ElectionInput {

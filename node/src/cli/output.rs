@@ -255,6 +255,17 @@ fn print_ha(ha: &Value) {
     if let Some(h) = ha.get("holddown_ms").filter(|h| !h.is_null()) {
         out!("preemption held down   {} ms more", scalar(h));
     }
+    if let Some(s) = ha.get("suspicion").filter(|s| !s.is_null()) {
+        let f = |k: &str| scalar(s.get(k).unwrap_or(&Value::Null));
+        let loss = s
+            .get("advert_loss_permille")
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".into(), |p| format!("{:.1} %", p as f64 / 10.0));
+        out!(
+            "holder declared dead   after {} ms of silence (its adverts lost here: {loss})",
+            f("down_after_ms")
+        );
+    }
     out!("candidates:");
     for c in ha
         .get("candidates")

@@ -10,7 +10,9 @@
 //!   highest priority, ties to the smaller node id.
 //! - A holder sends an advert every `advert_interval` to the other candidates. A backup declares the
 //!   holder down when it has heard from it before and then nothing for
-//!   `multiplier × interval + (256 − own priority) / 256 × interval`: the best backup moves first.
+//!   `m × interval + (256 − own priority) / 256 × interval`: the best backup moves first. `m`
+//!   adapts to the advert loss this backup measured from that holder (see [`super::suspicion`]):
+//!   `min_multiplier` on a clean path, up to `multiplier` when adverts are being lost.
 //! - With no live holder, the best candidate that is not itself silent claims, with an epoch one
 //!   above every epoch it has seen. With `preempt`, a better candidate takes over from a live holder
 //!   after `preempt_delay`.
@@ -33,6 +35,8 @@ use std::time::Duration;
 
 use mesh_proto::{NodeId, ObjectId, Priority, SnatClaim};
 use tokio::time::Instant;
+
+use super::suspicion::Arrivals;
 
 /// After being displaced while alive, a node does not preempt for this long (or the preemption
 /// delay, if longer); the hold-down doubles on each further displacement.
@@ -58,8 +62,11 @@ pub const STALL_CATCH_UP: Duration = Duration::from_secs(1);
 pub struct ElectionConfig {
     /// How often a holder advertises.
     pub advert_interval: Duration,
-    /// How many intervals of silence declare a holder down (before the priority skew).
+    /// The most intervals of silence that declare a holder down (before the priority skew): what
+    /// a backup waits when it measures heavy advert loss from the holder.
     pub multiplier: u32,
+    /// The fewest: what it waits on a clean path. Equal to `multiplier`, detection does not adapt.
+    pub min_multiplier: u32,
 }
 
 /// What the election needs to know about one router, from the view.
@@ -111,6 +118,8 @@ struct RouterState {
     max_epoch: u64,
     /// Latest claim heard from each node (gossip or advert) and when its last advert arrived.
     heard: BTreeMap<NodeId, (SnatClaim, Option<Instant>)>,
+    /// The adverts received from each node that adverted, for how long its silence is waited on.
+    arrivals: BTreeMap<NodeId, Arrivals>,
     better_since: Option<Instant>,
     last_sent: Option<Instant>,
     /// No preemption before this: set when a higher claim displaced this node, so two nodes that
@@ -191,13 +200,21 @@ impl Election {
         self.last_run = Some(self.last_run.map_or(now, |t| t.max(now)));
     }
 
-    /// How long this node waits on a silent holder: multiplier intervals plus its priority skew.
-    pub fn down_interval(&self, my_priority: Priority) -> Duration {
-        let skew = self
-            .cfg
+    /// How much longer than the multiplier's intervals a node at `my_priority` waits on a silent
+    /// holder, so the best backup moves first: `(256 − priority) / 256` of an interval.
+    fn skew(&self, my_priority: Priority) -> Duration {
+        self.cfg
             .advert_interval
-            .mul_f64(f64::from(256 - u16::from(my_priority.get())) / 256.0);
-        self.cfg.advert_interval * self.cfg.multiplier + skew
+            .mul_f64(f64::from(256 - u16::from(my_priority.get())) / 256.0)
+    }
+
+    /// How long this node waits on `holder` gone silent on `router`, and the advert loss it
+    /// measured from it; `None` when it never adverted here.
+    pub fn suspicion(&self, router: &ObjectId, holder: &NodeId) -> Option<(Duration, f64)> {
+        let arrivals = self.routers.get(router)?.arrivals.get(holder)?;
+        let skew = self.skew(self.my_priority(router).unwrap_or(LOWEST));
+        let m = arrivals.multiplier(self.cfg.min_multiplier, self.cfg.multiplier);
+        Some((self.cfg.advert_interval * m + skew, arrivals.loss()))
     }
 
     /// A new view. Claims in it are remembered; routers that disappeared are released.
@@ -239,6 +256,10 @@ impl Election {
             st.heard.retain(|n, (_, advert)| {
                 advert.is_some() || ri.claims.iter().any(|c| &c.node == n)
             });
+            // Loss measured from a node is kept while it is a candidate or still heard.
+            let heard = &st.heard;
+            st.arrivals
+                .retain(|n, _| heard.contains_key(n) || ri.candidates.iter().any(|(c, _)| c == n));
         }
         self.input = input;
         self.decide(now);
@@ -249,6 +270,7 @@ impl Election {
         if &claim.node != from || from == &self.me {
             return;
         }
+        let (interval, most) = (self.cfg.advert_interval, self.cfg.multiplier);
         let Some(st) = self.router_state(&claim) else {
             return;
         };
@@ -262,6 +284,10 @@ impl Election {
             entry.0 = claim;
         }
         entry.1 = Some(now);
+        st.arrivals
+            .entry(from.clone())
+            .or_default()
+            .record(now, interval, most);
         self.decide(now);
     }
 
@@ -364,11 +390,15 @@ impl Election {
         if let Some(m) = &st.mine {
             return Some(m.node.clone());
         }
-        let down = self.down_interval(self.my_priority(router).unwrap_or(LOWEST));
+        let skew = self.skew(self.my_priority(router).unwrap_or(LOWEST));
         st.heard
-            .values()
-            .filter(|(_, t)| t.is_none_or(|t| now.saturating_duration_since(t) <= down))
-            .map(|(c, _)| c)
+            .iter()
+            .filter(|(n, (_, t))| {
+                t.is_none_or(|t| {
+                    now.saturating_duration_since(t) <= down_for(&self.cfg, st, n, skew)
+                })
+            })
+            .map(|(_, (c, _))| c)
             .fold(None::<&SnatClaim>, |best, c| match best {
                 Some(b) if !c.outranks(b) => Some(b),
                 _ => Some(c),
@@ -406,9 +436,9 @@ impl Election {
             me: &self.me,
             ri,
             my_prio,
-            down: self.down_interval(my_prio.unwrap_or(LOWEST)),
+            skew: self.skew(my_prio.unwrap_or(LOWEST)),
+            cfg: self.cfg,
             majority: self.input.majority,
-            interval: self.cfg.advert_interval,
             catching_up: self.catch_up_until.is_some_and(|t| now < t),
         };
         let Some(st) = self.routers.get_mut(&ri.router) else {
@@ -432,6 +462,15 @@ impl Election {
 /// The priority a node that is no candidate waits with.
 const LOWEST: Priority = Priority::LOWEST;
 
+/// How long a silent `node` is still taken to be alive on the router of `st`: the intervals its
+/// measured advert loss calls for, plus this node's priority skew.
+fn down_for(cfg: &ElectionConfig, st: &RouterState, node: &NodeId, skew: Duration) -> Duration {
+    let m = st.arrivals.get(node).map_or(cfg.min_multiplier, |a| {
+        a.multiplier(cfg.min_multiplier, cfg.multiplier)
+    });
+    cfg.advert_interval * m + skew
+}
+
 /// Where a decision's results go.
 struct Outputs<'a> {
     adverts: &'a mut VecDeque<(NodeId, SnatClaim)>,
@@ -445,10 +484,10 @@ struct Decision<'a> {
     ri: &'a RouterInput,
     /// This node's priority, when it is a candidate.
     my_prio: Option<Priority>,
-    /// How long a silent holder is still taken to be alive.
-    down: Duration,
+    /// This node's priority skew on the time it waits on a silent holder.
+    skew: Duration,
+    cfg: ElectionConfig,
     majority: bool,
-    interval: Duration,
     /// This node stalled a moment ago and claims nothing yet (see [`STALL_CATCH_UP`]).
     catching_up: bool,
 }
@@ -465,7 +504,8 @@ impl Decision<'_> {
     /// alive while a live node publishes its claim.
     fn alive(&self, st: &RouterState, n: &NodeId, t: &Option<Instant>) -> bool {
         let in_gossip = || self.held_down(st) && self.ri.claims.iter().any(|c| &c.node == n);
-        t.is_none_or(|t| self.now.saturating_duration_since(t) <= self.down) || in_gossip()
+        let down = || down_for(&self.cfg, st, n, self.skew);
+        t.is_none_or(|t| self.now.saturating_duration_since(t) <= down()) || in_gossip()
     }
 
     /// The best live claim of another node.
@@ -500,7 +540,7 @@ impl Decision<'_> {
         let Some(reason) = reason else {
             if st
                 .last_sent
-                .is_none_or(|t| self.now.saturating_duration_since(t) >= self.interval)
+                .is_none_or(|t| self.now.saturating_duration_since(t) >= self.cfg.advert_interval)
             {
                 st.last_sent = Some(self.now);
                 self.advert(&mine, out);

@@ -40,11 +40,12 @@ mod health;
 mod input;
 mod report;
 mod status;
+pub mod suspicion;
 mod task;
 
 pub use health::{DOWN_AFTER, PROBE_INTERVAL};
 pub use input::{election_input, resolve_holders, Holders, LocalState};
-pub use status::{CandidateStatus, HaCounters, HaStatus, RouterHaStatus, Transition};
+pub use status::{CandidateStatus, HaCounters, HaStatus, RouterHaStatus, Suspicion, Transition};
 use task::HaTask;
 
 /// How many times a takeover notice is sent, an advert interval apart.

@@ -7,7 +7,7 @@ use mesh_proto::{NodeId, NodeMode, ObjectId, SnatClaim};
 use tokio::time::Instant;
 use tracing::info;
 
-use super::status::{CandidateStatus, HaCounters, HaStatus, RouterHaStatus, Transition};
+use super::status::{CandidateStatus, HaCounters, HaStatus, RouterHaStatus, Suspicion, Transition};
 use super::task::{unix_ms, HaTask};
 use super::Holders;
 use crate::mesh::view::{ClusterView, MemberState};
@@ -90,6 +90,16 @@ impl HaTask {
         self.last.retain(|r, _| present.contains(r));
     }
 
+    /// How this node waits on `holder` of `router`, when it is another node it heard adverts from.
+    fn suspicion(&self, router: &ObjectId, holder: &NodeId) -> Option<Suspicion> {
+        let (down, loss) = self.election.suspicion(router, holder)?;
+        Some(Suspicion {
+            holder: holder.clone(),
+            down_after_ms: down.as_millis() as u64,
+            advert_loss_permille: (loss * 1000.0).round() as u32,
+        })
+    }
+
     pub(super) fn report(
         &self,
         now: Instant,
@@ -159,6 +169,7 @@ impl HaTask {
             routers.insert(
                 ri.router.clone(),
                 RouterHaStatus {
+                    suspicion: holder.as_ref().and_then(|h| self.suspicion(&ri.router, h)),
                     epoch: last_transition.as_ref().map_or(0, |t| t.epoch),
                     holder,
                     preempt: ri.preempt,

@@ -52,6 +52,21 @@ pub struct RouterHaStatus {
     pub transitions: u64,
     /// If this node is held down from preempting, for how many more ms.
     pub holddown_ms: Option<u64>,
+    /// How long this node waits on the holder's silence, when it is another node that adverts
+    /// to it.
+    pub suspicion: Option<Suspicion>,
+}
+
+/// How long a backup waits on a silent holder, from the advert loss it measured (see
+/// `ha::suspicion`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Suspicion {
+    /// The holder.
+    pub holder: NodeId,
+    /// The silence after which this node declares it dead, in ms (priority skew included).
+    pub down_after_ms: u64,
+    /// The share of its adverts this node estimates lost, in thousandths.
+    pub advert_loss_permille: u32,
 }
 
 /// Counters of this node's own transitions.
