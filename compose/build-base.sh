@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the compose lab's base image without a registry: a Debian bookworm minbase root made by
 # mmdebstrap (falls back to debootstrap) from Debian's mirror, then `docker import`.
-# Cached: if the image already exists nothing is done (use --force to rebuild).
+# Cached: if the image already exists with the same package list nothing is done (--force
+# rebuilds; an image made from another list is rebuilt).
 # `dvrmesh-lab compose image` runs this; running it by hand is the same.
 #
 # Usage: sudo compose/build-base.sh [--force] [--tag TAG] [--mirror URL]
@@ -23,17 +24,22 @@ done
 
 size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.1f MB (%d bytes)", $1/1e6, $1}'; }
 
-start=$(date +%s.%N)
-if [ "$force" = 0 ] && docker image inspect "$tag" >/dev/null 2>&1; then
-  echo "==> $tag exists, nothing to do (size $(size_of "$tag"); --force rebuilds)"
-  exit 0
-fi
-[ "$(id -u)" = 0 ] || { echo "run as root (mmdebstrap/debootstrap need it)" >&2; exit 1; }
-
 # What the lab needs at run time: ip/bridge (iproute2), nft + libnftables.so.1 (nftables; the
 # agent dlopens the library), iperf3, ps/sysctl (procps), nsenter/mount (util-linux, Essential),
-# a probe tool (netcat-openbsd) and ping (iputils-ping).
-pkgs=iproute2,nftables,iperf3,procps,util-linux,netcat-openbsd,iputils-ping
+# a probe tool (netcat-openbsd), ping (iputils-ping), and busybox (the VMs' DHCP client udhcpc
+# and wget, which reads the metadata service).
+pkgs=iproute2,nftables,iperf3,procps,util-linux,netcat-openbsd,iputils-ping,busybox
+
+start=$(date +%s.%N)
+if [ "$force" = 0 ] && docker image inspect "$tag" >/dev/null 2>&1; then
+  have=$(docker image inspect -f '{{index .Config.Labels "org.dvrmesh.base-packages"}}' "$tag" 2>/dev/null || true)
+  if [ "$have" = "$pkgs" ]; then
+    echo "==> $tag exists, nothing to do (size $(size_of "$tag"); --force rebuilds)"
+    exit 0
+  fi
+  echo "==> $tag was built from other packages (${have:-unlabelled}); rebuilding with $pkgs"
+fi
+[ "$(id -u)" = 0 ] || { echo "run as root (mmdebstrap/debootstrap need it)" >&2; exit 1; }
 
 root=$(mktemp -d /var/tmp/dvrmesh-base.XXXXXX)
 cleanup() { rm -rf --one-file-system "$root"; }
@@ -78,6 +84,7 @@ echo "==> docker import"
 tar --numeric-owner -C "$root" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["/bin/bash"]' \
+  --change "LABEL org.dvrmesh.base-packages=$pkgs" \
   --message "dvrmesh lab base: debian bookworm minbase + $pkgs" \
   - "$tag" >/dev/null
 

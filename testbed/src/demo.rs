@@ -103,12 +103,7 @@ impl Cluster for Lab {
     }
     fn dhcp_lease(&self, vm: &str) -> Option<BTreeMap<String, String>> {
         let text = std::fs::read_to_string(self.dhcp_client(vm).lease()).ok()?;
-        Some(
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Some(crate::lab::dhcp_client::parse_lease(&text))
     }
 }
 

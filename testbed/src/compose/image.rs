@@ -81,15 +81,17 @@ fn exists(image: &str) -> bool {
     docker::output(&["image", "inspect", image]).is_ok_and(|o| o.status.success())
 }
 
-/// Builds the base image unless it exists (or `force`): a minute or so the first time.
+/// Builds the base image unless it exists with the package list `build-base.sh` names (or
+/// `force`): a minute or so the first time; the script itself checks its cache (the image's
+/// `org.dvrmesh.base-packages` label), so an image built from an older list is rebuilt.
 pub fn ensure_base(root: &Path, force: bool, progress: &mut dyn FnMut(&str)) -> Result<()> {
-    if exists(BASE) && !force {
-        progress(&format!("{BASE} exists (cached)"));
-        return Ok(());
-    }
-    progress(&format!(
-        "building {BASE} from Debian's packages (mmdebstrap or debootstrap, then docker import)"
-    ));
+    progress(&if exists(BASE) && !force {
+        format!("{BASE} exists: checking it was built from the packages build-base.sh names")
+    } else {
+        format!(
+            "building {BASE} from Debian's packages (mmdebstrap or debootstrap, then docker import)"
+        )
+    });
     let script = root.join("compose/build-base.sh");
     let mut c = Command::new(&script);
     if force {

@@ -2,6 +2,7 @@
 //! into a namespace inside that node's container (`/run/netns/<vm>`); and the UDP probes, run
 //! with the `dvrmesh-lab` binary inside the containers.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -39,7 +40,7 @@ impl ComposeLab {
             ip: port.ip.clone(),
             mac: port.mac.clone(),
             fip,
-            dhcp: false,
+            dhcp: true,
         };
         self.vms.push(vm.clone());
         self.ports.insert(name.to_string(), port);
@@ -57,7 +58,9 @@ impl ComposeLab {
     }
 
     /// Waits for the agent on `node` to create the port's device, then moves its VM end into
-    /// namespace `name` inside the node's container and configures it there (one `docker exec`).
+    /// namespace `name` inside the node's container and boots it there by DHCP from that node's
+    /// agent (busybox `udhcpc` with the namespace lab's script, which records the lease under
+    /// [`VM_DIR`]); one `docker exec`.
     fn vm_namespace(&self, node: &str, name: &str, port: &VmPort) -> Result<()> {
         let vm_end = port.vm_end()?;
         let c = container(node);
@@ -66,12 +69,22 @@ impl ComposeLab {
             &format!("the agent on {node} creating {vm_end}"),
             || docker::exec_ok(&c, &["ip", "link", "show", &vm_end]),
         )?;
-        let mut script = format!("ip netns add {name}\nip link set {vm_end} netns {name}\n");
-        for cmd in port.vm_commands(&vm_end) {
+        let mut script = format!(
+            "{}ip netns add {name}\nip link set {vm_end} netns {name}\n",
+            install_dhcp_script()
+        );
+        for cmd in port.dhcp_vm_commands(&vm_end) {
             // `ip ARGS` inside the VM: `ip -n NAME ARGS`.
             let args: Vec<String> = cmd[1..].iter().map(|a| format!("'{a}'")).collect();
             script.push_str(&format!("ip -n {name} {}\n", args.join(" ")));
         }
+        // 10 discovers 1 s apart, then in the background renewing; its log on failure.
+        script.push_str(&format!(
+            "rm -f {VM_DIR}/{name}.lease {VM_DIR}/{name}.lease.events\n\
+             if ! DVRMESH_LEASE={VM_DIR}/{name}.lease ip netns exec {name} busybox udhcpc -i eth0 \
+             -s {VM_DIR}/udhcpc.script -p {VM_DIR}/{name}.pid -t 10 -T 1 -A 1 -n \
+             >>{VM_DIR}/{name}.log 2>&1; then cat {VM_DIR}/{name}.log >&2; exit 1; fi\n"
+        ));
         docker::exec(&c, &["sh", "-ec", &script])
             .with_context(|| format!("setting up VM {name} in {c}"))?;
         Ok(())
@@ -121,6 +134,21 @@ impl ComposeLab {
     }
 }
 
+/// Where a node container keeps its VMs' DHCP client files (script, leases, pids, logs): not
+/// under `/run`, a tmpfs mounted `noexec`, where udhcpc could not run its script.
+const VM_DIR: &str = "/var/lib/dvrmesh-vm";
+
+/// Shell lines that put the lab's udhcpc script in [`VM_DIR`] unless it is there: written to a
+/// file of this shell's own and renamed, as VMs of one node start side by side.
+fn install_dhcp_script() -> String {
+    format!(
+        "mkdir -p {VM_DIR}\nif [ ! -x {VM_DIR}/udhcpc.script ]; then\n\
+         cat > {VM_DIR}/udhcpc.script.$$ <<'DVRMESH_SCRIPT_END'\n{}DVRMESH_SCRIPT_END\n\
+         chmod 755 {VM_DIR}/udhcpc.script.$$\nmv {VM_DIR}/udhcpc.script.$$ {VM_DIR}/udhcpc.script\nfi\n",
+        crate::lab::dhcp_client::SCRIPT
+    )
+}
+
 fn run_probe(docker_args: &[String], what: &str) -> Result<ProbeReport> {
     let out = Command::new("docker")
         .args(docker_args)
@@ -162,6 +190,22 @@ impl Cluster for ComposeLab {
     }
     fn external(&self) -> &External {
         &EXTERNAL
+    }
+    fn dhcp_lease(&self, vm: &str) -> Option<BTreeMap<String, String>> {
+        let node = &self.vms.iter().find(|v| v.name == vm)?.node;
+        let lease_file = format!("{VM_DIR}/{vm}.lease");
+        let text = docker::exec(&container(node), &["cat", &lease_file]).ok()?;
+        Some(crate::lab::dhcp_client::parse_lease(&text))
+    }
+    fn metadata(&self, vm: &str, path: &str) -> Option<Result<String>> {
+        let node = &self.vms.iter().find(|v| v.name == vm)?.node;
+        // Into a file, then printed, and timed out by `timeout`: bookworm's busybox wget crashes
+        // (SIGSEGV) writing to stdout (`-O -`) or with its own timeout (`-T`).
+        let script = format!(
+            "f=$(mktemp) && timeout 3 ip netns exec {vm} busybox wget -q -O \"$f\" \
+             'http://169.254.169.254{path}' && cat \"$f\"; rc=$?; rm -f \"$f\"; exit $rc"
+        );
+        Some(docker::exec(&container(node), &["sh", "-c", &script]))
     }
 }
 

@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use super::exec::output_in;
 
-/// The lab's udhcpc script. `$DVRMESH_LEASE` names the file it records the lease in.
-const SCRIPT: &str = r#"#!/bin/sh
+/// The lab's udhcpc script (the compose lab's VMs run it too). `$DVRMESH_LEASE` names the file
+/// it records the lease in.
+pub const SCRIPT: &str = r#"#!/bin/sh
 # dvrmesh lab: udhcpc event script. Configures $interface and records the lease.
 event="$1"
 case "$event" in
@@ -97,9 +98,7 @@ impl ClientFiles {
     /// A value of the last lease (`None` when there is none or it lacks `key`).
     pub fn lease_value(&self, key: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.lease()).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(str::to_string)
+        parse_lease(&text).remove(key)
     }
 
     /// How many renewals the VM has had.
@@ -158,6 +157,14 @@ impl ClientFiles {
             }
         }
     }
+}
+
+/// The `key=value` lines of a lease the script recorded.
+pub fn parse_lease(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Writes the script unless it is there already, as a new file renamed into place: VMs start
