@@ -232,6 +232,41 @@ pub fn dvrmesh_trials(
     Ok(out)
 }
 
+/// Datagrams of the VM's stream lost while one agent restarts (SIGTERM, then started again, as
+/// `systemctl restart` does), after [`dvrmesh_trials`] made the VM: per trial, the restarted
+/// node and the datagrams lost. Odd trials restart the VM's own node (its east-west and the way
+/// to the SNAT holder), even ones the SNAT holder itself, without a drain first.
+pub fn dvrmesh_restart_impact(
+    lab: &mut Lab,
+    trials: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<(String, u64)>> {
+    let vm = lab.member_ns("bench-vm")?;
+    let mut out = Vec::new();
+    for i in 0..trials {
+        let holder = wait_ready_pair(lab, "a-router")?;
+        let node = if i % 2 == 0 {
+            "compute-1".to_string()
+        } else {
+            holder
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        // The restart itself takes about a second; the stream covers it and two more.
+        let s = ProbeStream::start(&vm, INTERNET_IP, 1000, INTERVAL_MS)?;
+        std::thread::sleep(KILL_AFTER);
+        lab.chaos_restart(&node)?;
+        let r = s.finish()?;
+        let lost = r.lost.len() as u64;
+        progress(&format!(
+            "dvrmesh restart {}/{trials}: {node}'s agent restarted, {lost} of {} datagrams lost",
+            i + 1,
+            r.sent
+        ));
+        out.push((node, lost));
+    }
+    Ok(out)
+}
+
 /// The keepalived side: addresses and the VM namespace.
 const KA_VIP_LAN: &str = "10.99.0.1";
 const KA_VIP_WAN: &str = "203.0.113.5";

@@ -29,6 +29,7 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
     // --quick: dvrmesh and keepalived at the same 20 ms interval only.
     let settings: &[KaSetting] = ctx.pick(&KA_SETTINGS[..], &KA_SETTINGS[..1]);
     let dir = super::section::lab_dir("failover")?;
+    let mut restarted = Vec::new();
     let result = (|| -> Result<Vec<Row>> {
         let mut lab = Lab::up(dir.path(), &LabSpec::sized(1, 2), &mut |s| ctx.say(s))?;
         crate::demo::configure(&lab)?;
@@ -42,6 +43,9 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
         ));
         let ff = failover::dvrmesh_false_failovers(&mut lab, LOSS_PERCENT, loss_span)?;
         ctx.say(&format!("dvrmesh: {ff} false failovers"));
+        ctx.say("dvrmesh: agents restarted under the stream");
+        let restarts =
+            failover::dvrmesh_restart_impact(&mut lab, ctx.pick(6, 2), &mut |s| ctx.say(s))?;
         rows.push(Row {
             name: format!(
                 "dvrmesh ({} ms adverts, {} to {} silent intervals by the loss it measures: its default)",
@@ -52,6 +56,7 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
             outages,
             false_failovers: Some(ff),
         });
+        restarted = restarts;
         let vm = failover::keepalived_prepare(&mut lab)?;
         for (i, s) in settings.iter().enumerate() {
             ctx.say(&format!("{}: hard kill of the VRRP master", s.name));
@@ -82,10 +87,44 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
     })();
     let _ = Lab::down(dir.path());
     let rows = result?;
-    Ok(report(ctx, &rows, loss_span))
+    Ok(report(ctx, &rows, &restarted, loss_span))
 }
 
-fn report(ctx: &Context, rows: &[Row], loss_span: Duration) -> SectionOut {
+/// The restart-impact table: datagrams lost while one agent restarts, per node restarted.
+fn restart_table(restarted: &[(String, u64)]) -> String {
+    if restarted.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\nRestart impact: the same stream while one dvrmesh agent restarts (SIGTERM, then started again, as `systemctl restart` does; no drain first). The datapath stays in the kernel while the agent is away.\n\n| agent restarted | restarts | datagrams lost, each |\n|---|---|---|\n");
+    let mut nodes: Vec<&str> = restarted.iter().map(|(n, _)| n.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    for node in nodes {
+        let lost: Vec<String> = restarted
+            .iter()
+            .filter(|(n, _)| n == node)
+            .map(|(_, l)| l.to_string())
+            .collect();
+        let role = if node.starts_with("compute") {
+            "the VM's node"
+        } else {
+            "the SNAT holder"
+        };
+        md.push_str(&format!(
+            "| {node} ({role}) | {} | {} |\n",
+            lost.len(),
+            lost.join(", ")
+        ));
+    }
+    md
+}
+
+fn report(
+    ctx: &Context,
+    rows: &[Row],
+    restarted: &[(String, u64)],
+    loss_span: Duration,
+) -> SectionOut {
     let mut md = String::from("## SNAT failover\n\n");
     md.push_str(METHOD);
     md.push_str(&format!(
@@ -106,6 +145,7 @@ fn report(ctx: &Context, rows: &[Row], loss_span: Duration) -> SectionOut {
     }
     md.push_str("\nPercentiles by nearest rank (below 100 trials, p99 is the largest).\n");
     md.push_str(&targets(rows));
+    md.push_str(&restart_table(restarted));
     md.push_str("\nPer trial (ms):\n\n");
     for r in rows {
         let list: Vec<String> = r.outages.iter().map(u64::to_string).collect();
@@ -185,5 +225,20 @@ mod tests {
         assert!(t.contains("interval: **met** (p50 50 ms"));
         assert!(t.contains("**not met**"));
         assert_eq!(targets(&[row("d", vec![1], None)]), "");
+    }
+
+    #[test]
+    fn the_restart_table_lists_each_node_s_losses() {
+        let t = restart_table(&[
+            ("compute-1".into(), 0),
+            ("network-2".into(), 3),
+            ("compute-1".into(), 1),
+        ]);
+        assert!(
+            t.contains("| compute-1 (the VM's node) | 2 | 0, 1 |"),
+            "{t}"
+        );
+        assert!(t.contains("| network-2 (the SNAT holder) | 1 | 3 |"), "{t}");
+        assert_eq!(restart_table(&[]), "");
     }
 }
