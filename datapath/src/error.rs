@@ -1,3 +1,5 @@
+//! The datapath's one error type: what planning, reconciling or talking to the kernel can fail with.
+
 use thiserror::Error;
 
 /// Errors of the datapath.

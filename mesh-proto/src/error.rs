@@ -1,3 +1,5 @@
+//! The one error type of `mesh-proto`: invalid domain values and wire bytes that do not decode.
+
 use thiserror::Error;
 
 /// Everything that can go wrong when building or decoding a `mesh-proto` value.

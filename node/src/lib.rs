@@ -4,7 +4,10 @@
 //!
 //! - [`config`]: the agent's configuration file, parsed into validated types.
 //! - [`files`]: atomic writes and bounded reads of the files under `data_dir`.
+//! - [`authority`]: the trait through which tenant rules ask whether a signature or seal is
+//!   genuine (answered by `mesh::pki`).
 //! - [`throttle`]: warnings a peer can provoke, at most one per peer and second.
+//! - [`http_conn`]: one HTTP/1 connection served within time and size bounds.
 //! - [`mesh`]: the cluster PKI, the QUIC transport under chitchat, gossip, and the one writer of
 //!   the converged [`mesh::view::ClusterView`].
 //! - [`tenant`]: the replicated tenant configuration as pure functions: merge, IPAM, operator
@@ -31,12 +34,14 @@
 
 pub mod agent;
 pub mod api;
+pub mod authority;
 pub mod config;
 pub mod dhcp;
 pub mod doctor;
 mod error;
 pub mod files;
 pub mod ha;
+pub mod http_conn;
 pub mod instruments;
 pub mod logging;
 pub mod mesh;

@@ -16,10 +16,8 @@ use datapath::linux::netns;
 use datapath::plan::{metadata_namespace, METADATA_IP};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use mesh_proto::{NodeId, ObjectId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -29,6 +27,7 @@ use tracing::{debug, info, Instrument};
 use super::document::{documents, identify, Holder, NetworkPorts, Refusal};
 use super::limit::PortLimits;
 use super::paths::{error, respond, Reply};
+use crate::http_conn::{serve_bounded, Bounds};
 use crate::mesh::view::ViewHandle;
 use crate::reconcile::topology_from_view;
 
@@ -40,12 +39,13 @@ const REOPEN: Duration = Duration::from_millis(500);
 const RECHECK: Duration = Duration::from_secs(2);
 /// Connections served at once per network; more are closed on accept.
 const MAX_CONNECTIONS: usize = 64;
-/// How long a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a connection stays open.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// The read buffer of a connection (hyper's smallest), which bounds a request's headers.
-const MAX_BUFFER: usize = 8192;
+/// A client has 5 s to send a request's headers of at most 8 KiB; a connection lasts at most
+/// 30 s.
+const BOUNDS: Bounds = Bounds {
+    header_timeout: Duration::from_secs(5),
+    max_buffer: 8192,
+    connection_timeout: Duration::from_secs(30),
+};
 /// The service's port.
 const PORT: u16 = 80;
 
@@ -208,12 +208,7 @@ async fn connection(
         );
         async move { Ok::<_, Infallible>(response(reply)) }
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_BUFFER)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+    if let Some(e) = serve_bounded(stream, service, BOUNDS).await {
         debug!(%peer, error = %e, "metadata connection ended with an error");
     }
 }

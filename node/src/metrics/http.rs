@@ -11,25 +11,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use super::Metrics;
+use crate::http_conn::{serve_bounded, Bounds};
 use crate::Error;
 
 /// Connections served at once; more are closed on accept.
 const MAX_CONNECTIONS: usize = 32;
-/// How long a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a connection stays open (a scraper reconnects).
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// The read buffer of a connection (hyper's smallest), which bounds a request's headers.
-const MAX_BUFFER: usize = 8192;
+/// A client has 5 s to send a request's headers of at most 8 KiB; a connection lasts at most
+/// 60 s (a scraper reconnects).
+const BOUNDS: Bounds = Bounds {
+    header_timeout: Duration::from_secs(5),
+    max_buffer: 8192,
+    connection_timeout: Duration::from_secs(60),
+};
 
 /// Binds `listen` (an error names the address, e.g. when another process holds it).
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, Error> {
@@ -64,12 +64,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                     let reply = respond(&metrics, req.method(), req.uri().path());
                     async move { Ok::<_, Infallible>(reply) }
                 });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(MAX_BUFFER)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                if let Some(e) = serve_bounded(stream, service, BOUNDS).await {
                     debug!(%peer, error = %e, "metrics connection ended with an error");
                 }
                 drop(slot);

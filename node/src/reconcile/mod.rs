@@ -218,6 +218,11 @@ impl Reconciler {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         last.passes += 1;
         last.view_generation = view.generation;
+        // What the plan leaves out (a VNI two networks share, a FIP with no way out here, a
+        // link planned twice): logged once when it appears, listed in status all along.
+        for p in problems.iter().filter(|p| !last.problems.contains(p)) {
+            warn!(problem = %p, "the datapath plan leaves this out");
+        }
         last.problems = problems;
         last.millis = took.as_millis() as u64;
         let ok = match result {

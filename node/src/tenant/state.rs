@@ -10,7 +10,7 @@ use mesh_proto::{
 };
 use serde::Serialize;
 
-use crate::mesh::pki::signing::ClaimAuthority;
+use crate::authority::ClaimAuthority;
 
 /// Most problems kept for display.
 const MAX_PROBLEMS: usize = 64;

@@ -80,27 +80,7 @@ impl Signer {
     }
 }
 
-/// Verifies what other nodes signed, against the certificates they publish.
-pub trait ClaimAuthority: Send + Sync {
-    /// Whether `sig` is `node`'s signature over `msg`, per the certificate `node` publishes
-    /// (`cert`: its [`crate::mesh::keys::KEY_CERT`] gossip value).
-    fn verify(&self, node: &NodeId, cert: Option<&str>, msg: &[u8], sig: &[u8]) -> bool;
-
-    /// Whether `node` is still a member in good standing: the certificate it publishes chains to
-    /// the cluster CA, names it, is not expired and not revoked. Why not, otherwise.
-    fn admits(&self, node: &NodeId, cert: Option<&str>) -> Result<(), String> {
-        let _ = (node, cert);
-        Ok(())
-    }
-
-    /// The operator whose seal authorises `record`: its certificate chains to the cluster CA,
-    /// carries the operator role, is not expired or revoked, and signed this very record. Why
-    /// not, otherwise.
-    fn operator_of(&self, record: &mesh_proto::Record) -> Result<String, String> {
-        let _ = record;
-        Err("operator credentials are not checked here".into())
-    }
-}
+pub use crate::authority::ClaimAuthority;
 
 /// Accepts everything: for simulations that run without TLS. Only in test builds (the
 /// `testsuite` feature).

@@ -1,3 +1,5 @@
+//! Unit tests of the pure block rules: carving, choosing, borrowing, idle and duplicate detection.
+
 use super::*;
 use mesh_proto::{HlcTimestamp, Version};
 
