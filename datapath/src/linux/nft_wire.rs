@@ -417,12 +417,39 @@ fn udata_u32(kind: u8, v: u32) -> Vec<u8> {
 
 /// `NFTA_LIST_ELEM` content of one expression: `NFTA_EXPR_NAME` and `NFTA_EXPR_DATA`.
 fn encode_expr(el: &mut Attrs, e: &Expr, set_ids: &[(String, u32)]) {
-    let base = |b: Base| match b {
+    let (name, data) = expr_attrs(e, set_ids);
+    el.str(1, name);
+    if data.0.is_empty() {
+        return;
+    }
+    el.put(2 | NLA_F_NESTED, &data.0);
+}
+
+/// A payload load into register 1, or a write from it (checksums left alone).
+fn payload_attrs(b: Base, offset: u32, len: u32, write: bool) -> Attrs {
+    let base = match b {
         Base::Link => 0,
         Base::Network => 1,
         Base::Transport => 2,
     };
-    let (name, data): (&str, Attrs) = match e {
+    let mut d = Attrs::default();
+    if write {
+        d.be32(5, REG_1)
+            .be32(2, base)
+            .be32(3, offset)
+            .be32(4, len)
+            .be32(6, 0)
+            .be32(7, 0)
+            .be32(8, 0);
+    } else {
+        d.be32(1, REG_1).be32(2, base).be32(3, offset).be32(4, len);
+    }
+    d
+}
+
+/// One expression's kernel name and its `NFTA_EXPR_DATA` attributes.
+fn expr_attrs(e: &Expr, set_ids: &[(String, u32)]) -> (&'static str, Attrs) {
+    match e {
         Expr::MetaLoad(key) => {
             let mut d = Attrs::default();
             d.be32(1, REG_1).be32(2, *key);
@@ -433,32 +460,11 @@ fn encode_expr(el: &mut Attrs, e: &Expr, set_ids: &[(String, u32)]) {
             d.be32(2, *key).be32(3, REG_1);
             ("meta", d)
         }
-        Expr::PayloadLoad {
-            base: b,
-            offset,
-            len,
-        } => {
-            let mut d = Attrs::default();
-            d.be32(1, REG_1)
-                .be32(2, base(*b))
-                .be32(3, *offset)
-                .be32(4, *len);
-            ("payload", d)
+        Expr::PayloadLoad { base, offset, len } => {
+            ("payload", payload_attrs(*base, *offset, *len, false))
         }
-        Expr::PayloadWrite {
-            base: b,
-            offset,
-            len,
-        } => {
-            let mut d = Attrs::default();
-            d.be32(5, REG_1)
-                .be32(2, base(*b))
-                .be32(3, *offset)
-                .be32(4, *len)
-                .be32(6, 0)
-                .be32(7, 0)
-                .be32(8, 0);
-            ("payload", d)
+        Expr::PayloadWrite { base, offset, len } => {
+            ("payload", payload_attrs(*base, *offset, *len, true))
         }
         Expr::CmpEq(v) => {
             let mut d = Attrs::default();
@@ -512,12 +518,7 @@ fn encode_expr(el: &mut Attrs, e: &Expr, set_ids: &[(String, u32)]) {
                 .be32(3, REG_1);
             ("nat", d)
         }
-    };
-    el.str(1, name);
-    if data.0.is_empty() {
-        return;
     }
-    el.put(2 | NLA_F_NESTED, &data.0);
 }
 
 /// Frames `batch` as one datagram: `NFNL_MSG_BATCH_BEGIN`, the messages with sequence numbers

@@ -53,71 +53,84 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 ipv6: None,
             },
         );
-        for (mac, host) in endpoints(ctx, net) {
-            if &host == ctx.me {
-                continue;
-            }
-            let Some(vtep) = ctx.tunnel_ip(&host).filter(|ip| *ip != my_ip) else {
-                continue;
-            };
-            b.fdb(&vx, mac.octets(), FdbTarget::Vtep(vtep));
-            b.fdb(&vx, mac.octets(), FdbTarget::Bridge);
-        }
-        let flood: BTreeSet<Ipv4Addr> = ctx
-            .presence
-            .iter()
-            .filter(|(n, p)| *n != ctx.me && p.networks.contains(nid))
-            .filter_map(|(n, _)| ctx.tunnel_ip(n))
-            .filter(|ip| *ip != my_ip)
-            .collect();
-        for vtep in flood {
-            b.fdb(&vx, [0; 6], FdbTarget::Flood(vtep));
-        }
-        let router_subnets: Vec<&Subnet> = ctx
-            .ix
-            .subnets_on(nid)
-            .iter()
-            .copied()
-            .filter(|s| !ctx.ix.routers_of(&s.id).is_empty())
-            .collect();
-        // DHCP stays on the node that hosts the port: every node answers its own (`dvrmesh`'s
-        // DHCP server), so requests and replies never cross the tunnel.
-        let dhcp = ctx.ix.subnets_on(nid).iter().any(|s| s.dhcp.enabled);
-        // Metadata too: every node serves its own ports at 169.254.169.254 (`metadata`).
-        let metadata =
-            super::metadata::serves_metadata(ctx, net).then(|| names::metadata_mac(&net.id));
-        if !router_subnets.is_empty() || dhcp || metadata.is_some() {
-            let remote_dvr: Vec<MacAddr> = ctx
-                .dvr_macs
-                .iter()
-                .filter(|(n, _)| *n != ctx.me)
-                .map(|(_, m)| *m)
-                .collect();
-            let gws: Vec<(&Subnet, MacAddr)> = router_subnets
-                .iter()
-                .filter_map(|s| ctx.gw_mac(&s.id).map(|m| (*s, m)))
-                .collect();
-            let my_dvr = ctx
-                .dvr_macs
-                .get(ctx.me)
-                .copied()
-                .unwrap_or(ctx.facts.dvr_mac());
-            b.nft(
-                &Netns::Host,
-                nft::vxlan_table(
-                    &names::vx_table(vni),
-                    &vx,
-                    nft::VxlanBarriers {
-                        remote_dvr: &remote_dvr,
-                        gws: &gws,
-                        my_dvr,
-                        dhcp,
-                        metadata,
-                    },
-                ),
-            );
-        }
+        tunnel_fdb(ctx, b, net, &vx);
+        vxlan_barriers(ctx, b, net, &vx);
     }
+}
+
+/// The VXLAN device's static FDB: each remote endpoint of `net` at its node's tunnel address
+/// (and on the bridge), and head-end replication to every other node with presence on it.
+fn tunnel_fdb(ctx: &Ctx<'_>, b: &mut Builder, net: &Network, vx: &str) {
+    let my_ip = ctx.facts.tunnel_ip();
+    for (mac, host) in endpoints(ctx, net) {
+        if &host == ctx.me {
+            continue;
+        }
+        let Some(vtep) = ctx.tunnel_ip(&host).filter(|ip| *ip != my_ip) else {
+            continue;
+        };
+        b.fdb(vx, mac.octets(), FdbTarget::Vtep(vtep));
+        b.fdb(vx, mac.octets(), FdbTarget::Bridge);
+    }
+    let flood: BTreeSet<Ipv4Addr> = ctx
+        .presence
+        .iter()
+        .filter(|(n, p)| *n != ctx.me && p.networks.contains(&net.id))
+        .filter_map(|(n, _)| ctx.tunnel_ip(n))
+        .filter(|ip| *ip != my_ip)
+        .collect();
+    for vtep in flood {
+        b.fdb(vx, [0; 6], FdbTarget::Flood(vtep));
+    }
+}
+
+/// The nft table on `net`'s VXLAN device, when it needs one: the DVR MAC rewrite for routed
+/// subnets, and the barriers that keep DHCP and metadata traffic on its node.
+fn vxlan_barriers(ctx: &Ctx<'_>, b: &mut Builder, net: &Network, vx: &str) {
+    let router_subnets: Vec<&Subnet> = ctx
+        .ix
+        .subnets_on(&net.id)
+        .iter()
+        .copied()
+        .filter(|s| !ctx.ix.routers_of(&s.id).is_empty())
+        .collect();
+    // DHCP stays on the node that hosts the port: every node answers its own (`dvrmesh`'s
+    // DHCP server), so requests and replies never cross the tunnel.
+    let dhcp = ctx.ix.subnets_on(&net.id).iter().any(|s| s.dhcp.enabled);
+    // Metadata too: every node serves its own ports at 169.254.169.254 (`metadata`).
+    let metadata = super::metadata::serves_metadata(ctx, net).then(|| names::metadata_mac(&net.id));
+    if router_subnets.is_empty() && !dhcp && metadata.is_none() {
+        return;
+    }
+    let remote_dvr: Vec<MacAddr> = ctx
+        .dvr_macs
+        .iter()
+        .filter(|(n, _)| *n != ctx.me)
+        .map(|(_, m)| *m)
+        .collect();
+    let gws: Vec<(&Subnet, MacAddr)> = router_subnets
+        .iter()
+        .filter_map(|s| ctx.gw_mac(&s.id).map(|m| (*s, m)))
+        .collect();
+    let my_dvr = ctx
+        .dvr_macs
+        .get(ctx.me)
+        .copied()
+        .unwrap_or(ctx.facts.dvr_mac());
+    b.nft(
+        &Netns::Host,
+        nft::vxlan_table(
+            &names::vx_table(net.vni.get()),
+            vx,
+            nft::VxlanBarriers {
+                remote_dvr: &remote_dvr,
+                gws: &gws,
+                my_dvr,
+                dhcp,
+                metadata,
+            },
+        ),
+    );
 }
 
 /// Every MAC that lives on `net` and the node it lives on: ports, their allowed address pairs, and

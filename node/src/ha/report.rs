@@ -7,6 +7,7 @@ use mesh_proto::{NodeId, NodeMode, ObjectId, SnatClaim};
 use tokio::time::Instant;
 use tracing::info;
 
+use super::election::RouterInput;
 use super::status::{CandidateStatus, HaCounters, HaStatus, RouterHaStatus, Suspicion, Transition};
 use super::task::{unix_ms, HaTask};
 use super::Holders;
@@ -100,6 +101,71 @@ impl HaTask {
         })
     }
 
+    /// The candidates of `ri` as the status shows them, best first: the election's candidates
+    /// (holder or backup), then the `dvr_snat` nodes mapping the router's external network that
+    /// are not candidates now (dead, draining or unhealthy).
+    fn candidates(
+        &self,
+        ri: &RouterInput,
+        view: &ClusterView,
+        holder: Option<&NodeId>,
+    ) -> Vec<CandidateStatus> {
+        let mut candidates: Vec<CandidateStatus> = ri
+            .candidates
+            .iter()
+            .map(|(n, p)| CandidateStatus {
+                node: n.clone(),
+                priority: *p,
+                state: if Some(n) == holder {
+                    "holder"
+                } else {
+                    "backup"
+                },
+            })
+            .collect();
+        // Draining or dead SNAT nodes that would otherwise be candidates.
+        let ext = view
+            .tenant
+            .routers()
+            .find(|r| r.id == ri.router)
+            .and_then(|r| r.gateway.as_ref())
+            .and_then(|g| {
+                view.tenant
+                    .external_networks()
+                    .find(|e| e.id == g.external_network)
+            });
+        if let (Some(ext), Some(r)) = (ext, view.tenant.routers().find(|r| r.id == ri.router)) {
+            for (id, m) in &view.members {
+                if m.facts.mode() != NodeMode::DvrSnat
+                    || !m.facts.external().contains_key(&ext.name)
+                    || ri.candidates.iter().any(|(n, _)| n == id)
+                {
+                    continue;
+                }
+                candidates.push(CandidateStatus {
+                    node: id.clone(),
+                    priority: r
+                        .ha
+                        .priorities
+                        .get(id)
+                        .copied()
+                        .unwrap_or(m.facts.snat_priority()),
+                    state: if m.state != MemberState::Alive {
+                        "dead"
+                    } else if m.facts.draining() || (id == &self.me && self.local.draining) {
+                        "draining"
+                    } else {
+                        "unhealthy"
+                    },
+                });
+            }
+        }
+        candidates.sort_by(|a, b| {
+            (b.priority, std::cmp::Reverse(&b.node)).cmp(&(a.priority, std::cmp::Reverse(&a.node)))
+        });
+        candidates
+    }
+
     pub(super) fn report(
         &self,
         now: Instant,
@@ -110,60 +176,7 @@ impl HaTask {
         let mut routers = BTreeMap::new();
         for ri in &self.input.routers {
             let holder = holders.get(&ri.router).cloned();
-            let mut candidates: Vec<CandidateStatus> = ri
-                .candidates
-                .iter()
-                .map(|(n, p)| CandidateStatus {
-                    node: n.clone(),
-                    priority: *p,
-                    state: if Some(n) == holder.as_ref() {
-                        "holder"
-                    } else {
-                        "backup"
-                    },
-                })
-                .collect();
-            // Draining or dead SNAT nodes that would otherwise be candidates.
-            let ext = view
-                .tenant
-                .routers()
-                .find(|r| r.id == ri.router)
-                .and_then(|r| r.gateway.as_ref())
-                .and_then(|g| {
-                    view.tenant
-                        .external_networks()
-                        .find(|e| e.id == g.external_network)
-                });
-            if let (Some(ext), Some(r)) = (ext, view.tenant.routers().find(|r| r.id == ri.router)) {
-                for (id, m) in &view.members {
-                    if m.facts.mode() != NodeMode::DvrSnat
-                        || !m.facts.external().contains_key(&ext.name)
-                        || ri.candidates.iter().any(|(n, _)| n == id)
-                    {
-                        continue;
-                    }
-                    candidates.push(CandidateStatus {
-                        node: id.clone(),
-                        priority: r
-                            .ha
-                            .priorities
-                            .get(id)
-                            .copied()
-                            .unwrap_or(m.facts.snat_priority()),
-                        state: if m.state != MemberState::Alive {
-                            "dead"
-                        } else if m.facts.draining() || (id == &self.me && self.local.draining) {
-                            "draining"
-                        } else {
-                            "unhealthy"
-                        },
-                    });
-                }
-            }
-            candidates.sort_by(|a, b| {
-                (b.priority, std::cmp::Reverse(&b.node))
-                    .cmp(&(a.priority, std::cmp::Reverse(&a.node)))
-            });
+            let candidates = self.candidates(ri, view, holder.as_ref());
             let seen = self.last.get(&ri.router).cloned().unwrap_or_default();
             let (last_transition, transitions) = (seen.transition, seen.count);
             routers.insert(

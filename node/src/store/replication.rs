@@ -30,10 +30,11 @@ impl ConfigService {
     }
 
     /// Runs replication until the task is aborted: on every view change and every resync, publish
-    /// or withdraw what rendezvous ranking asks of this node.
+    /// or withdraw what rendezvous ranking asks of this node. The block refill runs beside it and
+    /// is supervised with it: if the refill ends (it never should) or panics, so does this task,
+    /// with the refill's panic, and the agent stops naming it rather than run on without refills.
     pub async fn run_replication(self: Arc<Self>) {
-        let refill = tokio::spawn(self.clone().run_block_refill());
-        let _stop_refill = AbortOnDrop(refill);
+        let mut refill = AbortOnDrop(tokio::spawn(self.clone().run_block_refill()));
         let mut rx = self.view.subscribe();
         let mut tick = tokio::time::interval(self.settings.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -41,6 +42,15 @@ impl ConfigService {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
                 _ = tick.tick() => {},
+                ended = &mut refill.0 => {
+                    match ended {
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        _ => {
+                            tracing::error!("the block refill task ended; replication stops with it");
+                            return;
+                        }
+                    }
+                }
             }
             self.repair_duplicates().await;
             self.release_blocks_if_draining().await;

@@ -2,7 +2,7 @@
 //! probes the scenario tests use. Needs root.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -302,6 +302,64 @@ fn compose(args: ComposeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `vm create` and `vm delete`.
+fn vm(dir: &Path, c: VmCommand) -> Result<()> {
+    let mut lab = Lab::open(dir)?;
+    match c {
+        VmCommand::Create {
+            name,
+            node,
+            network,
+            fip,
+            static_address,
+        } => {
+            let addressing = if static_address {
+                Addressing::Static
+            } else {
+                Addressing::Dhcp
+            };
+            let vm = lab.vm_create_with(&name, &node, &network, fip, addressing)?;
+            println!("{}", serde_json::to_string_pretty(&vm)?);
+        }
+        VmCommand::Delete { name } => {
+            lab.vm_delete(&name)?;
+            eprintln!("VM {name} deleted");
+        }
+    }
+    // The lab's agents must outlive this command.
+    std::mem::forget(lab);
+    Ok(())
+}
+
+/// `bench`: the harness, its labs torn down on an interrupt.
+fn bench(quick: bool, only: Vec<String>, out: PathBuf, plots: PathBuf) -> Result<()> {
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("\ninterrupted: tearing the bench labs down");
+        testbed::bench::harness::down_labs();
+        std::process::exit(130);
+    });
+    let args: Vec<String> = std::env::args().skip_while(|a| a != "bench").collect();
+    testbed::bench::harness::run(&testbed::bench::harness::Options {
+        quick,
+        only,
+        out,
+        plots,
+        command: format!("dvrmesh-lab {}", args.join(" ")),
+    })
+}
+
+/// The hidden `dhcp-junk`: `count` hostile DHCP frames out of `dev`.
+fn dhcp_junk(dev: &str, count: usize, seed: u64) -> Result<()> {
+    let mac = datapath::linux::arp_probe::interface_mac(dev).map_err(anyhow::Error::msg)?;
+    let sock = datapath::linux::dhcp_socket::DhcpSocket::open(dev)?;
+    let sent = lab::dhcp_client::junk_frames(mac, count, seed)
+        .iter()
+        .filter(|f| sock.send(f).is_ok())
+        .count();
+    eprintln!("{sent} of {count} frames sent");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     if matches!(cli.command, Command::Up { .. } | Command::Demo { .. }) {
         teardown_on_interrupt(cli.dir.clone());
@@ -325,29 +383,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("lab removed");
         }
         Command::Status { json } => status(&Lab::open(dir)?, json)?,
-        Command::Vm(VmCommand::Create {
-            name,
-            node,
-            network,
-            fip,
-            static_address,
-        }) => {
-            let mut lab = Lab::open(dir)?;
-            let addressing = if static_address {
-                Addressing::Static
-            } else {
-                Addressing::Dhcp
-            };
-            let vm = lab.vm_create_with(&name, &node, &network, fip, addressing)?;
-            std::mem::forget(lab);
-            println!("{}", serde_json::to_string_pretty(&vm)?);
-        }
-        Command::Vm(VmCommand::Delete { name }) => {
-            let mut lab = Lab::open(dir)?;
-            lab.vm_delete(&name)?;
-            std::mem::forget(lab);
-            eprintln!("VM {name} deleted");
-        }
+        Command::Vm(c) => vm(dir, c)?,
         Command::Exec { name, command } => return exec(&Lab::open(dir)?, &name, &command),
         Command::Chaos(c) => {
             let mut lab = Lab::open(dir)?;
@@ -363,21 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             only,
             out,
             plots,
-        } => {
-            let _ = ctrlc::set_handler(|| {
-                eprintln!("\ninterrupted: tearing the bench labs down");
-                testbed::bench::harness::down_labs();
-                std::process::exit(130);
-            });
-            let args: Vec<String> = std::env::args().skip_while(|a| a != "bench").collect();
-            testbed::bench::harness::run(&testbed::bench::harness::Options {
-                quick,
-                only,
-                out,
-                plots,
-                command: format!("dvrmesh-lab {}", args.join(" ")),
-            })?
-        }
+        } => bench(quick, only, out, plots)?,
         Command::ProbeServe { port, for_secs } => probe::serve(port, for_secs)?,
         Command::ArpProbe {
             dev,
@@ -385,18 +407,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             target,
             wait_ms,
         } => arp_probe(&dev, src_ip, target, Duration::from_millis(wait_ms))?,
-        Command::DhcpJunk { dev, count, seed } => {
-            let mac =
-                datapath::linux::arp_probe::interface_mac(&dev).map_err(anyhow::Error::msg)?;
-            let sock = datapath::linux::dhcp_socket::DhcpSocket::open(&dev)?;
-            let mut sent = 0;
-            for f in lab::dhcp_client::junk_frames(mac, count, seed) {
-                if sock.send(&f).is_ok() {
-                    sent += 1;
-                }
-            }
-            eprintln!("{sent} of {count} frames sent");
-        }
+        Command::DhcpJunk { dev, count, seed } => dhcp_junk(&dev, count, seed)?,
         Command::Probe {
             to,
             count,

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mesh_proto::NodeId;
 use ring::rand::SystemRandom;
@@ -29,8 +29,9 @@ const MAX_CACHED: usize = 4096;
 /// A certificate's check: the node it names and its public key, or why it was refused.
 type CertCheck = Result<(NodeId, Vec<u8>), String>;
 
-/// A check, the revocation generation it was made under, and when.
-type CachedCheck = (CertCheck, u64, Instant);
+/// A check, the revocation generation it was made under, when, and the certificate's expiry
+/// (a check is never trusted past it).
+type CachedCheck = (CertCheck, u64, Instant, Option<SystemTime>);
 
 /// An operator certificate's check: the operator's name and public key, or why it was refused.
 type OperatorCheck = Result<(String, Vec<u8>), String>;
@@ -141,19 +142,28 @@ impl PeerCerts {
 
     /// The node a published certificate names and its public key, if the chain is good.
     pub fn public_key(&self, cert: &str) -> Result<(NodeId, Vec<u8>), String> {
+        self.public_key_at(cert, SystemTime::now())
+    }
+
+    /// [`Self::public_key`] at wall-clock time `wall`: a cached check is used while it is of
+    /// the current revocation list, younger than [`RECHECK_AFTER`] and `wall` is before the
+    /// certificate's expiry; otherwise the chain is checked again at `wall`.
+    pub fn public_key_at(&self, cert: &str, wall: SystemTime) -> CertCheck {
         let generation = self.revocation.as_ref().map_or(0, |r| r.generation());
         let now = Instant::now();
-        if let Some((r, g, at)) = self.lock().get(cert) {
-            if *g == generation && now.saturating_duration_since(*at) < RECHECK_AFTER {
+        if let Some((r, g, at, not_after)) = self.lock().get(cert) {
+            let fresh = now.saturating_duration_since(*at) < RECHECK_AFTER;
+            let unexpired = not_after.is_none_or(|t| wall < t);
+            if *g == generation && fresh && unexpired {
                 return r.clone();
             }
         }
-        let r = self.check(cert);
+        let (r, not_after) = self.check(cert, wall);
         let mut cache = self.lock();
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(cert.to_string(), (r.clone(), generation, now));
+        cache.insert(cert.to_string(), (r.clone(), generation, now, not_after));
         r
     }
 
@@ -226,17 +236,28 @@ impl PeerCerts {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check(&self, cert: &str) -> Result<(NodeId, Vec<u8>), String> {
-        let der: Vec<u8> = mesh_proto::decode_value(cert).map_err(|e| e.to_string())?;
-        let der = CertificateDer::from(der);
-        self.verifier
-            .verify_client_cert(&der, &[], UnixTime::now())
-            .map_err(|e| format!("certificate refused: {e}"))?;
-        let node = node_id_from_cert(&der)?;
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(&der).map_err(|e| format!("unparsable: {e}"))?;
-        let key = parsed.public_key().subject_public_key.data.to_vec();
-        Ok((node, key))
+    /// The chain check of a published certificate at `wall`, and the certificate's expiry when
+    /// it could be read.
+    fn check(&self, cert: &str, wall: SystemTime) -> (CertCheck, Option<SystemTime>) {
+        let der = match mesh_proto::decode_value::<Vec<u8>>(cert) {
+            Ok(d) => CertificateDer::from(d),
+            Err(e) => return (Err(e.to_string()), None),
+        };
+        let parsed = match x509_parser::parse_x509_certificate(&der) {
+            Ok((_, p)) => p,
+            Err(e) => return (Err(format!("unparsable: {e}")), None),
+        };
+        let not_after = u64::try_from(parsed.validity().not_after.timestamp())
+            .ok()
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        let at = UnixTime::since_unix_epoch(wall.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let checked = self
+            .verifier
+            .verify_client_cert(&der, &[], at)
+            .map_err(|e| format!("certificate refused: {e}"))
+            .and_then(|_| node_id_from_cert(&der))
+            .map(|node| (node, parsed.public_key().subject_public_key.data.to_vec()));
+        (checked, not_after)
     }
 }
 
@@ -357,5 +378,26 @@ mod tests {
         let why = authority.admits(&node_a, Some(&cert)).unwrap_err();
         assert!(why.contains("Revoked"), "{why}");
         assert!(authority.is_revoked(&cert));
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused_even_when_its_check_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, 30).unwrap();
+        // The node's certificate is valid for 2 days; the cache would trust a check for 60 s.
+        let id = NodeId::new("a").unwrap();
+        let (cert, key) = issue_node_cert(&ca, &id, &dir.path().join("a"), 2).unwrap();
+        let a = Credentials::load(&ca.join("ca.pem"), &cert, &key).unwrap();
+        let authority = a.peer_certs().unwrap();
+        let published = a.published_cert().unwrap();
+        let now = SystemTime::now();
+        assert!(authority.public_key_at(&published, now).is_ok());
+        assert!(authority.public_key_at(&published, now).is_ok(), "cached");
+        let in_three_days = now + Duration::from_secs(3 * 86_400);
+        let why = authority
+            .public_key_at(&published, in_three_days)
+            .unwrap_err();
+        assert!(why.contains("xpired"), "{why}");
     }
 }

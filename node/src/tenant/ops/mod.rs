@@ -261,6 +261,37 @@ pub fn plan(
     };
     let cx = &mut cx;
     match req {
+        R::NetworkCreate { .. }
+        | R::SubnetCreate { .. }
+        | R::ExternalNetworkCreate { .. }
+        | R::RouterCreate { .. } => plan_create(cx, req),
+        R::RouterAddInterface { .. }
+        | R::RouterRemoveInterface { .. }
+        | R::RouterSetGateway { .. }
+        | R::RouterClearGateway { .. }
+        | R::RouterSetHa { .. }
+        | R::RouterAddRoute { .. }
+        | R::RouterRemoveRoute { .. } => plan_router(state, req),
+        R::PortCreate { .. }
+        | R::PortSet { .. }
+        | R::FipCreate { .. }
+        | R::FipAssociate { .. }
+        | R::FipDisassociate { .. } => plan_port_or_fip(cx, req),
+        R::Delete { kind, reference } => delete::delete(state, me, *kind, reference),
+        R::List { kind, host } => list(state, *kind, host.as_deref()),
+        R::Show { kind, reference } => Ok(Outcome::Read(object_json(resolve(
+            state, *kind, reference,
+        )?))),
+        R::View => Ok(Outcome::Read(
+            serde_json::to_value(state.summary()).map_err(|e| e.to_string())?,
+        )),
+    }
+}
+
+/// A request that creates a named object (network, subnet, external network, router).
+fn plan_create(cx: &mut Ctx<'_>, req: &ConfigRequest) -> Result<Outcome, String> {
+    use ConfigRequest as R;
+    match req {
         R::NetworkCreate { name, vni, mtu } => create::network(cx, name, *vni, *mtu),
         R::SubnetCreate {
             name,
@@ -291,6 +322,14 @@ pub fn plan(
             pool,
         } => create::external_network(cx, name, cidr, gateway, pool.as_deref()),
         R::RouterCreate { name } => router::create(cx, name),
+        other => Err(format!("internal: not a create request: {other:?}")),
+    }
+}
+
+/// A request that changes a router.
+fn plan_router(state: &TenantState, req: &ConfigRequest) -> Result<Outcome, String> {
+    use ConfigRequest as R;
+    match req {
         R::RouterAddInterface { router, subnet } => router::add_interface(state, router, subnet),
         R::RouterRemoveInterface { router, subnet } => {
             router::remove_interface(state, router, subnet)
@@ -323,6 +362,15 @@ pub fn plan(
             destination,
             nexthop,
         } => router::change_route(state, router, destination, nexthop, router::Change::Remove),
+        other => Err(format!("internal: not a router request: {other:?}")),
+    }
+}
+
+/// A request about a port or a floating IP.
+fn plan_port_or_fip(cx: &mut Ctx<'_>, req: &ConfigRequest) -> Result<Outcome, String> {
+    use ConfigRequest as R;
+    let (state, me) = (cx.state, cx.me);
+    match req {
         R::PortCreate {
             name,
             network,
@@ -363,14 +411,7 @@ pub fn plan(
         } => port_fip::create_fip(cx, external_network, ip.as_deref()),
         R::FipAssociate { fip, port } => port_fip::associate(state, fip, port),
         R::FipDisassociate { fip } => port_fip::disassociate(state, fip),
-        R::Delete { kind, reference } => delete::delete(state, me, *kind, reference),
-        R::List { kind, host } => list(state, *kind, host.as_deref()),
-        R::Show { kind, reference } => Ok(Outcome::Read(object_json(resolve(
-            state, *kind, reference,
-        )?))),
-        R::View => Ok(Outcome::Read(
-            serde_json::to_value(state.summary()).map_err(|e| e.to_string())?,
-        )),
+        other => Err(format!("internal: not a port or FIP request: {other:?}")),
     }
 }
 
