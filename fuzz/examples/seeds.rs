@@ -28,7 +28,7 @@ fn main() -> Res<()> {
     write_fixtures()?;
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let signer = signer();
-    let targets: [(&str, Vec<Vec<u8>>); 8] = [
+    let targets: [(&str, Vec<Vec<u8>>); 9] = [
         ("gossip_frame", gossip_frames(&signer)?),
         ("gossip_value", gossip_values(&signer)?),
         ("stream_frame", stream_frames(&signer)?),
@@ -37,6 +37,7 @@ fn main() -> Res<()> {
         ("config_file", configs()),
         ("crl_pem", crls()?),
         ("dhcp_frame", dhcp_frames()?),
+        ("metadata_path", metadata_paths()),
     ];
     // `cargo run --example seeds -- TARGET…` writes only those targets' seeds.
     let only: Vec<String> = std::env::args().skip(1).collect();
@@ -469,4 +470,30 @@ fn dhcp_frames() -> Res<Vec<Vec<u8>>> {
         frame(me, MessageType::Release, lent)?,
         frame(other, MessageType::Discover, Ipv4Addr::UNSPECIFIED)?,
     ])
+}
+
+/// Every path the metadata service serves, and a few it refuses, as a VM's client asks them.
+fn metadata_paths() -> Vec<Vec<u8>> {
+    [
+        "/",
+        "/openstack",
+        "/openstack/latest/",
+        "/openstack/latest/meta_data.json",
+        "/openstack/latest/network_data.json",
+        "/openstack/latest/user_data",
+        "/latest",
+        "/latest/user-data",
+        "/latest/meta-data/",
+        "/latest/meta-data/instance-id",
+        "/latest/meta-data/public-ipv4",
+        "/latest/meta-data/placement/availability-zone",
+        "/latest/meta-data/public-keys/",
+        "/latest/meta-data/public-keys/1/openssh-key",
+        "/latest/meta-data/public-keys/01/openssh-key",
+        "/latest/../latest/user-data",
+        "/2009-04-04/meta-data/",
+    ]
+    .iter()
+    .map(|p| p.as_bytes().to_vec())
+    .collect()
 }

@@ -139,3 +139,25 @@ pub fn dhcp_lease() -> dvrmesh_node::dhcp::lease::Lease {
 
 /// The MAC of the DHCP target's port (its VM's).
 pub const DHCP_VM_MAC: &str = "fa:16:3e:00:00:01";
+
+/// The port the metadata target answers for: every optional field set (a FIP, user data, two
+/// keys), so every path of the service has something to serve.
+pub fn metadata_doc() -> dvrmesh_node::metadata::document::PortDoc {
+    let ip = |s: &str| s.parse().expect("a valid fixed address");
+    dvrmesh_node::metadata::document::PortDoc {
+        id: mesh_proto::ObjectId::new("port-fuzz0000001").expect("a valid fixed id"),
+        name: "vm-1".into(),
+        hostname: "web-1".into(),
+        node: NodeId::new("compute-1").expect("a valid fixed id"),
+        mac: DHCP_VM_MAC.parse().expect("a valid fixed MAC"),
+        ip: ip("10.1.0.10"),
+        cidr: "10.1.0.0/24".parse().expect("a valid fixed prefix"),
+        gateway: Some(ip("10.1.0.1")),
+        network: mesh_proto::ObjectId::new("net-fuzz00000001").expect("a valid fixed id"),
+        mtu: 1450,
+        dns_servers: vec![ip("10.1.0.2")],
+        public_ip: Some(ip("203.0.113.10")),
+        user_data: Some("#cloud-config\nhostname: web-1\n".into()),
+        ssh_keys: vec!["ssh-ed25519 AAAAfuzz one".into(), "ssh-rsa AAAAfuzz two".into()],
+    }
+}

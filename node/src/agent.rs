@@ -248,6 +248,9 @@ async fn start_mesh(
     let signer = Arc::new(creds.signer()?);
     let cert = creds.published_cert()?;
     let chitchat = gossip::start(&settings, &signer, cert, facts, records, &transport).await?;
+    if let Some(accepting) = transport.accept_task() {
+        tasks.add("gossip accept loop", accepting);
+    }
     let own = OwnState::new(chitchat.chitchat(), signer, settings.chitchat_id());
     let (view, view_task) = view::spawn_writer(
         chitchat.chitchat(),

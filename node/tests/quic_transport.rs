@@ -237,3 +237,55 @@ async fn a_client_from_another_ca_cannot_connect() -> Result<()> {
     );
     Ok(())
 }
+
+/// The accept loop is handed to the agent to supervise: it runs while gossip runs, is handed out
+/// once, and ends when the endpoint closes (so the agent sees it end, rather than a node silently
+/// refusing every inbound peer while its API answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_loop_is_handed_out_once_and_ends_with_the_endpoint() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    tls::init_ca(&dir.path().join("ca"), 1)?;
+    let creds = creds(dir.path(), "a")?;
+    let addr = free_addr();
+    let id = NodeId::new("a")?;
+    let facts = NodeFacts::new(
+        id.clone(),
+        NodeMode::Dvr,
+        "192.0.2.9".parse()?,
+        dvr_mac_for(&id),
+        Priority::new(100)?,
+        Default::default(),
+    )?;
+    let settings = GossipSettings {
+        node_id: id,
+        generation: 1,
+        listen: addr,
+        advertise: addr,
+        seeds: Vec::new(),
+        cluster_id: "test".into(),
+        gossip_interval: Duration::from_millis(50),
+        dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
+    };
+    let transport = QuicTransport::new(&creds, settings.chitchat_id())?;
+    assert!(
+        transport.accept_task().is_none(),
+        "no accept loop exists before the socket is open"
+    );
+    let signer = creds.signer()?;
+    let cert = creds.published_cert()?;
+    let handle = gossip::start(&settings, &signer, cert, &facts, Vec::new(), &transport).await?;
+    let accepting = transport
+        .accept_task()
+        .context("the open socket's accept loop")?;
+    assert!(transport.accept_task().is_none(), "handed out twice");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !accepting.is_finished(),
+        "the accept loop ended while gossip runs"
+    );
+    handle.shutdown().await?;
+    tokio::time::timeout(Duration::from_secs(5), accepting)
+        .await
+        .context("the accept loop outlived its endpoint by 5 s")??;
+    Ok(())
+}

@@ -643,3 +643,59 @@ fn a_holder_that_stalled_does_not_take_the_router_back_from_a_silence_it_caused(
     assert!(took.is_empty(), "a took the router back: {took:?}");
     assert_eq!(a.stalls(), 1, "steady ticks are no stall");
 }
+
+/// The I/O loop sleeps until the election's next deadline: for a backup that heard the holder's
+/// last advert at `t0`, that is the instant just past its wait on the holder's silence, and a
+/// decision then (not at a later tick) takes the router; a decision a millisecond earlier does
+/// not.
+#[test]
+fn the_next_deadline_is_when_a_silent_holder_s_wait_runs_out() {
+    let cfg = adaptive(3);
+    let input = ElectionInput {
+        majority: true,
+        routers: vec![RouterInput {
+            router: router(),
+            candidates: vec![
+                (n("a"), Priority::new(200).expect("prio")),
+                (n("b"), Priority::new(150).expect("prio")),
+            ],
+            preempt: false,
+            preempt_delay: Duration::ZERO,
+            claims: Vec::new(),
+        }],
+    };
+    let mut b = Election::new(n("b"), cfg);
+    let start = Instant::now();
+    b.handle_input(start, input);
+    let mut t0 = start;
+    for i in 0..50 {
+        t0 = start + cfg.advert_interval * i;
+        b.handle_advert(t0, &n("a"), claim_by("a", 1, 200, "r1"));
+        b.handle_tick(t0);
+    }
+    assert!(
+        b.claims().is_empty(),
+        "b took the router from a live holder"
+    );
+    let (down, _) = b.suspicion(&router(), &n("a")).expect("a adverted to b");
+    let deadline = b.next_deadline(t0).expect("a deadline while a holds");
+    assert_eq!(deadline, t0 + down + Duration::from_micros(1));
+    // 3 × 20 ms + (256 − 150)/256 × 20 ms on a clean path.
+    assert!(
+        down >= Duration::from_millis(68) && down < Duration::from_millis(69),
+        "{down:?}"
+    );
+    b.handle_tick(deadline - Duration::from_millis(1));
+    assert!(b.claims().is_empty(), "b took over before the wait ran out");
+    b.handle_tick(deadline);
+    assert_eq!(b.claims().len(), 1, "b did not take over at the deadline");
+    assert!(
+        matches!(b.poll_event(), Some(ElectionEvent::Took { .. })),
+        "the takeover is an event"
+    );
+    // Holding now: the next deadline is its next advert.
+    assert_eq!(
+        b.next_deadline(deadline),
+        Some(deadline + cfg.advert_interval)
+    );
+}

@@ -16,7 +16,7 @@ use testbed::lab::spec::{EXT_GATEWAY, INTERNET_IP};
 use testbed::lab::{find_lab_bin, wait, Lab, ProbeStream};
 use testbed::probe::ProbeReport;
 
-use common::{reach_within, TestLab};
+use common::{metrics, reach_within, sample, TestLab};
 
 const ROUTER: &str = "a-router";
 const VM: &str = "a-vm1";
@@ -211,6 +211,8 @@ fn router_id(lab: &Lab) -> Result<String> {
 fn hard_failure_of_the_holder_fails_over_within_a_second() -> Result<()> {
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
+    let backup_before = metrics(lab, "network-2")?;
+    let observer_before = metrics(lab, "compute-1")?;
     let s = stream(lab, 300)?;
     traffic_flows_for(Duration::from_secs(1));
     lab.chaos_kill("network-1")?;
@@ -230,7 +232,45 @@ fn hard_failure_of_the_holder_fails_over_within_a_second() -> Result<()> {
     );
     wait_holder(lab, "network-2", Duration::from_secs(5))?;
     assert_one_answers(lab)?;
+    failover_in_metrics(lab, &backup_before, &observer_before)?;
     let _ = server.kill();
+    Ok(())
+}
+
+/// The failover shows in the metrics an operator alerts on: the backup holds one more router
+/// and counts one more takeover; the compute node saw one more change of holder.
+fn failover_in_metrics(lab: &Lab, backup_before: &str, observer_before: &str) -> Result<()> {
+    let (backup, observer) = (metrics(lab, "network-2")?, metrics(lab, "compute-1")?);
+    for (what, page_before, page_after, series) in [
+        (
+            "network-2 routers held",
+            backup_before,
+            backup.as_str(),
+            "dvrmesh_snat_routers_held",
+        ),
+        (
+            "network-2 takeovers",
+            backup_before,
+            backup.as_str(),
+            "dvrmesh_snat_takeovers_total",
+        ),
+        (
+            "compute-1 holder changes",
+            observer_before,
+            observer.as_str(),
+            "dvrmesh_snat_holder_changes",
+        ),
+    ] {
+        let before = sample(page_before, series).with_context(|| format!("no {series}"))?;
+        let after = sample(page_after, series).with_context(|| format!("no {series}"))?;
+        println!("{what} ({series}): {before} -> {after}");
+        if series == "dvrmesh_snat_holder_changes" {
+            // An observer may pass through "no holder" between the two.
+            assert!(after > before, "{what} ({series}) did not move");
+        } else {
+            assert_eq!(after, before + 1.0, "{what} ({series}) after the failover");
+        }
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use testbed::lab::spec::INTERNET_IP;
 use testbed::lab::{wait, Lab};
 
-use common::{reach, reach_within, TestLab};
+use common::{metrics, reach, reach_within, sample, TestLab};
 
 const ROUTER: &str = "a-router";
 
@@ -151,25 +151,6 @@ fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget()
         let _ = s.wait();
     }
     Ok(())
-}
-
-/// The value of the sample `series` (name with labels, as printed) in a metrics page.
-fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-fn metrics(lab: &Lab, node: &str) -> Result<String> {
-    let (status, body) = lab.http_get(node, "/metrics")?;
-    if status != 200 {
-        bail!("{node} /metrics answered {status}");
-    }
-    Ok(body)
 }
 
 #[test]

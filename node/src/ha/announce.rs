@@ -47,10 +47,12 @@ impl HaTask {
         }
         let mine = self.election.claims();
         self.repeat_notices(&view, &everyone, now, &mine);
+        // The datapath first (a takeover reaches the reconciler at once), then gossip, whose
+        // signing and lock can wait a few milliseconds.
+        self.update_holders(now, &view, &mine, events.any);
         if events.any {
             self.publish_claims(&mine).await;
         }
-        self.update_holders(now, &view, &mine, events.any);
     }
 
     /// The election's adverts, grouped per recipient.

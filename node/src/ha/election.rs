@@ -361,6 +361,33 @@ impl Election {
             .map(|t| t - now)
     }
 
+    /// The first instant after `now` at which a decision can change with no new input: an advert
+    /// due, a silent node's wait running out, a preemption delay, a hold-down, a stand-down or
+    /// the stall catch-up ending. The I/O loop wakes then, so a takeover is not late by a tick.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let mut due = Vec::new();
+        due.extend(self.catch_up_until);
+        for (router, st) in &self.routers {
+            if st.mine.is_some() {
+                due.extend(st.last_sent.map(|t| t + self.cfg.advert_interval));
+            }
+            let skew = self.skew(self.my_priority(router).unwrap_or(LOWEST));
+            // Alive while `now - t <= down`: silent from the instant just past it.
+            due.extend(st.heard.iter().filter_map(|(n, (_, t))| {
+                t.map(|t| t + down_for(&self.cfg, st, n, skew) + Duration::from_micros(1))
+            }));
+            if let (Some(since), Some(ri)) = (
+                st.better_since,
+                self.input.routers.iter().find(|r| &r.router == router),
+            ) {
+                due.push(since + ri.preempt_delay);
+            }
+            due.extend(st.holddown_until);
+            due.extend(st.stood_down.values().copied());
+        }
+        due.into_iter().filter(|t| *t > now).min()
+    }
+
     /// The clock moved.
     pub fn handle_tick(&mut self, now: Instant) {
         self.decide(now);

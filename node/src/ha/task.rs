@@ -63,6 +63,11 @@ pub(super) struct HaTask {
     pub(super) refusals: Throttle<NodeId>,
 }
 
+/// A sleep's end when there is nothing to wait for (the branch is disabled then).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
 pub(super) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -89,6 +94,10 @@ impl HaTask {
         let ready = wait_until_ready(&view, &me, &readiness, "electing SNAT holders");
         tokio::pin!(ready);
         loop {
+            // Wake exactly when a silent holder's wait runs out (or an advert is due), not at the
+            // next tick after it; the tick stays as the floor for everything else.
+            let deadline = self.election.next_deadline(Instant::now());
+            let at_deadline = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
             tokio::select! {
                 _ = &mut ready, if !self.ready => {
                     self.ready = true;
@@ -121,16 +130,20 @@ impl HaTask {
                     self.set_draining(d).await;
                     let _ = done.send(());
                 }
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    while let Some((from, bytes)) = inbound.try_recv() {
-                        self.on_datagram(now, &from, &bytes);
-                    }
-                    self.election.handle_tick(now);
-                }
+                _ = tick.tick() => self.on_clock(&mut inbound),
+                _ = at_deadline, if deadline.is_some() => self.on_clock(&mut inbound),
             }
             self.flush(Instant::now()).await;
         }
+    }
+
+    /// The clock moved: datagrams queued so far first, then the election decides.
+    fn on_clock(&mut self, inbound: &mut DatagramInbound) {
+        let now = Instant::now();
+        while let Some((from, bytes)) = inbound.try_recv() {
+            self.on_datagram(now, &from, &bytes);
+        }
+        self.election.handle_tick(now);
     }
 
     pub(super) fn on_view(&mut self, now: Instant) {

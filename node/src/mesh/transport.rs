@@ -27,6 +27,7 @@ use chitchat::{ChitchatId, ChitchatMessage};
 use mesh_proto::NodeId;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn, Instrument};
 
@@ -242,6 +243,8 @@ pub struct QuicTransport {
     datagrams_tx: mpsc::Sender<QueuedDatagram>,
     datagrams_rx: Mutex<Option<DatagramInbound>>,
     datagram_pool: Pool,
+    /// The loop accepting inbound connections, until the agent takes it to supervise.
+    accept_task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 /// A datagram waiting for the election, holding its peer's share of the queue.
@@ -389,7 +392,15 @@ impl QuicTransport {
                 queue: datagrams_rx,
             })),
             datagram_pool: Pool::new(DATAGRAM_QUEUE, DATAGRAMS_PER_PEER),
+            accept_task: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The task accepting inbound connections, once the socket is open; `None` before and after
+    /// the first call. It ends only when the endpoint closes: the agent supervises it, so a node
+    /// that stopped accepting peers stops rather than gossiping one-way.
+    pub fn accept_task(&self) -> Option<JoinHandle<()>> {
+        lock(&self.accept_task).take()
     }
 
     /// The datagram port; `None` after the first call.
@@ -463,7 +474,8 @@ impl Transport for QuicTransport {
         });
         // A transport is opened once per agent; a second socket keeps the first one's port.
         let _ = self.shared.set(shared.clone());
-        tokio::spawn(accept_loop(shared.clone()).in_current_span());
+        let accepting = tokio::spawn(accept_loop(shared.clone()).in_current_span());
+        *lock(&self.accept_task) = Some(accepting);
         Ok(Box::new(QuicSocket {
             shared,
             inbound: inbound_rx,

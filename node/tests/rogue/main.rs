@@ -1,8 +1,9 @@
 //! A member with a valid certificate attacks three honest agents (real processes on 127.0.0.1,
 //! datapath off) over the real wire: it forges another node's facts, ports, floating IPs and SNAT
-//! claims, replays its values, tries to wipe it, invents ghost members, floods and sends oversize
-//! frames; in its own name it publishes a port hosted elsewhere and a record from the future,
-//! claims SNAT with a huge epoch, floods releases and publishes more claims than a node may hold. Every honest node's members, configuration,
+//! claims, replays its values and the holder's signed SNAT claim, tries to wipe it, invents ghost
+//! members, floods and sends oversize frames; in its own name it publishes a port hosted
+//! elsewhere and a record from the future, claims SNAT with a huge epoch, floods releases and
+//! publishes more claims than a node may hold. Every honest node's members, configuration,
 //! datapath plan and SNAT holder stay exactly as they were, and each attempt shows in a counter.
 
 #[path = "../common/mod.rs"]
@@ -319,6 +320,22 @@ async fn relayed_forgeries_wipes_ghosts_and_floods_change_nothing() -> Result<()
     let seen = ("replayed facts", "/trust/bad_seals", bad);
     send_until_counted(&rogue, &replay, n1, seen).await?;
     blocking(|| still_holding(&c, "replayed facts"));
+
+    // Replay the holder's own signed SNAT claim (n1's, sealed by n1 at its version) into n2's key
+    // space as n2's newest write: the claim's signature is genuine, the seal is not n2's.
+    let bad = blocking(|| counter(n1, "/trust/bad_seals"));
+    let snat_key = format!("snat/{}", c.router);
+    let mut old_claim = me
+        .kvs
+        .iter()
+        .find(|kv| kv.key == snat_key)
+        .context("n1's signed SNAT claim (n1 holds the router)")?
+        .clone();
+    old_claim.version = next;
+    let replay = append_to(&n2, vec![old_claim]);
+    let seen = ("a replayed SNAT claim", "/trust/bad_seals", bad);
+    send_until_counted(&rogue, &replay, n1, seen).await?;
+    blocking(|| still_holding(&c, "a replayed SNAT claim"));
 
     // Wipe n2: a relayed reset from version 0 under a newer garbage collection.
     let resets = blocking(|| counter(n1, "/trust/resets_refused"));

@@ -87,7 +87,7 @@ enum Command {
         /// Few samples of each (CI: the whole harness in under 5 minutes).
         #[arg(long)]
         quick: bool,
-        /// Only these sections (dataplane, control, failover, datapath; repeat or separate by commas).
+        /// Only these sections (dataplane, control, ipam, failover, datapath; repeat or separate by commas).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// The report (sections not run keep their figures).

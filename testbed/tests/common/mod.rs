@@ -97,3 +97,23 @@ pub fn reach_within(
     });
     ok.map(|_| last.expect("set on success"))
 }
+
+/// The value of the sample `series` (name with labels, as printed) in a metrics page.
+pub fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `node`'s metrics page (the lab configures `metrics_listen` on every node).
+pub fn metrics(lab: &Lab, node: &str) -> Result<String> {
+    let (status, body) = lab.http_get(node, "/metrics")?;
+    if status != 200 {
+        anyhow::bail!("{node} /metrics answered {status}");
+    }
+    Ok(body)
+}
