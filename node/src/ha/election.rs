@@ -200,21 +200,19 @@ impl Election {
         self.last_run = Some(self.last_run.map_or(now, |t| t.max(now)));
     }
 
-    /// How much longer than the multiplier's intervals a node at `my_priority` waits on a silent
-    /// holder, so the best backup moves first: `(256 − priority) / 256` of an interval.
-    fn skew(&self, my_priority: Priority) -> Duration {
-        self.cfg
-            .advert_interval
-            .mul_f64(f64::from(256 - u16::from(my_priority.get())) / 256.0)
+    /// This node's skew on `router` while it waits on `silent` (see [`skew`]).
+    fn skew_on(&self, router: &ObjectId, silent: &NodeId) -> Duration {
+        let ri = self.input.routers.iter().find(|r| &r.router == router);
+        skew(&self.cfg, ri, &self.me, silent)
     }
 
     /// How long this node waits on `holder` gone silent on `router`, and the advert loss it
     /// measured from it; `None` when it never adverted here.
     pub fn suspicion(&self, router: &ObjectId, holder: &NodeId) -> Option<(Duration, f64)> {
-        let arrivals = self.routers.get(router)?.arrivals.get(holder)?;
-        let skew = self.skew(self.my_priority(router).unwrap_or(LOWEST));
-        let m = arrivals.multiplier(self.cfg.min_multiplier, self.cfg.multiplier);
-        Some((self.cfg.advert_interval * m + skew, arrivals.loss()))
+        let st = self.routers.get(router)?;
+        let arrivals = st.arrivals.get(holder)?;
+        let skew = self.skew_on(router, holder);
+        Some((down_for(&self.cfg, st, holder, skew), arrivals.loss()))
     }
 
     /// A new view. Claims in it are remembered; routers that disappeared are released.
@@ -371,10 +369,10 @@ impl Election {
             if st.mine.is_some() {
                 due.extend(st.last_sent.map(|t| t + self.cfg.advert_interval));
             }
-            let skew = self.skew(self.my_priority(router).unwrap_or(LOWEST));
             // Alive while `now - t <= down`: silent from the instant just past it.
             due.extend(st.heard.iter().filter_map(|(n, (_, t))| {
-                t.map(|t| t + down_for(&self.cfg, st, n, skew) + Duration::from_micros(1))
+                let down = down_for(&self.cfg, st, n, self.skew_on(router, n));
+                t.map(|t| t + down + Duration::from_micros(1))
             }));
             if let (Some(since), Some(ri)) = (
                 st.better_since,
@@ -417,12 +415,12 @@ impl Election {
         if let Some(m) = &st.mine {
             return Some(m.node.clone());
         }
-        let skew = self.skew(self.my_priority(router).unwrap_or(LOWEST));
         st.heard
             .iter()
             .filter(|(n, (_, t))| {
                 t.is_none_or(|t| {
-                    now.saturating_duration_since(t) <= down_for(&self.cfg, st, n, skew)
+                    let down = down_for(&self.cfg, st, n, self.skew_on(router, n));
+                    now.saturating_duration_since(t) <= down
                 })
             })
             .map(|(_, (c, _))| c)
@@ -431,17 +429,6 @@ impl Election {
                 _ => Some(c),
             })
             .map(|c| c.node.clone())
-    }
-
-    fn my_priority(&self, router: &ObjectId) -> Option<Priority> {
-        self.input
-            .routers
-            .iter()
-            .find(|r| &r.router == router)?
-            .candidates
-            .iter()
-            .find(|(n, _)| n == &self.me)
-            .map(|(_, p)| *p)
     }
 
     fn decide(&mut self, now: Instant) {
@@ -463,7 +450,6 @@ impl Election {
             me: &self.me,
             ri,
             my_prio,
-            skew: self.skew(my_prio.unwrap_or(LOWEST)),
             cfg: self.cfg,
             majority: self.input.majority,
             catching_up: self.catch_up_until.is_some_and(|t| now < t),
@@ -486,11 +472,27 @@ impl Election {
     }
 }
 
-/// The priority a node that is no candidate waits with.
-const LOWEST: Priority = Priority::LOWEST;
+/// How much longer than the intervals its silence calls for `me` waits on `silent` on the router
+/// of `ri`. VRRP waits `(256 − priority) / 256` of an interval so that the best backup moves
+/// first, even the best one; this node knows the candidates, so it ranks them instead: the best
+/// candidate other than `silent` waits nothing more, each candidate better than `me` (other than
+/// `silent`) adds half an interval, time enough for the better one's takeover to arrive. A node
+/// that is no candidate (or a router it does not know) waits one whole interval more.
+fn skew(cfg: &ElectionConfig, ri: Option<&RouterInput>, me: &NodeId, silent: &NodeId) -> Duration {
+    let mine = ri.and_then(|ri| ri.candidates.iter().find(|(n, _)| n == me));
+    let (Some(ri), Some(mine)) = (ri, mine) else {
+        return cfg.advert_interval;
+    };
+    let ahead = ri
+        .candidates
+        .iter()
+        .filter(|c| &c.0 != silent && &c.0 != me && better(c, mine))
+        .count();
+    (cfg.advert_interval / 2).saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX))
+}
 
 /// How long a silent `node` is still taken to be alive on the router of `st`: the intervals its
-/// measured advert loss calls for, plus this node's priority skew.
+/// measured advert loss calls for, plus this node's skew.
 fn down_for(cfg: &ElectionConfig, st: &RouterState, node: &NodeId, skew: Duration) -> Duration {
     let m = st.arrivals.get(node).map_or(cfg.min_multiplier, |a| {
         a.multiplier(cfg.min_multiplier, cfg.multiplier)
@@ -511,8 +513,6 @@ struct Decision<'a> {
     ri: &'a RouterInput,
     /// This node's priority, when it is a candidate.
     my_prio: Option<Priority>,
-    /// This node's priority skew on the time it waits on a silent holder.
-    skew: Duration,
     cfg: ElectionConfig,
     majority: bool,
     /// This node stalled a moment ago and claims nothing yet (see [`STALL_CATCH_UP`]).
@@ -531,7 +531,7 @@ impl Decision<'_> {
     /// alive while a live node publishes its claim.
     fn alive(&self, st: &RouterState, n: &NodeId, t: &Option<Instant>) -> bool {
         let in_gossip = || self.held_down(st) && self.ri.claims.iter().any(|c| &c.node == n);
-        let down = || down_for(&self.cfg, st, n, self.skew);
+        let down = || down_for(&self.cfg, st, n, skew(&self.cfg, Some(self.ri), self.me, n));
         t.is_none_or(|t| self.now.saturating_duration_since(t) <= down()) || in_gossip()
     }
 

@@ -89,7 +89,8 @@ pub enum Tool {
 }
 
 impl Tool {
-    /// The Compose installed here, preferring `docker-compose` (what the lab was built with).
+    /// The Compose installed here, preferring `docker-compose` (what the lab was built with);
+    /// `DVRMESH_COMPOSE=v1` or `v2` picks one (and fails if that one does not work).
     pub fn detect() -> Result<Tool> {
         let works = |c: &mut Command| {
             c.stdin(Stdio::null())
@@ -98,10 +99,20 @@ impl Tool {
                 .status()
                 .is_ok_and(|s| s.success())
         };
-        if works(Command::new("docker-compose").arg("version")) {
+        let v1 = || works(Command::new("docker-compose").arg("version"));
+        let v2 = || works(Command::new("docker").args(["compose", "version"]));
+        match std::env::var("DVRMESH_COMPOSE").ok().as_deref() {
+            Some("v1") if v1() => return Ok(Tool::V1),
+            Some("v1") => bail!("DVRMESH_COMPOSE=v1, and `docker-compose version` fails"),
+            Some("v2") if v2() => return Ok(Tool::V2),
+            Some("v2") => bail!("DVRMESH_COMPOSE=v2, and `docker compose version` fails"),
+            Some(other) => bail!("DVRMESH_COMPOSE={other}: want v1 or v2"),
+            None => {}
+        }
+        if v1() {
             return Ok(Tool::V1);
         }
-        if works(Command::new("docker").args(["compose", "version"])) {
+        if v2() {
             return Ok(Tool::V2);
         }
         bail!("neither docker-compose nor `docker compose` works here (apt-get install docker-compose)")
