@@ -191,12 +191,16 @@ fn targets(rows: &[Row]) -> String {
         if outage_met { "met" } else { "not met" },
         dp as f64 / kp.max(1) as f64,
         if df == 0 { "met" } else { "not met" },
-    ) + if outage_met {
-        ""
-    } else {
-        "\nWhy dvrmesh is slower at equal interval: not detection. On a path where it has measured no advert loss a dvrmesh backup waits 3 intervals plus a skew of (256 − priority)/256 of one, as VRRPv3 does (3 × 20 + 106/256 × 20 ≈ 68 ms for its backup at priority 150; ≈ 72 ms for keepalived's at 100), and more only as it measures loss (up to 8: see the false-failover column). The difference is after detection: the new holder programs its SNAT namespace and announces the takeover, and the compute node re-points its tunnel to it.\n"
-    }
+    ) + DETECTION
+        + if outage_met {
+            ""
+        } else {
+            "\nWhy dvrmesh is slower at equal interval: not detection (above). The difference is after it: the new holder programs its SNAT namespace and announces the takeover, and the compute node re-points its tunnel to it, where keepalived only moves an address.\n"
+        }
 }
+
+/// How each side detects a dead holder, for the outage figures.
+const DETECTION: &str = "\nHow each detects a dead holder on a clean path: a VRRPv3 backup waits 3 intervals plus a skew of (256 − priority)/256 of one, so that the best backup moves first (3 × 20 + 156/256 × 20 ≈ 72 ms for keepalived's backup at priority 100). A dvrmesh backup that has measured no advert loss waits 3 intervals too (more only as it measures loss, up to 8: see the false-failover column), but it knows the candidates, so it ranks them instead of skewing by priority: the best backup adds nothing (60 ms), each better candidate adds half an interval. Both then lose what the kill's phase within an interval takes off and what taking over adds.\n";
 
 const METHOD: &str = "Reproduce: `dvrmesh-lab bench --only failover` (root; builds and removes its own lab; keepalived from Debian's package, installed when missing).\n\nEnd to end, side by side in one lab and one run: a VM's 200 packets/s UDP stream to the internet host through its way out; outage = the longest run of lost datagrams (5 ms resolution). Fault = the node serving that way out dies hard: its agent (or keepalived) frozen, its underlay and external links cut, then SIGKILL; the kill instant has a random phase over one advert interval. dvrmesh: the VM's router is SNATed by the elected holder (1 compute and 2 network nodes, priorities 200/150, `--no-preempt` so each trial kills whichever holds). keepalived 2.x (Debian package) on the same two network nodes protects an equivalent gateway pair (an underlay address a VM namespace routes through and an external address the upstream router routes back to), adverts on the underlay, priorities 150/100; the dvrmesh agents are stopped during its runs. False failovers: nftables `numgen random mod 100 < 5 drop` in the forward path of the underlay and external bridges (each frame meets it once for the sender's link and once for the receiver's), nothing killed; dvrmesh's are the takeovers its agents count, keepalived's the \"Entering MASTER STATE\" lines its instances log.\n\n";
 
@@ -220,6 +224,7 @@ mod tests {
         ]);
         assert!(t.contains("**not met** (p50 160 ms against 60 ms"));
         assert!(t.contains("Why dvrmesh is slower"));
+        assert!(t.contains("How each detects"));
         assert!(t.contains("dvrmesh 0, keepalived 2: **met**"));
         let t = targets(&[row("d", vec![50], Some(1)), row("k", vec![60], Some(0))]);
         assert!(t.contains("interval: **met** (p50 50 ms"));
