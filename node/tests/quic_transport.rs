@@ -43,20 +43,17 @@ fn creds(dir: &Path, cert_id: &str) -> Result<Credentials> {
     )?)
 }
 
-async fn start_node(
-    dir: &Path,
-    cert_id: &str,
-    claimed_id: &str,
+/// A compute node's facts and gossip settings for `id` listening on `addr`, seeded by `seed`.
+fn gossip_setup(
+    id: &NodeId,
+    addr: SocketAddr,
     seed: Option<SocketAddr>,
-) -> Result<Node> {
-    let creds = creds(dir, cert_id)?;
-    let addr = free_addr();
-    let id = NodeId::new(claimed_id)?;
+) -> Result<(NodeFacts, GossipSettings)> {
     let facts = NodeFacts::new(
         id.clone(),
         NodeMode::Dvr,
         "192.0.2.9".parse()?,
-        dvr_mac_for(&id),
+        dvr_mac_for(id),
         Priority::new(100)?,
         Default::default(),
     )?;
@@ -70,6 +67,19 @@ async fn start_node(
         gossip_interval: Duration::from_millis(50),
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
     };
+    Ok((facts, settings))
+}
+
+async fn start_node(
+    dir: &Path,
+    cert_id: &str,
+    claimed_id: &str,
+    seed: Option<SocketAddr>,
+) -> Result<Node> {
+    let creds = creds(dir, cert_id)?;
+    let addr = free_addr();
+    let id = NodeId::new(claimed_id)?;
+    let (facts, settings) = gossip_setup(&id, addr, seed)?;
     let transport = QuicTransport::new(&creds, settings.chitchat_id())?;
     let signer = creds.signer()?;
     let cert = creds.published_cert()?;
@@ -246,26 +256,7 @@ async fn the_accept_loop_is_handed_out_once_and_ends_with_the_endpoint() -> Resu
     let dir = tempfile::tempdir()?;
     tls::init_ca(&dir.path().join("ca"), 1)?;
     let creds = creds(dir.path(), "a")?;
-    let addr = free_addr();
-    let id = NodeId::new("a")?;
-    let facts = NodeFacts::new(
-        id.clone(),
-        NodeMode::Dvr,
-        "192.0.2.9".parse()?,
-        dvr_mac_for(&id),
-        Priority::new(100)?,
-        Default::default(),
-    )?;
-    let settings = GossipSettings {
-        node_id: id,
-        generation: 1,
-        listen: addr,
-        advertise: addr,
-        seeds: Vec::new(),
-        cluster_id: "test".into(),
-        gossip_interval: Duration::from_millis(50),
-        dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
-    };
+    let (facts, settings) = gossip_setup(&NodeId::new("a")?, free_addr(), None)?;
     let transport = QuicTransport::new(&creds, settings.chitchat_id())?;
     assert!(
         transport.accept_task().is_none(),
