@@ -49,6 +49,24 @@ fn router() -> ObjectId {
     ObjectId::new("r1").expect("id")
 }
 
+/// The view of one router with two candidates, `a` (priority 200) and `b` (150), and the
+/// claims gossip carries.
+fn a_and_b(preempt: bool, claims: Vec<SnatClaim>) -> ElectionInput {
+    ElectionInput {
+        majority: true,
+        routers: vec![RouterInput {
+            router: router(),
+            candidates: vec![
+                (n("a"), Priority::new(200).expect("prio")),
+                (n("b"), Priority::new(150).expect("prio")),
+            ],
+            preempt,
+            preempt_delay: Duration::ZERO,
+            claims,
+        }],
+    }
+}
+
 impl Net {
     fn new(prios: &[(&str, u8)], cluster: usize) -> Net {
         let cfg = ElectionConfig {
@@ -473,19 +491,7 @@ fn a_release_lets_the_backup_claim_before_the_releaser_leaves_its_view() {
         priority: Priority::new(200).expect("prio"),
         node: n("a"),
     };
-    let input = ElectionInput {
-        majority: true,
-        routers: vec![RouterInput {
-            router: router(),
-            candidates: vec![
-                (n("a"), Priority::new(200).expect("prio")),
-                (n("b"), Priority::new(150).expect("prio")),
-            ],
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            claims: vec![a_claim.clone()],
-        }],
-    };
+    let input = a_and_b(true, vec![a_claim.clone()]);
     b.handle_input(t0, input.clone());
     b.handle_advert(t0, &n("a"), a_claim.clone());
     assert!(b.claims().is_empty(), "a holds and adverts");
@@ -594,19 +600,7 @@ fn a_holder_that_stalled_does_not_take_the_router_back_from_a_silence_it_caused(
         min_multiplier: 8,
     };
     let mut a = Election::new(n("a"), cfg);
-    let view = |claims: Vec<SnatClaim>| ElectionInput {
-        majority: true,
-        routers: vec![RouterInput {
-            router: router(),
-            candidates: vec![
-                (n("a"), Priority::new(200).expect("prio")),
-                (n("b"), Priority::new(150).expect("prio")),
-            ],
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            claims,
-        }],
-    };
+    let view = |claims: Vec<SnatClaim>| a_and_b(true, claims);
     let t0 = Instant::now();
     a.handle_input(t0, view(vec![]));
     assert_eq!(a.claims().len(), 1, "a holds at first");
@@ -652,19 +646,7 @@ fn a_holder_that_stalled_does_not_take_the_router_back_from_a_silence_it_caused(
 #[test]
 fn the_next_deadline_is_when_a_silent_holder_s_wait_runs_out() {
     let cfg = adaptive(3);
-    let input = ElectionInput {
-        majority: true,
-        routers: vec![RouterInput {
-            router: router(),
-            candidates: vec![
-                (n("a"), Priority::new(200).expect("prio")),
-                (n("b"), Priority::new(150).expect("prio")),
-            ],
-            preempt: false,
-            preempt_delay: Duration::ZERO,
-            claims: Vec::new(),
-        }],
-    };
+    let input = a_and_b(false, Vec::new());
     let mut b = Election::new(n("b"), cfg);
     let start = Instant::now();
     b.handle_input(start, input);

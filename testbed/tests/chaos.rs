@@ -252,40 +252,27 @@ fn failover_in_metrics(
     taken: f64,
 ) -> Result<()> {
     let (backup, observer) = (metrics(lab, "network-2")?, metrics(lab, "compute-1")?);
-    for (what, page_before, page_after, series) in [
-        (
-            "network-2 routers held",
-            backup_before,
-            backup.as_str(),
-            "dvrmesh_snat_routers_held",
-        ),
-        (
-            "network-2 takeovers",
-            backup_before,
-            backup.as_str(),
-            "dvrmesh_snat_takeovers_total",
-        ),
-        (
-            "compute-1 holder changes",
-            observer_before,
-            observer.as_str(),
-            "dvrmesh_snat_holder_changes",
-        ),
-    ] {
-        let before = sample(page_before, series).with_context(|| format!("no {series}"))?;
-        let after = sample(page_after, series).with_context(|| format!("no {series}"))?;
+    let moved = |what: &str, before: &str, after: &str, series: &str| -> Result<(f64, f64)> {
+        let before = sample(before, series).with_context(|| format!("no {series}"))?;
+        let after = sample(after, series).with_context(|| format!("no {series}"))?;
         println!("{what} ({series}): {before} -> {after}");
-        if series == "dvrmesh_snat_holder_changes" {
-            // An observer may pass through "no holder" between the two.
-            assert!(after > before, "{what} ({series}) did not move");
-        } else {
-            assert_eq!(
-                after,
-                before + taken,
-                "{what} ({series}) after the failover"
-            );
-        }
+        Ok((before, after))
+    };
+    for (what, series) in [
+        ("network-2 routers held", "dvrmesh_snat_routers_held"),
+        ("network-2 takeovers", "dvrmesh_snat_takeovers_total"),
+    ] {
+        let (before, after) = moved(what, backup_before, &backup, series)?;
+        assert_eq!(
+            after,
+            before + taken,
+            "{what} ({series}) after the failover"
+        );
     }
+    // An observer may pass through "no holder" between the two: it moved, by one or more.
+    let (what, series) = ("compute-1 holder changes", "dvrmesh_snat_holder_changes");
+    let (before, after) = moved(what, observer_before, &observer, series)?;
+    assert!(after > before, "{what} ({series}) did not move");
     Ok(())
 }
 

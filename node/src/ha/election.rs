@@ -200,10 +200,9 @@ impl Election {
         self.last_run = Some(self.last_run.map_or(now, |t| t.max(now)));
     }
 
-    /// This node's skew on `router` while it waits on `silent` (see [`skew`]).
-    fn skew_on(&self, router: &ObjectId, silent: &NodeId) -> Duration {
-        let ri = self.input.routers.iter().find(|r| &r.router == router);
-        skew(&self.cfg, ri, &self.me, silent)
+    /// The input's entry for `router`.
+    fn router_input(&self, router: &ObjectId) -> Option<&RouterInput> {
+        self.input.routers.iter().find(|r| &r.router == router)
     }
 
     /// How long this node waits on `holder` gone silent on `router`, and the advert loss it
@@ -211,7 +210,7 @@ impl Election {
     pub fn suspicion(&self, router: &ObjectId, holder: &NodeId) -> Option<(Duration, f64)> {
         let st = self.routers.get(router)?;
         let arrivals = st.arrivals.get(holder)?;
-        let skew = self.skew_on(router, holder);
+        let skew = skew(&self.cfg, self.router_input(router), &self.me, holder);
         Some((down_for(&self.cfg, st, holder, skew), arrivals.loss()))
     }
 
@@ -365,21 +364,20 @@ impl Election {
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let mut due = Vec::new();
         due.extend(self.catch_up_until);
-        for (router, st) in &self.routers {
+        // A router has state only while the input has it (`handle_input`).
+        for ri in &self.input.routers {
+            let Some(st) = self.routers.get(&ri.router) else {
+                continue;
+            };
             if st.mine.is_some() {
                 due.extend(st.last_sent.map(|t| t + self.cfg.advert_interval));
             }
             // Alive while `now - t <= down`: silent from the instant just past it.
             due.extend(st.heard.iter().filter_map(|(n, (_, t))| {
-                let down = down_for(&self.cfg, st, n, self.skew_on(router, n));
+                let down = down_for(&self.cfg, st, n, skew(&self.cfg, Some(ri), &self.me, n));
                 t.map(|t| t + down + Duration::from_micros(1))
             }));
-            if let (Some(since), Some(ri)) = (
-                st.better_since,
-                self.input.routers.iter().find(|r| &r.router == router),
-            ) {
-                due.push(since + ri.preempt_delay);
-            }
+            due.extend(st.better_since.map(|since| since + ri.preempt_delay));
             due.extend(st.holddown_until);
             due.extend(st.stood_down.values().copied());
         }
@@ -415,11 +413,12 @@ impl Election {
         if let Some(m) = &st.mine {
             return Some(m.node.clone());
         }
+        let ri = self.router_input(router);
         st.heard
             .iter()
             .filter(|(n, (_, t))| {
                 t.is_none_or(|t| {
-                    let down = down_for(&self.cfg, st, n, self.skew_on(router, n));
+                    let down = down_for(&self.cfg, st, n, skew(&self.cfg, ri, &self.me, n));
                     now.saturating_duration_since(t) <= down
                 })
             })

@@ -124,17 +124,13 @@ impl HaTask {
             })
             .collect();
         // Draining or dead SNAT nodes that would otherwise be candidates.
-        let ext = view
-            .tenant
-            .routers()
-            .find(|r| r.id == ri.router)
-            .and_then(|r| r.gateway.as_ref())
-            .and_then(|g| {
-                view.tenant
-                    .external_networks()
-                    .find(|e| e.id == g.external_network)
-            });
-        if let (Some(ext), Some(r)) = (ext, view.tenant.routers().find(|r| r.id == ri.router)) {
+        let router = view.tenant.routers().find(|r| r.id == ri.router);
+        let ext = router.and_then(|r| r.gateway.as_ref()).and_then(|g| {
+            view.tenant
+                .external_networks()
+                .find(|e| e.id == g.external_network)
+        });
+        if let (Some(ext), Some(r)) = (ext, router) {
             for (id, m) in &view.members {
                 if m.facts.mode() != NodeMode::DvrSnat
                     || !m.facts.external().contains_key(&ext.name)
