@@ -56,6 +56,11 @@ echo "==> Debian package: built from the debug build, installed in a clean base-
 deb=$(scripts/package.sh --profile dev --no-build)
 scripts/test-package.sh "$deb"
 disk
+# The upgrade test (testbed/tests/rollout.rs) starts a lab on the previous release's agent and
+# upgrades it node by node: that agent is built from this clone's history (about 2 min 20 s cold).
+echo "==> the previous release's agent, for the upgrade test (scripts/upgrade-baseline.sh)"
+scripts/upgrade-baseline.sh
+disk
 echo "==> cargo test"
 cargo test --workspace
 disk

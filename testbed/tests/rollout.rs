@@ -1,16 +1,18 @@
-//! Rolling out (root): a rolling restart of every agent of a lab under east-west, FIP and SNAT
-//! traffic, following the operations guide (network nodes drained first, one node at a time,
-//! each back in service before the next), and the metrics a lab node serves while its datapath
-//! works.
+//! Rolling out (root): a rolling restart, and a rolling upgrade from the previous release, of
+//! every agent of a lab under east-west, FIP and SNAT traffic, following the operations guide
+//! (network nodes drained first, one node at a time, each back in service before the next); and
+//! the metrics a lab node serves while its datapath works.
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use testbed::lab::spec::INTERNET_IP;
-use testbed::lab::{wait, Lab};
+use testbed::lab::spec::{LabSpec, INTERNET_IP};
+use testbed::lab::{wait, Lab, ProbeStream};
 
 use common::{metrics, reach, reach_within, sample, TestLab};
 
@@ -38,11 +40,23 @@ fn wait_holder(lab: &Lab, want: &str, budget: Duration) -> Result<()> {
     .map(|_| ())
 }
 
-/// Restarts `node`'s agent (SIGTERM, start) and waits until it is back in service: its first
-/// datapath pass ran and its metrics endpoint says ready.
-fn restart(lab: &mut Lab, node: &str) -> Result<Duration> {
+/// How the walk brings each agent back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// The same binary again: a rolling restart.
+    Restart,
+    /// This build's `dvrmesh` in place of the release the lab started from: a rolling upgrade.
+    Upgrade,
+}
+
+/// Restarts `node`'s agent (SIGTERM, start; on this build's binary for an upgrade) and waits until
+/// it is back in service: its first datapath pass ran and its metrics endpoint says ready.
+fn restart(lab: &mut Lab, node: &str, walk: Walk) -> Result<Duration> {
     let start = Instant::now();
     lab.stop_agent(node, "TERM")?;
+    if walk == Walk::Upgrade {
+        lab.set_agent_bin(node, None)?;
+    }
     lab.start_agent(node)?;
     wait(
         Duration::from_secs(30),
@@ -53,8 +67,13 @@ fn restart(lab: &mut Lab, node: &str) -> Result<Duration> {
 }
 
 /// The rolling restart of the operations guide: each network node drained, restarted, undrained
-/// and the router settled on the best node again; then each compute node restarted.
-fn rolling_restart(lab: &mut Lab) -> Result<Vec<(String, Duration)>> {
+/// and the router settled on the best node again; then each compute node restarted. After each
+/// node, `between` checks the cluster as it is then (mixed versions, in an upgrade).
+fn rolling_restart(
+    lab: &mut Lab,
+    walk: Walk,
+    between: &mut dyn FnMut(&mut Lab, &str) -> Result<()>,
+) -> Result<Vec<(String, Duration)>> {
     let mut took = Vec::new();
     for (node, other) in [("network-1", "network-2"), ("network-2", "network-1")] {
         let drained = lab.cli(node, &["agent", "drain"])?;
@@ -62,26 +81,36 @@ fn rolling_restart(lab: &mut Lab) -> Result<Vec<(String, Duration)>> {
             bail!("agent drain on {node} did not complete: {drained}");
         }
         wait_holder(lab, other, Duration::from_secs(5))?;
-        took.push((node.to_string(), restart(lab, node)?));
+        took.push((node.to_string(), restart(lab, node, walk)?));
         lab.cli(node, &["agent", "undrain"])?;
         // The better node (network-1) takes the router back once undrained.
         wait_holder(lab, "network-1", Duration::from_secs(15))?;
+        between(lab, node)?;
     }
     for node in ["compute-1", "compute-2"] {
-        took.push((node.to_string(), restart(lab, node)?));
+        took.push((node.to_string(), restart(lab, node, walk)?));
+        between(lab, node)?;
     }
     Ok(took)
 }
 
-#[test]
-fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget() -> Result<()> {
-    // Loss-free streams need the CPU: no other lab runs meanwhile.
-    let mut t = TestLab::alone(2, 2)?;
-    let lab = t.lab();
+/// The three streams the walk runs under, and the servers they talk to.
+struct Traffic {
+    east_west: ProbeStream,
+    fip_in: ProbeStream,
+    snat: ProbeStream,
+    servers: Vec<Child>,
+    /// How long the streams run.
+    duration: Duration,
+}
+
+/// Two VMs (a-vm2 with a FIP) on two compute nodes, the router settled on network-1, and 50
+/// datagrams a second for 80 s (longer than the whole walk) on east-west, FIP-in and SNAT paths.
+fn start_traffic(lab: &mut Lab) -> Result<Traffic> {
     lab.vm_create("a-vm1", "compute-1", "a-net1", false)?;
     let vm2 = lab.vm_create("a-vm2", "compute-2", "a-net2", true)?;
     let fip = vm2.fip.clone().context("a-vm2 has a FIP")?;
-    let mut servers = vec![
+    let servers = vec![
         lab.probe_server("a-vm2", 180)?,
         lab.probe_server("internet", 180)?,
     ];
@@ -89,23 +118,35 @@ fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget()
     reach(lab, "a-vm1", &vm2.ip)?;
     reach_within(lab, "internet", &fip, Duration::from_secs(30))?;
     reach_within(lab, "a-vm1", INTERNET_IP, Duration::from_secs(30))?;
-
-    // 50 datagrams a second on each path for 80 s: longer than the whole procedure.
     let (count, interval_ms) = (4000, 20);
-    let east_west = lab.probe_stream("a-vm1", &vm2.ip, count, interval_ms)?;
-    let fip_in = lab.probe_stream("internet", &fip, count, interval_ms)?;
-    let snat = lab.probe_stream("a-vm1", INTERNET_IP, count, interval_ms)?;
+    let traffic = Traffic {
+        east_west: lab.probe_stream("a-vm1", &vm2.ip, count, interval_ms)?,
+        fip_in: lab.probe_stream("internet", &fip, count, interval_ms)?,
+        snat: lab.probe_stream("a-vm1", INTERNET_IP, count, interval_ms)?,
+        servers,
+        duration: Duration::from_millis(count as u64 * interval_ms),
+    };
     std::thread::sleep(Duration::from_secs(1));
-    let started = Instant::now();
-    let took = rolling_restart(lab)?;
-    let procedure = started.elapsed();
-    let stream_time = Duration::from_millis(count as u64 * interval_ms);
+    Ok(traffic)
+}
+
+/// Waits for the streams to end and asserts the walk's promise: east-west and FIP lost nothing,
+/// SNAT's longest gap within the 1 s failover budget. On a loss, prints what the compute nodes'
+/// agents did to their datapaths.
+fn check_traffic(lab: &Lab, traffic: Traffic, walk_took: Duration) -> Result<()> {
     assert!(
-        procedure + Duration::from_secs(1) < stream_time,
-        "the rolling restart took {procedure:?}, longer than the streams ({stream_time:?}): lengthen them"
+        walk_took + Duration::from_secs(1) < traffic.duration,
+        "the walk took {walk_took:?}, longer than the streams ({:?}): lengthen them",
+        traffic.duration
     );
+    let Traffic {
+        east_west,
+        fip_in,
+        snat,
+        mut servers,
+        ..
+    } = traffic;
     let (east_west, fip_in, snat) = (east_west.finish()?, fip_in.finish()?, snat.finish()?);
-    println!("rolling restart of 4 agents in {procedure:?}: {took:?}");
     for (path, r) in [
         ("east-west", &east_west),
         ("FIP in", &fip_in),
@@ -117,19 +158,7 @@ fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget()
         );
     }
     if east_west.received != east_west.sent || fip_in.received != fip_in.sent {
-        // What the restarted agents did to their datapaths, for a failure's diagnosis.
-        for node in ["compute-1", "compute-2"] {
-            let log =
-                std::fs::read_to_string(lab.node_dir(node).join("agent.log")).unwrap_or_default();
-            for l in log.lines().filter(|l| {
-                l.contains("datapath")
-                    || l.contains("settled")
-                    || l.contains("op failed")
-                    || l.contains("member")
-            }) {
-                println!("[{node}] {l}");
-            }
-        }
+        print_datapath_logs(lab);
     }
     assert_eq!(
         east_west.received, east_west.sent,
@@ -149,6 +178,150 @@ fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget()
     for s in &mut servers {
         let _ = s.kill();
         let _ = s.wait();
+    }
+    Ok(())
+}
+
+/// What the compute nodes' agents did to their datapaths, for a loss's diagnosis.
+fn print_datapath_logs(lab: &Lab) {
+    for node in ["compute-1", "compute-2"] {
+        let log = std::fs::read_to_string(lab.node_dir(node).join("agent.log")).unwrap_or_default();
+        for l in log.lines().filter(|l| {
+            l.contains("datapath")
+                || l.contains("settled")
+                || l.contains("op failed")
+                || l.contains("member")
+        }) {
+            println!("[{node}] {l}");
+        }
+    }
+}
+
+#[test]
+fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget() -> Result<()> {
+    // Loss-free streams need the CPU: no other lab runs meanwhile.
+    let mut t = TestLab::alone(2, 2)?;
+    let lab = t.lab();
+    let traffic = start_traffic(lab)?;
+    let started = Instant::now();
+    let took = rolling_restart(lab, Walk::Restart, &mut |_, _| Ok(()))?;
+    let walk_took = started.elapsed();
+    println!("rolling restart of 4 agents in {walk_took:?}: {took:?}");
+    check_traffic(lab, traffic, walk_took)
+}
+
+/// The baseline release's agent, built by `scripts/upgrade-baseline.sh` (`scripts/test.sh` runs
+/// it first), or `$DVRMESH_UPGRADE_FROM`.
+fn baseline_agent() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DVRMESH_UPGRADE_FROM") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let commit = std::fs::read_to_string(root.join("scripts/upgrade-baseline.commit"))?;
+    let commit = commit
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .context("scripts/upgrade-baseline.commit names no commit")?
+        .trim()
+        .to_string();
+    let bin = root.join(format!("target/upgrade-baseline/dvrmesh-{commit}"));
+    if !bin.is_file() {
+        bail!(
+            "the upgrade baseline's agent {} is not built: run scripts/upgrade-baseline.sh",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The binary `node`'s running agent was started from.
+fn running_binary(lab: &Lab, node: &str) -> Result<PathBuf> {
+    let pid = lab
+        .state
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .and_then(|n| n.pid)
+        .with_context(|| format!("no agent running on {node}"))?;
+    Ok(std::fs::read_link(format!("/proc/{pid}/exe"))?)
+}
+
+/// Every node runs the binary the lab says it does, and no node refused a value another node
+/// published: the versions side by side read each other.
+fn check_mixed_cluster(lab: &Lab, after: &str) -> Result<()> {
+    let mut versions = Vec::new();
+    for node in lab.running_nodes() {
+        let want = lab.agent_bin(&node).canonicalize()?;
+        let runs = running_binary(lab, &node)?;
+        assert_eq!(
+            runs, want,
+            "{node} runs {runs:?}, the lab started it from {want:?}"
+        );
+        let page = metrics(lab, &node)?;
+        assert_eq!(
+            sample(&page, "dvrmesh_refused_values"),
+            Some(0.0),
+            "{node} refuses values published by the other version (after {after}): {}",
+            lab.cli(&node, &["status"])?["refused_values"]
+        );
+        versions.push(format!(
+            "{node}: {}",
+            runs.file_name().unwrap_or_default().to_string_lossy()
+        ));
+    }
+    println!("after {after}: {}", versions.join(", "));
+    Ok(())
+}
+
+#[test]
+fn a_rolling_upgrade_from_the_previous_release_loses_no_east_west_or_fip_packet() -> Result<()> {
+    let old = baseline_agent()?.canonicalize()?;
+    let mut spec = LabSpec::sized(2, 2);
+    spec.agent_bin = Some(old.clone());
+    let mut t = TestLab::alone_of(&spec)?;
+    let lab = t.lab();
+    check_mixed_cluster(lab, "the start")?;
+    let traffic = start_traffic(lab)?;
+    let started = Instant::now();
+    let took = rolling_restart(lab, Walk::Upgrade, &mut |lab, node| {
+        check_mixed_cluster(lab, node)?;
+        // Half the cluster upgraded: a port bound on an old node, configured through a new one,
+        // reaches a VM of a new node.
+        if node == "compute-1" {
+            lab.vm_create("a-vm3", "compute-2", "a-net2", false)?;
+            let vm3 = lab.vm("a-vm3")?.ip.clone();
+            let mut server = lab.probe_server("a-vm3", 30)?;
+            let reached = reach(lab, "a-vm1", &vm3);
+            let _ = server.kill();
+            let _ = server.wait();
+            reached?;
+        }
+        Ok(())
+    })?;
+    let walk_took = started.elapsed();
+    println!("rolling upgrade of 4 agents from {old:?} in {walk_took:?}: {took:?}");
+    check_traffic(lab, traffic, walk_took)?;
+    for node in lab.running_nodes() {
+        assert_ne!(
+            running_binary(lab, &node)?,
+            old,
+            "{node} still runs the old release"
+        );
+        // The new agent adopted what the old one programmed: nothing left to change.
+        let empty = |lab: &Lab| {
+            lab.cli(&node, &["datapath", "diff"])
+                .is_ok_and(|v| v["ops"].as_array().is_some_and(|o| o.is_empty()))
+        };
+        if wait(Duration::from_secs(10), "an empty datapath diff", || {
+            empty(lab)
+        })
+        .is_err()
+        {
+            bail!(
+                "{node}'s datapath is not in sync after the upgrade: {}",
+                lab.cli(&node, &["datapath", "diff"])?
+            );
+        }
     }
     Ok(())
 }

@@ -348,6 +348,7 @@ fn a_fip_of_a_port_on_a_node_without_external_access_is_served_centrally() -> Re
                 priority: 200,
             },
         ],
+        agent_bin: None,
     };
     let mut t = TestLab::of(&spec)?;
     let lab = t.lab();

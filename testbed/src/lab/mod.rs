@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use self::exec::{output_in, run_in};
-use self::spec::{tunnel_ip, LabSpec, EXT_GATEWAY, INTERNET_IP};
+use self::spec::{tunnel_ip, LabSpec, NodeSpec, EXT_GATEWAY, INTERNET_IP};
 
 /// Gossip port of every agent (each on its own underlay address).
 const GOSSIP_PORT: u16 = 7100;
@@ -57,6 +57,10 @@ pub struct NodeState {
     pub tunnel_ip: String,
     /// The agent's pid, when running.
     pub pid: Option<u32>,
+    /// The binary the agent runs when it is not this build's `dvrmesh` (an upgrade test's older
+    /// release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_bin: Option<PathBuf>,
 }
 
 /// One VM.
@@ -353,7 +357,7 @@ impl Lab {
         }
         for (i, n) in spec.nodes.iter().enumerate() {
             progress(&format!("creating node {} ({})", n.name, n.mode));
-            lab.add_node(i, &n.name, &n.mode, n.priority)?;
+            lab.add_node_running(i, n, spec.agent_bin.clone())?;
         }
         progress("waiting for every agent to see every other");
         lab.wait_members(Duration::from_secs(30))?;
@@ -472,6 +476,22 @@ impl Lab {
     /// Adds a node: its namespace wired to the underlay and the external network, credentials,
     /// configuration, and a running agent.
     pub fn add_node(&mut self, index: usize, name: &str, mode: &str, priority: u8) -> Result<()> {
+        let spec = NodeSpec {
+            name: name.to_string(),
+            mode: mode.to_string(),
+            priority,
+        };
+        self.add_node_running(index, &spec, None)
+    }
+
+    /// Adds a node as [`Lab::add_node`] does, its agent running `agent_bin` (`None`: this build's).
+    fn add_node_running(
+        &mut self,
+        index: usize,
+        spec: &NodeSpec,
+        agent_bin: Option<PathBuf>,
+    ) -> Result<()> {
+        let (name, mode, priority) = (spec.name.as_str(), spec.mode.as_str(), spec.priority);
         let nsdir = self.dir.join("ns");
         netns::create(&nsdir, &format!("node-{name}"))?;
         let tip = tunnel_ip(index);
@@ -509,6 +529,7 @@ impl Lab {
             mode: mode.to_string(),
             tunnel_ip: tip,
             pid: None,
+            agent_bin,
         });
         self.save()?;
         self.start_agent(name)
@@ -566,11 +587,12 @@ impl Lab {
         // caller chose a filter.
         let filter = std::env::var("RUST_LOG")
             .unwrap_or_else(|_| "info,dvrmesh_node::reconcile=debug".to_string());
+        let bin = self.agent_bin(name);
         let child = Command::new("setsid")
             .env("RUST_LOG", filter)
             .arg("nsenter")
             .arg(format!("--net={}", self.node_ns(name).display()))
-            .arg(&self.bin)
+            .arg(&bin)
             .args(["agent", "--config"])
             .arg(dir.join("agent.toml"))
             .stdin(Stdio::null())
@@ -590,6 +612,29 @@ impl Lab {
             &format!("agent {name} answering"),
             || api.exists() && cli(&self.bin, &api, None, &["status"]).is_ok(),
         )
+    }
+
+    /// The binary `name`'s agent runs: its own if it was given one, else this build's.
+    pub fn agent_bin(&self, name: &str) -> PathBuf {
+        self.state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.agent_bin.clone())
+            .unwrap_or_else(|| self.bin.clone())
+    }
+
+    /// Makes `name`'s agent run `bin` from its next start (`None`: this build's `dvrmesh`): an
+    /// upgrade, once the agent is restarted.
+    pub fn set_agent_bin(&mut self, name: &str, bin: Option<PathBuf>) -> Result<()> {
+        let node = self
+            .state
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| anyhow!("no node {name} in the lab"))?;
+        node.agent_bin = bin;
+        self.save()
     }
 
     /// Stops a node's agent with `signal` (e.g. "TERM", "KILL") and waits for it to exit.

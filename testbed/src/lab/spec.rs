@@ -1,5 +1,7 @@
 //! What a lab is made of: nodes with modes, and the default topology of the demo.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// One node of the lab.
@@ -18,6 +20,10 @@ pub struct NodeSpec {
 pub struct LabSpec {
     /// Nodes, in order; the first is every agent's seed.
     pub nodes: Vec<NodeSpec>,
+    /// The binary every agent starts from when it is not this build's `dvrmesh`: an older
+    /// release, for an upgrade test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl LabSpec {
@@ -38,7 +44,10 @@ impl LabSpec {
                 priority: (250 - 50 * i.min(4)) as u8,
             });
         }
-        LabSpec { nodes }
+        LabSpec {
+            nodes,
+            agent_bin: None,
+        }
     }
 }
 

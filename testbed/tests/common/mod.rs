@@ -43,8 +43,13 @@ impl TestLab {
 
     /// A lab that runs alone: no other lab of this test binary runs meanwhile.
     pub fn alone(compute: usize, snat: usize) -> Result<TestLab> {
+        TestLab::alone_of(&LabSpec::sized(compute, snat))
+    }
+
+    /// A lab of any topology that runs alone.
+    pub fn alone_of(spec: &LabSpec) -> Result<TestLab> {
         let cpu = CpuGuard::Alone(CPU.write().unwrap_or_else(|p| p.into_inner()));
-        TestLab::with(&LabSpec::sized(compute, snat), cpu)
+        TestLab::with(spec, cpu)
     }
 
     fn with(spec: &LabSpec, cpu: CpuGuard) -> Result<TestLab> {
