@@ -239,6 +239,14 @@ enum VmCommand {
 }
 
 fn main() -> ExitCode {
+    // With RUST_LOG set, the libraries' debug lines (a datapath pass's phases, the bench's
+    // passes) go to stderr: how a slow benchmark is taken apart.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
