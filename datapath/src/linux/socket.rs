@@ -102,6 +102,30 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Closes the socket on the closer thread, not this one.
+    ///
+    /// nf_tables destroys the tables a batch deleted (a netdev chain's hooks among them) in
+    /// deferred work after an RCU grace period, and the release of any netfilter socket flushes
+    /// that work first (`nft_rcv_nl_event` on `NETLINK_URELEASE`). Closed on the pass's thread,
+    /// the socket of a batch that replaced a VXLAN device's table held the pass up 10 to 25 ms
+    /// (measured with `RUST_LOG=datapath=debug dvrmesh-lab bench --only datapath`). Nothing
+    /// waits for the close itself. Should the thread fail to start, the socket closes here.
+    pub(crate) fn close_in_background(self) {
+        static CLOSER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Conn>>> =
+            std::sync::OnceLock::new();
+        let closer = CLOSER.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Conn>();
+            std::thread::Builder::new()
+                .name("netlink-closer".into())
+                .spawn(move || rx.into_iter().for_each(drop))
+                .ok()
+                .map(|_| tx)
+        });
+        if let Some(Err(returned)) = closer.as_ref().map(|tx| tx.send(self)) {
+            drop(returned.0);
+        }
+    }
+
     /// Opens a socket of `protocol` (`NETLINK_ROUTE`, `NETLINK_NETFILTER`) inside the namespace
     /// `ns` (labelled `label` in errors).
     pub(crate) fn open(protocol: isize, ns: &File, label: &str) -> Result<Conn, Error> {
