@@ -14,7 +14,7 @@ use serde_json::Value;
 use testbed::lab::spec::{LabSpec, INTERNET_IP};
 use testbed::lab::{wait, Lab, ProbeStream};
 
-use common::{metrics, reach, reach_within, sample, TestLab};
+use common::{metrics, print_datapath_logs, reach, reach_within, sample, TestLab};
 
 const ROUTER: &str = "a-router";
 
@@ -182,21 +182,6 @@ fn check_traffic(lab: &Lab, traffic: Traffic, walk_took: Duration) -> Result<()>
     Ok(())
 }
 
-/// What the compute nodes' agents did to their datapaths, for a loss's diagnosis.
-fn print_datapath_logs(lab: &Lab) {
-    for node in ["compute-1", "compute-2"] {
-        let log = std::fs::read_to_string(lab.node_dir(node).join("agent.log")).unwrap_or_default();
-        for l in log.lines().filter(|l| {
-            l.contains("datapath")
-                || l.contains("settled")
-                || l.contains("op failed")
-                || l.contains("member")
-        }) {
-            println!("[{node}] {l}");
-        }
-    }
-}
-
 #[test]
 fn a_rolling_restart_loses_no_east_west_or_fip_packet_and_snat_stays_in_budget() -> Result<()> {
     // Loss-free streams need the CPU: no other lab runs meanwhile.
@@ -236,13 +221,7 @@ fn baseline_agent() -> Result<PathBuf> {
 
 /// The binary `node`'s running agent was started from.
 fn running_binary(lab: &Lab, node: &str) -> Result<PathBuf> {
-    let pid = lab
-        .state
-        .nodes
-        .iter()
-        .find(|n| n.name == node)
-        .and_then(|n| n.pid)
-        .with_context(|| format!("no agent running on {node}"))?;
+    let pid = lab.agent_pid(node)?;
     Ok(std::fs::read_link(format!("/proc/{pid}/exe"))?)
 }
 

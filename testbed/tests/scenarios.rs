@@ -307,17 +307,7 @@ fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
         report.sent, report.received, report.lost
     );
     // What the restarted agents did to their datapaths, for a failure's diagnosis.
-    for node in ["compute-1", "compute-2"] {
-        let log = std::fs::read_to_string(lab.node_dir(node).join("agent.log")).unwrap_or_default();
-        for l in log.lines().filter(|l| {
-            l.contains("datapath")
-                || l.contains("settled")
-                || l.contains("op failed")
-                || l.contains("member")
-        }) {
-            println!("[{node}] {l}");
-        }
-    }
+    common::print_datapath_logs(lab);
     assert_eq!(
         report.received, report.sent,
         "packets lost while agents restarted: {:?}",

@@ -27,7 +27,8 @@ impl Lab {
             .ok_or_else(|| anyhow!("no node named {name}"))
     }
 
-    fn agent_pid(&self, name: &str) -> Result<u32> {
+    /// The pid of `name`'s agent; an error when the node is unknown or its agent is not running.
+    pub fn agent_pid(&self, name: &str) -> Result<u32> {
         self.state
             .nodes
             .iter()

@@ -639,13 +639,7 @@ impl Lab {
 
     /// Stops a node's agent with `signal` (e.g. "TERM", "KILL") and waits for it to exit.
     pub fn stop_agent(&mut self, name: &str, signal: &str) -> Result<()> {
-        let pid = self
-            .state
-            .nodes
-            .iter()
-            .find(|n| n.name == name)
-            .and_then(|n| n.pid)
-            .ok_or_else(|| anyhow!("no agent running on {name}"))?;
+        let pid = self.agent_pid(name)?;
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])
             .stderr(Stdio::null())

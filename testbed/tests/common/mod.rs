@@ -122,3 +122,19 @@ pub fn metrics(lab: &Lab, node: &str) -> Result<String> {
     }
     Ok(body)
 }
+
+/// What the compute nodes' agents did to their datapaths (passes, settling, failed ops, members
+/// coming and going), printed for a lost packet's diagnosis.
+pub fn print_datapath_logs(lab: &Lab) {
+    for node in ["compute-1", "compute-2"] {
+        let log = std::fs::read_to_string(lab.node_dir(node).join("agent.log")).unwrap_or_default();
+        for l in log.lines().filter(|l| {
+            l.contains("datapath")
+                || l.contains("settled")
+                || l.contains("op failed")
+                || l.contains("member")
+        }) {
+            println!("[{node}] {l}");
+        }
+    }
+}
