@@ -3,7 +3,7 @@
 # (testbed/tests/rollout.rs): the commit named in scripts/upgrade-baseline.commit, taken from this
 # repository's history with `git archive` and built in its own target directory. Prints the
 # binary's path (target/upgrade-baseline/dvrmesh-COMMIT). A second run reuses the binary.
-# Usage: scripts/upgrade-baseline.sh
+# Usage: scripts/upgrade-baseline.sh [--path]   (--path: only print where the binary goes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -15,7 +15,7 @@ if ! [[ "$commit" =~ ^[0-9a-f]{40}$ ]]; then
 fi
 base="$repo/target/upgrade-baseline"
 out="$base/dvrmesh-$commit"
-if [ -x "$out" ]; then
+if [ "${1:-}" = "--path" ] || [ -x "$out" ]; then
   echo "$out"
   exit 0
 fi

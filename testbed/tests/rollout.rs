@@ -201,15 +201,17 @@ fn baseline_agent() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("DVRMESH_UPGRADE_FROM") {
         return Ok(PathBuf::from(p));
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let commit = std::fs::read_to_string(root.join("scripts/upgrade-baseline.commit"))?;
-    let commit = commit
-        .lines()
-        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .context("scripts/upgrade-baseline.commit names no commit")?
-        .trim()
-        .to_string();
-    let bin = root.join(format!("target/upgrade-baseline/dvrmesh-{commit}"));
+    // The script alone reads scripts/upgrade-baseline.commit; asked for the path, it builds nothing.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/upgrade-baseline.sh");
+    let out = std::process::Command::new(&script).arg("--path").output()?;
+    if !out.status.success() {
+        bail!(
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if !bin.is_file() {
         bail!(
             "the upgrade baseline's agent {} is not built: run scripts/upgrade-baseline.sh",

@@ -121,8 +121,9 @@ impl Conn {
                 .ok()
                 .map(|_| tx)
         });
-        if let Some(Err(returned)) = closer.as_ref().map(|tx| tx.send(self)) {
-            drop(returned.0);
+        if let Some(tx) = closer {
+            // A send that fails hands the socket back in its error, which closes it here.
+            let _ = tx.send(self);
         }
     }
 
