@@ -305,8 +305,9 @@ fn on_a_clean_path_a_dead_holder_is_taken_over_after_three_intervals_not_eight()
     let fast = failover_after_death(adaptive(3), Duration::from_secs(10));
     let fixed = failover_after_death(adaptive(8), Duration::from_secs(10));
     println!("failover on a clean path: adaptive {fast:?}, a fixed 8 intervals {fixed:?}");
-    // 3 × 20 ms (b is the only backup: no skew), less the phase of the death within an
-    // interval, plus one 5 ms step: below VRRPv3's bound at this interval (which adds a skew).
+    // 3 × 20 ms and a quarter interval for a late advert (b is the only backup: no skew), less
+    // the phase of the death within an interval, plus one 5 ms step: below VRRPv3's bound at
+    // this interval (3 × 20 ms plus a skew of up to one interval).
     assert!(
         fast <= Duration::from_millis(75),
         "adaptive suspicion took {fast:?} on a clean path"
@@ -663,8 +664,9 @@ fn the_next_deadline_is_when_a_silent_holder_s_wait_runs_out() {
     let (down, _) = b.suspicion(&router(), &n("a")).expect("a adverted to b");
     let deadline = b.next_deadline(t0).expect("a deadline while a holds");
     assert_eq!(deadline, t0 + down + Duration::from_micros(1));
-    // 3 × 20 ms on a clean path; b is the best backup, so it adds no skew.
-    assert_eq!(down, Duration::from_millis(60));
+    // 3 × 20 ms on a clean path and a quarter interval for a late advert; b is the best backup,
+    // so it adds no skew.
+    assert_eq!(down, Duration::from_millis(65));
     b.handle_tick(deadline - Duration::from_millis(1));
     assert!(b.claims().is_empty(), "b took over before the wait ran out");
     b.handle_tick(deadline);
@@ -678,4 +680,72 @@ fn the_next_deadline_is_when_a_silent_holder_s_wait_runs_out() {
         b.next_deadline(deadline),
         Some(deadline + cfg.advert_interval)
     );
+}
+
+/// The holder's I/O loop wakes a little after each deadline (a timer's granularity, a busy
+/// scheduler): its adverts must stay on the grid of whole intervals, not drift later by that
+/// lateness each time, or a backup's wait on them would run out while they are still on time.
+#[test]
+fn a_holder_whose_timer_fires_late_keeps_its_adverts_on_the_interval_grid() {
+    let cfg = adaptive(3);
+    let mut a = Election::new(n("a"), cfg);
+    let t0 = Instant::now();
+    a.handle_input(t0, a_and_b(false, Vec::new()));
+    assert_eq!(a.claims().len(), 1, "a holds");
+    while a.poll_transmit().is_some() {}
+    let late = Duration::from_millis(1);
+    let mut now = t0;
+    let mut sent = Vec::new();
+    while sent.len() < 100 {
+        now = a.next_deadline(now).expect("a holder has an advert due") + late;
+        a.handle_tick(now);
+        if a.poll_transmit().is_some() {
+            sent.push(now);
+        }
+    }
+    for (k, at) in sent.iter().enumerate() {
+        let slot = t0 + cfg.advert_interval * (k as u32 + 1);
+        assert!(
+            at.saturating_duration_since(slot) <= late,
+            "advert {k} sent {:?} after its slot: the adverts drift",
+            at.saturating_duration_since(slot)
+        );
+    }
+}
+
+/// Two adverts lost in a row, and the third arrives a little late (the holder's timer, the path):
+/// three intervals have not passed without an advert, so a backup that waits three must not
+/// take over. (Without the allowance for a late advert it did, whenever the third advert lost
+/// the race with the backup's own timer: two losses in a row were enough.)
+#[test]
+fn two_lost_adverts_and_a_late_third_are_no_failover() {
+    let cfg = adaptive(3);
+    let mut b = Election::new(n("b"), cfg);
+    let start = Instant::now();
+    b.handle_input(start, a_and_b(false, Vec::new()));
+    // A clean minute: b waits the least, three intervals.
+    let mut t = start;
+    for i in 0..3000 {
+        t = start + cfg.advert_interval * i;
+        b.handle_advert(t, &n("a"), claim_by("a", 1, 200, "r1"));
+    }
+    let (down, _) = b.suspicion(&router(), &n("a")).expect("a adverted");
+    assert!(
+        down < cfg.advert_interval * 4,
+        "b waits {down:?}: the path was clean"
+    );
+    // The adverts at t + 20 and t + 40 ms are lost; the one at t + 60 arrives 2 ms late. b's
+    // timer fires at its deadline, just before that advert is handled.
+    let third = t + cfg.advert_interval * 3 + Duration::from_millis(2);
+    if let Some(deadline) = b.next_deadline(t).filter(|d| *d < third) {
+        b.handle_tick(deadline);
+    }
+    b.handle_tick(third - Duration::from_micros(100));
+    assert!(
+        b.claims().is_empty(),
+        "b took over a live holder after two lost adverts and a late third"
+    );
+    b.handle_advert(third, &n("a"), claim_by("a", 1, 200, "r1"));
+    b.handle_tick(third);
+    assert!(b.claims().is_empty(), "b holds after the late advert");
 }

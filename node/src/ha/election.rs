@@ -8,11 +8,12 @@
 //! - Candidates for a router are live `dvr_snat` nodes mapped to its external network and not
 //!   draining, with their effective priority (per-router override first). The best candidate is the
 //!   highest priority, ties to the smaller node id.
-//! - A holder sends an advert every `advert_interval` to the other candidates. A backup declares the
-//!   holder down when it has heard from it before and then nothing for
-//!   `m × interval + (256 − own priority) / 256 × interval`: the best backup moves first. `m`
-//!   adapts to the advert loss this backup measured from that holder (see [`super::suspicion`]):
-//!   `min_multiplier` on a clean path, up to `multiplier` when adverts are being lost.
+//! - A holder sends an advert every `advert_interval` to the other candidates, on a grid of whole
+//!   intervals. A backup declares the holder down when it has heard from it before and then
+//!   nothing for `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]),
+//!   plus its rank skew (the best backup moves first). `m` adapts to the advert loss this backup
+//!   measured from that holder (see [`super::suspicion`]): `min_multiplier` on a clean path, up
+//!   to `multiplier` when adverts are being lost.
 //! - With no live holder, the best candidate that is not itself silent claims, with an epoch one
 //!   above every epoch it has seen. With `preempt`, a better candidate takes over from a live holder
 //!   after `preempt_delay`.
@@ -490,13 +491,21 @@ fn skew(cfg: &ElectionConfig, ri: Option<&RouterInput>, me: &NodeId, silent: &No
     (cfg.advert_interval / 2).saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX))
 }
 
+/// How late an advert may arrive and still not count as missing: a quarter of an interval. The
+/// holder's timer and scheduler, and the path, delay each advert by a little; without this
+/// allowance the advert due just as the wait runs out races the backup's own timer, and `m − 1`
+/// lost adverts in a row would be enough to take over a live holder.
+pub fn late_allowance(cfg: &ElectionConfig) -> Duration {
+    cfg.advert_interval / 4
+}
+
 /// How long a silent `node` is still taken to be alive on the router of `st`: the intervals its
-/// measured advert loss calls for, plus this node's skew.
+/// measured advert loss calls for, the allowance for a late advert, and this node's skew.
 fn down_for(cfg: &ElectionConfig, st: &RouterState, node: &NodeId, skew: Duration) -> Duration {
     let m = st.arrivals.get(node).map_or(cfg.min_multiplier, |a| {
         a.multiplier(cfg.min_multiplier, cfg.multiplier)
     });
-    cfg.advert_interval * m + skew
+    cfg.advert_interval * m + late_allowance(cfg) + skew
 }
 
 /// Where a decision's results go.
@@ -564,11 +573,12 @@ impl Decision<'_> {
             displaced_by.clone()
         };
         let Some(reason) = reason else {
+            let interval = self.cfg.advert_interval;
             if st
                 .last_sent
-                .is_none_or(|t| self.now.saturating_duration_since(t) >= self.cfg.advert_interval)
+                .is_none_or(|t| self.now.saturating_duration_since(t) >= interval)
             {
-                st.last_sent = Some(self.now);
+                st.last_sent = Some(advert_slot(st.last_sent, self.now, interval));
                 self.advert(&mine, out);
             }
             return;
@@ -657,6 +667,17 @@ impl Decision<'_> {
         for (n, _) in self.ri.candidates.iter().filter(|(n, _)| n != self.me) {
             out.adverts.push_back((n.clone(), claim.clone()));
         }
+    }
+}
+
+/// The slot an advert sent at `now` stands for: the one due after `last`, so that adverts keep
+/// to a grid of whole intervals and a timer that fires a little late each time does not make
+/// them drift later and later behind what the backups expect; `now` itself when this node is an
+/// interval or more behind (it stalled).
+fn advert_slot(last: Option<Instant>, now: Instant, interval: Duration) -> Instant {
+    match last.map(|t| t + interval) {
+        Some(due) if now.saturating_duration_since(due) < interval => due,
+        _ => now,
     }
 }
 

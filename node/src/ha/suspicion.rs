@@ -13,6 +13,13 @@
 //! [`PRIOR_LOSS`], a prior that is forgotten like any other advert: a holder with no history is
 //! waited on for the least count, and the first few losses move it up at once.
 //!
+//! Loss often starts all at once (a link degrades, a switch queue fills), and a path clean for
+//! minutes has a long estimate near zero that takes hundreds of adverts to move. A second
+//! estimate with a horizon of [`ONSET_HORIZON`] adverts catches the onset: the wait follows the
+//! higher of the two, so the first lost advert after a clean stretch raises it (to 6 intervals by
+//! default) for the next few dozen adverts. What is left is the chance that the very first loss
+//! is already a run as long as the clean-path wait (about `p²` at loss `p` for 3 intervals).
+//!
 //! Pure: arrival times are passed in.
 
 use std::time::Duration;
@@ -28,6 +35,8 @@ pub const FALSE_SUSPICION_PER_ADVERT: f64 = 1e-7;
 pub const PRIOR_ADVERTS: f64 = 64.0;
 /// The prior's loss rate.
 pub const PRIOR_LOSS: f64 = 1.0 / 256.0;
+/// Roughly how many adverts the onset estimate remembers.
+pub const ONSET_HORIZON: f64 = 16.0;
 
 /// The adverts a backup received from one holder for one router, as a decaying loss estimate.
 #[derive(Clone, Debug)]
@@ -37,6 +46,9 @@ pub struct Arrivals {
     sent: f64,
     /// Adverts lost, decayed.
     lost: f64,
+    /// The same over the last [`ONSET_HORIZON`] adverts or so (no prior: it starts clean).
+    recent_sent: f64,
+    recent_lost: f64,
 }
 
 impl Default for Arrivals {
@@ -45,6 +57,8 @@ impl Default for Arrivals {
             last: None,
             sent: PRIOR_ADVERTS,
             lost: PRIOR_LOSS * PRIOR_ADVERTS,
+            recent_sent: ONSET_HORIZON,
+            recent_lost: 0.0,
         }
     }
 }
@@ -72,11 +86,15 @@ impl Arrivals {
         let keep = (1.0 - 1.0 / HORIZON).powf(intervals);
         self.sent = self.sent * keep + intervals;
         self.lost = self.lost * keep + missed;
+        let keep = (1.0 - 1.0 / ONSET_HORIZON).powf(intervals);
+        self.recent_sent = self.recent_sent * keep + intervals;
+        self.recent_lost = self.recent_lost * keep + missed;
     }
 
-    /// The estimated chance that one advert is lost.
+    /// The estimated chance that one advert is lost: the higher of the long and the onset
+    /// estimate.
     pub fn loss(&self) -> f64 {
-        self.lost / self.sent
+        (self.lost / self.sent).max(self.recent_lost / self.recent_sent)
     }
 
     /// How many silent intervals to wait, between `least` and `most`: the fewest whose run of
@@ -147,6 +165,20 @@ mod tests {
         let mut a = Arrivals::default();
         feed(&mut a, Instant::now(), 20, |i| i == 10);
         assert!(a.multiplier(3, 8) >= 4, "loss {}", a.loss());
+    }
+
+    #[test]
+    fn the_first_loss_after_a_long_clean_stretch_raises_the_count_at_once() {
+        // Minutes of clean adverts: the long estimate is near zero.
+        let mut a = Arrivals::default();
+        let t = feed(&mut a, Instant::now(), 20_000, |_| false);
+        assert_eq!(a.multiplier(3, 8), 3);
+        // One advert lost: the wait goes up at once, not after hundreds of adverts.
+        let t = feed(&mut a, t, 2, |i| i == 0);
+        assert!(a.multiplier(3, 8) >= 6, "loss {}", a.loss());
+        // And comes back to the least once the path has been clean for a while.
+        feed(&mut a, t, 200, |_| false);
+        assert_eq!(a.multiplier(3, 8), 3, "loss {}", a.loss());
     }
 
     #[test]
