@@ -25,11 +25,36 @@ const VM: &str = "a-vm1";
 fn election_log(lab: &Lab) {
     for n in ["network-1", "network-2", "compute-1"] {
         let log = std::fs::read_to_string(lab.node_dir(n).join("agent.log")).unwrap_or_default();
-        for l in log
-            .lines()
-            .filter(|l| l.contains("SNAT") || l.contains("gateway") || l.contains("settled"))
-        {
+        for l in log.lines().filter(|l| {
+            [
+                "SNAT",
+                "gateway",
+                "settled",
+                "stalled",
+                "starved",
+                "WARN",
+                "dial",
+                "gossip write",
+                "datagram not sent",
+                "adopted",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        }) {
             println!("[{n}] {l}");
+        }
+        if let Ok(m) = metrics(lab, n) {
+            for k in [
+                "dvrmesh_election_stalls",
+                "dvrmesh_election_late_wakes",
+                "dvrmesh_election_datagrams",
+                "dvrmesh_gossip_dropped",
+                "dvrmesh_tls_handshake_failures",
+            ] {
+                for l in m.lines().filter(|l| l.starts_with(k)) {
+                    println!("[{n}] {l}");
+                }
+            }
         }
     }
 }
@@ -373,11 +398,33 @@ fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Resu
     Ok(())
 }
 
+/// Note: in about one set-up in three on this machine, network-2 took the second router over
+/// ("holder network-1 went silent") some 70 ms after network-1 first claimed it, with no loss
+/// injected yet: network-1's takeover repeats and adverts for that router did not reach
+/// network-2's election in time (its wait on the first router's holder did not run out). Not yet
+/// explained; the failure output prints each node's stall and late-wake counters and transport
+/// drops to help.
 #[test]
 fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<()> {
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let nodes = ["network-1", "network-2"];
+    // Start from a steady election: network-1 holds both routers. A takeover during set-up
+    // (seen when the second router's gateway is programmed: see the function's note) leaves
+    // network-1 in its 30 s hold-down, and its preemption would then fall inside the minute of
+    // loss and be counted as a failover the loss caused.
+    wait(
+        Duration::from_secs(45),
+        "network-1 holding every router",
+        || {
+            let held = |n| {
+                metrics(lab, n)
+                    .ok()
+                    .and_then(|m| sample(&m, "dvrmesh_snat_routers_held"))
+            };
+            held("network-1") == Some(2.0) && held("network-2") == Some(0.0)
+        },
+    )?;
     let before: Vec<(u64, u64)> = nodes
         .iter()
         .map(|n| transitions(lab, n))

@@ -157,6 +157,7 @@ pub fn spawn(
         last_report: None,
         reasons: BTreeMap::new(),
         refusals: crate::throttle::Throttle::new(Duration::from_secs(1)),
+        late_wakes: crate::throttle::Throttle::new(Duration::from_secs(10)),
     };
     let handle = HaHandle {
         holders: holders_rx,

@@ -84,6 +84,8 @@ pub struct HaCounters {
     /// Times this node found it had stalled (paused, starved) and claimed nothing while it
     /// caught up.
     pub stalls: u64,
+    /// Times the HA task woke more than an advert interval after an election deadline.
+    pub late_wakes: u64,
 }
 
 /// Everything `router show` and `status` report.

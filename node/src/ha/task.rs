@@ -61,6 +61,8 @@ pub(super) struct HaTask {
     pub(super) reasons: BTreeMap<ObjectId, String>,
     /// Warnings about refused datagrams, per sender.
     pub(super) refusals: Throttle<NodeId>,
+    /// Warnings about waking late for a deadline (this node starved of CPU).
+    pub(super) late_wakes: Throttle<()>,
 }
 
 /// A sleep's end when there is nothing to wait for (the branch is disabled then).
@@ -131,9 +133,32 @@ impl HaTask {
                     let _ = done.send(());
                 }
                 _ = tick.tick() => self.on_clock(&mut inbound),
-                _ = at_deadline, if deadline.is_some() => self.on_clock(&mut inbound),
+                _ = at_deadline, if deadline.is_some() => {
+                    self.note_late_wake(deadline);
+                    self.on_clock(&mut inbound);
+                }
             }
             self.flush(Instant::now()).await;
+        }
+    }
+
+    /// Warns (at most every 10 s) when this task woke for a deadline more than an advert interval
+    /// late: the node is starved of CPU, so its adverts go out late and a backup may take over
+    /// from it, or, as a backup, its takeovers are late.
+    fn note_late_wake(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else { return };
+        let now = Instant::now();
+        let late = now.saturating_duration_since(deadline);
+        if late <= self.settings.election.advert_interval {
+            return;
+        }
+        self.counters.late_wakes += 1;
+        if let Some(n) = self.late_wakes.event(&(), now.into_std()) {
+            warn!(
+                late_ms = late.as_millis() as u64,
+                times = n,
+                "the HA task woke late for an election deadline: this node is starved of CPU"
+            );
         }
     }
 

@@ -209,6 +209,18 @@ impl Sources {
             "dvrmesh_election_refused_claims",
             "Published SNAT claims refused (bad signature, replay)",
             s.counters.refused_claims,
+        )?;
+        counter(
+            enc,
+            "dvrmesh_election_stalls",
+            "Times this node found it had stalled longer than a down interval (paused, starved)",
+            s.counters.stalls,
+        )?;
+        counter(
+            enc,
+            "dvrmesh_election_late_wakes",
+            "Times the HA task woke more than an advert interval after an election deadline (starved of CPU)",
+            s.counters.late_wakes,
         )
     }
 
