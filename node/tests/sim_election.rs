@@ -63,6 +63,7 @@ fn a_and_b(preempt: bool, claims: Vec<SnatClaim>) -> ElectionInput {
             preempt,
             preempt_delay: Duration::ZERO,
             claims,
+            listeners: Vec::new(),
         }],
     }
 }
@@ -153,6 +154,8 @@ impl Net {
                 preempt: self.preempt,
                 preempt_delay: self.preempt_delay,
                 claims,
+                // Every candidate, reachable or not (the delivery drops what cannot arrive).
+                listeners: self.prio.keys().cloned().collect(),
             }],
         }
     }
@@ -576,6 +579,7 @@ fn a_gossiped_claim_with_an_implausible_epoch_does_not_raise_the_epoch() {
             preempt: true,
             preempt_delay: Duration::ZERO,
             claims,
+            listeners: Vec::new(),
         }],
     };
     b.handle_input(t0, input(vec![claim_by("a", 3, 200, "r1")]));
@@ -748,4 +752,53 @@ fn two_lost_adverts_and_a_late_third_are_no_failover() {
     b.handle_advert(third, &n("a"), claim_by("a", 1, 200, "r1"));
     b.handle_tick(third);
     assert!(b.claims().is_empty(), "b holds after the late advert");
+}
+
+/// Takeovers by `b` in one second while the holder `a`'s view counts `b` out (a late heartbeat on
+/// a busy machine: `b` is no candidate there) and `b`'s view counts itself in; `a` adverts to
+/// `listeners`.
+fn takeovers_while_the_holder_counts_the_backup_out(listeners: Vec<NodeId>) -> usize {
+    let cfg = adaptive(3);
+    let (mut a, mut b) = (Election::new(n("a"), cfg), Election::new(n("b"), cfg));
+    let mut now = Instant::now();
+    b.handle_input(now, a_and_b(false, Vec::new()));
+    // a claims while its view has both, and b hears it.
+    a.handle_input(now, a_and_b(false, Vec::new()));
+    while let Some((_, claim)) = a.poll_transmit() {
+        b.handle_advert(now, &n("a"), claim);
+    }
+    // Then a's view counts b out.
+    let mut a_view = a_and_b(false, Vec::new());
+    a_view.routers[0].candidates.retain(|(c, _)| c == &n("a"));
+    a_view.routers[0].listeners = listeners;
+    a.handle_input(now, a_view);
+    let mut took = 0;
+    for _ in 0..200 {
+        now += STEP;
+        a.handle_tick(now);
+        while let Some((to, claim)) = a.poll_transmit() {
+            if to == n("b") {
+                b.handle_advert(now, &n("a"), claim);
+            }
+        }
+        b.handle_tick(now);
+        while let Some(e) = b.poll_event() {
+            took += usize::from(matches!(e, ElectionEvent::Took { .. }));
+        }
+    }
+    took
+}
+
+#[test]
+fn a_holder_adverts_to_a_backup_its_view_counts_out() {
+    let with = takeovers_while_the_holder_counts_the_backup_out(vec![n("a"), n("b")]);
+    let without = takeovers_while_the_holder_counts_the_backup_out(Vec::new());
+    assert_eq!(
+        with, 0,
+        "b took over a live holder that its view counted out"
+    );
+    assert!(
+        without >= 1,
+        "adverting to candidates only should leave b waiting in vain (the test would prove nothing)"
+    );
 }

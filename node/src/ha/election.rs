@@ -8,8 +8,8 @@
 //! - Candidates for a router are live `dvr_snat` nodes mapped to its external network and not
 //!   draining, with their effective priority (per-router override first). The best candidate is the
 //!   highest priority, ties to the smaller node id.
-//! - A holder sends an advert every `advert_interval` to the other candidates, on a grid of whole
-//!   intervals. A backup declares the holder down when it has heard from it before and then
+//! - A holder sends an advert every `advert_interval` to the other candidates (and to every other
+//!   `dvr_snat` node of the external network its view counts out), on a grid of whole intervals. A backup declares the holder down when it has heard from it before and then
 //!   nothing for `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]),
 //!   plus its rank skew (the best backup moves first). `m` adapts to the advert loss this backup
 //!   measured from that holder (see [`super::suspicion`]): `min_multiplier` on a clean path, up
@@ -83,6 +83,12 @@ pub struct RouterInput {
     pub preempt_delay: Duration,
     /// Claims for this router published in gossip by live nodes.
     pub claims: Vec<SnatClaim>,
+    /// Nodes a holder adverts to besides the candidates: every `dvr_snat` member mapped to the
+    /// router's external network, whatever this node's view says of its liveness, drain or
+    /// gateway. A node this view counts out for a moment (a late heartbeat on a busy machine)
+    /// may still count itself a candidate and be waiting on the adverts; an advert to a node
+    /// that is really dead costs one datagram.
+    pub listeners: Vec<NodeId>,
 }
 
 /// What the election needs from the view.
@@ -662,9 +668,13 @@ impl Decision<'_> {
         out.events.push_back(ElectionEvent::Took { claim, reason });
     }
 
-    /// The claim, to every other candidate.
+    /// The claim, to every other candidate and listener.
     fn advert(&self, claim: &SnatClaim, out: &mut Outputs<'_>) {
-        for (n, _) in self.ri.candidates.iter().filter(|(n, _)| n != self.me) {
+        let to: std::collections::BTreeSet<&NodeId> = (self.ri.candidates.iter().map(|(n, _)| n))
+            .chain(&self.ri.listeners)
+            .filter(|n| *n != self.me)
+            .collect();
+        for n in to {
             out.adverts.push_back((n.clone(), claim.clone()));
         }
     }

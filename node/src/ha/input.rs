@@ -70,6 +70,16 @@ pub fn election_input(view: &ClusterView, local: Option<&LocalState>) -> Electio
                 (id.clone(), p)
             })
             .collect();
+        let listeners = view
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                **id != view.me
+                    && m.facts.mode() == NodeMode::DvrSnat
+                    && m.facts.external().contains_key(&ext.name)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         // Only candidates' claims count: any other node's claim is one it may not make.
         let claims = view
             .alive()
@@ -83,6 +93,7 @@ pub fn election_input(view: &ClusterView, local: Option<&LocalState>) -> Electio
             preempt: r.ha.preempt,
             preempt_delay: Duration::from_millis(u64::from(r.ha.preempt_delay_ms)),
             claims,
+            listeners,
         });
     }
     ElectionInput { majority, routers }
@@ -153,6 +164,7 @@ mod tests {
                 preempt: true,
                 preempt_delay: Duration::ZERO,
                 claims,
+                listeners: Vec::new(),
             }],
         }
     }

@@ -254,7 +254,8 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Logs the members that joined, left or came back in a new life since the previous view.
+/// Logs the members that joined, left, came back in a new life, or went dead or alive again
+/// since the previous view.
 fn log_member_changes(prev: &ClusterView, next: &ClusterView) {
     for (id, m) in &next.members {
         match prev.members.get(id) {
@@ -265,6 +266,10 @@ fn log_member_changes(prev: &ClusterView, next: &ClusterView) {
                 to = m.generation,
                 "member is now known in a new life"
             ),
+            Some(p) if p.state != m.state => match m.state {
+                MemberState::Dead => tracing::info!(node = %id, "member is dead in this view"),
+                MemberState::Alive => tracing::info!(node = %id, "member is alive again"),
+            },
             _ => {}
         }
     }
