@@ -96,6 +96,8 @@ write_node_config() {
     fi
   fi
   for s in ${SEEDS//,/ }; do seeds+="${seeds:+, }\"$s\""; done
+  ha_line=""
+  [ -n "${SNAT_ADVERT_MULTIPLIER_MIN:-}" ] && ha_line="snat_advert_multiplier_min = $SNAT_ADVERT_MULTIPLIER_MIN"
   ext_line=""
   [ -n "$ext_if" ] && ext_line=$'\n'"[external.${EXTERNAL_NAME:-public}]"$'\n'"interface = \"$ext_if\""$'\n'
   cat > "$cfg" <<TOML
@@ -112,6 +114,7 @@ gossip_interval_ms = ${GOSSIP_INTERVAL_MS:-200}
 cluster_id = "${CLUSTER_ID:-dvrmesh}"
 datapath = "${DATAPATH:-linux}"
 netns_dir = "/run/netns"
+$ha_line
 
 [tls]
 ca = "$pki/ca.pem"

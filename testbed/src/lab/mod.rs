@@ -44,6 +44,9 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     /// VMs.
     pub vms: Vec<VmState>,
+    /// The spec's `snat_advert_multiplier_min`, for nodes added later too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advert_multiplier_min: Option<u32>,
 }
 
 /// One node.
@@ -329,7 +332,10 @@ impl Lab {
         let mut lab = Lab {
             dir: dir.to_path_buf(),
             bin: find_dvrmesh()?,
-            state: LabState::default(),
+            state: LabState {
+                advert_multiplier_min: spec.advert_multiplier_min,
+                ..LabState::default()
+            },
             children: BTreeMap::new(),
         };
         lab.save()?;
@@ -520,6 +526,10 @@ impl Lab {
             .map(|n| n.tunnel_ip.clone())
             .unwrap_or_else(|| tip.clone());
         let mut config = agent_config(name, mode, &tip, &seed, priority);
+        if let Some(m) = self.state.advert_multiplier_min {
+            // Top-level keys go before the first table.
+            config = format!("snat_advert_multiplier_min = {m}\n{config}");
+        }
         if self.operator_credential().is_some() {
             config.push_str("\n[tenancy]\nwriters = \"operators\"\n");
         }

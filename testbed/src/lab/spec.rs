@@ -24,6 +24,12 @@ pub struct LabSpec {
     /// release, for an upgrade test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_bin: Option<PathBuf>,
+    /// `snat_advert_multiplier_min` for every agent, when not the default: how many silent
+    /// advert intervals a backup waits on a holder on a clean path. The lab tests raise it: on a
+    /// small shared machine an agent is at times starved of CPU for longer than the default
+    /// 3 × 20 ms, and its backup then rightly takes over a holder that only looks dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advert_multiplier_min: Option<u32>,
 }
 
 impl LabSpec {
@@ -47,6 +53,7 @@ impl LabSpec {
         LabSpec {
             nodes,
             agent_bin: None,
+            advert_multiplier_min: None,
         }
     }
 }
