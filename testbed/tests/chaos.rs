@@ -398,19 +398,19 @@ fn asymmetric_advert_loss_and_a_split_in_halves_never_keep_two_holders() -> Resu
     Ok(())
 }
 
-/// Note: in about one set-up in three on this machine, network-2 took the second router over
-/// ("holder network-1 went silent") some 70 ms after network-1 first claimed it, with no loss
-/// injected yet: network-1's takeover repeats and adverts for that router did not reach
-/// network-2's election in time (its wait on the first router's holder did not run out). Not yet
-/// explained; the failure output prints each node's stall and late-wake counters and transport
-/// drops to help.
+/// Note: in about one set-up in three on this machine, network-2 used to take the second router
+/// over ("holder network-1 went silent") some 70 ms after network-1 first claimed it, with no
+/// loss injected yet: network-1's adverts for that router did not arrive. The likeliest reason,
+/// fixed since: a holder adverted only to the candidates of its own view, which can count a
+/// busy backup out for a moment. The failure output prints each node's stall and late-wake
+/// counters and transport drops, should it come back.
 #[test]
 fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<()> {
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let nodes = ["network-1", "network-2"];
     // Start from a steady election: network-1 holds both routers. A takeover during set-up
-    // (seen when the second router's gateway is programmed: see the function's note) leaves
+    // (see the function's note) leaves
     // network-1 in its 30 s hold-down, and its preemption would then fall inside the minute of
     // loss and be counted as a failover the loss caused.
     wait(
