@@ -409,10 +409,9 @@ fn five_percent_loss_on_every_link_for_a_minute_causes_no_failover() -> Result<(
     let (mut t, mut server) = setup()?;
     let lab = t.lab();
     let nodes = ["network-1", "network-2"];
-    // Start from a steady election: network-1 holds both routers. A takeover during set-up
-    // (see the function's note) leaves
-    // network-1 in its 30 s hold-down, and its preemption would then fall inside the minute of
-    // loss and be counted as a failover the loss caused.
+    // Start from a steady election: network-1 holds both routers. A takeover during set-up (see
+    // the function's note) leaves network-1 in its 30 s hold-down, and its preemption would then
+    // fall inside the minute of loss and be counted as a failover the loss caused.
     wait(
         Duration::from_secs(45),
         "network-1 holding every router",

@@ -9,9 +9,10 @@
 //!   draining, with their effective priority (per-router override first). The best candidate is the
 //!   highest priority, ties to the smaller node id.
 //! - A holder sends an advert every `advert_interval` to the other candidates (and to every other
-//!   `dvr_snat` node of the external network its view counts out), on a grid of whole intervals. A backup declares the holder down when it has heard from it before and then
-//!   nothing for `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]),
-//!   plus its rank skew (the best backup moves first). `m` adapts to the advert loss this backup
+//!   `dvr_snat` node of the external network its view counts out), on a grid of whole intervals.
+//!   A backup declares the holder down when it has heard from it before and then nothing for
+//!   `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]), plus its
+//!   rank skew (the best backup moves first). `m` adapts to the advert loss this backup
 //!   measured from that holder (see [`super::suspicion`]): `min_multiplier` on a clean path, up
 //!   to `multiplier` when adverts are being lost.
 //! - With no live holder, the best candidate that is not itself silent claims, with an epoch one

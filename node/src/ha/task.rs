@@ -134,7 +134,9 @@ impl HaTask {
                 }
                 _ = tick.tick() => self.on_clock(&mut inbound),
                 _ = at_deadline, if deadline.is_some() => {
-                    self.note_late_wake(deadline);
+                    if let Some(due) = deadline {
+                        self.note_late_wake(due);
+                    }
                     self.on_clock(&mut inbound);
                 }
             }
@@ -145,8 +147,7 @@ impl HaTask {
     /// Warns (at most every 10 s) when this task woke for a deadline more than an advert interval
     /// late: the node is starved of CPU, so its adverts go out late and a backup may take over
     /// from it, or, as a backup, its takeovers are late.
-    fn note_late_wake(&mut self, deadline: Option<Instant>) {
-        let Some(deadline) = deadline else { return };
+    fn note_late_wake(&mut self, deadline: Instant) {
         let now = Instant::now();
         let late = now.saturating_duration_since(deadline);
         if late <= self.settings.election.advert_interval {

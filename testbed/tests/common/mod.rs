@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use testbed::demo;
 use testbed::lab::spec::LabSpec;
+use testbed::lab::{wait, Lab};
 
 /// The test labs' `snat_advert_multiplier_min`: 6 silent intervals (125 ms) before a backup
 /// takes over on a clean path, not the default 3 (65 ms). On this 2-core machine an agent of a
@@ -17,7 +18,6 @@ use testbed::lab::spec::LabSpec;
 /// that the fault under test did not cause. The tests assert behaviour (who holds, what is lost,
 /// outages under 1 s), not detection speed; the failover bench measures the default.
 pub const TEST_MULTIPLIER_MIN: u32 = 6;
-use testbed::lab::{wait, Lab};
 
 /// Held by every lab of a test binary: shared by labs that share the CPU, exclusive for one that
 /// needs it to itself.
