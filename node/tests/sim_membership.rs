@@ -85,6 +85,7 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
             cluster_id: "sim".into(),
             gossip_interval: GOSSIP,
             dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
+            failure_window: dvrmesh_node::mesh::gossip::DEFAULT_FAILURE_WINDOW,
         };
         // No certificates in the simulation (and no filter on its transport): any key seals.
         let (signer, _) = Signer::generate_for_test();
@@ -120,6 +121,26 @@ async fn hundred_nodes_converge_and_detect_a_stopped_node() {
         tokio::time::sleep(GOSSIP).await;
     }
     let convergence = start.elapsed();
+
+    // Idle, nothing published changes: a writer builds only on its once-a-second clock, not on
+    // every wake-up.
+    let builds =
+        |nodes: &[SimNode]| -> Vec<u64> { nodes.iter().map(|n| n.view.stats().builds).collect() };
+    let before = builds(&nodes);
+    let idle = Duration::from_secs(5);
+    tokio::time::sleep(idle).await;
+    let most = builds(&nodes)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .max()
+        .unwrap_or(0);
+    let allowed = idle.as_secs() + 2;
+    assert!(
+        most <= allowed,
+        "a writer built {most} views in {idle:?} of idle (at most {allowed}: once a second)"
+    );
+    assert!(nodes.iter().all(|n| n.view.stats().skipped > 0));
 
     let victim = 42;
     let victim_id = nodes[victim].facts.node_id().clone();

@@ -103,6 +103,7 @@ impl ApiContext {
         json!({
             "node_id": v.me.as_str(),
             "view_generation": v.generation,
+            "view_builds": self.view.stats(),
             "members": v.members.len(),
             "alive": v.alive().count(),
             "excluded": v.excluded,

@@ -86,6 +86,25 @@ impl Sources {
             "Generation of this node's view; increases on every change",
             view.generation,
         )?;
+        let builds = self.view.stats();
+        counter(
+            enc,
+            "dvrmesh_view_builds",
+            "Views built from the gossiped state (a rebuild decodes what every node publishes)",
+            builds.builds,
+        )?;
+        counter(
+            enc,
+            "dvrmesh_view_build_seconds",
+            "Time spent building views",
+            builds.build_micros_total as f64 / 1e6,
+        )?;
+        gauge(
+            enc,
+            "dvrmesh_view_last_build_seconds",
+            "How long the last view build took",
+            builds.last_build_micros as f64 / 1e6,
+        )?;
         let age = self.view.changed_at().elapsed().as_secs_f64();
         gauge(
             enc,

@@ -22,12 +22,13 @@ pub const MAX_PORTS_PER_HOST: usize = 4096;
 /// Most records (objects and tombstones, its own and those it replicates) one node may publish.
 pub const MAX_RECORDS_PER_NODE: usize = 100_000;
 
-/// What each node has published so far in one merge, to hold it to the caps above.
+/// What each node has published so far in one merge, to hold it to the caps above (borrowing
+/// the merged values' ids: nothing is copied per value).
 #[derive(Default)]
 struct PerNode<'a> {
     claims: BTreeMap<&'a NodeId, usize>,
-    ports: BTreeMap<&'a NodeId, BTreeSet<ObjectId>>,
-    records: BTreeMap<&'a NodeId, BTreeSet<(ObjectKind, ObjectId)>>,
+    ports: BTreeMap<&'a NodeId, BTreeSet<&'a ObjectId>>,
+    records: BTreeMap<&'a NodeId, BTreeSet<(ObjectKind, &'a ObjectId)>>,
 }
 
 impl<'a> PerNode<'a> {
@@ -40,13 +41,13 @@ impl<'a> PerNode<'a> {
 
     /// Counts a record of `node` (once per object, whichever life published it); whether it is
     /// within the caps.
-    fn record(&mut self, node: &'a NodeId, kind: ObjectKind, id: &ObjectId) -> bool {
+    fn record(&mut self, node: &'a NodeId, kind: ObjectKind, id: &'a ObjectId) -> bool {
         let records = self.records.entry(node).or_default();
-        if !records.contains(&(kind, id.clone())) {
+        if !records.contains(&(kind, id)) {
             if records.len() >= MAX_RECORDS_PER_NODE {
                 return false;
             }
-            records.insert((kind, id.clone()));
+            records.insert((kind, id));
         }
         if kind != ObjectKind::Port {
             return true;
@@ -56,7 +57,7 @@ impl<'a> PerNode<'a> {
             if ports.len() >= MAX_PORTS_PER_HOST {
                 return false;
             }
-            ports.insert(id.clone());
+            ports.insert(id);
         }
         true
     }
@@ -205,51 +206,42 @@ impl TenantState {
         entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>,
         admission: &Admission<'_>,
     ) -> Self {
+        let decoded: Vec<(&NodeId, &str, Decoded)> = entries
+            .into_iter()
+            .map(|(n, k, v)| (n, k, Decoded::of(k, v)))
+            .collect();
+        Self::merge_decoded(decoded.iter().map(|(n, k, d)| (*n, *k, d)), admission)
+    }
+
+    /// [`Self::merge`] of values already decoded ([`Decoded::of`]): the same result, without
+    /// decoding what an earlier merge decoded.
+    pub fn merge_decoded<'a>(
+        entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a Decoded)>,
+        admission: &Admission<'_>,
+    ) -> Self {
         let clock = admission.clock;
         let mut s = TenantState::default();
         let mut seen_claims: BTreeSet<(String, Version)> = BTreeSet::new();
         let mut per_node = PerNode::default();
         for (publisher, key, value) in entries {
-            let result = if key.starts_with("o/") {
-                s.merge_record(publisher, key, value, admission, &mut per_node)
-            } else if key.starts_with("a/") {
-                s.claim::<AddressClaim>(
-                    publisher,
-                    key,
-                    value,
-                    &mut seen_claims,
-                    &mut per_node,
-                    clock,
-                )
-            } else if key.starts_with("m/") {
-                s.claim::<MacClaim>(
-                    publisher,
-                    key,
-                    value,
-                    &mut seen_claims,
-                    &mut per_node,
-                    clock,
-                )
-            } else if key.starts_with("u/") {
-                s.claim::<UniqueClaim>(
-                    publisher,
-                    key,
-                    value,
-                    &mut seen_claims,
-                    &mut per_node,
-                    clock,
-                )
-            } else if key.starts_with("b/") {
-                s.claim::<AddressBlock>(
-                    publisher,
-                    key,
-                    value,
-                    &mut seen_claims,
-                    &mut per_node,
-                    clock,
-                )
-            } else {
-                Ok(())
+            let result = match value {
+                Decoded::Record(rec) => {
+                    s.merge_record(publisher, key, rec, admission, &mut per_node)
+                }
+                Decoded::Address(c) => {
+                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
+                }
+                Decoded::Mac(c) => {
+                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
+                }
+                Decoded::Unique(c) => {
+                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
+                }
+                Decoded::Block(c) => {
+                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
+                }
+                Decoded::Malformed(why) => Err(Refusal::Invalid(why.clone())),
+                Decoded::Ignored => Ok(()),
             };
             match result {
                 Err(Refusal::OverCap) => *s.over_cap.entry(publisher.clone()).or_default() += 1,
@@ -287,17 +279,16 @@ impl TenantState {
         &mut self,
         publisher: &'a NodeId,
         key: &str,
-        value: &str,
+        rec: &'a Record,
         admission: &Admission<'_>,
         per_node: &mut PerNode<'a>,
     ) -> Result<(), Refusal> {
-        let rec: Record = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
         if rec.key() != key {
             return Err("record stored under another key".into());
         }
         check_clock(rec.version(), admission.clock)?;
         if admission.writers == Writers::Operators && rec.kind() != ObjectKind::Port {
-            admission.authority.operator_of(&rec).map_err(|why| {
+            admission.authority.operator_of(rec).map_err(|why| {
                 format!(
                     "{:?} record refused: [tenancy] writers = \"operators\" and {why}",
                     rec.kind()
@@ -330,25 +321,24 @@ impl TenantState {
         match self.records.get(&id) {
             Some(cur) if cur.version() >= rec.version() => {}
             _ => {
-                self.records.insert(id, rec);
+                self.records.insert(id, rec.clone());
             }
         }
         Ok(())
     }
 
-    /// Decodes a claim, checks it sits under its own key in its writer's key space, and files it
-    /// unless already seen (same key and version, e.g. from another life of the node): each claim
+    /// Checks a claim sits under its own key in its writer's key space, and files it unless
+    /// already seen (same key and version, e.g. from another life of the node): each claim
     /// counts once.
     fn claim<'a, C: Claim>(
         &mut self,
         publisher: &'a NodeId,
         key: &str,
-        value: &str,
+        c: &C,
         seen: &mut BTreeSet<(String, Version)>,
         per_node: &mut PerNode<'a>,
         clock: Clock,
     ) -> Result<(), Refusal> {
-        let c: C = mesh_proto::decode_value(value).map_err(|e| e.to_string())?;
         let version = c.version();
         if c.own_key() != key || &version.writer != publisher {
             return Err("claim stored under another key or by another node".into());
@@ -360,7 +350,7 @@ impl TenantState {
                 return Err(Refusal::OverCap);
             }
             self.max_hlc = self.max_hlc.max(version.hlc);
-            c.file(self);
+            c.clone().file(self);
         }
         Ok(())
     }
@@ -438,6 +428,52 @@ impl TenantState {
     }
 }
 
+/// A published value as merging reads it, decoded from its text once. Decoding is pure: a value
+/// decoded for one merge can be merged again while its key's version has not moved, which is
+/// what the view writer does ([`crate::mesh::view::Life`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// An object or tombstone (`o/…`).
+    Record(Box<Record>),
+    /// An address claim (`a/…`).
+    Address(AddressClaim),
+    /// A MAC claim (`m/…`).
+    Mac(MacClaim),
+    /// A VNI or name claim (`u/…`).
+    Unique(UniqueClaim),
+    /// An address or MAC block (`b/…`).
+    Block(AddressBlock),
+    /// It does not decode: why (a problem when merged).
+    Malformed(String),
+    /// Not a tenant key: merging passes over it.
+    Ignored,
+}
+
+impl Decoded {
+    /// Decodes the value published under `key`.
+    pub fn of(key: &str, value: &str) -> Decoded {
+        fn decode<T: serde::de::DeserializeOwned>(value: &str, wrap: fn(T) -> Decoded) -> Decoded {
+            match mesh_proto::decode_value(value) {
+                Ok(v) => wrap(v),
+                Err(e) => Decoded::Malformed(e.to_string()),
+            }
+        }
+        match key.get(..2) {
+            Some("o/") => decode(value, |r| Decoded::Record(Box::new(r))),
+            Some("a/") => decode(value, Decoded::Address),
+            Some("m/") => decode(value, Decoded::Mac),
+            Some("u/") => decode(value, Decoded::Unique),
+            Some("b/") => decode(value, Decoded::Block),
+            _ => Decoded::Ignored,
+        }
+    }
+
+    /// Whether merging reads the value under `key`.
+    pub fn is_tenant_key(key: &str) -> bool {
+        matches!(key.get(..2), Some("o/" | "a/" | "m/" | "u/" | "b/"))
+    }
+}
+
 /// Why a published value was not merged.
 enum Refusal {
     /// It breaks a rule (a problem with the reason).
@@ -476,7 +512,7 @@ fn min_id() -> ObjectId {
 }
 
 /// What merging needs of a claim: the key it must sit under, its version, and where it goes.
-trait Claim: serde::de::DeserializeOwned {
+trait Claim: Clone {
     /// Whether the claim's own fields make sense (beyond decoding).
     fn check(&self) -> Result<(), String> {
         Ok(())

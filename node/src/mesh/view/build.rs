@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chitchat::ChitchatId;
 use mesh_proto::{NodeFacts, NodeId, ObjectId, SignedClaim};
 
-use super::{ClusterView, Member, MemberState, Published, PublishedClaim};
+use super::{ClusterView, Life, Member, MemberState, Published, PublishedClaim};
 use crate::mesh::keys::{
     KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
 };
@@ -26,43 +26,48 @@ use crate::tenant::{Admission, TenantState};
 pub fn build_view<'a>(
     me: &NodeId,
     generation: u64,
-    nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a Published)>,
+    nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a Life)>,
     live: &BTreeSet<ChitchatId>,
     ever_live: &BTreeSet<ChitchatId>,
     admission: &Admission<'_>,
 ) -> ClusterView {
     let authority = admission.authority;
-    let all: Vec<(&ChitchatId, &Published)> = nodes.into_iter().collect();
+    let all: Vec<(&ChitchatId, &Life)> = nodes.into_iter().collect();
     // A node whose certificate is refused now (revoked, expired) is out, with everything it
     // published.
     let mut excluded = BTreeMap::new();
-    let nodes: Vec<(&ChitchatId, &Published)> = all
+    let nodes: Vec<(&ChitchatId, &Life)> = all
         .into_iter()
-        .filter(|(id, st)| match admitted(id, st, authority) {
-            Ok(()) => true,
-            Err(why) => {
-                excluded.insert(id.node_id.to_string(), why);
-                false
-            }
-        })
+        .filter(
+            |(id, life)| match admitted(id, &life.published, authority) {
+                Ok(()) => true,
+                Err(why) => {
+                    excluded.insert(id.node_id.to_string(), why);
+                    false
+                }
+            },
+        )
         .collect();
     // Records of every life of every node count, dead or joining: that is what keeps an object
     // alive while its replicas move.
-    let publishers: Vec<(NodeId, &Published)> = nodes
+    let publishers: Vec<(NodeId, &Life)> = nodes
         .iter()
-        .filter_map(|(id, st)| NodeId::new(&*id.node_id).ok().map(|n| (n, *st)))
+        .filter_map(|(id, life)| NodeId::new(&*id.node_id).ok().map(|n| (n, *life)))
         .collect();
-    let tenant = TenantState::merge(
-        publishers
-            .iter()
-            .flat_map(|(n, st)| st.iter().map(move |(k, v)| (n, k.as_str(), v.as_str()))),
+    let tenant = TenantState::merge_decoded(
+        publishers.iter().flat_map(|(n, life)| {
+            life.tenant
+                .iter()
+                .map(move |(k, (_, d))| (n, k.as_str(), d.as_ref()))
+        }),
         admission,
     );
     // Each node is represented by its best life among those that have said who they are: a
     // restarted node's new life counts once its facts arrive, and until then its previous life
     // stands for it (dropping the node meanwhile would tear down the paths to its ports).
     let mut best: BTreeMap<&str, (&ChitchatId, &Published, NodeFacts, bool)> = BTreeMap::new();
-    for (id, state) in nodes {
+    for (id, life) in nodes {
+        let state = &life.published;
         if !ever_live.contains(id) && !live.contains(id) {
             continue;
         }
@@ -214,8 +219,12 @@ mod tests {
         .unwrap()
     }
 
-    fn state_with(value: &str) -> Published {
+    fn published_with(value: &str) -> Published {
         Published::from([(KEY_NODE_FACTS.to_string(), value.to_string())])
+    }
+
+    fn state_with(value: &str) -> Life {
+        Life::from_published(published_with(value))
     }
 
     #[test]
@@ -325,7 +334,7 @@ mod tests {
         let old = ChitchatId::new("a", 1, ([127, 0, 0, 1], 1).into());
         let new = ChitchatId::new("a", 2, ([127, 0, 0, 1], 1).into());
         let with_facts = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
-        let nothing_yet = Published::new();
+        let nothing_yet = Life::default();
         let ever: BTreeSet<_> = [old.clone(), new.clone()].into_iter().collect();
         let x = NodeId::new("x").unwrap();
         let view = |live: &BTreeSet<ChitchatId>| {
@@ -374,7 +383,7 @@ mod tests {
             },
             signature: vec![1; 64],
         };
-        let mut s = state_with(&mesh_proto::encode_value(&facts("a")).unwrap());
+        let mut s = published_with(&mesh_proto::encode_value(&facts("a")).unwrap());
         let mut set = |k: &str, v: String| s.insert(k.to_string(), v);
         set(
             "snat/r1",
@@ -389,6 +398,7 @@ mod tests {
             "snat/r3",
             mesh_proto::encode_value(&claim("a", "r4")).unwrap(),
         );
+        let s = Life::from_published(s);
         let live: BTreeSet<_> = [a.clone()].into_iter().collect();
         let me = NodeId::new("a").unwrap();
         let v = build_view(
