@@ -238,6 +238,7 @@ async fn start_mesh(
         cluster_id: config.cluster_id.clone(),
         gossip_interval: config.gossip_interval,
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
+        failure_window: gossip::DEFAULT_FAILURE_WINDOW,
     };
     let transport = QuicTransport::new(creds, settings.chitchat_id())?;
     let datagrams = transport

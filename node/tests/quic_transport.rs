@@ -66,6 +66,7 @@ fn gossip_setup(
         cluster_id: "test".into(),
         gossip_interval: Duration::from_millis(50),
         dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
+        failure_window: dvrmesh_node::mesh::gossip::DEFAULT_FAILURE_WINDOW,
     };
     Ok((facts, settings))
 }

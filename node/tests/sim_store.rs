@@ -68,6 +68,7 @@ impl Sim {
                 cluster_id: "sim".into(),
                 gossip_interval: GOSSIP,
                 dead_node_grace_period: DEAD_GRACE,
+                failure_window: dvrmesh_node::mesh::gossip::DEFAULT_FAILURE_WINDOW,
             };
             // No certificates in the simulation (and no filter on its transport): any key seals.
             let (signer, _) = Signer::generate_for_test();

@@ -35,10 +35,16 @@ pub struct GossipSettings {
     pub gossip_interval: Duration,
     /// How long a dead node's state is kept before it is forgotten.
     pub dead_node_grace_period: Duration,
+    /// Heartbeat intervals the failure detector keeps per peer (each peer's window is
+    /// allocated whole: 8 bytes an interval).
+    pub failure_window: usize,
 }
 
 /// How long the agent keeps a dead node's state by default.
 pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// The agent's failure detector window: 1 000 heartbeat intervals per peer (8 KB each).
+pub const DEFAULT_FAILURE_WINDOW: usize = 1_000;
 
 impl GossipSettings {
     /// This node life's chitchat id.
@@ -55,7 +61,7 @@ impl GossipSettings {
             seed_nodes: self.seeds.clone(),
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: 8.0,
-                sampling_window_size: 1_000,
+                sampling_window_size: self.failure_window,
                 max_interval: self.gossip_interval * 20,
                 initial_interval: self.gossip_interval,
                 dead_node_grace_period: self.dead_node_grace_period,

@@ -70,6 +70,7 @@ impl Rogue {
             cluster_id: "dvrmesh".into(),
             gossip_interval: Duration::from_millis(100),
             dead_node_grace_period: gossip::DEFAULT_DEAD_NODE_GRACE,
+            failure_window: dvrmesh_node::mesh::gossip::DEFAULT_FAILURE_WINDOW,
         };
         let transport = QuicTransport::new(&creds, settings.chitchat_id())?;
         let signer = creds.signer()?;
