@@ -64,7 +64,7 @@ disk
 echo "==> cargo test"
 cargo test --workspace
 disk
-# The benchmark harness at its quick size (every section, a few samples each; about 4 min on 2
+# The benchmark harness at its quick size (every section, a few samples each; about 5 min on 2
 # cores), into a temporary report so the committed figures stay those of a full run: it must not
 # rot. BENCHMARKS.md says how to run it in full.
 echo "==> benchmark harness, quick (dvrmesh-lab bench --quick)"

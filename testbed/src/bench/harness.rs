@@ -13,7 +13,15 @@ use super::report::write_section;
 use super::section::Context;
 
 /// The sections, in the order they run: the name `--only` takes and the BENCHMARKS.md section.
-pub const SECTIONS: [&str; 5] = ["dataplane", "control", "ipam", "failover", "datapath"];
+pub const SECTIONS: [&str; 7] = [
+    "dataplane",
+    "control",
+    "ipam",
+    "failover",
+    "datapath",
+    "sim",
+    "agents",
+];
 
 /// What to run and where to write it.
 #[derive(Clone, Debug)]
@@ -53,6 +61,8 @@ pub fn run(o: &Options) -> Result<()> {
             "control" => super::control::run(&ctx),
             "ipam" => super::ipam::run_section(&ctx),
             "failover" => super::failover_report::run(&ctx),
+            "sim" => super::scale::run_simulated(&ctx),
+            "agents" => super::scale::run_agents(&ctx),
             _ => super::programming::run(&ctx),
         };
         let took = started.elapsed().as_secs_f64();
@@ -106,7 +116,7 @@ const BUILD: &str = if cfg!(debug_assertions) {
     "release build"
 };
 
-const ABOUT: &str = "## How these figures are made\n\nEvery section below is written by one harness, `dvrmesh-lab bench` (root; it builds and removes its own labs of namespaces on this machine, installs nothing; iperf3 and keepalived come from Debian's packages, `scripts/setup.sh`). `dvrmesh-lab bench` runs every section at full size (about 45 minutes on a 2-core machine); `--quick` runs each with a few samples in under 5 minutes (CI runs it in `scripts/test.sh`, into a temporary file); `--only NAME[,NAME]` runs some (`dataplane`, `control`, `ipam`, `failover`, `datapath`) and leaves the others' figures as they were. Each section opens with when, on what machine and by which command it was measured; ratios are between figures of the same run. Plots are drawn by the harness (`plotters`, SVG) into `docs/bench/`.\n\nNot measured yet (issue 21):\n\n- control plane: the demo's time to full connectivity (the demo prints it: `dvrmesh-lab demo`);\n- scale: 50 real agents on loopback, 100/300/1 000 simulated nodes, agent RSS and view rebuild time at 10 000 ports and 1 000 routers;\n";
+const ABOUT: &str = "## How these figures are made\n\nEvery section below is written by one harness, `dvrmesh-lab bench` (root; it builds and removes its own labs of namespaces on this machine, installs nothing; iperf3 and keepalived come from Debian's packages, `scripts/setup.sh`). `dvrmesh-lab bench` runs every section at full size (about 45 minutes on a 2-core machine); `--quick` runs each with a few samples in under 5 minutes (CI runs it in `scripts/test.sh`, into a temporary file); `--only NAME[,NAME]` runs some (`dataplane`, `control`, `ipam`, `failover`, `datapath`, `sim`, `agents`) and leaves the others' figures as they were. Each section opens with when, on what machine and by which command it was measured; ratios are between figures of the same run. Plots are drawn by the harness (`plotters`, SVG) into `docs/bench/`.\n\nNot measured yet (issue 21): the demo's time to full connectivity (the demo prints it: `dvrmesh-lab demo`).\n";
 
 /// `md` with `line` placed after its first line (the title).
 fn insert_after_title(md: &str, line: &str) -> String {

@@ -3,7 +3,7 @@
 //! against hand-built plain L2, a centralized router and the recipe's DVR ([`dataplane`],
 //! [`recipe`], FIP counts in [`fipscale`], each measurement by [`iperf`]), SNAT failover against
 //! keepalived VRRP ([`failover`], [`failover_report`]), control-plane latency through the CLI
-//! ([`control`]), port creation from node-affine blocks against a claim per value ([`ipam`]), and datapath programming against one
+//! ([`control`]), port creation from node-affine blocks against a claim per value ([`ipam`]), scale with simulated and real agents ([`scale`]), and datapath programming against one
 //! `ip`/`nft` process per object ([`programming`], with [`run`], [`shell`], [`topology`]).
 
 pub mod control;
@@ -20,6 +20,7 @@ pub mod rates;
 pub mod recipe;
 pub mod report;
 pub mod run;
+pub mod scale;
 pub mod section;
 pub mod shell;
 pub mod stats;
