@@ -25,6 +25,9 @@ use testbed::lab::wait;
 use testbed::probe::{ProbeReport, ServerGuard};
 
 const ROUTER: &str = "a-router";
+/// The demo's other router: its SNAT holder carries compute-3's central FIP, which the underlay
+/// step streams through, so a pending preemption of it must not fall inside a step either.
+const OTHER_ROUTER: &str = "b-router";
 /// A VM on compute-1 without a FIP: its way out is SNAT through the holder.
 const SNAT_VM: &str = "s-vm1";
 /// How long a failover step waits at most for one holder and a backup not held down (a first
@@ -110,8 +113,9 @@ fn containers_survive_an_agent_kill_a_cut_underlay_and_a_killed_or_paused_holder
     for (what, scenario) in scenarios {
         step(start, what);
         let since = unix_now();
-        // A pending preemption would cut the SNAT stream of any step: start from a settled one.
-        if let Err(e) = settled_holder(&lab).and_then(|_| scenario(&lab)) {
+        // A pending preemption would cut the SNAT stream of any step: start from settled ones.
+        let settled = settled_holder_of(&lab, OTHER_ROUTER).and_then(|_| settled_holder(&lab));
+        if let Err(e) = settled.and_then(|_| scenario(&lab)) {
             election_log(&since);
             return Err(e.context(what));
         }
@@ -391,8 +395,8 @@ fn election_log(since: &str) {
 /// back and preempted it) trusts gossip over silent adverts for a while, by design, so its
 /// takeover would wait for the membership to call the holder dead.
 /// Returns whether it waited; fails if the hold-down ends after `deadline`.
-fn holddown_over(lab: &ComposeLab, node: &str, deadline: Instant) -> Result<bool> {
-    let show = lab.cli(node, &["router", "show", ROUTER])?;
+fn holddown_over(lab: &ComposeLab, router: &str, node: &str, deadline: Instant) -> Result<bool> {
+    let show = lab.cli(node, &["router", "show", router])?;
     let ms = show["ha_status"]["holddown_ms"].as_u64().unwrap_or(0);
     if ms == 0 {
         return Ok(false);
@@ -401,7 +405,7 @@ fn holddown_over(lab: &ComposeLab, node: &str, deadline: Instant) -> Result<bool
     if Duration::from_millis(ms) > left {
         bail!("{node} is held down for {ms} ms, longer than the {left:?} left to settle: failovers keep happening (is the machine busy? see the load)");
     }
-    println!("{node} was displaced earlier: waiting out its hold-down of {ms} ms");
+    println!("{node} was displaced from {router} earlier: waiting out its hold-down of {ms} ms");
     std::thread::sleep(Duration::from_millis(ms + 200));
     Ok(true)
 }
@@ -452,8 +456,8 @@ fn reach(lab: &ComposeLab, from: &str, to: &str) -> Result<()> {
     )
 }
 
-fn router_id(lab: &ComposeLab) -> Result<String> {
-    lab.cli("compute-1", &["router", "show", ROUTER])?["id"]
+fn router_id(lab: &ComposeLab, router: &str) -> Result<String> {
+    lab.cli("compute-1", &["router", "show", router])?["id"]
         .as_str()
         .map(String::from)
         .context("router id")
@@ -465,22 +469,29 @@ fn router_id(lab: &ComposeLab) -> Result<String> {
 /// if a failover happened since the last step (on a loaded machine a stalled holder is taken
 /// over, as it should be).
 fn settled_holder(lab: &ComposeLab) -> Result<(String, String)> {
+    settled_holder_of(lab, ROUTER)
+}
+
+/// [`settled_holder`] of any router of the demo.
+fn settled_holder_of(lab: &ComposeLab, router: &str) -> Result<(String, String)> {
     let deadline = Instant::now() + SETTLE_BUDGET;
     while Instant::now() < deadline {
-        let h = wait_single_holder(lab, Duration::from_secs(30))?;
+        let h = wait_single_holder_of(lab, router, Duration::from_secs(30))?;
         let other = if h == "network-1" {
             "network-2"
         } else {
             "network-1"
         };
-        if !holddown_over(lab, other, deadline)? {
+        if !holddown_over(lab, router, other, deadline)? {
             if h != "network-1" {
-                println!("note: the holder is {h} (a failover happened before this step)");
+                println!(
+                    "note: the holder of {router} is {h} (a failover happened before this step)"
+                );
             }
             return Ok((h, other.to_string()));
         }
     }
-    bail!("the SNAT holder did not settle within {SETTLE_BUDGET:?}: failovers keep happening (is the machine busy? see the load)")
+    bail!("the SNAT holder of {router} did not settle within {SETTLE_BUDGET:?}: failovers keep happening (is the machine busy? see the load)")
 }
 /// Waits until each of `viewers` names `want` the holder; says what each sees if not.
 fn wait_holder_among(
@@ -506,7 +517,12 @@ fn wait_holder_among(
 /// Waits until exactly one network node holds the router and every node names it, the same
 /// one a second later; returns it.
 fn wait_single_holder(lab: &ComposeLab, budget: Duration) -> Result<String> {
-    let id = router_id(lab)?;
+    wait_single_holder_of(lab, ROUTER, budget)
+}
+
+/// [`wait_single_holder`] of any router of the demo.
+fn wait_single_holder_of(lab: &ComposeLab, router: &str, budget: Duration) -> Result<String> {
+    let id = router_id(lab, router)?;
     let single = || {
         let held: Vec<&str> = ["network-1", "network-2"]
             .into_iter()
@@ -515,7 +531,7 @@ fn wait_single_holder(lab: &ComposeLab, budget: Duration) -> Result<String> {
         let named = |h: &str| {
             NODES
                 .iter()
-                .all(|v| lab.holder(v, ROUTER).as_deref() == Some(h))
+                .all(|v| lab.holder(v, router).as_deref() == Some(h))
         };
         (held.len() == 1 && named(held[0])).then(|| held[0].to_string())
     };
@@ -545,7 +561,7 @@ fn holder_changes(lab: &ComposeLab) -> Result<u64> {
 /// summing the real time from a sample that saw both to the next sample (one sample asks both
 /// agents through `docker exec`, about a quarter of a second).
 fn both_holding_ms(lab: &ComposeLab, dur: Duration) -> Result<u64> {
-    let id = router_id(lab)?;
+    let id = router_id(lab, ROUTER)?;
     let end = Instant::now() + dur;
     let mut both = Duration::ZERO;
     let mut last: Option<(Instant, bool)> = None;

@@ -1013,7 +1013,8 @@ pub fn cli(bin: &Path, api: &Path, credential: Option<&Path>, args: &[&str]) -> 
     serde_json::from_slice(&out.stdout).context("dvrmesh output")
 }
 
-fn cli_ok(bin: &Path, args: &[&str]) -> Result<()> {
+/// Runs `bin` with `args`; its stderr is the error when it fails.
+pub(crate) fn cli_ok(bin: &Path, args: &[&str]) -> Result<()> {
     let out = Command::new(bin).args(args).output()?;
     if !out.status.success() {
         bail!(

@@ -10,6 +10,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use dvrmesh_node::api::Request;
 use serde_json::Value;
 
+use crate::lab::cli_ok;
+
 /// A running cluster of agents; dropping it kills them and removes their files.
 pub struct Cluster {
     /// Their certificates, configurations, logs, sockets and data.
@@ -64,11 +66,11 @@ impl Cluster {
             .tempdir()?;
         let d = dir.path();
         let path = |p: &str| d.join(p).to_string_lossy().into_owned();
-        cli(dvrmesh, &["ca", "init", "--dir", &path("ca")])?;
+        cli_ok(dvrmesh, &["ca", "init", "--dir", &path("ca")])?;
         let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
         for name in &names {
             let out = path(name);
-            cli(
+            cli_ok(
                 dvrmesh,
                 &[
                     "cert",
@@ -170,18 +172,6 @@ fn config_text(name: &str, port: u16, seeds: &str) -> String {
          data_dir = \"data-{name}\"\ndatapath = \"off\"\n\n[tls]\nca = \"ca/ca.pem\"\n\
          cert = \"{name}/node.pem\"\nkey = \"{name}/node.key\"\n"
     )
-}
-
-fn cli(dvrmesh: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new(dvrmesh).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "dvrmesh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn free_udp_port() -> Result<u16> {

@@ -111,7 +111,8 @@ pub fn run_agents(ctx: &Context) -> Result<SectionOut> {
         .build()?;
     let cluster = rt.block_on(many_agents(ctx, &dvrmesh))?;
     // A quick run's state is small: failing to hold it is a fault. A full one's may overload
-    // this machine (ten agents on its cores): the section then says how far it got.
+    // this machine (five agents rebuilding large views on its two cores): the section then says
+    // how far it got.
     let state = match rt.block_on(large_state(ctx, &dvrmesh)) {
         Err(e) if ctx.quick => return Err(e),
         other => other.map_err(|e| format!("{e:#}")),
@@ -165,7 +166,7 @@ async fn many_agents(ctx: &Context, dvrmesh: &Path) -> Result<ClusterFigures> {
 }
 
 async fn large_state(ctx: &Context, dvrmesh: &Path) -> Result<StateFigures> {
-    let agents = ctx.pick(10, 3);
+    let agents = ctx.pick(5, 3);
     let routers = ctx.pick(1000, 12);
     let size = StateSize {
         networks: ctx.pick(10, 3),
