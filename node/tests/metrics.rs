@@ -102,6 +102,7 @@ fn metrics_answer_and_move_with_the_cluster() -> Result<()> {
         "dvrmesh_view_age_seconds ",
         "dvrmesh_view_builds_total ",
         "dvrmesh_view_last_build_seconds ",
+        "dvrmesh_view_full_merges_total ",
         "dvrmesh_gossip_messages_total{direction=\"in\"} ",
         "dvrmesh_gossip_bytes_total{direction=\"out\"} ",
         "dvrmesh_gossip_refused_total{reason=\"bad_seals\"} 0",

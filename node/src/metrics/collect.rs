@@ -90,7 +90,7 @@ impl Sources {
         counter(
             enc,
             "dvrmesh_view_builds",
-            "Views built from the gossiped state (a rebuild decodes what every node publishes)",
+            "Views built from the gossiped state (a build merges the tenant values that changed)",
             builds.builds,
         )?;
         counter(
@@ -104,6 +104,12 @@ impl Sources {
             "dvrmesh_view_last_build_seconds",
             "How long the last view build took",
             builds.last_build_micros as f64 / 1e6,
+        )?;
+        counter(
+            enc,
+            "dvrmesh_view_full_merges",
+            "View builds that merged every tenant value again (periodic, or a node at a cap)",
+            builds.full_merges,
         )?;
         let age = self.view.changed_at().elapsed().as_secs_f64();
         gauge(

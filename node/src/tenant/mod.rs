@@ -1,8 +1,8 @@
 //! The replicated tenant configuration, as pure functions over what nodes publish.
 //!
-//! - [`state`] merges every node's published records into one [`TenantState`] (last writer wins,
-//!   tombstones, ports only from their host, tenant configuration only from operators when the
-//!   cluster says so).
+//! - [`state`] is the merged [`TenantState`] and its accessors; [`merge`] merges every node's
+//!   published records into it (last writer wins, tombstones, ports only from their host, tenant
+//!   configuration only from operators when the cluster says so), again only where values changed.
 //! - [`replicate`] decides what this node must publish or withdraw so every object lives on the
 //!   k live nodes ranked highest by rendezvous hashing.
 //! - [`ipam`] picks free addresses and decides address and MAC claims.
@@ -13,8 +13,10 @@
 
 pub mod blocks;
 pub mod ipam;
+pub mod merge;
 pub mod ops;
 pub mod replicate;
 pub mod state;
 
+pub use merge::{Merged, Merger, TenantValues};
 pub use state::{Admission, Clock, TenantState, Writers};

@@ -70,14 +70,14 @@ pub fn duties(
         if *kind == ObjectKind::Port {
             // The host keeps publishing its newest port record; nobody else replicates ports.
             if &rec.version().writer == me && mine != Some(rec.version()) {
-                out.push(Duty::Publish(Box::new(rec.clone())));
+                out.push(Duty::Publish(Box::new((**rec).clone())));
             }
             continue;
         }
         let replicas = replica_set(id.as_str(), live, REPLICAS);
         if replicas.contains(&me) {
             if mine != Some(rec.version()) {
-                out.push(Duty::Publish(Box::new(rec.clone())));
+                out.push(Duty::Publish(Box::new((**rec).clone())));
             }
         } else if let Some(my_version) = mine {
             let covered = !replicas.is_empty()

@@ -1,7 +1,9 @@
-//! Merging published records into one tenant state.
+//! The merged tenant state, its accessors, and published values as merging reads them (the
+//! merging itself is [`super::merge`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use mesh_proto::{
     AddressBlock, AddressClaim, BlockSpace, ExternalNetwork, FloatingIp, HlcTimestamp, MacAddr,
@@ -10,10 +12,11 @@ use mesh_proto::{
 };
 use serde::Serialize;
 
+use super::merge::{Merger, TenantValues};
 use crate::authority::ClaimAuthority;
 
 /// Most problems kept for display.
-const MAX_PROBLEMS: usize = 64;
+pub(crate) const MAX_PROBLEMS: usize = 64;
 /// Most claims (address, MAC, VNI and name) one node may have published at once: an honest node
 /// makes one write at a time and withdraws its claims once the write is published.
 pub const MAX_CLAIMS_PER_NODE: usize = 256;
@@ -22,54 +25,14 @@ pub const MAX_PORTS_PER_HOST: usize = 4096;
 /// Most records (objects and tombstones, its own and those it replicates) one node may publish.
 pub const MAX_RECORDS_PER_NODE: usize = 100_000;
 
-/// What each node has published so far in one merge, to hold it to the caps above (borrowing
-/// the merged values' ids: nothing is copied per value).
-#[derive(Default)]
-struct PerNode<'a> {
-    claims: BTreeMap<&'a NodeId, usize>,
-    ports: BTreeMap<&'a NodeId, BTreeSet<&'a ObjectId>>,
-    records: BTreeMap<&'a NodeId, BTreeSet<(ObjectKind, &'a ObjectId)>>,
-}
-
-impl<'a> PerNode<'a> {
-    /// Counts a claim of `node`; whether it is within the cap.
-    fn claim(&mut self, node: &'a NodeId) -> bool {
-        let n = self.claims.entry(node).or_default();
-        *n += 1;
-        *n <= MAX_CLAIMS_PER_NODE
-    }
-
-    /// Counts a record of `node` (once per object, whichever life published it); whether it is
-    /// within the caps.
-    fn record(&mut self, node: &'a NodeId, kind: ObjectKind, id: &'a ObjectId) -> bool {
-        let records = self.records.entry(node).or_default();
-        if !records.contains(&(kind, id)) {
-            if records.len() >= MAX_RECORDS_PER_NODE {
-                return false;
-            }
-            records.insert((kind, id));
-        }
-        if kind != ObjectKind::Port {
-            return true;
-        }
-        let ports = self.ports.entry(node).or_default();
-        if !ports.contains(id) {
-            if ports.len() >= MAX_PORTS_PER_HOST {
-                return false;
-            }
-            ports.insert(id);
-        }
-        true
-    }
-}
-
 /// The merged configuration every node computes from the same published records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TenantState {
-    /// The winning record (object or tombstone) of every object ever written.
-    pub records: BTreeMap<(ObjectKind, ObjectId), Record>,
-    /// Who publishes which version of each object.
-    pub publishers: BTreeMap<(ObjectKind, ObjectId), BTreeMap<NodeId, Version>>,
+    /// The winning record (object or tombstone) of every object ever written. A persistent map:
+    /// a clone shares it, and an update copies only the paths it changes.
+    pub records: imbl::OrdMap<(ObjectKind, ObjectId), Arc<Record>>,
+    /// Who publishes which version of each object (persistent like `records`).
+    pub publishers: imbl::OrdMap<(ObjectKind, ObjectId), BTreeMap<NodeId, Version>>,
     /// Address claims by (pool, address), lowest version first.
     pub address_claims: BTreeMap<(ObjectId, Ipv4Addr), Vec<AddressClaim>>,
     /// MAC claims by MAC, lowest version first.
@@ -142,7 +105,7 @@ impl Clock {
     }
 
     /// Whether `ts` is not further ahead than the skew allows.
-    fn admits(&self, ts: HlcTimestamp) -> bool {
+    pub(crate) fn admits(&self, ts: HlcTimestamp) -> bool {
         ts.physical_ms() <= self.now_ms.saturating_add(self.max_skew_ms)
     }
 }
@@ -195,164 +158,54 @@ impl Admission<'static> {
 }
 
 impl TenantState {
-    /// Merges everything published. `entries` yields (publisher, key, value) for every key of
-    /// every node life known to chitchat. Keys outside the tenant prefixes are ignored. A record or
-    /// claim stamped further ahead of `clock` than its skew allows is refused (a problem): one
-    /// such timestamp would otherwise pin every node's clock.
+    /// Merges everything published. `entries` yields (publisher, key, value): each run of
+    /// entries from one publisher counts as one node life. Keys outside the tenant prefixes are
+    /// ignored. A record or claim stamped further ahead of `clock` than its skew allows is
+    /// refused (a problem): one such timestamp would otherwise pin every node's clock.
     ///
     /// With [`Writers::Operators`], a record of anything but a port counts only when an operator
-    /// credential sealed it (a problem otherwise).
+    /// credential sealed it (a problem otherwise). The rules are [`Merger`]'s.
     pub fn merge<'a>(
         entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>,
         admission: &Admission<'_>,
     ) -> Self {
-        let decoded: Vec<(&NodeId, &str, Decoded)> = entries
-            .into_iter()
-            .map(|(n, k, v)| (n, k, Decoded::of(k, v)))
-            .collect();
-        Self::merge_decoded(decoded.iter().map(|(n, k, d)| (*n, *k, d)), admission)
+        let mut lives: Vec<(usize, NodeId, TenantValues)> = Vec::new();
+        for (node, key, value) in entries {
+            if !Decoded::is_tenant_key(key) {
+                continue;
+            }
+            if lives.last().is_none_or(|(_, n, _)| n != node) {
+                lives.push((lives.len(), node.clone(), TenantValues::new()));
+            }
+            if let Some((_, _, values)) = lives.last_mut() {
+                values.insert(key.to_string(), (0, Arc::new(Decoded::of(key, value))));
+            }
+        }
+        let mut merger = Merger::default();
+        merger.update(
+            lives.into_iter().map(|(l, n, v)| (l, n, Arc::new(v))),
+            admission,
+            true,
+        );
+        merger.into_state()
     }
 
-    /// [`Self::merge`] of values already decoded ([`Decoded::of`]): the same result, without
-    /// decoding what an earlier merge decoded.
-    pub fn merge_decoded<'a>(
-        entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a Decoded)>,
-        admission: &Admission<'_>,
-    ) -> Self {
-        let clock = admission.clock;
-        let mut s = TenantState::default();
-        let mut seen_claims: BTreeSet<(String, Version)> = BTreeSet::new();
-        let mut per_node = PerNode::default();
-        for (publisher, key, value) in entries {
-            let result = match value {
-                Decoded::Record(rec) => {
-                    s.merge_record(publisher, key, rec, admission, &mut per_node)
-                }
-                Decoded::Address(c) => {
-                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
-                }
-                Decoded::Mac(c) => {
-                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
-                }
-                Decoded::Unique(c) => {
-                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
-                }
-                Decoded::Block(c) => {
-                    s.claim(publisher, key, c, &mut seen_claims, &mut per_node, clock)
-                }
-                Decoded::Malformed(why) => Err(Refusal::Invalid(why.clone())),
-                Decoded::Ignored => Ok(()),
-            };
-            match result {
-                Err(Refusal::OverCap) => *s.over_cap.entry(publisher.clone()).or_default() += 1,
-                Err(Refusal::Invalid(e)) => {
-                    if s.problems.len() < MAX_PROBLEMS {
-                        s.problems.push(format!("{publisher} {key}: {e}"));
-                    }
-                }
-                Ok(()) => {}
-            }
+    /// Whether two states hold the same content: at once when they share their maps (a state
+    /// and its clone, or a [`Merger`]'s state where an update changed nothing), else compared.
+    pub fn same_content(&self, other: &TenantState) -> bool {
+        let shared =
+            self.records.ptr_eq(&other.records) && self.publishers.ptr_eq(&other.publishers);
+        if shared {
+            self.address_claims == other.address_claims
+                && self.mac_claims == other.mac_claims
+                && self.unique_claims == other.unique_claims
+                && self.blocks == other.blocks
+                && self.max_hlc == other.max_hlc
+                && self.problems == other.problems
+                && self.over_cap == other.over_cap
+        } else {
+            self == other
         }
-        for (publisher, n) in &s.over_cap {
-            if s.problems.len() < MAX_PROBLEMS {
-                s.problems.push(format!(
-                    "{publisher}: {n} values refused over its caps (at most {MAX_CLAIMS_PER_NODE} claims, {MAX_PORTS_PER_HOST} ports, {MAX_RECORDS_PER_NODE} records per node)"
-                ));
-            }
-        }
-        for claims in s.address_claims.values_mut() {
-            claims.sort_by(|a, b| a.version.cmp(&b.version));
-        }
-        for claims in s.mac_claims.values_mut() {
-            claims.sort_by(|a, b| a.version.cmp(&b.version));
-        }
-        for claims in s.unique_claims.values_mut() {
-            claims.sort_by(|a, b| a.version.cmp(&b.version));
-        }
-        for blocks in s.blocks.values_mut() {
-            blocks.sort_by(|a, b| a.version.cmp(&b.version));
-        }
-        s
-    }
-
-    fn merge_record<'a>(
-        &mut self,
-        publisher: &'a NodeId,
-        key: &str,
-        rec: &'a Record,
-        admission: &Admission<'_>,
-        per_node: &mut PerNode<'a>,
-    ) -> Result<(), Refusal> {
-        if rec.key() != key {
-            return Err("record stored under another key".into());
-        }
-        check_clock(rec.version(), admission.clock)?;
-        if admission.writers == Writers::Operators && rec.kind() != ObjectKind::Port {
-            admission.authority.operator_of(rec).map_err(|why| {
-                format!(
-                    "{:?} record refused: [tenancy] writers = \"operators\" and {why}",
-                    rec.kind()
-                )
-            })?;
-        }
-        if rec.kind() == ObjectKind::Port {
-            // Only a port's host publishes it, and only the host writes it.
-            if &rec.version().writer != publisher {
-                return Err("port record published by a node other than its writer".into());
-            }
-            if let Some(TenantObject::Port(p)) = rec.body() {
-                if &p.host != publisher {
-                    return Err(Refusal::Invalid(format!(
-                        "port hosted on {} published by {publisher}",
-                        p.host
-                    )));
-                }
-            }
-        }
-        if !per_node.record(publisher, rec.kind(), rec.id()) {
-            return Err(Refusal::OverCap);
-        }
-        self.max_hlc = self.max_hlc.max(rec.version().hlc);
-        let id = (rec.kind(), rec.id().clone());
-        self.publishers
-            .entry(id.clone())
-            .or_default()
-            .insert(publisher.clone(), rec.version().clone());
-        match self.records.get(&id) {
-            Some(cur) if cur.version() >= rec.version() => {}
-            _ => {
-                self.records.insert(id, rec.clone());
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a claim sits under its own key in its writer's key space, and files it unless
-    /// already seen (same key and version, e.g. from another life of the node): each claim
-    /// counts once.
-    fn claim<'a, C: Claim>(
-        &mut self,
-        publisher: &'a NodeId,
-        key: &str,
-        c: &C,
-        seen: &mut BTreeSet<(String, Version)>,
-        per_node: &mut PerNode<'a>,
-        clock: Clock,
-    ) -> Result<(), Refusal> {
-        let version = c.version();
-        if c.own_key() != key || &version.writer != publisher {
-            return Err("claim stored under another key or by another node".into());
-        }
-        c.check()?;
-        check_clock(version, clock)?;
-        if seen.insert((key.to_string(), version.clone())) {
-            if !per_node.claim(publisher) {
-                return Err(Refusal::OverCap);
-            }
-            self.max_hlc = self.max_hlc.max(version.hlc);
-            c.clone().file(self);
-        }
-        Ok(())
     }
 
     /// Every live (not deleted) object of one kind.
@@ -365,12 +218,12 @@ impl TenantState {
 
     /// A live object by kind and id.
     pub fn get(&self, kind: ObjectKind, id: &ObjectId) -> Option<&TenantObject> {
-        self.records.get(&(kind, id.clone())).and_then(|r| r.body())
+        self.record(kind, id).and_then(|r| r.body())
     }
 
     /// The winning record of an object, tombstones included.
     pub fn record(&self, kind: ObjectKind, id: &ObjectId) -> Option<&Record> {
-        self.records.get(&(kind, id.clone()))
+        self.records.get(&(kind, id.clone())).map(|r| r.as_ref())
     }
 
     typed_accessors! {
@@ -434,7 +287,7 @@ impl TenantState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// An object or tombstone (`o/…`).
-    Record(Box<Record>),
+    Record(Arc<Record>),
     /// An address claim (`a/…`).
     Address(AddressClaim),
     /// A MAC claim (`m/…`).
@@ -459,7 +312,7 @@ impl Decoded {
             }
         }
         match key.get(..2) {
-            Some("o/") => decode(value, |r| Decoded::Record(Box::new(r))),
+            Some("o/") => decode(value, |r| Decoded::Record(Arc::new(r))),
             Some("a/") => decode(value, Decoded::Address),
             Some("m/") => decode(value, Decoded::Mac),
             Some("u/") => decode(value, Decoded::Unique),
@@ -474,112 +327,9 @@ impl Decoded {
     }
 }
 
-/// Why a published value was not merged.
-enum Refusal {
-    /// It breaks a rule (a problem with the reason).
-    Invalid(String),
-    /// Its publisher is over a per-node cap (counted, reported once per publisher).
-    OverCap,
-}
-
-impl From<String> for Refusal {
-    fn from(why: String) -> Self {
-        Refusal::Invalid(why)
-    }
-}
-
-impl From<&str> for Refusal {
-    fn from(why: &str) -> Self {
-        Refusal::Invalid(why.to_string())
-    }
-}
-
-/// Refuses a version stamped further ahead of the local clock than the skew allows.
-fn check_clock(v: &Version, clock: Clock) -> Result<(), String> {
-    if clock.admits(v.hlc) {
-        Ok(())
-    } else {
-        Err(format!(
-            "stamped ahead of this node's clock by more than the {} ms skew allowed",
-            clock.max_skew_ms
-        ))
-    }
-}
-
 fn min_id() -> ObjectId {
     // "0" is the smallest valid id in byte order among ids ("-" cannot start one).
     ObjectId::new("0").unwrap_or_else(|_| unreachable!())
-}
-
-/// What merging needs of a claim: the key it must sit under, its version, and where it goes.
-trait Claim: Clone {
-    /// Whether the claim's own fields make sense (beyond decoding).
-    fn check(&self) -> Result<(), String> {
-        Ok(())
-    }
-    fn own_key(&self) -> String;
-    fn version(&self) -> &Version;
-    fn file(self, state: &mut TenantState);
-}
-
-impl Claim for AddressClaim {
-    fn own_key(&self) -> String {
-        self.key()
-    }
-    fn version(&self) -> &Version {
-        &self.version
-    }
-    fn file(self, state: &mut TenantState) {
-        let at = (self.pool.clone(), self.ip);
-        state.address_claims.entry(at).or_default().push(self);
-    }
-}
-
-impl Claim for AddressBlock {
-    fn check(&self) -> Result<(), String> {
-        self.last().map(|_| ()).map_err(|e| e.to_string())
-    }
-    fn own_key(&self) -> String {
-        self.key()
-    }
-    fn version(&self) -> &Version {
-        &self.version
-    }
-    fn file(self, state: &mut TenantState) {
-        state
-            .blocks
-            .entry(self.space.clone())
-            .or_default()
-            .push(self);
-    }
-}
-
-impl Claim for MacClaim {
-    fn own_key(&self) -> String {
-        self.key()
-    }
-    fn version(&self) -> &Version {
-        &self.version
-    }
-    fn file(self, state: &mut TenantState) {
-        state.mac_claims.entry(self.mac).or_default().push(self);
-    }
-}
-
-impl Claim for UniqueClaim {
-    fn own_key(&self) -> String {
-        self.key()
-    }
-    fn version(&self) -> &Version {
-        &self.version
-    }
-    fn file(self, state: &mut TenantState) {
-        state
-            .unique_claims
-            .entry(self.value.clone())
-            .or_default()
-            .push(self);
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::mesh::keys::{
     KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
 };
 use crate::mesh::pki::signing::{claim_message, ClaimAuthority};
-use crate::tenant::{Admission, TenantState};
+use crate::tenant::{Admission, Merged, Merger};
 
 /// Builds a view from what each node life publishes and chitchat's live set. Pure: same input,
 /// same view.
@@ -31,6 +31,33 @@ pub fn build_view<'a>(
     ever_live: &BTreeSet<ChitchatId>,
     admission: &Admission<'_>,
 ) -> ClusterView {
+    let tenant = TenantMerge {
+        merger: &mut Merger::default(),
+        everything: true,
+    };
+    build_view_merging(tenant, me, generation, nodes, live, ever_live, admission).0
+}
+
+/// The tenant half of a build: the merger kept between builds, and whether this build merges
+/// every value again rather than only those that changed.
+pub struct TenantMerge<'m> {
+    /// The merger, holding what earlier builds merged.
+    pub merger: &'m mut Merger<ChitchatId>,
+    /// Merge everything again (time-bound rules: the clock, certificates' expiry and revocation).
+    pub everything: bool,
+}
+
+/// [`build_view`] merging the tenant state with a merger kept between builds: the same view,
+/// and how the merge went.
+pub fn build_view_merging<'a>(
+    tenant: TenantMerge<'_>,
+    me: &NodeId,
+    generation: u64,
+    nodes: impl IntoIterator<Item = (&'a ChitchatId, &'a Life)>,
+    live: &BTreeSet<ChitchatId>,
+    ever_live: &BTreeSet<ChitchatId>,
+    admission: &Admission<'_>,
+) -> (ClusterView, Merged) {
     let authority = admission.authority;
     let all: Vec<(&ChitchatId, &Life)> = nodes.into_iter().collect();
     // A node whose certificate is refused now (revoked, expired) is out, with everything it
@@ -50,23 +77,41 @@ pub fn build_view<'a>(
         .collect();
     // Records of every life of every node count, dead or joining: that is what keeps an object
     // alive while its replicas move.
-    let publishers: Vec<(NodeId, &Life)> = nodes
-        .iter()
-        .filter_map(|(id, life)| NodeId::new(&*id.node_id).ok().map(|n| (n, *life)))
-        .collect();
-    let tenant = TenantState::merge_decoded(
-        publishers.iter().flat_map(|(n, life)| {
-            life.tenant
-                .iter()
-                .map(move |(k, (_, d))| (n, k.as_str(), d.as_ref()))
+    let merged = tenant.merger.update(
+        nodes.iter().filter_map(|(id, life)| {
+            let node = NodeId::new(&*id.node_id).ok()?;
+            Some(((*id).clone(), node, life.tenant.clone()))
         }),
         admission,
+        tenant.everything,
     );
-    // Each node is represented by its best life among those that have said who they are: a
-    // restarted node's new life counts once its facts arrive, and until then its previous life
-    // stands for it (dropping the node meanwhile would tear down the paths to its ports).
+    let tenant = tenant.merger.state().clone();
+    let members = members(&nodes, live, ever_live, authority, &mut excluded);
+    // Another life of the node (a new certificate after a rotation) may be fine.
+    excluded.retain(|name, _| !members.keys().any(|m: &NodeId| m.as_str() == name));
+    let view = ClusterView {
+        generation,
+        me: me.clone(),
+        members,
+        excluded,
+        tenant,
+    };
+    (view, merged)
+}
+
+/// Each node's member entry, from its best life among those that have said who they are: a
+/// restarted node's new life counts once its facts arrive, and until then its previous life
+/// stands for it (dropping the node meanwhile would tear down the paths to its ports). Lives
+/// whose facts are bad are added to `excluded`.
+fn members(
+    nodes: &[(&ChitchatId, &Life)],
+    live: &BTreeSet<ChitchatId>,
+    ever_live: &BTreeSet<ChitchatId>,
+    authority: &dyn ClaimAuthority,
+    excluded: &mut BTreeMap<String, String>,
+) -> BTreeMap<NodeId, Member> {
     let mut best: BTreeMap<&str, (&ChitchatId, &Published, NodeFacts, bool)> = BTreeMap::new();
-    for (id, life) in nodes {
+    for &(id, life) in nodes {
         let state = &life.published;
         if !ever_live.contains(id) && !live.contains(id) {
             continue;
@@ -109,15 +154,7 @@ pub fn build_view<'a>(
             },
         );
     }
-    // Another life of the node (a new certificate after a rotation) may be fine.
-    excluded.retain(|name, _| !members.keys().any(|m: &NodeId| m.as_str() == name));
-    ClusterView {
-        generation,
-        me: me.clone(),
-        members,
-        excluded,
-        tenant,
-    }
+    members
 }
 
 /// The facts a node life publishes: `None` while they have not arrived, an error when they do

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::mesh::pki::sealed;
 use crate::mesh::pki::signing::ClaimAuthority;
 use crate::tenant::state::Decoded;
-use crate::tenant::{Admission, Clock, TenantState, Writers};
+use crate::tenant::{Admission, Clock, Merged, Merger, TenantState, TenantValues, Writers};
 
 /// Payloads of a node life's present keys, by key (seals were checked when the values arrived;
 /// tombstones are left out).
@@ -35,8 +35,9 @@ pub type Published = BTreeMap<String, String>;
 pub struct Life {
     /// Payloads of the keys that are not tenant values.
     pub published: Published,
-    /// Tenant values decoded, by key, with the key's version.
-    pub tenant: BTreeMap<String, (u64, Arc<Decoded>)>,
+    /// Tenant values decoded, by key, with the key's version (shared with the merger, which
+    /// keeps what it merged from each life).
+    pub tenant: Arc<TenantValues>,
 }
 
 impl Life {
@@ -59,6 +60,7 @@ impl Life {
         previous: Option<&Life>,
     ) -> (Life, usize) {
         let mut life = Life::default();
+        let mut tenant = TenantValues::new();
         let mut decoded = 0;
         for (key, version, value) in entries {
             let Some(payload) = sealed::live_payload(value) else {
@@ -76,8 +78,9 @@ impl Life {
                 decoded += 1;
                 Arc::new(Decoded::of(key, payload))
             });
-            life.tenant.insert(key.to_string(), (version, value));
+            tenant.insert(key.to_string(), (version, value));
         }
+        life.tenant = Arc::new(tenant);
         (life, decoded)
     }
 
@@ -88,18 +91,20 @@ impl Life {
             .partition(|(k, _)| Decoded::is_tenant_key(k));
         Life {
             published: own,
-            tenant: tenant
-                .into_iter()
-                .map(|(k, v)| {
-                    let d = Arc::new(Decoded::of(&k, &v));
-                    (k, (0, d))
-                })
-                .collect(),
+            tenant: Arc::new(
+                tenant
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let d = Arc::new(Decoded::of(&k, &v));
+                        (k, (0, d))
+                    })
+                    .collect(),
+            ),
         }
     }
 }
 
-pub use build::build_view;
+pub use build::{build_view, build_view_merging, TenantMerge};
 pub use readiness::{wait_until_ready, Readiness};
 
 /// Whether a member is currently considered up.
@@ -176,7 +181,7 @@ impl ClusterView {
         self.me == other.me
             && self.members == other.members
             && self.excluded == other.excluded
-            && self.tenant == other.tenant
+            && self.tenant.same_content(&other.tenant)
     }
 }
 
@@ -194,8 +199,13 @@ pub struct ViewHandle {
 /// How much work the view writer has done since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ViewStats {
-    /// Views built (each one decodes and merges everything every node publishes).
+    /// Views built (each one merges the tenant values that changed since the last).
     pub builds: u64,
+    /// Of those, builds that merged every tenant value again (every
+    /// [`FULL_MERGE_EVERY`], or when a node at a cap made the order of values matter).
+    pub full_merges: u64,
+    /// The last full merge's build time, microseconds.
+    pub last_full_merge_micros: u64,
     /// Their total time, microseconds.
     pub build_micros_total: u64,
     /// The last build's time, microseconds.
@@ -207,15 +217,21 @@ pub struct ViewStats {
 #[derive(Default)]
 struct WriterStats {
     builds: AtomicU64,
+    full_merges: AtomicU64,
+    last_full_merge_micros: AtomicU64,
     build_micros_total: AtomicU64,
     last_build_micros: AtomicU64,
     skipped: AtomicU64,
 }
 
 impl WriterStats {
-    fn built(&self, took: Duration) {
+    fn built(&self, took: Duration, merged: Merged) {
         let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
         self.builds.fetch_add(1, Ordering::Relaxed);
+        if merged == Merged::Everything {
+            self.full_merges.fetch_add(1, Ordering::Relaxed);
+            self.last_full_merge_micros.store(micros, Ordering::Relaxed);
+        }
         self.build_micros_total.fetch_add(micros, Ordering::Relaxed);
         self.last_build_micros.store(micros, Ordering::Relaxed);
     }
@@ -224,6 +240,8 @@ impl WriterStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ViewStats {
             builds: g(&self.builds),
+            full_merges: g(&self.full_merges),
+            last_full_merge_micros: g(&self.last_full_merge_micros),
             build_micros_total: g(&self.build_micros_total),
             last_build_micros: g(&self.last_build_micros),
             skipped: g(&self.skipped),
@@ -235,6 +253,12 @@ impl WriterStats {
 /// depends on the clock (a value from the future is accepted once its time comes) and on the
 /// certificate authority (a revocation, an expiry), which no gossip version shows.
 pub const UNCHANGED_REBUILD_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a build merges every tenant value again rather than only those that changed: the
+/// rules that depend on time (a value from the future is accepted once its time comes; an
+/// operator's seal stops counting once its certificate expires or is revoked) are applied to
+/// values that did not change at this pace. A node's own certificate is checked on every build.
+pub const FULL_MERGE_EVERY: Duration = Duration::from_secs(10);
 
 impl ViewHandle {
     /// Asks the writer to rebuild now rather than at its next tick: this node just wrote to its
@@ -296,6 +320,8 @@ pub fn spawn_writer(
         let mut tick = tokio::time::interval(resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_build: Option<tokio::time::Instant> = None;
+        let mut last_full: Option<tokio::time::Instant> = None;
+        let mut merger = Merger::default();
         let mut not_before: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
@@ -324,7 +350,13 @@ pub fn spawn_writer(
                 now_ms: wall_ms(),
                 max_skew_ms: max_clock_skew.as_millis() as u64,
             };
-            let next = build_view(
+            let everything = last_full.is_none_or(|t| t.elapsed() >= FULL_MERGE_EVERY);
+            let tenant = TenantMerge {
+                merger: &mut merger,
+                everything,
+            };
+            let (next, merged) = build_view_merging(
+                tenant,
                 &me,
                 prev.generation + 1,
                 snapshots.nodes.iter().map(|(id, (_, p))| (id, p.as_ref())),
@@ -336,6 +368,9 @@ pub fn spawn_writer(
                     authority: authority.as_ref(),
                 },
             );
+            if merged == Merged::Everything {
+                last_full = Some(started);
+            }
             log_new_problems(&prev, &next);
             log_member_changes(&prev, &next);
             if !next.same_content(&prev) {
@@ -346,7 +381,7 @@ pub fn spawn_writer(
                 let _ = tx.send(generation);
             }
             let took = started.elapsed();
-            stats.built(took);
+            stats.built(took, merged);
             not_before = build_gap(took).map(|gap| tokio::time::Instant::now() + gap);
         }
     };

@@ -171,7 +171,8 @@ fn of_two_ports_with_one_address_the_older_record_keeps_it() {
         port("p-old", "a", [10, 0, 0, 6], 1, 10),
         port("p-other", "c", [10, 0, 0, 7], 1, 15),
     ] {
-        s.records.insert((r.kind(), r.id().clone()), r);
+        s.records
+            .insert((r.kind(), r.id().clone()), std::sync::Arc::new(r));
     }
     let d = duplicates(&s);
     assert_eq!(d.len(), 2, "{d:?}");

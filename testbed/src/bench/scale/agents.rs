@@ -210,6 +210,10 @@ pub struct Sample {
     pub last_build_micros: u64,
     /// …
     pub skipped: u64,
+    /// Builds that merged every tenant value again, and the last one's time (µs).
+    pub full_merges: u64,
+    /// …
+    pub last_full_merge_micros: u64,
     /// When it was taken.
     pub at: Option<Instant>,
 }
@@ -230,6 +234,8 @@ impl Sample {
             build_micros: n(&b["build_micros_total"]),
             last_build_micros: n(&b["last_build_micros"]),
             skipped: n(&b["skipped"]),
+            full_merges: n(&b["full_merges"]),
+            last_full_merge_micros: n(&b["last_full_merge_micros"]),
             at: Some(Instant::now()),
         })
     }

@@ -198,24 +198,54 @@ pub fn port(p: usize, networks: usize) -> ConfigRequest {
     }
 }
 
-/// Creates one more port through the first agent and waits until every agent has built a view
-/// since; each agent's last build time then (ms). Some agents may have built more than once
-/// meanwhile (a heartbeat-driven rebuild): the last build still holds the whole state.
-pub async fn one_change(cluster: &Cluster, size: StateSize) -> Result<Vec<f64>> {
-    let before = cluster.sample().await?;
-    call(&cluster.agents[0].api, &port(size.ports, size.networks)).await?;
-    let started = Instant::now();
-    loop {
-        let now = cluster.sample().await?;
-        if now.iter().zip(&before).all(|(n, b)| n.builds > b.builds) {
-            return Ok(now
-                .iter()
-                .map(|s| s.last_build_micros as f64 / 1000.0)
-                .collect());
+/// How many more ports [`one_change`] creates, one at a time.
+pub const CHANGES: usize = 5;
+
+/// The view builds after small changes, and the full merges seen meanwhile.
+pub struct ChangeBuilds {
+    /// Each agent's build after each change (ms), when it merged only what changed.
+    pub changes_ms: Vec<f64>,
+    /// Each agent's last full merge (ms), the once-every-few-seconds merge of every value.
+    pub full_ms: Vec<f64>,
+}
+
+/// Creates [`CHANGES`] more ports through the first agent, one at a time, and after each waits
+/// until every agent has built a view since; each agent's last build time then, left out when a
+/// full merge came in between (a periodic merge of everything, reported apart). Some agents may
+/// have built more than once meanwhile (a heartbeat-driven rebuild): the last build still holds
+/// the whole state.
+pub async fn one_change(cluster: &Cluster, size: StateSize) -> Result<ChangeBuilds> {
+    let mut changes_ms = Vec::new();
+    for n in 0..CHANGES {
+        let before = cluster.sample().await?;
+        call(&cluster.agents[0].api, &port(size.ports + n, size.networks)).await?;
+        let started = Instant::now();
+        loop {
+            let now = cluster.sample().await?;
+            if now.iter().zip(&before).all(|(n, b)| n.builds > b.builds) {
+                changes_ms.extend(
+                    now.iter()
+                        .zip(&before)
+                        .filter(|(n, b)| n.full_merges == b.full_merges)
+                        .map(|(s, _)| s.last_build_micros as f64 / 1000.0),
+                );
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("not every agent rebuilt its view within 30 s of a change");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("not every agent rebuilt its view within 30 s of a change");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let full_ms = cluster
+        .sample()
+        .await?
+        .iter()
+        .filter(|s| s.full_merges > 0)
+        .map(|s| s.last_full_merge_micros as f64 / 1000.0)
+        .collect();
+    Ok(ChangeBuilds {
+        changes_ms,
+        full_ms,
+    })
 }

@@ -60,8 +60,11 @@ pub struct StateFigures {
     pub idle: Window,
     /// …
     pub idle_len: Duration,
-    /// Each agent's view build after one more port, ms.
+    /// Each agent's view build after each of a few more ports, ms (builds merging only what
+    /// changed).
     pub rebuild_ms: Vec<f64>,
+    /// Each agent's last full merge of every value, ms.
+    pub full_merge_ms: Vec<f64>,
 }
 
 /// The product's gossip interval: the simulation runs what an agent runs by default.
@@ -249,7 +252,7 @@ async fn fill(
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_len = ctx.pick(Duration::from_secs(20), Duration::from_secs(5));
     let idle = load::window(cluster, idle_len, clock_ticks()).await?;
-    let rebuild_ms = load::one_change(cluster, size).await?;
+    let builds = load::one_change(cluster, size).await?;
     cluster.check_running()?;
     Ok(StateFigures {
         agents,
@@ -261,6 +264,7 @@ async fn fill(
         ports_everywhere,
         idle,
         idle_len,
-        rebuild_ms,
+        rebuild_ms: builds.changes_ms,
+        full_merge_ms: builds.full_ms,
     })
 }
