@@ -176,8 +176,8 @@ pub fn configure_on(cluster: &dyn Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Runs the demo in `dir`.
-pub fn run(dir: &Path, keep: bool) -> Result<()> {
+/// Runs the demo in `dir`; its time to full connectivity.
+pub fn run(dir: &Path, keep: bool) -> Result<Connectivity> {
     let start = Instant::now();
     let step = |s: &str| eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64());
     let mut spec = LabSpec::sized(2, 1);
@@ -249,10 +249,23 @@ pub struct Timing {
     pub requested: Instant,
 }
 
+/// How long a demo took to full connectivity.
+#[derive(Clone, Copy, Debug)]
+pub struct Connectivity {
+    /// From the demo's start (before the lab came up).
+    pub since_start: Duration,
+    /// From the VMs' request (the configuration done).
+    pub since_requested: Duration,
+    /// Paths in the matrix.
+    pub paths: usize,
+    /// The matrix pass in which every path passed (1: the first).
+    pub passes: usize,
+}
+
 /// Runs the traffic matrix on `cluster` until every path passes (30 s at most), prints it with
 /// the time to full connectivity, and fails if a path did not pass. One pass runs every check
 /// at once, so a pass takes as long as its slowest check.
-pub fn matrix(cluster: &dyn Cluster, timing: Timing) -> Result<()> {
+pub fn matrix(cluster: &dyn Cluster, timing: Timing) -> Result<Connectivity> {
     leases(cluster)?;
     metadata(cluster)?;
     let checks = checks(cluster)?;
@@ -301,7 +314,12 @@ pub fn matrix(cluster: &dyn Cluster, timing: Timing) -> Result<()> {
         since_requested.as_secs_f64(),
         checks.len()
     );
-    Ok(())
+    Ok(Connectivity {
+        since_start,
+        since_requested,
+        paths: checks.len(),
+        passes,
+    })
 }
 
 /// Prints what each VM that booted by DHCP was given, and fails unless each was given its own

@@ -1,7 +1,7 @@
 //! Control-plane latency, measured through the CLI as a black box: a port created → usable by
 //! a VM (reachable from a VM on another node, routed: its address known, its node's and the
 //! remote node's datapath programmed), one port at a time; and a burst of ports created at once
-//! on one node → each one's device made by its agent.
+//! on one node → each one's device made by its agent; and the demo's time to full connectivity.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,6 +36,8 @@ struct Figures {
     burst_figures: Burst,
     /// API write → every node, per lab size.
     writes: Vec<Writes>,
+    /// Whole demo runs.
+    demos: Vec<crate::demo::Connectivity>,
 }
 
 /// API writes through one node until every node's view and datapath hold them, on a lab of
@@ -94,16 +96,38 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
                 writes.push(writes_at_scale(ctx, compute, snat, trials)?);
             }
         }
+        let demos = demo_runs(ctx, ctx.pick(5, 1))?;
         Ok(Figures {
             address,
             usable,
             burst,
             burst_figures,
             writes,
+            demos,
         })
     })();
     let _ = crate::lab::Lab::down(dir.path());
     Ok(report(ctx, &result?))
+}
+
+/// `runs` whole demos (`dvrmesh-lab demo`), each in a lab of its own: their times to full
+/// connectivity.
+fn demo_runs(ctx: &Context, runs: usize) -> Result<Vec<crate::demo::Connectivity>> {
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let dir = super::section::lab_dir("demo")?;
+        let result = crate::demo::run(dir.path(), false);
+        let _ = crate::lab::Lab::down(dir.path());
+        let c = result.with_context(|| format!("demo run {}", i + 1))?;
+        ctx.say(&format!(
+            "demo {}/{runs}: full connectivity {:.1} s after start, {:.1} s after the VMs were requested",
+            i + 1,
+            c.since_start.as_secs_f64(),
+            c.since_requested.as_secs_f64()
+        ));
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// The write latencies on a lab of `compute` + `snat` agents with the demo configuration.
@@ -446,6 +470,7 @@ fn report(ctx: &Context, f: &Figures) -> SectionOut {
             .map_or(String::new(), |e| format!(" (the first: {e})")),
         f.burst_figures.device.iter().copied().fold(0.0, f64::max)
     ));
+    md.push_str(&demo_md(&f.demos));
     let bars = rows
         .iter()
         .map(|(name, v)| {
@@ -466,4 +491,24 @@ fn report(ctx: &Context, f: &Figures) -> SectionOut {
             bars,
         }],
     }
+}
+
+/// The demo's time to full connectivity.
+fn demo_md(demos: &[crate::demo::Connectivity]) -> String {
+    let secs = |f: fn(&crate::demo::Connectivity) -> Duration| {
+        summary(&demos.iter().map(|c| f(c).as_secs_f64()).collect::<Vec<_>>())
+    };
+    let start = secs(|c| c.since_start);
+    let requested = secs(|c| c.since_requested);
+    let passes: Vec<String> = demos.iter().map(|c| c.passes.to_string()).collect();
+    format!(
+        "\nThe demo (`dvrmesh-lab demo`: a lab of 4 agents — 2 compute, 1 compute without external access, 1 network node — 2 tenants with overlapping subnets, 2 routers, the external network, 6 VMs (addresses by DHCP where the demo boots them so), 3 with FIPs; then its traffic matrix of {} paths, every check of a pass at once, repeated until all pass), {} runs: full connectivity **{:.1} s** after the demo started (median; max {:.1} s), of which **{:.1} s** after the VMs were requested (max {:.1} s). All paths passed in matrix pass {} (1 = the first). The time from the start is mostly the lab coming up (namespaces, bridges, agents, certificates) and the configuration through the CLI.\n",
+        demos.first().map_or(0, |c| c.paths),
+        demos.len(),
+        start.median,
+        start.max,
+        requested.median,
+        requested.max,
+        passes.join(", "),
+    )
 }

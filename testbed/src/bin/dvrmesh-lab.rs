@@ -400,7 +400,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             std::mem::forget(lab);
             eprintln!("{what}");
         }
-        Command::Demo { keep } => demo::run(dir, keep)?,
+        Command::Demo { keep } => {
+            demo::run(dir, keep)?;
+        }
         Command::Compose(args) => compose(args)?,
         Command::Bench {
             quick,
