@@ -344,7 +344,12 @@ fn datagrams() -> Res<Vec<Vec<u8>>> {
     Ok(vec![
         ElectionMessage::Advert(vec![one.clone()]).encode()?,
         ElectionMessage::Takeover(vec![one.clone()]).encode()?,
-        ElectionMessage::Release(vec![one]).encode()?,
+        ElectionMessage::Release(vec![one.clone()]).encode()?,
+        ElectionMessage::Restarting(mesh_proto::RestartNotice {
+            claims: vec![one],
+            hold_ms: 5_000,
+        })
+        .encode()?,
         ElectionMessage::Advert(many).encode()?,
     ])
 }

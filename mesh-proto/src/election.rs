@@ -1,4 +1,5 @@
-//! The SNAT election's datagrams: holders' adverts, takeover notices and releases.
+//! The SNAT election's datagrams: holders' adverts, takeover notices, releases and restart
+//! notices.
 //!
 //! One message per QUIC datagram, encoded like every other value (version byte + bincode) and
 //! decoded under [`MAX_ELECTION_DATAGRAM`]. The sender is never read from the message: the receiver
@@ -55,6 +56,21 @@ pub enum ElectionMessage {
     /// A node has just given these routers up (drain, lost health, lost majority): candidates
     /// may claim at once instead of waiting for silence.
     Release(#[serde(deserialize_with = "claims")] Vec<SnatClaim>),
+    /// A holder's agent is restarting and its datapath stays in the kernel meanwhile: candidates
+    /// may keep it as the holder without adverts for a while (added after the first three: an
+    /// older agent refuses it as undecodable and simply waits for silence).
+    Restarting(RestartNotice),
+}
+
+/// What a restarting holder asks: to be kept as the holder of these routers, without adverts,
+/// for `hold_ms` (each receiver caps it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartNotice {
+    /// The claims it holds (checked like every message's).
+    #[serde(deserialize_with = "claims")]
+    pub claims: Vec<SnatClaim>,
+    /// How long to wait for its next life, milliseconds.
+    pub hold_ms: u32,
 }
 
 /// The claims of one message, checked ([`check_claims`]).
@@ -92,6 +108,7 @@ impl ElectionMessage {
             ElectionMessage::Advert(c)
             | ElectionMessage::Takeover(c)
             | ElectionMessage::Release(c) => c,
+            ElectionMessage::Restarting(n) => &n.claims,
         }
     }
 
@@ -124,7 +141,7 @@ impl ElectionMessage {
     /// Splits `claims` into as many messages of kind `make` as needed to fit datagrams.
     pub fn batch(
         claims: Vec<SnatClaim>,
-        make: fn(Vec<SnatClaim>) -> ElectionMessage,
+        make: impl Fn(Vec<SnatClaim>) -> ElectionMessage,
     ) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut current: Vec<SnatClaim> = Vec::new();
@@ -179,6 +196,21 @@ mod tests {
             }
         }
         assert_eq!(back, claims);
+    }
+
+    #[test]
+    fn restart_notices_round_trip_and_refuse_claims_of_two_nodes() {
+        let notice = |claims| {
+            ElectionMessage::Restarting(RestartNotice {
+                claims,
+                hold_ms: 5_000,
+            })
+        };
+        let ok = notice(vec![claim("r1", "a"), claim("r2", "a")]);
+        assert_eq!(ElectionMessage::decode(&ok.encode().unwrap()).unwrap(), ok);
+        let mixed = notice(vec![claim("r1", "a"), claim("r2", "b")]);
+        let bytes = crate::encode(&mixed).unwrap();
+        assert!(ElectionMessage::decode(&bytes).is_err());
     }
 
     #[test]

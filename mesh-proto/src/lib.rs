@@ -25,7 +25,7 @@ pub use codec::{
     decode, decode_value, encode, encode_value, MAX_ENCODED_BYTES, MAX_VALUE_CHARS, WIRE_VERSION,
 };
 pub use election::{
-    ElectionMessage, SignedClaim, MAX_CLAIMS_PER_DATAGRAM, MAX_ELECTION_DATAGRAM,
+    ElectionMessage, RestartNotice, SignedClaim, MAX_CLAIMS_PER_DATAGRAM, MAX_ELECTION_DATAGRAM,
     MAX_SIGNATURE_BYTES,
 };
 pub use error::Error;

@@ -36,6 +36,9 @@ use crate::store::{load_records, ConfigService, StoreSettings};
 use crate::Error;
 use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
 
+/// How long a stopping agent gives its HA task to send the restart notice.
+const RESTART_NOTICE_WITHIN: Duration = Duration::from_secs(1);
+
 /// How often the reconciler re-checks the kernel without a view change.
 const DATAPATH_RESYNC: Duration = Duration::from_secs(30);
 
@@ -161,7 +164,7 @@ async fn run_inner(config: Config) -> Result<Exit, Error> {
         trust: Some(mesh.transport.trust()),
         store: Some(mesh.store.clone()),
         reconciler,
-        ha: Some(ha),
+        ha: Some(ha.clone()),
         instruments: instruments.clone(),
         reload: Some(CertReload::new(config.clone())),
     };
@@ -189,6 +192,10 @@ async fn run_inner(config: Config) -> Result<Exit, Error> {
     let outcome = tokio::select! {
         _ = wait_for_shutdown_signal() => {
             info!("shutting down");
+            // With a restart hold, the routers this node holds stay with it while it restarts.
+            if tokio::time::timeout(RESTART_NOTICE_WITHIN, ha.announce_restart()).await.is_err() {
+                warn!("the restart notice was not sent in time");
+            }
             Ok(Exit::Stopped)
         }
         () = wait_for_reload(reload) => {
@@ -318,6 +325,7 @@ fn ha_settings(
         data_dir: Some(config.data_dir.clone()),
         signer: Arc::new(creds.signer()?),
         probe_gateways: config.datapath == DatapathMode::Linux,
+        restart_hold: config.snat_restart_hold,
     })
 }
 

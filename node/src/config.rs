@@ -86,6 +86,11 @@ pub struct Config {
     pub advert_multiplier: u32,
     /// The fewest: what it waits when it measures none (at most `advert_multiplier`).
     pub advert_multiplier_min: u32,
+    /// How long the nodes waiting on this node's SNAT adverts keep it as the holder while its
+    /// agent restarts (`snat_restart_hold_ms`, 0 = off, at most 30 000): a stopping agent says
+    /// so first and its next life resumes the routers. A node that does not come back leaves
+    /// its routers without a working holder for this long.
+    pub snat_restart_hold: Duration,
     /// How far ahead of this node's clock a peer's timestamp may be before its record or claim
     /// is refused.
     pub max_clock_skew: Duration,
@@ -169,6 +174,14 @@ impl Config {
             .optional(t, "snat_advert_multiplier", |v| p_int(v, 2..=50))
             .map_or(DEFAULT_ADVERT_MULTIPLIER, |n| n as u32);
         let advert_multiplier_min = p.multiplier_min(t, advert_multiplier);
+        let snat_restart_hold = p
+            .optional(t, "snat_restart_hold_ms", |v| {
+                p_millis(
+                    v,
+                    0..=crate::ha::election::MAX_RESTART_HOLD.as_millis() as i64,
+                )
+            })
+            .unwrap_or(Duration::ZERO);
         let max_clock_skew = p
             .optional(t, "max_clock_skew_ms", |v| p_millis(v, 100..=3_600_000))
             .unwrap_or(Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS));
@@ -208,6 +221,7 @@ impl Config {
             advert_interval,
             advert_multiplier,
             advert_multiplier_min,
+            snat_restart_hold,
             max_clock_skew,
             metrics_listen,
             tenancy_writers,
@@ -235,6 +249,7 @@ const KNOWN_KEYS: &[&str] = &[
     "snat_advert_interval_ms",
     "snat_advert_multiplier",
     "snat_advert_multiplier_min",
+    "snat_restart_hold_ms",
     "max_clock_skew_ms",
     "metrics_listen",
     "tenancy",

@@ -802,3 +802,119 @@ fn a_holder_adverts_to_a_backup_its_view_counts_out() {
         "adverting to candidates only should leave b waiting in vain (the test would prove nothing)"
     );
 }
+
+impl Net {
+    /// `id`'s agent stops after telling every up node it is restarting (a hold of `hold`), and
+    /// its next life starts with the routers it held to resume; it stays down until `up`.
+    fn restart_with_notice(&mut self, id: &str, hold: Duration) {
+        let me = n(id);
+        let held = self.nodes[&me].claims();
+        for other in self.up.iter().filter(|o| **o != me) {
+            if let Some(e) = self.nodes.get_mut(other) {
+                for c in &held {
+                    e.handle_restarting(self.now, &me, c.clone(), hold);
+                }
+            }
+        }
+        self.up.remove(&me);
+        let mut next = Election::new(me.clone(), self.cfg);
+        next.resume(
+            held.iter().map(|c| (c.router.clone(), c.epoch)),
+            self.now + hold,
+        );
+        self.nodes.insert(me, next);
+    }
+
+    fn took_count(&self, id: &str) -> usize {
+        self.log
+            .iter()
+            .filter(|(_, who, e)| who == &n(id) && matches!(e, ElectionEvent::Took { .. }))
+            .count()
+    }
+}
+
+#[test]
+fn a_holder_restarting_with_a_notice_is_waited_for_and_resumes_the_router() {
+    // b holds though a is better: preemption is off, as in the failover bench.
+    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+    net.preempt = false;
+    net.kill("a");
+    net.run(Duration::from_secs(1));
+    net.up.insert(n("a"));
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("b")]);
+    let epoch = net.nodes[&n("b")].claims()[0].epoch;
+    let a_took = net.took_count("a");
+
+    net.restart_with_notice("b", Duration::from_secs(2));
+    net.run(Duration::from_millis(1500));
+    assert_eq!(
+        net.took_count("a"),
+        a_took,
+        "a took over a holder that said it was restarting: {:#?}",
+        net.log
+    );
+    net.up.insert(n("b"));
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.holders(), [n("b")], "{:#?}", net.log);
+    let resumed = net.nodes[&n("b")].claims()[0].epoch;
+    assert!(
+        resumed > epoch,
+        "resumed with epoch {resumed}, held {epoch}"
+    );
+    net.run(Duration::from_secs(3));
+    assert_eq!(
+        net.holders(),
+        [n("b")],
+        "the hold ran out and a took over anyway"
+    );
+    assert_eq!(net.took_count("a"), a_took, "{:#?}", net.log);
+}
+
+#[test]
+fn a_holder_that_announced_a_restart_and_never_returns_is_taken_over_after_the_hold() {
+    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")]);
+    let announced = net.now - net.start;
+    net.restart_with_notice("a", Duration::from_millis(800));
+    net.run(Duration::from_secs(2));
+    let took = net
+        .took_at("b", announced)
+        .expect("b takes over once the hold ran out");
+    let after = took - announced;
+    assert!(
+        after >= Duration::from_millis(800) && after <= Duration::from_millis(1100),
+        "b took over {after:?} after the notice of an 800 ms hold"
+    );
+}
+
+#[test]
+fn a_restart_notice_from_a_node_that_holds_nothing_is_ignored() {
+    let mut net = Net::new(&[("a", 200), ("b", 150), ("c", 100)], 3);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")]);
+    // c claims to be a restarting holder; then a dies for real.
+    let fake = SnatClaim {
+        router: router(),
+        epoch: net.nodes[&n("a")].claims()[0].epoch,
+        priority: Priority::new(100).expect("prio"),
+        node: n("c"),
+    };
+    let now = net.now;
+    net.nodes.get_mut(&n("b")).expect("b").handle_restarting(
+        now,
+        &n("c"),
+        fake,
+        Duration::from_secs(30),
+    );
+    let died = net.now - net.start;
+    net.kill("a");
+    net.run(Duration::from_secs(1));
+    let took = net.took_at("b", died).expect("b takes over as usual");
+    assert!(
+        took - died <= Duration::from_millis(230),
+        "{:?}",
+        took - died
+    );
+}

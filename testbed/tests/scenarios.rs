@@ -340,6 +340,7 @@ fn a_fip_of_a_port_on_a_node_without_external_access_is_served_centrally() -> Re
         ],
         agent_bin: None,
         advert_multiplier_min: None,
+        restart_hold_ms: None,
     };
     let mut t = TestLab::of(&spec)?;
     let lab = t.lab();

@@ -134,9 +134,8 @@ impl HaTask {
         mine: &[SnatClaim],
         events: bool,
     ) {
-        let ttl = self.settings.notice_ttl;
         for m in self.recent.values_mut() {
-            m.retain(|_, (_, t)| now.saturating_duration_since(*t) <= ttl);
+            m.retain(|_, (_, until)| now <= *until);
         }
         self.recent.retain(|_, m| !m.is_empty());
         let recent: BTreeMap<ObjectId, BTreeMap<NodeId, SnatClaim>> = self
@@ -165,12 +164,12 @@ impl HaTask {
         }
     }
 
-    fn send(
+    pub(super) fn send(
         &self,
         view: &ClusterView,
         to: &NodeId,
         claims: Vec<SnatClaim>,
-        make: fn(Vec<SnatClaim>) -> ElectionMessage,
+        make: impl Fn(Vec<SnatClaim>) -> ElectionMessage,
     ) {
         let Some(m) = view.members.get(to) else {
             return;

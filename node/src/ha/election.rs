@@ -25,6 +25,11 @@
 //! - A release (a holder giving a router up on purpose) lets the best backup claim at once: the
 //!   releaser is not counted as a candidate by the others for [`STOOD_DOWN`] unless it claims
 //!   again, so they need not wait for its drain or lost gateway to arrive by gossip.
+//! - A holder whose agent restarts (its datapath stays in the kernel) may say so first
+//!   ([`Election::handle_restarting`]): the nodes that hear its adverts keep it as the holder,
+//!   without adverts, for the hold it asks ([`MAX_RESTART_HOLD`] at most), and its next life
+//!   resumes the router at once ([`Election::resume`]) with a higher epoch, whatever its rank,
+//!   when nobody holds it. A notice from a node that is not the holder heard is ignored.
 //! - A node that stalled (a paused process, a starved task: longer without running than the
 //!   longest down interval) claims nothing for [`STALL_CATCH_UP`]: the silence it finds is its
 //!   own, and its view has not yet caught up with who is alive and what they claim.
@@ -58,6 +63,10 @@ pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
 /// learn again who is alive and what they claim; a vacancy it sees meanwhile is most likely its
 /// own deafness.
 pub const STALL_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The longest a restarting holder is kept without adverts, whatever it asks: its routers are
+/// without a working holder for this long if it never comes back.
+pub const MAX_RESTART_HOLD: Duration = Duration::from_secs(30);
 
 /// Timing of the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +151,12 @@ struct RouterState {
     /// Nodes that released the router, and until when they are not counted as candidates here
     /// (their drain or lost gateway may not have reached this node's view yet).
     stood_down: BTreeMap<NodeId, Instant>,
+    /// Holders that said they are restarting, and until when they count as alive without
+    /// adverts.
+    restarting: BTreeMap<NodeId, Instant>,
+    /// This node held the router before its agent restarted: until when it resumes it at once
+    /// when nobody holds it.
+    resume_until: Option<Instant>,
 }
 
 /// The election of one node over every router.
@@ -161,6 +176,9 @@ pub struct Election {
     catch_up_until: Option<Instant>,
     /// Stalls noticed.
     stalls: u64,
+    /// Routers this node held in its previous life, with their epochs and until when it may
+    /// resume them (taken into a router's state when the router appears in the input).
+    resume: BTreeMap<ObjectId, (u64, Instant)>,
 }
 
 /// Whether a claim's epoch is within [`MAX_EPOCH_JUMP`] of the highest this node has seen.
@@ -186,6 +204,44 @@ impl Election {
             last_run: None,
             catch_up_until: None,
             stalls: 0,
+            resume: BTreeMap::new(),
+        }
+    }
+
+    /// The routers this node held (with their epochs) when its previous life announced a
+    /// restart: until `until`, it claims each at once when nobody holds it, with an epoch above
+    /// the one it held, so the candidates waiting on it and the datapath it left in place carry
+    /// on. A node restarted for good (no notice, or past `until`) waits its turn like any other.
+    pub fn resume(&mut self, held: impl IntoIterator<Item = (ObjectId, u64)>, until: Instant) {
+        for (router, epoch) in held {
+            self.resume.insert(router, (epoch, until));
+        }
+    }
+
+    /// A restart notice from `from` for `claim`: when `from` is the holder this node hears
+    /// adverts from, with this very claim, it counts as alive without adverts for `hold` (at most
+    /// [`MAX_RESTART_HOLD`]) or until it adverts again. Anything else is ignored.
+    pub fn handle_restarting(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        claim: SnatClaim,
+        hold: Duration,
+    ) {
+        if &claim.node != from || from == &self.me {
+            return;
+        }
+        let Some(st) = self.routers.get_mut(&claim.router) else {
+            return;
+        };
+        let holds = st
+            .heard
+            .get(from)
+            .is_some_and(|(c, advert)| *c == claim && advert.is_some());
+        if holds {
+            st.restarting
+                .insert(from.clone(), now + hold.min(MAX_RESTART_HOLD));
+            self.decide(now);
         }
     }
 
@@ -243,6 +299,11 @@ impl Election {
         }
         for ri in &input.routers {
             let st = self.routers.entry(ri.router.clone()).or_default();
+            if let Some((epoch, until)) = self.resume.remove(&ri.router) {
+                st.max_epoch = st.max_epoch.max(epoch);
+                st.resume_until = Some(until);
+            }
+            st.restarting.retain(|_, until| now < *until);
             for c in &ri.claims {
                 if !plausible(st, c.epoch) {
                     self.refused += 1;
@@ -281,6 +342,7 @@ impl Election {
         };
         st.max_epoch = st.max_epoch.max(claim.epoch);
         st.stood_down.remove(from);
+        st.restarting.remove(from);
         let entry = st
             .heard
             .entry(from.clone())
@@ -388,6 +450,12 @@ impl Election {
             due.extend(st.better_since.map(|since| since + ri.preempt_delay));
             due.extend(st.holddown_until);
             due.extend(st.stood_down.values().copied());
+            // A restarting holder's hold running out is a silence like any other.
+            due.extend(
+                st.restarting
+                    .values()
+                    .map(|t| *t + Duration::from_micros(1)),
+            );
         }
         due.into_iter().filter(|t| *t > now).min()
     }
@@ -425,10 +493,11 @@ impl Election {
         st.heard
             .iter()
             .filter(|(n, (_, t))| {
-                t.is_none_or(|t| {
-                    let down = down_for(&self.cfg, st, n, skew(&self.cfg, ri, &self.me, n));
-                    now.saturating_duration_since(t) <= down
-                })
+                restarting(st, n, now)
+                    || t.is_none_or(|t| {
+                        let down = down_for(&self.cfg, st, n, skew(&self.cfg, ri, &self.me, n));
+                        now.saturating_duration_since(t) <= down
+                    })
             })
             .map(|(_, (c, _))| c)
             .fold(None::<&SnatClaim>, |best, c| match best {
@@ -477,6 +546,11 @@ impl Election {
             }
         }
     }
+}
+
+/// Whether `node` said it is restarting and its hold has not run out.
+fn restarting(st: &RouterState, node: &NodeId, now: Instant) -> bool {
+    st.restarting.get(node).is_some_and(|until| now < *until)
 }
 
 /// How much longer than the intervals its silence calls for `me` waits on `silent` on the router
@@ -547,7 +621,9 @@ impl Decision<'_> {
     fn alive(&self, st: &RouterState, n: &NodeId, t: &Option<Instant>) -> bool {
         let in_gossip = || self.held_down(st) && self.ri.claims.iter().any(|c| &c.node == n);
         let down = || down_for(&self.cfg, st, n, skew(&self.cfg, Some(self.ri), self.me, n));
-        t.is_none_or(|t| self.now.saturating_duration_since(t) <= down()) || in_gossip()
+        restarting(st, n, self.now)
+            || t.is_none_or(|t| self.now.saturating_duration_since(t) <= down())
+            || in_gossip()
     }
 
     /// The best live claim of another node.
@@ -617,6 +693,9 @@ impl Decision<'_> {
         };
         let Some(h) = self.live_holder(st) else {
             st.better_since = None;
+            if st.resume_until.take().is_some_and(|t| self.now < t) {
+                return Some("resumed the router it held before its agent restarted".into());
+            }
             return self.is_best_awake(st).then(|| vacancy_reason(st));
         };
         let i_am_better = better(&(self.me.clone(), my_prio), &(h.node.clone(), h.priority));

@@ -11,6 +11,10 @@
 //!   compute nodes re-point their `sg-` FDB entries at once rather than after gossip;
 //! - on a deliberate withdrawal (drain, no longer a candidate, lost majority), a release goes to
 //!   every live node so the best backup claims without waiting for silence;
+//! - with a restart hold set (`snat_restart_hold_ms`), an agent stopped by a signal first tells
+//!   every live node it is restarting and notes the routers it holds in `data_dir`: the nodes
+//!   waiting on its adverts keep it as the holder for the hold, compute nodes keep their `sg-`
+//!   entries on it, and its next life resumes those routers at once (see [`restart`]);
 //! - a `dvr_snat` node probes the gateway of each external network it maps (an ARP probe on its
 //!   interface every [`PROBE_INTERVAL`]); after [`DOWN_AFTER`] unanswered probes it publishes
 //!   `ext-down/<network>` and stops being a candidate for routers on that network while another
@@ -39,6 +43,7 @@ pub mod election;
 mod health;
 mod input;
 mod report;
+pub mod restart;
 mod status;
 pub mod suspicion;
 mod task;
@@ -73,10 +78,15 @@ pub struct HaSettings {
     /// Whether to probe external gateways: only when this node programs its datapath, so an agent
     /// with `datapath = "off"` never sends on a host interface its configuration merely names.
     pub probe_gateways: bool,
+    /// How long the nodes waiting on this node's adverts keep it as the holder while its agent
+    /// restarts (`Duration::ZERO`: no restart notice; see [`restart`]).
+    pub restart_hold: Duration,
 }
 
 enum HaCommand {
     Drain(bool, oneshot::Sender<()>),
+    /// The agent is stopping: announce a restart (when a hold is set).
+    Restarting(oneshot::Sender<()>),
 }
 
 /// The handle the agent, the reconciler and the API hold.
@@ -112,6 +122,17 @@ impl HaHandle {
             .map_err(|_| "the HA task has stopped".to_string())?;
         rx.await.map_err(|_| "the HA task has stopped".to_string())
     }
+
+    /// The agent is stopping: with a restart hold set, tells every live node this node is
+    /// restarting and notes the routers it holds for its next life. Returns once sent.
+    pub async fn announce_restart(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(HaCommand::Restarting(tx))
+            .await
+            .map_err(|_| "the HA task has stopped".to_string())?;
+        rx.await.map_err(|_| "the HA task has stopped".to_string())
+    }
 }
 
 /// Starts the HA task. `facts` are this node's published facts (drain republishes them).
@@ -131,8 +152,12 @@ pub fn spawn(
         draining,
         ..Default::default()
     })));
+    let mut election = Election::new(me.clone(), settings.election);
+    if let Some(dir) = &settings.data_dir {
+        restart::resume_from(dir, &me, &mut election);
+    }
     let task = HaTask {
-        election: Election::new(me.clone(), settings.election),
+        election,
         me,
         facts,
         view,

@@ -42,7 +42,8 @@ pub(super) struct HaTask {
     pub(super) settings: HaSettings,
     pub(super) holders: watch::Sender<Holders>,
     pub(super) status: Arc<Mutex<StatusCell>>,
-    /// Claims heard in datagrams, with when.
+    /// Claims heard in datagrams, with until when they count (the notice lifetime after an
+    /// advert or takeover; a restarting holder's hold).
     pub(super) recent: BTreeMap<ObjectId, BTreeMap<NodeId, (SnatClaim, Instant)>>,
     pub(super) released: BTreeMap<(ObjectId, NodeId), u64>,
     /// Takeover notices still to repeat: (when, claims).
@@ -127,11 +128,17 @@ impl HaTask {
                     let Some((ext, result)) = p else { return };
                     self.on_probe(ext, result).await;
                 }
-                c = commands.recv() => {
-                    let Some(HaCommand::Drain(d, done)) = c else { return };
-                    self.set_draining(d).await;
-                    let _ = done.send(());
-                }
+                c = commands.recv() => match c {
+                    Some(HaCommand::Drain(d, done)) => {
+                        self.set_draining(d).await;
+                        let _ = done.send(());
+                    }
+                    Some(HaCommand::Restarting(done)) => {
+                        self.announce_restart().await;
+                        let _ = done.send(());
+                    }
+                    None => return,
+                },
                 _ = tick.tick() => self.on_clock(&mut inbound),
                 _ = at_deadline, if deadline.is_some() => {
                     if let Some(due) = deadline {
@@ -225,12 +232,17 @@ impl HaTask {
                     {
                         continue;
                     }
+                    let until = now + self.settings.notice_ttl;
                     self.recent
                         .entry(c.router.clone())
                         .or_default()
-                        .insert(c.node.clone(), (c.clone(), now));
+                        .insert(c.node.clone(), (c.clone(), until));
                     self.election.handle_advert(now, from, c);
                 }
+            }
+            ElectionMessage::Restarting(notice) => {
+                let hold = Duration::from_millis(u64::from(notice.hold_ms));
+                self.on_restarting(now, counted, hold);
             }
             ElectionMessage::Release(_) => {
                 for c in counted {

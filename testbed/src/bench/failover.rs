@@ -267,6 +267,26 @@ pub fn dvrmesh_restart_impact(
     Ok(out)
 }
 
+/// The restart hold the bench sets for its second series of restarts (`snat_restart_hold_ms`).
+pub const RESTART_HOLD_MS: u64 = 5_000;
+
+/// Sets `snat_restart_hold_ms` on every agent of the lab (rewriting its configuration and
+/// restarting it, one at a time, each time once a holder is ready again): the restarts after it
+/// announce themselves, and the holder's next life resumes its routers.
+pub fn enable_restart_hold(lab: &mut Lab, hold_ms: u64) -> Result<()> {
+    for node in lab.running_nodes() {
+        wait_ready_pair(lab, "a-router")?;
+        let path = lab.node_dir(&node).join("agent.toml");
+        let config = std::fs::read_to_string(&path)?;
+        // A top-level key goes before the first table.
+        std::fs::write(&path, format!("snat_restart_hold_ms = {hold_ms}\n{config}"))?;
+        lab.chaos_restart(&node)?;
+    }
+    lab.state.restart_hold_ms = Some(hold_ms);
+    lab.save()?;
+    Ok(())
+}
+
 /// The keepalived side: addresses and the VM namespace.
 const KA_VIP_LAN: &str = "10.99.0.1";
 const KA_VIP_WAN: &str = "203.0.113.5";

@@ -30,6 +30,7 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
     let settings: &[KaSetting] = ctx.pick(&KA_SETTINGS[..], &KA_SETTINGS[..1]);
     let dir = super::section::lab_dir("failover")?;
     let mut restarted = Vec::new();
+    let mut restarted_held = Vec::new();
     let result = (|| -> Result<Vec<Row>> {
         let mut lab = Lab::up(dir.path(), &LabSpec::sized(1, 2), &mut |s| ctx.say(s))?;
         crate::demo::configure(&lab)?;
@@ -57,6 +58,13 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
             false_failovers: Some(ff),
         });
         restarted = restarts;
+        ctx.say(&format!(
+            "dvrmesh: agents restarted under the stream, with snat_restart_hold_ms = {}",
+            failover::RESTART_HOLD_MS
+        ));
+        failover::enable_restart_hold(&mut lab, failover::RESTART_HOLD_MS)?;
+        restarted_held =
+            failover::dvrmesh_restart_impact(&mut lab, ctx.pick(6, 2), &mut |s| ctx.say(s))?;
         let vm = failover::keepalived_prepare(&mut lab)?;
         for (i, s) in settings.iter().enumerate() {
             ctx.say(&format!("{}: hard kill of the VRRP master", s.name));
@@ -87,15 +95,41 @@ pub fn run(ctx: &Context) -> Result<SectionOut> {
     })();
     let _ = Lab::down(dir.path());
     let rows = result?;
-    Ok(report(ctx, &rows, &restarted, loss_span))
+    let restarts = Restarts {
+        default: restarted,
+        held: restarted_held,
+    };
+    Ok(report(ctx, &rows, &restarts, loss_span))
 }
 
-/// The restart-impact table: datagrams lost while one agent restarts, per node restarted.
-fn restart_table(restarted: &[(String, u64)]) -> String {
+/// Agents restarted under the stream: (node, datagrams lost), by default and with a restart hold.
+struct Restarts {
+    default: Vec<(String, u64)>,
+    held: Vec<(String, u64)>,
+}
+
+/// The restart-impact tables.
+fn restart_tables(r: &Restarts) -> String {
+    if r.default.is_empty() && r.held.is_empty() {
+        return String::new();
+    }
+    let mut md = format!("\nRestart impact: the same stream while one dvrmesh agent restarts (SIGTERM, then started again, as `systemctl restart` does; no drain first). The datapath stays in the kernel while the agent is away. By default a restarting holder just goes silent, and its backup takes the router over after the usual wait, moving the traffic while the old holder still forwards it. With `snat_restart_hold_ms` set ({} ms here), the stopping agent first tells every live node it is restarting and notes the routers it holds in its data directory: the backups keep it as the holder for the hold, compute nodes keep pointing at it, and its next life resumes the routers at once with a higher epoch. (The hold is off by default: a holder that announces a restart and never comes back, say a machine rebooting without a drain first, leaves its routers without a working holder until the hold runs out.)\n", failover::RESTART_HOLD_MS);
+    md.push_str(&restart_table("default (no restart hold)", &r.default));
+    md.push_str(&restart_table(
+        &format!("`snat_restart_hold_ms = {}`", failover::RESTART_HOLD_MS),
+        &r.held,
+    ));
+    md
+}
+
+/// One restart-impact table: datagrams lost while one agent restarts, per node restarted.
+fn restart_table(setting: &str, restarted: &[(String, u64)]) -> String {
     if restarted.is_empty() {
         return String::new();
     }
-    let mut md = String::from("\nRestart impact: the same stream while one dvrmesh agent restarts (SIGTERM, then started again, as `systemctl restart` does; no drain first). The datapath stays in the kernel while the agent is away.\n\n| agent restarted | restarts | datagrams lost, each |\n|---|---|---|\n");
+    let mut md = format!(
+        "\n{setting}:\n\n| agent restarted | restarts | datagrams lost, each |\n|---|---|---|\n"
+    );
     let mut nodes: Vec<&str> = restarted.iter().map(|(n, _)| n.as_str()).collect();
     nodes.sort_unstable();
     nodes.dedup();
@@ -119,12 +153,7 @@ fn restart_table(restarted: &[(String, u64)]) -> String {
     md
 }
 
-fn report(
-    ctx: &Context,
-    rows: &[Row],
-    restarted: &[(String, u64)],
-    loss_span: Duration,
-) -> SectionOut {
+fn report(ctx: &Context, rows: &[Row], restarted: &Restarts, loss_span: Duration) -> SectionOut {
     let mut md = String::from("## SNAT failover\n\n");
     md.push_str(METHOD);
     md.push_str(&format!(
@@ -145,7 +174,7 @@ fn report(
     }
     md.push_str("\nPercentiles by nearest rank (below 100 trials, p99 is the largest).\n");
     md.push_str(&targets(rows));
-    md.push_str(&restart_table(restarted));
+    md.push_str(&restart_tables(restarted));
     md.push_str("\nPer trial (ms):\n\n");
     for r in rows {
         let list: Vec<String> = r.outages.iter().map(u64::to_string).collect();
@@ -234,16 +263,19 @@ mod tests {
 
     #[test]
     fn the_restart_table_lists_each_node_s_losses() {
-        let t = restart_table(&[
-            ("compute-1".into(), 0),
-            ("network-2".into(), 3),
-            ("compute-1".into(), 1),
-        ]);
+        let t = restart_table(
+            "default",
+            &[
+                ("compute-1".into(), 0),
+                ("network-2".into(), 3),
+                ("compute-1".into(), 1),
+            ],
+        );
         assert!(
             t.contains("| compute-1 (the VM's node) | 2 | 0, 1 |"),
             "{t}"
         );
         assert!(t.contains("| network-2 (the SNAT holder) | 1 | 3 |"), "{t}");
-        assert_eq!(restart_table(&[]), "");
+        assert_eq!(restart_table("default", &[]), "");
     }
 }

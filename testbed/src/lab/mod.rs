@@ -47,6 +47,9 @@ pub struct LabState {
     /// The spec's `snat_advert_multiplier_min`, for nodes added later too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advert_multiplier_min: Option<u32>,
+    /// The spec's `snat_restart_hold_ms`, for nodes added later too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_hold_ms: Option<u64>,
 }
 
 /// One node.
@@ -334,6 +337,7 @@ impl Lab {
             bin: find_dvrmesh()?,
             state: LabState {
                 advert_multiplier_min: spec.advert_multiplier_min,
+                restart_hold_ms: spec.restart_hold_ms,
                 ..LabState::default()
             },
             children: BTreeMap::new(),
@@ -383,7 +387,7 @@ impl Lab {
         })
     }
 
-    fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         let tmp = self.dir.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
         std::fs::rename(tmp, self.dir.join("state.json"))?;
@@ -529,6 +533,9 @@ impl Lab {
         if let Some(m) = self.state.advert_multiplier_min {
             // Top-level keys go before the first table.
             config = format!("snat_advert_multiplier_min = {m}\n{config}");
+        }
+        if let Some(ms) = self.state.restart_hold_ms {
+            config = format!("snat_restart_hold_ms = {ms}\n{config}");
         }
         if self.operator_credential().is_some() {
             config.push_str("\n[tenancy]\nwriters = \"operators\"\n");

@@ -30,6 +30,10 @@ pub struct LabSpec {
     /// 3 × 20 ms, and its backup then rightly takes over a holder that only looks dead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advert_multiplier_min: Option<u32>,
+    /// `snat_restart_hold_ms` for every agent, when set: a holder's agent stopped by a signal
+    /// is waited for this long while it restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_hold_ms: Option<u64>,
 }
 
 impl LabSpec {
@@ -54,6 +58,7 @@ impl LabSpec {
             nodes,
             agent_bin: None,
             advert_multiplier_min: None,
+            restart_hold_ms: None,
         }
     }
 }
