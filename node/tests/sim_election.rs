@@ -918,3 +918,46 @@ fn a_restart_notice_from_a_node_that_holds_nothing_is_ignored() {
         took - died
     );
 }
+
+#[test]
+fn a_late_advert_of_the_old_life_does_not_end_a_restart_but_the_next_life_s_claim_does() {
+    let cfg = adaptive(3);
+    let mut b = Election::new(n("b"), cfg);
+    let t0 = Instant::now();
+    let old = SnatClaim {
+        router: router(),
+        epoch: 4,
+        priority: Priority::new(200).expect("prio"),
+        node: n("a"),
+    };
+    b.handle_input(t0, a_and_b(true, vec![old.clone()]));
+    for i in 0..10 {
+        b.handle_advert(t0 + Duration::from_millis(20 * i), &n("a"), old.clone());
+    }
+    let t1 = t0 + Duration::from_millis(200);
+    b.handle_restarting(t1, &n("a"), old.clone(), Duration::from_secs(5));
+    // An advert the old life sent just before the notice arrives after it.
+    b.handle_advert(t1 + Duration::from_millis(1), &n("a"), old.clone());
+    // a's life ends: no candidate any more, no claim in gossip.
+    let mut only_b = a_and_b(true, vec![]);
+    only_b.routers[0].candidates.retain(|(c, _)| c == &n("b"));
+    let tick = |b: &mut Election, from: Duration, to: Duration| {
+        let mut t = from;
+        while t < to {
+            b.handle_input(t0 + t, only_b.clone());
+            b.handle_tick(t0 + t);
+            t += Duration::from_millis(20);
+        }
+    };
+    tick(&mut b, Duration::from_millis(220), Duration::from_secs(2));
+    assert!(b.claims().is_empty(), "b took over: {:?}", b.poll_event());
+    // The next life claims with a higher epoch: the restart is over; then it dies for good.
+    let next = SnatClaim { epoch: 5, ..old };
+    b.handle_advert(t0 + Duration::from_secs(2), &n("a"), next);
+    tick(&mut b, Duration::from_secs(2), Duration::from_millis(2500));
+    assert_eq!(
+        b.claims().len(),
+        1,
+        "b did not take over from the dead next life"
+    );
+}

@@ -170,13 +170,15 @@ impl HaTask {
         to: &NodeId,
         claims: Vec<SnatClaim>,
         make: impl Fn(Vec<SnatClaim>) -> ElectionMessage,
-    ) {
+    ) -> usize {
         let Some(m) = view.members.get(to) else {
-            return;
+            return 0;
         };
+        let mut sent = 0;
         for gram in ElectionMessage::batch(claims, make) {
-            self.sender.send(m.gossip_addr, gram);
+            sent += usize::from(self.sender.send(m.gossip_addr, gram));
         }
+        sent
     }
 
     async fn publish_claims(&self, mine: &[SnatClaim]) {

@@ -151,9 +151,9 @@ struct RouterState {
     /// Nodes that released the router, and until when they are not counted as candidates here
     /// (their drain or lost gateway may not have reached this node's view yet).
     stood_down: BTreeMap<NodeId, Instant>,
-    /// Holders that said they are restarting, and until when they count as alive without
-    /// adverts.
-    restarting: BTreeMap<NodeId, Instant>,
+    /// Holders that said they are restarting: the epoch they held, and until when they count as
+    /// alive without adverts (an advert of a higher epoch, from the next life, ends it).
+    restarting: BTreeMap<NodeId, (u64, Instant)>,
     /// This node held the router before its agent restarted: until when it resumes it at once
     /// when nobody holds it.
     resume_until: Option<Instant>,
@@ -239,8 +239,8 @@ impl Election {
             .get(from)
             .is_some_and(|(c, advert)| *c == claim && advert.is_some());
         if holds {
-            st.restarting
-                .insert(from.clone(), now + hold.min(MAX_RESTART_HOLD));
+            let until = now + hold.min(MAX_RESTART_HOLD);
+            st.restarting.insert(from.clone(), (claim.epoch, until));
             self.decide(now);
         }
     }
@@ -303,7 +303,7 @@ impl Election {
                 st.max_epoch = st.max_epoch.max(epoch);
                 st.resume_until = Some(until);
             }
-            st.restarting.retain(|_, until| now < *until);
+            st.restarting.retain(|_, (_, until)| now < *until);
             for c in &ri.claims {
                 if !plausible(st, c.epoch) {
                     self.refused += 1;
@@ -342,7 +342,14 @@ impl Election {
         };
         st.max_epoch = st.max_epoch.max(claim.epoch);
         st.stood_down.remove(from);
-        st.restarting.remove(from);
+        // The next life's claim ends a restart; a late advert of the old life does not.
+        if st
+            .restarting
+            .get(from)
+            .is_some_and(|(epoch, _)| claim.epoch > *epoch)
+        {
+            st.restarting.remove(from);
+        }
         let entry = st
             .heard
             .entry(from.clone())
@@ -454,7 +461,7 @@ impl Election {
             due.extend(
                 st.restarting
                     .values()
-                    .map(|t| *t + Duration::from_micros(1)),
+                    .map(|(_, t)| *t + Duration::from_micros(1)),
             );
         }
         due.into_iter().filter(|t| *t > now).min()
@@ -550,7 +557,9 @@ impl Election {
 
 /// Whether `node` said it is restarting and its hold has not run out.
 fn restarting(st: &RouterState, node: &NodeId, now: Instant) -> bool {
-    st.restarting.get(node).is_some_and(|until| now < *until)
+    st.restarting
+        .get(node)
+        .is_some_and(|(_, until)| now < *until)
 }
 
 /// How much longer than the intervals its silence calls for `me` waits on `silent` on the router

@@ -14,7 +14,7 @@ use std::time::Duration;
 use mesh_proto::{ElectionMessage, NodeId, RestartNotice, SnatClaim};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::election::{Election, MAX_RESTART_HOLD};
 use super::task::{unix_ms, HaTask};
@@ -127,9 +127,10 @@ impl HaTask {
             .collect();
         for _ in 0..SENDS {
             for to in &everyone {
-                self.send(&view, to, mine.clone(), |claims| {
+                let sent = self.send(&view, to, mine.clone(), |claims| {
                     ElectionMessage::Restarting(RestartNotice { claims, hold_ms })
                 });
+                debug!(to = %to, sent, "restart notice");
             }
         }
         info!(
@@ -146,6 +147,8 @@ impl HaTask {
         let until = now + hold.min(MAX_RESTART_HOLD);
         let holders = self.holders.borrow().clone();
         for c in claims {
+            debug!(from = %c.node, router = %c.router, epoch = c.epoch, hold_ms = hold.as_millis() as u64,
+                resolved = ?holders.get(&c.router), heard = ?self.election.heard(now, &c.router), "restart notice");
             if holders.get(&c.router) == Some(&c.node) {
                 self.recent
                     .entry(c.router.clone())

@@ -136,6 +136,9 @@ impl HaTask {
                     Some(HaCommand::Restarting(done)) => {
                         self.announce_restart().await;
                         let _ = done.send(());
+                        // The agent is stopping: no more adverts (one after the notice would
+                        // tell the others this life is still there).
+                        return;
                     }
                     None => return,
                 },
