@@ -63,6 +63,20 @@ impl<L: Ord + Clone> Default for Merger<L> {
     }
 }
 
+/// What an update merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The values that changed since the last update.
+    Changes,
+    /// The values that changed, and again every value a rule that depends on time may now
+    /// judge otherwise: the values refused (one stamped too far ahead is accepted once its time
+    /// comes), and with [`Writers::Operators`] every value (an operator's seal stops counting
+    /// once its certificate expires or is revoked), which is a merge of everything.
+    Recheck,
+    /// Every value again.
+    Everything,
+}
+
 /// How an update merged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Merged {
@@ -135,19 +149,25 @@ impl<L: Ord + Clone> Merger<L> {
         self.state
     }
 
-    /// Merges `lives` (life, the node it speaks for, its values): only the values that changed
-    /// since the last update, unless `full` asks for everything again. A life's values are the
-    /// same while their `Arc` is; a value is the same while its version and `Arc` are. When the
-    /// result equals the previous state, the previous state is kept (clones of it stay shared).
+    /// Merges `lives` (life, the node it speaks for, its values) as `pass` says. A life's values
+    /// are the same while their `Arc` is; a value is the same while its version and `Arc` are.
+    /// When the result equals the previous state, the previous state is kept (clones of it stay
+    /// shared).
     pub fn update(
         &mut self,
         lives: impl IntoIterator<Item = (L, NodeId, Arc<TenantValues>)>,
         admission: &Admission<'_>,
-        full: bool,
+        pass: Pass,
     ) -> Merged {
         let next: BTreeMap<L, (NodeId, Arc<TenantValues>)> =
             lives.into_iter().map(|(l, n, v)| (l, (n, v))).collect();
-        if !full && self.merge_changes(&next, admission).is_ok() {
+        let everything = match pass {
+            Pass::Everything => true,
+            Pass::Recheck => admission.writers == Writers::Operators,
+            Pass::Changes => false,
+        };
+        let retry_refused = pass == Pass::Recheck;
+        if !everything && self.merge_changes(&next, admission, retry_refused).is_ok() {
             return Merged::Changes;
         }
         self.merge_everything(next, admission);
@@ -158,8 +178,12 @@ impl<L: Ord + Clone> Merger<L> {
         &mut self,
         next: &BTreeMap<L, (NodeId, Arc<TenantValues>)>,
         admission: &Admission<'_>,
+        retry_refused: bool,
     ) -> Result<(), NeedsFull> {
-        let (removals, additions) = changes(&self.lives, next);
+        let (mut removals, mut additions) = changes(&self.lives, next);
+        if retry_refused {
+            self.retry_refused(next, &mut removals, &mut additions);
+        }
         let touched = removals.iter().chain(&additions).map(|(_, n, _, _)| n);
         if touched.into_iter().any(|n| {
             self.over_cap.contains_key(n) || self.counts.get(n).is_some_and(NodeCounts::near_caps)
@@ -183,6 +207,35 @@ impl<L: Ord + Clone> Merger<L> {
         }
         self.finish(dirty);
         Ok(())
+    }
+
+    /// Adds to the changes every refused value the changes do not already touch, out and in
+    /// again: it is judged anew (removing a refused value only forgets its refusal).
+    fn retry_refused(
+        &self,
+        next: &BTreeMap<L, (NodeId, Arc<TenantValues>)>,
+        removals: &mut Vec<Change<L>>,
+        additions: &mut Vec<Change<L>>,
+    ) {
+        let touched: BTreeSet<(&L, &String)> = removals
+            .iter()
+            .chain(additions.iter())
+            .map(|(l, _, k, _)| (l, k))
+            .collect();
+        let mut retries = Vec::new();
+        for (life, key) in self.refused.keys() {
+            if touched.contains(&(life, key)) {
+                continue;
+            }
+            let Some((node, values)) = next.get(life) else {
+                continue;
+            };
+            if let Some((_, value)) = values.get(key) {
+                retries.push((life.clone(), node.clone(), key.clone(), value.clone()));
+            }
+        }
+        removals.extend(retries.iter().cloned());
+        additions.extend(retries);
     }
 
     fn merge_everything(

@@ -18,5 +18,5 @@ pub mod ops;
 pub mod replicate;
 pub mod state;
 
-pub use merge::{Merged, Merger, TenantValues};
+pub use merge::{Merged, Merger, Pass, TenantValues};
 pub use state::{Admission, Clock, TenantState, Writers};

@@ -185,7 +185,7 @@ impl TenantState {
         merger.update(
             lives.into_iter().map(|(l, n, v)| (l, n, Arc::new(v))),
             admission,
-            true,
+            super::merge::Pass::Everything,
         );
         merger.into_state()
     }

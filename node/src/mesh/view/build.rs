@@ -11,7 +11,7 @@ use crate::mesh::keys::{
     KEY_CERT, KEY_EXT_DOWN_PREFIX, KEY_NODE_FACTS, KEY_SNAT_PREFIX, KEY_SNAT_WHY_PREFIX,
 };
 use crate::mesh::pki::signing::{claim_message, ClaimAuthority};
-use crate::tenant::{Admission, Merged, Merger};
+use crate::tenant::{Admission, Merged, Merger, Pass};
 
 /// Builds a view from what each node life publishes and chitchat's live set. Pure: same input,
 /// same view.
@@ -33,7 +33,7 @@ pub fn build_view<'a>(
 ) -> ClusterView {
     let tenant = TenantMerge {
         merger: &mut Merger::default(),
-        everything: true,
+        pass: Pass::Everything,
     };
     build_view_merging(tenant, me, generation, nodes, live, ever_live, admission).0
 }
@@ -43,8 +43,8 @@ pub fn build_view<'a>(
 pub struct TenantMerge<'m> {
     /// The merger, holding what earlier builds merged.
     pub merger: &'m mut Merger<ChitchatId>,
-    /// Merge everything again (time-bound rules: the clock, certificates' expiry and revocation).
-    pub everything: bool,
+    /// What this build merges: what changed, or a recheck of the rules that depend on time.
+    pub pass: Pass,
 }
 
 /// [`build_view`] merging the tenant state with a merger kept between builds: the same view,
@@ -83,7 +83,7 @@ pub fn build_view_merging<'a>(
             Some(((*id).clone(), node, life.tenant.clone()))
         }),
         admission,
-        tenant.everything,
+        tenant.pass,
     );
     let tenant = tenant.merger.state().clone();
     let members = members(&nodes, live, ever_live, authority, &mut excluded);

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::mesh::pki::sealed;
 use crate::mesh::pki::signing::ClaimAuthority;
 use crate::tenant::state::Decoded;
-use crate::tenant::{Admission, Clock, Merged, Merger, TenantState, TenantValues, Writers};
+use crate::tenant::{Admission, Clock, Merged, Merger, Pass, TenantState, TenantValues, Writers};
 
 /// Payloads of a node life's present keys, by key (seals were checked when the values arrived;
 /// tombstones are left out).
@@ -201,8 +201,8 @@ pub struct ViewHandle {
 pub struct ViewStats {
     /// Views built (each one merges the tenant values that changed since the last).
     pub builds: u64,
-    /// Of those, builds that merged every tenant value again (every
-    /// [`FULL_MERGE_EVERY`], or when a node at a cap made the order of values matter).
+    /// Of those, builds that merged every tenant value again (with `writers = "operators"`
+    /// every [`RECHECK_EVERY`], and whenever a node at a cap made the order of values matter).
     pub full_merges: u64,
     /// The last full merge's build time, microseconds.
     pub last_full_merge_micros: u64,
@@ -254,11 +254,12 @@ impl WriterStats {
 /// certificate authority (a revocation, an expiry), which no gossip version shows.
 pub const UNCHANGED_REBUILD_EVERY: Duration = Duration::from_secs(1);
 
-/// How often a build merges every tenant value again rather than only those that changed: the
-/// rules that depend on time (a value from the future is accepted once its time comes; an
-/// operator's seal stops counting once its certificate expires or is revoked) are applied to
-/// values that did not change at this pace. A node's own certificate is checked on every build.
-pub const FULL_MERGE_EVERY: Duration = Duration::from_secs(10);
+/// How often a build rechecks the tenant rules that depend on time for values that did not
+/// change ([`Pass::Recheck`]): a value refused as stamped too far ahead is judged again (it is
+/// accepted once its time comes), and with `writers = "operators"` every value is merged again
+/// (an operator's seal stops counting once its certificate expires or is revoked). A node's own
+/// certificate is checked on every build.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
 
 impl ViewHandle {
     /// Asks the writer to rebuild now rather than at its next tick: this node just wrote to its
@@ -320,7 +321,7 @@ pub fn spawn_writer(
         let mut tick = tokio::time::interval(resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_build: Option<tokio::time::Instant> = None;
-        let mut last_full: Option<tokio::time::Instant> = None;
+        let mut last_recheck: Option<tokio::time::Instant> = None;
         let mut merger = Merger::default();
         let mut not_before: Option<tokio::time::Instant> = None;
         loop {
@@ -350,10 +351,14 @@ pub fn spawn_writer(
                 now_ms: wall_ms(),
                 max_skew_ms: max_clock_skew.as_millis() as u64,
             };
-            let everything = last_full.is_none_or(|t| t.elapsed() >= FULL_MERGE_EVERY);
+            let recheck = last_recheck.is_none_or(|t| t.elapsed() >= RECHECK_EVERY);
             let tenant = TenantMerge {
                 merger: &mut merger,
-                everything,
+                pass: if recheck {
+                    Pass::Recheck
+                } else {
+                    Pass::Changes
+                },
             };
             let (next, merged) = build_view_merging(
                 tenant,
@@ -368,8 +373,8 @@ pub fn spawn_writer(
                     authority: authority.as_ref(),
                 },
             );
-            if merged == Merged::Everything {
-                last_full = Some(started);
+            if recheck {
+                last_recheck = Some(started);
             }
             log_new_problems(&prev, &next);
             log_member_changes(&prev, &next);

@@ -164,10 +164,10 @@ proptest! {
         let mut merger = Merger::default();
         for (i, s) in steps.iter().enumerate() {
             gossip.apply(s);
-            let how = merger.update(gossip.inputs(), &admission, false);
+            let how = merger.update(gossip.inputs(), &admission, Pass::Changes);
             prop_assert_eq!(how, Merged::Changes, "step {} ({:?}) fell back to a full merge", i, s);
             let mut fresh = Merger::default();
-            fresh.update(gossip.inputs(), &admission, true);
+            fresh.update(gossip.inputs(), &admission, Pass::Everything);
             prop_assert_eq!(merger.state(), fresh.state(), "after step {}: {:?}", i, s);
         }
     }
@@ -187,16 +187,16 @@ fn an_update_that_changes_nothing_keeps_the_state_shared() {
         });
     }
     let mut merger = Merger::default();
-    merger.update(gossip.inputs(), &admission, false);
+    merger.update(gossip.inputs(), &admission, Pass::Changes);
     let before = merger.state().clone();
     assert_eq!(
-        merger.update(gossip.inputs(), &admission, false),
+        merger.update(gossip.inputs(), &admission, Pass::Changes),
         Merged::Changes
     );
     assert!(merger.state().records.ptr_eq(&before.records));
     // A full merge finding the same content keeps the old maps too.
     assert_eq!(
-        merger.update(gossip.inputs(), &admission, true),
+        merger.update(gossip.inputs(), &admission, Pass::Everything),
         Merged::Everything
     );
     assert!(merger.state().records.ptr_eq(&before.records));
@@ -219,25 +219,25 @@ fn a_node_reaching_its_claim_cap_is_merged_in_full_with_its_excess_refused() {
     let values: TenantValues = (0..cap - 1).map(claim).collect();
     let lives = |v: &TenantValues| vec![((1u8, 0u8), node(1), Arc::new(v.clone()))];
     let mut merger = Merger::default();
-    merger.update(lives(&values), &admission, false);
+    merger.update(lives(&values), &admission, Pass::Changes);
     assert!(merger.state().over_cap.is_empty());
 
     // Two more claims: the second is over the cap.
     let mut more = values.clone();
     more.extend([claim(cap - 1), claim(cap)]);
     assert_eq!(
-        merger.update(lives(&more), &admission, false),
+        merger.update(lives(&more), &admission, Pass::Changes),
         Merged::Everything
     );
     assert_eq!(merger.state().address_claims.len(), MAX_CLAIMS_PER_NODE);
     assert_eq!(merger.state().over_cap.get(&node(1)), Some(&1));
     let mut fresh = Merger::default();
-    fresh.update(lives(&more), &admission, true);
+    fresh.update(lives(&more), &admission, Pass::Everything);
     assert_eq!(merger.state(), fresh.state());
 
     // Back under the cap: merged in full again, and nothing refused.
     assert_eq!(
-        merger.update(lives(&values), &admission, false),
+        merger.update(lives(&values), &admission, Pass::Changes),
         Merged::Everything
     );
     assert!(
@@ -246,4 +246,37 @@ fn a_node_reaching_its_claim_cap_is_merged_in_full_with_its_excess_refused() {
         merger.state().problems
     );
     assert_eq!(merger.state().address_claims.len(), MAX_CLAIMS_PER_NODE - 1);
+}
+
+#[test]
+fn a_recheck_accepts_a_value_refused_for_the_clock_once_its_time_comes_without_merging_everything()
+{
+    let (key, decoded) = value(0, 1, 1, 100_000);
+    let values: TenantValues = [(key, (1, Arc::new(decoded)))].into_iter().collect();
+    let lives = vec![((1u8, 0u8), node(1), Arc::new(values))];
+    let at = |now_ms: u64| Admission {
+        clock: crate::tenant::Clock {
+            now_ms,
+            max_skew_ms: 1_000,
+        },
+        ..Admission::open()
+    };
+    let mut merger = Merger::default();
+    // Stamped at 100 000 ms: too far ahead of a clock at 10 000 ms.
+    merger.update(lives.clone(), &at(10_000), Pass::Changes);
+    assert_eq!(merger.state().networks().count(), 0);
+    assert_eq!(merger.state().problems.len(), 1);
+    // Time passes; a pass of changes alone does not look at it again.
+    merger.update(lives.clone(), &at(99_500), Pass::Changes);
+    assert_eq!(merger.state().networks().count(), 0);
+    // A recheck does, without merging everything.
+    assert_eq!(
+        merger.update(lives.clone(), &at(99_500), Pass::Recheck),
+        Merged::Changes
+    );
+    assert_eq!(merger.state().networks().count(), 1);
+    assert!(merger.state().problems.is_empty());
+    let mut fresh = Merger::default();
+    fresh.update(lives, &at(99_500), Pass::Everything);
+    assert_eq!(merger.state(), fresh.state());
 }
