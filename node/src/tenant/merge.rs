@@ -464,6 +464,40 @@ impl<L: Ord + Clone> Merger<L> {
     }
 }
 
+impl TenantState {
+    /// Merges everything published. `entries` yields (publisher, key, value): each run of
+    /// entries from one publisher counts as one node life. Keys outside the tenant prefixes are
+    /// ignored. A record or claim stamped further ahead of `clock` than its skew allows is
+    /// refused (a problem): one such timestamp would otherwise pin every node's clock.
+    ///
+    /// With [`Writers::Operators`], a record of anything but a port counts only when an operator
+    /// credential sealed it (a problem otherwise). The rules are [`Merger`]'s.
+    pub fn merge<'a>(
+        entries: impl IntoIterator<Item = (&'a NodeId, &'a str, &'a str)>,
+        admission: &Admission<'_>,
+    ) -> Self {
+        let mut lives: Vec<(usize, NodeId, TenantValues)> = Vec::new();
+        for (node, key, value) in entries {
+            if !Decoded::is_tenant_key(key) {
+                continue;
+            }
+            if lives.last().is_none_or(|(_, n, _)| n != node) {
+                lives.push((lives.len(), node.clone(), TenantValues::new()));
+            }
+            if let Some((_, _, values)) = lives.last_mut() {
+                values.insert(key.to_string(), (0, Arc::new(Decoded::of(key, value))));
+            }
+        }
+        let mut merger = Merger::default();
+        merger.update(
+            lives.into_iter().map(|(l, n, v)| (l, n, Arc::new(v))),
+            admission,
+            Pass::Everything,
+        );
+        merger.into_state()
+    }
+}
+
 /// The values to take out of lives that changed or went, and to put in from lives that changed
 /// or came, in (life, key) order.
 fn changes<L: Ord + Clone>(
