@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${1:-20}
-targets=(gossip_frame gossip_value stream_frame election_datagram api_request config_file crl_pem dhcp_frame metadata_path)
+targets=(gossip_frame gossip_linked gossip_value stream_frame election_datagram api_request config_file crl_pem dhcp_frame metadata_path)
 
 cargo_() {
   if [ -n "${CARGO_LOCK:-}" ]; then flock "$CARGO_LOCK" cargo "$@"; else cargo "$@"; fi

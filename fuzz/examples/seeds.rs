@@ -12,6 +12,7 @@ use chitchat::{ChitchatId, Serializable};
 use dvrmesh_fuzz::{fixtures, me, peer, signer, FIXTURE_DAYS, PEER};
 use dvrmesh_node::mesh::codec::{self, DigestEntry, Kv, KvStatus, Message, NodeDelta};
 use dvrmesh_node::mesh::keys::{KEY_CERT, KEY_NODE_FACTS};
+use dvrmesh_node::mesh::link::{Link, LinkBudget, Outgoing};
 use dvrmesh_node::mesh::pki::sealed::{seal, Place};
 use dvrmesh_node::mesh::pki::{init_ca, issue_node_cert, Signer};
 use dvrmesh_node::mesh::trust::Sender;
@@ -28,8 +29,9 @@ fn main() -> Res<()> {
     write_fixtures()?;
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let signer = signer();
-    let targets: [(&str, Vec<Vec<u8>>); 9] = [
+    let targets: [(&str, Vec<Vec<u8>>); 10] = [
         ("gossip_frame", gossip_frames(&signer)?),
+        ("gossip_linked", linked_frames(&signer)?),
         ("gossip_value", gossip_values(&signer)?),
         ("stream_frame", stream_frames(&signer)?),
         ("election_datagram", datagrams()?),
@@ -315,6 +317,37 @@ fn gossip_frames(signer: &Signer) -> Res<Vec<Vec<u8>>> {
         &compressed_ack(&msgs[2])?,
     ));
     Ok(out)
+}
+
+/// Linked frames as a peer writes them to the fuzz target's node, which sent digest 1 (three
+/// node lives `node-0`..`node-2`, as in `fuzz_targets/gossip_linked.rs`): the first (against
+/// nothing), one against digest 1, and a SynAck with a sealed delta.
+fn linked_frames(signer: &Signer) -> Res<Vec<Vec<u8>>> {
+    let entry = |i: u16, heartbeat: u64| DigestEntry {
+        id: ChitchatId::new(format!("node-{i}"), 1, ([127, 0, 0, 1], 7000 + i).into()),
+        heartbeat,
+        last_gc_version: 0,
+        max_version: 7,
+    };
+    let syn = |digest: Vec<DigestEntry>| Message::Syn {
+        digest,
+        cluster_id: "fuzz".into(),
+    };
+    let out = |m: &Message| Outgoing::new(codec::encode(m), &mut None);
+    let mut node = Link::new(LinkBudget::new(1 << 16));
+    let mut peer = Link::new(LinkBudget::new(1 << 16));
+    let first = peer.encode(&out(&syn((0..3).map(|i| entry(i, 100)).collect())));
+    peer.decode(&node.encode(&out(&syn((0..3).map(|i| entry(i, 100 + u64::from(i))).collect()))))?;
+    let against_1 = peer.encode(&out(&syn(vec![entry(0, 90), entry(2, 130), entry(9, 1)])));
+    let delta = match messages(signer)?.remove(1) {
+        Message::SynAck { delta, .. } => delta,
+        other => return Err(format!("seed message 1 is no SynAck: {other:?}").into()),
+    };
+    let with_delta = peer.encode(&out(&Message::SynAck {
+        digest: (0..3).map(|i| entry(i, 140)).collect(),
+        delta,
+    }));
+    Ok(vec![first, against_1, with_delta])
 }
 
 fn gossip_values(signer: &Signer) -> Res<Vec<Vec<u8>>> {

@@ -3,6 +3,8 @@
 //! - A node whose gossip claims another id than its certificate never joins.
 //! - Malformed, truncated, oversized and terabyte-claiming frames sent over an authenticated
 //!   connection are refused and counted; the node goes on gossiping.
+//! - Two current nodes send their digests as changes; a node that offers only the plain dialect
+//!   (an older version) gossips with both all the same.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dvrmesh_node::mesh::gossip::{self, GossipSettings};
 use dvrmesh_node::mesh::pki::{self as tls, Credentials};
-use dvrmesh_node::mesh::transport::{QuicTransport, TransportStats};
+use dvrmesh_node::mesh::transport::{Dialect, QuicTransport, TransportStats};
 use dvrmesh_node::mesh::view::{self, MemberState, ViewHandle};
 use dvrmesh_node::mesh::wire::MAX_GOSSIP_FRAME;
 use mesh_proto::{dvr_mac_for, NodeFacts, NodeId, NodeMode, Priority};
@@ -77,11 +79,21 @@ async fn start_node(
     claimed_id: &str,
     seed: Option<SocketAddr>,
 ) -> Result<Node> {
+    start_node_speaking(dir, cert_id, claimed_id, seed, Dialect::Linked).await
+}
+
+async fn start_node_speaking(
+    dir: &Path,
+    cert_id: &str,
+    claimed_id: &str,
+    seed: Option<SocketAddr>,
+    dialect: Dialect,
+) -> Result<Node> {
     let creds = creds(dir, cert_id)?;
     let addr = free_addr();
     let id = NodeId::new(claimed_id)?;
     let (facts, settings) = gossip_setup(&id, addr, seed)?;
-    let transport = QuicTransport::new(&creds, settings.chitchat_id())?;
+    let transport = QuicTransport::speaking(&creds, settings.chitchat_id(), dialect)?;
     let signer = creds.signer()?;
     let cert = creds.published_cert()?;
     let handle = gossip::start(&settings, &signer, cert, &facts, Vec::new(), &transport).await?;
@@ -183,6 +195,7 @@ async fn hostile_frames_are_refused_and_gossip_goes_on() -> Result<()> {
     terabyte.extend([0u8; 32]);
     let valid_header_truncated = mesh_proto::encode_frame(1, &[0u8; 100])[..50].to_vec();
     let garbage_chitchat = mesh_proto::encode_frame(1, b"\xff\xfe definitely not chitchat");
+    let garbage_linked = mesh_proto::encode_frame(2, b"\0\0\0\0\0\0\0\0\xff\xfe not linked either");
     let oversized = vec![0u8; 200_000];
     let hostile: Vec<&[u8]> = vec![
         b"",
@@ -191,6 +204,7 @@ async fn hostile_frames_are_refused_and_gossip_goes_on() -> Result<()> {
         &terabyte,
         &valid_header_truncated,
         &garbage_chitchat,
+        &garbage_linked,
         &oversized,
     ];
     for h in &hostile {
@@ -279,5 +293,42 @@ async fn the_accept_loop_is_handed_out_once_and_ends_with_the_endpoint() -> Resu
     tokio::time::timeout(Duration::from_secs(5), accepting)
         .await
         .context("the accept loop outlived its endpoint by 5 s")??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_nodes_send_digests_as_changes_and_an_older_node_still_gossips_with_them(
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    tls::init_ca(&tmp.path().join("ca"), 1)?;
+    let a = start_node_speaking(tmp.path(), "a", "a", None, Dialect::Linked).await?;
+    let old =
+        start_node_speaking(tmp.path(), "old", "old", Some(a.addr), Dialect::PlainOnly).await?;
+    let c = start_node_speaking(tmp.path(), "c", "c", Some(a.addr), Dialect::Linked).await?;
+    let nodes = [&a, &old, &c];
+    assert!(
+        wait_for(Duration::from_secs(10), || nodes.iter().all(|n| alive_ids(
+            &n.view
+        ) == [
+            "a", "c", "old"
+        ]))
+        .await,
+        "not every node sees the three alive: {:?}",
+        nodes.map(|n| alive_ids(&n.view))
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || a.stats.snapshot().linked_sent
+            > 20
+            && c.stats.snapshot().linked_sent > 20)
+        .await,
+        "the current nodes wrote no digests as changes: {:?} {:?}",
+        a.stats.snapshot(),
+        c.stats.snapshot()
+    );
+    assert_eq!(old.stats.snapshot().linked_sent, 0);
+    for n in nodes {
+        let s = n.stats.snapshot();
+        assert_eq!(s.rejected_frames, 0, "{s:?}");
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! 64 KiB, and every count checked against the bytes left. Encoding writes plain blocks only, so
 //! what chitchat parses is exactly what was checked.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use chitchat::{ChitchatId, Deserializable, Serializable};
@@ -143,7 +144,7 @@ pub struct NodeDelta {
 #[error("gossip message: {0}")]
 pub struct CodecError(pub String);
 
-fn err(s: impl Into<String>) -> CodecError {
+pub(super) fn err(s: impl Into<String>) -> CodecError {
     CodecError(s.into())
 }
 
@@ -182,10 +183,23 @@ pub fn decode(body: &[u8]) -> Result<Message, CodecError> {
     Ok(msg)
 }
 
-fn decode_digest(buf: &mut &[u8]) -> Result<Vec<DigestEntry>, CodecError> {
+pub(super) fn decode_digest(buf: &mut &[u8]) -> Result<Vec<DigestEntry>, CodecError> {
     let count = take_u16(buf)? as usize;
-    // An entry takes at least 2 + 8 + 7 + 24 bytes: no count larger than the bytes left.
-    if count > buf.len() / 41 {
+    let out = decode_digest_entries(buf, count)?;
+    distinct(out.iter().map(|e| &e.id))?;
+    Ok(out)
+}
+
+/// Smallest encoded digest entry: 2 + 8 + 7 + 24 bytes.
+pub(super) const DIGEST_ENTRY_MIN: usize = 41;
+
+/// `count` full digest entries (not checked for repeats: see [`distinct`]).
+pub(super) fn decode_digest_entries(
+    buf: &mut &[u8],
+    count: usize,
+) -> Result<Vec<DigestEntry>, CodecError> {
+    // No count larger than the bytes left could hold.
+    if count > buf.len() / DIGEST_ENTRY_MIN {
         return Err(err("digest claims more entries than it holds"));
     }
     let mut out = Vec::with_capacity(count);
@@ -193,9 +207,6 @@ fn decode_digest(buf: &mut &[u8]) -> Result<Vec<DigestEntry>, CodecError> {
         let id = take::<ChitchatId>(buf)?;
         let (heartbeat, last_gc_version, max_version) =
             (take_u64(buf)?, take_u64(buf)?, take_u64(buf)?);
-        if out.iter().any(|e: &DigestEntry| e.id == id) {
-            return Err(err("a node twice in one digest"));
-        }
         out.push(DigestEntry {
             id,
             heartbeat,
@@ -204,6 +215,19 @@ fn decode_digest(buf: &mut &[u8]) -> Result<Vec<DigestEntry>, CodecError> {
         });
     }
     Ok(out)
+}
+
+/// An error if a node life appears twice among `ids`.
+pub(super) fn distinct<'a>(
+    ids: impl ExactSizeIterator<Item = &'a ChitchatId>,
+) -> Result<(), CodecError> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(err("a node twice in one digest"));
+        }
+    }
+    Ok(())
 }
 
 /// The content of a delta's block stream, inflated and bounded.
@@ -303,17 +327,17 @@ fn decode_kv(buf: &mut &[u8]) -> Result<Kv, CodecError> {
     })
 }
 
-fn take<T: Deserializable>(buf: &mut &[u8]) -> Result<T, CodecError> {
+pub(super) fn take<T: Deserializable>(buf: &mut &[u8]) -> Result<T, CodecError> {
     T::deserialize(buf).map_err(|e| err(e.to_string()))
 }
 
-fn take_u8(buf: &mut &[u8]) -> Result<u8, CodecError> {
+pub(super) fn take_u8(buf: &mut &[u8]) -> Result<u8, CodecError> {
     let (b, rest) = buf.split_first().ok_or_else(|| err("truncated"))?;
     *buf = rest;
     Ok(*b)
 }
 
-fn take_u16(buf: &mut &[u8]) -> Result<u16, CodecError> {
+pub(super) fn take_u16(buf: &mut &[u8]) -> Result<u16, CodecError> {
     take::<u16>(buf)
 }
 
@@ -359,15 +383,20 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     out
 }
 
-fn encode_digest(digest: &[DigestEntry], out: &mut Vec<u8>) {
+pub(super) fn encode_digest(digest: &[DigestEntry], out: &mut Vec<u8>) {
     // Decoding refused more entries than a message can hold, so the count fits.
     (digest.len().min(u16::MAX as usize) as u16).serialize(out);
     for e in digest.iter().take(u16::MAX as usize) {
-        e.id.serialize(out);
-        e.heartbeat.serialize(out);
-        e.last_gc_version.serialize(out);
-        e.max_version.serialize(out);
+        encode_digest_entry(e, out);
     }
+}
+
+/// One digest entry in full.
+pub(super) fn encode_digest_entry(e: &DigestEntry, out: &mut Vec<u8>) {
+    e.id.serialize(out);
+    e.heartbeat.serialize(out);
+    e.last_gc_version.serialize(out);
+    e.max_version.serialize(out);
 }
 
 fn encode_delta(delta: &[NodeDelta], out: &mut Vec<u8>) {

@@ -3,7 +3,8 @@
 //! - [`pki`]: the cluster CA, node certificates, the TLS configurations, owner signatures.
 //! - [`transport`]: QUIC under chitchat (one uni stream per gossip message), election datagrams;
 //!   [`congestion`]: the fixed congestion window its connections use.
-//! - [`wire`] and [`codec`]: gossip frames, and chitchat's messages as plain data, bounded.
+//! - [`wire`] and [`codec`]: gossip frames, and chitchat's messages as plain data, bounded;
+//!   [`link`]: digests written as changes against the peer's last digest on a connection.
 //! - [`limits`]: what one peer may cost: a frame rate, a share of the inbound queues.
 //! - [`trust`]: what a certified peer may tell this node: only owners' sealed values, no resets
 //!   or ghosts from relays, capped relayed heartbeats.
@@ -20,6 +21,7 @@ pub mod congestion;
 pub mod gossip;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod own;
 pub mod peers;
 pub mod pki;

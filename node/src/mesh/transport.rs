@@ -10,6 +10,10 @@
 //! Every connection, dialed or accepted, gets a reader task that bounds, decodes and checks each
 //! frame, and hands the message to chitchat through a bounded queue.
 //!
+//! Peers that both offer ALPN [`ALPN_LINKED`] write digests as changes against the last digest the
+//! other sent on the same connection ([`super::link`]); with an older peer the connection
+//! negotiates [`ALPN`] and every frame is plain.
+//!
 //! The same connections carry the SNAT election's datagrams ([`DatagramPort`]): unreliable,
 //! unordered, never retransmitted, so a lost advert is simply lost, as VRRP's would be. Each
 //! received datagram is handed on with the node id of the certificate it arrived under.
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
-use chitchat::{ChitchatId, ChitchatMessage};
+use chitchat::{ChitchatId, ChitchatMessage, Serializable};
 use mesh_proto::NodeId;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -31,12 +35,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::mesh::codec::{DigestEntry, Message};
 use crate::mesh::limits::{Held, Pool, TokenBucket};
+use crate::mesh::link::{Link, LinkBudget, Outgoing, DEFAULT_LINK_BUDGET};
 use crate::mesh::pki::crl::Revocation;
-use crate::mesh::pki::{peer_node_id, Credentials};
+use crate::mesh::pki::{peer_node_id, Credentials, ALPN, ALPN_LINKED};
 use crate::mesh::trust::{Sender, Trust};
 use crate::mesh::wire::{
-    claimed_identity_mismatch, decode_gossip, encode_gossip, has_digest, to_chitchat,
+    claimed_identity_mismatch, decode_gossip, has_digest, to_chitchat, GossipFrameError,
     MAX_GOSSIP_FRAME,
 };
 use crate::throttle::Throttle;
@@ -99,6 +105,8 @@ pub struct TransportStats {
     dropped_share: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    linked_sent: AtomicU64,
+    stale_digests: AtomicU64,
 }
 
 /// A copy of [`TransportStats`] at one moment.
@@ -136,6 +144,11 @@ pub struct TransportStatsSnapshot {
     pub bytes_sent: u64,
     /// Bytes of the gossip frames received and handed to chitchat.
     pub bytes_received: u64,
+    /// Frames sent with their digest written as changes ([`super::link`]).
+    pub linked_sent: u64,
+    /// Linked frames dropped because they were written against a digest this node no longer
+    /// keeps (several messages lost or reordered on the connection).
+    pub stale_digests: u64,
 }
 
 impl TransportStats {
@@ -159,6 +172,8 @@ impl TransportStats {
             dropped_share: g(&self.dropped_share),
             bytes_sent: g(&self.bytes_sent),
             bytes_received: g(&self.bytes_received),
+            linked_sent: g(&self.linked_sent),
+            stale_digests: g(&self.stale_digests),
         }
     }
 }
@@ -355,6 +370,16 @@ impl Evictor {
     }
 }
 
+/// What a transport offers its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Linked digests where the peer speaks them too ([`ALPN_LINKED`]), plain frames otherwise.
+    Linked,
+    /// Plain frames only ([`ALPN`]): what a node from before linked digests offers (tests of a
+    /// cluster of mixed versions).
+    PlainOnly,
+}
+
 /// The election's end of the transport: a sender, and received datagrams with the sender's
 /// certified node id.
 pub struct DatagramPort {
@@ -367,15 +392,24 @@ pub struct DatagramPort {
 impl QuicTransport {
     /// Builds the transport of node life `me` from its credentials.
     pub fn new(creds: &Credentials, me: ChitchatId) -> Result<Self, Error> {
+        Self::speaking(creds, me, Dialect::Linked)
+    }
+
+    /// Builds a transport that offers `dialect` to its peers.
+    pub fn speaking(creds: &Credentials, me: ChitchatId, dialect: Dialect) -> Result<Self, Error> {
         let transport = Arc::new(transport_config());
-        let server_crypto =
-            quinn::crypto::rustls::QuicServerConfig::try_from(creds.server_config()?)
-                .map_err(|e| Error::Tls(format!("QUIC server: {e}")))?;
+        let mut server_tls = creds.server_config()?;
+        let mut client_tls = creds.client_config()?;
+        if dialect == Dialect::PlainOnly {
+            server_tls.alpn_protocols = vec![ALPN.to_vec()];
+            client_tls.alpn_protocols = vec![ALPN.to_vec()];
+        }
+        let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+            .map_err(|e| Error::Tls(format!("QUIC server: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server.transport_config(transport.clone());
-        let client_crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(creds.client_config()?)
-                .map_err(|e| Error::Tls(format!("QUIC client: {e}")))?;
+        let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+            .map_err(|e| Error::Tls(format!("QUIC client: {e}")))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
         let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
@@ -471,6 +505,8 @@ impl Transport for QuicTransport {
             dialing: Mutex::new(HashSet::new()),
             trust: self.trust.clone(),
             revocation: self.revocation.clone(),
+            links: Mutex::new(HashMap::new()),
+            link_budget: LinkBudget::new(DEFAULT_LINK_BUDGET),
         });
         // A transport is opened once per agent; a second socket keeps the first one's port.
         let _ = self.shared.set(shared.clone());
@@ -480,6 +516,7 @@ impl Transport for QuicTransport {
             shared,
             inbound: inbound_rx,
             peers: HashMap::new(),
+            recent_digest: None,
         }))
     }
 }
@@ -496,9 +533,30 @@ struct Shared {
     dialing: Mutex<HashSet<SocketAddr>>,
     trust: Arc<Trust>,
     revocation: Arc<Revocation>,
+    /// The linked-digest state of each connection that negotiated [`ALPN_LINKED`], by the
+    /// connection's stable id; removed when its reader ends.
+    links: Mutex<HashMap<usize, Arc<Mutex<Link>>>>,
+    link_budget: LinkBudget,
 }
 
 impl Shared {
+    fn link(&self, conn: &quinn::Connection) -> Option<Arc<Mutex<Link>>> {
+        lock(&self.links).get(&conn.stable_id()).cloned()
+    }
+
+    /// The frame of `out` for this connection: linked when the peer speaks it.
+    fn frame_for(&self, conn: &quinn::Connection, out: &Outgoing) -> Vec<u8> {
+        match self.link(conn) {
+            Some(link) => {
+                if out.has_digest() {
+                    bump(&self.stats.linked_sent);
+                }
+                lock(&link).encode(out)
+            }
+            None => out.plain_frame(),
+        }
+    }
+
     /// Dials `addr` beside the caller, once at a time per address.
     fn dial_in_background(self: &Arc<Self>, addr: SocketAddr) {
         {
@@ -550,6 +608,12 @@ impl Shared {
         };
         debug!(peer = %addr, node = %peer, id = conn.stable_id(), "connection adopted");
         self.directory.record(addr, peer.clone());
+        if negotiated_alpn(&conn).as_deref() == Some(ALPN_LINKED) {
+            lock(&self.links).insert(
+                conn.stable_id(),
+                Arc::new(Mutex::new(Link::new(self.link_budget.clone()))),
+            );
+        }
         {
             let mut conns = lock(&self.conns);
             if conns.len() < MAX_PEERS || conns.contains_key(&addr) {
@@ -565,7 +629,9 @@ impl Shared {
 struct QuicSocket {
     shared: Arc<Shared>,
     inbound: mpsc::Receiver<QueuedMessage>,
-    peers: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>,
+    peers: HashMap<SocketAddr, mpsc::Sender<Outgoing>>,
+    /// The digest of the last message sent, shared by the next ones while it is the same.
+    recent_digest: Option<Arc<[DigestEntry]>>,
 }
 
 impl Drop for QuicSocket {
@@ -577,7 +643,7 @@ impl Drop for QuicSocket {
 #[async_trait]
 impl Socket for QuicSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
-        let frame: Arc<[u8]> = encode_gossip(&msg).into();
+        let frame = Outgoing::new(msg.serialize_to_vec(), &mut self.recent_digest);
         if let Some(q) = self.peers.get(&to) {
             if !q.is_closed() {
                 if q.try_send(frame).is_err() {
@@ -635,9 +701,9 @@ async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn peer_sender(shared: Arc<Shared>, addr: SocketAddr, mut queue: mpsc::Receiver<Arc<[u8]>>) {
+async fn peer_sender(shared: Arc<Shared>, addr: SocketAddr, mut queue: mpsc::Receiver<Outgoing>) {
     let mut backoff_until: Option<Instant> = None;
-    while let Some(frame) = queue.recv().await {
+    while let Some(out) = queue.recv().await {
         let conn = match shared.live_connection(addr) {
             Some(c) => c,
             None => {
@@ -659,6 +725,7 @@ async fn peer_sender(shared: Arc<Shared>, addr: SocketAddr, mut queue: mpsc::Rec
                 }
             }
         };
+        let frame = shared.frame_for(&conn, &out);
         let write = async {
             let mut stream = conn.open_uni().await?;
             stream.write_all(&frame).await?;
@@ -708,8 +775,17 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> anyhow::Result<quinn::C
     Ok(conn)
 }
 
+/// The ALPN protocol the handshake settled on.
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
 async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: NodeId) {
     let addr = conn.remote_address();
+    let link = shared.link(&conn);
     let mut rate = TokenBucket::new(FRAME_BURST, FRAMES_PER_SECOND);
     let share = shared.gossip_pool.share();
     let mut refusals = Throttle::new(Duration::from_secs(1));
@@ -741,7 +817,11 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
                 continue;
             }
         };
-        match admit(&shared, &bytes, addr, &certified) {
+        let decoded = match &link {
+            Some(link) => lock(link).decode(&bytes),
+            None => decode_gossip(&bytes),
+        };
+        match admit(&shared, decoded, bytes.len(), addr, &certified) {
             Admit::Message(message, weight) => {
                 let Some(held) = share.try_hold(weight) else {
                     bump(&shared.stats.dropped_share);
@@ -755,6 +835,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
                 }
             }
             Admit::Refused(why) => refuse(&why),
+            Admit::Stale => bump(&shared.stats.stale_digests),
             Admit::Impostor(claim) => {
                 bump(&shared.stats.identity_rejections);
                 warn!(peer = %addr, certified = %certified, claimed = %claim,
@@ -768,6 +849,7 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
             }
         }
     }
+    lock(&shared.links).remove(&conn.stable_id());
     shared.forget(addr, &conn);
 }
 
@@ -818,15 +900,24 @@ enum Admit {
     Message(ChitchatMessage, usize),
     /// Malformed, or from a peer under refusal: why.
     Refused(String),
+    /// Written against a digest of this node's no longer kept: dropped like a lost message.
+    Stale,
     /// The peer's digest claims another node id than its certificate (the id it claims).
     Impostor(String),
 }
 
-/// Decodes a frame, holds the sender's own digest entry against its certificate, and filters
-/// what it relays ([`Trust`]).
-fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) -> Admit {
-    let message = match decode_gossip(bytes) {
+/// Takes a decoded frame of `len` bytes, holds the sender's own digest entry against its
+/// certificate, and filters what it relays ([`Trust`]).
+fn admit(
+    shared: &Shared,
+    decoded: Result<Message, GossipFrameError>,
+    len: usize,
+    addr: SocketAddr,
+    certified: &NodeId,
+) -> Admit {
+    let message = match decoded {
         Ok(m) => m,
+        Err(GossipFrameError::UnknownBase(_)) => return Admit::Stale,
         Err(e) => return Admit::Refused(e.to_string()),
     };
     if let Some(claim) = claimed_identity_mismatch(&message, addr, certified.as_str()) {
@@ -846,7 +937,7 @@ fn admit(shared: &Shared, bytes: &[u8], addr: SocketAddr, certified: &NodeId) ->
         .trust
         .filter(message, from, std::time::Instant::now());
     match to_chitchat(&filtered) {
-        Ok(m) => Admit::Message(m, filtered.decoded_bytes().max(bytes.len())),
+        Ok(m) => Admit::Message(m, filtered.decoded_bytes().max(len)),
         Err(e) => Admit::Refused(format!("checked gossip: {e}")),
     }
 }

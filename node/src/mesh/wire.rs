@@ -11,6 +11,9 @@ use super::codec::{self, Message};
 
 /// Frame kind of a chitchat message.
 pub const KIND_GOSSIP: u8 = 1;
+/// Frame kind of a chitchat message whose digest is written as changes against a digest the
+/// receiver sent before on the same connection ([`super::link`]).
+pub const KIND_GOSSIP_LINKED: u8 = 2;
 /// Chitchat's own message budget (the UDP payload limit it was built for).
 pub const MAX_CHITCHAT_MESSAGE: usize = 65_507;
 /// Largest gossip frame accepted: the chitchat budget plus the frame header.
@@ -28,6 +31,10 @@ pub enum GossipFrameError {
     /// chitchat refused the checked message (a bug in the codec if it ever happens).
     #[error("chitchat refused a checked message: {0}")]
     Chitchat(String),
+    /// A linked digest written against a digest of this node's that it no longer keeps (the
+    /// connection lost or reordered several messages): dropped like a lost message.
+    #[error("digest written against this node's digest {0}, which it no longer keeps")]
+    UnknownBase(u32),
 }
 
 /// Wraps a chitchat message in a gossip frame.
@@ -39,20 +46,27 @@ pub fn encode_gossip(msg: &ChitchatMessage) -> Vec<u8> {
 
 /// Decodes a gossip frame received from the network.
 pub fn decode_gossip(frame: &[u8]) -> Result<Message, GossipFrameError> {
+    match open_frame(frame)? {
+        (KIND_GOSSIP, body) => Ok(codec::decode(body)?),
+        (kind, _) => Err(not_gossip(kind)),
+    }
+}
+
+/// A frame's kind and body, its size bounded.
+pub fn open_frame(frame: &[u8]) -> Result<(u8, &[u8]), GossipFrameError> {
     if frame.len() > MAX_GOSSIP_FRAME {
         return Err(GossipFrameError::Frame(format!(
             "{} bytes, over {MAX_GOSSIP_FRAME}",
             frame.len()
         )));
     }
-    let (kind, body) = mesh_proto::decode_frame(frame, MAX_GOSSIP_FRAME as u64)
-        .map_err(|e| GossipFrameError::Frame(e.to_string()))?;
-    if kind != KIND_GOSSIP {
-        return Err(GossipFrameError::Frame(format!(
-            "kind {kind} is not gossip"
-        )));
-    }
-    Ok(codec::decode(body)?)
+    mesh_proto::decode_frame(frame, MAX_GOSSIP_FRAME as u64)
+        .map_err(|e| GossipFrameError::Frame(e.to_string()))
+}
+
+/// The error for a frame of a kind that is not gossip here.
+pub fn not_gossip(kind: u8) -> GossipFrameError {
+    GossipFrameError::Frame(format!("kind {kind} is not gossip"))
 }
 
 /// The message as chitchat's own type, from the checked form.

@@ -277,6 +277,7 @@ impl Sources {
                 ("identity", t.identity_rejections),
                 ("rate", t.dropped_rate),
                 ("peer_share", t.dropped_share),
+                ("stale_digest", t.stale_digests),
             ];
             counters(
                 enc,
@@ -284,6 +285,12 @@ impl Sources {
                 "Gossip frames dropped or refused, by reason",
                 "reason",
                 &dropped,
+            )?;
+            counter(
+                enc,
+                "dvrmesh_gossip_linked_messages",
+                "Gossip messages sent with their digest written as changes against the peer's",
+                t.linked_sent,
             )?;
             counter(
                 enc,

@@ -18,6 +18,10 @@ use crate::Error;
 
 /// ALPN protocol id of the gossip transport.
 pub const ALPN: &[u8] = b"dvrmesh/1";
+/// ALPN protocol id of the gossip transport whose digests may travel as changes
+/// ([`crate::mesh::link`]); offered first, so two nodes that both speak it use it and an older
+/// peer settles on [`ALPN`].
+pub const ALPN_LINKED: &[u8] = b"dvrmesh/2";
 
 /// A node's loaded credentials.
 #[derive(Debug)]
@@ -117,7 +121,7 @@ impl Credentials {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| Error::Tls(format!("node certificate: {e}")))?;
-        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        cfg.alpn_protocols = vec![ALPN_LINKED.to_vec(), ALPN.to_vec()];
         // No resumption: a resumed session skips the certificate check, so a revoked peer could
         // come back on an old ticket.
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -136,7 +140,7 @@ impl Credentials {
             .with_custom_certificate_verifier(self.revocation.server_verifier())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| Error::Tls(format!("node certificate: {e}")))?;
-        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        cfg.alpn_protocols = vec![ALPN_LINKED.to_vec(), ALPN.to_vec()];
         // No resumption (see the server side): every handshake checks the certificate.
         cfg.resumption = rustls::client::Resumption::disabled();
         Ok(cfg)

@@ -16,7 +16,7 @@ pub mod revoke;
 pub mod sealed;
 pub mod signing;
 
-pub use credentials::{Credentials, ALPN};
+pub use credentials::{Credentials, ALPN, ALPN_LINKED};
 pub use identity::{node_id_from_cert, operator_from_cert, peer_node_id, Role};
 pub use issue::{
     init_ca, issue_node_cert, issue_operator_cert, operator_credential_file, CA_CERT, CA_KEY,

@@ -3,6 +3,7 @@
 //! ([`agents`], [`load`]). Their reports: [`report`].
 
 pub mod agents;
+pub mod frames;
 pub mod load;
 pub mod report;
 pub mod sim;
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use dvrmesh_node::mesh::transport::Dialect;
 use mesh_proto::ObjectKind;
 
 use super::section::{Context, SectionOut};
@@ -79,18 +81,20 @@ const SLOW_GOSSIP: Duration = Duration::from_millis(1000);
 /// The `sim` section: simulated clusters of 100, 300 and 1 000 nodes (50 with `--quick`) at the
 /// default gossip interval, and 100 at [`SLOW_GOSSIP`].
 pub fn run_simulated(ctx: &Context) -> Result<SectionOut> {
-    let mut sizes: Vec<(usize, Duration)> = ctx
+    let mut sizes: Vec<(usize, Duration, Dialect)> = ctx
         .pick(vec![100, 300, 1000], vec![50])
         .into_iter()
-        .map(|n| (n, gossip_interval()))
+        .map(|n| (n, gossip_interval(), Dialect::Linked))
         .collect();
-    sizes.push((ctx.pick(100, 50), SLOW_GOSSIP));
+    let small = ctx.pick(100, 50);
+    sizes.push((small, gossip_interval(), Dialect::PlainOnly));
+    sizes.push((small, SLOW_GOSSIP, Dialect::Linked));
     let mut sims = Vec::new();
-    for (n, interval) in sizes {
+    for (n, interval, dialect) in sizes {
         ctx.say(&format!(
-            "sim: {n} nodes gossiping every {interval:?}, on virtual time"
+            "sim: {n} nodes gossiping every {interval:?} ({dialect:?} frames), on virtual time"
         ));
-        let f = sim::run(n, interval)?;
+        let f = sim::run(n, interval, dialect)?;
         ctx.say(&format!(
             "sim: converged after {:?} (virtual; {:.1} s real)",
             f.converged,
@@ -251,6 +255,9 @@ async fn fill(
     .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_len = ctx.pick(Duration::from_secs(20), Duration::from_secs(5));
+    ctx.say(&format!(
+        "agents: holding the whole state, idle for {idle_len:?}"
+    ));
     let idle = load::window(cluster, idle_len, clock_ticks()).await?;
     let builds = load::one_change(cluster, size).await?;
     cluster.check_running()?;

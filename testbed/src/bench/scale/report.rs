@@ -7,6 +7,7 @@ use super::super::stats::{ratio, summary};
 use super::load::Window;
 use super::sim::SimFigures;
 use super::{ClusterFigures, StateFigures};
+use dvrmesh_node::mesh::transport::Dialect;
 
 /// Idle gossip each node may send at 100 nodes (the issue's target), bytes/s.
 const IDLE_TARGET_BYTES_S: f64 = 30_000.0;
@@ -37,63 +38,100 @@ pub fn agents(
 pub fn simulated(sims: &[SimFigures]) -> String {
     let mut md = String::from("## Scale: simulated gossip\n\n");
     let interval = sims.first().map_or(0, |s| s.interval.as_millis());
+    let budget = |n: usize| super::sim::link_budget(n);
     let _ = write!(
         md,
-        "Reproduce: `dvrmesh-lab bench --only sim`. N nodes in one process: each runs dvrmesh's gossip start (its key space: certificate and facts, sealed; its failure detector settings) over chitchat's in-memory transport, gossip every {interval} ms (the agent's default; one more row at 1 s), seeded at 3 nodes, on a paused tokio clock (time advances only when every node waits, so the figures count gossip rounds, not this machine's speed). Converged = every node counts N live nodes and holds every node's facts. Bytes = chitchat's messages as its transport counts them (what dvrmesh's QUIC transport carries in its frames, before QUIC's own overhead); idle = the 5 s after convergence. No views are built here (the `agents` section's real agents build them), and each node keeps a failure-detector window of 50 intervals per peer instead of the agent's 1 000 (8 KB a peer: a million of them would not fit in this machine's memory at 1 000 nodes in one process; a window only judges silent peers, and no node here is silent).\n\n\
-         | nodes | gossip interval | converged (virtual) | gossip rounds | bytes sent per node until then | idle bytes/s per node | real time |\n|---|---|---|---|---|---|---|\n"
+        "Reproduce: `dvrmesh-lab bench --only sim`. N nodes in one process: each runs dvrmesh's gossip start (its key space: certificate and facts, sealed; its failure detector settings), gossip every {interval} ms (the agent's default; one more row at 1 s), seeded at 3 nodes, on a paused tokio clock (time advances only when every node waits, so the figures count gossip rounds, not this machine's speed). Their messages travel as the agents' QUIC transport writes them ([`testbed/src/bench/scale/frames.rs`](testbed/src/bench/scale/frames.rs)): gossip frames, linked (each Syn's and SynAck's digest written as changes against the last digest the peer sent on that link) or, in the *plain* row, whole as between nodes from before linked digests; the receiving side decodes each frame as an agent does. Converged = every node counts N live nodes and holds every node's facts. Bytes = the frames (before QUIC's own framing and the UDP/IP headers). Idle = 5 s, after 10 s of settling up to 300 nodes (a node's first exchange on a link sends its digest whole; at 100 nodes a node meets a given peer every 3 s or so) and right after convergence at 1 000 (where each virtual second takes a minute and a half to simulate, and the links budget keeps most digests whole anyway). No views are built here (the `agents` section's real agents build them), and each node keeps a failure-detector window of 50 intervals per peer instead of the agent's 1 000 (8 KB a peer: a million of them would not fit in this machine's memory at 1 000 nodes in one process; a window only judges silent peers, and no node here is silent). Each node's links keep at most {} digest entries (an agent's budget); at 1 000 nodes {} (one process could not hold 1 000 agents' budgets), so more digests go whole there.\n\n\
+         | nodes | gossip interval | frames | converged (virtual) | gossip rounds | bytes sent per node until then | idle bytes/s per node | idle frames linked | real time |\n|---|---|---|---|---|---|---|---|---|\n",
+        budget(100),
+        budget(1000),
     );
     for s in sims {
         let rounds = s.converged.as_secs_f64() / s.interval.as_secs_f64().max(1e-9);
         let _ = writeln!(
             md,
-            "| {} | {} ms | **{:.1} s** | {rounds:.0} | {:.0} KB | **{:.1} KB/s** | {:.1} s |",
+            "| {} | {} ms | {} | **{:.1} s** | {rounds:.0} | {:.0} KB | **{:.1} KB/s** | {:.0} % | {:.1} s |",
             s.nodes,
             s.interval.as_millis(),
+            dialect_name(s.dialect),
             s.converged.as_secs_f64(),
             s.bytes_to_converge_per_node / 1000.0,
             s.idle_bytes_per_node_s / 1000.0,
+            s.idle_linked_share * 100.0,
             s.wall.as_secs_f64()
         );
     }
     let default = sims.first().map(|s| s.interval);
-    let find = |n: usize| {
+    let find = |n: usize, d: Dialect| {
         sims.iter()
-            .find(|s| s.nodes == n && Some(s.interval) == default)
+            .find(|s| s.nodes == n && Some(s.interval) == default && s.dialect == d)
     };
     md.push('\n');
-    if let (Some(a), Some(b)) = (find(100), find(1000)) {
+    if let (Some(a), Some(b)) = (find(100, Dialect::Linked), find(1000, Dialect::Linked)) {
         let r = ratio(b.converged.as_secs_f64(), a.converged.as_secs_f64());
         let _ = writeln!(
             md,
-            "1 000 nodes converge in **{r:.2}×** the 100-node time (target ≤ 2×: {}). Until it converged each node sent {:.1} KB for every other node (that node's certificate, facts and seals, relayed, and its digest entries), and one gossip message carries at most 64 KB: the rounds grow faster than the log N an epidemic needs, most likely because that volume, N × N in the cluster, is what bounds them past a few hundred nodes (not profiled further).\n",
+            "1 000 nodes converge in **{r:.2}×** the 100-node time (target ≤ 2×: {}). Until it converged each node sent {:.1} KB for every other node (that node's certificate, facts and seals, relayed, and its digest entries), and one gossip message carries at most 64 KB: the rounds grow faster than the log N an epidemic needs, most likely because that volume, N × N in the cluster, is what bounds them past a few hundred nodes (not profiled further). Linked digests do not shorten the rounds: chitchat sizes each delta to fit its own message budget with the digest whole, before the transport writes the digest as changes.\n",
             met(r <= 2.0),
             b.bytes_to_converge_per_node / b.nodes as f64 / 1000.0,
         );
     }
-    if let Some(a) = find(100) {
+    if let Some(a) = sims.first().filter(|a| a.dialect == Dialect::Linked) {
+        md.push_str(&idle_md(a, sims));
+    }
+    md.push('\n');
+    md
+}
+
+fn dialect_name(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Linked => "linked",
+        Dialect::PlainOnly => "plain",
+    }
+}
+
+/// Idle bytes at the smallest size: linked against plain in the same run, and the slow interval.
+fn idle_md(a: &SimFigures, sims: &[SimFigures]) -> String {
+    let mut md = String::new();
+    let _ = write!(
+        md,
+        "Idle gossip at {} nodes: **{:.1} KB/s** per node (target ≤ 30 KB/s at 100 nodes: {}).",
+        a.nodes,
+        a.idle_bytes_per_node_s / 1000.0,
+        met(a.idle_bytes_per_node_s <= IDLE_TARGET_BYTES_S)
+    );
+    let same = |s: &&SimFigures| s.nodes == a.nodes && s.interval == a.interval;
+    if let Some(p) = sims
+        .iter()
+        .filter(same)
+        .find(|s| s.dialect == Dialect::PlainOnly)
+    {
         // A round: a node sends its digest to 3 peers and answers about 3 digests with its own.
-        let per_entry = a.idle_bytes_per_node_s * a.interval.as_secs_f64() / (6.0 * a.nodes as f64);
-        let _ = writeln!(
+        let per_entry = |f: &SimFigures| {
+            f.idle_bytes_per_node_s * f.interval.as_secs_f64() / (6.0 * f.nodes as f64)
+        };
+        let _ = write!(
             md,
-            "Idle gossip at 100 nodes: **{:.1} KB/s** per node (target ≤ 30 KB/s: {}). Idle gossip is chitchat's digests: every round a node sends its digest of all N nodes to 3 peers (chitchat's fixed fan-out) and answers about as many with its own, ≈ {per_entry:.0} bytes a node in each, so it grows with N and with the rounds per second.",
-            a.idle_bytes_per_node_s / 1000.0,
-            met(a.idle_bytes_per_node_s <= IDLE_TARGET_BYTES_S)
+            " The same nodes with plain frames send **{:.1} KB/s** each: linked frames send **{:.2}×** the plain bytes. Idle gossip is chitchat's digests: every round a node sends its digest of all N nodes to 3 peers (chitchat's fixed fan-out) and answers about as many with its own, ≈ {:.0} bytes a node in each when whole, ≈ {:.1} as changes against the peer's last digest (an op byte and the heartbeat's advance).",
+            p.idle_bytes_per_node_s / 1000.0,
+            ratio(a.idle_bytes_per_node_s, p.idle_bytes_per_node_s),
+            per_entry(p),
+            per_entry(a),
         );
-        if let Some(slow) = sims
-            .iter()
-            .find(|s| s.nodes == a.nodes && s.interval > a.interval)
-        {
-            let _ = writeln!(
-                md,
-                "With `gossip_interval_ms = {}` the same {} nodes send **{:.1} KB/s** each ({}), and converge in {:.1} s instead of {:.1} s. The levers left: compressing digests on dvrmesh's own wire (a format change both sides of a rolling upgrade must speak), or a digest that carries only what changed (chitchat's protocol).",
-                slow.interval.as_millis(),
-                slow.nodes,
-                slow.idle_bytes_per_node_s / 1000.0,
-                met(slow.idle_bytes_per_node_s <= IDLE_TARGET_BYTES_S),
-                slow.converged.as_secs_f64(),
-                a.converged.as_secs_f64(),
-            );
-        }
+    }
+    if let Some(slow) = sims
+        .iter()
+        .find(|s| s.nodes == a.nodes && s.interval > a.interval)
+    {
+        let _ = write!(
+            md,
+            " With `gossip_interval_ms = {}` the same {} nodes send **{:.1} KB/s** each, and converge in {:.1} s instead of {:.1} s.",
+            slow.interval.as_millis(),
+            slow.nodes,
+            slow.idle_bytes_per_node_s / 1000.0,
+            slow.converged.as_secs_f64(),
+            a.converged.as_secs_f64(),
+        );
     }
     md.push('\n');
     md
@@ -220,9 +258,10 @@ pub fn sim_chart(sims: &[SimFigures]) -> Chart {
             .iter()
             .map(|s| Bar {
                 label: format!(
-                    "{} nodes, gossip every {} ms",
+                    "{} nodes, gossip every {} ms, {}",
                     s.nodes,
-                    s.interval.as_millis()
+                    s.interval.as_millis(),
+                    dialect_name(s.dialect)
                 ),
                 value: s.converged.as_secs_f64(),
                 spread: None,
