@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use chitchat::ChitchatId;
 use dvrmesh_node::mesh::codec::{self, DigestEntry, Kv, KvStatus, Message, NodeDelta};
 use dvrmesh_node::mesh::gossip::{self, GossipSettings};
+use dvrmesh_node::mesh::link::{Link, LinkBudget, DEFAULT_LINK_BUDGET};
 use dvrmesh_node::mesh::own::OwnState;
 use dvrmesh_node::mesh::pki::sealed::{self, Place};
 use dvrmesh_node::mesh::pki::{Credentials, Signer};
@@ -202,13 +203,15 @@ async fn raw_connection(
     Ok((endpoint, conn))
 }
 
-/// Keeps every gossip message the target sends back on the raw connection.
+/// Keeps every gossip message the target sends back on the raw connection, plain or linked (the
+/// rogue's client offers the current ALPN, so the target writes its digests as changes).
 async fn collect_replies(conn: quinn::Connection, heard: Arc<Mutex<Vec<Message>>>) {
+    let mut link = Link::new(LinkBudget::new(DEFAULT_LINK_BUDGET));
     while let Ok(mut stream) = conn.accept_uni().await {
         let Ok(bytes) = stream.read_to_end(1 << 20).await else {
             continue;
         };
-        if let Ok(msg) = dvrmesh_node::mesh::wire::decode_gossip(&bytes) {
+        if let Ok(msg) = link.decode(&bytes) {
             let mut h = heard.lock().unwrap_or_else(|p| p.into_inner());
             if h.len() < 1000 {
                 h.push(msg);
