@@ -14,8 +14,10 @@
 //! LEB128 of the wrapping difference; then a u16 count of entries not in the base, in full.
 //!
 //! The receiver rebuilds the plain message and decodes it with [`codec`], so a linked frame meets
-//! every check a plain one does. What a link keeps is bounded per transport ([`LinkBudget`]); past
-//! the budget a link sends digests unkept and whole.
+//! every check a plain one does. A frame written against a digest no longer kept is dropped, and
+//! its receiver sends its next digest whole, so two sides that lost each other's recent digests
+//! (a partition, a pause) do not keep writing against them. What a link keeps is bounded per
+//! transport ([`LinkBudget`]); past the budget a link sends digests unkept and whole.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -204,9 +206,17 @@ impl Link {
         let (header, mut buf) = buf.split_at(HEADER);
         let base = match base_seq {
             0 => Arc::from(Vec::new()),
-            s => self
-                .sent_digest(s)
-                .ok_or(GossipFrameError::UnknownBase(s))?,
+            s => match self.sent_digest(s) {
+                Some(d) => d,
+                None => {
+                    // The peer has not heard this node's recent digests (messages lost, a pause,
+                    // a partition): what this node heard of it is likely as old on its side. Its
+                    // next digest goes whole, so that neither side keeps writing against what
+                    // the other no longer keeps.
+                    self.forget_heard();
+                    return Err(GossipFrameError::UnknownBase(s));
+                }
+            },
         };
         let entries = read_changes(&base, &mut buf)?;
         let size = HEADER + 2 + entries.iter().map(entry_len).sum::<usize>() + buf.len();
@@ -251,14 +261,18 @@ impl Link {
         seq
     }
 
+    fn forget_heard(&mut self) {
+        if let Some((_, old)) = self.heard.take() {
+            self.give_back(old.len());
+        }
+    }
+
     /// Writes against the peer's digest `seq` from now on, if it is newer than the one kept.
     fn remember_heard(&mut self, seq: u32, entries: Vec<DigestEntry>) {
         if seq == 0 || self.heard.as_ref().is_some_and(|(s, _)| !is_newer(seq, *s)) {
             return;
         }
-        if let Some((_, old)) = self.heard.take() {
-            self.give_back(old.len());
-        }
+        self.forget_heard();
         if self.take(entries.len()) {
             self.heard = Some((seq, entries.into()));
         }

@@ -291,5 +291,61 @@ proptest! {
             }
             prop_assert!(a.held() + b.held() <= 2 * budget);
         }
+        // Whatever happened, the link heals: after one stale frame each way at most, digests
+        // decode again.
+        let mut decoded = Vec::new();
+        for round in 0..6u64 {
+            let (from_a, msg) = (round % 2 == 0, syn(settled(4, 100 + round)));
+            let (sender, receiver) = if from_a { (&mut a, &mut b) } else { (&mut b, &mut a) };
+            let frame = sender.encode(&outgoing(&msg));
+            match receiver.decode(&frame) {
+                Ok(got) => {
+                    prop_assert_eq!(got, msg);
+                    decoded.push(round);
+                }
+                Err(GossipFrameError::UnknownBase(_)) => {}
+                Err(e) => prop_assert!(false, "refused: {}", e),
+            }
+        }
+        prop_assert!(
+            decoded.ends_with(&[2, 3, 4, 5]),
+            "the link did not heal: decoded in rounds {:?}",
+            decoded
+        );
+    }
+}
+
+#[test]
+fn after_a_partition_both_sides_heal_within_one_exchange() {
+    let (mut a, mut b) = pair(DEFAULT_LINK_BUDGET);
+    b.decode(&a.encode(&outgoing(&syn(settled(5, 1))))).unwrap();
+    a.decode(&b.encode(&outgoing(&syn_ack(settled(5, 2)))))
+        .unwrap();
+    // Cut off: each sends more digests than the other keeps, none arrives.
+    for round in 0..=SENT_KEPT as u64 {
+        a.encode(&outgoing(&syn(settled(5, 10 + round))));
+        b.encode(&outgoing(&syn(settled(5, 10 + round))));
+    }
+    // Healed: both first frames are stale; each side then sends its digest whole.
+    let (from_a, from_b) = (
+        a.encode(&outgoing(&syn(settled(5, 20)))),
+        b.encode(&outgoing(&syn(settled(5, 20)))),
+    );
+    assert!(matches!(
+        b.decode(&from_a),
+        Err(GossipFrameError::UnknownBase(_))
+    ));
+    assert!(matches!(
+        a.decode(&from_b),
+        Err(GossipFrameError::UnknownBase(_))
+    ));
+    for round in 0..4 {
+        let msg = syn(settled(5, 30 + round));
+        let got = if round % 2 == 0 {
+            b.decode(&a.encode(&outgoing(&msg)))
+        } else {
+            a.decode(&b.encode(&outgoing(&msg)))
+        };
+        assert_eq!(got.unwrap(), msg, "round {round} after the heal");
     }
 }
