@@ -267,9 +267,15 @@ impl Link {
         }
     }
 
-    /// Writes against the peer's digest `seq` from now on, if it is newer than the one kept.
+    /// Writes against the peer's digest `seq` from now on, if it is newer than the one kept. An
+    /// unkept digest (`0`, the peer's budget is spent) means what was heard before may be gone
+    /// too: the next digest goes whole.
     fn remember_heard(&mut self, seq: u32, entries: Vec<DigestEntry>) {
-        if seq == 0 || self.heard.as_ref().is_some_and(|(s, _)| !is_newer(seq, *s)) {
+        if seq == 0 {
+            self.forget_heard();
+            return;
+        }
+        if self.heard.as_ref().is_some_and(|(s, _)| !is_newer(seq, *s)) {
             return;
         }
         self.forget_heard();
