@@ -1082,3 +1082,84 @@ async fn an_explicit_address_in_another_node_s_block_is_lent_unless_taken() {
     .await;
     assert_eq!(duplicates_anywhere(&sim), Vec::<String>::new());
 }
+
+/// The node that creates a subnet claims its first block of the pool in the subnet's own claim
+/// window: the first port made there on the new subnet gets its address with no wait. Deleting
+/// the subnet withdraws the block from every view.
+#[tokio::test(start_paused = true)]
+async fn a_subnet_s_creator_hands_out_its_first_address_with_no_wait() {
+    let sim = Sim::start(5).await;
+    let window = StoreSettings::for_gossip_interval(GOSSIP, None).claim_window;
+    // Node 0 gets its MAC block (and a block of the first pool) with a first port.
+    network_with_subnet(&sim, "fst-a", 38, "10.38.0.0/24").await;
+    sim.call(0, port_req("first-ever", "fst-a"))
+        .await
+        .expect("first port");
+    let net = oid(&sim.call(0, net_req("fst-b", 39)).await.expect("network"));
+    let subnet = oid(&sim
+        .call(0, subnet_req("fst-b-v4", "fst-b", "10.39.0.0/24"))
+        .await
+        .expect("subnet"));
+    let space = mesh_proto::BlockSpace::Pool(subnet.clone());
+    let me = sim.nodes[0].id.clone();
+    let holds_block = |n: &SimNode| {
+        n.view
+            .load()
+            .tenant
+            .blocks
+            .get(&space)
+            .is_some_and(|bs| bs.iter().any(|b| b.version.writer == me))
+    };
+    assert!(
+        holds_block(&sim.nodes[0]),
+        "the subnet's creator published no block of its pool with it"
+    );
+    let started = Instant::now();
+    let port = sim
+        .call(0, port_req("on-new-subnet", "fst-b"))
+        .await
+        .expect("port on the new subnet");
+    let took = started.elapsed();
+    assert!(
+        took < window,
+        "the first port on a new subnet took {took:?} (claim window {window:?}): it waited for a block"
+    );
+    assert!(port["fixed_ips"][0]
+        .as_str()
+        .expect("ip")
+        .starts_with("10.39.0."));
+    sim.wait("every node sees the block", Duration::from_secs(10), |s| {
+        s.running().all(holds_block)
+    })
+    .await;
+    sim.call(
+        0,
+        ConfigRequest::Delete {
+            kind: ObjectKind::Port,
+            reference: oid(&port).to_string(),
+        },
+    )
+    .await
+    .expect("delete the port");
+    sim.call(
+        0,
+        ConfigRequest::Delete {
+            kind: ObjectKind::Subnet,
+            reference: subnet.to_string(),
+        },
+    )
+    .await
+    .expect("delete the subnet");
+    sim.wait(
+        "the deleted pool's block withdrawn everywhere",
+        Duration::from_secs(30),
+        |s| s.running().all(|n| !holds_block(n)),
+    )
+    .await;
+    assert!(sim.nodes[0]
+        .view
+        .load()
+        .tenant
+        .networks()
+        .any(|n| n.id == net));
+}

@@ -77,11 +77,39 @@ impl ConfigService {
 
     /// Claims an object's VNI and name, then publishes it: of two nodes creating objects with
     /// the same name or VNI at once, the older claim wins and the other is told so.
+    /// A new subnet also claims its first address blocks in the same claim window
+    /// ([`ConfigService::first_blocks_for`]).
     pub(super) async fn create_unique(&self, plan: UniquePlan) -> Result<Value, String> {
+        let first_blocks = match &plan.object {
+            TenantObject::Subnet(s) => self.first_blocks_for(s),
+            _ => Vec::new(),
+        };
+        let mut kvs = Vec::with_capacity(first_blocks.len());
+        for b in &first_blocks {
+            kvs.push((
+                b.key(),
+                mesh_proto::encode_value(b).map_err(|e| e.to_string())?,
+            ));
+        }
+        if !kvs.is_empty() {
+            self.set_keys(&kvs).await;
+        }
         let wants: Vec<Want> = plan.values.iter().cloned().map(Want::Unique).collect();
-        let (_, claims) = self.claim_all(plan.object.id(), &wants).await?;
-        self.publish_after_claims(plan.object.clone(), &claims)
-            .await?;
+        let created = async {
+            let (_, claims) = self.claim_all(plan.object.id(), &wants).await?;
+            self.publish_after_claims(plan.object.clone(), &claims)
+                .await
+        }
+        .await;
+        match &created {
+            Ok(()) => self.keep_first_blocks(first_blocks).await,
+            Err(_) if !kvs.is_empty() => {
+                let keys: Vec<String> = kvs.into_iter().map(|(k, _)| k).collect();
+                self.delete_keys(&keys).await;
+            }
+            Err(_) => {}
+        }
+        created?;
         Ok(ops::object_json(&plan.object))
     }
 

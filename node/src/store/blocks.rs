@@ -228,6 +228,81 @@ impl ConfigService {
         Ok(picked)
     }
 
+    /// First blocks for `subnet`, which this node is creating, to be published before the
+    /// subnet's own claims so that they wait out the same claim window: a block of its pool, so
+    /// that the first port or router SNAT port made through this node on the new subnet needs
+    /// no wait (its MAC comes from this node's MAC blocks, claimed with its first port ever).
+    /// None for a pool handed out one address at a time (claiming ahead would hold a small
+    /// pool's addresses), nor without a majority in view. (A MAC block is not claimed here: a
+    /// port created at the same time may be claiming one, and two claims of one place by one
+    /// node share a gossip key.)
+    pub(super) fn first_blocks_for(&self, subnet: &mesh_proto::Subnet) -> Vec<AddressBlock> {
+        let range = (u32::from(subnet.pool.first()), subnet.pool.len());
+        let want = blocks::pool_block_len(range.1);
+        if want == 1 || self.require_majority("claim a first block").is_err() {
+            return Vec::new();
+        }
+        let view = self.view.load();
+        let space = BlockSpace::Pool(subnet.id.clone());
+        let version = self.version(&view.tenant);
+        let seed = ipam::seed(self.me.as_str(), version.hlc, 0);
+        let none = BTreeSet::new();
+        blocks::next_block(&view.tenant, &space, range, want, &none, &[], seed)
+            .map(|(first, len)| AddressBlock {
+                space,
+                first,
+                len,
+                version,
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// After the subnet they were claimed with is published: keeps each of `first` that won as
+    /// usable at once (it has been published for a whole claim window), and withdraws the rest.
+    pub(super) async fn keep_first_blocks(&self, first: Vec<AddressBlock>) {
+        let view = self.view.load();
+        let (won, lost): (Vec<AddressBlock>, Vec<AddressBlock>) = first
+            .into_iter()
+            .partition(|b| blocks::block_won(&view.tenant, b));
+        if !lost.is_empty() {
+            self.delete_keys(&lost.iter().map(AddressBlock::key).collect::<Vec<_>>())
+                .await;
+        }
+        if won.is_empty() {
+            return;
+        }
+        lock(&self.blocks.confirmed).extend(won.iter().map(AddressBlock::key));
+        lock(&self.blocks.released).retain(|k| !won.iter().any(|b| &b.key() == k));
+        self.persist().await;
+        let values: u32 = won.iter().map(|b| b.len).sum();
+        info!(
+            blocks = won.len(),
+            values, "first address blocks claimed with a new subnet"
+        );
+    }
+
+    /// Withdraws this node's blocks of deleted pools ([`blocks::orphan_blocks`]).
+    pub(super) async fn release_orphan_blocks(&self) {
+        let keys: Vec<String> = {
+            let view = self.view.load();
+            blocks::orphan_blocks(&view.tenant, &self.me)
+                .into_iter()
+                .map(AddressBlock::key)
+                .collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        self.delete_keys(&keys).await;
+        lock(&self.blocks.confirmed).retain(|k| !keys.contains(k));
+        self.persist().await;
+        debug!(
+            blocks = keys.len(),
+            "withdrew the address blocks of deleted pools"
+        );
+    }
+
     /// An error unless this node sees a majority of the members it knows alive: a claim made on
     /// a minority side of a partition could give away what the other side also gives away.
     pub(super) fn require_majority(&self, what: &str) -> Result<(), String> {

@@ -100,6 +100,7 @@ impl ConfigService {
             }
             self.repair_duplicates().await;
             self.release_blocks_if_draining().await;
+            self.release_orphan_blocks().await;
             self.lend_requested_values().await;
             let nothing_to_do = self.current_duties().is_empty();
             // What the pass wrote changes the view, so the next one runs on it. (Time is tokio's,

@@ -160,6 +160,24 @@ pub fn idle_blocks<'a>(state: &'a TenantState, me: &NodeId, now_ms: u64) -> Vec<
     idle
 }
 
+/// The published pool blocks of `me` whose pool was deleted (its subnet or external network is a
+/// tombstone): nothing can be handed out of them any more, so they are withdrawn. A block whose
+/// pool is merely unknown is kept: the pool may not have reached this view yet (a restart, or a
+/// subnet claimed together with its first block and published a claim window later).
+pub fn orphan_blocks<'a>(state: &'a TenantState, me: &NodeId) -> Vec<&'a AddressBlock> {
+    let deleted = |pool: &ObjectId| {
+        [ObjectKind::Subnet, ObjectKind::ExternalNetwork]
+            .into_iter()
+            .any(|k| state.record(k, pool).is_some_and(|r| r.body().is_none()))
+    };
+    state
+        .blocks
+        .iter()
+        .filter(|(space, _)| matches!(space, BlockSpace::Pool(p) if deleted(p)))
+        .flat_map(|(_, published)| published.iter().filter(|b| &b.version.writer == me))
+        .collect()
+}
+
 /// What other nodes ask to borrow of `me`'s winning pool blocks: per block, the values another
 /// node holds a fresh claim on and no live object holds (a node whose pool ran out claims a free
 /// value of another node's block; the holder consents by carving it out, see [`carve`]).

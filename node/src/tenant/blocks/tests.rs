@@ -212,3 +212,33 @@ fn carving_values_out_of_a_block_leaves_the_runs_around_them() {
     let one = block(&pool(), 7, 1, 1, "a");
     assert_eq!(carve(&one, &set(&[7])), Vec::<(u32, u32)>::new());
 }
+
+#[test]
+fn only_this_node_s_blocks_of_a_deleted_pool_are_orphans_and_an_unknown_pool_is_not_deleted() {
+    let gone = BlockSpace::Pool(ObjectId::new("s-gone").unwrap());
+    let unknown = BlockSpace::Pool(ObjectId::new("s-unknown").unwrap());
+    let mine_gone = block(&gone, 0, 4, 1, "a");
+    let theirs_gone = block(&gone, 4, 4, 1, "b");
+    let mine_unknown = block(&unknown, 0, 4, 1, "a");
+    let mut s = state_with(vec![mine_gone.clone(), theirs_gone, mine_unknown]);
+    assert!(
+        orphan_blocks(&s, &node("a")).is_empty(),
+        "a block of a pool this view does not know (yet) was taken for an orphan"
+    );
+    let id = ObjectId::new("s-gone").unwrap();
+    let tombstone = mesh_proto::Record::tombstone(
+        ObjectKind::Subnet,
+        id.clone(),
+        Version {
+            hlc: HlcTimestamp(2 << 16),
+            writer: node("b"),
+        },
+    );
+    s.records
+        .insert((ObjectKind::Subnet, id), std::sync::Arc::new(tombstone));
+    let orphans: Vec<String> = orphan_blocks(&s, &node("a"))
+        .iter()
+        .map(|b| b.key())
+        .collect();
+    assert_eq!(orphans, [mine_gone.key()]);
+}
