@@ -49,6 +49,8 @@ pub const VMS: [(&str, &str, &str, bool); 6] = [
 pub trait Cluster: Sync {
     /// The node whose agent takes the configuration.
     fn config_node(&self) -> &str;
+    /// Every node running an agent.
+    fn node_names(&self) -> Vec<String>;
     /// Runs a dvrmesh command against a node's agent (with `--json`).
     fn cli(&self, node: &str, args: &[&str]) -> Result<Value>;
     /// The VMs made so far.
@@ -74,6 +76,14 @@ pub trait Cluster: Sync {
 impl Cluster for Lab {
     fn config_node(&self) -> &str {
         &self.state.nodes[0].name
+    }
+    fn node_names(&self) -> Vec<String> {
+        self.state
+            .nodes
+            .iter()
+            .filter(|n| n.pid.is_some())
+            .map(|n| n.name.clone())
+            .collect()
     }
     fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
         Lab::cli(self, node, args)
@@ -173,7 +183,27 @@ pub fn configure_on(cluster: &dyn Cluster) -> Result<()> {
             "public",
         ])?;
     }
-    Ok(())
+    wait_for_subnets_everywhere(cluster, 4)
+}
+
+/// Waits until every node's agent lists `count` subnets: each node learns a write made through
+/// another by gossip, and a port made on a node right after the configuration needs its subnet
+/// there.
+fn wait_for_subnets_everywhere(cluster: &dyn Cluster, count: usize) -> Result<()> {
+    let nodes = cluster.node_names();
+    crate::lab::wait(
+        std::time::Duration::from_secs(30),
+        "every node lists the demo's subnets",
+        || {
+            nodes.iter().all(|n| {
+                cluster
+                    .cli(n, &["subnet", "list"])
+                    .ok()
+                    .and_then(|v| v.as_array().map(Vec::len))
+                    .is_some_and(|len| len >= count)
+            })
+        },
+    )
 }
 
 /// Runs the demo in `dir`; its time to full connectivity.

@@ -175,6 +175,9 @@ impl Cluster for ComposeLab {
     fn config_node(&self) -> &str {
         "compute-1"
     }
+    fn node_names(&self) -> Vec<String> {
+        super::NODES.iter().map(|n| n.to_string()).collect()
+    }
     fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
         ComposeLab::cli(self, node, args)
     }
