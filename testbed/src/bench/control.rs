@@ -44,8 +44,8 @@ struct Figures {
 /// `agents` agents (ms from the write to the last node).
 struct Writes {
     agents: usize,
-    /// A router interface on a new subnet (its SNAT port takes the new subnet's first address
-    /// block: a claim window).
+    /// A router interface on a new subnet created through the same node (its SNAT port takes an
+    /// address of the block that node claimed with the subnet).
     interface: Vec<f64>,
     /// A static route on the router (no allocation: gossip and the datapath only).
     route: Vec<f64>,
@@ -420,7 +420,7 @@ fn wait_devices(
 
 fn report(ctx: &Context, f: &Figures) -> SectionOut {
     let mut md = String::from("## Control-plane latency\n\n");
-    md.push_str(&format!("Reproduce: `dvrmesh-lab bench --only control`. Black box, through the CLI, on a lab of 2 compute nodes and 1 network node (demo configuration). One at a time: `port create` on compute-1 (the agent there allocates the address and makes the device), the VM's namespace configured at once (as a VM's DHCP client would), and a VM on compute-2, in another subnet of the same router, probing it every {PROBE_MS} ms until it answers (routed across hosts: the port's node and the remote node both programmed). At once: {} `port create` processes started together against compute-1's agent, and the node's links listed every 20 ms from the start, so each port's device has its own time. API write → every node: through compute-1's agent, `router add-interface` of a new subnet (its SNAT port takes the new subnet's first address block, a claim window) and `router add-route` (no allocation: gossip and the datapath only); then each node asked through its own API (every 5 ms per 3 agents, one CLI process per question, so 20–60 ms resolution) until its view shows the write and `datapath diff` is empty; the time of the last node. {} Times include the CLI's process start and the lab's namespace work.\n\n", f.burst, if f.writes.len() > 1 { "Writes are also timed on labs of 10 and 20 agents (8 + 2 and 17 + 3 network nodes), all on this one machine." } else { "Quick run: 3 agents only (the full run adds 10 and 20)." }));
+    md.push_str(&format!("Reproduce: `dvrmesh-lab bench --only control`. Black box, through the CLI, on a lab of 2 compute nodes and 1 network node (demo configuration). One at a time: `port create` on compute-1 (the agent there allocates the address and makes the device), the VM's namespace configured at once (as a VM's DHCP client would), and a VM on compute-2, in another subnet of the same router, probing it every {PROBE_MS} ms until it answers (routed across hosts: the port's node and the remote node both programmed). At once: {} `port create` processes started together against compute-1's agent, and the node's links listed every 20 ms from the start, so each port's device has its own time. API write → every node: through compute-1's agent, `router add-interface` of a subnet just created through the same agent (its SNAT port takes an address of the first block that agent claimed with the subnet, in the subnet's own claim window) and `router add-route` (no allocation: gossip and the datapath only); then each node asked through its own API (every 5 ms per 3 agents, one CLI process per question, so 20–60 ms resolution) until its view shows the write and `datapath diff` is empty; the time of the last node. {} Times include the CLI's process start and the lab's namespace work.\n\n", f.burst, if f.writes.len() > 1 { "Writes are also timed on labs of 10 and 20 agents (8 + 2 and 17 + 3 network nodes), all on this one machine." } else { "Quick run: 3 agents only (the full run adds 10 and 20)." }));
     md.push_str("| what | samples | p50 | p99 | max |\n|---|---|---|---|---|\n");
     let mut write_rows: Vec<(String, &Vec<f64>)> = Vec::new();
     for w in &f.writes {
