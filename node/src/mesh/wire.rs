@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use chitchat::{ChitchatMessage, Deserializable};
 
 use super::codec::{self, Message};
 
@@ -35,13 +35,6 @@ pub enum GossipFrameError {
     /// connection lost or reordered several messages): dropped like a lost message.
     #[error("digest written against this node's digest {0}, which it no longer keeps")]
     UnknownBase(u32),
-}
-
-/// Wraps a chitchat message in a gossip frame.
-pub fn encode_gossip(msg: &ChitchatMessage) -> Vec<u8> {
-    let mut body = Vec::with_capacity(msg.serialized_len());
-    msg.serialize(&mut body);
-    mesh_proto::encode_frame(KIND_GOSSIP, &body)
 }
 
 /// Decodes a gossip frame received from the network.
@@ -109,7 +102,7 @@ pub fn has_digest(msg: &Message) -> bool {
 mod tests {
     use super::*;
 
-    use chitchat::ChitchatId;
+    use chitchat::{ChitchatId, Serializable};
 
     fn syn(ids: &[(&str, u64, u16)]) -> Message {
         Message::Syn {
@@ -124,6 +117,14 @@ mod tests {
                 .collect(),
             cluster_id: "cluster".into(),
         }
+    }
+
+    /// Wraps a chitchat message in a gossip frame as chitchat writes it (the transport sends
+    /// frames through `link::Outgoing`).
+    fn encode_gossip(msg: &ChitchatMessage) -> Vec<u8> {
+        let mut body = Vec::with_capacity(msg.serialized_len());
+        msg.serialize(&mut body);
+        mesh_proto::encode_frame(KIND_GOSSIP, &body)
     }
 
     fn syn_bytes(ids: &[(&str, u64, u16)]) -> Vec<u8> {
