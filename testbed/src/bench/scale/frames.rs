@@ -31,6 +31,32 @@ pub struct FrameCounts {
     pub frames: u64,
     /// Frames whose digest went as changes.
     pub linked: u64,
+    /// SynAcks sent (each the responder's whole digest as chitchat counts it, then a delta).
+    pub synacks: u64,
+    /// SynAcks that filled chitchat's message budget (within [`FULL_SLACK`] of it): their delta
+    /// was cut to fit beside the digest.
+    pub full_synacks: u64,
+    /// The bytes of those SynAcks' digests as chitchat wrote them.
+    pub full_synack_digest_bytes: u64,
+}
+
+/// chitchat's message budget (its UDP payload limit, private to the crate): a SynAck's delta
+/// gets this less one byte and the digest.
+pub const CHITCHAT_BUDGET: usize = 65_507;
+/// How close to [`CHITCHAT_BUDGET`] a SynAck counts as full: a little more than one node's
+/// delta (its certificate and facts, sealed), which is where chitchat stops adding.
+pub const FULL_SLACK: usize = 4096;
+
+impl FrameCounts {
+    /// Share of the SynAcks that were full.
+    pub fn full_synack_share(&self) -> f64 {
+        self.full_synacks as f64 / self.synacks.max(1) as f64
+    }
+
+    /// Mean digest bytes of the full SynAcks.
+    pub fn full_synack_digest_mean(&self) -> f64 {
+        self.full_synack_digest_bytes as f64 / self.full_synacks.max(1) as f64
+    }
 }
 
 /// The transport: one per simulated cluster.
@@ -80,8 +106,21 @@ impl FrameTransport {
         lock(&self.inner).counts
     }
 
-    fn carry(&self, from: SocketAddr, to: SocketAddr, out: &Outgoing) -> Result<()> {
+    fn carry(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        out: &Outgoing,
+        synack_digest: Option<(usize, usize)>,
+    ) -> Result<()> {
         let mut inner = lock(&self.inner);
+        if let Some((len, digest)) = synack_digest {
+            inner.counts.synacks += 1;
+            if len + FULL_SLACK >= CHITCHAT_BUDGET {
+                inner.counts.full_synacks += 1;
+                inner.counts.full_synack_digest_bytes += digest as u64;
+            }
+        }
         let linked = self.dialect == Dialect::Linked;
         let frame = match linked {
             true => inner.link(from, to)?.encode(out),
@@ -142,8 +181,14 @@ struct FrameSocket {
 #[async_trait]
 impl Socket for FrameSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> Result<()> {
+        let synack_digest = match &message {
+            ChitchatMessage::SynAck { digest, .. } => {
+                Some((message.serialized_len(), digest.serialized_len()))
+            }
+            _ => None,
+        };
         let out = Outgoing::new(message.serialize_to_vec(), &mut self.recent_digest);
-        self.transport.carry(self.me, to, &out)
+        self.transport.carry(self.me, to, &out, synack_digest)
     }
 
     async fn recv(&mut self) -> Result<(SocketAddr, ChitchatMessage)> {
