@@ -70,6 +70,9 @@ const CLOSE_IDENTITY: u32 = 0x1d;
 const CLOSE_REVOKED: u32 = 0x1e;
 /// Most peers tracked at once; beyond that the least recently used queue is dropped.
 const MAX_PEERS: usize = 4096;
+/// How soon after a connection to a peer was adopted a second one counts as crossed (both
+/// nodes dialed at once) rather than as the peer reconnecting (after a restart, say).
+const CROSSED_WITHIN: Duration = Duration::from_secs(2);
 /// Election datagrams queued for the election before new ones are dropped.
 const DATAGRAM_QUEUE: usize = 4096;
 /// Largest datagram accepted from a peer.
@@ -260,6 +263,8 @@ pub struct QuicTransport {
     datagram_pool: Pool,
     /// The loop accepting inbound connections, until the agent takes it to supervise.
     accept_task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// This node's id, to settle crossed connections.
+    me: String,
 }
 
 /// A datagram waiting for the election, holding its peer's share of the queue.
@@ -358,7 +363,7 @@ impl Evictor {
             return Vec::new();
         };
         let mut cut = Vec::new();
-        lock(&shared.conns).retain(|_, conn| {
+        lock(&shared.conns).retain(|_, Adopted { conn, .. }| {
             if !peer_revoked(conn, revoked) {
                 return true;
             }
@@ -414,7 +419,7 @@ impl QuicTransport {
         client.transport_config(transport);
         let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         Ok(QuicTransport {
-            trust: Arc::new(Trust::new(me, creds.peer_certs()?)),
+            trust: Arc::new(Trust::new(me.clone(), creds.peer_certs()?)),
             revocation: creds.revocation(),
             server,
             client,
@@ -427,6 +432,7 @@ impl QuicTransport {
             })),
             datagram_pool: Pool::new(DATAGRAM_QUEUE, DATAGRAMS_PER_PEER),
             accept_task: Arc::new(Mutex::new(None)),
+            me: me.node_id.to_string(),
         })
     }
 
@@ -507,6 +513,7 @@ impl Transport for QuicTransport {
             revocation: self.revocation.clone(),
             links: Mutex::new(HashMap::new()),
             link_budget: LinkBudget::new(DEFAULT_LINK_BUDGET),
+            me: self.me.clone(),
         });
         // A transport is opened once per agent; a second socket keeps the first one's port.
         let _ = self.shared.set(shared.clone());
@@ -523,7 +530,7 @@ impl Transport for QuicTransport {
 
 struct Shared {
     endpoint: quinn::Endpoint,
-    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    conns: Mutex<HashMap<SocketAddr, Adopted>>,
     inbound: mpsc::Sender<QueuedMessage>,
     directory: PeerDirectory,
     stats: Arc<TransportStats>,
@@ -537,6 +544,42 @@ struct Shared {
     /// connection's stable id; removed when its reader ends.
     links: Mutex<HashMap<usize, Arc<Mutex<Link>>>>,
     link_budget: LinkBudget,
+    me: String,
+}
+
+/// The connection messages to a peer go out on.
+struct Adopted {
+    conn: quinn::Connection,
+    /// Whether the node with the smaller id dialed it: of two connections dialed at once, both
+    /// ends keep that one, so that each hears the other on the connection it writes on (linked
+    /// digests are kept per connection).
+    preferred: bool,
+    at: Instant,
+}
+
+impl Adopted {
+    /// Whether `new`, adopted now, takes this one's place ([`keeps_first_of_crossed`]).
+    fn gives_way_to(&self, new: &Adopted) -> bool {
+        !keeps_first_of_crossed(
+            self.preferred,
+            self.conn.close_reason().is_none(),
+            new.preferred,
+            new.at.saturating_duration_since(self.at),
+        )
+    }
+}
+
+/// Whether a peer's connection adopted `since` ago stays the one to send on when another one
+/// from the same peer is adopted: only when it is alive, preferred, the new one is not, and it
+/// is so recent that the new one is the other half of a crossed dial. Otherwise the new one
+/// wins, as a peer that restarted reconnects with a new connection.
+fn keeps_first_of_crossed(
+    first_preferred: bool,
+    first_alive: bool,
+    new_preferred: bool,
+    since: Duration,
+) -> bool {
+    first_preferred && first_alive && !new_preferred && since <= CROSSED_WITHIN
 }
 
 impl Shared {
@@ -583,6 +626,7 @@ impl Shared {
         let conns = lock(&self.conns);
         conns
             .get(&addr)
+            .map(|a| &a.conn)
             .filter(|c| c.close_reason().is_none())
             .cloned()
     }
@@ -591,14 +635,16 @@ impl Shared {
         let mut conns = lock(&self.conns);
         if conns
             .get(&addr)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
+            .is_some_and(|a| a.conn.stable_id() == conn.stable_id())
         {
             conns.remove(&addr);
         }
     }
 
-    /// Registers an established connection: records the peer's certified id and starts reading.
-    fn adopt(self: &Arc<Self>, conn: quinn::Connection) -> Option<NodeId> {
+    /// Registers an established connection (`dialed` by this node, or accepted): records the
+    /// peer's certified id, starts reading, and sends on it from now on unless it is the losing
+    /// half of a crossed dial ([`Adopted::gives_way_to`]).
+    fn adopt(self: &Arc<Self>, conn: quinn::Connection, dialed: bool) -> Option<NodeId> {
         let addr = conn.remote_address();
         let Some(peer) = peer_node_id(&conn) else {
             warn!(peer = %addr, "peer certificate names no valid node id; closing");
@@ -615,9 +661,24 @@ impl Shared {
             );
         }
         {
+            let smaller_dialed = (peer.as_str() > self.me.as_str()) == dialed;
+            let new = Adopted {
+                conn: conn.clone(),
+                preferred: smaller_dialed,
+                at: Instant::now(),
+            };
             let mut conns = lock(&self.conns);
-            if conns.len() < MAX_PEERS || conns.contains_key(&addr) {
-                conns.insert(addr, conn.clone());
+            match conns.get(&addr) {
+                Some(old) if !old.gives_way_to(&new) => {
+                    debug!(peer = %addr, "crossed connection: keeping the one the smaller id dialed");
+                }
+                Some(_) => {
+                    conns.insert(addr, new);
+                }
+                None if conns.len() < MAX_PEERS => {
+                    conns.insert(addr, new);
+                }
+                None => {}
             }
         }
         tokio::spawn(read_loop(self.clone(), conn.clone(), peer.clone()).in_current_span());
@@ -683,7 +744,7 @@ async fn accept_loop(shared: Arc<Shared>) {
             let from = incoming.remote_address();
             match timeout(CONNECT_TIMEOUT, incoming).await {
                 Ok(Ok(conn)) => {
-                    if let Some(peer) = shared.adopt(conn) {
+                    if let Some(peer) = shared.adopt(conn, false) {
                         debug!(peer = %from, node = %peer, "accepted gossip connection");
                     }
                 }
@@ -770,7 +831,7 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> anyhow::Result<quinn::C
         Err(_) => anyhow::bail!("dial timed out after {CONNECT_TIMEOUT:?}"),
     };
     shared
-        .adopt(conn.clone())
+        .adopt(conn.clone(), true)
         .ok_or_else(|| anyhow::anyhow!("peer certificate names no node id"))?;
     Ok(conn)
 }
@@ -966,5 +1027,29 @@ async fn datagram_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: 
         } else {
             bump(&shared.stats.datagrams_received);
         }
+    }
+}
+
+#[cfg(test)]
+mod crossed_tests {
+    use super::*;
+
+    #[test]
+    fn of_crossed_connections_both_ends_keep_the_one_the_smaller_id_dialed() {
+        let now = Duration::from_millis(30);
+        // The preferred one came first: the other half of the crossing does not replace it.
+        assert!(keeps_first_of_crossed(true, true, false, now));
+        // The preferred one comes second: it replaces the first.
+        assert!(!keeps_first_of_crossed(false, true, true, now));
+        // A reconnect long after, or after the first died, always replaces it.
+        assert!(!keeps_first_of_crossed(
+            true,
+            true,
+            false,
+            CROSSED_WITHIN + Duration::from_millis(1)
+        ));
+        assert!(!keeps_first_of_crossed(true, false, false, now));
+        // Two preferred ones (a reconnect dialed the same way) : the newer wins.
+        assert!(!keeps_first_of_crossed(true, true, true, now));
     }
 }
