@@ -78,12 +78,7 @@ impl Cluster for Lab {
         &self.state.nodes[0].name
     }
     fn node_names(&self) -> Vec<String> {
-        self.state
-            .nodes
-            .iter()
-            .filter(|n| n.pid.is_some())
-            .map(|n| n.name.clone())
-            .collect()
+        self.running_nodes()
     }
     fn cli(&self, node: &str, args: &[&str]) -> Result<Value> {
         Lab::cli(self, node, args)
