@@ -36,8 +36,6 @@ pub struct FrameCounts {
     /// SynAcks that filled chitchat's message budget (within [`FULL_SLACK`] of it): their delta
     /// was cut to fit beside the digest.
     pub full_synacks: u64,
-    /// The bytes of those SynAcks' digests as chitchat wrote them.
-    pub full_synack_digest_bytes: u64,
 }
 
 /// chitchat's message budget (its UDP payload limit, private to the crate): a SynAck's delta
@@ -51,11 +49,6 @@ impl FrameCounts {
     /// Share of the SynAcks that were full.
     pub fn full_synack_share(&self) -> f64 {
         self.full_synacks as f64 / self.synacks.max(1) as f64
-    }
-
-    /// Mean digest bytes of the full SynAcks.
-    pub fn full_synack_digest_mean(&self) -> f64 {
-        self.full_synack_digest_bytes as f64 / self.full_synacks.max(1) as f64
     }
 }
 
@@ -111,14 +104,13 @@ impl FrameTransport {
         from: SocketAddr,
         to: SocketAddr,
         out: &Outgoing,
-        synack_digest: Option<(usize, usize)>,
+        synack_len: Option<usize>,
     ) -> Result<()> {
         let mut inner = lock(&self.inner);
-        if let Some((len, digest)) = synack_digest {
+        if let Some(len) = synack_len {
             inner.counts.synacks += 1;
             if len + FULL_SLACK >= CHITCHAT_BUDGET {
                 inner.counts.full_synacks += 1;
-                inner.counts.full_synack_digest_bytes += digest as u64;
             }
         }
         let linked = self.dialect == Dialect::Linked;
@@ -181,14 +173,10 @@ struct FrameSocket {
 #[async_trait]
 impl Socket for FrameSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> Result<()> {
-        let synack_digest = match &message {
-            ChitchatMessage::SynAck { digest, .. } => {
-                Some((message.serialized_len(), digest.serialized_len()))
-            }
-            _ => None,
-        };
+        let synack_len =
+            matches!(message, ChitchatMessage::SynAck { .. }).then(|| message.serialized_len());
         let out = Outgoing::new(message.serialize_to_vec(), &mut self.recent_digest);
-        self.transport.carry(self.me, to, &out, synack_digest)
+        self.transport.carry(self.me, to, &out, synack_len)
     }
 
     async fn recv(&mut self) -> Result<(SocketAddr, ChitchatMessage)> {

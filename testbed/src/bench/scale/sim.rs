@@ -42,9 +42,8 @@ pub struct SimFigures {
     pub idle_linked_share: f64,
     /// Idle time between convergence and the idle window.
     pub idle_settle: Duration,
-    /// Until convergence: the share of SynAcks that filled chitchat's message budget, and the
-    /// mean bytes of their digests (as chitchat counts them).
-    pub full_synacks: (f64, f64),
+    /// Until convergence: the share of SynAcks that filled chitchat's message budget.
+    pub full_synacks: f64,
 }
 
 /// Digest entries a simulated node's links may keep: an agent's budget up to 300 nodes; an
@@ -172,10 +171,7 @@ async fn simulate(n: usize, interval: Duration, dialect: Dialect) -> Result<SimF
         link_budget: link_budget(n),
         idle_linked_share: (idle.linked - idle_start.linked) as f64 / idle_frames as f64,
         idle_settle: idle_settle(n),
-        full_synacks: (
-            until_converged.full_synack_share(),
-            until_converged.full_synack_digest_mean(),
-        ),
+        full_synacks: until_converged.full_synack_share(),
     })
 }
 
