@@ -77,22 +77,15 @@ impl ConfigService {
 
     /// Claims an object's VNI and name, then publishes it: of two nodes creating objects with
     /// the same name or VNI at once, the older claim wins and the other is told so.
-    /// A new subnet also claims its first address blocks in the same claim window
-    /// ([`ConfigService::first_blocks_for`]).
+    /// A new subnet also claims its first address block in the same claim window
+    /// ([`ConfigService::first_block_for`]).
     pub(super) async fn create_unique(&self, plan: UniquePlan) -> Result<Value, String> {
-        let first_blocks = match &plan.object {
-            TenantObject::Subnet(s) => self.first_blocks_for(s),
-            _ => Vec::new(),
+        let first_block = match &plan.object {
+            TenantObject::Subnet(s) => self.first_block_for(s),
+            _ => None,
         };
-        let mut kvs = Vec::with_capacity(first_blocks.len());
-        for b in &first_blocks {
-            kvs.push((
-                b.key(),
-                mesh_proto::encode_value(b).map_err(|e| e.to_string())?,
-            ));
-        }
-        if !kvs.is_empty() {
-            self.set_keys(&kvs).await;
+        if let Some(b) = &first_block {
+            self.publish_blocks(std::slice::from_ref(b)).await?;
         }
         let wants: Vec<Want> = plan.values.iter().cloned().map(Want::Unique).collect();
         let created = async {
@@ -101,13 +94,13 @@ impl ConfigService {
                 .await
         }
         .await;
-        match &created {
-            Ok(()) => self.keep_first_blocks(first_blocks).await,
-            Err(_) if !kvs.is_empty() => {
-                let keys: Vec<String> = kvs.into_iter().map(|(k, _)| k).collect();
-                self.delete_keys(&keys).await;
+        if let Some(b) = first_block {
+            match created {
+                Ok(()) => {
+                    self.keep_won_blocks(&[b]).await;
+                }
+                Err(_) => self.delete_keys(&[b.key()]).await,
             }
-            Err(_) => {}
         }
         created?;
         Ok(ops::object_json(&plan.object))

@@ -157,40 +157,55 @@ impl ConfigService {
             if picked.is_empty() {
                 return Ok(0);
             }
-            let mut kvs = Vec::with_capacity(picked.len());
-            for b in &picked {
-                kvs.push((
-                    b.key(),
-                    mesh_proto::encode_value(b).map_err(|e| e.to_string())?,
-                ));
-            }
-            self.set_keys(&kvs).await;
+            self.publish_blocks(&picked).await?;
             tokio::time::sleep(self.settings.claim_window).await;
             self.next_view().await;
-            let view = self.view.load();
-            let (won, lost): (Vec<&AddressBlock>, Vec<&AddressBlock>) = picked
-                .iter()
-                .partition(|b| blocks::block_won(&view.tenant, b));
-            lock(&self.blocks.confirmed).extend(won.iter().map(|b| b.key()));
-            lock(&self.blocks.released).retain(|k| !won.iter().any(|b| &b.key() == k));
-            if !lost.is_empty() {
-                debug!(
-                    lost = lost.len(),
-                    "lost block claims; the places go to older claims"
-                );
-                self.delete_keys(&lost.iter().map(|b| b.key()).collect::<Vec<_>>())
-                    .await;
-            }
-            if !won.is_empty() {
-                self.persist().await;
-                let values: u32 = won.iter().map(|b| b.len).sum();
-                info!(space = %space, blocks = won.len(), values, "address blocks claimed");
-                return Ok(won.len() as u32);
+            let won = self.keep_won_blocks(&picked).await;
+            if won > 0 {
+                return Ok(won);
             }
         }
         Err(format!(
             "could not claim a block of {space} after {MAX_BLOCK_ATTEMPTS} attempts (other nodes kept claiming the same places)"
         ))
+    }
+
+    /// Publishes block claims in this node's key space.
+    pub(super) async fn publish_blocks(&self, picked: &[AddressBlock]) -> Result<(), String> {
+        let mut kvs = Vec::with_capacity(picked.len());
+        for b in picked {
+            kvs.push((
+                b.key(),
+                mesh_proto::encode_value(b).map_err(|e| e.to_string())?,
+            ));
+        }
+        self.set_keys(&kvs).await;
+        Ok(())
+    }
+
+    /// Once `picked` has been published for a whole claim window: keeps those that won as
+    /// usable at once and withdraws the rest. Returns how many it kept.
+    pub(super) async fn keep_won_blocks(&self, picked: &[AddressBlock]) -> u32 {
+        let view = self.view.load();
+        let (won, lost): (Vec<&AddressBlock>, Vec<&AddressBlock>) = picked
+            .iter()
+            .partition(|b| blocks::block_won(&view.tenant, b));
+        lock(&self.blocks.confirmed).extend(won.iter().map(|b| b.key()));
+        lock(&self.blocks.released).retain(|k| !won.iter().any(|b| &b.key() == k));
+        if !lost.is_empty() {
+            debug!(
+                lost = lost.len(),
+                "lost block claims; the places go to older claims"
+            );
+            self.delete_keys(&lost.iter().map(|b| b.key()).collect::<Vec<_>>())
+                .await;
+        }
+        if let Some(first) = won.first() {
+            self.persist().await;
+            let values: u32 = won.iter().map(|b| b.len).sum();
+            info!(space = %first.space, blocks = won.len(), values, "address blocks claimed");
+        }
+        won.len() as u32
     }
 
     /// Up to `count` places for new blocks of `space`, apart from each other and from every
@@ -228,58 +243,31 @@ impl ConfigService {
         Ok(picked)
     }
 
-    /// First blocks for `subnet`, which this node is creating, to be published before the
-    /// subnet's own claims so that they wait out the same claim window: a block of its pool, so
-    /// that the first port or router SNAT port made through this node on the new subnet needs
-    /// no wait (its MAC comes from this node's MAC blocks, claimed with its first port ever).
-    /// None for a pool handed out one address at a time (claiming ahead would hold a small
-    /// pool's addresses), nor without a majority in view. (A MAC block is not claimed here: a
-    /// port created at the same time may be claiming one, and two claims of one place by one
-    /// node share a gossip key.)
-    pub(super) fn first_blocks_for(&self, subnet: &mesh_proto::Subnet) -> Vec<AddressBlock> {
+    /// A first block for `subnet`, which this node is creating, to be published before the
+    /// subnet's own claims so that it waits out the same claim window: the first port or router
+    /// SNAT port made through this node on the new subnet then needs no wait (its MAC comes from
+    /// this node's MAC blocks, claimed with its first port ever). None for a pool handed out one
+    /// address at a time (claiming ahead would hold a small pool's addresses), nor without a
+    /// majority in view. (A MAC block is not claimed here: a port created at the same time may
+    /// be claiming one, and two claims of one place by one node share a gossip key.)
+    pub(super) fn first_block_for(&self, subnet: &mesh_proto::Subnet) -> Option<AddressBlock> {
         let range = (u32::from(subnet.pool.first()), subnet.pool.len());
         let want = blocks::pool_block_len(range.1);
         if want == 1 || self.require_majority("claim a first block").is_err() {
-            return Vec::new();
+            return None;
         }
         let view = self.view.load();
         let space = BlockSpace::Pool(subnet.id.clone());
         let version = self.version(&view.tenant);
         let seed = ipam::seed(self.me.as_str(), version.hlc, 0);
         let none = BTreeSet::new();
-        blocks::next_block(&view.tenant, &space, range, want, &none, &[], seed)
-            .map(|(first, len)| AddressBlock {
-                space,
-                first,
-                len,
-                version,
-            })
-            .into_iter()
-            .collect()
-    }
-
-    /// After the subnet they were claimed with is published: keeps each of `first` that won as
-    /// usable at once (it has been published for a whole claim window), and withdraws the rest.
-    pub(super) async fn keep_first_blocks(&self, first: Vec<AddressBlock>) {
-        let view = self.view.load();
-        let (won, lost): (Vec<AddressBlock>, Vec<AddressBlock>) = first
-            .into_iter()
-            .partition(|b| blocks::block_won(&view.tenant, b));
-        if !lost.is_empty() {
-            self.delete_keys(&lost.iter().map(AddressBlock::key).collect::<Vec<_>>())
-                .await;
-        }
-        if won.is_empty() {
-            return;
-        }
-        lock(&self.blocks.confirmed).extend(won.iter().map(AddressBlock::key));
-        lock(&self.blocks.released).retain(|k| !won.iter().any(|b| &b.key() == k));
-        self.persist().await;
-        let values: u32 = won.iter().map(|b| b.len).sum();
-        info!(
-            blocks = won.len(),
-            values, "first address blocks claimed with a new subnet"
-        );
+        let (first, len) = blocks::next_block(&view.tenant, &space, range, want, &none, &[], seed)?;
+        Some(AddressBlock {
+            space,
+            first,
+            len,
+            version,
+        })
     }
 
     /// Withdraws this node's blocks of deleted pools ([`blocks::orphan_blocks`]).
