@@ -50,8 +50,9 @@ use crate::Error;
 
 /// Frames queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 64;
-/// Messages queued for chitchat before new ones are dropped.
-const INBOUND_QUEUE: usize = 1024;
+/// Messages queued for chitchat before new ones are dropped (the scale simulation gives each
+/// simulated node the same).
+pub const INBOUND_QUEUE: usize = 1024;
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed dial, frames to that peer are dropped for this long.

@@ -87,7 +87,8 @@ enum Command {
         /// Few samples of each (CI: the whole harness in under 5 minutes).
         #[arg(long)]
         quick: bool,
-        /// Only these sections (dataplane, control, ipam, failover, datapath; repeat or separate by commas).
+        /// Only these sections (dataplane, control, ipam, failover, datapath, sim, agents; repeat or
+        /// separate by commas). A full run takes about 80 minutes; sim and agents about 15 and 12.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// The report (sections not run keep their figures).

@@ -15,12 +15,12 @@ use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Serializable};
 use dvrmesh_node::mesh::codec::DigestEntry;
 use dvrmesh_node::mesh::link::{Link, LinkBudget, Outgoing};
-use dvrmesh_node::mesh::transport::Dialect;
-use dvrmesh_node::mesh::wire::{to_chitchat, MAX_GOSSIP_FRAME};
+use dvrmesh_node::mesh::transport::{Dialect, INBOUND_QUEUE};
+use dvrmesh_node::mesh::wire::{open_frame, to_chitchat, KIND_GOSSIP_LINKED, MAX_GOSSIP_FRAME};
 use tokio::sync::mpsc;
 
-/// Messages queued for one node before new ones are dropped (as chitchat's channel transport).
-const INBOX: usize = 100;
+/// Messages queued for one node before new ones are dropped: an agent's queue toward chitchat.
+pub const INBOX: usize = INBOUND_QUEUE;
 
 /// Byte and message counts of every frame sent so far.
 #[derive(Clone, Copy, Debug, Default)]
@@ -29,7 +29,8 @@ pub struct FrameCounts {
     pub bytes: u64,
     /// Frames.
     pub frames: u64,
-    /// Frames whose digest went as changes.
+    /// Frames whose digest went as changes against a digest the peer kept (the rest of those
+    /// carrying a digest went whole: a first exchange, or a budget spent on either side).
     pub linked: u64,
     /// SynAcks sent (each the responder's whole digest as chitchat counts it, then a delta).
     pub synacks: u64,
@@ -123,7 +124,7 @@ impl FrameTransport {
         }
         inner.counts.bytes += frame.len() as u64;
         inner.counts.frames += 1;
-        inner.counts.linked += u64::from(linked && out.has_digest());
+        inner.counts.linked += u64::from(linked && written_as_changes(&frame));
         let Some(inbox) = inner.inboxes.get(&to).cloned() else {
             return Ok(());
         };
@@ -135,6 +136,15 @@ impl FrameTransport {
         // A full inbox drops the message, as a full queue does in the agent.
         let _ = inbox.try_send((from, message));
         Ok(())
+    }
+}
+
+/// Whether `frame` is linked and written against a digest of the receiver's (its base sequence
+/// number, after its own, is not 0).
+fn written_as_changes(frame: &[u8]) -> bool {
+    match open_frame(frame) {
+        Ok((KIND_GOSSIP_LINKED, body)) => body.get(4..8).is_some_and(|b| b != [0; 4]),
+        _ => false,
     }
 }
 

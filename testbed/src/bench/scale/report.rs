@@ -41,19 +41,21 @@ pub fn simulated(sims: &[SimFigures]) -> String {
     let budget = |n: usize| super::sim::link_budget(n);
     let _ = write!(
         md,
-        "Reproduce: `dvrmesh-lab bench --only sim`. N nodes in one process: each runs dvrmesh's gossip start (its key space: certificate and facts, sealed; its failure detector settings), gossip every {interval} ms (the agent's default; one more row at 1 s), seeded at 3 nodes, on a paused tokio clock (time advances only when every node waits, so the figures count gossip rounds, not this machine's speed). Their messages travel as the agents' QUIC transport writes them ([`testbed/src/bench/scale/frames.rs`](testbed/src/bench/scale/frames.rs)): gossip frames, linked (each Syn's and SynAck's digest written as changes against the last digest the peer sent on that link) or, in the *plain* row, whole as between nodes from before linked digests; the receiving side decodes each frame as an agent does. Converged = every node counts N live nodes and holds every node's facts. Bytes = the frames (before QUIC's own framing and the UDP/IP headers). Idle = 5 s, after 10 s of settling up to 300 nodes (a node's first exchange on a link sends its digest whole; at 100 nodes a node meets a given peer every 3 s or so) and right after convergence at 1 000 (where each virtual second takes a minute and a half to simulate, and the links budget keeps most digests whole anyway). No views are built here (the `agents` section's real agents build them), and each node keeps a failure-detector window of 50 intervals per peer instead of the agent's 1 000 (8 KB a peer: a million of them would not fit in this machine's memory at 1 000 nodes in one process; a window only judges silent peers, and no node here is silent). Each node's links keep at most {} digest entries (an agent's budget); at 1 000 nodes {} (one process could not hold 1 000 agents' budgets), so more digests go whole there.\n\n\
-         | nodes | gossip interval | frames | converged (virtual) | gossip rounds | bytes sent per node until then | idle bytes/s per node | idle frames linked | real time |\n|---|---|---|---|---|---|---|---|---|\n",
+        "Reproduce: `dvrmesh-lab bench --only sim`. N nodes in one process: each runs dvrmesh's gossip start (its key space: certificate and facts, sealed; its failure detector settings), gossip every {interval} ms (the agent's default; one more row at 1 s), seeded at 3 nodes, on a paused tokio clock (time advances only when every node waits, so the figures count gossip rounds, not this machine's speed). Their messages travel as the agents' QUIC transport writes them ([`testbed/src/bench/scale/frames.rs`](testbed/src/bench/scale/frames.rs)): gossip frames, linked (each Syn's and SynAck's digest written as changes against the last digest the peer sent on that link) or, in the *plain* row, whole as between nodes from before linked digests; the receiving side decodes each frame as an agent does. Every node starts at once from the same seeds; one run per size, and as chitchat picks its gossip peers at random a rerun moves a row by a round or two. Joined = every node holds the facts of some other node; converged = every node counts N live nodes and holds every node's facts. Each node's inbox holds {inbox} messages, an agent's queue toward chitchat; a full one drops. Bytes = the frames (before QUIC's own framing and the UDP/IP headers). Idle = 5 s, after 10 s of settling up to 300 nodes (a node's first exchange on a link sends its digest whole; at 100 nodes a node meets a given peer every 3 s or so) and right after convergence at 1 000 (where each virtual second takes a minute and a half to simulate, and the links budget keeps most digests whole anyway). No views are built here (the `agents` section's real agents build them), and each node keeps a failure-detector window of 50 intervals per peer instead of the agent's 1 000 (8 KB a peer: a million of them would not fit in this machine's memory at 1 000 nodes in one process; a window only judges silent peers, and no node here is silent). Each node's links keep at most {} digest entries (an agent's budget); at 1 000 nodes {} (one process could not hold 1 000 agents' budgets), so more digests go whole there.\n\n\
+         | nodes | gossip interval | frames | joined (virtual) | converged (virtual) | gossip rounds | bytes sent per node until then | idle bytes/s per node | idle frames written as changes | real time |\n|---|---|---|---|---|---|---|---|---|---|\n",
         budget(100),
         budget(1000),
+        inbox = super::frames::INBOX,
     );
     for s in sims {
         let rounds = s.converged.as_secs_f64() / s.interval.as_secs_f64().max(1e-9);
         let _ = writeln!(
             md,
-            "| {} | {} ms | {} | **{:.1} s** | {rounds:.0} | {:.0} KB | **{:.1} KB/s** | {:.0} % | {:.1} s |",
+            "| {} | {} ms | {} | {:.1} s | **{:.1} s** | {rounds:.0} | {:.0} KB | **{:.1} KB/s** | {:.0} % | {:.1} s |",
             s.nodes,
             s.interval.as_millis(),
             dialect_name(s.dialect),
+            s.joined.as_secs_f64(),
             s.converged.as_secs_f64(),
             s.bytes_to_converge_per_node / 1000.0,
             s.idle_bytes_per_node_s / 1000.0,
@@ -71,8 +73,12 @@ pub fn simulated(sims: &[SimFigures]) -> String {
         let r = ratio(b.converged.as_secs_f64(), a.converged.as_secs_f64());
         let _ = writeln!(
             md,
-            "1 000 nodes converge in **{r:.2}×** the 100-node time (target ≤ 2×: {}). Until it converged each node sent {:.1} KB for every other node (that node's certificate, facts and seals, relayed, and digest entries). Whether chitchat's message budget ({} bytes) bounds the rounds was measured, as it sizes a SynAck's delta as the budget less the whole digest (≈ 47 bytes a node, whatever the transport then writes): until convergence **{:.0} % of the SynAcks at 1 000 nodes came within {} KB of the budget** ({:.0} % at 100 nodes), so the deltas were not cut and the budget is not what makes the rounds grow faster than the log N an epidemic needs. Not identified further; the next suspect is liveness, as a node counts another live only once its failure detector has seen that node's heartbeat advance, relayed through digests.\n",
+            "1 000 nodes converge in **{r:.2}×** the 100-node time (target ≤ 2×: {}). Of that, the join took {:.1} s ({:.1} s at 100 nodes): every node starting in the same instant sends its first Syns to the same 3 seeds, so a seed gets about a third of the cluster's Syns in one round. With an inbox of 100 messages (chitchat's own channel transport's, which this simulation used until 2026-12-04) the seeds dropped most of them and the join alone took 2.2 s of 4.0 s at 1 000 nodes; an agent queues 1 024, and the simulation now does as the agent. After the join, spreading the rest took {:.1} s ({:.1} s at 100 nodes); liveness trails the facts by a round or two, as a node counts another live only once its failure detector has seen that node's heartbeat advance. Until it converged each node sent {:.1} KB for every other node (that node's certificate, facts and seals, relayed, and digest entries). chitchat's message budget ({} bytes) does not bound the rounds: {:.0} % of the SynAcks at 1 000 nodes came within {} KB of it ({:.0} % at 100 nodes).\n",
             met(r <= 2.0),
+            b.joined.as_secs_f64(),
+            a.joined.as_secs_f64(),
+            (b.converged - b.joined).as_secs_f64(),
+            (a.converged - a.joined).as_secs_f64(),
             b.bytes_to_converge_per_node / b.nodes as f64 / 1000.0,
             super::frames::CHITCHAT_BUDGET,
             b.full_synacks * 100.0,
@@ -137,8 +143,40 @@ fn idle_md(a: &SimFigures, sims: &[SimFigures]) -> String {
             a.converged.as_secs_f64(),
         );
     }
+    md.push_str(&larger_idle_md(a, sims));
     md.push('\n');
     md
+}
+
+/// Why idle bytes grow faster than the cluster past the smallest size: what the links' budget
+/// keeps.
+fn larger_idle_md(a: &SimFigures, sims: &[SimFigures]) -> String {
+    let Some(b) = sims
+        .iter()
+        .filter(|s| s.dialect == a.dialect && s.interval == a.interval && s.nodes > a.nodes)
+        .min_by_key(|s| s.nodes)
+    else {
+        return String::new();
+    };
+    // A link keeps the last 3 digests it sent and the last it heard, N entries each.
+    let per_link = 4 * b.nodes;
+    let links_kept = b.link_budget / per_link.max(1);
+    format!(
+        " Past {} nodes idle bytes grow faster than the cluster ({:.1} KB/s per node at {}, {:.1}× the nodes and {:.0}× the bytes): a link keeps 4 digests of N entries (the last 3 it sent, the last it heard) to write against, and an agent's links keep at most {} entries between them (about 16 MiB), enough for {} of a {}-node cluster's {} links; the others send their digests whole (idle frames written as changes: {:.0} % at {}, {:.0} % at {}). A cheaper entry or a budget that grows with the cluster would close it; neither is done.",
+        a.nodes,
+        b.idle_bytes_per_node_s / 1000.0,
+        b.nodes,
+        b.nodes as f64 / a.nodes as f64,
+        ratio(b.idle_bytes_per_node_s, a.idle_bytes_per_node_s),
+        b.link_budget,
+        links_kept.min(b.nodes - 1),
+        b.nodes,
+        b.nodes - 1,
+        a.idle_linked_share * 100.0,
+        a.nodes,
+        b.idle_linked_share * 100.0,
+        b.nodes,
+    )
 }
 
 fn cluster_md(c: &ClusterFigures) -> String {

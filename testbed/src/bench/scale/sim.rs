@@ -28,6 +28,9 @@ pub struct SimFigures {
     pub interval: Duration,
     /// How the nodes write their frames.
     pub dialect: Dialect,
+    /// Virtual time until every node holds the facts of some other node: the join, when all
+    /// start at once and reach the cluster through the seeds.
+    pub joined: Duration,
     /// Virtual time until every node knows every node alive with its facts.
     pub converged: Duration,
     /// Bytes sent (all nodes) until then, per node.
@@ -38,7 +41,7 @@ pub struct SimFigures {
     pub wall: Duration,
     /// Digest entries each node's links may keep ([`link_budget`]).
     pub link_budget: usize,
-    /// Share of the frames sent idle whose digest went as changes.
+    /// Share of the frames sent idle whose digest went as changes against one the peer kept.
     pub idle_linked_share: f64,
     /// Idle time between convergence and the idle window.
     pub idle_settle: Duration,
@@ -143,7 +146,15 @@ async fn simulate(n: usize, interval: Duration, dialect: Dialect) -> Result<SimF
         handles.push(handle);
     }
     let start = tokio::time::Instant::now();
-    while !converged(&handles, n).await {
+    let mut joined = None;
+    loop {
+        let progress = progress(&handles, n).await;
+        if progress.joined {
+            joined.get_or_insert(start.elapsed());
+        }
+        if progress.converged {
+            break;
+        }
         if start.elapsed() > CONVERGE_BUDGET {
             bail!("{n} simulated nodes did not converge within {CONVERGE_BUDGET:?} (virtual)");
         }
@@ -164,6 +175,7 @@ async fn simulate(n: usize, interval: Duration, dialect: Dialect) -> Result<SimF
         nodes: n,
         interval,
         dialect,
+        joined: joined.unwrap_or(converged_after),
         converged: converged_after,
         bytes_to_converge_per_node: until_converged.bytes as f64 / n as f64,
         idle_bytes_per_node_s: idle_bytes as f64 / n as f64 / IDLE_WINDOW.as_secs_f64(),
@@ -175,20 +187,34 @@ async fn simulate(n: usize, interval: Duration, dialect: Dialect) -> Result<SimF
     })
 }
 
-/// Whether every node counts `n` live nodes and holds every node's facts.
-async fn converged(handles: &[ChitchatHandle], n: usize) -> bool {
+/// How far a simulated cluster has come.
+struct Progress {
+    /// Every node holds the facts of at least one other node.
+    joined: bool,
+    /// Every node counts `n` live nodes and holds every node's facts.
+    converged: bool,
+}
+
+async fn progress(handles: &[ChitchatHandle], n: usize) -> Progress {
+    let mut p = Progress {
+        joined: true,
+        converged: true,
+    };
     for h in handles {
         let chitchat = h.chitchat();
         let cc = chitchat.lock().await;
-        if cc.live_nodes().count() != n {
-            return false;
-        }
         let states = cc.node_states();
-        if states.len() < n || states.values().any(|s| s.get(KEY_NODE_FACTS).is_none()) {
-            return false;
+        let with_facts = states
+            .values()
+            .filter(|s| s.get(KEY_NODE_FACTS).is_some())
+            .count();
+        p.joined &= with_facts >= 2.min(n);
+        p.converged &= with_facts == n && states.len() == n && cc.live_nodes().count() == n;
+        if !p.joined {
+            return p;
         }
     }
-    true
+    p
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -231,6 +257,10 @@ mod tests {
         for f in [&plain, &linked] {
             assert_eq!(f.nodes, 12);
             assert!(f.converged > Duration::ZERO && f.converged < Duration::from_secs(30));
+            assert!(
+                f.joined > Duration::ZERO && f.joined <= f.converged,
+                "{f:?}"
+            );
             assert!(f.bytes_to_converge_per_node > 0.0);
             // Idle gossip still moves digests and heartbeats.
             assert!(f.idle_bytes_per_node_s > 0.0);
