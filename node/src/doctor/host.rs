@@ -1,6 +1,8 @@
 //! The host's interfaces the agent relies on: the underlay interface that holds `tunnel_ip`
-//! (present, up, an MTU that leaves room for VXLAN's 50 bytes) and every `[external]` interface
-//! (present, up). Read only: interface addresses from `getifaddrs`, MTUs from `/sys/class/net`.
+//! (present, up, an MTU that leaves room for VXLAN's 50 bytes), every `[external]` interface
+//! (present, up), and whether bridged frames pass through the host's IP firewall hooks (bridge
+//! netfilter). Read only: interfaces from netlink, MTUs from `/sys/class/net`, the bridge
+//! netfilter switch from `/proc/sys/net/bridge`.
 
 use std::net::Ipv4Addr;
 
@@ -33,7 +35,42 @@ pub fn checks(config: &Config) -> Vec<Check> {
     let ifaces = interfaces();
     let mut out = vec![underlay(config.tunnel_ip, &ifaces)];
     out.extend(external(config, &ifaces));
+    out.push(bridge_netfilter(read_bridge_nf_call_iptables()));
     out
+}
+
+/// Where the host says whether bridged IPv4 frames go through its IP firewall hooks; absent
+/// when bridge netfilter is not loaded.
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// The host's bridge netfilter switch: `None` when bridge netfilter is not loaded (or the file
+/// reads as something else than a number).
+fn read_bridge_nf_call_iptables() -> Option<u8> {
+    std::fs::read_to_string(BRIDGE_NF_CALL_IPTABLES)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Bridge netfilter (pure over the switch's value). On, every tenant frame a host bridge
+/// forwards (VM to router, router to VXLAN) also walks the host's IP hooks, with a per-frame
+/// allocation, whether or not any rule is there: small packets pay for it (measured in
+/// BENCHMARKS.md's data plane section). dvrmesh filters nothing through it (its tables are on
+/// the VXLAN devices and in its own namespaces), but a host firewall of bridged traffic (Docker,
+/// Kubernetes' iptables proxy) may need it, so this only warns.
+pub fn bridge_netfilter(call_iptables: Option<u8>) -> Check {
+    match call_iptables {
+        None | Some(0) => Check::ok(
+            Group::Host,
+            "bridge-netfilter",
+            "bridged tenant frames skip the host's IP firewall hooks",
+        ),
+        Some(_) => Check::warn(
+            Group::Host,
+            "bridge-netfilter",
+            "net.bridge.bridge-nf-call-iptables = 1: every frame the tenant bridges forward also walks the host's IP firewall hooks, which costs small packets throughput",
+            "unless this host's firewall filters bridged traffic (Docker, kube-proxy): sysctl -w net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0",
+        ),
+    }
 }
 
 /// The interface holding the tunnel address: present, up, and its MTU (pure).
@@ -183,6 +220,18 @@ mod tests {
             mtu: Some(mtu),
             addrs: vec![ip.into()],
         }
+    }
+
+    #[test]
+    fn bridge_netfilter_warns_only_when_bridged_frames_walk_the_ip_hooks() {
+        assert_eq!(bridge_netfilter(None).verdict, Verdict::Ok);
+        assert_eq!(bridge_netfilter(Some(0)).verdict, Verdict::Ok);
+        let on = bridge_netfilter(Some(1));
+        assert_eq!(on.verdict, Verdict::Warn);
+        assert!(
+            on.fix.as_deref().is_some_and(|f| f.contains("=0")),
+            "{on:?}"
+        );
     }
 
     #[test]
