@@ -399,6 +399,7 @@ impl Lab {
         for n in ["fabric", "extfab", "upstream", "internet"] {
             netns::create(&nsdir, n)?;
             run_in(&self.ns(n), &["ip", "link", "set", "lo", "up"])?;
+            skip_bridge_netfilter(&self.ns(n))?;
         }
         let (fabric, extfab, up, inet) = (
             self.ns("fabric"),
@@ -504,6 +505,7 @@ impl Lab {
         let (name, mode, priority) = (spec.name.as_str(), spec.mode.as_str(), spec.priority);
         let nsdir = self.dir.join("ns");
         netns::create(&nsdir, &format!("node-{name}"))?;
+        skip_bridge_netfilter(&self.node_ns(name))?;
         let tip = tunnel_ip(index);
         self.wire_node(index, name, &tip, mode != "dvr_no_external")?;
         let dir = self.node_dir(name);
@@ -990,6 +992,18 @@ impl Drop for Lab {
 }
 
 /// A lab node's agent configuration (paths relative to its directory).
+/// A lab node is a host that runs dvrmesh only, and the fabric a plain switch: the frames of
+/// their bridges skip the IP firewall hooks, as `dvrmesh doctor` advises such a host (bridge
+/// netfilter is on in every new namespace where the kernel has it, and costs small packets; the
+/// recipe's namespaces turn it off too).
+fn skip_bridge_netfilter(ns: &Path) -> Result<()> {
+    let keys =
+        ["iptables", "ip6tables", "arptables"].map(|t| format!("net.bridge.bridge-nf-call-{t}=0"));
+    let mut args = vec!["sysctl", "-q", "-e", "-w"];
+    args.extend(keys.iter().map(String::as_str));
+    run_in(ns, &args).map(drop)
+}
+
 fn agent_config(name: &str, mode: &str, tip: &str, seed: &str, priority: u8) -> String {
     let external = if mode == "dvr_no_external" {
         String::new()
