@@ -208,20 +208,8 @@ fn sockaddr_len() -> libc::socklen_t {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linux::test_support::in_fresh_netns;
     use std::time::{Duration, Instant};
-
-    /// Runs `f` on a thread inside a fresh network namespace.
-    fn in_fresh_netns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("unshare (needs root)");
-                f()
-            })
-            .join()
-            .expect("thread")
-        })
-    }
 
     fn ip(args: &[&str]) {
         let out = std::process::Command::new("ip")

@@ -88,19 +88,7 @@ pub(crate) fn run(text: &str) -> Result<Result<(), String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs `f` on a thread inside a fresh network namespace.
-    fn in_fresh_netns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("unshare (needs root)");
-                f()
-            })
-            .join()
-            .expect("thread")
-        })
-    }
+    use crate::linux::test_support::in_fresh_netns;
 
     #[test]
     fn loads_runs_and_reports_errors_in_process() {

@@ -34,6 +34,8 @@ mod rules;
 pub mod sandbox;
 mod socket;
 pub mod sysctl;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::HashMap;
 use std::fs::File;
