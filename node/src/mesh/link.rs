@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chitchat::{ChitchatId, Serializable};
 
@@ -46,11 +46,16 @@ const MAX_VERSION: u8 = 4;
 /// most; a 100-node cluster needs 400 an active link).
 pub const DEFAULT_LINK_BUDGET: usize = 131_072;
 
-/// How many digest entries the links of one transport may keep between them.
+/// How many digest entries the links of one transport may keep between them. A digest this
+/// node sent is one allocation shared by every link that keeps it ([`Outgoing::new`]), so it is
+/// charged once, while any link keeps it; a digest heard is one link's own.
 #[derive(Clone, Debug)]
 pub struct LinkBudget {
     held: Arc<AtomicUsize>,
     limit: usize,
+    /// Own digests kept, by address: how many keeps of each (charged on the first, given back
+    /// on the last). An address stays taken while an entry names it, as a keeper holds it.
+    sent: Arc<Mutex<HashMap<usize, usize>>>,
 }
 
 impl LinkBudget {
@@ -59,6 +64,7 @@ impl LinkBudget {
         LinkBudget {
             held: Arc::new(AtomicUsize::new(0)),
             limit,
+            sent: Arc::default(),
         }
     }
 
@@ -78,6 +84,40 @@ impl LinkBudget {
     fn give_back(&self, n: usize) {
         self.held.fetch_sub(n, Ordering::Relaxed);
     }
+
+    /// One more keep of an own digest: charged only when no link keeps it yet. False when it
+    /// does not fit.
+    fn keep_sent(&self, entries: &Arc<[DigestEntry]>) -> bool {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(keeps) = sent.get_mut(&address(entries)) {
+            *keeps += 1;
+            return true;
+        }
+        if !self.try_take(entries.len()) {
+            return false;
+        }
+        sent.insert(address(entries), 1);
+        true
+    }
+
+    /// One keep of an own digest less: given back with the last.
+    fn release_sent(&self, entries: &Arc<[DigestEntry]>) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let key = address(entries);
+        match sent.get_mut(&key) {
+            Some(keeps) if *keeps > 1 => *keeps -= 1,
+            Some(_) => {
+                sent.remove(&key);
+                self.give_back(entries.len());
+            }
+            None => {}
+        }
+    }
+}
+
+/// Where a shared digest lives: the same for every clone of one `Arc`.
+fn address(entries: &Arc<[DigestEntry]>) -> usize {
+    Arc::as_ptr(entries) as *const DigestEntry as usize
 }
 
 /// One outgoing chitchat message as chitchat wrote it, its digest split out.
@@ -151,7 +191,12 @@ pub struct Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.budget.give_back(self.held);
+        for (_, sent) in &self.sent {
+            self.budget.release_sent(sent);
+        }
+        if let Some((_, heard)) = &self.heard {
+            self.budget.give_back(heard.len());
+        }
     }
 }
 
@@ -232,7 +277,8 @@ impl Link {
         Ok(message)
     }
 
-    /// Entries this link holds now (its share of the budget).
+    /// Entries this link keeps now (a digest it sent counts here in full, though the budget
+    /// charges it once for every link that keeps it).
     pub fn held(&self) -> usize {
         self.held
     }
@@ -247,15 +293,17 @@ impl Link {
     /// Keeps `entries` for the peer to write against, if the budget allows: its sequence number,
     /// or `0` (not kept).
     fn keep_sent(&mut self, entries: &Arc<[DigestEntry]>) -> u32 {
-        if !self.take(entries.len()) {
+        if !self.budget.keep_sent(entries) {
             return 0;
         }
+        self.held += entries.len();
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
         self.sent.push_back((seq, entries.clone()));
         while self.sent.len() > SENT_KEPT {
             if let Some((_, old)) = self.sent.pop_front() {
-                self.give_back(old.len());
+                self.held -= old.len();
+                self.budget.release_sent(&old);
             }
         }
         seq

@@ -157,6 +157,22 @@ fn the_links_of_one_budget_share_its_limit() {
     assert_eq!((a.held(), c.held(), budget.held()), (20, 0, 20));
 }
 
+#[test]
+fn a_digest_sent_on_several_links_is_charged_once_while_one_keeps_it() {
+    let budget = LinkBudget::new(25);
+    let mut recent = None;
+    let one_round =
+        |recent: &mut Option<_>| Outgoing::new(codec::encode(&syn(settled(20, 1))), recent);
+    let (mut a, mut c) = (Link::new(budget.clone()), Link::new(budget.clone()));
+    a.encode(&one_round(&mut recent));
+    c.encode(&one_round(&mut recent));
+    assert_eq!((a.held(), c.held(), budget.held()), (20, 20, 20));
+    drop(a);
+    assert_eq!(budget.held(), 20, "c still keeps the digest");
+    drop(c);
+    assert_eq!(budget.held(), 0, "the last keeper gives it back");
+}
+
 /// A linked frame around `changes`, written against digest 1 of a link that sent `base`.
 fn hostile(changes: &[u8]) -> (Link, Vec<u8>) {
     let mut victim = Link::new(LinkBudget::new(1_000));

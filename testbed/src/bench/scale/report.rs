@@ -158,24 +158,28 @@ fn larger_idle_md(a: &SimFigures, sims: &[SimFigures]) -> String {
     else {
         return String::new();
     };
-    // A link keeps the last 3 digests it sent and the last it heard, N entries each.
-    let per_link = 4 * b.nodes;
-    let links_kept = b.link_budget / per_link.max(1);
-    format!(
-        " Past {} nodes idle bytes grow faster than the cluster ({:.1} KB/s per node at {}, {:.1}× the nodes and {:.0}× the bytes): a link keeps 4 digests of N entries (the last 3 it sent, the last it heard) to write against, and an agent's links keep at most {} entries between them (about 16 MiB), enough for {} of a {}-node cluster's {} links; the others send their digests whole (idle frames written as changes: {:.0} % at {}, {:.0} % at {}). A cheaper entry or a budget that grows with the cluster would close it; neither is done.",
-        a.nodes,
-        b.idle_bytes_per_node_s / 1000.0,
-        b.nodes,
-        b.nodes as f64 / a.nodes as f64,
-        ratio(b.idle_bytes_per_node_s, a.idle_bytes_per_node_s),
-        b.link_budget,
-        links_kept.min(b.nodes - 1),
-        b.nodes,
-        b.nodes - 1,
+    let nodes = b.nodes as f64 / a.nodes as f64;
+    let bytes = ratio(b.idle_bytes_per_node_s, a.idle_bytes_per_node_s);
+    let shares = format!(
+        "idle frames written as changes: {:.0} % at {}, {:.0} % at {}",
         a.idle_linked_share * 100.0,
         a.nodes,
         b.idle_linked_share * 100.0,
         b.nodes,
+    );
+    if bytes <= 1.5 * nodes {
+        return format!(
+            " At {} nodes: {:.1} KB/s per node ({nodes:.1}× the nodes, {bytes:.1}× the bytes: each digest lists every node; {shares}).",
+            b.nodes,
+            b.idle_bytes_per_node_s / 1000.0,
+        );
+    }
+    format!(
+        " Past {} nodes idle bytes grow faster than the cluster ({:.1} KB/s per node at {}, {nodes:.1}× the nodes and {bytes:.0}× the bytes): a link writes against the last digest its peer sent (N entries, that link's own) and keeps the last few this node sent for the peer to write against (N entries each, one copy shared by every link that keeps it, charged once); an agent's links keep at most {} entries between them (about 16 MiB), and a link whose digests do not fit sends them whole ({shares}).",
+        a.nodes,
+        b.idle_bytes_per_node_s / 1000.0,
+        b.nodes,
+        b.link_budget,
     )
 }
 
