@@ -101,42 +101,36 @@ impl DhcpSocket {
             len: FILTER.len() as u16,
             filter: FILTER.as_ptr() as *mut libc::sock_filter,
         };
-        // SAFETY: the kernel copies the program during the call; FILTER is 'static.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &prog as *const libc::sock_fprog as *const libc::c_void,
-                std::mem::size_of::<libc::sock_fprog>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // The kernel copies the program during the call; FILTER is 'static.
+        self.set_option(libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
     }
 
     /// Asks the kernel not to hand the socket frames sent out of the device (Linux 4.20 and
     /// later; before, `recv` still marks them and the server skips them).
     fn ignore_outgoing(&self) -> io::Result<()> {
         let on: libc::c_int = 1;
-        // SAFETY: `on` is a valid c_int for the length passed.
+        match self.set_option(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &on) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Sets one socket option to `value`.
+    fn set_option<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+        // SAFETY: `value` is valid for `size_of::<T>()` bytes during the call, which copies it.
         let rc = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_IGNORE_OUTGOING,
-                &on as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
+                level,
+                name,
+                value as *const T as *const libc::c_void,
+                std::mem::size_of::<T>() as libc::socklen_t,
             )
         };
-        let err = io::Error::last_os_error();
-        match rc {
-            0 => Ok(()),
-            _ if err.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(()),
-            _ => Err(err),
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(())
     }
 
     fn address(&self) -> libc::sockaddr_ll {
