@@ -39,6 +39,10 @@ use datapath::linux::{HostNs, LinuxConfig, LinuxKernel};
 /// How long a stopping agent gives its HA task to send the restart notice.
 const RESTART_NOTICE_WITHIN: Duration = Duration::from_secs(1);
 
+/// How long a restarted agent waits, before its first datapath pass and election, for the peers
+/// its last life saw alive to be alive in its view again (see [`Readiness`]).
+const REMEMBERED_PEERS_WAIT: Duration = Duration::from_secs(10);
+
 /// How often the reconciler re-checks the kernel without a view change.
 const DATAPATH_RESYNC: Duration = Duration::from_secs(30);
 
@@ -211,6 +215,7 @@ async fn run_inner(config: Config) -> Result<Exit, Error> {
     tasks.abort_all();
     drop(socket_guard);
     let _ = mesh.chitchat.shutdown().await;
+    mesh.transport.close().await;
     outcome
 }
 
@@ -394,6 +399,12 @@ fn readiness_of(config: &Config, remembered: &[String]) -> Readiness {
     let me = config.advertise.to_string();
     Readiness {
         expect_peers: config.seeds.iter().chain(remembered).any(|s| *s != me),
+        remembered: remembered
+            .iter()
+            .filter_map(|p| p.parse::<std::net::SocketAddr>().ok())
+            .filter(|p| *p != config.advertise)
+            .collect(),
+        remembered_wait: REMEMBERED_PEERS_WAIT,
         settle: (config.gossip_interval * 5).max(Duration::from_secs(1)),
         max_wait: Duration::from_secs(30),
     }

@@ -173,6 +173,10 @@ enum ChaosCommand {
         from: Vec<String>,
         #[arg(long)]
         one_way: bool,
+        /// Drop only the agents' gossip (UDP to the gossip port): tenant traffic through the
+        /// tunnels still flows, and the agents hear each other only through other nodes.
+        #[arg(long)]
+        gossip_only: bool,
     },
     /// Undo every fault: links up, partitions and loss removed, paused agents continued.
     HealAll,
@@ -562,10 +566,21 @@ fn chaos(lab: &mut Lab, c: ChaosCommand) -> Result<String> {
             nodes,
             from,
             one_way,
+            gossip_only,
         } => {
-            lab.chaos_partition(&nodes, &from, one_way)?;
+            let what = if gossip_only {
+                lab.chaos_partition_gossip(&nodes, &from, one_way)?;
+                "the gossip of "
+            } else {
+                lab.chaos_partition(&nodes, &from, one_way)?;
+                ""
+            };
             let arrow = if one_way { "->" } else { "<->" };
-            format!("partitioned {} {arrow} {}", nodes.join(","), from.join(","))
+            format!(
+                "partitioned {what}{} {arrow} {}",
+                nodes.join(","),
+                from.join(",")
+            )
         }
         ChaosCommand::HealAll => {
             lab.chaos_heal_all()?;

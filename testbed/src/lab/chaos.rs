@@ -1,7 +1,8 @@
 //! Faults a user can inject into a running lab, the same ones the chaos tests use: kill, pause and
-//! restart an agent; cut a node's links; partition groups of nodes (both ways or one way); random
-//! loss on every link. Every fault is undone by `heal-all`, which needs no memory of what was done:
-//! links up, the lab's nft tables gone, paused agents continued.
+//! restart an agent; cut a node's links; partition groups of nodes (both ways or one way, all of
+//! the underlay or only the agents' gossip); random loss on every link. Every fault is undone by
+//! `heal-all`, which needs no memory of what was done: links up, the lab's nft tables gone, paused
+//! agents continued.
 //!
 //! Partitions and loss are nft rules in the lab's own `bridge dvrlab` table, in the underlay and
 //! external bridges' namespaces; nothing outside the lab is touched.
@@ -119,6 +120,31 @@ impl Lab {
     /// Drops underlay traffic from every node of `group` to every node of `from` and, unless
     /// `one_way`, back. Rules add up with earlier partitions.
     pub fn chaos_partition(&self, group: &[String], from: &[String], one_way: bool) -> Result<()> {
+        self.partition(group, from, one_way, Dropped::Underlay)
+    }
+
+    /// As [`Lab::chaos_partition`], dropping only the agents' gossip (QUIC on the gossip port):
+    /// tunnelled tenant traffic still flows, the agents hear each other only through others.
+    pub fn chaos_partition_gossip(
+        &self,
+        group: &[String],
+        from: &[String],
+        one_way: bool,
+    ) -> Result<()> {
+        self.partition(group, from, one_way, Dropped::Gossip)
+    }
+
+    fn partition(
+        &self,
+        group: &[String],
+        from: &[String],
+        one_way: bool,
+        dropped: Dropped,
+    ) -> Result<()> {
+        let what = match dropped {
+            Dropped::Underlay => String::new(),
+            Dropped::Gossip => format!("meta l4proto udp udp dport {} ", super::GOSSIP_PORT),
+        };
         if group.is_empty() || from.is_empty() {
             bail!("a partition needs nodes on both sides");
         }
@@ -130,11 +156,11 @@ impl Lab {
                 }
                 let (ia, ib) = (self.node_index(a)?, self.node_index(b)?);
                 rules.push(format!(
-                    "add rule bridge {TABLE} forward iifname \"ul{ia}\" oifname \"ul{ib}\" drop"
+                    "add rule bridge {TABLE} forward iifname \"ul{ia}\" oifname \"ul{ib}\" {what}drop"
                 ));
                 if !one_way {
                     rules.push(format!(
-                        "add rule bridge {TABLE} forward iifname \"ul{ib}\" oifname \"ul{ia}\" drop"
+                        "add rule bridge {TABLE} forward iifname \"ul{ib}\" oifname \"ul{ia}\" {what}drop"
                     ));
                 }
             }
@@ -212,4 +238,13 @@ impl Lab {
             self.ensure_table(ns)
         }
     }
+}
+
+/// What a partition drops between its two sides.
+#[derive(Clone, Copy)]
+enum Dropped {
+    /// Every underlay frame: gossip and tunnelled tenant traffic.
+    Underlay,
+    /// The agents' gossip only.
+    Gossip,
 }
