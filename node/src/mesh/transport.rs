@@ -30,7 +30,7 @@ use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatId, ChitchatMessage, Serializable};
 use mesh_proto::NodeId;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn, Instrument};
@@ -74,6 +74,9 @@ const MAX_PEERS: usize = 4096;
 /// How soon after a connection to a peer was adopted a second one counts as crossed (both
 /// nodes dialed at once) rather than as the peer reconnecting (after a restart, say).
 const CROSSED_WITHIN: Duration = Duration::from_secs(2);
+/// How long a stopping node lets its endpoint send the peers its close, so that they drop their
+/// connections to it at once instead of writing into them until the idle timeout.
+const CLOSE_FLUSH: Duration = Duration::from_millis(200);
 /// Election datagrams queued for the election before new ones are dropped.
 const DATAGRAM_QUEUE: usize = 4096;
 /// Largest datagram accepted from a peer.
@@ -477,6 +480,16 @@ impl QuicTransport {
     pub fn trust(&self) -> Arc<Trust> {
         self.trust.clone()
     }
+
+    /// Closes every connection and gives the endpoint `CLOSE_FLUSH` to tell the peers, so that a
+    /// restarting node's peers drop their connections to it at once: one they kept would swallow
+    /// what they send until its idle timeout, and take the place of the restarted node's new one.
+    pub async fn close(&self) {
+        if let Some(shared) = self.shared.get() {
+            shared.endpoint.close(0u32.into(), b"shutdown");
+            let _ = timeout(CLOSE_FLUSH, shared.endpoint.wait_idle()).await;
+        }
+    }
 }
 
 fn transport_config() -> quinn::TransportConfig {
@@ -515,6 +528,7 @@ impl Transport for QuicTransport {
             links: Mutex::new(HashMap::new()),
             link_budget: LinkBudget::new(DEFAULT_LINK_BUDGET),
             me: self.me.clone(),
+            adopted: Notify::new(),
         });
         // A transport is opened once per agent; a second socket keeps the first one's port.
         let _ = self.shared.set(shared.clone());
@@ -546,6 +560,9 @@ struct Shared {
     links: Mutex<HashMap<usize, Arc<Mutex<Link>>>>,
     link_budget: LinkBudget,
     me: String,
+    /// Woken whenever a connection is adopted: a sender waiting on its own dial takes a
+    /// connection the peer dialed meanwhile.
+    adopted: Notify,
 }
 
 /// The connection messages to a peer go out on.
@@ -556,6 +573,11 @@ struct Adopted {
     /// digests are kept per connection).
     preferred: bool,
     at: Instant,
+    /// When a gossip frame last arrived on it.
+    heard: Option<Instant>,
+    /// The other half of a crossed dial, kept aside: sent on instead if the peer writes there
+    /// and not here ([`peer_left_kept`]).
+    standby: Option<(quinn::Connection, Instant)>,
 }
 
 impl Adopted {
@@ -581,6 +603,17 @@ fn keeps_first_of_crossed(
     since: Duration,
 ) -> bool {
     first_preferred && first_alive && !new_preferred && since <= CROSSED_WITHIN
+}
+
+/// Whether the peer of a crossed pair writes on the standby connection and not on the one kept:
+/// nothing arrived on the kept one since the standby was adopted, `CROSSED_WITHIN` ago or more.
+/// Both ends of a real crossed dial write on the kept one by then; a peer that does not has
+/// restarted (its end of the kept connection died without a close) or runs a release that keeps
+/// the newest connection. Either way the kept one is then the wrong one to write on: a dead one
+/// swallows everything until its idle timeout.
+fn peer_left_kept(kept_heard: Option<Instant>, standby_at: Instant, now: Instant) -> bool {
+    kept_heard.is_none_or(|h| h < standby_at)
+        && now.saturating_duration_since(standby_at) >= CROSSED_WITHIN
 }
 
 impl Shared {
@@ -667,24 +700,75 @@ impl Shared {
                 conn: conn.clone(),
                 preferred: smaller_dialed,
                 at: Instant::now(),
+                heard: None,
+                standby: None,
             };
             let mut conns = lock(&self.conns);
-            match conns.get(&addr) {
+            let room = conns.len() < MAX_PEERS;
+            match conns.get_mut(&addr) {
                 Some(old) if !old.gives_way_to(&new) => {
                     debug!(peer = %addr, "crossed connection: keeping the one the smaller id dialed");
+                    old.standby = Some((new.conn, new.at));
                 }
-                Some(_) => {
-                    conns.insert(addr, new);
-                }
-                None if conns.len() < MAX_PEERS => {
+                Some(old) => *old = new,
+                None if room => {
                     conns.insert(addr, new);
                 }
                 None => {}
             }
         }
+        self.adopted.notify_waiters();
         tokio::spawn(read_loop(self.clone(), conn.clone(), peer.clone()).in_current_span());
         tokio::spawn(datagram_loop(self.clone(), conn, peer.clone()).in_current_span());
         Some(peer)
+    }
+
+    /// A gossip frame arrived on `conn`: noted on the connection sent on, or, when it is that
+    /// connection's standby and the peer has left the kept one ([`peer_left_kept`]), the standby
+    /// becomes the connection sent on.
+    fn heard(&self, addr: SocketAddr, conn: &quinn::Connection) {
+        let now = Instant::now();
+        let mut conns = lock(&self.conns);
+        let Some(kept) = conns.get_mut(&addr) else {
+            return;
+        };
+        if kept.conn.stable_id() == conn.stable_id() {
+            kept.heard = Some(now);
+            return;
+        }
+        let Some((standby, at)) = &kept.standby else {
+            return;
+        };
+        if standby.stable_id() == conn.stable_id() && peer_left_kept(kept.heard, *at, now) {
+            debug!(peer = %addr, "the peer writes on the other half of a crossed dial; sending there");
+            *kept = Adopted {
+                conn: conn.clone(),
+                preferred: false,
+                at: now,
+                heard: Some(now),
+                standby: None,
+            };
+        }
+    }
+
+    /// A connection to `addr` to send on: the live one, else one this sender dials; when the peer's
+    /// own dial is adopted before that dial completes (a dial whose first packet found the peer not
+    /// yet listening waits a whole retransmission), that connection.
+    async fn connection(self: &Arc<Self>, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
+        let dialing = dial(self, addr);
+        tokio::pin!(dialing);
+        loop {
+            let adopted = self.adopted.notified();
+            tokio::pin!(adopted);
+            adopted.as_mut().enable();
+            if let Some(c) = self.live_connection(addr) {
+                return Ok(c);
+            }
+            tokio::select! {
+                r = &mut dialing => return r,
+                () = &mut adopted => {}
+            }
+        }
     }
 }
 
@@ -773,7 +857,7 @@ async fn peer_sender(shared: Arc<Shared>, addr: SocketAddr, mut queue: mpsc::Rec
                     bump(&shared.stats.dropped_backoff);
                     continue;
                 }
-                match dial(&shared, addr).await {
+                match shared.connection(addr).await {
                     Ok(c) => {
                         backoff_until = None;
                         c
@@ -869,7 +953,10 @@ async fn read_loop(shared: Arc<Shared>, conn: quinn::Connection, certified: Node
             continue;
         }
         let bytes = match timeout(READ_TIMEOUT, stream.read_to_end(MAX_GOSSIP_FRAME)).await {
-            Ok(Ok(b)) => b,
+            Ok(Ok(b)) => {
+                shared.heard(addr, &conn);
+                b
+            }
             Ok(Err(e)) => {
                 refuse(&e);
                 continue;
@@ -1052,5 +1139,23 @@ mod crossed_tests {
         assert!(!keeps_first_of_crossed(true, false, false, now));
         // Two preferred ones (a reconnect dialed the same way) : the newer wins.
         assert!(!keeps_first_of_crossed(true, true, true, now));
+    }
+
+    #[test]
+    fn a_peer_writing_only_on_the_standby_half_of_a_crossed_dial_is_sent_to_there() {
+        let standby_at = Instant::now();
+        let later = |ms| standby_at + Duration::from_millis(ms);
+        let settled = later(CROSSED_WITHIN.as_millis() as u64);
+        // The kept connection never heard from since the standby came: the peer left it.
+        assert!(peer_left_kept(None, standby_at, settled));
+        assert!(peer_left_kept(
+            Some(standby_at - Duration::from_millis(5)),
+            standby_at,
+            settled
+        ));
+        // While both ends may still be settling a real crossing, the kept one stays.
+        assert!(!peer_left_kept(None, standby_at, later(100)));
+        // The peer wrote on the kept one after the standby came: it is the one both use.
+        assert!(!peer_left_kept(Some(later(50)), standby_at, settled));
     }
 }
