@@ -2,9 +2,10 @@
 //!
 //! They serve twice when the agent starts again: as extra gossip seeds (a node whose configured
 //! seed is itself, like the first node of a cluster, still finds its peers at once), and as the
-//! reason to wait for peers before the first datapath pass and election. A restarted node whose
-//! view holds only itself would otherwise plan as if alone and tear down every tunnel, flood
-//! entry and remote MAC its previous life programmed, until gossip caught up.
+//! reason to wait for them (each of them, for a while) before the first datapath pass and
+//! election. A restarted node whose view holds only itself, or lacks one of them, would otherwise
+//! plan as if they were gone and tear down the tunnels, flood entries and remote MACs its previous
+//! life programmed towards them, until gossip caught up.
 
 use std::collections::BTreeSet;
 use std::path::Path;
