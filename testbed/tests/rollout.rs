@@ -15,7 +15,7 @@ use serde_json::Value;
 use testbed::lab::spec::{LabSpec, INTERNET_IP};
 use testbed::lab::{wait, Lab, ProbeStream};
 
-use common::{metrics, print_datapath_logs, reach, reach_within, sample, TestLab};
+use common::{east_west_pair, metrics, print_datapath_logs, reach, reach_within, sample, TestLab};
 
 const ROUTER: &str = "a-router";
 
@@ -316,11 +316,8 @@ fn a_rolling_upgrade_from_the_previous_release_loses_no_east_west_or_fip_packet(
 fn a_restarted_agent_that_hears_a_peer_only_through_others_keeps_the_tunnels_to_it() -> Result<()> {
     let mut t = TestLab::alone(2, 1)?;
     let lab = t.lab();
-    lab.vm_create("a-vm1", "compute-1", "a-net1", false)?;
-    let vm2 = lab.vm_create("a-vm2", "compute-2", "a-net2", false)?;
-    let mut server = lab.probe_server("a-vm2", 60)?;
-    reach(lab, "a-vm1", &vm2.ip)?;
-    let stream = lab.probe_stream("a-vm1", &vm2.ip, 600, 20)?;
+    let (vm2_ip, mut server) = east_west_pair(lab, 60)?;
+    let stream = lab.probe_stream("a-vm1", &vm2_ip, 600, 20)?;
     std::thread::sleep(Duration::from_secs(1));
     let (c1, c2) = (vec!["compute-1".to_string()], vec!["compute-2".to_string()]);
     lab.chaos_partition_gossip(&c2, &c1, false)?;

@@ -11,7 +11,7 @@ use testbed::lab::exec::run_in;
 use testbed::lab::spec::{LabSpec, INTERNET_IP};
 use testbed::lab::{wait, Lab};
 
-use common::{reach, TestLab};
+use common::{east_west_pair, reach, TestLab};
 
 fn node_counter(ns: &Path, table: &str, rule_has: &str) -> u64 {
     // Packets of the counter on the rule containing `rule_has` in an nft table of `ns`.
@@ -283,11 +283,8 @@ fn restarting_agents_under_a_100_pps_stream_loses_nothing() -> Result<()> {
     // A stream that must lose nothing needs the CPU: no other lab runs meanwhile.
     let mut t = TestLab::alone(2, 1)?;
     let lab = t.lab();
-    lab.vm_create("a-vm1", "compute-1", "a-net1", false)?;
-    let vm2 = lab.vm_create("a-vm2", "compute-2", "a-net2", false)?;
-    let mut server = lab.probe_server("a-vm2", 60)?;
-    reach(lab, "a-vm1", &vm2.ip)?;
-    let stream = lab.probe_stream("a-vm1", &vm2.ip, 800, 10)?;
+    let (vm2_ip, mut server) = east_west_pair(lab, 60)?;
+    let stream = lab.probe_stream("a-vm1", &vm2_ip, 800, 10)?;
     for node in ["compute-1", "compute-2"] {
         lab.stop_agent(node, "TERM")?;
         lab.start_agent(node)?;

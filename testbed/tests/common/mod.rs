@@ -90,6 +90,17 @@ impl Drop for TestLab {
     }
 }
 
+/// The pair the east-west stream tests use: a-vm1 on compute-1 (a-net1) and a-vm2 on compute-2
+/// (a-net2), a probe server on a-vm2 for `secs`, and a-vm1 reaching it. Returns a-vm2's address
+/// and its server.
+pub fn east_west_pair(lab: &mut Lab, secs: u64) -> Result<(String, std::process::Child)> {
+    lab.vm_create("a-vm1", "compute-1", "a-net1", false)?;
+    let vm2 = lab.vm_create("a-vm2", "compute-2", "a-net2", false)?;
+    let server = lab.probe_server("a-vm2", secs)?;
+    reach(lab, "a-vm1", &vm2.ip)?;
+    Ok((vm2.ip, server))
+}
+
 /// Probes until one gets through (the datapath converges right after configuration).
 pub fn reach(lab: &Lab, from: &str, to: &str) -> Result<testbed::probe::ProbeReport> {
     reach_within(lab, from, to, Duration::from_secs(15))
