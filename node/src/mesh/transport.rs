@@ -581,6 +581,17 @@ struct Adopted {
 }
 
 impl Adopted {
+    /// `conn`, sent on from `at`, not heard from yet and with no standby.
+    fn new(conn: quinn::Connection, preferred: bool, at: Instant) -> Adopted {
+        Adopted {
+            conn,
+            preferred,
+            at,
+            heard: None,
+            standby: None,
+        }
+    }
+
     /// Whether `new`, adopted now, takes this one's place ([`keeps_first_of_crossed`]).
     fn gives_way_to(&self, new: &Adopted) -> bool {
         !keeps_first_of_crossed(
@@ -696,13 +707,7 @@ impl Shared {
         }
         {
             let smaller_dialed = (peer.as_str() > self.me.as_str()) == dialed;
-            let new = Adopted {
-                conn: conn.clone(),
-                preferred: smaller_dialed,
-                at: Instant::now(),
-                heard: None,
-                standby: None,
-            };
+            let new = Adopted::new(conn.clone(), smaller_dialed, Instant::now());
             let mut conns = lock(&self.conns);
             let room = conns.len() < MAX_PEERS;
             match conns.get_mut(&addr) {
@@ -741,13 +746,8 @@ impl Shared {
         };
         if standby.stable_id() == conn.stable_id() && peer_left_kept(kept.heard, *at, now) {
             debug!(peer = %addr, "the peer writes on the other half of a crossed dial; sending there");
-            *kept = Adopted {
-                conn: conn.clone(),
-                preferred: false,
-                at: now,
-                heard: Some(now),
-                standby: None,
-            };
+            *kept = Adopted::new(conn.clone(), false, now);
+            kept.heard = Some(now);
         }
     }
 
