@@ -14,11 +14,28 @@ pub struct Sandbox {
     pub config: LinuxConfig,
 }
 
+/// A temporary directory for the sandbox's namespace files: in `/dev/shm` where there is one, a
+/// memory file system as `/run` (where `/run/netns` lives) is on a real host. On a disk file
+/// system, creating and removing thousands of namespace files makes the kernel search the inode
+/// bitmap for every new one (6–10 % of a 1 000-router pass, profiled on this machine's ext4).
+fn namespace_tempdir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("dvrmesh-sandbox")
+            .tempdir_in(shm)
+        {
+            return Ok(dir);
+        }
+    }
+    tempfile::tempdir()
+}
+
 impl Sandbox {
     /// A fresh sandbox whose host namespace has `external` veths (each with a peer named
     /// `<name>p`) to stand in for external interfaces.
     pub fn new(external: &[&str]) -> Result<Sandbox, Error> {
-        let dir = tempfile::tempdir().map_err(|e| Error::Namespace {
+        let dir = namespace_tempdir().map_err(|e| Error::Namespace {
             ns: "sandbox".into(),
             message: e.to_string(),
         })?;
