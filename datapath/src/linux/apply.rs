@@ -6,9 +6,11 @@
 //! that cannot be entered ends the pass with an [`Error`].
 
 use super::socket::{nl, NlError};
-use super::{addrs_routes, garp, links, neigh_fdb, netns, nft_apply, ns_pool, rules, sysctl, Pass};
+use super::{addrs_routes, garp, links, neigh_fdb, netns, nft_apply, ns_pool, rules, Pass};
 use crate::plan::NAMESPACE_SYSCTLS;
-use crate::{ApplyReport, Error, LinkKind, Netns, Op};
+use std::collections::HashMap;
+
+use crate::{ApplyReport, Error, LinkKind, LinkSpec, Netns, Op};
 
 /// Applies `ops` in order; each namespace's nft batch runs beside the others (see
 /// [`nft_apply`]).
@@ -18,7 +20,14 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
     // Time per kind of op, logged at debug level: where a slow pass spends its time.
     let mut prof: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
         Default::default();
-    let starts = nft_apply::schedule(ops);
+    let schedule = nft_apply::schedule(ops);
+    let starts = &schedule.starts;
+    let peers = veth_peer_settings(ops);
+    let made = ops
+        .iter()
+        .filter(|op| matches!(op, Op::AddNamespace { .. }))
+        .count();
+    let maker = (made >= ns_pool::MAKER_THRESHOLD).then(|| ns_pool::Maker::start(made));
     std::thread::scope(|s| -> Result<(), Error> {
         let mut lane = (!starts.is_empty()).then(|| nft_apply::Lane::start(s, ops));
         let mut launched = 0;
@@ -28,7 +37,7 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
             for (_, namespaces) in starts.range(launched..=i) {
                 for ns in namespaces {
                     if let Some(lane) = lane.as_mut() {
-                        lane.send(nft_apply::job(pass, ns)?)?;
+                        lane.send(nft_apply::job(pass, &schedule, ns)?)?;
                     }
                 }
             }
@@ -60,7 +69,7 @@ pub(crate) fn apply(pass: &mut Pass<'_>, ops: &[Op]) -> Result<ApplyReport, Erro
             if matches!(op, Op::ReplaceNft { .. } | Op::DelNft(_)) {
                 continue; // in its namespace's batch
             }
-            match apply_one(pass, op, &ops[i..])? {
+            match apply_one(pass, op, i - 1, &peers, maker.as_ref())? {
                 Ok(()) => {
                     report.applied += 1;
                     pending_garp.extend(announcement(op));
@@ -209,11 +218,7 @@ fn apply_sysctls(
             _ => None,
         })
         .collect();
-    let file = pass.open_ns(ns)?;
-    for (op, result) in run
-        .iter()
-        .zip(sysctl::write_all(&file, &ns.to_string(), &kvs)?)
-    {
+    for (op, result) in run.iter().zip(pass.sysctl_dir(ns)?.write_all(&kvs)?) {
         match result {
             Ok(()) => report.applied += 1,
             Err(message) => report.failed.push((format!("{op:?}"), message)),
@@ -224,11 +229,18 @@ fn apply_sysctls(
 
 /// One non-nft op. The outer error is fatal (a namespace that cannot be entered); the inner one
 /// is this op's failure.
-fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), String>, Error> {
+fn apply_one<'a>(
+    pass: &mut Pass<'_>,
+    op: &'a Op,
+    at: usize,
+    peers: &PeerSettings<'a>,
+    maker: Option<&ns_pool::Maker>,
+) -> Result<Result<(), String>, Error> {
     let result: Result<(), NlError> = match op {
         Op::AddNamespace { name } => {
-            // A spare made ahead of time comes with `lo` up; otherwise create one here.
-            if let Some(spare) = ns_pool::take() {
+            // A spare made ahead of time or beside comes with `lo` up; otherwise create one
+            // here.
+            if let Some(spare) = maker.and_then(|m| m.next()).or_else(ns_pool::take) {
                 match netns::adopt(pass.netns_dir(), name, &spare) {
                     Ok(true) => {
                         pass.created(Netns::Named(name.clone()), true);
@@ -253,19 +265,14 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), Str
         }
         Op::SetSysctl { .. } => return Ok(Err("sysctls are written in runs".into())),
         Op::AddLink { ns, name, spec } => {
-            forget_pair(pass, name, spec);
+            forget_pair(pass, ns, name, spec);
             let peer_file = match &spec.kind {
                 LinkKind::Veth { peer_ns, .. } if peer_ns != ns => Some(pass.open_ns(peer_ns)?),
                 _ => None,
             };
             // The peer's own attributes (its `SetLink` follows) are given at creation too.
             let peer = match &spec.kind {
-                LinkKind::Veth { peer, peer_ns } => rest.iter().find_map(|o| match o {
-                    Op::SetLink { ns, name, spec } if ns == peer_ns && name == peer => {
-                        Some((ns, name, spec))
-                    }
-                    _ => None,
-                }),
+                LinkKind::Veth { peer, peer_ns } => peers.after(at, peer_ns, peer),
                 _ => None,
             };
             let peer_spec = peer.map(|(_, _, spec)| spec);
@@ -326,18 +333,48 @@ fn apply_one(pass: &mut Pass<'_>, op: &Op, rest: &[Op]) -> Result<Result<(), Str
     })
 }
 
+/// The `SetLink` ops of a pass by device, so that creating a veth finds its peer's attributes
+/// without scanning the ops (once per veth, that was quadratic in a large pass).
+struct PeerSettings<'a>(HashMap<(&'a Netns, &'a str), (usize, &'a LinkSpec)>);
+
+/// [`PeerSettings`] of `ops`.
+fn veth_peer_settings(ops: &[Op]) -> PeerSettings<'_> {
+    let mut by_device = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::SetLink { ns, name, spec } = op {
+            by_device.entry((ns, name.as_str())).or_insert((i, spec));
+        }
+    }
+    PeerSettings(by_device)
+}
+
+impl<'a> PeerSettings<'a> {
+    /// The `SetLink` of `name` in `ns` that comes after the op at `at`, if any.
+    fn after(
+        &self,
+        at: usize,
+        ns: &'a Netns,
+        name: &'a str,
+    ) -> Option<(&'a Netns, &'a str, &'a LinkSpec)> {
+        match self.0.get(&(ns, name)) {
+            Some(&(i, spec)) if i > at => Some((ns, name, spec)),
+            _ => None,
+        }
+    }
+}
+
 /// Disables IPv6 on the device `name` of `ns` (writing its `disable_ipv6` sysctl from a thread
 /// inside the namespace). The outer error ends the pass (the namespace cannot be entered); the
 /// inner one is this op's failure.
 fn disable_ipv6(pass: &mut Pass<'_>, ns: &Netns, name: &str) -> Result<Result<(), String>, Error> {
-    sysctl::disable_ipv6(&pass.open_ns(ns)?, &ns.to_string(), name)
+    pass.sysctl_dir(ns)?.disable_ipv6(name)
 }
 
 /// Forgets the remembered ifindexes of a link about to be created and of its veth peer.
-fn forget_pair(pass: &mut Pass<'_>, name: &str, spec: &crate::LinkSpec) {
-    match &spec.kind {
-        LinkKind::Veth { peer, .. } => pass.forget_links(&[name, peer]),
-        _ => pass.forget_links(&[name]),
+fn forget_pair(pass: &mut Pass<'_>, ns: &Netns, name: &str, spec: &crate::LinkSpec) {
+    pass.forget_link(ns, name);
+    if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
+        pass.forget_link(peer_ns, peer);
     }
 }
 
@@ -390,5 +427,36 @@ fn op_name(op: &Op) -> &'static str {
         Op::DelAddr(_) => "delete address",
         Op::DelLink { .. } => "delete link",
         Op::DelNamespace { .. } => "delete namespace",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_link(ns: &Netns, name: &str, mtu: u32) -> Op {
+        let mut spec = LinkSpec::of(LinkKind::Bridge);
+        spec.mtu = Some(mtu);
+        Op::SetLink {
+            ns: ns.clone(),
+            name: name.into(),
+            spec,
+        }
+    }
+
+    #[test]
+    fn a_veth_takes_its_peers_attributes_only_from_a_set_link_after_it() {
+        let a = Netns::Named("qrouter-a".into());
+        let ops = vec![
+            set_link(&a, "early", 1400),          // 0
+            set_link(&Netns::Host, "qr-1", 1450), // 1: same name, other namespace
+            set_link(&a, "qr-1", 1500),           // 2
+        ];
+        let peers = veth_peer_settings(&ops);
+        let found = peers.after(1, &a, "qr-1").map(|(_, _, spec)| spec.mtu);
+        assert_eq!(found, Some(Some(1500)));
+        assert!(peers.after(2, &a, "qr-1").is_none(), "not the op itself");
+        assert!(peers.after(1, &a, "early").is_none(), "not one before");
+        assert!(peers.after(0, &a, "missing").is_none());
     }
 }

@@ -143,6 +143,8 @@ pub(crate) struct Pass<'a> {
     created: HashMap<Netns, bool>,
     /// Veth peers created in this pass with their own attributes, still to be brought up.
     fresh_peers: std::collections::HashSet<(Netns, String)>,
+    /// `/proc/sys/net` of each namespace whose sysctls this pass wrote.
+    sysctl_dirs: HashMap<Netns, sysctl::NetDir>,
 }
 
 impl<'a> Pass<'a> {
@@ -157,6 +159,7 @@ impl<'a> Pass<'a> {
             conns: HashMap::new(),
             created: HashMap::new(),
             fresh_peers: Default::default(),
+            sysctl_dirs: HashMap::new(),
         })
     }
 
@@ -229,9 +232,24 @@ impl<'a> Pass<'a> {
         })
     }
 
-    /// Drops the socket of `ns` (it would keep a deleted namespace alive).
+    /// The `/proc/sys/net` directory of `ns`, opened on first use.
+    pub(crate) fn sysctl_dir(&mut self, ns: &Netns) -> Result<&mut sysctl::NetDir, Error> {
+        if !self.sysctl_dirs.contains_key(ns) {
+            let dir = sysctl::NetDir::open(self.open_ns(ns)?, &ns.to_string())?;
+            self.sysctl_dirs.insert(ns.clone(), dir);
+        }
+        self.sysctl_dirs
+            .get_mut(ns)
+            .ok_or_else(|| Error::Namespace {
+                ns: ns.to_string(),
+                message: "sysctl directory vanished".to_string(),
+            })
+    }
+
+    /// Drops the sockets and files of `ns` (they would keep a deleted namespace alive).
     pub(crate) fn forget(&mut self, ns: &Netns) {
         self.conns.remove(ns);
+        self.sysctl_dirs.remove(ns);
         self.created.remove(ns);
         self.fresh_peers.retain(|(n, _)| n != ns);
     }
@@ -244,13 +262,12 @@ impl<'a> Pass<'a> {
         self.fresh_peers.clear();
     }
 
-    /// Forgets the remembered ifindex of `names` in every namespace (a link of that name is
-    /// being created or deleted; a veth takes its peer, in another namespace, with it).
-    pub(crate) fn forget_links(&mut self, names: &[&str]) {
-        for conn in self.conns.values_mut() {
-            for name in names {
-                conn.indexes.remove(*name);
-            }
+    /// Forgets the remembered ifindex of `name` in `ns` (a link of that name is being created
+    /// there). Only that namespace's socket is touched: a pass holds one per namespace, thousands
+    /// in a large one.
+    pub(crate) fn forget_link(&mut self, ns: &Netns, name: &str) {
+        if let Some(conn) = self.conns.get_mut(ns) {
+            conn.indexes.remove(name);
         }
     }
 }

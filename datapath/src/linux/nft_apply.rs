@@ -8,7 +8,7 @@
 //! there ([`run`]) and goes on with addresses, routes, neighbours and FDB entries meanwhile; it
 //! waits for every running batch before a deletion and before it ends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,23 +19,41 @@ use super::socket::{nl, Conn};
 use super::{nft, nft_compile, nft_wire, NftLoader, Pass};
 use crate::{Error, LinkKind, Netns, Op};
 
-/// For each op index, the namespaces whose nft batch starts just before that op.
-pub(crate) fn schedule(ops: &[Op]) -> BTreeMap<usize, Vec<Netns>> {
-    let mut first: BTreeMap<&Netns, usize> = BTreeMap::new();
+/// When each namespace's nft batch starts, and which ops it holds.
+#[derive(Debug, Default)]
+pub(crate) struct Schedule {
+    /// For each op index, the namespaces whose nft batch starts just before that op.
+    pub(crate) starts: BTreeMap<usize, Vec<Netns>>,
+    /// The indexes of each namespace's nft ops, in order.
+    pub(crate) ops_of: HashMap<Netns, Vec<usize>>,
+}
+
+/// The [`Schedule`] of `ops`, in one pass over them (a pass of a thousand routers holds tens of
+/// thousands of ops and thousands of namespaces: nothing here may scan the ops once per
+/// namespace).
+pub(crate) fn schedule(ops: &[Op]) -> Schedule {
+    let mut out = Schedule::default();
+    // The index just past the last deletion, and past the last op preparing each namespace.
+    let mut after_deletion = 0;
+    let mut after_prepared: HashMap<Option<&str>, usize> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
+        if is_deletion(op) {
+            after_deletion = i + 1;
+        }
+        for ns in prepared_by(op) {
+            after_prepared.insert(ns, i + 1);
+        }
         if let Op::ReplaceNft { key, .. } | Op::DelNft(key) = op {
-            first.entry(&key.ns).or_insert(i);
+            let mine = out.ops_of.entry(key.ns.clone()).or_default();
+            if mine.is_empty() {
+                let prepared = after_prepared.get(&ns_key(&key.ns)).copied().unwrap_or(0);
+                let start = after_deletion.max(prepared);
+                out.starts.entry(start).or_default().push(key.ns.clone());
+            }
+            mine.push(i);
         }
     }
-    let mut starts: BTreeMap<usize, Vec<Netns>> = BTreeMap::new();
-    for (ns, first) in first {
-        let start = ops[..first]
-            .iter()
-            .rposition(|op| is_deletion(op) || prepares(op, ns))
-            .map_or(0, |j| j + 1);
-        starts.entry(start).or_default().push(ns.clone());
-    }
-    starts
+    out
 }
 
 /// Whether `op` deletes something (every batch started before it must be done first).
@@ -52,16 +70,27 @@ pub(crate) fn is_deletion(op: &Op) -> bool {
     )
 }
 
-/// Whether `op` makes or changes the namespace `ns` or a device in it.
-fn prepares(op: &Op, ns: &Netns) -> bool {
-    match op {
-        Op::AddNamespace { name } => matches!(ns, Netns::Named(n) if n == name),
-        Op::AddLink { ns: at, spec, .. } => {
-            at == ns || matches!(&spec.kind, LinkKind::Veth { peer_ns, .. } if peer_ns == ns)
-        }
-        Op::SetLink { ns: at, .. } => at == ns,
-        _ => false,
+/// A namespace by its name (`None`: the host), as [`prepared_by`] names them.
+fn ns_key(ns: &Netns) -> Option<&str> {
+    match ns {
+        Netns::Host => None,
+        Netns::Named(n) => Some(n),
     }
+}
+
+/// The namespaces `op` makes, or changes a device in (a veth: both ends' namespaces), by
+/// [`ns_key`].
+fn prepared_by(op: &Op) -> impl Iterator<Item = Option<&str>> {
+    let (first, second) = match op {
+        Op::AddNamespace { name } => (Some(Some(name.as_str())), None),
+        Op::AddLink { ns, spec, .. } => match &spec.kind {
+            LinkKind::Veth { peer_ns, .. } => (Some(ns_key(ns)), Some(ns_key(peer_ns))),
+            _ => (Some(ns_key(ns)), None),
+        },
+        Op::SetLink { ns, .. } => (Some(ns_key(ns)), None),
+        _ => (None, None),
+    };
+    first.into_iter().chain(second)
 }
 
 /// One helper thread that runs the batches it is handed, one after another (one at a time: the
@@ -133,6 +162,8 @@ fn helper_gone() -> Error {
 /// What one namespace's batch needs, gathered on the pass's thread.
 pub(crate) struct Job {
     ns: Netns,
+    /// The indexes of the namespace's nft ops in the pass's ops.
+    mine: Vec<usize>,
     file: File,
     /// Made in this pass: it has no tables, so there is nothing to list.
     fresh: bool,
@@ -152,9 +183,10 @@ pub(crate) struct Outcome {
 }
 
 /// The job of `ns`'s batch.
-pub(crate) fn job(pass: &Pass<'_>, ns: &Netns) -> Result<Job, Error> {
+pub(crate) fn job(pass: &Pass<'_>, schedule: &Schedule, ns: &Netns) -> Result<Job, Error> {
     Ok(Job {
         ns: ns.clone(),
+        mine: schedule.ops_of.get(ns).cloned().unwrap_or_default(),
         file: pass.open_ns(ns)?,
         fresh: pass.is_created(ns),
         loader: pass.nft_loader(),
@@ -169,14 +201,12 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     let started = Instant::now();
     let Job {
         ns,
+        mine,
         file,
         fresh,
         loader,
     } = job;
-    let mine: Vec<&Op> = ops
-        .iter()
-        .filter(|op| matches!(op, Op::ReplaceNft { key, .. } | Op::DelNft(key) if key.ns == ns))
-        .collect();
+    let mine: Vec<&Op> = mine.iter().filter_map(|&i| ops.get(i)).collect();
     let mut outcome = Outcome {
         applied: 0,
         failed: Vec::new(),
@@ -305,7 +335,7 @@ mod tests {
             nft(&a),             // 6
             nft(&host),          // 7
         ];
-        let starts = schedule(&ops);
+        let starts = schedule(&ops).starts;
         // `a`: its last link op is 2, but the deletion at 4 comes before its first nft op.
         assert_eq!(starts.get(&5), Some(&vec![a.clone()]));
         // host: after its last link op, 5.
@@ -317,7 +347,7 @@ mod tests {
     fn a_namespace_with_nothing_before_its_batch_starts_at_once() {
         let a = Netns::Named("fip-x".into());
         let ops = vec![link(&Netns::Host, "br-1"), nft(&a)];
-        assert_eq!(schedule(&ops).get(&0), Some(&vec![a]));
+        assert_eq!(schedule(&ops).starts.get(&0), Some(&vec![a]));
     }
 
     #[test]
@@ -331,6 +361,20 @@ mod tests {
             };
         }
         let ops = vec![veth, link(&Netns::Host, "br-1"), nft(&a)];
-        assert_eq!(schedule(&ops).get(&1), Some(&vec![a]));
+        assert_eq!(schedule(&ops).starts.get(&1), Some(&vec![a]));
+    }
+
+    #[test]
+    fn each_namespace_batch_holds_its_own_nft_ops_in_order() {
+        let a = Netns::Named("qrouter-a".into());
+        let b = Netns::Named("qrouter-b".into());
+        let ops = vec![nft(&a), link(&b, "qr-1"), nft(&b), nft(&a)];
+        let s = schedule(&ops);
+        assert_eq!(s.ops_of.get(&a), Some(&vec![0, 3]));
+        assert_eq!(s.ops_of.get(&b), Some(&vec![2]));
+        assert_eq!(s.ops_of.len(), 2);
+        // A namespace's batch is scheduled once: `a` at once, `b` after its link.
+        assert_eq!(s.starts.get(&0), Some(&vec![a]));
+        assert_eq!(s.starts.get(&2), Some(&vec![b]));
     }
 }

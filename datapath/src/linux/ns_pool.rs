@@ -57,6 +57,96 @@ pub(crate) fn refill() {
     }
 }
 
+/// Passes that create at least this many namespaces make half of them on a [`Maker`] beside.
+pub(crate) const MAKER_THRESHOLD: usize = 16;
+
+/// A helper thread that makes spares for a pass creating many namespaces, beside the pass's own
+/// thread, which creates the others itself meanwhile: between them they make exactly as many as
+/// the pass needs. A spare from the maker arrives with `lo` up and its sysctls written, so the
+/// pass skips those too.
+///
+/// Why: with a thousand routers, making namespaces and writing their sysctls was over a third of
+/// a cold pass, all of it on one CPU.
+pub(crate) struct Maker {
+    /// Namespaces neither side has started to make yet.
+    left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    made: std::sync::mpsc::Receiver<File>,
+}
+
+impl Maker {
+    /// Starts making, on a helper thread, the `count` namespaces a pass needs, as many as it can
+    /// while the pass makes the others (it ends once none is left).
+    pub(crate) fn start(count: usize) -> Maker {
+        let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(count));
+        let (tx, made) = std::sync::mpsc::channel();
+        let theirs = left.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dvrmesh-nsmaker".into())
+            .spawn(move || {
+                while claim(&theirs) {
+                    match make() {
+                        Ok(ns) => {
+                            if tx.send(ns).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            // Give the claim back: the pass makes that one itself.
+                            theirs.fetch_add(1, Ordering::AcqRel);
+                            tracing::debug!(error = %e, "namespace maker stopped");
+                            break;
+                        }
+                    }
+                }
+            });
+        if spawned.is_err() {
+            tracing::debug!("namespace maker not started");
+        }
+        Maker { left, made }
+    }
+
+    /// The next namespace for the pass: `Some(spare)` made beside, or `None` when the pass is
+    /// to create this one itself. Waits only when the maker holds every remaining claim.
+    pub(crate) fn next(&self) -> Option<File> {
+        if let Ok(spare) = self.made.try_recv() {
+            return Some(spare);
+        }
+        if claim(&self.left) {
+            return None;
+        }
+        // The maker claimed the rest; it sends each (or, if it failed, gave the claim back).
+        loop {
+            match self.made.recv_timeout(std::time::Duration::from_millis(20)) {
+                Ok(spare) => return Some(spare),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if claim(&self.left) => {
+                    return None
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Maker {
+    fn drop(&mut self) {
+        // Stop the maker; spares it made and nobody took go to the pool (or vanish).
+        self.left.store(0, Ordering::Release);
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(spare) = self.made.try_recv() {
+            if pool.len() < SPARES {
+                pool.push(spare);
+            }
+        }
+    }
+}
+
+/// Takes one of the namespaces left to make, if any.
+fn claim(left: &std::sync::atomic::AtomicUsize) -> bool {
+    left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// A new namespace with `lo` up and the sysctls every dvrmesh namespace carries, held by its file.
 fn make() -> Result<File, String> {
     let file = std::thread::scope(|s| {
@@ -112,5 +202,31 @@ mod tests {
             "an existing name is left alone"
         );
         netns::delete(dir.path(), "qrouter-pool").expect("delete");
+    }
+
+    #[test]
+    fn a_maker_and_its_pass_make_exactly_the_namespaces_the_pass_needs() {
+        const NEEDED: usize = 6;
+        let maker = Maker::start(NEEDED);
+        let (mut beside, mut by_pass) = (0, 0);
+        for _ in 0..NEEDED {
+            match maker.next() {
+                Some(spare) => {
+                    beside += 1;
+                    let keys = vec!["net.ipv4.ip_forward".to_string()];
+                    let read = sysctl::read_all(&spare, "spare", &keys).expect("read");
+                    assert_eq!(read[0].1.as_deref(), Some("1"), "a made spare is preset");
+                }
+                // The pass makes this one itself (as `apply` does with `netns::create`).
+                None => by_pass += 1,
+            }
+        }
+        assert_eq!(beside + by_pass, NEEDED);
+        assert_eq!(
+            maker.left.load(Ordering::Acquire),
+            0,
+            "nothing left to make"
+        );
+        drop(maker);
     }
 }
