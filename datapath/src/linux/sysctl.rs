@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
+use nix::fcntl::OFlag;
+
 use super::netns;
 use crate::Error;
 
@@ -36,27 +38,11 @@ pub(crate) fn read_all(
     label: &str,
     keys: &[String],
 ) -> Result<Vec<(String, Option<String>)>, Error> {
-    let paths: Vec<(String, PathBuf)> = keys
-        .iter()
-        .filter_map(|k| key_path(k).ok().map(|p| (k.clone(), p)))
-        .collect();
-    netns::in_netns(ns, label, || {
-        let mut out = Vec::with_capacity(paths.len());
-        for (key, path) in paths {
-            match std::fs::read_to_string(&path) {
-                Ok(v) => out.push((key, Some(v.trim_end_matches('\n').to_string()))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => out.push((key, None)),
-                Err(e) => {
-                    return Err(Error::Sysctl {
-                        ns: label.to_string(),
-                        key,
-                        message: e.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(out)
-    })?
+    let ns = ns.try_clone().map_err(|e| Error::Namespace {
+        ns: label.to_string(),
+        message: e.to_string(),
+    })?;
+    NetDir::open(ns, label)?.read_all(keys)
 }
 
 /// The sysctl directories of one namespace (`/proc/sys/net/ipv4/conf`, `…/ipv4`, …), each opened once
@@ -92,6 +78,40 @@ impl NetDir {
             net,
             subdirs: Default::default(),
         })
+    }
+
+    /// Reads `keys` from one thread inside the namespace, as [`read_all`] does.
+    pub(crate) fn read_all(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, Error> {
+        let ns = self.ns.try_clone().map_err(|e| self.namespace_error(e))?;
+        let label = self.label.clone();
+        netns::in_netns(&ns, &label, || {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                if key_path(key).is_err() {
+                    out.push((key.clone(), None));
+                    continue;
+                }
+                let read = self.open_key(key, OFlag::O_RDONLY).and_then(|mut f| {
+                    let mut value = String::new();
+                    io::Read::read_to_string(&mut f, &mut value).map(|_| value)
+                });
+                match read {
+                    Ok(v) => out.push((key.clone(), Some(v.trim_end_matches('\n').to_string()))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => out.push((key.clone(), None)),
+                    Err(e) => {
+                        return Err(Error::Sysctl {
+                            ns: label.clone(),
+                            key: key.clone(),
+                            message: e.to_string(),
+                        })
+                    }
+                }
+            }
+            Ok(out)
+        })?
     }
 
     /// Writes several keys from one thread inside the namespace; one result per key.
@@ -133,9 +153,15 @@ impl NetDir {
 
     /// Writes `value` to `key`: to be called from inside the namespace.
     fn write(&mut self, key: &str, value: &str) -> io::Result<()> {
-        use nix::fcntl::{openat, OFlag};
-        use nix::sys::stat::Mode;
         use std::io::Write;
+        self.open_key(key, OFlag::O_WRONLY)?
+            .write_all(format!("{value}\n").as_bytes())
+    }
+
+    /// Opens `key`'s file for `access`: to be called from inside the namespace.
+    fn open_key(&mut self, key: &str, access: OFlag) -> io::Result<File> {
+        use nix::fcntl::openat;
+        use nix::sys::stat::Mode;
         let path = key_path(key).map_err(io::Error::other)?;
         let relative = path
             .strip_prefix("/proc/sys/net")
@@ -163,10 +189,10 @@ impl NetDir {
         let fd = openat(
             dir,
             rest.as_path(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            access | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        File::from(fd).write_all(format!("{value}\n").as_bytes())
+        Ok(File::from(fd))
     }
 }
 
