@@ -18,8 +18,9 @@ use super::socket::Conn;
 use super::{links, sysctl};
 use crate::plan::NAMESPACE_SYSCTLS;
 
-/// How many spares are kept.
-const SPARES: usize = 2;
+/// How many spares are kept: the namespaces one router with three new networks needs (its
+/// `qrouter-` and a `qmeta-` per network).
+const SPARES: usize = 4;
 
 static POOL: Mutex<Vec<File>> = Mutex::new(Vec::new());
 static REFILLING: AtomicBool = AtomicBool::new(false);
