@@ -5,11 +5,11 @@
 //! An op the kernel refuses goes to [`ApplyReport::failed`] and the batch goes on; a namespace
 //! that cannot be entered ends the pass with an [`Error`].
 
+use std::collections::HashMap;
+
 use super::socket::{nl, NlError};
 use super::{addrs_routes, garp, links, neigh_fdb, netns, nft_apply, ns_pool, rules, Pass};
 use crate::plan::NAMESPACE_SYSCTLS;
-use std::collections::HashMap;
-
 use crate::{ApplyReport, Error, LinkKind, LinkSpec, Netns, Op};
 
 /// Applies `ops` in order; each namespace's nft batch runs beside the others (see
