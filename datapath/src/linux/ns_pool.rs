@@ -8,8 +8,10 @@
 //! [`crate::plan::NAMESPACE_SYSCTLS`] already, so a pass that adopts one skips those writes.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use netlink_sys::protocols::NETLINK_ROUTE;
 use nix::sched::{unshare, CloneFlags};
@@ -58,7 +60,7 @@ pub(crate) fn refill() {
     }
 }
 
-/// Passes that create at least this many namespaces make half of them on a [`Maker`] beside.
+/// Passes that create at least this many namespaces start a [`Maker`] beside them.
 pub(crate) const MAKER_THRESHOLD: usize = 16;
 
 /// A helper thread that makes spares for a pass creating many namespaces, beside the pass's own
@@ -70,16 +72,16 @@ pub(crate) const MAKER_THRESHOLD: usize = 16;
 /// a cold pass, all of it on one CPU.
 pub(crate) struct Maker {
     /// Namespaces neither side has started to make yet.
-    left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    made: std::sync::mpsc::Receiver<File>,
+    left: Arc<AtomicUsize>,
+    made: Receiver<File>,
 }
 
 impl Maker {
     /// Starts making, on a helper thread, the `count` namespaces a pass needs, as many as it can
     /// while the pass makes the others (it ends once none is left).
     pub(crate) fn start(count: usize) -> Maker {
-        let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(count));
-        let (tx, made) = std::sync::mpsc::channel();
+        let left = Arc::new(AtomicUsize::new(count));
+        let (tx, made) = mpsc::channel();
         let theirs = left.clone();
         let spawned = std::thread::Builder::new()
             .name("dvrmesh-nsmaker".into())
@@ -117,13 +119,11 @@ impl Maker {
         }
         // The maker claimed the rest; it sends each (or, if it failed, gave the claim back).
         loop {
-            match self.made.recv_timeout(std::time::Duration::from_millis(20)) {
+            match self.made.recv_timeout(Duration::from_millis(20)) {
                 Ok(spare) => return Some(spare),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if claim(&self.left) => {
-                    return None
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) if claim(&self.left) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
@@ -143,7 +143,7 @@ impl Drop for Maker {
 }
 
 /// Takes one of the namespaces left to make, if any.
-fn claim(left: &std::sync::atomic::AtomicUsize) -> bool {
+fn claim(left: &AtomicUsize) -> bool {
     left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
         .is_ok()
 }

@@ -38,11 +38,16 @@ pub(crate) fn read_all(
     label: &str,
     keys: &[String],
 ) -> Result<Vec<(String, Option<String>)>, Error> {
-    let ns = ns.try_clone().map_err(|e| Error::Namespace {
-        ns: label.to_string(),
-        message: e.to_string(),
-    })?;
-    NetDir::open(ns, label)?.read_all(keys)
+    NetDir::of(ns, label)?.read_all(keys)
+}
+
+/// Writes several sysctls of one namespace from one thread inside it; one result per key.
+pub(crate) fn write_all(
+    ns: &File,
+    label: &str,
+    kvs: &[(&str, &str)],
+) -> Result<Vec<Result<(), String>>, Error> {
+    NetDir::of(ns, label)?.write_all(kvs)
 }
 
 /// The sysctl directories of one namespace (`/proc/sys/net/ipv4/conf`, `…/ipv4`, …), each opened
@@ -60,9 +65,15 @@ pub(crate) fn read_all(
 pub(crate) struct NetDir {
     ns: File,
     label: String,
+    dirs: Dirs,
+}
+
+/// A namespace's `/proc/sys/net` and the directories under it opened so far (apart from the
+/// namespace's file, so that a closure run inside the namespace can borrow them mutably).
+struct Dirs {
     net: File,
-    /// The directories under `net` opened so far, by path relative to it.
-    subdirs: std::collections::HashMap<String, File>,
+    /// By path relative to `net`.
+    opened: std::collections::HashMap<String, File>,
 }
 
 impl NetDir {
@@ -78,9 +89,20 @@ impl NetDir {
         Ok(NetDir {
             ns,
             label: label.to_string(),
-            net,
-            subdirs: Default::default(),
+            dirs: Dirs {
+                net,
+                opened: Default::default(),
+            },
         })
+    }
+
+    /// [`NetDir::open`] for one use, on a duplicate of the caller's namespace file.
+    fn of(ns: &File, label: &str) -> Result<NetDir, Error> {
+        let ns = ns.try_clone().map_err(|e| Error::Namespace {
+            ns: label.to_string(),
+            message: e.to_string(),
+        })?;
+        NetDir::open(ns, label)
     }
 
     /// Reads `keys` from one thread inside the namespace, as [`read_all`] does.
@@ -88,20 +110,15 @@ impl NetDir {
         &mut self,
         keys: &[String],
     ) -> Result<Vec<(String, Option<String>)>, Error> {
-        let ns = self.ns.try_clone().map_err(|e| self.namespace_error(e))?;
-        let label = self.label.clone();
-        netns::in_netns(&ns, &label, || {
+        let (label, dirs) = (&self.label, &mut self.dirs);
+        netns::in_netns(&self.ns, label, || {
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
                 if key_path(key).is_err() {
                     out.push((key.clone(), None));
                     continue;
                 }
-                let read = self.open_key(key, OFlag::O_RDONLY).and_then(|mut f| {
-                    let mut value = String::new();
-                    io::Read::read_to_string(&mut f, &mut value).map(|_| value)
-                });
-                match read {
+                match dirs.read(key) {
                     Ok(v) => out.push((key.clone(), Some(v.trim_end_matches('\n').to_string()))),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => out.push((key.clone(), None)),
                     Err(e) => {
@@ -122,12 +139,11 @@ impl NetDir {
         &mut self,
         kvs: &[(&str, &str)],
     ) -> Result<Vec<Result<(), String>>, Error> {
-        let ns = self.ns.try_clone().map_err(|e| self.namespace_error(e))?;
-        let label = self.label.clone();
-        netns::in_netns(&ns, &label, || {
+        let dirs = &mut self.dirs;
+        netns::in_netns(&self.ns, &self.label, || {
             kvs.iter()
                 .map(|(key, value)| {
-                    self.write(key, value)
+                    dirs.write(key, value)
                         .map_err(|e| format!("sysctl {key}: {e}"))
                 })
                 .collect()
@@ -139,19 +155,20 @@ impl NetDir {
     /// the namespace could not be entered; the inner one: the write failed.
     pub(crate) fn disable_ipv6(&mut self, dev: &str) -> Result<Result<(), String>, Error> {
         let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
-        let ns = self.ns.try_clone().map_err(|e| self.namespace_error(e))?;
-        let label = self.label.clone();
-        netns::in_netns(&ns, &label, || match self.write(&key, "1") {
+        let dirs = &mut self.dirs;
+        netns::in_netns(&self.ns, &self.label, || match dirs.write(&key, "1") {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other.map_err(|e| format!("sysctl {key}: {e}")),
         })
     }
+}
 
-    fn namespace_error(&self, e: io::Error) -> Error {
-        Error::Namespace {
-            ns: self.label.clone(),
-            message: e.to_string(),
-        }
+impl Dirs {
+    /// Reads `key`: to be called from inside the namespace.
+    fn read(&mut self, key: &str) -> io::Result<String> {
+        let mut value = String::new();
+        io::Read::read_to_string(&mut self.open_key(key, OFlag::O_RDONLY)?, &mut value)?;
+        Ok(value)
     }
 
     /// Writes `value` to `key`: to be called from inside the namespace.
@@ -177,39 +194,24 @@ impl NetDir {
             return Err(io::Error::other(format!("{key:?} names a directory")));
         }
         let depth = (parts.len() - 1).min(2);
-        let dir_path: std::path::PathBuf = parts[..depth].iter().collect();
-        let rest: std::path::PathBuf = parts[depth..].iter().collect();
-        let dir_key = dir_path.to_string_lossy().into_owned();
-        if !self.subdirs.contains_key(&dir_key) {
-            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-            let dir = openat(&self.net, dir_path.as_path(), flags, Mode::empty())?;
-            self.subdirs.insert(dir_key.clone(), File::from(dir));
-        }
-        let dir = self
-            .subdirs
-            .get(&dir_key)
-            .ok_or_else(|| io::Error::other("sysctl directory vanished"))?;
+        let dir_path: PathBuf = parts[..depth].iter().collect();
+        let rest: PathBuf = parts[depth..].iter().collect();
+        let dir = match self.opened.entry(dir_path.to_string_lossy().into_owned()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                let fd = openat(&self.net, dir_path.as_path(), flags, Mode::empty())?;
+                e.insert(File::from(fd))
+            }
+        };
         let fd = openat(
-            dir,
+            &*dir,
             rest.as_path(),
             access | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
         Ok(File::from(fd))
     }
-}
-
-/// Writes several sysctls of one namespace from one thread inside it; one result per key.
-pub(crate) fn write_all(
-    ns: &File,
-    label: &str,
-    kvs: &[(&str, &str)],
-) -> Result<Vec<Result<(), String>>, Error> {
-    let ns = ns.try_clone().map_err(|e| Error::Namespace {
-        ns: label.to_string(),
-        message: e.to_string(),
-    })?;
-    NetDir::open(ns, label)?.write_all(kvs)
 }
 
 #[cfg(test)]
