@@ -41,17 +41,38 @@ fn add_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
     ops.extend(added(&desired.rules, &observed.rules).map(Op::AddRule));
     neigh_ops(desired, observed, ops);
     ops.extend(added(&desired.fdb, &observed.fdb).map(Op::AddFdb));
+    let created = created_links(ops);
     for (key, content) in &desired.nft {
         let NftContent::Table(table) = content else {
             continue; // nothing to load: a plan only holds tables
         };
-        if observed.nft.get(key) != Some(content) {
+        // The kernel holds a table's devices by index: one made anew needs the table anew.
+        let names_new_device = || {
+            table
+                .devices()
+                .any(|dev| created.contains(&(key.ns.clone(), dev.to_string())))
+        };
+        if observed.nft.get(key) != Some(content) || names_new_device() {
             ops.push(Op::ReplaceNft {
                 key: key.clone(),
                 table: table.clone(),
             });
         }
     }
+}
+
+/// The devices the link ops in `ops` make (both ends of a veth pair).
+fn created_links(ops: &[Op]) -> BTreeSet<(Netns, String)> {
+    let mut out = BTreeSet::new();
+    for op in ops {
+        if let Op::AddLink { ns, name, spec } = op {
+            out.insert((ns.clone(), name.clone()));
+            if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
+                out.insert((peer_ns.clone(), peer.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// What `want` has and `have` lacks.
@@ -330,6 +351,60 @@ mod tests {
         let ops = diff(&desired, &observed);
         assert!(ops.iter().any(|o| matches!(o, Op::SetLink { .. })));
         assert!(ops.contains(&Op::AddNeigh(neigh)), "{ops:?}");
+    }
+
+    #[test]
+    fn a_table_naming_a_device_made_anew_is_loaded_anew() {
+        use crate::nft::{Chain, ChainKind, Hook, Priority, Table};
+        let table = |dev: &str| Table {
+            family: crate::NftFamily::Netdev,
+            name: "dvrmesh_vx7".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: "in".into(),
+                kind: ChainKind::Filter,
+                hook: Hook::Ingress(dev.into()),
+                priority: Priority::Value(0),
+                rules: vec![],
+            }],
+        };
+        let key = NftKey {
+            ns: Netns::Host,
+            family: crate::NftFamily::Netdev,
+            name: "dvrmesh_vx7".into(),
+        };
+        let vxlan = LinkSpec {
+            kind: LinkKind::Vxlan {
+                vni: 7,
+                local: "192.0.2.1".parse().expect("ip"),
+                port: 4789,
+            },
+            mtu: None,
+            mac: None,
+            master: None,
+            learning: None,
+            ipv6: None,
+        };
+        let mut desired = Desired::default();
+        desired.links.insert((Netns::Host, "vx-7".into()), vxlan);
+        desired
+            .nft
+            .insert(key.clone(), NftContent::Table(table("vx-7")));
+        let replaced = |ops: &[Op]| ops.iter().any(|o| matches!(o, Op::ReplaceNft { .. }));
+        assert!(diff(&desired, &desired.clone()).is_empty());
+        // The same table, its device gone (deleted behind our back): made again, and the table
+        // reloaded though its text is the same.
+        let mut observed = desired.clone();
+        observed.links.clear();
+        let ops = diff(&desired, &observed);
+        assert!(ops.iter().any(|o| matches!(o, Op::AddLink { .. })));
+        assert!(replaced(&ops), "{ops:?}");
+        // A device the table does not name is made: the table stays.
+        let mut other = desired.clone();
+        other.nft.insert(key, NftContent::Table(table("vx-8")));
+        let mut observed = other.clone();
+        observed.links.clear();
+        assert!(!replaced(&diff(&other, &observed)));
     }
 
     #[test]

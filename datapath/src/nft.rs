@@ -50,7 +50,15 @@ pub enum Elements {
     Prefixes(Vec<Ipv4Cidr>),
     /// A map `type ipv4_addr : ipv4_addr`.
     AddrMap(Vec<(Ipv4Addr, Ipv4Addr)>),
+    /// A map `type ether_addr . ipv4_addr : ether_addr`.
+    MacMap(Vec<(EtherIp, MacAddr)>),
+    /// A map `type ether_addr . ipv4_addr : iface_index`, the devices by name (the kernel holds
+    /// their indexes, resolved when the table is loaded).
+    DevMap(Vec<(EtherIp, String)>),
 }
+
+/// The key of the fast path's maps: a frame's `ether daddr . ip daddr`.
+pub type EtherIp = (MacAddr, Ipv4Addr);
 
 /// A base chain (policy accept).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +174,16 @@ pub enum Stmt {
     NatMap(Nat, Field, String),
     /// `snat|dnat to <addr>` (ip).
     NatTo(Nat, Ipv4Addr),
+    /// `ip ttl <ttl>`.
+    IpTtl(u8),
+    /// `ip ttl set <ttl>` (the header checksum fixed up).
+    SetIpTtl(u8),
+    /// `ether saddr|daddr set ether daddr . ip daddr map @map` (netdev; a [`Elements::MacMap`]).
+    /// A frame whose key is not in the map ends the rule before anything is written.
+    SetEtherFromMap(Field, String),
+    /// `fwd to ether daddr . ip daddr map @map` (netdev; a [`Elements::DevMap`]): the frame leaves
+    /// by that device as it is, and the rule set ends for it.
+    FwdMap(String),
 }
 
 // === impl Table ===
@@ -178,6 +196,14 @@ impl Elements {
             Elements::Addrs(v) => v.iter().map(ToString::to_string).collect(),
             Elements::Prefixes(v) => v.iter().map(ToString::to_string).collect(),
             Elements::AddrMap(v) => v.iter().map(|(k, d)| format!("{k} : {d}")).collect(),
+            Elements::MacMap(v) => v
+                .iter()
+                .map(|((m, ip), d)| format!("{m} . {ip} : {d}"))
+                .collect(),
+            Elements::DevMap(v) => v
+                .iter()
+                .map(|((m, ip), d)| format!("{m} . {ip} : \"{d}\""))
+                .collect(),
         }
     }
 
@@ -188,6 +214,8 @@ impl Elements {
             Elements::Addrs(_) => Elements::Addrs(Vec::new()),
             Elements::Prefixes(_) => Elements::Prefixes(Vec::new()),
             Elements::AddrMap(_) => Elements::AddrMap(Vec::new()),
+            Elements::MacMap(_) => Elements::MacMap(Vec::new()),
+            Elements::DevMap(_) => Elements::DevMap(Vec::new()),
         }
     }
 }
@@ -200,12 +228,31 @@ impl Table {
         check_word("table", &self.name)?;
         for set in &self.sets {
             check_word("set", &set.name)?;
+            if let Elements::DevMap(v) = &set.elements {
+                for (_, dev) in v {
+                    check_ifname(dev)?;
+                }
+            }
         }
         for chain in &self.chains {
             check_word("chain", &chain.name)?;
             chain.check(self)?;
         }
         Ok(())
+    }
+
+    /// Every device the table names: the devices its chains hook and the devices of its maps.
+    /// The kernel holds them by index, so a table naming a device made anew must be loaded anew.
+    pub fn devices(&self) -> impl Iterator<Item = &str> {
+        let hooked = self.chains.iter().filter_map(|c| match &c.hook {
+            Hook::Ingress(dev) | Hook::Egress(dev) => Some(dev.as_str()),
+            Hook::Prerouting | Hook::Postrouting => None,
+        });
+        let mapped = self.sets.iter().flat_map(|s| match &s.elements {
+            Elements::DevMap(v) => v.iter().map(|(_, dev)| dev.as_str()).collect(),
+            _ => Vec::new(),
+        });
+        hooked.chain(mapped)
     }
 
     /// The set named `name`.
@@ -260,7 +307,12 @@ impl Stmt {
                 .ok_or_else(|| format!("no set {name}"))
         };
         match self {
-            Stmt::Ether(..) | Stmt::ArpRequest | Stmt::ArpTargetIp(_) | Stmt::SetEtherSaddr(_)
+            Stmt::Ether(..)
+            | Stmt::ArpRequest
+            | Stmt::ArpTargetIp(_)
+            | Stmt::SetEtherSaddr(_)
+            | Stmt::SetEtherFromMap(..)
+            | Stmt::FwdMap(_)
                 if !netdev =>
             {
                 Err("link-layer statements exist in netdev tables only".into())
@@ -279,6 +331,14 @@ impl Stmt {
             Stmt::NatMap(_, _, m) => match set_of(m)? {
                 Elements::AddrMap(_) => Ok(()),
                 _ => Err(format!("{m} is not an address map")),
+            },
+            Stmt::SetEtherFromMap(_, m) => match set_of(m)? {
+                Elements::MacMap(_) => Ok(()),
+                _ => Err(format!("{m} is not a map to MAC addresses")),
+            },
+            Stmt::FwdMap(m) => match set_of(m)? {
+                Elements::DevMap(_) => Ok(()),
+                _ => Err(format!("{m} is not a map to devices")),
             },
             Stmt::Ip(_, Against::Value(p)) if p.prefix() == 0 => {
                 Err("a /0 match matches everything; leave it out".into())
@@ -347,6 +407,8 @@ impl fmt::Display for Set {
             Elements::Addrs(_) => ("set", "type ipv4_addr;"),
             Elements::Prefixes(_) => ("set", "type ipv4_addr; flags interval;"),
             Elements::AddrMap(_) => ("map", "type ipv4_addr : ipv4_addr;"),
+            Elements::MacMap(_) => ("map", "type ether_addr . ipv4_addr : ether_addr;"),
+            Elements::DevMap(_) => ("map", "type ether_addr . ipv4_addr : iface_index;"),
         };
         let items = self.elements.texts();
         write!(f, "{keyword} {} {{ {spec}", self.name)?;
@@ -445,6 +507,12 @@ impl fmt::Display for Stmt {
             Stmt::SetMark(mark) => write!(f, "meta mark set {mark:#x}"),
             Stmt::NatMap(nat, field, map) => write!(f, "{nat} to ip {field} map @{map}"),
             Stmt::NatTo(nat, addr) => write!(f, "{nat} to {addr}"),
+            Stmt::IpTtl(ttl) => write!(f, "ip ttl {ttl}"),
+            Stmt::SetIpTtl(ttl) => write!(f, "ip ttl set {ttl}"),
+            Stmt::SetEtherFromMap(field, map) => {
+                write!(f, "ether {field} set ether daddr . ip daddr map @{map}")
+            }
+            Stmt::FwdMap(map) => write!(f, "fwd to ether daddr . ip daddr map @{map}"),
         }
     }
 }

@@ -102,6 +102,9 @@ fn nft_tables_sent_as_netlink_list_exactly_as_nft_loads_them() {
         "ip daddr @cfip_fips dnat to ip daddr map @cfip_dnat",
         "flags interval",
         "comment \"dvrmesh:",
+        "ip ttl 64 ether saddr set ether daddr . ip daddr map @smac ip ttl set 63",
+        "fwd to ether daddr . ip daddr map @odev",
+        ": \"vx-200\"",
     ] {
         assert!(
             everything.contains(shape),

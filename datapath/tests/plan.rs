@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use datapath::{plan, FdbTarget, LinkKind, Netns, NftFamily, NftKey, RuleSelector};
+use mesh_proto::{ExtraRoute, MacAddr, Mtu, Network, NetworkSpec, Router};
 
 fn golden(node_id: &str) {
     let t = topology();
@@ -376,4 +377,129 @@ fn a_network_sharing_another_ones_vni_is_left_out_with_a_problem() {
         .addrs
         .iter()
         .any(|a| a.ip.octets()[..2] == [10, 3]));
+}
+
+/// The fast-path table of `me`'s plan (`None` when it has none), with its maps.
+fn fast_path(t: &datapath::Topology, me: &str) -> Option<datapath::nft::Table> {
+    let p = plan(t, &node(me));
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    p.desired.nft.iter().find_map(|(k, c)| match c {
+        datapath::NftContent::Table(table)
+            if k.ns == Netns::Host && k.name.starts_with("dvrmesh_fp") =>
+        {
+            Some(table.clone())
+        }
+        _ => None,
+    })
+}
+
+fn map_of<'a>(table: &'a datapath::nft::Table, name: &str) -> &'a datapath::nft::Elements {
+    &table.set(name).expect("the map exists").elements
+}
+
+#[test]
+fn the_fast_path_routes_a_local_vm_to_every_port_of_its_routers_other_subnets() {
+    use datapath::nft::{Elements, Hook};
+    let mut t = topology();
+    // A second VM of r1 on c1, in sub-b: reached on its own device, sourced from sub-b's gateway.
+    let vm6 = port("vm6", "c1", "net-b", "10.2.0.60", "fa:16:3e:00:02:60");
+    t.ports.insert(vm6.id.clone(), vm6);
+    let gw = datapath::plan::gateway_macs(&t);
+    let (gw_a, gw_b) = (gw["sub-a"], gw["sub-b"]);
+    let c1_dvr = t.nodes[&node("c1")].facts.dvr_mac();
+    let table = fast_path(&t, "c1").expect("c1 has VMs on two subnets of r1");
+    let hooked: Vec<&Hook> = table.chains.iter().map(|c| &c.hook).collect();
+    let tap = |id: &str| datapath::plan::port_device(&t.ports[&oid(id)]);
+    let (tap1, tap6) = (tap("vm1"), tap("vm6"));
+    assert_eq!(
+        hooked,
+        [&Hook::Ingress(tap1.clone()), &Hook::Ingress(tap6.clone())],
+        "one ingress chain per local VM device"
+    );
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().expect("ip");
+    let mac = |s: &str| s.parse::<MacAddr>().expect("mac");
+    let Elements::MacMap(src) = map_of(&table, "smac") else {
+        panic!("src is a MAC map")
+    };
+    let Elements::MacMap(dst) = map_of(&table, "dmac") else {
+        panic!("dst is a MAC map")
+    };
+    let Elements::DevMap(dev) = map_of(&table, "odev") else {
+        panic!("dev is a device map")
+    };
+    // vm1 (sub-a) to vm2 on c2 and vm5 on n1: over net-b's tunnel with c1's DVR MAC.
+    assert!(src.contains(&((gw_a, ip("10.2.0.20")), c1_dvr)), "{src:?}");
+    assert!(src.contains(&((gw_a, ip("10.2.0.50")), c1_dvr)), "{src:?}");
+    assert!(dst.contains(&((gw_a, ip("10.2.0.20")), mac("fa:16:3e:00:02:20"))));
+    assert!(dev.contains(&((mac("fa:16:3e:00:02:20"), ip("10.2.0.20")), "vx-200".into())));
+    // vm1 to vm6 on this node: its own device, sub-b's gateway MAC as source.
+    assert!(src.contains(&((gw_a, ip("10.2.0.60")), gw_b)), "{src:?}");
+    assert!(dev.contains(&((mac("fa:16:3e:00:02:60"), ip("10.2.0.60")), tap6)));
+    // vm6 (sub-b) back to vm1 here and to vm4 on c3 (net-a's tunnel).
+    assert!(src.contains(&((gw_b, ip("10.1.0.10")), gw_a)), "{src:?}");
+    assert!(dev.contains(&((mac("fa:16:3e:00:01:10"), ip("10.1.0.10")), tap1)));
+    assert!(dev.contains(&((mac("fa:16:3e:00:01:40"), ip("10.1.0.40")), "vx-100".into())));
+    // Never a destination on the sender's own subnet (that is switched, not routed).
+    assert!(!src
+        .iter()
+        .any(|((g, i), _)| *g == gw_a && *i == ip("10.1.0.40")));
+    // Every rule decrements one of the first-hop TTLs and ends in a forward.
+    let text = table.to_string();
+    assert!(text.contains("ip ttl 64 ether saddr set ether daddr . ip daddr map @smac ip ttl set 63 ether daddr set ether daddr . ip daddr map @dmac fwd to ether daddr . ip daddr map @odev"), "{text}");
+    assert_eq!(table.check(), Ok(()));
+}
+
+#[test]
+fn the_fast_path_leaves_to_the_router_what_it_cannot_do_alike() {
+    use datapath::nft::Elements;
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().expect("ip");
+    let has_dest = |t: &datapath::Topology, me: &str, to: &str| {
+        fast_path(t, me).is_some_and(|table| match map_of(&table, "smac") {
+            Elements::MacMap(v) => v.iter().any(|((_, i), _)| *i == ip(to)),
+            _ => false,
+        })
+    };
+    let t = topology();
+    assert!(has_dest(&t, "c1", "10.2.0.20"));
+    // r2 has one subnet: nothing to route between, no table on c1 for it (only r1's).
+    let p = plan(&t, &node("c1"));
+    let fast_tables = p
+        .desired
+        .nft
+        .keys()
+        .filter(|k| k.name.starts_with("dvrmesh_fp"))
+        .count();
+    assert_eq!(fast_tables, 1, "only r1 routes between subnets");
+    // A smaller MTU on the way out: the router's business (it fragments or refuses).
+    let mut small = topology();
+    let net_b = small.networks.get_mut(&oid("net-b")).expect("net-b");
+    *net_b = Network::new(NetworkSpec {
+        id: net_b.id.clone(),
+        name: net_b.name.clone(),
+        vni: net_b.vni,
+        mtu: Mtu::new(1400).expect("mtu"),
+    })
+    .expect("net");
+    assert!(
+        !has_dest(&small, "c1", "10.2.0.20"),
+        "net-a (1450) into net-b (1400)"
+    );
+    assert!(
+        has_dest(&small, "c2", "10.1.0.10"),
+        "net-b (1400) into net-a (1450) is fine"
+    );
+    // An extra route at least as specific as the subnet covers the port: the router decides.
+    let mut routed = topology();
+    let r1 = routed.routers.get_mut(&oid("rtr-one")).expect("r1");
+    let mut spec = r1.clone().into_spec();
+    spec.routes.insert(ExtraRoute {
+        destination: "10.2.0.20/32".parse().expect("d"),
+        nexthop: "10.1.0.10".parse().expect("n"),
+    });
+    *r1 = Router::new(spec).expect("r1");
+    assert!(!has_dest(&routed, "c1", "10.2.0.20"));
+    assert!(
+        has_dest(&routed, "c1", "10.2.0.50"),
+        "the rest of the subnet stays fast"
+    );
 }

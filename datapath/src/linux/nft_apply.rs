@@ -225,6 +225,12 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     };
     let mut text = String::new();
     let mut wire = (loader == NftLoader::Netlink).then(nft_wire::Batch::default);
+    let indexes = if wire.is_some() {
+        mapped_device_indexes(&file, &ns.to_string(), &mine)?
+    } else {
+        HashMap::new()
+    };
+    let ifindex = |dev: &str| indexes.get(dev).copied();
     let mut batched = Vec::new();
     // Whether the batch deletes a table (a replacement deletes the old one first).
     let mut deleted = false;
@@ -236,7 +242,7 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
         };
         let was_present = present.contains(&(key.family, key.name.clone()));
         let compiled = match (wire.is_some(), table) {
-            (true, Some(t)) => nft_compile::compile(t, nft::comment_for(t)).map(Some),
+            (true, Some(t)) => nft_compile::compile(t, nft::comment_for(t), &ifindex).map(Some),
             _ => Ok(None),
         };
         let part = compiled.and_then(|c| Ok((c, nft::batch(&[(key, table)], &mut present)?)));
@@ -285,6 +291,43 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     }
     outcome.took = started.elapsed();
     Ok(outcome)
+}
+
+/// The index of every device the maps of the tables `ops` load name, looked up inside the
+/// namespace (one entry for every device that exists; compiling a table whose device is missing
+/// fails that table alone).
+fn mapped_device_indexes(
+    file: &File,
+    label: &str,
+    ops: &[&Op],
+) -> Result<HashMap<String, u32>, Error> {
+    let names: BTreeSet<String> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::ReplaceNft { table, .. } => Some(table),
+            _ => None,
+        })
+        .flat_map(|t| &t.sets)
+        .filter_map(|s| match &s.elements {
+            crate::nft::Elements::DevMap(v) => Some(v),
+            _ => None,
+        })
+        .flat_map(|v| v.iter().map(|(_, dev)| dev.clone()))
+        .collect();
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    super::netns::in_netns(file, label, || {
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let c = std::ffi::CString::new(name.as_str()).ok()?;
+                // SAFETY: `c` is a NUL-terminated string that outlives the call.
+                let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                (index != 0).then_some((name, index))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

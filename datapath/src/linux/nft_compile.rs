@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use mesh_proto::Ipv4Cidr;
 
 use super::nft_wire::{self as wire, Base, DataType, Element, Expr};
-use crate::nft::{Against, ChainKind, Elements, Field, Hook, Nat, Priority, Stmt, Table};
+use crate::nft::{Against, ChainKind, Elements, EtherIp, Field, Hook, Nat, Priority, Stmt, Table};
 use crate::NftFamily;
 
 /// `NFT_META_PROTOCOL`, `NFT_META_MARK`, `NFT_META_IIFNAME`, `NFT_META_OIFNAME`,
@@ -27,19 +27,27 @@ const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 /// `IFNAMSIZ`.
 const IFNAMSIZ: usize = 16;
+/// Offsets in the IPv4 header: the TTL, the header checksum.
+const IP_TTL: u32 = 8;
+const IP_CHECKSUM: u32 = 10;
 /// `ARPOP_REQUEST`.
 const ARP_REQUEST: u16 = 1;
 
-/// The kernel form of `table`, commented with `comment`. Fails on what [`Table::check`] refuses
-/// and on overlapping prefixes in an interval set.
-pub(crate) fn compile(table: &Table, comment: String) -> Result<wire::Table, String> {
+/// The kernel form of `table`, commented with `comment`; `ifindex` gives the index of a device
+/// a map names, in the namespace the table is for. Fails on what [`Table::check`] refuses, on
+/// overlapping prefixes in an interval set and on a device that does not exist.
+pub(crate) fn compile(
+    table: &Table,
+    comment: String,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> Result<wire::Table, String> {
     table.check()?;
     if comment.len() > 127 {
         return Err("comment too long".into());
     }
     let mut sets = Vec::with_capacity(table.sets.len());
     for set in &table.sets {
-        sets.push(compile_set(&set.name, &set.elements)?);
+        sets.push(compile_set(&set.name, &set.elements, ifindex)?);
     }
     let chains = table
         .chains
@@ -63,11 +71,20 @@ pub(crate) fn compile(table: &Table, comment: String) -> Result<wire::Table, Str
     })
 }
 
-fn compile_set(name: &str, elements: &Elements) -> Result<wire::Set, String> {
+fn compile_set(
+    name: &str,
+    elements: &Elements,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> Result<wire::Set, String> {
     let plain = |key: Vec<u8>| Element {
         key,
         end: None,
         data: None,
+    };
+    let mapped = |key: &EtherIp, data: Vec<u8>| Element {
+        key: ether_ip_key(key),
+        end: None,
+        data: Some(data),
     };
     let (key, data, interval, elements) = match elements {
         Elements::Macs(v) => (
@@ -95,6 +112,23 @@ fn compile_set(name: &str, elements: &Elements) -> Result<wire::Set, String> {
                 })
                 .collect(),
         ),
+        Elements::MacMap(v) => (
+            DataType::EtherIpv4,
+            Some(DataType::Ether),
+            false,
+            v.iter()
+                .map(|(k, mac)| mapped(k, mac.octets().to_vec()))
+                .collect(),
+        ),
+        Elements::DevMap(v) => {
+            let mut out = Vec::with_capacity(v.len());
+            for (k, dev) in v {
+                let index = ifindex(dev)
+                    .ok_or_else(|| format!("map {name}: no device {dev} in the namespace"))?;
+                out.push(mapped(k, index.to_ne_bytes().to_vec()));
+            }
+            (DataType::EtherIpv4, Some(DataType::IfIndex), false, out)
+        }
     };
     Ok(wire::Set {
         name: name.to_string(),
@@ -103,6 +137,15 @@ fn compile_set(name: &str, elements: &Elements) -> Result<wire::Set, String> {
         interval,
         elements,
     })
+}
+
+/// An `ether_addr . ipv4_addr` key as the kernel holds it: the MAC padded to 8 bytes, then the
+/// address.
+fn ether_ip_key((mac, ip): &EtherIp) -> Vec<u8> {
+    let mut key = mac.octets().to_vec();
+    key.extend([0, 0]);
+    key.extend(ip.octets());
+    key
 }
 
 /// Prefixes as sorted ranges `[start, end)`; `end` is `None` for a range that runs to the top of
@@ -202,11 +245,7 @@ fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
         match stmt {
             Stmt::Ether(field, what) => {
                 deps.ether(&mut out);
-                let offset = match field {
-                    Field::Daddr => 0,
-                    Field::Saddr => 6,
-                };
-                out.push(link_field(offset, 6));
+                out.push(link_field(ether_offset(*field), 6));
                 out.push(match what {
                     Against::Value(mac) => Expr::CmpEq(mac.octets().to_vec()),
                     Against::Set(s) => lookup(s, false),
@@ -255,7 +294,42 @@ fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
                     base: Base::Link,
                     offset: 6,
                     len: 6,
+                    csum: None,
                 });
+            }
+            Stmt::IpTtl(ttl) => {
+                deps.l3(family, ETH_P_IP, &mut out);
+                out.push(network_field(IP_TTL, 1));
+                out.push(Expr::CmpEq(vec![*ttl]));
+            }
+            Stmt::SetIpTtl(ttl) => {
+                // As nft writes a byte inside the checksummed header: the 16-bit word holding
+                // it (TTL and protocol), the protocol kept, the checksum fixed up.
+                deps.l3(family, ETH_P_IP, &mut out);
+                out.push(network_field(IP_TTL, 2));
+                out.push(Expr::MaskXor {
+                    mask: vec![0x00, 0xff],
+                    xor: vec![*ttl, 0x00],
+                });
+                out.push(Expr::PayloadWrite {
+                    base: Base::Network,
+                    offset: IP_TTL,
+                    len: 2,
+                    csum: Some(IP_CHECKSUM),
+                });
+            }
+            Stmt::SetEtherFromMap(field, map) => {
+                ether_ip_lookup(map, family, &mut deps, &mut out);
+                out.push(Expr::PayloadWrite {
+                    base: Base::Link,
+                    offset: ether_offset(*field),
+                    len: 6,
+                    csum: None,
+                });
+            }
+            Stmt::FwdMap(map) => {
+                ether_ip_lookup(map, family, &mut deps, &mut out);
+                out.push(Expr::Fwd);
             }
             Stmt::SetMark(mark) => {
                 out.push(Expr::Immediate(mark.to_ne_bytes().to_vec()));
@@ -277,6 +351,26 @@ fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
         }
     }
     out
+}
+
+/// `ether daddr . ip daddr map @map` into register 1, with nft's dependencies.
+fn ether_ip_lookup(map: &str, family: NftFamily, deps: &mut Deps, out: &mut Vec<Expr>) {
+    deps.ether(out);
+    deps.l3(family, ETH_P_IP, out);
+    out.push(link_field(0, 6));
+    out.push(Expr::PayloadLoadTail {
+        base: Base::Network,
+        offset: ip_offset(Field::Daddr),
+        len: 4,
+    });
+    out.push(lookup(map, true));
+}
+
+fn ether_offset(field: Field) -> u32 {
+    match field {
+        Field::Daddr => 0,
+        Field::Saddr => 6,
+    }
 }
 
 fn link_field(offset: u32, len: u32) -> Expr {
@@ -380,7 +474,7 @@ mod tests {
                 elements: Elements::Macs(vec!["fa:16:3f:00:00:01".parse().expect("mac")]),
             }],
         );
-        let w = compile(&t, "dvrmesh:1".into()).expect("compiles");
+        let w = compile(&t, "dvrmesh:1".into(), &|_| None).expect("compiles");
         assert_eq!(w.comment.as_deref(), Some("dvrmesh:1"));
         assert_eq!(w.sets[0].elements[0].key, vec![0xfa, 0x16, 0x3f, 0, 0, 1]);
         let hook = w.chains[0].hook.as_ref().expect("hook");
@@ -401,7 +495,8 @@ mod tests {
                 Expr::PayloadWrite {
                     base: Base::Link,
                     offset: 6,
-                    len: 6
+                    len: 6,
+                    csum: None,
                 },
             ]
         );
@@ -412,12 +507,92 @@ mod tests {
         assert_eq!(arp.last(), Some(&Expr::Verdict(0)));
     }
 
+    /// The fast path's rule, expression for expression as `nft --debug=netlink` shows nft 1.0.6
+    /// compiling its text.
+    #[test]
+    fn a_fast_path_rule_compiles_as_nft_compiles_it() {
+        let mac = |s: &str| s.parse::<mesh_proto::MacAddr>().expect("mac");
+        let key = (mac("fa:16:3d:00:00:01"), "10.2.0.5".parse().expect("ip"));
+        let t = netdev(
+            vec![Rule(vec![
+                Stmt::IpTtl(64),
+                Stmt::SetEtherFromMap(Field::Saddr, "smac".into()),
+                Stmt::SetIpTtl(63),
+                Stmt::FwdMap("odev".into()),
+            ])],
+            vec![
+                Set {
+                    name: "smac".into(),
+                    elements: Elements::MacMap(vec![(key, mac("fa:16:3f:00:00:09"))]),
+                },
+                Set {
+                    name: "odev".into(),
+                    elements: Elements::DevMap(vec![(key, "vx-2".into())]),
+                },
+            ],
+        );
+        let w =
+            compile(&t, "dvrmesh:1".into(), &|dev| (dev == "vx-2").then_some(7)).expect("compiles");
+        let concat = [0xfa, 0x16, 0x3d, 0, 0, 1, 0, 0, 10, 2, 0, 5];
+        assert_eq!(
+            w.sets[0].elements[0].key, concat,
+            "the MAC padded to 8 bytes"
+        );
+        assert_eq!(
+            w.sets[1].elements[0].data,
+            Some(7u32.to_ne_bytes().to_vec())
+        );
+        let key_loads = [
+            link_field(0, 6),
+            Expr::PayloadLoadTail {
+                base: Base::Network,
+                offset: 16,
+                len: 4,
+            },
+        ];
+        let mut want = vec![
+            Expr::MetaLoad(META_PROTOCOL),
+            Expr::CmpEq(vec![8, 0]),
+            network_field(8, 1),
+            Expr::CmpEq(vec![64]),
+            Expr::MetaLoad(META_IIFTYPE),
+            Expr::CmpEq(ARPHRD_ETHER.to_vec()),
+        ];
+        want.extend(key_loads.clone());
+        want.extend([
+            lookup("smac", true),
+            Expr::PayloadWrite {
+                base: Base::Link,
+                offset: 6,
+                len: 6,
+                csum: None,
+            },
+            network_field(8, 2),
+            Expr::MaskXor {
+                mask: vec![0x00, 0xff],
+                xor: vec![63, 0x00],
+            },
+            Expr::PayloadWrite {
+                base: Base::Network,
+                offset: 8,
+                len: 2,
+                csum: Some(10),
+            },
+        ]);
+        want.extend(key_loads);
+        want.extend([lookup("odev", true), Expr::Fwd]);
+        assert_eq!(w.chains[0].rules[0], want);
+        let missing = compile(&t, "dvrmesh:1".into(), &|_| None).expect_err("no vx-2");
+        assert!(missing.contains("no device vx-2"), "{missing}");
+    }
+
     #[test]
     fn prefix_sets_become_sorted_ranges_and_overlaps_are_refused() {
         let set = |v: &[&str]| Elements::Prefixes(v.iter().map(|c| cidr(c)).collect());
         let s = compile_set(
             "s",
             &set(&["10.0.2.0/23", "10.0.1.0/24", "255.255.255.0/24"]),
+            &|_| None,
         )
         .expect("disjoint");
         assert!(s.interval);
@@ -425,7 +600,7 @@ mod tests {
         assert_eq!(s.elements[0].end, Some(vec![10, 0, 2, 0]));
         assert_eq!(s.elements[1].end, Some(vec![10, 0, 4, 0]));
         assert_eq!(s.elements[2].end, None, "a range to the top has no end");
-        assert!(compile_set("s", &set(&["10.0.0.0/16", "10.0.1.0/24"])).is_err());
+        assert!(compile_set("s", &set(&["10.0.0.0/16", "10.0.1.0/24"]), &|_| None).is_err());
     }
 
     #[test]
@@ -446,6 +621,6 @@ mod tests {
     fn a_table_check_refuses_is_not_compiled() {
         let mut t = netdev(vec![], vec![]);
         t.chains[0].hook = Hook::Ingress("a-very-long-device-name".into());
-        assert!(compile(&t, "dvrmesh:1".into()).is_err());
+        assert!(compile(&t, "dvrmesh:1".into(), &|_| None).is_err());
     }
 }

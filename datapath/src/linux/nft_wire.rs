@@ -28,6 +28,9 @@ const NFPROTO_NETDEV: u8 = 5;
 
 /// Register 1 (128 bits) and the verdict register.
 const REG_1: u32 = 1;
+/// The 32-bit register 8 bytes into register 1 (`NFT_REG32_02`): where the second part of an
+/// `ether_addr . ipv4_addr` key goes, the first padded to 8 bytes.
+const REG32_02: u32 = 10;
 const REG_VERDICT: u32 = 0;
 
 /// `NFT_SET_INTERVAL`, `NFT_SET_MAP`.
@@ -39,7 +42,8 @@ const ELEM_INTERVAL_END: u32 = 0x1;
 const UDATA_SET_KEYBYTEORDER: u8 = 0;
 const UDATA_SET_DATABYTEORDER: u8 = 1;
 const UDATA_SET_DATA_INTERVAL: u8 = 6;
-/// nft's `BYTEORDER_BIG_ENDIAN`.
+/// nft's `BYTEORDER_HOST_ENDIAN` and `BYTEORDER_BIG_ENDIAN`.
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const BYTEORDER_BIG_ENDIAN: u32 = 2;
 /// libnftnl table user data: the comment.
 const UDATA_TABLE_COMMENT: u8 = 0;
@@ -51,6 +55,10 @@ pub(crate) enum DataType {
     Ipv4,
     /// `ether_addr` (nft type 9, 6 bytes).
     Ether,
+    /// `ether_addr . ipv4_addr` (a concatenation: the MAC padded to 8 bytes, then the address).
+    EtherIpv4,
+    /// `iface_index` (nft type 20, 4 bytes, host order).
+    IfIndex,
 }
 
 impl DataType {
@@ -58,6 +66,9 @@ impl DataType {
         match self {
             DataType::Ipv4 => 7,
             DataType::Ether => 9,
+            // nft's concatenated type: each part's type shifted in, 6 bits a part.
+            DataType::EtherIpv4 => (9 << 6) | 7,
+            DataType::IfIndex => 20,
         }
     }
 
@@ -65,6 +76,8 @@ impl DataType {
         match self {
             DataType::Ipv4 => 4,
             DataType::Ether => 6,
+            DataType::EtherIpv4 => 12,
+            DataType::IfIndex => 4,
         }
     }
 }
@@ -137,12 +150,24 @@ pub(crate) enum Expr {
     MetaSet(u32),
     /// `payload load <len>b @ <base> + <offset> => reg 1`.
     PayloadLoad { base: Base, offset: u32, len: u32 },
-    /// `payload write reg 1 => <len>b @ <base> + <offset>`, no checksum fix-up.
-    PayloadWrite { base: Base, offset: u32, len: u32 },
+    /// `payload load <len>b @ <base> + <offset> => reg 10`: the second part of a concatenated key.
+    PayloadLoadTail { base: Base, offset: u32, len: u32 },
+    /// `payload write reg 1 => <len>b @ <base> + <offset>`; with `csum`, the internet checksum
+    /// at that network offset fixed up.
+    PayloadWrite {
+        base: Base,
+        offset: u32,
+        len: u32,
+        csum: Option<u32>,
+    },
     /// `cmp eq reg 1 <data>`.
     CmpEq(Vec<u8>),
     /// `bitwise reg 1 = (reg 1 & mask) ^ 0`.
     Mask(Vec<u8>),
+    /// `bitwise reg 1 = (reg 1 & mask) ^ xor` (`mask` and `xor` of one length).
+    MaskXor { mask: Vec<u8>, xor: Vec<u8> },
+    /// `fwd sreg_dev 1`: out by the device whose index register 1 holds.
+    Fwd,
     /// `lookup reg 1 set <name>`, with `dreg 1` for a map.
     Lookup { set: String, map: bool },
     /// `immediate reg 1 <data>`.
@@ -320,7 +345,11 @@ impl Batch {
             .be32(5, set.key.len() as u32);
         if let Some(data) = set.data {
             a.be32(6, data.id()).be32(7, data.len() as u32);
-            udata.extend(udata_u32(UDATA_SET_DATABYTEORDER, BYTEORDER_BIG_ENDIAN));
+            let order = match data {
+                DataType::IfIndex => BYTEORDER_HOST_ENDIAN,
+                _ => BYTEORDER_BIG_ENDIAN,
+            };
+            udata.extend(udata_u32(UDATA_SET_DATABYTEORDER, order));
             udata.extend(udata_u32(UDATA_SET_DATA_INTERVAL, 0));
         }
         a.be32(10, id).put(13, &udata);
@@ -425,25 +454,38 @@ fn encode_expr(el: &mut Attrs, e: &Expr, set_ids: &[(String, u32)]) {
     el.put(2 | NLA_F_NESTED, &data.0);
 }
 
-/// A payload load into register 1, or a write from it (checksums left alone).
-fn payload_attrs(b: Base, offset: u32, len: u32, write: bool) -> Attrs {
-    let base = match b {
+/// `NFT_PAYLOAD_CSUM_INET`.
+const CSUM_INET: u32 = 1;
+
+fn base_id(b: Base) -> u32 {
+    match b {
         Base::Link => 0,
         Base::Network => 1,
         Base::Transport => 2,
-    };
-    let mut d = Attrs::default();
-    if write {
-        d.be32(5, REG_1)
-            .be32(2, base)
-            .be32(3, offset)
-            .be32(4, len)
-            .be32(6, 0)
-            .be32(7, 0)
-            .be32(8, 0);
-    } else {
-        d.be32(1, REG_1).be32(2, base).be32(3, offset).be32(4, len);
     }
+}
+
+/// A payload load into register `reg`.
+fn payload_load(reg: u32, b: Base, offset: u32, len: u32) -> Attrs {
+    let mut d = Attrs::default();
+    d.be32(1, reg)
+        .be32(2, base_id(b))
+        .be32(3, offset)
+        .be32(4, len);
+    d
+}
+
+/// A payload write from register 1, with the internet checksum at `csum` fixed up.
+fn payload_write(b: Base, offset: u32, len: u32, csum: Option<u32>) -> Attrs {
+    let (csum_type, csum_offset) = csum.map_or((0, 0), |at| (CSUM_INET, at));
+    let mut d = Attrs::default();
+    d.be32(5, REG_1)
+        .be32(2, base_id(b))
+        .be32(3, offset)
+        .be32(4, len)
+        .be32(6, csum_type)
+        .be32(7, csum_offset)
+        .be32(8, 0);
     d
 }
 
@@ -461,11 +503,17 @@ fn expr_attrs(e: &Expr, set_ids: &[(String, u32)]) -> (&'static str, Attrs) {
             ("meta", d)
         }
         Expr::PayloadLoad { base, offset, len } => {
-            ("payload", payload_attrs(*base, *offset, *len, false))
+            ("payload", payload_load(REG_1, *base, *offset, *len))
         }
-        Expr::PayloadWrite { base, offset, len } => {
-            ("payload", payload_attrs(*base, *offset, *len, true))
+        Expr::PayloadLoadTail { base, offset, len } => {
+            ("payload", payload_load(REG32_02, *base, *offset, *len))
         }
+        Expr::PayloadWrite {
+            base,
+            offset,
+            len,
+            csum,
+        } => ("payload", payload_write(*base, *offset, *len, *csum)),
         Expr::CmpEq(v) => {
             let mut d = Attrs::default();
             d.be32(1, REG_1).be32(2, 0).data(3, v);
@@ -479,6 +527,20 @@ fn expr_attrs(e: &Expr, set_ids: &[(String, u32)]) -> (&'static str, Attrs) {
                 .data(4, mask)
                 .data(5, &vec![0; mask.len()]);
             ("bitwise", d)
+        }
+        Expr::MaskXor { mask, xor } => {
+            let mut d = Attrs::default();
+            d.be32(1, REG_1)
+                .be32(2, REG_1)
+                .be32(3, mask.len() as u32)
+                .data(4, mask)
+                .data(5, xor);
+            ("bitwise", d)
+        }
+        Expr::Fwd => {
+            let mut d = Attrs::default();
+            d.be32(1, REG_1);
+            ("fwd", d)
         }
         Expr::Lookup { set, map } => {
             let mut d = Attrs::default();

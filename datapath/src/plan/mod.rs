@@ -1,6 +1,7 @@
 //! `plan(topology, me) -> Plan`: every kernel object of the DVR recipe for one node. Pure and
 //! deterministic: ordered collections in, ordered collections out, no I/O.
 
+mod fastpath;
 mod fip;
 mod l2;
 mod metadata;
@@ -310,6 +311,7 @@ pub fn plan(t: &Topology, me: &NodeId) -> Plan {
             snat::plan_snat(&ctx, r, &mut b);
         }
     }
+    fastpath::plan_fast_paths(&ctx, &mut b);
     b.finish()
 }
 

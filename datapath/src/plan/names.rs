@@ -98,6 +98,11 @@ pub(crate) fn tap(port: &ObjectId) -> (String, String) {
 pub(crate) fn vx_table(vni: u32) -> String {
     format!("dvrmesh_vx{vni}")
 }
+/// nft table of a router's fast path (netdev family, in the host namespace).
+pub(crate) fn fast_path_table(router: &ObjectId) -> String {
+    let h = mesh_proto::hash::fnv1a64(&[router.as_str().as_bytes(), b"fp"]);
+    format!("dvrmesh_fp{h:016x}")
+}
 /// nft table in router namespaces.
 pub(crate) const ROUTER_TABLE: &str = "dvrmesh";
 
