@@ -402,8 +402,10 @@ fn the_fast_path_routes_a_local_vm_to_every_port_of_its_routers_other_subnets() 
     use datapath::nft::{Elements, Hook};
     let mut t = topology();
     // A second VM of r1 on c1, in sub-b: reached on its own device, sourced from sub-b's gateway.
-    let vm6 = port("vm6", "c1", "net-b", "10.2.0.60", "fa:16:3e:00:02:60");
-    t.ports.insert(vm6.id.clone(), vm6);
+    // Its device is a hypervisor's tap: hooked and reached all the same.
+    let mut vm6 = port("vm6", "c1", "net-b", "10.2.0.60", "fa:16:3e:00:02:60").into_spec();
+    vm6.device = Some(mesh_proto::InterfaceName::new("vmtap6").expect("ifname"));
+    t.ports.insert(vm6.id.clone(), mesh_proto::Port::new(vm6).expect("port"));
     let gw = datapath::plan::gateway_macs(&t);
     let (gw_a, gw_b) = (gw["sub-a"], gw["sub-b"]);
     let c1_dvr = t.nodes[&node("c1")].facts.dvr_mac();
@@ -411,6 +413,7 @@ fn the_fast_path_routes_a_local_vm_to_every_port_of_its_routers_other_subnets() 
     let hooked: Vec<&Hook> = table.chains.iter().map(|c| &c.hook).collect();
     let tap = |id: &str| datapath::plan::port_device(&t.ports[&oid(id)]);
     let (tap1, tap6) = (tap("vm1"), tap("vm6"));
+    assert_eq!(tap6, "vmtap6");
     assert_eq!(
         hooked,
         [&Hook::Ingress(tap1.clone()), &Hook::Ingress(tap6.clone())],

@@ -226,7 +226,7 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     let mut text = String::new();
     let mut wire = (loader == NftLoader::Netlink).then(nft_wire::Batch::default);
     let indexes = if wire.is_some() {
-        mapped_device_indexes(&file, &ns.to_string(), &mine)?
+        device_indexes(&file, &ns.to_string(), &mine)?
     } else {
         HashMap::new()
     };
@@ -293,26 +293,18 @@ pub(crate) fn run(job: Job, ops: &[Op]) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
-/// The index of every device the maps of the tables `ops` load name, looked up inside the
-/// namespace (one entry for every device that exists; compiling a table whose device is missing
-/// fails that table alone).
-fn mapped_device_indexes(
-    file: &File,
-    label: &str,
-    ops: &[&Op],
-) -> Result<HashMap<String, u32>, Error> {
+/// The index of every device the tables `ops` load name (hooks and maps), looked up inside the
+/// namespace: one entry for every device that exists. Compiling a table whose device is missing
+/// (a hypervisor's tap not made yet) fails that table alone, where the kernel would refuse the
+/// namespace's whole batch.
+fn device_indexes(file: &File, label: &str, ops: &[&Op]) -> Result<HashMap<String, u32>, Error> {
     let names: BTreeSet<String> = ops
         .iter()
         .filter_map(|op| match op {
             Op::ReplaceNft { table, .. } => Some(table),
             _ => None,
         })
-        .flat_map(|t| &t.sets)
-        .filter_map(|s| match &s.elements {
-            crate::nft::Elements::DevMap(v) => Some(v),
-            _ => None,
-        })
-        .flat_map(|v| v.iter().map(|(_, dev)| dev.clone()))
+        .flat_map(|t| t.devices().map(str::to_string))
         .collect();
     if names.is_empty() {
         return Ok(HashMap::new());

@@ -49,6 +49,11 @@ pub(crate) fn compile(
     for set in &table.sets {
         sets.push(compile_set(&set.name, &set.elements, ifindex)?);
     }
+    for dev in table.devices() {
+        if ifindex(dev).is_none() {
+            return Err(format!("no device {dev} in the namespace"));
+        }
+    }
     let chains = table
         .chains
         .iter()
@@ -123,8 +128,8 @@ fn compile_set(
         Elements::DevMap(v) => {
             let mut out = Vec::with_capacity(v.len());
             for (k, dev) in v {
-                let index = ifindex(dev)
-                    .ok_or_else(|| format!("map {name}: no device {dev} in the namespace"))?;
+                let index =
+                    ifindex(dev).ok_or_else(|| format!("no device {dev} in the namespace"))?;
                 out.push(mapped(k, index.to_ne_bytes().to_vec()));
             }
             (DataType::EtherIpv4, Some(DataType::IfIndex), false, out)
@@ -474,7 +479,7 @@ mod tests {
                 elements: Elements::Macs(vec!["fa:16:3f:00:00:01".parse().expect("mac")]),
             }],
         );
-        let w = compile(&t, "dvrmesh:1".into(), &|_| None).expect("compiles");
+        let w = compile(&t, "dvrmesh:1".into(), &|_| Some(1)).expect("compiles");
         assert_eq!(w.comment.as_deref(), Some("dvrmesh:1"));
         assert_eq!(w.sets[0].elements[0].key, vec![0xfa, 0x16, 0x3f, 0, 0, 1]);
         let hook = w.chains[0].hook.as_ref().expect("hook");
@@ -531,8 +536,12 @@ mod tests {
                 },
             ],
         );
-        let w =
-            compile(&t, "dvrmesh:1".into(), &|dev| (dev == "vx-2").then_some(7)).expect("compiles");
+        let w = compile(&t, "dvrmesh:1".into(), &|dev| {
+            [("vx-2", 7), ("vx1", 1)]
+                .into_iter()
+                .find_map(|(d, i)| (d == dev).then_some(i))
+        })
+        .expect("compiles");
         let concat = [0xfa, 0x16, 0x3d, 0, 0, 1, 0, 0, 10, 2, 0, 5];
         assert_eq!(
             w.sets[0].elements[0].key, concat,
@@ -582,8 +591,12 @@ mod tests {
         want.extend(key_loads);
         want.extend([lookup("odev", true), Expr::Fwd]);
         assert_eq!(w.chains[0].rules[0], want);
-        let missing = compile(&t, "dvrmesh:1".into(), &|_| None).expect_err("no vx-2");
+        let missing = compile(&t, "dvrmesh:1".into(), &|dev| (dev == "vx1").then_some(1))
+            .expect_err("no vx-2");
         assert!(missing.contains("no device vx-2"), "{missing}");
+        let unhooked = compile(&t, "dvrmesh:1".into(), &|dev| (dev == "vx-2").then_some(7))
+            .expect_err("no vx1");
+        assert!(unhooked.contains("no device vx1"), "{unhooked}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn router_table(ctx: &Ctx<'_>, r: &Router) -> Option<Table> {
     let mut maps = Maps::default();
     for (i, from) in legs.iter().enumerate() {
         let local: Vec<String> = local_ports(ctx, from.subnet)
-            .map(|p| names::tap(&p.id).0)
+            .map(super::port_device)
             .collect();
         if local.is_empty() {
             continue;
@@ -93,16 +93,15 @@ fn router_table(ctx: &Ctx<'_>, r: &Router) -> Option<Table> {
     Some(table(&names::fast_path_table(&r.id), &devices, maps))
 }
 
-/// Ports on this node with an address in `subnet` whose device dvrmesh makes (a tap pair).
+/// Ports on this node with an address in `subnet` (on a tap pair dvrmesh makes or a
+/// hypervisor's device).
 fn local_ports<'a>(ctx: &'a Ctx<'_>, subnet: &'a Subnet) -> impl Iterator<Item = &'a Port> + 'a {
     ctx.ix
         .ports_on(&subnet.network)
         .iter()
         .copied()
         .filter(move |p| {
-            &p.host == ctx.me
-                && p.device.is_none()
-                && p.fixed_ips.iter().any(|ip| subnet.cidr.contains(*ip))
+            &p.host == ctx.me && p.fixed_ips.iter().any(|ip| subnet.cidr.contains(*ip))
         })
 }
 
@@ -116,10 +115,7 @@ fn destinations(ctx: &Ctx<'_>, r: &Router, gw: MacAddr, to: &Leg<'_>, maps: &mut
         .unwrap_or(ctx.facts.dvr_mac());
     for p in ctx.ix.ports_on(&to.net.id) {
         let (dev, src) = if &p.host == ctx.me {
-            if p.device.is_some() {
-                continue;
-            }
-            (names::tap(&p.id).0, to.gw)
+            (super::port_device(p), to.gw)
         } else {
             match ctx.tunnel_ip(&p.host) {
                 Some(vtep) if vtep != my_vtep => (names::vxlan(to.net.vni.get()), my_dvr),
