@@ -405,7 +405,8 @@ fn the_fast_path_routes_a_local_vm_to_every_port_of_its_routers_other_subnets() 
     // Its device is a hypervisor's tap: hooked and reached all the same.
     let mut vm6 = port("vm6", "c1", "net-b", "10.2.0.60", "fa:16:3e:00:02:60").into_spec();
     vm6.device = Some(mesh_proto::InterfaceName::new("vmtap6").expect("ifname"));
-    t.ports.insert(vm6.id.clone(), mesh_proto::Port::new(vm6).expect("port"));
+    t.ports
+        .insert(vm6.id.clone(), mesh_proto::Port::new(vm6).expect("port"));
     let gw = datapath::plan::gateway_macs(&t);
     let (gw_a, gw_b) = (gw["sub-a"], gw["sub-b"]);
     let c1_dvr = t.nodes[&node("c1")].facts.dvr_mac();
