@@ -397,10 +397,14 @@ fn targets(cases: &[Case], samples: &[Samples]) -> String {
     }
     md.push_str(PER_PACKET);
     if r_l2 < 0.95 {
-        md.push_str(&below_plain_l2(ratio(
-            m("recipe: east-west, across hosts", false),
-            m("recipe: one subnet across hosts", false),
-        )));
+        md.push_str(&below_plain_l2(
+            ratio(m(across, false), m("one subnet across hosts", false)),
+            ratio(m("one subnet across hosts", false), m("plain L2", false)),
+            ratio(
+                m("recipe: east-west, across hosts", false),
+                m("recipe: one subnet across hosts", false),
+            ),
+        ));
     }
     md
 }
@@ -408,15 +412,10 @@ fn targets(cases: &[Case], samples: &[Samples]) -> String {
 /// What closed most of the per-packet gap to the recipe (measured by hand, 2026-12-04).
 const PER_PACKET: &str = "\nPer packet, dvrmesh trailed the recipe by more than per byte (until 2026-12-04: 64-byte UDP across hosts 0.71× the recipe's DVR, 0.85× its one subnet). Two costs each small packet paid and the recipe's did not, found by `perf record -a -g` during 64-byte UDP floods side by side: the lab's namespaces left bridge netfilter on, so every frame a bridge forwarded also walked the IP hooks (`br_nf_*`, an skb extension allocated per frame); and the DHCP server's packet socket on each VM port was handed a copy of every frame sent to the VM, only to drop it. The lab now turns bridge netfilter off, as the recipe does (`dvrmesh doctor` warns on a host where it is on), and the socket asks the kernel to skip outgoing frames (`PACKET_IGNORE_OUTGOING`). By hand, interleaved 3-second floods in a `dvrmesh-lab up --tenants` lab beside the recipe (`iperf3 -u -b 0 -l 64`), medians of 3: bridge netfilter on 51 kpps, off 56 kpps on DVR across hosts; with both changes DVR across hosts 62 against the recipe's 63, one subnet across hosts 80 against 85.\n";
 
-/// Why DVR across hosts stays below 0.95× plain L2: what a profile showed and what was ruled
-/// out (measured by hand in a demo lab, 2026-12-04), with the recipe's own ratio of this run.
-fn below_plain_l2(recipe: f64) -> String {
-    let recipe = if recipe > 0.0 {
-        format!(" (the recipe's DVR over the recipe's one subnet across hosts in this run: {recipe:.2}×)")
-    } else {
-        String::new()
-    };
-    format!("\nDVR across hosts is below 0.95× plain L2 in this run. Where the difference goes, profiled (`perf record -a -g` during one TCP stream each way in a `dvrmesh-lab up --tenants` lab, the agents stopped): both paths leave about a quarter of the two CPUs idle, the receiver's share, because the sender's CPU carries the whole path — each veth hand-off is processed in the softirq of the CPU that sent it — so every hop the routed path adds to plain L2's (the router namespace's veth pair, a second bridge, the IP forward) comes straight off the stream's rate. Ruled out, each by A/B over 5 or 6 interleaved 4-second streams (medians): the netdev nft tables on the VXLAN devices (DVR MAC rewrite, DHCP and metadata barriers) take 1 % of the samples; a filtered packet socket like the DHCP server's on each VM port changes nothing to one stream (one subnet across hosts: 7.99 Gbit/s with, 7.43 without, plain L2 7.85); GRO or threaded NAPI on the router's veths does not help (7.42 and 7.54 against 7.76); bridge netfilter calls off (now the lab's setting) lift both paths alike (+4–5 %, same ratio). Between runs on this shared machine the ratio has moved between 0.81× and 0.94× (3 rounds a run until 2026-12-04, 5 since); by hand, 5 interleaved 4-second streams east-west on one host gave dvrmesh 13.96 Gbit/s against the recipe's 13.85 (medians), where a 3-round run had just shown 0.82×. What is left is the routed hop itself, which hand-built DVR pays too{recipe}.\n")
+/// Why DVR across hosts stays below 0.95× plain L2: what is left since the fast path skips the
+/// routed hop, from this run's ratios, and what was measured by hand (2026-12-04).
+fn below_plain_l2(dvr_over_l2: f64, l2_over_plain: f64, recipe: f64) -> String {
+    format!("\nDVR across hosts is below 0.95× plain L2 in this run. Since 2026-12-04 it skips the routed hop: a frame for a port on another subnet of the router is routed on the VM's own device and sent straight out of the destination network's VXLAN device (the fast path, `docs/decisions.md`), so it crosses fewer devices than dvrmesh's own one-subnet path, and ran at {dvr_over_l2:.2}× that path in this run. (Before, every hop the routed path added — the router namespace's veth pair, a second bridge, the IP forward — came straight off the stream's rate, since the sender's CPU carries the whole path: each veth hand-off is processed in the softirq of the CPU that sent it; the ratio moved between 0.81× and 0.94× over runs, and the recipe's DVR, which pays that hop, ran at {recipe:.2}× the recipe's one subnet in this run.) What is left is dvrmesh's L2 path against the hand-built one ({l2_over_plain:.2}× in this run): the same bridge and VXLAN devices, plus the netdev nft tables on the VXLAN devices (DVR MAC rewrite, DHCP and metadata barriers: 1 % of the samples in a profile of one TCP stream) and the agents running beside the traffic. By hand, 64-byte UDP floods of 3 s across hosts in one subnet of a `dvrmesh-lab up --tenants` lab, the three agents running and then stopped (`SIGSTOP`), alternating: 80, 83, 75, 78, 81, 81 kpps running against 87, 87, 91, 92, 90, 92 stopped, while the agents used about 2 % of a CPU each; not profiled further.\n")
 }
 
 #[cfg(test)]
@@ -449,6 +448,6 @@ mod tests {
         assert!(t.contains("Why the centralized router is this close") && t.contains("1.25×"));
         let t = targets(&cases, &[s(9.0, 100.0), s(10.0, 125.0), s(5.0, 80.0)]);
         assert!(t.contains("1.80×") && !t.contains("Why the centralized"));
-        assert!(t.contains("below 0.95× plain L2"));
+        assert!(t.contains("below 0.95× plain L2") && t.contains("skips the routed hop"));
     }
 }
