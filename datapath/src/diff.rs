@@ -42,33 +42,31 @@ fn add_ops(desired: &Desired, observed: &Observed, ops: &mut Vec<Op>) {
     neigh_ops(desired, observed, ops);
     ops.extend(added(&desired.fdb, &observed.fdb).map(Op::AddFdb));
     let created = created_links(ops);
+    let mut tables = Vec::new();
     for (key, content) in &desired.nft {
         let NftContent::Table(table) = content else {
             continue; // nothing to load: a plan only holds tables
         };
         // The kernel holds a table's devices by index: one made anew needs the table anew.
-        let names_new_device = || {
-            table
-                .devices()
-                .any(|dev| created.contains(&(key.ns.clone(), dev.to_string())))
-        };
+        let names_new_device = || table.devices().any(|dev| created.contains(&(&key.ns, dev)));
         if observed.nft.get(key) != Some(content) || names_new_device() {
-            ops.push(Op::ReplaceNft {
+            tables.push(Op::ReplaceNft {
                 key: key.clone(),
                 table: table.clone(),
             });
         }
     }
+    ops.extend(tables);
 }
 
 /// The devices the link ops in `ops` make (both ends of a veth pair).
-fn created_links(ops: &[Op]) -> BTreeSet<(Netns, String)> {
+fn created_links(ops: &[Op]) -> BTreeSet<(&Netns, &str)> {
     let mut out = BTreeSet::new();
     for op in ops {
         if let Op::AddLink { ns, name, spec } = op {
-            out.insert((ns.clone(), name.clone()));
+            out.insert((ns, name.as_str()));
             if let LinkKind::Veth { peer, peer_ns } = &spec.kind {
-                out.insert((peer_ns.clone(), peer.clone()));
+                out.insert((peer_ns, peer.as_str()));
             }
         }
     }

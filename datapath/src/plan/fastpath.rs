@@ -108,11 +108,13 @@ fn local_ports<'a>(ctx: &'a Ctx<'_>, subnet: &'a Subnet) -> impl Iterator<Item =
 /// Every port address on leg `to`, reached from the subnet whose gateway MAC is `gw`.
 fn destinations(ctx: &Ctx<'_>, r: &Router, gw: MacAddr, to: &Leg<'_>, maps: &mut Maps) {
     let my_vtep = ctx.facts.tunnel_ip();
-    let my_dvr = ctx
-        .dvr_macs
-        .get(ctx.me)
-        .copied()
-        .unwrap_or(ctx.facts.dvr_mac());
+    let my_dvr = ctx.my_dvr_mac();
+    // An extra route at least as specific as the subnet's own route may lead elsewhere.
+    let routed_elsewhere = |ip| {
+        r.routes.iter().any(|rt| {
+            rt.destination.prefix() >= to.subnet.cidr.prefix() && rt.destination.contains(ip)
+        })
+    };
     for p in ctx.ix.ports_on(&to.net.id) {
         let (dev, src) = if &p.host == ctx.me {
             (super::port_device(p), to.gw)
@@ -121,12 +123,6 @@ fn destinations(ctx: &Ctx<'_>, r: &Router, gw: MacAddr, to: &Leg<'_>, maps: &mut
                 Some(vtep) if vtep != my_vtep => (names::vxlan(to.net.vni.get()), my_dvr),
                 _ => continue, // no tunnel to it: the slow path floods or fails as before
             }
-        };
-        // An extra route at least as specific as the subnet's own route may lead elsewhere.
-        let routed_elsewhere = |ip| {
-            r.routes.iter().any(|rt| {
-                rt.destination.prefix() >= to.subnet.cidr.prefix() && rt.destination.contains(ip)
-            })
         };
         for ip in p
             .fixed_ips

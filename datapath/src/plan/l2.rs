@@ -112,11 +112,7 @@ fn vxlan_barriers(ctx: &Ctx<'_>, b: &mut Builder, net: &Network, vx: &str) {
         .iter()
         .filter_map(|s| ctx.gw_mac(&s.id).map(|m| (*s, m)))
         .collect();
-    let my_dvr = ctx
-        .dvr_macs
-        .get(ctx.me)
-        .copied()
-        .unwrap_or(ctx.facts.dvr_mac());
+    let my_dvr = ctx.my_dvr_mac();
     b.nft(
         &Netns::Host,
         nft::vxlan_table(

@@ -216,6 +216,14 @@ impl<'a> Ctx<'a> {
         self.gw_macs.get(subnet.as_str()).copied()
     }
 
+    /// This node's DVR MAC as every node derives it (its published one unless that clashed).
+    pub(crate) fn my_dvr_mac(&self) -> MacAddr {
+        self.dvr_macs
+            .get(self.me)
+            .copied()
+            .unwrap_or(self.facts.dvr_mac())
+    }
+
     pub(crate) fn tunnel_ip(&self, node: &NodeId) -> Option<Ipv4Addr> {
         self.t.nodes.get(node).map(|n| n.facts.tunnel_ip())
     }
