@@ -221,6 +221,7 @@ fn attrs_match(want: &LinkSpec, have: &LinkSpec) -> bool {
         && (want.mac.is_none() || want.mac == have.mac)
         && want.master == have.master
         && (want.learning.is_none() || want.learning == have.learning)
+        && (want.isolated.is_none() || want.isolated == have.isolated)
         && (want.ipv6.is_none() || want.ipv6 == have.ipv6)
 }
 
@@ -327,6 +328,7 @@ mod tests {
             mac: Some(mac.parse().expect("mac")),
             master: None,
             learning: None,
+            isolated: None,
             ipv6: None,
         };
         let neigh = NeighSpec {
@@ -381,6 +383,7 @@ mod tests {
             mac: None,
             master: None,
             learning: None,
+            isolated: None,
             ipv6: None,
         };
         let mut desired = Desired::default();

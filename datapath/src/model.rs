@@ -86,6 +86,10 @@ pub struct LinkSpec {
     pub master: Option<String>,
     /// Bridge-port learning, for ports of a bridge (`Some(false)` = off).
     pub learning: Option<bool>,
+    /// Bridge-port isolation, for ports of a bridge (`Some(true)` = on: the port forwards only
+    /// to ports that are not isolated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<bool>,
     /// IPv6 on the device (`Some(false)` = disabled before it first comes up). The planner
     /// disables it on every device it makes in the host namespace (see [`crate::plan`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +105,7 @@ impl LinkSpec {
             mac: None,
             master: None,
             learning: None,
+            isolated: None,
             ipv6: None,
         }
     }

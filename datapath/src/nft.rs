@@ -156,6 +156,10 @@ pub enum Stmt {
     ArpTargetIp(Ipv4Addr),
     /// `udp dport <port>`.
     UdpDport(u16),
+    /// `udp dport <low>-<high>` (both ends in).
+    UdpDportRange(u16, u16),
+    /// `ether saddr|daddr != <mac>` (netdev).
+    EtherIsNot(Field, MacAddr),
     /// `iifname "<dev>"`.
     Iifname(String),
     /// `oifname "<dev>"`.
@@ -164,6 +168,9 @@ pub enum Stmt {
     Counter,
     /// `drop`.
     Drop,
+    /// `accept`: the rest of this chain is skipped (a later base chain on the hook still sees
+    /// the packet).
+    Accept,
     /// `notrack`.
     Notrack,
     /// `ether saddr set <mac>` (netdev).
@@ -308,6 +315,7 @@ impl Stmt {
         };
         match self {
             Stmt::Ether(..)
+            | Stmt::EtherIsNot(..)
             | Stmt::ArpRequest
             | Stmt::ArpTargetIp(_)
             | Stmt::SetEtherSaddr(_)
@@ -342,6 +350,9 @@ impl Stmt {
             },
             Stmt::Ip(_, Against::Value(p)) if p.prefix() == 0 => {
                 Err("a /0 match matches everything; leave it out".into())
+            }
+            Stmt::UdpDportRange(low, high) if low >= high => {
+                Err(format!("udp dport {low}-{high} is not a range"))
             }
             Stmt::Iifname(dev) | Stmt::Oifname(dev) => check_ifname(dev),
             _ => Ok(()),
@@ -498,10 +509,13 @@ impl fmt::Display for Stmt {
             Stmt::ArpRequest => f.write_str("arp operation request"),
             Stmt::ArpTargetIp(ip) => write!(f, "arp daddr ip {ip}"),
             Stmt::UdpDport(port) => write!(f, "udp dport {port}"),
+            Stmt::UdpDportRange(low, high) => write!(f, "udp dport {low}-{high}"),
+            Stmt::EtherIsNot(field, mac) => write!(f, "ether {field} != {mac}"),
             Stmt::Iifname(dev) => write!(f, "iifname \"{dev}\""),
             Stmt::Oifname(dev) => write!(f, "oifname \"{dev}\""),
             Stmt::Counter => f.write_str("counter"),
             Stmt::Drop => f.write_str("drop"),
+            Stmt::Accept => f.write_str("accept"),
             Stmt::Notrack => f.write_str("notrack"),
             Stmt::SetEtherSaddr(mac) => write!(f, "ether saddr set {mac}"),
             Stmt::SetMark(mark) => write!(f, "meta mark set {mark:#x}"),

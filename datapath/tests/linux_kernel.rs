@@ -151,7 +151,8 @@ fn qr_table() -> Table {
     }
 }
 
-/// A table of a VXLAN device: an egress chain on `vx-100`.
+/// A table of a VXLAN device: an egress chain on `vx-100` (a port range, a MAC mismatch that
+/// accepts, a MAC that drops: comparisons of every kind the planner writes).
 fn vx_table() -> Table {
     Table {
         family: NftFamily::Netdev,
@@ -161,10 +162,17 @@ fn vx_table() -> Table {
             "out",
             Hook::Egress("vx-100".into()),
             Priority::Value(0),
-            vec![Rule(vec![
-                Stmt::Ether(Field::Daddr, Against::Value(mac("fa:16:3e:00:01:01"))),
-                Stmt::Drop,
-            ])],
+            vec![
+                Rule(vec![Stmt::UdpDportRange(67, 68), Stmt::Counter, Stmt::Drop]),
+                Rule(vec![
+                    Stmt::EtherIsNot(Field::Saddr, mac("fa:16:3e:00:01:02")),
+                    Stmt::Accept,
+                ]),
+                Rule(vec![
+                    Stmt::Ether(Field::Daddr, Against::Value(mac("fa:16:3e:00:01:01"))),
+                    Stmt::Drop,
+                ]),
+            ],
         )],
     }
 }
@@ -217,12 +225,13 @@ fn sample() -> Desired {
         (
             Netns::Host,
             "vx-100",
-            // Created down, IPv6 off, then up with its learning in one request; `tqr-t1` below
-            // gets its learning right after creation.
+            // Created down, IPv6 off, then up with its port flags in one request; `tqr-t1`
+            // below gets its learning right after creation.
             LinkSpec {
                 mtu: Some(1450),
                 master: Some("br-100".into()),
                 learning: Some(false),
+                isolated: Some(true),
                 ipv6: Some(false),
                 ..link(LinkKind::Vxlan {
                     vni: 100,
@@ -238,6 +247,7 @@ fn sample() -> Desired {
                 mtu: Some(1450),
                 master: Some("br-100".into()),
                 learning: Some(false),
+                isolated: None,
                 ..link(LinkKind::Veth {
                     peer: "qr-t1".into(),
                     peer_ns: named(),
@@ -430,6 +440,9 @@ fn every_add_reads_back_equal_and_is_idempotent() {
         "{vx}"
     );
     assert!(vx.contains("learning off"), "{vx}");
+    assert!(vx.contains("isolated on"), "{vx}");
+    let port = lab.sh(&Netns::Host, &["ip", "-d", "link", "show", "tqr-t1"]);
+    assert!(port.contains("isolated off"), "{port}");
     let rules = lab.sh(&named(), &["ip", "rule", "show"]);
     assert!(
         rules.contains("167837697:\tfrom 10.1.0.0/24 lookup 167837697 proto 147"),
@@ -444,7 +457,8 @@ fn every_add_reads_back_equal_and_is_idempotent() {
     );
 }
 
-/// `SetLink` changes MTU, MAC and learning of existing links; `observe` sees the change.
+/// `SetLink` changes MTU, MAC, learning and isolation of existing links; `observe` sees the
+/// change.
 #[test]
 fn set_link_changes_attributes() {
     let mut lab = Lab::new();
@@ -456,6 +470,7 @@ fn set_link_changes_attributes() {
     let port_spec = desired.links.get_mut(&port).expect("port");
     port_spec.mtu = Some(1400);
     port_spec.learning = Some(true);
+    port_spec.isolated = Some(true);
     let port_spec = port_spec.clone();
     let qr_spec = desired.links.get_mut(&qr).expect("qr");
     qr_spec.mac = Some(mac("fa:16:3e:00:01:99"));

@@ -183,6 +183,68 @@ fn l2population_points_every_remote_mac_at_its_vtep() {
     assert!(table.contains("arp operation request arp daddr ip 10.1.0.1 drop"));
 }
 
+/// DHCP and metadata stay on their node: one port-range rule each way for DHCP, and from the
+/// tunnel nothing for 169.254.169.254; the metadata interface's own frames are kept off the
+/// tunnel by the bridge, since its port and the VXLAN device are both isolated ports (an
+/// isolated port forwards only to ports that are not), which costs the frames between VMs
+/// nothing.
+#[test]
+fn dhcp_and_metadata_stay_on_their_node_with_few_rules_and_isolated_ports() {
+    let t = topology();
+    let p = plan(&t, &node("c1")).desired;
+    let link = |name: &str| {
+        p.links
+            .get(&(Netns::Host, name.to_string()))
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(link("vx-100").isolated, Some(true));
+    let (_, tmd) = datapath::plan::metadata_veth(&oid("net-a"));
+    assert_eq!(link(&tmd).master.as_deref(), Some("br-100"));
+    assert_eq!(
+        link(&tmd).isolated,
+        Some(true),
+        "the metadata port is isolated"
+    );
+    let tap1 = datapath::plan::port_device(&t.ports[&oid("vm1")]);
+    assert_eq!(link(&tap1).isolated, None, "a VM's port is not");
+    let table = p
+        .nft
+        .get(&NftKey {
+            ns: Netns::Host,
+            family: NftFamily::Netdev,
+            name: "dvrmesh_vx100".into(),
+        })
+        .expect("netdev table")
+        .to_string();
+    let chain = |name: &str| -> Vec<String> {
+        table
+            .split(&format!("chain {name} {{"))
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .map(|body| {
+                body.lines()
+                    .skip(2)
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (inbound, outbound) = (chain("in"), chain("out"));
+    assert_eq!(inbound[0], "udp dport 67-68 counter drop", "{table}");
+    assert_eq!(
+        inbound[1], "ip daddr 169.254.169.254/32 counter drop",
+        "{table}"
+    );
+    assert_eq!(inbound.len(), 3, "DHCP, metadata, the DVR MAC: {table}");
+    assert_eq!(outbound[0], "udp dport 67-68 counter drop", "{table}");
+    assert_eq!(outbound.len(), 4, "DHCP, then the gateway's three: {table}");
+    assert!(
+        !table.contains("fa:16:3b"),
+        "no rule names the metadata MAC: {table}"
+    );
+}
+
 #[test]
 fn fips_are_served_on_the_ports_host_with_maps_and_one_fwmark_rule() {
     let t = topology();
@@ -450,6 +512,16 @@ fn the_fast_path_routes_a_local_vm_to_every_port_of_its_routers_other_subnets() 
     // Every rule decrements one of the first-hop TTLs and ends in a forward.
     let text = table.to_string();
     assert!(text.contains("ip ttl 64 ether saddr set ether daddr . ip daddr map @smac ip ttl set 63 ether daddr set ether daddr . ip daddr map @dmac fwd to ether daddr . ip daddr map @odev"), "{text}");
+    // A frame not for the sender's gateway (most of what a VM sends) leaves each chain at its
+    // first rule.
+    for (chain, gw) in table.chains.iter().zip([gw_a, gw_b]) {
+        assert_eq!(
+            chain.rules[0].to_string(),
+            format!("ether daddr != {gw} accept"),
+            "{text}"
+        );
+        assert_eq!(chain.rules.len(), 4, "{text}");
+    }
     assert_eq!(table.check(), Ok(()));
 }
 

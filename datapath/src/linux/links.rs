@@ -20,6 +20,8 @@ pub use crate::model::OWNED_LINK_PREFIXES;
 
 /// `IFLA_BRPORT_LEARNING` inside `IFLA_PROTINFO` of an `AF_BRIDGE` setlink.
 const IFLA_BRPORT_LEARNING: u16 = 8;
+/// `IFLA_BRPORT_ISOLATED`: an isolated port forwards only to ports that are not.
+const IFLA_BRPORT_ISOLATED: u16 = 33;
 
 /// Whether dvrmesh owns a link of this name.
 pub fn is_owned(name: &str) -> bool {
@@ -55,6 +57,8 @@ pub(crate) struct RawLink {
     pub(crate) master: Option<u32>,
     /// Bridge-port learning (ports of a bridge only).
     pub(crate) learning: Option<bool>,
+    /// Bridge-port isolation (ports of a bridge only).
+    pub(crate) isolated: Option<bool>,
     /// Whether IPv6 is enabled on it (`None`: the dump did not say).
     pub(crate) ipv6: Option<bool>,
     /// A veth's peer ifindex (`IFLA_LINK`), in the namespace `peer_nsid` names (or this one).
@@ -169,6 +173,7 @@ fn parse_raw(body: &[u8]) -> Option<RawLink> {
         mac: None,
         master: None,
         learning: None,
+        isolated: None,
         ipv6: None,
         peer_index: None,
         peer_nsid: None,
@@ -243,9 +248,13 @@ fn parse_raw_info(info: &[u8], link: &mut RawLink) {
         _ => RawKind::Other,
     };
     if port_kind == "bridge" {
-        link.learning = attrs(port_data.unwrap_or_default())
-            .find(|(k, _)| *k == IFLA_BRPORT_LEARNING)
-            .and_then(|(_, v)| v.first().map(|b| *b != 0));
+        let flag = |kind: u16| {
+            attrs(port_data.unwrap_or_default())
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, v)| v.first().map(|b| *b != 0))
+        };
+        link.learning = flag(IFLA_BRPORT_LEARNING);
+        link.isolated = flag(IFLA_BRPORT_ISOLATED);
     }
 }
 
@@ -347,7 +356,7 @@ pub(crate) fn add(
         msg.attributes.push(LinkAttribute::Controller(m));
     }
     // With NLM_F_ECHO the kernel answers with the new link, so its ifindex is known without
-    // asking again (for its learning flag below, and for links made later with it as master).
+    // asking again (for its port flags below, and for links made later with it as master).
     let mut payload = vec![0u8; msg.buffer_len()];
     msg.emit(&mut payload);
     match conn.raw_request(
@@ -368,24 +377,28 @@ pub(crate) fn add(
         Err(e) if e.is(&[libc::EEXIST]) => return set(conn, name, spec).map(|()| false),
         Err(e) => return Err(e),
     }
-    if let Some(learning) = spec.learning.filter(|_| !learning_goes_up_with(spec)) {
+    let flags = port_flags(spec);
+    if !flags.is_empty() && !flags_go_up_with(spec) {
         let at = index(conn, name)?;
-        set_learning(conn, at, learning)?;
+        set_port_flags(conn, at, &flags)?;
     }
     Ok(true)
 }
 
 /// Brings up `name`, which [`add`] created down as `spec` asks, and sets its bridge-port
-/// learning in the same request: an `RTM_NEWLINK` on the existing link with the port's
+/// flags in the same request: an `RTM_NEWLINK` on the existing link with the port's
 /// settings (`IFLA_INFO_SLAVE_DATA`), which the kernel applies before the flags. Neither the
 /// link nor its ifindex is read first.
 pub(crate) fn up_created(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
-    let Some(learning) = spec.learning.filter(|_| learning_goes_up_with(spec)) else {
+    let flags = port_flags(spec);
+    if flags.is_empty() || !flags_go_up_with(spec) {
         return up(conn, name);
-    };
+    }
     let mut ifname = name.as_bytes().to_vec();
     ifname.push(0);
-    let port = nested(&[(IFLA_BRPORT_LEARNING, &[u8::from(learning)])]);
+    let values: Vec<(u16, [u8; 1])> = flags.iter().map(|(k, v)| (*k, [u8::from(*v)])).collect();
+    let items: Vec<(u16, &[u8])> = values.iter().map(|(k, v)| (*k, &v[..])).collect();
+    let port = nested(&items);
     let info = nested(&[
         (IFLA_INFO_SLAVE_KIND, b"bridge\0"),
         (IFLA_INFO_SLAVE_DATA, &port),
@@ -399,9 +412,20 @@ pub(crate) fn up_created(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result
     }
 }
 
-/// Whether a link `spec` describes gets its bridge-port learning with its "up" after creation
+/// The bridge-port flags `spec` sets: (`IFLA_BRPORT_*`, on).
+fn port_flags(spec: &LinkSpec) -> Vec<(u16, bool)> {
+    [
+        (IFLA_BRPORT_LEARNING, spec.learning),
+        (IFLA_BRPORT_ISOLATED, spec.isolated),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect()
+}
+
+/// Whether a link `spec` describes gets its bridge-port flags with its "up" after creation
 /// ([`up_created`]) rather than right after [`add`]: a bridge port created down.
-fn learning_goes_up_with(spec: &LinkSpec) -> bool {
+fn flags_go_up_with(spec: &LinkSpec) -> bool {
     spec.ipv6 == Some(false) && spec.master.is_some()
 }
 
@@ -419,20 +443,22 @@ fn nested(items: &[(u16, &[u8])]) -> Vec<u8> {
 }
 
 /// Brings up the veth end `name` that [`add`] just created with its MAC and MTU, attaching it to
-/// its master and setting its learning if `spec` asks, without reading it back.
+/// its master and setting its bridge-port flags if `spec` asks, without reading it back.
 pub(crate) fn set_fresh_peer(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
     up_unread(conn, name, None, spec.master.as_deref())?;
-    if let Some(learning) = spec.learning {
+    let flags = port_flags(spec);
+    if !flags.is_empty() {
         let at = index(conn, name)?;
-        set_learning(conn, at, learning)?;
+        set_port_flags(conn, at, &flags)?;
     }
     Ok(())
 }
 
-/// Sets what `spec` asks for (MTU, MAC, master, learning; `None` fields are left alone) on the
-/// existing link `name` and brings it up. Only what differs is sent.
+/// Sets what `spec` asks for (MTU, MAC, master, bridge-port flags; `None` fields are left alone)
+/// on the existing link `name` and brings it up. Only what differs is sent.
 pub(crate) fn set(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), NlError> {
-    if spec.mac.is_none() && spec.learning.is_none() {
+    let flags = port_flags(spec);
+    if spec.mac.is_none() && flags.is_empty() {
         // Nothing that must be compared first: the kernel leaves an MTU, master or up state that
         // is already so as it is (a MAC, by contrast, is set again and flushes the device's
         // neighbours).
@@ -463,10 +489,10 @@ pub(crate) fn set(conn: &mut Conn, name: &str, spec: &LinkSpec) -> Result<(), Nl
     if !link.up || !msg.attributes.is_empty() {
         conn.request(RouteNetlinkMessage::SetLink(msg), 0)?;
     }
-    if let Some(learning) = spec.learning {
-        if new_master.is_some() || link.learning != Some(learning) {
-            set_learning(conn, link.index, learning)?;
-        }
+    let differs = (spec.learning.is_some() && link.learning != spec.learning)
+        || (spec.isolated.is_some() && link.isolated != spec.isolated);
+    if !flags.is_empty() && (new_master.is_some() || differs) {
+        set_port_flags(conn, link.index, &flags)?;
     }
     Ok(())
 }
@@ -501,17 +527,20 @@ pub(crate) fn up(conn: &mut Conn, name: &str) -> Result<(), NlError> {
     up_unread(conn, name, None, None)
 }
 
-/// `bridge link set dev X learning on|off`: an `AF_BRIDGE` setlink with `IFLA_PROTINFO`.
-fn set_learning(conn: &mut Conn, index: u32, learning: bool) -> Result<(), NlError> {
+/// `bridge link set dev X learning on|off isolated on|off`: an `AF_BRIDGE` setlink with
+/// `IFLA_PROTINFO`.
+fn set_port_flags(conn: &mut Conn, index: u32, flags: &[(u16, bool)]) -> Result<(), NlError> {
     let mut msg = LinkMessage::default();
     msg.header.interface_family = AddressFamily::Bridge;
     msg.header.index = index;
-    msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![
-        LinkProtoInfoBridge::Other(DefaultNla::new(
-            IFLA_BRPORT_LEARNING,
-            vec![u8::from(learning)],
-        )),
-    ]));
+    msg.attributes.push(LinkAttribute::ProtoInfoBridge(
+        flags
+            .iter()
+            .map(|(kind, on)| {
+                LinkProtoInfoBridge::Other(DefaultNla::new(*kind, vec![u8::from(*on)]))
+            })
+            .collect(),
+    ));
     conn.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
 }
 

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use mesh_proto::Ipv4Cidr;
 
-use super::nft_wire::{self as wire, Base, DataType, Element, Expr};
+use super::nft_wire::{self as wire, Base, CmpOp, DataType, Element, Expr};
 use crate::nft::{Against, ChainKind, Elements, EtherIp, Field, Hook, Nat, Priority, Stmt, Table};
 use crate::NftFamily;
 
@@ -277,20 +277,25 @@ fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
                 prefix_match(host(*ip), 24, &mut out);
             }
             Stmt::UdpDport(port) => {
-                // As nft compiles `udp dport`: the layer 4 protocol, then the port.
-                out.push(Expr::MetaLoad(META_L4PROTO));
-                out.push(Expr::CmpEq(vec![IPPROTO_UDP]));
-                out.push(Expr::PayloadLoad {
-                    base: Base::Transport,
-                    offset: 2,
-                    len: 2,
-                });
+                udp_dport(&mut out);
                 out.push(Expr::CmpEq(port.to_be_bytes().to_vec()));
+            }
+            Stmt::UdpDportRange(low, high) => {
+                // As nft compiles `udp dport 67-68`: two comparisons, not a range expression.
+                udp_dport(&mut out);
+                out.push(Expr::Cmp(CmpOp::Gte, low.to_be_bytes().to_vec()));
+                out.push(Expr::Cmp(CmpOp::Lte, high.to_be_bytes().to_vec()));
+            }
+            Stmt::EtherIsNot(field, mac) => {
+                deps.ether(&mut out);
+                out.push(link_field(ether_offset(*field), 6));
+                out.push(Expr::Cmp(CmpOp::Neq, mac.octets().to_vec()));
             }
             Stmt::Iifname(dev) => if_name(META_IIFNAME, dev, &mut out),
             Stmt::Oifname(dev) => if_name(META_OIFNAME, dev, &mut out),
             Stmt::Counter => out.push(Expr::Counter),
             Stmt::Drop => out.push(Expr::Verdict(0)),
+            Stmt::Accept => out.push(Expr::Verdict(1)),
             Stmt::Notrack => out.push(Expr::Notrack),
             Stmt::SetEtherSaddr(mac) => {
                 deps.ether(&mut out);
@@ -356,6 +361,17 @@ fn compile_rule(stmts: &[Stmt], family: NftFamily) -> Vec<Expr> {
         }
     }
     out
+}
+
+/// `udp dport` into register 1, as nft loads it: the layer 4 protocol checked first.
+fn udp_dport(out: &mut Vec<Expr>) {
+    out.push(Expr::MetaLoad(META_L4PROTO));
+    out.push(Expr::CmpEq(vec![IPPROTO_UDP]));
+    out.push(Expr::PayloadLoad {
+        base: Base::Transport,
+        offset: 2,
+        len: 2,
+    });
 }
 
 /// `ether daddr . ip daddr map @map` into register 1, with nft's dependencies.
@@ -597,6 +613,52 @@ mod tests {
         let unhooked = compile(&t, "dvrmesh:1".into(), &|dev| (dev == "vx-2").then_some(7))
             .expect_err("no vx1");
         assert!(unhooked.contains("no device vx1"), "{unhooked}");
+    }
+
+    /// A port range and a negated MAC with an early accept, expression for expression as
+    /// `nft --debug=netlink` shows nft 1.0.6 compiling `udp dport 67-68 counter drop` and
+    /// `ether daddr != fa:16:3d:5b:03:9e accept`.
+    #[test]
+    fn a_port_range_and_a_mac_mismatch_compile_as_nft_compiles_them() {
+        let gw: mesh_proto::MacAddr = "fa:16:3d:5b:03:9e".parse().expect("mac");
+        let t = netdev(
+            vec![
+                Rule(vec![Stmt::UdpDportRange(67, 68), Stmt::Counter, Stmt::Drop]),
+                Rule(vec![Stmt::EtherIsNot(Field::Daddr, gw), Stmt::Accept]),
+            ],
+            vec![],
+        );
+        let w = compile(&t, "dvrmesh:1".into(), &|_| Some(1)).expect("compiles");
+        assert_eq!(
+            w.chains[0].rules[0],
+            vec![
+                Expr::MetaLoad(META_L4PROTO),
+                Expr::CmpEq(vec![17]),
+                Expr::PayloadLoad {
+                    base: Base::Transport,
+                    offset: 2,
+                    len: 2,
+                },
+                Expr::Cmp(CmpOp::Gte, vec![0, 67]),
+                Expr::Cmp(CmpOp::Lte, vec![0, 68]),
+                Expr::Counter,
+                Expr::Verdict(0),
+            ]
+        );
+        assert_eq!(
+            w.chains[0].rules[1],
+            vec![
+                Expr::MetaLoad(META_IIFTYPE),
+                Expr::CmpEq(ARPHRD_ETHER.to_vec()),
+                link_field(0, 6),
+                Expr::Cmp(CmpOp::Neq, gw.octets().to_vec()),
+                Expr::Verdict(1),
+            ]
+        );
+        let mut reversed = t.clone();
+        reversed.chains[0].rules[0].0[0] = Stmt::UdpDportRange(68, 67);
+        let err = compile(&reversed, "dvrmesh:1".into(), &|_| Some(1)).expect_err("68-67");
+        assert!(err.contains("not a range"), "{err}");
     }
 
     #[test]

@@ -141,6 +141,15 @@ pub(crate) enum Base {
     Transport,
 }
 
+/// A comparison other than equality (`enum nft_cmp_ops`; the data compared as big-endian
+/// bytes, as nft writes ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CmpOp {
+    Neq = 1,
+    Lte = 3,
+    Gte = 5,
+}
+
 /// One nftables VM expression (register 1 implied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Expr {
@@ -162,6 +171,8 @@ pub(crate) enum Expr {
     },
     /// `cmp eq reg 1 <data>`.
     CmpEq(Vec<u8>),
+    /// `cmp neq|lte|gte reg 1 <data>`.
+    Cmp(CmpOp, Vec<u8>),
     /// `bitwise reg 1 = (reg 1 & mask) ^ 0`.
     Mask(Vec<u8>),
     /// `bitwise reg 1 = (reg 1 & mask) ^ xor` (`mask` and `xor` of one length).
@@ -517,6 +528,11 @@ fn expr_attrs(e: &Expr, set_ids: &[(String, u32)]) -> (&'static str, Attrs) {
         Expr::CmpEq(v) => {
             let mut d = Attrs::default();
             d.be32(1, REG_1).be32(2, 0).data(3, v);
+            ("cmp", d)
+        }
+        Expr::Cmp(op, v) => {
+            let mut d = Attrs::default();
+            d.be32(1, REG_1).be32(2, *op as u32).data(3, v);
             ("cmp", d)
         }
         Expr::Mask(mask) => {

@@ -330,6 +330,7 @@ fn link_spec(
             .and_then(|m| by_index.get(&m))
             .map(|m| m.name.clone()),
         learning: link.learning,
+        isolated: link.isolated,
         ipv6: link.ipv6,
     };
     if let Some(h) = hint {
@@ -344,6 +345,9 @@ fn link_spec(
         }
         if h.learning.is_none() {
             spec.learning = None;
+        }
+        if h.isolated.is_none() {
+            spec.isolated = None;
         }
         if h.ipv6.is_none() {
             spec.ipv6 = None;

@@ -66,7 +66,8 @@ fn router_table(ctx: &Ctx<'_>, r: &Router) -> Option<Table> {
                 .then_some(Leg { subnet, net, gw })
         })
         .collect();
-    let mut devices: BTreeSet<String> = BTreeSet::new();
+    // Each local VM device and the gateway MACs its VMs route through.
+    let mut devices: BTreeMap<String, BTreeSet<MacAddr>> = BTreeMap::new();
     let mut maps = Maps::default();
     for (i, from) in legs.iter().enumerate() {
         let local: Vec<String> = local_ports(ctx, from.subnet)
@@ -83,7 +84,9 @@ fn router_table(ctx: &Ctx<'_>, r: &Router) -> Option<Table> {
             destinations(ctx, r, from.gw, to, &mut maps);
         }
         if maps.src.len() > before {
-            devices.extend(local);
+            for dev in local {
+                devices.entry(dev).or_default().insert(from.gw);
+            }
         }
     }
     maps.drop_shared_keys();
@@ -168,9 +171,11 @@ impl Maps {
 }
 
 /// The table: the three maps, and one ingress chain per local VM device with a rule per
-/// first-hop TTL.
-fn table(name: &str, devices: &BTreeSet<String>, maps: Maps) -> Table {
-    let rules: Vec<Rule> = FIRST_HOP_TTLS
+/// first-hop TTL. Every frame the VM sends walks its chain, most of them not for the router: a
+/// device whose VMs route through one gateway MAC lets every frame for another MAC go with one
+/// comparison.
+fn table(name: &str, devices: &BTreeMap<String, BTreeSet<MacAddr>>, maps: Maps) -> Table {
+    let routed: Vec<Rule> = FIRST_HOP_TTLS
         .iter()
         .map(|ttl| {
             Rule(vec![
@@ -185,12 +190,22 @@ fn table(name: &str, devices: &BTreeSet<String>, maps: Maps) -> Table {
     let chains = devices
         .iter()
         .enumerate()
-        .map(|(i, dev)| Chain {
-            name: format!("in{i}"),
-            kind: ChainKind::Filter,
-            hook: Hook::Ingress(dev.clone()),
-            priority: Priority::Value(0),
-            rules: rules.clone(),
+        .map(|(i, (dev, gws))| {
+            let mut rules = Vec::with_capacity(routed.len() + 1);
+            if let [gw] = gws.iter().collect::<Vec<_>>()[..] {
+                rules.push(Rule(vec![
+                    Stmt::EtherIsNot(Field::Daddr, *gw),
+                    Stmt::Accept,
+                ]));
+            }
+            rules.extend(routed.iter().cloned());
+            Chain {
+                name: format!("in{i}"),
+                kind: ChainKind::Filter,
+                hook: Hook::Ingress(dev.clone()),
+                priority: Priority::Value(0),
+                rules,
+            }
         })
         .collect();
     let set = |name: &str, elements| Set {

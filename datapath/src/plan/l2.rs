@@ -34,6 +34,7 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 mac: None,
                 master: None,
                 learning: None,
+                isolated: None,
                 ipv6: None,
             },
         );
@@ -50,6 +51,7 @@ pub(super) fn plan_networks(ctx: &Ctx<'_>, b: &mut Builder) {
                 mac: None,
                 master: Some(br.clone()),
                 learning: Some(false),
+                isolated: Some(true),
                 ipv6: None,
             },
         );
@@ -98,8 +100,8 @@ fn vxlan_barriers(ctx: &Ctx<'_>, b: &mut Builder, net: &Network, vx: &str) {
     // DHCP server), so requests and replies never cross the tunnel.
     let dhcp = ctx.ix.subnets_on(&net.id).iter().any(|s| s.dhcp.enabled);
     // Metadata too: every node serves its own ports at 169.254.169.254 (`metadata`).
-    let metadata = super::metadata::serves_metadata(ctx, net).then(|| names::metadata_mac(&net.id));
-    if router_subnets.is_empty() && !dhcp && metadata.is_none() {
+    let metadata = super::metadata::serves_metadata(ctx, net);
+    if router_subnets.is_empty() && !dhcp && !metadata {
         return;
     }
     let remote_dvr: Vec<MacAddr> = ctx
@@ -171,6 +173,7 @@ pub(super) fn plan_ports(ctx: &Ctx<'_>, b: &mut Builder) {
                         mac: None,
                         master: Some(br),
                         learning: None,
+                        isolated: None,
                         ipv6: None,
                     },
                 );
@@ -190,6 +193,7 @@ pub(super) fn plan_ports(ctx: &Ctx<'_>, b: &mut Builder) {
                         mac: None,
                         master: Some(br),
                         learning: None,
+                        isolated: None,
                         ipv6: None,
                     },
                 );

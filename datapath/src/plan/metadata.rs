@@ -1,7 +1,8 @@
 //! The metadata namespace of a network on a node with a local port of it: `qmeta-<network>`,
 //! holding 169.254.169.254 on one veth into the network's bridge, a link route to each subnet
 //! and a permanent neighbour for each local port's address. The agent's metadata listener sits
-//! in it; the VXLAN table keeps everything addressed to 169.254.169.254 on this node.
+//! in it. Its bridge port and the VXLAN device are isolated ports, so the bridge never forwards
+//! between them; the VXLAN table refuses 169.254.169.254 from the tunnel.
 
 use mesh_proto::{Ipv4Cidr, Network};
 
@@ -43,6 +44,7 @@ fn plan_one(ctx: &Ctx<'_>, net: &Network, b: &mut Builder) {
                 mtu,
                 mac: Some(mac),
                 master: None,
+                isolated: false,
             },
         ),
         (
@@ -52,6 +54,9 @@ fn plan_one(ctx: &Ctx<'_>, net: &Network, b: &mut Builder) {
                 mtu,
                 mac: None,
                 master: Some(names::bridge(net.vni.get())),
+                // Isolated, as the VXLAN device is: nothing of the metadata service crosses
+                // the tunnel, either way (`l2`).
+                isolated: true,
             },
         ),
     );

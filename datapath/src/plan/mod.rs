@@ -34,6 +34,12 @@ pub fn metadata_namespace(network: &ObjectId) -> String {
 
 pub use names::METADATA_IP;
 
+/// The metadata namespace's interface on `network` (`md-`) and its host end, a port of the
+/// network's bridge.
+pub fn metadata_veth(network: &ObjectId) -> (String, String) {
+    names::md(network)
+}
+
 /// The bridge-side device of a local port: the device it names, or the host end of the veth
 /// pair dvrmesh creates for it.
 pub fn port_device(port: &Port) -> String {
@@ -506,6 +512,8 @@ pub(crate) struct VethEnd {
     pub(crate) mtu: Option<u32>,
     pub(crate) mac: Option<MacAddr>,
     pub(crate) master: Option<String>,
+    /// An isolated bridge port ([`LinkSpec::isolated`]).
+    pub(crate) isolated: bool,
 }
 
 impl VethEnd {
@@ -519,6 +527,7 @@ impl VethEnd {
             mac: self.mac,
             master: self.master,
             learning: None,
+            isolated: self.isolated.then_some(true),
             ipv6: None,
         }
     }

@@ -36,6 +36,7 @@ pub(super) fn plan_qrouter(ctx: &Ctx<'_>, r: &Router, fip: Option<&FipLink>, b: 
                     mtu,
                     mac: Some(gw_mac),
                     master: None,
+                    isolated: false,
                 },
             ),
             (
@@ -45,6 +46,7 @@ pub(super) fn plan_qrouter(ctx: &Ctx<'_>, r: &Router, fip: Option<&FipLink>, b: 
                     mtu,
                     mac: None,
                     master: Some(names::bridge(net.vni.get())),
+                    isolated: false,
                 },
             ),
         );

@@ -46,6 +46,7 @@ pub(super) fn plan_snat(ctx: &Ctx<'_>, r: &Router, b: &mut Builder) {
                     mtu,
                     mac: Some(sp.mac),
                     master: None,
+                    isolated: false,
                 },
             ),
             (
@@ -55,6 +56,7 @@ pub(super) fn plan_snat(ctx: &Ctx<'_>, r: &Router, b: &mut Builder) {
                     mtu,
                     mac: None,
                     master: Some(names::bridge(net.vni.get())),
+                    isolated: false,
                 },
             ),
         );
