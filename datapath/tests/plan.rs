@@ -43,6 +43,18 @@ fn golden_dvr_no_external_c3() {
     golden("c3");
 }
 
+/// The text of netdev table `name` in the host namespace of plan `p`.
+fn host_netdev_table(p: &datapath::Desired, name: &str) -> String {
+    p.nft
+        .get(&NftKey {
+            ns: Netns::Host,
+            family: NftFamily::Netdev,
+            name: name.into(),
+        })
+        .expect("netdev table")
+        .to_string()
+}
+
 fn ns(n: &str) -> Netns {
     Netns::Named(n.to_string())
 }
@@ -165,15 +177,7 @@ fn l2population_points_every_remote_mac_at_its_vtep() {
         .collect();
     assert_eq!(floods, ["192.0.2.12", "192.0.2.13", "192.0.2.21"]);
     // DVR MAC rewrite on the VXLAN device.
-    let table = p
-        .nft
-        .get(&NftKey {
-            ns: Netns::Host,
-            family: NftFamily::Netdev,
-            name: "dvrmesh_vx100".into(),
-        })
-        .expect("netdev table")
-        .to_string();
+    let table = host_netdev_table(&p, "dvrmesh_vx100");
     assert!(
         table.contains("hook egress device \"vx-100\"")
             && table.contains("hook ingress device \"vx-100\"")
@@ -207,15 +211,7 @@ fn dhcp_and_metadata_stay_on_their_node_with_few_rules_and_isolated_ports() {
     );
     let tap1 = datapath::plan::port_device(&t.ports[&oid("vm1")]);
     assert_eq!(link(&tap1).isolated, None, "a VM's port is not");
-    let table = p
-        .nft
-        .get(&NftKey {
-            ns: Netns::Host,
-            family: NftFamily::Netdev,
-            name: "dvrmesh_vx100".into(),
-        })
-        .expect("netdev table")
-        .to_string();
+    let table = host_netdev_table(&p, "dvrmesh_vx100");
     let chain = |name: &str| -> Vec<String> {
         table
             .split(&format!("chain {name} {{"))
