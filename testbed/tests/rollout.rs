@@ -401,7 +401,23 @@ fn a_lab_node_reports_its_datapath_in_metrics() -> Result<()> {
         converged(&before),
         converged(&page)
     );
-    let (status, _) = lab.http_get("network-1", "/readyz")?;
-    assert_eq!(status, 200, "network-1 not ready");
+    // The VM changed the view network-1 programs too (it holds the router's SNAT side): its
+    // `/readyz` says 503 "behind the view" until its next pass lands, which is the endpoint doing
+    // its job, so the test waits for ready and names the agent's reasons if it never comes.
+    let mut last = String::new();
+    wait(Duration::from_secs(15), "network-1 ready", || {
+        match lab.http_get("network-1", "/readyz") {
+            Ok((200, _)) => true,
+            Ok((status, body)) => {
+                last = format!("{status}: {body}");
+                false
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        }
+    })
+    .with_context(|| format!("network-1 not ready; its last answer: {last}"))?;
     Ok(())
 }
