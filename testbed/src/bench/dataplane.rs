@@ -317,8 +317,12 @@ fn report(
     (tcp_secs, udp_secs, rounds): (u64, u64, usize),
 ) -> SectionOut {
     let mut md = String::from("## Data plane\n\n");
+    let pins = super::iperf::Pins::for_cpus(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    )
+    .describe();
     md.push_str(&format!(
-        "iperf3 (Debian's package) between namespaces of one lab: 2 compute nodes and 1 network node running dvrmesh agents with the demo configuration, VMs as namespaces (MTU {VM_MTU}); one TCP stream for {tcp_secs} s (receiver's rate) and 64-byte UDP datagrams sent as fast as one client can for {udp_secs} s (datagrams received per second); {rounds} round(s), the cases interleaved in each round; median and the rounds' min–max. Baselines built by the harness in the same lab: plain L2 = a bridge and a VXLAN device per node (VNI 9000, no dvrmesh on the path); centralized = the same hosts in two VXLAN segments routed by one namespace on the network node (every packet goes there and back). All nodes are namespaces of one 2-core machine: \"across hosts\" measures the datapath's cost, not a NIC. The lab's namespaces have bridge netfilter off (`net.bridge.bridge-nf-call-*=0`), as the recipe's have and as `dvrmesh doctor` advises a host that runs only dvrmesh.\n\n"
+        "iperf3 (Debian's package) between namespaces of one lab: 2 compute nodes and 1 network node running dvrmesh agents with the demo configuration, VMs as namespaces (MTU {VM_MTU}); one TCP stream for {tcp_secs} s (receiver's rate) and 64-byte UDP datagrams sent as fast as one client can for {udp_secs} s (datagrams received per second); {rounds} round(s), the cases interleaved in each round; median and the rounds' min–max; {pins}, the same for every case. Baselines built by the harness in the same lab: plain L2 = a bridge and a VXLAN device per node (VNI 9000, no dvrmesh on the path); centralized = the same hosts in two VXLAN segments routed by one namespace on the network node (every packet goes there and back). All nodes are namespaces of one 2-core machine: \"across hosts\" measures the datapath's cost, not a NIC. The lab's namespaces have bridge netfilter off (`net.bridge.bridge-nf-call-*=0`), as the recipe's have and as `dvrmesh doctor` advises a host that runs only dvrmesh.\n\n"
     ));
     md.push_str("| path | TCP Gbit/s (median) | min–max | UDP 64 B kpps received (median) | min–max |\n|---|---|---|---|---|\n");
     for (c, s) in cases.iter().zip(samples) {

@@ -29,21 +29,69 @@ pub struct Samples {
 /// One iperf3 run of `secs` seconds: TCP Gbit/s, or with `udp` 64-byte datagrams as fast as
 /// the client can send, in thousands received per second.
 pub fn iperf(c: &Case, secs: u64, udp: bool) -> Result<f64> {
+    let pins = Pins::for_cpus(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut server = Command::new("nsenter")
         .arg(format!("--net={}", c.server.display()))
         .args(["iperf3", "-s", "-1", "-p", IPERF_PORT])
+        .args(pins.server_args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s (is iperf3 installed? scripts/setup.sh installs it)")?;
     std::thread::sleep(Duration::from_millis(200));
-    let out = client(c, secs, udp);
+    let out = client(c, secs, udp, &pins);
     stop(&mut server);
     let json = out?;
     parse(&json, udp).with_context(|| format!("{}: {}", c.name, first_chars(&json)))
 }
 
-fn client(c: &Case, secs: u64, udp: bool) -> Result<String> {
+/// Where the client and the server run: the same CPUs for every case and round, so no figure
+/// depends on where the scheduler happened to put them (on two CPUs, whether they share one
+/// moves a stream by more than a path's difference). The client takes the first CPU, the server
+/// the last; on one CPU nothing is pinned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pins {
+    client: Option<usize>,
+    server: Option<usize>,
+}
+
+impl Pins {
+    /// The placement on a machine of `cpus` CPUs.
+    pub fn for_cpus(cpus: usize) -> Self {
+        if cpus < 2 {
+            return Self {
+                client: None,
+                server: None,
+            };
+        }
+        Self {
+            client: Some(0),
+            server: Some(cpus - 1),
+        }
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        self.server
+            .map_or(Vec::new(), |c| vec!["-A".into(), c.to_string()])
+    }
+
+    fn client_args(&self) -> Vec<String> {
+        self.client
+            .map_or(Vec::new(), |c| vec!["-A".into(), c.to_string()])
+    }
+
+    /// How the report says it.
+    pub fn describe(&self) -> String {
+        match (self.client, self.server) {
+            (Some(c), Some(s)) => {
+                format!("every iperf3 client pinned to CPU {c} and every server to CPU {s} (`-A`)")
+            }
+            _ => "iperf3 not pinned (one CPU)".into(),
+        }
+    }
+}
+
+fn client(c: &Case, secs: u64, udp: bool, pins: &Pins) -> Result<String> {
     let secs_s = secs.to_string();
     let mut args = vec![
         "iperf3",
@@ -63,6 +111,7 @@ fn client(c: &Case, secs: u64, udp: bool) -> Result<String> {
     let child = Command::new("nsenter")
         .arg(format!("--net={}", c.client.display()))
         .args(&args)
+        .args(pins.client_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -124,6 +173,17 @@ fn parse(json: &str, udp: bool) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_and_server_get_cpus_of_their_own_when_there_are_two() {
+        let two = Pins::for_cpus(2);
+        assert_eq!(two.client_args(), ["-A", "0"]);
+        assert_eq!(two.server_args(), ["-A", "1"]);
+        assert_eq!(Pins::for_cpus(8).server_args(), ["-A", "7"]);
+        let one = Pins::for_cpus(1);
+        assert!(one.client_args().is_empty() && one.server_args().is_empty());
+        assert!(two.describe().contains("client pinned to CPU 0"));
+    }
 
     #[test]
     fn iperf_json_is_read_for_tcp_and_udp() {
