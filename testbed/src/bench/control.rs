@@ -66,6 +66,12 @@ struct LastNode {
     view_ms: f64,
     /// Its view showed the write and its `datapath diff` was empty.
     done_ms: f64,
+    /// What its last non-empty `datapath diff` after the view had the write held (empty when
+    /// the first one asked was clean).
+    pending: String,
+    /// How long the `datapath diff` that came back clean took (a CLI process and the agent
+    /// observing its kernel): long when the asking, not the datapath, was late.
+    clean_ask_ms: f64,
 }
 
 /// At 20 agents, API write → every node's datapath within this at p99 (the target).
@@ -193,6 +199,12 @@ impl Writes {
             "{} agents, {write}: on every node's datapath after {:.0} ms (last: {}, in its view after {:.0} ms)",
             self.agents, last.done_ms, last.node, last.view_ms
         ));
+        if !last.pending.is_empty() || last.clean_ask_ms > 200.0 {
+            ctx.say(&format!(
+                "  {}'s datapath diff before: {}; the clean one took {:.0} ms",
+                last.node, last.pending, last.clean_ask_ms
+            ));
+        }
         let done = last.done_ms;
         last.write = write;
         if self.slowest.as_ref().is_none_or(|s| s.done_ms < done) {
@@ -321,6 +333,7 @@ fn node_has_write(
 ) -> Result<LastNode> {
     let ms = || t0.elapsed().as_secs_f64() * 1000.0;
     let mut view_ms = None;
+    let mut pending = String::new();
     while t0.elapsed() < USABLE_WITHIN {
         if view_ms.is_none()
             && lab
@@ -331,17 +344,21 @@ fn node_has_write(
             view_ms = Some(ms());
         }
         if let Some(view_ms) = view_ms {
-            let clean = lab
-                .cli(node, &["datapath", "diff"])
-                .map(|v| v["ops"].as_array().is_some_and(|o| o.is_empty()))
-                .unwrap_or(false);
-            if clean {
-                return Ok(LastNode {
-                    node: node.to_string(),
-                    write: String::new(),
-                    view_ms,
-                    done_ms: ms(),
-                });
+            let asked = ms();
+            match lab.cli(node, &["datapath", "diff"]) {
+                Ok(v) if v["ops"].as_array().is_some_and(|o| o.is_empty()) => {
+                    let done_ms = ms();
+                    return Ok(LastNode {
+                        node: node.to_string(),
+                        write: String::new(),
+                        view_ms,
+                        done_ms,
+                        pending,
+                        clean_ask_ms: done_ms - asked,
+                    });
+                }
+                Ok(v) => pending = pending_summary(&v),
+                Err(e) => pending = format!("`datapath diff` failed: {e:#}"),
             }
         }
         std::thread::sleep(every);
@@ -350,6 +367,29 @@ fn node_has_write(
         Some(v) => bail!("{node}: the write was in its view after {v:.0} ms but its datapath still had work after {USABLE_WITHIN:?}"),
         None => bail!("{node}: the write was not in its view within {USABLE_WITHIN:?}"),
     }
+}
+
+/// A non-empty `datapath diff` in a line: how many ops, the first (cut short), and what the
+/// last pass said about itself.
+fn pending_summary(diff: &serde_json::Value) -> String {
+    let ops = diff["ops"].as_array().map_or(&[][..], |o| o.as_slice());
+    let mut first = ops.first().map_or(String::new(), |o| o.to_string());
+    if first.len() > 160 {
+        let cut = (0..=160)
+            .rev()
+            .find(|&i| first.is_char_boundary(i))
+            .unwrap_or(0);
+        first.truncate(cut);
+        first.push('…');
+    }
+    let last = &diff["last_pass"];
+    format!(
+        "{} op(s) pending, the first {first}; last pass: generation {}, error {}, {} failed op(s)",
+        ops.len(),
+        last["view_generation"],
+        last["error"],
+        last["failed"].as_array().map_or(0, |f| f.len())
+    )
 }
 
 /// The lab's UDP echo server in `ns`, started without waiting.
@@ -574,6 +614,17 @@ fn writes_md(writes: &[Writes]) -> String {
                 s.done_ms,
                 lateness(s)
             ));
+            if s.done_ms > WRITE_P99_TARGET_MS / 2.0 {
+                md.push_str(&format!(
+                    " Its last `datapath diff` before: {}; the clean one took {:.0} ms to answer.",
+                    if s.pending.is_empty() {
+                        "none (the first one asked came back clean)"
+                    } else {
+                        &s.pending
+                    },
+                    s.clean_ask_ms
+                ));
+            }
         }
     }
     md.push('\n');
@@ -626,6 +677,8 @@ mod tests {
                 write: "route 3/20".into(),
                 view_ms,
                 done_ms,
+                pending: String::new(),
+                clean_ask_ms: 5.0,
             }),
         }
     }
@@ -658,6 +711,8 @@ mod tests {
             write: "w".into(),
             view_ms,
             done_ms,
+            pending: String::new(),
+            clean_ask_ms: 5.0,
         };
         assert_eq!(lateness(&node(100.0, 300.0)), "");
         assert!(lateness(&node(1500.0, 1600.0)).contains("gossip"));
