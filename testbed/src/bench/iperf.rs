@@ -29,7 +29,7 @@ pub struct Samples {
 /// One iperf3 run of `secs` seconds: TCP Gbit/s, or with `udp` 64-byte datagrams as fast as
 /// the client can send, in thousands received per second.
 pub fn iperf(c: &Case, secs: u64, udp: bool) -> Result<f64> {
-    let pins = Pins::for_cpus(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pins = Pins::here();
     let mut server = Command::new("nsenter")
         .arg(format!("--net={}", c.server.display()))
         .args(["iperf3", "-s", "-1", "-p", IPERF_PORT])
@@ -47,8 +47,8 @@ pub fn iperf(c: &Case, secs: u64, udp: bool) -> Result<f64> {
 
 /// Where the client and the server run: the same CPUs for every case and round, so no figure
 /// depends on where the scheduler happened to put them (on two CPUs, whether they share one
-/// moves a stream by more than a path's difference). The client takes the first CPU, the server
-/// the last; on one CPU nothing is pinned.
+/// moves a stream by more than a path's difference). The client takes the first CPU this process
+/// may run on, the server the last; with one (or when the list cannot be read) nothing is pinned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pins {
     client: Option<usize>,
@@ -56,17 +56,32 @@ pub struct Pins {
 }
 
 impl Pins {
-    /// The placement on a machine of `cpus` CPUs.
-    pub fn for_cpus(cpus: usize) -> Self {
-        if cpus < 2 {
-            return Self {
+    /// The placement on the CPUs this process may use (`Cpus_allowed_list` of
+    /// `/proc/self/status`, so a cpuset is respected and no CPU is named that iperf3 cannot use).
+    pub fn here() -> Self {
+        let allowed = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .and_then(|list| parse_cpu_list(list.trim()))
+            })
+            .unwrap_or_default();
+        Self::on(&allowed)
+    }
+
+    /// The placement on the `allowed` CPUs (ascending).
+    pub fn on(allowed: &[usize]) -> Self {
+        match (allowed.first(), allowed.last()) {
+            (Some(&first), Some(&last)) if first != last => Self {
+                client: Some(first),
+                server: Some(last),
+            },
+            _ => Self {
                 client: None,
                 server: None,
-            };
-        }
-        Self {
-            client: Some(0),
-            server: Some(cpus - 1),
+            },
         }
     }
 
@@ -86,9 +101,30 @@ impl Pins {
             (Some(c), Some(s)) => {
                 format!("every iperf3 client pinned to CPU {c} and every server to CPU {s} (`-A`)")
             }
-            _ => "iperf3 not pinned (one CPU)".into(),
+            _ => "iperf3 not pinned (one CPU, or the allowed CPUs unknown)".into(),
         }
     }
+}
+
+/// A kernel CPU list ("0-3,8,10-11") as its CPUs in ascending order; `None` if it is not one.
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi): (usize, usize) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse().ok()?, hi.parse().ok()?),
+            None => {
+                let one = part.parse().ok()?;
+                (one, one)
+            }
+        };
+        if lo > hi || hi - lo > 4096 {
+            return None;
+        }
+        cpus.extend(lo..=hi);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
 }
 
 fn client(c: &Case, secs: u64, udp: bool, pins: &Pins) -> Result<String> {
@@ -176,13 +212,26 @@ mod tests {
 
     #[test]
     fn client_and_server_get_cpus_of_their_own_when_there_are_two() {
-        let two = Pins::for_cpus(2);
+        let two = Pins::on(&[0, 1]);
         assert_eq!(two.client_args(), ["-A", "0"]);
         assert_eq!(two.server_args(), ["-A", "1"]);
-        assert_eq!(Pins::for_cpus(8).server_args(), ["-A", "7"]);
-        let one = Pins::for_cpus(1);
-        assert!(one.client_args().is_empty() && one.server_args().is_empty());
+        let cpuset = Pins::on(&parse_cpu_list("2-3,6").unwrap());
+        assert_eq!(cpuset.client_args(), ["-A", "2"]);
+        assert_eq!(cpuset.server_args(), ["-A", "6"]);
+        for one in [Pins::on(&[3]), Pins::on(&[])] {
+            assert!(one.client_args().is_empty() && one.server_args().is_empty());
+        }
         assert!(two.describe().contains("client pinned to CPU 0"));
+    }
+
+    #[test]
+    fn cpu_lists_are_read_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-1"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-4,8"), Some(vec![0, 2, 3, 4, 8]));
+        assert_eq!(parse_cpu_list("5"), Some(vec![5]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("0-x"), None);
+        assert_eq!(parse_cpu_list("0-99999999"), None);
     }
 
     #[test]

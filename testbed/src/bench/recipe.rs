@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::iperf::{Case, Samples};
 use super::stats::ratio;
-use super::stats::summary;
+use super::stats::{ranges_against, summary};
 
 /// Where the recipe is looked for when `DVRMESH_RECIPE_DIR` is not set, relative to the current
 /// directory and to the repository's parent directory.
@@ -156,19 +156,10 @@ pub(super) fn compare(cases: &[Case], samples: &[Samples], dir: Option<&Path>) -
 
 /// One path whose TCP median is below the recipe's: both ranges, and whether they overlap.
 fn below_recipe(path: &str, ours: &[f64], theirs: &[f64]) -> String {
-    let (o, r) = (summary(ours), summary(theirs));
-    let overlap = if o.max >= r.min {
-        "the rounds' ranges overlap"
-    } else {
-        "every round below the recipe's slowest"
-    };
     format!(
-        "{} ({:.2}–{:.2} against {:.2}–{:.2} Gbit/s: {overlap})",
+        "{} ({})",
         path.trim_start_matches("recipe: "),
-        o.min,
-        o.max,
-        r.min,
-        r.max
+        ranges_against(ours, theirs, "Gbit/s")
     )
 }
 
@@ -218,7 +209,7 @@ mod tests {
             "paths without samples are left out"
         );
         assert!(
-            md.contains("met on 0 of 1 paths; below: east-west, across hosts, routed (DVR) (9.00–9.00 against 10.00–10.00 Gbit/s: every round below the recipe's slowest)"),
+            md.contains("met on 0 of 1 paths; below: east-west, across hosts, routed (DVR) (9.00–9.00 against 10.00–10.00 Gbit/s: every round below the other's slowest)"),
             "{md}"
         );
         let overlapping = compare(

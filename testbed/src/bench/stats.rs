@@ -48,6 +48,22 @@ pub fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// Where a median below a target stands against the rounds: both ranges, and whether they
+/// overlap ("15.2–18.2 against 15.8–18.8 Gbit/s: the rounds' ranges overlap"), so a miss within
+/// the run's spread reads as one.
+pub fn ranges_against(ours: &[f64], theirs: &[f64], unit: &str) -> String {
+    let (o, t) = (summary(ours), summary(theirs));
+    let overlap = if o.max >= t.min {
+        "the rounds' ranges overlap"
+    } else {
+        "every round below the other's slowest"
+    };
+    format!(
+        "{:.2}–{:.2} against {:.2}–{:.2} {unit}: {overlap}",
+        o.min, o.max, t.min, t.max
+    )
+}
+
 /// The summary of `v`, all zeros when it is empty (a case with no sample prints as 0).
 pub fn summary(v: &[f64]) -> Summary {
     Summary::of(v).unwrap_or(Summary {
@@ -62,6 +78,15 @@ pub fn summary(v: &[f64]) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_say_whether_they_overlap() {
+        assert_eq!(
+            ranges_against(&[15.0, 18.0], &[17.0, 19.0], "Gbit/s"),
+            "15.00–18.00 against 17.00–19.00 Gbit/s: the rounds' ranges overlap"
+        );
+        assert!(ranges_against(&[1.0, 2.0], &[3.0], "x").ends_with("below the other's slowest"));
+    }
 
     #[test]
     fn summaries_by_nearest_rank() {
