@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dvrmesh_node::ha::election::{
-    Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput,
+    Election, ElectionConfig, ElectionEvent, ElectionInput, RouterInput, DISPLACED_HOLDDOWN,
+    HOLDDOWN_MEMORY,
 };
 use mesh_proto::{NodeId, ObjectId, Priority, SnatClaim};
 use tokio::time::Instant;
@@ -477,6 +478,75 @@ fn a_paused_holder_that_resumes_does_not_take_the_router_back() {
         .filter(|(_, who, e)| who == &n("a") && matches!(e, ElectionEvent::Took { .. }))
         .count();
     assert_eq!(a_took, 1, "a took the router back: {:#?}", net.log);
+}
+
+#[test]
+fn a_backup_preempted_by_the_preferred_node_is_not_held_down() {
+    // `a` pauses, `b` takes over; `a` resumes, is held down (taken over: it was unreliable),
+    // and preempts once its hold-down is over. `b` lost to the node configured above it, which
+    // says nothing against `b`: it must be ready to take over at once, not held down.
+    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+    net.run(Duration::from_secs(1));
+    let frozen = net.nodes.remove(&n("a")).expect("a");
+    net.up.remove(&n("a"));
+    net.run(Duration::from_secs(1));
+    net.nodes.insert(n("a"), frozen);
+    net.up.insert(n("a"));
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("b")], "{:#?}", net.log);
+    let a_held = net.nodes[&n("a")].holddown(net.now, &router());
+    assert!(
+        a_held.is_some_and(|d| d > Duration::from_secs(25)),
+        "a was taken over, so it is held down: {a_held:?}"
+    );
+    net.run(DISPLACED_HOLDDOWN);
+    assert_eq!(net.holders(), [n("a")], "a preempts after its hold-down");
+    assert_eq!(
+        net.nodes[&n("b")].holddown(net.now, &router()),
+        None,
+        "b was preempted by the preferred node, not taken over: no hold-down"
+    );
+    let died = net.now - net.start;
+    net.kill("a");
+    net.run(Duration::from_secs(1));
+    let failover = net.took_at("b", died).expect("b takes over") - died;
+    assert!(failover <= Duration::from_millis(230), "{failover:?}");
+}
+
+#[test]
+fn hold_downs_double_while_remembered_and_start_over_after_a_quiet_spell() {
+    // `a`'s adverts are lost one way: `b` takes over whenever `a` holds, and `a` is held down
+    // each time, twice as long as the time before.
+    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+    net.run(Duration::from_secs(1));
+    net.mute.insert(n("a"));
+    net.run(Duration::from_secs(1));
+    let first = net.nodes[&n("a")]
+        .holddown(net.now, &router())
+        .expect("held down");
+    net.run(first + Duration::from_secs(1));
+    let second = net.nodes[&n("a")]
+        .holddown(net.now, &router())
+        .expect("held down again");
+    assert!(
+        second > first + Duration::from_secs(25),
+        "the second hold-down doubles: {first:?} then {second:?}"
+    );
+    // The loss ends: `a` preempts once held down no more and keeps the router.
+    net.mute.clear();
+    net.run(second + Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")], "{:#?}", net.log.last());
+    // Long quiet, then the loss again: the hold-down starts over from the first length.
+    net.run(HOLDDOWN_MEMORY + Duration::from_secs(1));
+    net.mute.insert(n("a"));
+    net.run(Duration::from_secs(1));
+    let again = net.nodes[&n("a")]
+        .holddown(net.now, &router())
+        .expect("held down");
+    assert!(
+        again <= DISPLACED_HOLDDOWN,
+        "after {HOLDDOWN_MEMORY:?} without a displacement the hold-down starts over: {again:?}"
+    );
 }
 
 #[test]

@@ -30,9 +30,11 @@ const ROUTER: &str = "a-router";
 const OTHER_ROUTER: &str = "b-router";
 /// A VM on compute-1 without a FIP: its way out is SNAT through the holder.
 const SNAT_VM: &str = "s-vm1";
-/// How long a failover step waits at most for one holder and a backup not held down (a first
-/// displacement holds a backup down for 30 s, a second for 60 s).
-const SETTLE_BUDGET: Duration = Duration::from_secs(90);
+/// How long a failover step waits at most for one holder and a backup not held down. A node
+/// taken over is held down for 30 s, 60 s the second time, 120 s the third: on a loaded machine
+/// a starved holder is taken over now and then (CI saw two in one run), and the test waits that
+/// out instead of failing on it.
+const SETTLE_BUDGET: Duration = Duration::from_secs(150);
 /// Two holders at once must not last longer than this (the namespace chaos tests' bound).
 const BOTH_HOLDING_MAX_MS: u64 = 500;
 
@@ -391,9 +393,10 @@ fn election_log(since: &str) {
     }
 }
 
-/// Waits out `node`'s hold-down: a displaced node (the backup is, once the killed holder came
-/// back and preempted it) trusts gossip over silent adverts for a while, by design, so its
-/// takeover would wait for the membership to call the holder dead.
+/// Waits out `node`'s hold-down: a node that was taken over (a holder that stalled on a busy
+/// machine) trusts gossip over silent adverts for a while, by design, so its takeover would wait
+/// for the membership to call the holder dead. A backup the preferred node preempted is not held
+/// down.
 /// Returns whether it waited; fails if the hold-down ends after `deadline`.
 fn holddown_over(lab: &ComposeLab, router: &str, node: &str, deadline: Instant) -> Result<bool> {
     let show = lab.cli(node, &["router", "show", router])?;

@@ -22,6 +22,10 @@
 //!   ([`DISPLACED_HOLDDOWN`], doubling on each repeat up to [`MAX_HOLDDOWN`], or the preemption
 //!   delay if longer): a holder that was paused or could not be heard was taken over for a
 //!   reason, and one-way loss of adverts must not make two nodes trade the router back and forth.
+//!   Being preempted by a candidate this view ranks above it is no such reason (the preferred
+//!   node came back, as configured): that displacement starts no hold-down, so the backup is
+//!   ready for a fast takeover at once. The doubling is forgotten after [`HOLDDOWN_MEMORY`]
+//!   without a displacement.
 //! - A release (a holder giving a router up on purpose) lets the best backup claim at once: the
 //!   releaser is not counted as a candidate by the others for [`STOOD_DOWN`] unless it claims
 //!   again, so they need not wait for its drain or lost gateway to arrive by gossip.
@@ -50,6 +54,10 @@ use super::suspicion::Arrivals;
 pub const DISPLACED_HOLDDOWN: Duration = Duration::from_secs(30);
 /// The longest hold-down.
 pub const MAX_HOLDDOWN: Duration = Duration::from_secs(480);
+/// How long after its last hold-down ended a node remembers it: displaced again within this, its
+/// next hold-down doubles; later, it starts from [`DISPLACED_HOLDDOWN`] again (a flap long past
+/// says nothing about this node now).
+pub const HOLDDOWN_MEMORY: Duration = MAX_HOLDDOWN;
 /// How long a node that released a router is not counted as a candidate for it by others, unless
 /// it claims again: long enough for its drain or lost gateway to reach every view by gossip.
 pub const STOOD_DOWN: Duration = Duration::from_secs(5);
@@ -142,7 +150,7 @@ struct RouterState {
     /// No preemption before this: set when a higher claim displaced this node, so two nodes that
     /// hear each other only one way do not take the router back and forth.
     holddown_until: Option<Instant>,
-    /// How many times a higher claim displaced this node.
+    /// How many hold-downs this node remembers (see [`HOLDDOWN_MEMORY`]).
     displaced: u32,
     /// Epochs released by each node: gossip still carrying such a claim is stale.
     released: BTreeMap<NodeId, u64>,
@@ -656,13 +664,15 @@ impl Decision<'_> {
             .values()
             .map(|(c, _)| c)
             .find(|c| c.outranks(&mine))
-            .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch));
+            .cloned();
         let reason = if !self.majority {
             Some("lost the majority of the cluster".to_string())
         } else if self.my_prio.is_none() {
             Some("no longer a candidate".to_string())
         } else {
-            displaced_by.clone()
+            displaced_by
+                .as_ref()
+                .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch))
         };
         let Some(reason) = reason else {
             let interval = self.cfg.advert_interval;
@@ -677,19 +687,48 @@ impl Decision<'_> {
         };
         st.mine = None;
         st.last_sent = None;
-        // Displaced, or cut off from the majority (paused, partitioned): either way this node was
-        // unreliable, so it does not take the router back at once.
-        if displaced_by.is_some() || !self.majority {
-            let hold = DISPLACED_HOLDDOWN
-                .saturating_mul(1 << st.displaced.min(4))
-                .min(MAX_HOLDDOWN);
-            st.displaced = st.displaced.saturating_add(1);
-            st.holddown_until = Some(self.now + self.ri.preempt_delay.max(hold));
+        // Taken over, or cut off from the majority (paused, partitioned): either way this node
+        // was unreliable, so it does not take the router back at once. Preempted by a node this
+        // view ranks above it, it was not: the preferred node came back.
+        let preempted = self.majority
+            && displaced_by
+                .as_ref()
+                .is_some_and(|c| self.ranks_above_me(&c.node));
+        if (displaced_by.is_some() || !self.majority) && !preempted {
+            self.hold_down(st);
         }
         out.events.push_back(ElectionEvent::Withdrew {
             router: self.ri.router.clone(),
             reason,
         });
+    }
+
+    /// Whether `node` is a candidate of this view ranked above this node (a candidate itself).
+    fn ranks_above_me(&self, node: &NodeId) -> bool {
+        let Some(my_prio) = self.my_prio else {
+            return false;
+        };
+        self.ri
+            .candidates
+            .iter()
+            .find(|(n, _)| n == node)
+            .is_some_and(|(n, p)| better(&(n.clone(), *p), &(self.me.clone(), my_prio)))
+    }
+
+    /// Starts a hold-down: [`DISPLACED_HOLDDOWN`] doubled for each displacement remembered (see
+    /// [`HOLDDOWN_MEMORY`]), at most [`MAX_HOLDDOWN`], or the preemption delay if longer.
+    fn hold_down(&self, st: &mut RouterState) {
+        let forgotten = st
+            .holddown_until
+            .is_some_and(|t| self.now.saturating_duration_since(t) > HOLDDOWN_MEMORY);
+        if forgotten {
+            st.displaced = 0;
+        }
+        let hold = DISPLACED_HOLDDOWN
+            .saturating_mul(1 << st.displaced.min(4))
+            .min(MAX_HOLDDOWN);
+        st.displaced = st.displaced.saturating_add(1);
+        st.holddown_until = Some(self.now + self.ri.preempt_delay.max(hold));
     }
 
     /// Why this node should claim the router now, if it should: it is a candidate with the
