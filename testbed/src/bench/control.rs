@@ -53,6 +53,10 @@ struct Writes {
     route: Vec<f64>,
     /// The slowest write of either kind, and where its last node's time went.
     slowest: Option<LastNode>,
+    /// Changes of SNAT holder compute-1 saw during the writes (both demo routers): a network
+    /// node starved on a busy machine is taken over, and its datapath then has a namespace to
+    /// build or tear down on top of the write.
+    holder_changes: u64,
 }
 
 /// The last node a write reached: when its view held the write and when its datapath had
@@ -74,6 +78,8 @@ struct LastNode {
     /// How long the `datapath diff` that came back clean took (a CLI process and the agent
     /// observing its kernel): long when the asking, not the datapath, was late.
     clean_ask_ms: f64,
+    /// Changes of SNAT holder compute-1 saw from the end of the previous write to this one's.
+    holder_changes: u64,
 }
 
 /// At 20 agents, API write → every node's datapath within this at p99 (the target).
@@ -180,27 +186,59 @@ fn writes_on(ctx: &Context, lab: &Lab, trials: usize) -> Result<Writes> {
         interface: Vec::new(),
         route: Vec::new(),
         slowest: None,
+        holder_changes: 0,
     };
+    let mut changes = holder_changes(lab)?;
     for i in 0..trials {
-        let last = write_to_every_node(lab, i)?;
+        let mut last = write_to_every_node(lab, i)?;
+        last.holder_changes = w.count_holder_changes(lab, &mut changes)?;
         let t = w.record_trial(ctx, format!("interface {}/{trials}", i + 1), last);
         w.interface.push(t);
     }
     for i in 0..trials {
-        let last = route_to_every_node(lab, i)?;
+        let mut last = route_to_every_node(lab, i)?;
+        last.holder_changes = w.count_holder_changes(lab, &mut changes)?;
         let t = w.record_trial(ctx, format!("route {}/{trials}", i + 1), last);
         w.route.push(t);
     }
     Ok(w)
 }
 
+/// Changes of SNAT holder compute-1 has seen since its agent started, over the demo's routers.
+fn holder_changes(lab: &Lab) -> Result<u64> {
+    let mut n = 0;
+    for router in ["a-router", "b-router"] {
+        let show = lab.cli("compute-1", &["router", "show", router])?;
+        n += show["ha_status"]["transitions"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("`router show {router}` has no ha_status.transitions"))?;
+    }
+    Ok(n)
+}
+
 impl Writes {
+    /// The SNAT holder changes since `seen` (the count at the last trial), added to the
+    /// series' total; `seen` moves on.
+    fn count_holder_changes(&mut self, lab: &Lab, seen: &mut u64) -> Result<u64> {
+        let now = holder_changes(lab)?;
+        let during = now.saturating_sub(*seen);
+        *seen = now;
+        self.holder_changes += during;
+        Ok(during)
+    }
+
     /// Says one trial's time, keeps it as the slowest if it is, and returns it (ms).
     fn record_trial(&mut self, ctx: &Context, write: String, mut last: LastNode) -> f64 {
         ctx.say(&format!(
             "{} agents, {write}: on every node's datapath after {:.0} ms (last: {}, in its view after {:.0} ms)",
             self.agents, last.done_ms, last.node, last.view_ms
         ));
+        if last.holder_changes > 0 {
+            ctx.say(&format!(
+                "  the SNAT holder changed {} time(s) around this write",
+                last.holder_changes
+            ));
+        }
         if !last.pending.is_empty() || last.clean_ask_ms > 200.0 {
             ctx.say(&format!(
                 "  {}'s datapath diff before: {}; the clean one took {:.0} ms",
@@ -359,6 +397,7 @@ fn node_has_write(
                         done_ms,
                         pending,
                         clean_ask_ms: done_ms - asked,
+                        holder_changes: 0,
                     });
                 }
                 Ok(v) => pending = pending_summary(&v),
@@ -624,7 +663,19 @@ fn writes_md(writes: &[Writes]) -> String {
                     s.pending_or_none(),
                     s.clean_ask_ms
                 ));
+                if s.holder_changes > 0 {
+                    md.push_str(&format!(
+                        " A SNAT holder changed {} time(s) around it.",
+                        s.holder_changes
+                    ));
+                }
             }
+        }
+        if w.holder_changes > 0 {
+            md.push_str(&format!(
+                " The SNAT holders changed {} time(s) during the writes on {} agents (the machine starved a network node: each change builds or removes a SNAT namespace beside the writes).",
+                w.holder_changes, w.agents
+            ));
         }
     }
     md.push('\n');
@@ -695,8 +746,30 @@ mod tests {
                 done_ms,
                 pending: String::new(),
                 clean_ask_ms: 5.0,
+                holder_changes: 0,
             }),
+            holder_changes: 0,
         }
+    }
+
+    #[test]
+    fn holder_changes_during_the_writes_are_reported_only_when_there_were_some() {
+        let quiet = writes_md(&[writes(20, vec![200.0, 300.0], 250.0)]);
+        assert!(!quiet.contains("SNAT holders changed"), "{quiet}");
+        let mut busy = writes(20, vec![200.0, 2300.0], 250.0);
+        busy.holder_changes = 2;
+        if let Some(s) = busy.slowest.as_mut() {
+            s.holder_changes = 1;
+        }
+        let md = writes_md(&[busy]);
+        assert!(
+            md.contains("The SNAT holders changed 2 time(s) during the writes on 20 agents"),
+            "{md}"
+        );
+        assert!(
+            md.contains("A SNAT holder changed 1 time(s) around it."),
+            "{md}"
+        );
     }
 
     #[test]
@@ -748,6 +821,7 @@ mod tests {
             done_ms,
             pending: String::new(),
             clean_ask_ms,
+            holder_changes: 0,
         };
         assert_eq!(lateness(&node(100.0, 300.0, 5.0)), "");
         assert!(lateness(&node(1500.0, 1600.0, 5.0)).contains("gossip"));

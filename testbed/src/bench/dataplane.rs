@@ -264,7 +264,7 @@ fn host(
         &lab.node_ns(node),
         &[
             format!(
-                "ip link add {dev} mtu {VM_MTU} type veth peer name eth0 netns {}",
+                "ip link add {dev} mtu {VM_MTU} type veth peer name eth0 mtu {VM_MTU} netns {}",
                 ns.display()
             ),
             format!("ip link set {dev} master hbb{vni} up"),
@@ -290,7 +290,7 @@ fn central_router(lab: &Lab) -> Result<()> {
     let mut l = Vec::new();
     for (vni, leg) in [(9001, "r1"), (9002, "r2")] {
         l.push(format!(
-            "ip link add hb{leg} mtu {VM_MTU} type veth peer name {leg} netns {}",
+            "ip link add hb{leg} mtu {VM_MTU} type veth peer name {leg} mtu {VM_MTU} netns {}",
             ns.display()
         ));
         l.push(format!("ip link set hb{leg} master hbb{vni} up"));
@@ -436,12 +436,17 @@ const FEWER_RULES: &str = "\nEvery frame that crosses the tunnel walks the VXLAN
 fn below_plain_l2(dvr_over_l2: f64, l2_over_plain: f64, recipe: f64) -> String {
     let mut md = format!("\nDVR across hosts is below 0.95× plain L2 in this run. Since 2026-12-04 it skips the routed hop: a frame for a port on another subnet of the router is routed on the VM's own device and sent straight out of the destination network's VXLAN device (the fast path, `docs/decisions.md`), so it crosses no more devices than dvrmesh's own one-subnet path; it ran at {dvr_over_l2:.2}× that path in this run, and dvrmesh's one-subnet path at {l2_over_plain:.2}× plain L2. (Before, every hop the routed path added — the router namespace's veth pair, a second bridge, the IP forward — came straight off the stream's rate, since the sender's CPU carries the whole path: each veth hand-off is processed in the softirq of the CPU that sent it; the ratio moved between 0.81× and 0.94× over runs, and the recipe's DVR, which pays that hop, ran at {recipe:.2}× the recipe's one subnet in this run.)");
     if l2_over_plain >= 0.95 {
-        md.push_str(" The shortfall is therefore between the two dvrmesh paths, which share everything but the fast path's one chain on the VM's device and its `fwd`. In two full runs of the same code before iperf3 was pinned (2026-12-05 02:00 and 02:24 UTC) this ratio went from 1.06× to 0.81×: a run-wide factor moved it more than the path did, the likeliest being placement (each iperf3 client and server put by the scheduler on either CPU anew, and a stream's rate depends on whether the two share one). Since 2026-12-05 05:00 UTC every client runs on the first CPU and every server on the last (`iperf3 -A`), the same for every case and run; whether what stays is the fast path's own cost (its chain and the `fwd` to the VXLAN device, against the bridge's forwarding) or this run's spread, the rounds' min–max above show; not profiled side by side with the pinned placement.\n");
+        md.push_str(" The shortfall is therefore between the two dvrmesh paths, which share everything but the fast path's one chain on the VM's device and its `fwd`. In two full runs of the same code before iperf3 was pinned (2026-12-05 02:00 and 02:24 UTC) this ratio went from 1.06× to 0.81×: a run-wide factor moved it more than the path did, the likeliest being placement (each iperf3 client and server put by the scheduler on either CPU anew, and a stream's rate depends on whether the two share one). Since 2026-12-05 05:00 UTC every client runs on the first CPU and every server on the last (`iperf3 -A`), the same for every case and run; whether what stays is the fast path's own cost (its chain and the `fwd` to the VXLAN device, against the bridge's forwarding) or this run's spread, the rounds' min–max above show, and the profile below.\n");
     } else {
-        md.push_str(" What is left is dvrmesh's L2 path against the hand-built one: the same bridge and VXLAN devices, plus the netdev nft tables on the VXLAN devices (the DVR MAC rewrite and the DHCP and metadata barriers, 4 rules out and 3 in since 2026-12-05) and the agents running beside the traffic. By hand, 64-byte UDP floods of 3 s across hosts in one subnet of a `dvrmesh-lab up --tenants` lab, the three agents running and then stopped (`SIGSTOP`), alternating: 80, 83, 75, 78, 81, 81 kpps running against 87, 87, 91, 92, 90, 92 stopped, while the agents used about 2 % of a CPU each; not profiled further.\n");
+        md.push_str(" What is left is dvrmesh's L2 path against the hand-built one: the same bridge and VXLAN devices, plus the netdev nft tables on the VXLAN devices (the DVR MAC rewrite and the DHCP and metadata barriers, 4 rules out and 3 in since 2026-12-05) and the agents running beside the traffic. By hand, 64-byte UDP floods of 3 s across hosts in one subnet of a `dvrmesh-lab up --tenants` lab, the three agents running and then stopped (`SIGSTOP`), alternating: 80, 83, 75, 78, 81, 81 kpps running against 87, 87, 91, 92, 90, 92 stopped, while the agents used about 2 % of a CPU each.\n");
     }
+    md.push_str(PINNED_PROFILE);
     md
 }
+
+/// Where the sending CPU's time goes on the three paths, with iperf3 pinned (measured by hand,
+/// 2026-12-05).
+const PINNED_PROFILE: &str = "\nProfiled side by side with iperf3 pinned (2026-12-05, by hand: a `dvrmesh-lab up --tenants` lab with the harness's plain L2 built beside it, agents running; 6 interleaved rounds of a 5 s TCP stream, each CPU's `/proc/stat` read around every stream): plain L2 14.49, dvrmesh L2 13.74 (0.95×), DVR across hosts 13.21 Gbit/s (0.91× plain, 0.96× dvrmesh L2), medians. The client's CPU carries the whole path (every veth hand-off, both bridges, both VXLAN devices, up to the server's socket) and was 89–94 % busy in every case, the server's 47–59 %: the rate follows the sending CPU's cost per byte. In `perf record -C 0 -g` of that CPU, 4 s of each stream, dvrmesh L2 spent about 2 % of it where plain L2 spends nothing: nft (`nft_do_chain` 1.1 %, the netdev hook, payload reads and set lookups) and the DHCP server's packet socket on the VM port (`packet_rcv` and its filter's `skb_copy_bits`, 0.4 %); DVR across hosts about 2.5 % more: the fast-path chain's rules and map lookup, the MAC rewrite (`nft_payload_set_eval`, `skb_store_bits`, 0.8 %) and the `fwd`. No extra hop or copy is left; what separates the paths is the per-packet price of what dvrmesh does on them (the DHCP and metadata barriers, the DVR MAC rewrite, routing on the VM's device), paid once per 64 KB super-packet.\n";
 
 #[cfg(test)]
 mod tests {
@@ -486,5 +491,12 @@ mod tests {
         assert!(!between.contains("What is left"));
         let l2 = below_plain_l2(0.97, 0.90, 0.9);
         assert!(l2.contains("What is left is dvrmesh's L2 path") && !l2.contains("run-wide"));
+        // Either way the pinned profile says where the sending CPU's time goes.
+        for t in [&between, &l2] {
+            assert!(
+                t.contains("`perf record -C 0 -g`") && t.contains("MAC rewrite"),
+                "{t}"
+            );
+        }
     }
 }
