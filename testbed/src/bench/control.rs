@@ -192,16 +192,51 @@ fn writes_on(ctx: &Context, lab: &Lab, trials: usize) -> Result<Writes> {
     for i in 0..trials {
         let mut last = write_to_every_node(lab, i)?;
         last.holder_changes = w.count_holder_changes(lab, &mut changes)?;
+        say_log_if_slow(ctx, lab, &last);
         let t = w.record_trial(ctx, format!("interface {}/{trials}", i + 1), last);
         w.interface.push(t);
     }
     for i in 0..trials {
         let mut last = route_to_every_node(lab, i)?;
         last.holder_changes = w.count_holder_changes(lab, &mut changes)?;
+        say_log_if_slow(ctx, lab, &last);
         let t = w.record_trial(ctx, format!("route {}/{trials}", i + 1), last);
         w.route.push(t);
     }
     Ok(w)
+}
+
+/// What a log line must hold to be shown for a slow write: the election's and the datapath's
+/// transitions and timings.
+const SLOW_WRITE_LOG: [&str; 4] = ["SNAT", "datapath in sync", "woke late", "stall"];
+
+/// For a write slower than half the target, says the last node's recent election and datapath
+/// log lines (the lab is removed after the section, its logs with it).
+fn say_log_if_slow(ctx: &Context, lab: &Lab, last: &LastNode) {
+    if last.done_ms <= WRITE_P99_TARGET_MS / 2.0 {
+        return;
+    }
+    let path = lab.node_dir(&last.node).join("agent.log");
+    match std::fs::read_to_string(&path) {
+        Ok(log) => {
+            for l in log_lines_of_note(&log, 12) {
+                ctx.say(&format!("  {}: {l}", last.node));
+            }
+        }
+        Err(e) => ctx.say(&format!("  could not read {}: {e}", path.display())),
+    }
+}
+
+/// The last `most` lines among the last 2 000 of `log` that hold one of [`SLOW_WRITE_LOG`].
+fn log_lines_of_note(log: &str, most: usize) -> Vec<&str> {
+    let recent: Vec<&str> = log.lines().rev().take(2_000).collect();
+    let mut noted: Vec<&str> = recent
+        .into_iter()
+        .filter(|l| SLOW_WRITE_LOG.iter().any(|k| l.contains(k)))
+        .take(most)
+        .collect();
+    noted.reverse();
+    noted
 }
 
 /// Changes of SNAT holder compute-1 has seen since its agent started, over the demo's routers.
@@ -750,6 +785,25 @@ mod tests {
             }),
             holder_changes: 0,
         }
+    }
+
+    #[test]
+    fn a_slow_write_shows_the_last_election_and_datapath_lines_in_order() {
+        let mut log = String::new();
+        for i in 0..30 {
+            log.push_str(&format!("t{i} DEBUG datapath in sync millis=3\n"));
+            log.push_str(&format!("t{i} DEBUG gossip round\n"));
+        }
+        log.push_str("t30 INFO SNAT holder changed router=r from=a to=b\n");
+        let lines = log_lines_of_note(&log, 3);
+        assert_eq!(
+            lines,
+            [
+                "t28 DEBUG datapath in sync millis=3",
+                "t29 DEBUG datapath in sync millis=3",
+                "t30 INFO SNAT holder changed router=r from=a to=b",
+            ]
+        );
     }
 
     #[test]
