@@ -514,6 +514,36 @@ fn a_backup_preempted_by_the_preferred_node_is_not_held_down() {
 }
 
 #[test]
+fn a_preempting_node_whose_first_adverts_are_lost_keeps_the_router() {
+    // `b` holds while `a` is held down; `a`'s adverts are lost for a moment around its
+    // preemption, so `b` learns of `a`'s new claim from gossip first. Not held down, `b` must
+    // time `a`'s silence from that claim, not from `a`'s last advert 30 s ago: no take-back.
+    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
+    net.run(Duration::from_secs(1));
+    let frozen = net.nodes.remove(&n("a")).expect("a");
+    net.up.remove(&n("a"));
+    net.run(Duration::from_secs(1));
+    net.nodes.insert(n("a"), frozen);
+    net.up.insert(n("a"));
+    net.run(Duration::from_secs(1));
+    let left = net.nodes[&n("a")]
+        .holddown(net.now, &router())
+        .expect("a was taken over: held down");
+    net.run(left - Duration::from_millis(20));
+    let preempting = net.now - net.start;
+    net.mute.insert(n("a"));
+    net.run(Duration::from_millis(100));
+    net.mute.clear();
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.holders(), [n("a")], "{:#?}", net.log);
+    assert!(
+        net.took_at("b", preempting).is_none(),
+        "b took the router back from a's preemption: {:#?}",
+        net.log
+    );
+}
+
+#[test]
 fn hold_downs_double_while_remembered_and_start_over_after_a_quiet_spell() {
     // `a`'s adverts are lost one way: `b` takes over whenever `a` holds, and `a` is held down
     // each time, twice as long as the time before.

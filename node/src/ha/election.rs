@@ -24,8 +24,8 @@
 //!   reason, and one-way loss of adverts must not make two nodes trade the router back and forth.
 //!   Being preempted by a candidate this view ranks above it is no such reason (the preferred
 //!   node came back, as configured): that displacement starts no hold-down, so the backup is
-//!   ready for a fast takeover at once. The doubling is forgotten after [`HOLDDOWN_MEMORY`]
-//!   without a displacement.
+//!   ready for a fast takeover at once. The doubling is forgotten once [`HOLDDOWN_MEMORY`] has
+//!   passed since the last hold-down ended.
 //! - A release (a holder giving a router up on purpose) lets the best backup claim at once: the
 //!   releaser is not counted as a candidate by the others for [`STOOD_DOWN`] unless it claims
 //!   again, so they need not wait for its drain or lost gateway to arrive by gossip.
@@ -49,8 +49,9 @@ use tokio::time::Instant;
 
 use super::suspicion::Arrivals;
 
-/// After being displaced while alive, a node does not preempt for this long (or the preemption
-/// delay, if longer); the hold-down doubles on each further displacement.
+/// After being taken over while alive (displaced by a claim of a node not ranked above it) or
+/// cut off from the majority, a node does not preempt for this long (or the preemption delay,
+/// if longer); the hold-down doubles on each further one while remembered ([`HOLDDOWN_MEMORY`]).
 pub const DISPLACED_HOLDDOWN: Duration = Duration::from_secs(30);
 /// The longest hold-down.
 pub const MAX_HOLDDOWN: Duration = Duration::from_secs(480);
@@ -147,8 +148,9 @@ struct RouterState {
     arrivals: BTreeMap<NodeId, Arrivals>,
     better_since: Option<Instant>,
     last_sent: Option<Instant>,
-    /// No preemption before this: set when a higher claim displaced this node, so two nodes that
-    /// hear each other only one way do not take the router back and forth.
+    /// No preemption before this: set when this node was taken over or lost the majority (see
+    /// [`DISPLACED_HOLDDOWN`]), so two nodes that hear each other only one way do not take the
+    /// router back and forth.
     holddown_until: Option<Instant>,
     /// How many hold-downs this node remembers (see [`HOLDDOWN_MEMORY`]).
     displaced: u32,
@@ -322,7 +324,13 @@ impl Election {
                     continue;
                 }
                 let entry = st.heard.entry(c.node.clone()).or_insert((c.clone(), None));
-                if c.outranks(&entry.0) || entry.0 == *c {
+                if c.outranks(&entry.0) {
+                    // A new claim is a sign of life: its silence is timed from now, not from the
+                    // last advert of its previous tenure (a preempting node's first adverts may
+                    // arrive after its claim in gossip).
+                    entry.1 = entry.1.map(|_| now);
+                    entry.0 = c.clone();
+                } else if entry.0 == *c {
                     entry.0 = c.clone();
                 }
             }
@@ -626,12 +634,12 @@ struct Decision<'a> {
 }
 
 impl Decision<'_> {
-    /// Whether this node is held down after a displacement.
+    /// Whether this node is held down (taken over, or cut off from the majority, lately).
     fn held_down(&self, st: &RouterState) -> bool {
         st.holddown_until.is_some_and(|t| self.now < t)
     }
 
-    /// Whether a node heard at `t` counts as alive. Held down after a displacement, this node
+    /// Whether a node heard at `t` counts as alive. Held down (taken over lately), this node
     /// may be hearing the holder one way only: its adverts do not arrive, yet its claim is
     /// refreshed in gossip. Then silence of adverts is no proof of death; the holder counts as
     /// alive while a live node publishes its claim.
@@ -688,12 +696,16 @@ impl Decision<'_> {
         st.mine = None;
         st.last_sent = None;
         // Taken over, or cut off from the majority (paused, partitioned): either way this node
-        // was unreliable, so it does not take the router back at once. Preempted by a node this
-        // view ranks above it, it was not: the preferred node came back.
+        // was unreliable, so it does not take the router back at once. Preempted by nodes this
+        // view ranks above it (every claim that outranks its own), it was not: the preferred
+        // node came back.
         let preempted = self.majority
-            && displaced_by
-                .as_ref()
-                .is_some_and(|c| self.ranks_above_me(&c.node));
+            && displaced_by.is_some()
+            && st
+                .heard
+                .values()
+                .filter(|(c, _)| c.outranks(&mine))
+                .all(|(c, _)| self.ranks_above_me(&c.node));
         if (displaced_by.is_some() || !self.majority) && !preempted {
             self.hold_down(st);
         }
