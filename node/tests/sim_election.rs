@@ -533,6 +533,10 @@ fn a_preempting_node_whose_first_adverts_are_lost_keeps_the_router() {
     let preempting = net.now - net.start;
     net.mute.insert(n("a"));
     net.run(Duration::from_millis(100));
+    // The scenario happened: `a` preempted while muted, and `b` is not held down.
+    let took = net.took_at("a", preempting).expect("a preempts");
+    assert!(took < preempting + Duration::from_millis(100), "{took:?}");
+    assert_eq!(net.nodes[&n("b")].holddown(net.now, &router()), None);
     net.mute.clear();
     net.run(Duration::from_secs(1));
     assert_eq!(net.holders(), [n("a")], "{:#?}", net.log);

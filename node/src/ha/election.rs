@@ -10,8 +10,8 @@
 //!   highest priority, ties to the smaller node id.
 //! - A holder sends an advert every `advert_interval` to the other candidates (and to every other
 //!   `dvr_snat` node of the external network its view counts out), on a grid of whole intervals.
-//!   A backup declares the holder down when it has heard from it before and then nothing for
-//!   `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]), plus its
+//!   A backup declares the holder down when it has heard from it before and then nothing (no
+//!   advert, no new claim in gossip) for `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]), plus its
 //!   rank skew (the best backup moves first). `m` adapts to the advert loss this backup
 //!   measured from that holder (see [`super::suspicion`]): `min_multiplier` on a clean path, up
 //!   to `multiplier` when adverts are being lost.
@@ -49,8 +49,8 @@ use tokio::time::Instant;
 
 use super::suspicion::Arrivals;
 
-/// After being taken over while alive (displaced by a claim of a node not ranked above it) or
-/// cut off from the majority, a node does not preempt for this long (or the preemption delay,
+/// After being taken over while alive (displaced while some claim outranking its own comes
+/// from a node not ranked above it) or cut off from the majority, a node does not preempt for this long (or the preemption delay,
 /// if longer); the hold-down doubles on each further one while remembered ([`HOLDDOWN_MEMORY`]).
 pub const DISPLACED_HOLDDOWN: Duration = Duration::from_secs(30);
 /// The longest hold-down.
@@ -142,7 +142,8 @@ pub enum ElectionEvent {
 struct RouterState {
     mine: Option<SnatClaim>,
     max_epoch: u64,
-    /// Latest claim heard from each node (gossip or advert) and when its last advert arrived.
+    /// Latest claim heard from each node (gossip or advert) and, once it has adverted here, when
+    /// its last advert arrived or a newer claim of it was first seen in gossip.
     heard: BTreeMap<NodeId, (SnatClaim, Option<Instant>)>,
     /// The adverts received from each node that adverted, for how long its silence is waited on.
     arrivals: BTreeMap<NodeId, Arrivals>,
@@ -432,7 +433,7 @@ impl Election {
     }
 
     /// The claims heard from other nodes for `router`, each with how long ago its last advert
-    /// arrived (`None`: known from gossip only).
+    /// arrived or a newer claim of it was seen in gossip (`None`: known from gossip only).
     pub fn heard(&self, now: Instant, router: &ObjectId) -> Vec<(SnatClaim, Option<Duration>)> {
         self.routers.get(router).map_or_else(Vec::new, |s| {
             s.heard
@@ -639,9 +640,9 @@ impl Decision<'_> {
         st.holddown_until.is_some_and(|t| self.now < t)
     }
 
-    /// Whether a node heard at `t` counts as alive. Held down (taken over lately), this node
-    /// may be hearing the holder one way only: its adverts do not arrive, yet its claim is
-    /// refreshed in gossip. Then silence of adverts is no proof of death; the holder counts as
+    /// Whether a node heard at `t` counts as alive. Held down (taken over, or cut off, lately),
+    /// this node may be hearing the holder one way only: its adverts do not arrive, yet its
+    /// claim is refreshed in gossip. Then silence of adverts is no proof of death; the holder counts as
     /// alive while a live node publishes its claim.
     fn alive(&self, st: &RouterState, n: &NodeId, t: &Option<Instant>) -> bool {
         let in_gossip = || self.held_down(st) && self.ri.claims.iter().any(|c| &c.node == n);
