@@ -480,11 +480,9 @@ fn a_paused_holder_that_resumes_does_not_take_the_router_back() {
     assert_eq!(a_took, 1, "a took the router back: {:#?}", net.log);
 }
 
-#[test]
-fn a_backup_preempted_by_the_preferred_node_is_not_held_down() {
-    // `a` pauses, `b` takes over; `a` resumes, is held down (taken over: it was unreliable),
-    // and preempts once its hold-down is over. `b` lost to the node configured above it, which
-    // says nothing against `b`: it must be ready to take over at once, not held down.
+/// `a` (200) held, paused for 1 s and was taken over by `b` (150); 1 s after `a` resumed, `b`
+/// holds and `a` is in its hold-down.
+fn b_holding_after_a_paused() -> Net {
     let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
     net.run(Duration::from_secs(1));
     let frozen = net.nodes.remove(&n("a")).expect("a");
@@ -493,6 +491,15 @@ fn a_backup_preempted_by_the_preferred_node_is_not_held_down() {
     net.nodes.insert(n("a"), frozen);
     net.up.insert(n("a"));
     net.run(Duration::from_secs(1));
+    net
+}
+
+#[test]
+fn a_backup_preempted_by_the_preferred_node_is_not_held_down() {
+    // `a` pauses, `b` takes over; `a` resumes, is held down (taken over: it was unreliable),
+    // and preempts once its hold-down is over. `b` lost to the node configured above it, which
+    // says nothing against `b`: it must be ready to take over at once, not held down.
+    let mut net = b_holding_after_a_paused();
     assert_eq!(net.holders(), [n("b")], "{:#?}", net.log);
     let a_held = net.nodes[&n("a")].holddown(net.now, &router());
     assert!(
@@ -518,14 +525,7 @@ fn a_preempting_node_whose_first_adverts_are_lost_keeps_the_router() {
     // `b` holds while `a` is held down; `a`'s adverts are lost for a moment around its
     // preemption, so `b` learns of `a`'s new claim from gossip first. Not held down, `b` must
     // time `a`'s silence from that claim, not from `a`'s last advert 30 s ago: no take-back.
-    let mut net = Net::new(&[("a", 200), ("b", 150)], 3);
-    net.run(Duration::from_secs(1));
-    let frozen = net.nodes.remove(&n("a")).expect("a");
-    net.up.remove(&n("a"));
-    net.run(Duration::from_secs(1));
-    net.nodes.insert(n("a"), frozen);
-    net.up.insert(n("a"));
-    net.run(Duration::from_secs(1));
+    let mut net = b_holding_after_a_paused();
     let left = net.nodes[&n("a")]
         .holddown(net.now, &router())
         .expect("a was taken over: held down");
