@@ -11,10 +11,10 @@
 //! - A holder sends an advert every `advert_interval` to the other candidates (and to every other
 //!   `dvr_snat` node of the external network its view counts out), on a grid of whole intervals.
 //!   A backup declares the holder down when it has heard from it before and then nothing (no
-//!   advert, no new claim in gossip) for `m × interval`, plus a quarter interval for a late advert ([`late_allowance`]), plus its
-//!   rank skew (the best backup moves first). `m` adapts to the advert loss this backup
-//!   measured from that holder (see [`super::suspicion`]): `min_multiplier` on a clean path, up
-//!   to `multiplier` when adverts are being lost.
+//!   advert, no new claim in gossip) for `m × interval`, plus a quarter interval for a late
+//!   advert ([`late_allowance`]), plus its rank skew (the best backup moves first). `m` adapts
+//!   to the advert loss this backup measured from that holder (see [`super::suspicion`]):
+//!   `min_multiplier` on a clean path, up to `multiplier` when adverts are being lost.
 //! - With no live holder, the best candidate that is not itself silent claims, with an epoch one
 //!   above every epoch it has seen. With `preempt`, a better candidate takes over from a live holder
 //!   after `preempt_delay`.
@@ -50,8 +50,9 @@ use tokio::time::Instant;
 use super::suspicion::Arrivals;
 
 /// After being taken over while alive (displaced while some claim outranking its own comes
-/// from a node not ranked above it) or cut off from the majority, a node does not preempt for this long (or the preemption delay,
-/// if longer); the hold-down doubles on each further one while remembered ([`HOLDDOWN_MEMORY`]).
+/// from a node not ranked above it) or cut off from the majority, a node does not preempt for
+/// this long (or the preemption delay, if longer); the hold-down doubles on each further one
+/// while remembered ([`HOLDDOWN_MEMORY`]).
 pub const DISPLACED_HOLDDOWN: Duration = Duration::from_secs(30);
 /// The longest hold-down.
 pub const MAX_HOLDDOWN: Duration = Duration::from_secs(480);
@@ -642,8 +643,8 @@ impl Decision<'_> {
 
     /// Whether a node heard at `t` counts as alive. Held down (taken over, or cut off, lately),
     /// this node may be hearing the holder one way only: its adverts do not arrive, yet its
-    /// claim is refreshed in gossip. Then silence of adverts is no proof of death; the holder counts as
-    /// alive while a live node publishes its claim.
+    /// claim is refreshed in gossip. Then silence of adverts is no proof of death; the holder
+    /// counts as alive while a live node publishes its claim.
     fn alive(&self, st: &RouterState, n: &NodeId, t: &Option<Instant>) -> bool {
         let in_gossip = || self.held_down(st) && self.ri.claims.iter().any(|c| &c.node == n);
         let down = || down_for(&self.cfg, st, n, skew(&self.cfg, Some(self.ri), self.me, n));
@@ -668,20 +669,20 @@ impl Decision<'_> {
     /// This node holds the router: it withdraws when it lost the majority, is no candidate any
     /// more, or sees a claim that outranks its own; else it adverts when an interval has passed.
     fn hold_or_withdraw(&self, st: &mut RouterState, mine: SnatClaim, out: &mut Outputs<'_>) {
-        let displaced_by = st
+        let outranking: Vec<SnatClaim> = st
             .heard
             .values()
             .map(|(c, _)| c)
-            .find(|c| c.outranks(&mine))
-            .cloned();
+            .filter(|c| c.outranks(&mine))
+            .cloned()
+            .collect();
+        let displaced_by = outranking.first();
         let reason = if !self.majority {
             Some("lost the majority of the cluster".to_string())
         } else if self.my_prio.is_none() {
             Some("no longer a candidate".to_string())
         } else {
-            displaced_by
-                .as_ref()
-                .map(|c| format!("{} claims it with epoch {}", c.node, c.epoch))
+            displaced_by.map(|c| format!("{} claims it with epoch {}", c.node, c.epoch))
         };
         let Some(reason) = reason else {
             let interval = self.cfg.advert_interval;
@@ -702,11 +703,7 @@ impl Decision<'_> {
         // node came back.
         let preempted = self.majority
             && displaced_by.is_some()
-            && st
-                .heard
-                .values()
-                .filter(|(c, _)| c.outranks(&mine))
-                .all(|(c, _)| self.ranks_above_me(&c.node));
+            && outranking.iter().all(|c| self.ranks_above_me(&c.node));
         if (displaced_by.is_some() || !self.majority) && !preempted {
             self.hold_down(st);
         }
