@@ -1,4 +1,4 @@
-//! Control-plane latency, measured through the CLI as a black box: a port created → usable by
+//! Control-plane latency, measured from outside the agents (the CLI, their API sockets, the VMs' traffic): a port created → usable by
 //! a VM (reachable from a VM on another node, routed: its address known, its node's and the
 //! remote node's datapath programmed), one port at a time; and a burst of ports created at once
 //! on one node → each one's device made by its agent; API writes → the view and datapath of every
@@ -6,13 +6,16 @@
 //! node spent its time; and the demo's time to full connectivity.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use dvrmesh_node::api::Request;
+use dvrmesh_node::tenant::ops::ConfigRequest;
+use mesh_proto::ObjectKind;
 
 use super::plot::{Bar, Chart};
 use super::section::{Context, SectionOut};
@@ -70,13 +73,14 @@ struct LastNode {
     write: String,
     /// Its view first showed the write.
     view_ms: f64,
-    /// Its view showed the write and its `datapath diff` was empty.
+    /// Its view showed the write and a reconcile pass planned from a view at least that new had
+    /// applied cleanly (then confirmed by an empty `datapath diff`).
     done_ms: f64,
     /// What its last non-empty `datapath diff` after the view had the write held (empty when
     /// the first one asked was clean).
     pending: String,
-    /// How long the `datapath diff` that came back clean took (a CLI process and the agent
-    /// observing its kernel): long when the asking, not the datapath, was late.
+    /// How long the question that found the write applied took to answer (the agent's status):
+    /// long when the asking, not the datapath, was late.
     clean_ask_ms: f64,
     /// Changes of SNAT holder compute-1 saw from the end of the previous write to this one's.
     holder_changes: u64,
@@ -276,7 +280,7 @@ impl Writes {
         }
         if !last.pending.is_empty() || last.clean_ask_ms > 200.0 {
             ctx.say(&format!(
-                "  {}'s datapath diff before: {}; the clean one took {:.0} ms",
+                "  {}'s datapath diff before: {}; the question that found it applied took {:.0} ms",
                 last.node,
                 last.pending_or_none(),
                 last.clean_ask_ms
@@ -377,8 +381,8 @@ fn last_node_with(
     has: &(dyn Fn(&serde_json::Value) -> bool + Sync),
 ) -> Result<LastNode> {
     let nodes: Vec<String> = lab.state.nodes.iter().map(|n| n.name.clone()).collect();
-    // Every node asked every few ms, one CLI process per question: spaced out on big labs so
-    // the questions do not take the CPU the agents need.
+    // Every node asked every few ms (from this process, see `node_has_write`): spaced out on big
+    // labs so the questions do not take the CPU the agents need.
     let every = Duration::from_millis(5 * (nodes.len() as u64).div_ceil(3));
     let per_node: Vec<Result<LastNode>> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
@@ -399,8 +403,12 @@ fn last_node_with(
     last.ok_or_else(|| anyhow!("the lab has no nodes"))
 }
 
-/// Polls `node` every `every` until its view of a-router passes `has` and its datapath diff is
-/// empty; when each happened, in ms since `t0`.
+/// Polls `node` every `every` until its view of a-router passes `has` and a reconcile pass
+/// planned from a view at least that new applied cleanly, confirmed by an empty `datapath diff`;
+/// when each happened, in ms since `t0`. The questions go through the agent's API socket from
+/// this thread, not one CLI process each: on a 20-agent lab a process per question took more
+/// CPU than the agents had (about 2 ms each, 20 nodes every 35 ms), and a starved network node
+/// is taken over, which is then measured as part of the write.
 fn node_has_write(
     lab: &Lab,
     node: &str,
@@ -408,43 +416,94 @@ fn node_has_write(
     every: Duration,
     has: &(dyn Fn(&serde_json::Value) -> bool + Sync),
 ) -> Result<LastNode> {
+    let agent = Asker::new(lab.api(node))?;
     let ms = || t0.elapsed().as_secs_f64() * 1000.0;
-    let mut view_ms = None;
+    let show = ConfigRequest::Show {
+        kind: ObjectKind::Router,
+        reference: "a-router".into(),
+    };
+    // When the view first held the write, and the view generation then.
+    let mut seen: Option<(f64, u64)> = None;
     let mut pending = String::new();
     while t0.elapsed() < USABLE_WITHIN {
-        if view_ms.is_none()
-            && lab
-                .cli(node, &["router", "show", "a-router"])
-                .ok()
-                .is_some_and(|v| has(&v))
-        {
-            view_ms = Some(ms());
+        if seen.is_none() && agent.ask(&show).ok().is_some_and(|v| has(&v)) {
+            let view_ms = ms();
+            seen = Some((view_ms, agent.view_generation()?));
         }
-        if let Some(view_ms) = view_ms {
+        if let Some((view_ms, generation)) = seen {
             let asked = ms();
-            match lab.cli(node, &["datapath", "diff"]) {
-                Ok(v) if v["ops"].as_array().is_some_and(|o| o.is_empty()) => {
-                    let done_ms = ms();
-                    return Ok(LastNode {
-                        node: node.to_string(),
-                        write: String::new(),
-                        view_ms,
-                        done_ms,
-                        pending,
-                        clean_ask_ms: done_ms - asked,
-                        holder_changes: 0,
-                    });
+            if agent.applied_since(generation)? {
+                let done_ms = ms();
+                match agent.ask(&Request::DatapathDiff) {
+                    Ok(v) if v["ops"].as_array().is_some_and(|o| o.is_empty()) => {
+                        return Ok(LastNode {
+                            node: node.to_string(),
+                            write: String::new(),
+                            view_ms,
+                            done_ms,
+                            pending,
+                            clean_ask_ms: done_ms - asked,
+                            holder_changes: 0,
+                        });
+                    }
+                    Ok(v) => pending = pending_summary(&v),
+                    Err(e) => pending = format!("`datapath diff` failed: {e:#}"),
                 }
-                Ok(v) => pending = pending_summary(&v),
-                Err(e) => pending = format!("`datapath diff` failed: {e:#}"),
             }
         }
         std::thread::sleep(every);
     }
-    match view_ms {
-        Some(v) => bail!("{node}: the write was in its view after {v:.0} ms but its datapath still had work after {USABLE_WITHIN:?}"),
+    match seen {
+        Some((v, _)) => bail!("{node}: the write was in its view after {v:.0} ms but its datapath still had work after {USABLE_WITHIN:?}"),
         None => bail!("{node}: the write was not in its view within {USABLE_WITHIN:?}"),
     }
+}
+
+/// One agent's API, asked from this process on the calling thread (reads only: no credential).
+struct Asker {
+    api: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Asker {
+    fn new(api: PathBuf) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("a runtime for the API questions")?;
+        Ok(Self { api, rt })
+    }
+
+    fn ask(&self, req: &impl serde::Serialize) -> Result<serde_json::Value> {
+        self.rt
+            .block_on(dvrmesh_node::api::call(&self.api, req))
+            .with_context(|| format!("asking the agent at {}", self.api.display()))
+    }
+
+    /// The agent's view generation now.
+    fn view_generation(&self) -> Result<u64> {
+        let status = self.ask(&Request::Status)?;
+        status["view_generation"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("`status` has no view_generation: {status}"))
+    }
+
+    /// Whether the agent's last reconcile pass planned from view `generation` or newer and
+    /// applied every op.
+    fn applied_since(&self, generation: u64) -> Result<bool> {
+        let status = self.ask(&Request::Status)?;
+        Ok(pass_applied_since(&status["datapath"], generation))
+    }
+}
+
+/// Whether `last_pass` (a reconcile pass report) planned from view `generation` or newer, with
+/// no error and no failed op.
+fn pass_applied_since(last_pass: &serde_json::Value, generation: u64) -> bool {
+    last_pass["view_generation"]
+        .as_u64()
+        .is_some_and(|g| g >= generation)
+        && last_pass["error"].is_null()
+        && last_pass["failed"].as_array().is_some_and(|f| f.is_empty())
 }
 
 /// A non-empty `datapath diff` in a line: how many ops, the first (cut short), and what the
@@ -586,7 +645,7 @@ fn wait_devices(
 
 fn report(ctx: &Context, f: &Figures) -> SectionOut {
     let mut md = String::from("## Control-plane latency\n\n");
-    md.push_str(&format!("Reproduce: `dvrmesh-lab bench --only control`. Black box, through the CLI, on a lab of 2 compute nodes and 1 network node (demo configuration). One at a time: `port create` on compute-1 (the agent there allocates the address and makes the device), the VM's namespace configured at once (as a VM's DHCP client would), and a VM on compute-2, in another subnet of the same router, probing it every {PROBE_MS} ms until it answers (routed across hosts: the port's node and the remote node both programmed). At once: {} `port create` processes started together against compute-1's agent, and the node's links listed every 20 ms from the start, so each port's device has its own time. API write → every node: through compute-1's agent, `router add-interface` of a subnet just created through the same agent (its SNAT port takes an address of the first block that agent claimed with the subnet, in the subnet's own claim window) and `router add-route` (no allocation: gossip and the datapath only); then each node asked through its own API (every 5 ms per 3 agents, one CLI process per question, so 20–60 ms resolution) until its view shows the write and `datapath diff` is empty; the time of the last node. {} Times include the CLI's process start and the lab's namespace work.\n\n", f.burst, if f.writes.len() > 1 { "Writes are also timed on labs of 10 and 20 agents (8 + 2 and 17 + 3 network nodes), all on this one machine." } else { "Quick run: 3 agents only (the full run adds 10 and 20)." }));
+    md.push_str(&format!("Reproduce: `dvrmesh-lab bench --only control`. Black box, through the CLI, on a lab of 2 compute nodes and 1 network node (demo configuration). One at a time: `port create` on compute-1 (the agent there allocates the address and makes the device), the VM's namespace configured at once (as a VM's DHCP client would), and a VM on compute-2, in another subnet of the same router, probing it every {PROBE_MS} ms until it answers (routed across hosts: the port's node and the remote node both programmed). At once: {} `port create` processes started together against compute-1's agent, and the node's links listed every 20 ms from the start, so each port's device has its own time. API write → every node: through compute-1's agent, `router add-interface` of a subnet just created through the same agent (its SNAT port takes an address of the first block that agent claimed with the subnet, in the subnet's own claim window) and `router add-route` (no allocation: gossip and the datapath only); then each node asked through its own API socket from the harness (no process per question; every 5 ms per 3 agents, so 5–35 ms resolution) until its view shows the write and its status shows a reconcile pass planned from a view at least that new applied with no failed op, confirmed by an empty `datapath diff`; the time of the last node. {} Port times include the CLI's process start and the lab's namespace work.\n\n", f.burst, if f.writes.len() > 1 { "Writes are also timed on labs of 10 and 20 agents (8 + 2 and 17 + 3 network nodes), all on this one machine." } else { "Quick run: 3 agents only (the full run adds 10 and 20)." }));
     md.push_str("| what | samples | p50 | p99 | max |\n|---|---|---|---|---|\n");
     let mut write_rows: Vec<(String, &Vec<f64>)> = Vec::new();
     for w in &f.writes {
@@ -694,7 +753,7 @@ fn writes_md(writes: &[Writes]) -> String {
             ));
             if s.done_ms > WRITE_P99_TARGET_MS / 2.0 {
                 md.push_str(&format!(
-                    " Its last `datapath diff` before: {}; the clean one took {:.0} ms to answer.",
+                    " Its last `datapath diff` before: {}; the question that found it applied took {:.0} ms to answer.",
                     s.pending_or_none(),
                     s.clean_ask_ms
                 ));
@@ -728,7 +787,7 @@ impl LastNode {
     }
 }
 
-/// Which part of a slow write was late: the asking (the clean `datapath diff` itself took most
+/// Which part of a slow write was late: the asking (the question that found it applied took most
 /// of the time after the view had the write), the write reaching the node's view (the write's
 /// own answer, then gossip), or its datapath after the view had it.
 fn lateness(s: &LastNode) -> &'static str {
@@ -736,7 +795,7 @@ fn lateness(s: &LastNode) -> &'static str {
     if s.done_ms <= WRITE_P99_TARGET_MS / 2.0 {
         ""
     } else if s.view_ms < s.done_ms / 2.0 && s.clean_ask_ms >= after_view / 2.0 {
-        " (the asking was late: the clean `datapath diff` alone took most of the time after the view had it)"
+        " (the asking was late: the question that found it applied alone took most of the time after the view had it)"
     } else if s.view_ms >= s.done_ms / 2.0 {
         " (the write reached its view late: the write's own answer, then gossip)"
     } else {
@@ -845,6 +904,34 @@ mod tests {
         assert!(missed.contains("Slowest of 3 agents"), "{missed}");
         let quick = writes_md(&[writes(3, vec![90.0], 80.0)]);
         assert!(quick.contains("judged in full runs"), "{quick}");
+    }
+
+    #[test]
+    fn a_write_counts_as_applied_only_after_a_clean_pass_from_a_view_that_held_it() {
+        let pass = |generation: u64, error: serde_json::Value, failed: serde_json::Value| {
+            serde_json::json!({"view_generation": generation, "error": error, "failed": failed})
+        };
+        let none = serde_json::Value::Null;
+        let no_failures = serde_json::json!([]);
+        assert!(pass_applied_since(&pass(7, none.clone(), no_failures.clone()), 7));
+        assert!(pass_applied_since(&pass(9, none.clone(), no_failures.clone()), 7));
+        assert!(
+            !pass_applied_since(&pass(6, none.clone(), no_failures.clone()), 7),
+            "a pass planned from an older view does not hold the write"
+        );
+        assert!(
+            !pass_applied_since(&pass(8, "netlink: busy".into(), no_failures), 7),
+            "a pass that stopped on an error applied nothing to count on"
+        );
+        let failed = serde_json::json!([["add_route 198.18.0.0/24", "EEXIST"]]);
+        assert!(
+            !pass_applied_since(&pass(8, none.clone(), failed), 7),
+            "a pass with a failed op left the datapath short of the write"
+        );
+        assert!(
+            !pass_applied_since(&none, 7),
+            "an agent without a datapath report has applied nothing"
+        );
     }
 
     #[test]
