@@ -767,7 +767,7 @@ fn writes_md(writes: &[Writes]) -> String {
         }
         if w.holder_changes > 0 {
             md.push_str(&format!(
-                " The SNAT holders changed {} time(s) during the writes on {} agents (the machine starved a network node: each change builds or removes a SNAT namespace beside the writes).",
+                " The SNAT holders changed {} time(s) during the writes on {} agents (each change builds or removes a SNAT namespace beside the writes; a network node starved on a busy machine is taken over, and right after a lab comes up the preferred node taking its routers back counts too).",
                 w.holder_changes, w.agents
             ));
         }
@@ -908,22 +908,22 @@ mod tests {
 
     #[test]
     fn a_write_counts_as_applied_only_after_a_clean_pass_from_a_view_that_held_it() {
-        let pass = |generation: u64, error: serde_json::Value, failed: serde_json::Value| {
-            serde_json::json!({"view_generation": generation, "error": error, "failed": failed})
-        };
-        let none = serde_json::Value::Null;
-        let no_failures = serde_json::json!([]);
-        assert!(pass_applied_since(&pass(7, none.clone(), no_failures.clone()), 7));
-        assert!(pass_applied_since(&pass(9, none.clone(), no_failures.clone()), 7));
+        use serde_json::{json, Value};
+        let pass = |generation: u64, error: Value, failed: Value| json!({ "view_generation": generation, "error": error, "failed": failed });
+        let none = Value::Null;
+        let no_failures = json!([]);
+        let clean = |generation| pass(generation, Value::Null, json!([]));
+        assert!(pass_applied_since(&clean(7), 7));
+        assert!(pass_applied_since(&clean(9), 7));
         assert!(
-            !pass_applied_since(&pass(6, none.clone(), no_failures.clone()), 7),
+            !pass_applied_since(&clean(6), 7),
             "a pass planned from an older view does not hold the write"
         );
         assert!(
             !pass_applied_since(&pass(8, "netlink: busy".into(), no_failures), 7),
             "a pass that stopped on an error applied nothing to count on"
         );
-        let failed = serde_json::json!([["add_route 198.18.0.0/24", "EEXIST"]]);
+        let failed = json!([["add_route 198.18.0.0/24", "EEXIST"]]);
         assert!(
             !pass_applied_since(&pass(8, none.clone(), failed), 7),
             "a pass with a failed op left the datapath short of the write"
