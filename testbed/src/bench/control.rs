@@ -428,11 +428,19 @@ fn node_has_write(
     while t0.elapsed() < USABLE_WITHIN {
         if seen.is_none() && agent.ask(&show).ok().is_some_and(|v| has(&v)) {
             let view_ms = ms();
-            seen = Some((view_ms, agent.view_generation()?));
+            // A question that failed is asked again next round, as the view's is.
+            match agent.view_generation() {
+                Ok(g) => seen = Some((view_ms, g)),
+                Err(e) => pending = format!("`status` failed: {e:#}"),
+            }
         }
         if let Some((view_ms, generation)) = seen {
             let asked = ms();
-            if agent.applied_since(generation)? {
+            let applied = agent.applied_since(generation).unwrap_or_else(|e| {
+                pending = format!("`status` failed: {e:#}");
+                false
+            });
+            if applied {
                 let done_ms = ms();
                 match agent.ask(&Request::DatapathDiff) {
                     Ok(v) if v["ops"].as_array().is_some_and(|o| o.is_empty()) => {
@@ -453,9 +461,14 @@ fn node_has_write(
         }
         std::thread::sleep(every);
     }
+    let last = if pending.is_empty() {
+        String::new()
+    } else {
+        format!(" (last: {pending})")
+    };
     match seen {
-        Some((v, _)) => bail!("{node}: the write was in its view after {v:.0} ms but its datapath still had work after {USABLE_WITHIN:?}"),
-        None => bail!("{node}: the write was not in its view within {USABLE_WITHIN:?}"),
+        Some((v, _)) => bail!("{node}: the write was in its view after {v:.0} ms but its datapath still had work after {USABLE_WITHIN:?}{last}"),
+        None => bail!("{node}: the write was not in its view within {USABLE_WITHIN:?}{last}"),
     }
 }
 
