@@ -823,7 +823,7 @@ fn writes_md(writes: &[Writes]) -> String {
 }
 
 impl LastNode {
-    /// What its datapath diff held before it came back clean, or that nothing did.
+    /// What it showed before the write counted as applied, or that nothing was behind.
     fn pending_or_none(&self) -> &str {
         if self.pending.is_empty() {
             "none (the first question found it applied)"
@@ -955,7 +955,9 @@ mod tests {
     #[test]
     fn a_write_counts_as_applied_only_after_a_clean_pass_from_a_view_that_held_it() {
         use serde_json::{json, Value};
-        let pass = |generation: u64, error: Value, failed: Value| json!({ "view_generation": generation, "error": error, "failed": failed });
+        fn pass(generation: u64, error: Value, failed: Value) -> Value {
+            json!({ "view_generation": generation, "error": error, "failed": failed })
+        }
         let none = Value::Null;
         let no_failures = json!([]);
         let clean = |generation| pass(generation, Value::Null, json!([]));
